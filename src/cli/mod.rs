@@ -1,0 +1,161 @@
+//! The command line: `sync`, `resync`, `plan`, `status`. Errors get their context here and are
+//! printed once; exit codes: 0 success, 1 a run finished with object errors, 2 configuration or
+//! connection failure.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::engine::{self, RunKind};
+use crate::state::records::Snapshot;
+use crate::state::Store;
+use crate::target::scim::ScimClient;
+
+#[derive(Parser, Debug)]
+#[command(name = "dirbridge", version, about = "Mirror LDAP / Active Directory users and groups into a SCIM 2.0 service")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "DIRBRIDGE_CONFIG", default_value = "dirbridge.toml")]
+    pub config: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One delta pass: send only what changed since the last run.
+    Sync,
+    /// Full resync: read the target and repair every drift (safe to run any time).
+    Resync,
+    /// Dry run: show what `sync` would send, without sending anything or changing state.
+    Plan {
+        /// Print a JSON array of operations.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the state store holds: last run, counts, objects in error.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit code for a configuration or connection failure.
+const FAILURE: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(FAILURE);
+        }
+    };
+    match rt.block_on(dispatch(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Sync => run(cli, RunKind::Sync).await,
+        Command::Resync => run(cli, RunKind::Resync).await,
+        Command::Plan { json } => plan(cli, *json).await,
+        Command::Status { json } => status(cli, *json),
+    }
+}
+
+async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
+    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
+    let target = ScimClient::new(&cfg.target, custom)
+        .map_err(anyhow::Error::msg)
+        .context("target")?;
+    let report = engine::run(&cfg, &store, &target, kind)
+        .await
+        .with_context(|| format!("{} failed", kind.name()))?;
+    println!("{}", report.summary.line(kind.name()));
+    Ok(if report.summary.errors > 0 || report.summary.rejected > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    // A dry run must not create the store: read it only if it exists.
+    let records = if Store::exists(&cfg.state.path) {
+        Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?.snapshot()?
+    } else {
+        Snapshot::default()
+    };
+    let (ops, desired) = engine::dry_run(&cfg, &records).await.context("plan failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ops)?);
+    } else {
+        print!("{}", output::plan_table(&ops, &desired));
+    }
+    Ok(0)
+}
+
+fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    if !Store::exists(&cfg.state.path) {
+        if json {
+            println!("{}", serde_json::json!({ "state": cfg.state.path, "initialized": false }));
+        } else {
+            println!("No state at {} yet: run `dirbridge sync` first.", cfg.state.path.display());
+        }
+        return Ok(0);
+    }
+    let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
+    let view = output::StatusView::read(&store, &cfg.state.path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", view.text());
+    }
+    Ok(0)
+}

@@ -1,0 +1,253 @@
+//! The configuration file: TOML read into raw serde structs, then checked and turned into the
+//! typed [`Config`] the rest of the gateway uses. Every error names the file, and the key or the
+//! line; no error ever shows a secret's value.
+
+mod raw;
+mod secret;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use secret::{Secret, SecretSource};
+
+/// What can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: `{key}`: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    pub ldap: LdapConfig,
+    pub target: TargetConfig,
+    pub state: StateConfig,
+    pub sync: SyncConfig,
+    pub mapping: MappingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `ldap://` without StartTLS: only when explicitly configured.
+    Plain,
+    /// `ldap://` upgraded with StartTLS.
+    StartTls,
+    /// `ldaps://`.
+    Ldaps,
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    pub url: String,
+    pub tls: TlsMode,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub user_base: String,
+    pub group_base: String,
+    pub user_filter: String,
+    pub group_filter: String,
+    pub membership: Membership,
+    pub nested_groups: bool,
+    pub referenced_groups: ReferencedGroups,
+    pub page_size: u32,
+    pub timeout: Duration,
+}
+
+/// Where group membership is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Membership {
+    /// The users' `memberOf` values (OpenLDAP's memberof overlay, AD).
+    #[serde(rename = "memberOf", alias = "memberof")]
+    MemberOf,
+    /// The groups' `member` values.
+    #[serde(rename = "member")]
+    Member,
+}
+
+/// What to do with a group named in a user's `memberOf` that the group search did not return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferencedGroups {
+    /// Read it by its DN and sync it like any other group (miniOrange's "create groups on the fly").
+    Create,
+    /// Leave it out.
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Scim,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub kind: TargetKind,
+    pub url: url::Url,
+    pub token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub path: PathBuf,
+    pub cache_capacity_bytes: u64,
+}
+
+/// What happens on the target when a user is disabled or leaves the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalAction {
+    Deactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub on_disable: RemovalAction,
+    pub on_remove: RemovalAction,
+}
+
+/// How a user's `active` flag is read.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveRule {
+    /// Attribute to look at; `None` means every user is active.
+    pub attribute: Option<String>,
+    /// Values (case-insensitive) that mean "disabled".
+    pub inactive_values: Vec<String>,
+    /// The attribute's mere presence means "disabled" (e.g. `pwdAccountLockedTime`).
+    pub present_means_inactive: bool,
+}
+
+/// Which directory attributes feed which canonical fields. Each source is a list of attribute
+/// names tried in order; an empty list means the field is not mapped.
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    pub key: String,
+    pub user_name: Vec<String>,
+    pub given_name: Vec<String>,
+    pub family_name: Vec<String>,
+    pub display_name: Vec<String>,
+    pub email: Vec<String>,
+    pub title: Vec<String>,
+    pub department: Vec<String>,
+    pub employee_number: Vec<String>,
+    pub manager: Vec<String>,
+    pub active: ActiveRule,
+    pub group_name: Vec<String>,
+    pub member_attribute: String,
+    pub member_of_attribute: String,
+    /// SCIM path -> directory attributes.
+    pub custom: Vec<(String, Vec<String>)>,
+    /// Canonical fields a user must have to be pushed (SCIM names: `userName`, `name.givenName`,
+    /// `name.familyName`, `emails.work`, `displayName`).
+    pub required: Vec<RequiredField>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequiredField {
+    GivenName,
+    FamilyName,
+    Email,
+    DisplayName,
+}
+
+impl RequiredField {
+    pub fn scim_name(self) -> &'static str {
+        match self {
+            RequiredField::GivenName => "name.givenName",
+            RequiredField::FamilyName => "name.familyName",
+            RequiredField::Email => "emails[type eq \"work\"].value",
+            RequiredField::DisplayName => "displayName",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::parse(&text, path)?;
+        warn_if_world_readable(path, &text);
+        Ok(config)
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        raw.validate(path)
+    }
+}
+
+/// Turns a TOML error into one that names the line and column, without quoting the source line
+/// (which may hold a secret) and without the message when the line sets a secret.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            (line, column)
+        }
+        None => (0, 0),
+    };
+    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let message = if raw::is_secret_line(line_text) {
+        "invalid value for a secret (the value is not shown); expected a quoted string".to_string()
+    } else {
+        e.message().trim().to_string()
+    };
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let holds_secret = text.lines().any(raw::is_secret_line);
+    if let Ok(meta) = std::fs::metadata(path) {
+        if holds_secret && meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "the config file holds a secret and is readable by every local user; \
+                 chmod 600 it or move the secret to a *_file or *_env key"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_path: &Path, _text: &str) {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,588 @@
+//! The configuration file as written, before checking. Unknown keys are refused so a typo is an
+//! error, not a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// Keys whose values are secrets; used to keep parse errors from echoing them.
+const SECRET_KEYS: &[&str] = &["bind_password", "token", "client_secret", "password"];
+
+/// True when a line of the file assigns a secret inline.
+pub(super) fn is_secret_line(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    SECRET_KEYS.iter().any(|k| {
+        trimmed
+            .strip_prefix(k)
+            .map(|rest| rest.trim_start().starts_with('='))
+            .unwrap_or(false)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    ldap: RawLdap,
+    target: RawTarget,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    mapping: RawMapping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    url: String,
+    #[serde(default)]
+    starttls: bool,
+    bind_dn: Option<String>,
+    bind_password: Option<Secret>,
+    bind_password_file: Option<String>,
+    bind_password_env: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    tls_verify: bool,
+    #[serde(default)]
+    allow_plaintext: bool,
+    base_dn: String,
+    user_base: Option<String>,
+    group_base: Option<String>,
+    #[serde(default = "default_user_filter")]
+    user_filter: String,
+    #[serde(default = "default_group_filter")]
+    group_filter: String,
+    #[serde(default = "default_membership")]
+    membership: Membership,
+    #[serde(default)]
+    nested_groups: bool,
+    #[serde(default = "default_referenced")]
+    referenced_groups: ReferencedGroups,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: TargetKind,
+    url: String,
+    token: Option<Secret>,
+    token_file: Option<String>,
+    token_env: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    tls_verify: bool,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state_path")]
+    path: String,
+    #[serde(default = "default_cache_mib")]
+    cache_capacity_mib: u64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            path: default_state_path(),
+            cache_capacity_mib: default_cache_mib(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default = "default_removal")]
+    on_disable: RemovalAction,
+    #[serde(default = "default_removal")]
+    on_remove: RemovalAction,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            on_disable: default_removal(),
+            on_remove: default_removal(),
+        }
+    }
+}
+
+/// An attribute source: one name, or a list tried in order; `[]` unmaps the field.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Attrs {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Attrs {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Attrs::One(s) if s.is_empty() => vec![],
+            Attrs::One(s) => vec![s.clone()],
+            Attrs::Many(v) => v.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawActive {
+    attribute: Option<String>,
+    #[serde(default)]
+    inactive_values: Vec<String>,
+    #[serde(default)]
+    present_means_inactive: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawMapping {
+    #[serde(default = "d_key")]
+    key: String,
+    #[serde(default = "d_uid")]
+    user_name: Attrs,
+    #[serde(default = "d_given")]
+    given_name: Attrs,
+    #[serde(default = "d_sn")]
+    family_name: Attrs,
+    #[serde(default = "d_display")]
+    display_name: Attrs,
+    #[serde(default = "d_mail")]
+    email: Attrs,
+    #[serde(default = "d_title")]
+    title: Attrs,
+    #[serde(default = "d_department")]
+    department: Attrs,
+    #[serde(default = "d_employee_number")]
+    employee_number: Attrs,
+    #[serde(default = "d_manager")]
+    manager: Attrs,
+    #[serde(default)]
+    active: RawActive,
+    #[serde(default = "d_cn")]
+    group_name: Attrs,
+    #[serde(default = "d_member")]
+    member_attribute: String,
+    #[serde(default = "d_member_of")]
+    member_of_attribute: String,
+    #[serde(default)]
+    custom: std::collections::BTreeMap<String, Attrs>,
+    #[serde(default = "d_required")]
+    required: Vec<String>,
+}
+
+impl Default for RawMapping {
+    fn default() -> Self {
+        RawMapping {
+            key: d_key(),
+            user_name: d_uid(),
+            given_name: d_given(),
+            family_name: d_sn(),
+            display_name: d_display(),
+            email: d_mail(),
+            title: d_title(),
+            department: d_department(),
+            employee_number: d_employee_number(),
+            manager: d_manager(),
+            active: RawActive::default(),
+            group_name: d_cn(),
+            member_attribute: d_member(),
+            member_of_attribute: d_member_of(),
+            custom: Default::default(),
+            required: d_required(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_user_filter() -> String {
+    "(objectClass=inetOrgPerson)".into()
+}
+fn default_group_filter() -> String {
+    "(objectClass=groupOfNames)".into()
+}
+fn default_membership() -> Membership {
+    Membership::MemberOf
+}
+fn default_referenced() -> ReferencedGroups {
+    ReferencedGroups::Create
+}
+fn default_page_size() -> u32 {
+    500
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_state_path() -> String {
+    "/var/lib/dirbridge".into()
+}
+fn default_cache_mib() -> u64 {
+    64
+}
+fn default_removal() -> RemovalAction {
+    RemovalAction::Deactivate
+}
+fn one(s: &str) -> Attrs {
+    Attrs::One(s.into())
+}
+fn d_key() -> String {
+    "entryUUID".into()
+}
+fn d_uid() -> Attrs {
+    one("uid")
+}
+fn d_given() -> Attrs {
+    one("givenName")
+}
+fn d_sn() -> Attrs {
+    one("sn")
+}
+fn d_display() -> Attrs {
+    Attrs::Many(vec!["displayName".into(), "cn".into()])
+}
+fn d_mail() -> Attrs {
+    one("mail")
+}
+fn d_title() -> Attrs {
+    one("title")
+}
+fn d_department() -> Attrs {
+    one("departmentNumber")
+}
+fn d_employee_number() -> Attrs {
+    one("employeeNumber")
+}
+fn d_manager() -> Attrs {
+    one("manager")
+}
+fn d_cn() -> Attrs {
+    one("cn")
+}
+fn d_member() -> String {
+    "member".into()
+}
+fn d_member_of() -> String {
+    "memberOf".into()
+}
+fn d_required() -> Vec<String> {
+    ["name.givenName", "name.familyName", "emails.work", "displayName"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them.
+const OWNED_PATHS: &[&str] = &[
+    "id",
+    "externalId",
+    "userName",
+    "name",
+    "displayName",
+    "emails",
+    "active",
+    "title",
+    "meta",
+    "schemas",
+    "groups",
+];
+
+impl RawConfig {
+    pub(super) fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+
+        // --- [ldap]
+        let l = self.ldap;
+        let tls = if l.url.starts_with("ldaps://") {
+            if l.starttls {
+                return Err(invalid(
+                    "ldap.starttls",
+                    "StartTLS cannot be combined with an ldaps:// URL; use one or the other".into(),
+                ));
+            }
+            TlsMode::Ldaps
+        } else if l.url.starts_with("ldap://") {
+            if l.starttls {
+                TlsMode::StartTls
+            } else {
+                TlsMode::Plain
+            }
+        } else {
+            return Err(invalid(
+                "ldap.url",
+                format!("`{}` must start with ldap:// or ldaps://", l.url),
+            ));
+        };
+        if url::Url::parse(&l.url).map(|u| u.host().is_none()).unwrap_or(true) {
+            return Err(invalid("ldap.url", format!("`{}` is not a valid LDAP URL with a host", l.url)));
+        }
+        let bind_password = SecretSource {
+            inline: l.bind_password,
+            file: l.bind_password_file,
+            env: l.bind_password_env,
+        }
+        .resolve(path, "ldap.bind_password", &base)?;
+        if l.bind_dn.is_some() && bind_password.is_none() {
+            return Err(invalid(
+                "ldap.bind_password",
+                "bind_dn is set but no password: set bind_password, bind_password_file or bind_password_env".into(),
+            ));
+        }
+        if tls == TlsMode::Plain && bind_password.is_some() && !l.allow_plaintext && !is_loopback_url(&l.url) {
+            return Err(invalid(
+                "ldap.url",
+                "a password would be sent in clear text: use ldaps://, set starttls = true, \
+                 or set allow_plaintext = true to accept the risk"
+                    .into(),
+            ));
+        }
+        if !l.tls_verify {
+            tracing::warn!("ldap.tls_verify = false: the directory's certificate is NOT checked");
+        }
+        let ca_file = l.ca_file.map(|f| base.join(f));
+        if let Some(ca) = &ca_file {
+            if !ca.is_file() {
+                return Err(invalid("ldap.ca_file", format!("{} does not exist", ca.display())));
+            }
+        }
+        check_filter(&l.user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
+        check_filter(&l.group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
+        if l.page_size == 0 || l.page_size > 100_000 {
+            return Err(invalid("ldap.page_size", "must be between 1 and 100000".into()));
+        }
+        if l.timeout_secs == 0 {
+            return Err(invalid("ldap.timeout_secs", "must be at least 1".into()));
+        }
+        if l.base_dn.trim().is_empty() {
+            return Err(invalid("ldap.base_dn", "must not be empty".into()));
+        }
+        let ldap = LdapConfig {
+            url: l.url,
+            tls,
+            bind_dn: l.bind_dn,
+            bind_password,
+            ca_file,
+            tls_verify: l.tls_verify,
+            user_base: l.user_base.unwrap_or_else(|| l.base_dn.clone()),
+            group_base: l.group_base.unwrap_or_else(|| l.base_dn.clone()),
+            user_filter: l.user_filter,
+            group_filter: l.group_filter,
+            membership: l.membership,
+            nested_groups: l.nested_groups,
+            referenced_groups: l.referenced_groups,
+            page_size: l.page_size,
+            timeout: Duration::from_secs(l.timeout_secs),
+        };
+
+        // --- [target]
+        let t = self.target;
+        let url = url::Url::parse(&t.url)
+            .map_err(|e| invalid("target.url", format!("`{}` is not a valid URL: {e}", t.url)))?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return Err(invalid("target.url", "must be an http:// or https:// URL".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "target.url",
+                "must not carry credentials; use token, token_file or token_env".into(),
+            ));
+        }
+        let token = SecretSource {
+            inline: t.token,
+            file: t.token_file,
+            env: t.token_env,
+        }
+        .resolve(path, "target.token", &base)?;
+        if token.is_none() {
+            return Err(invalid(
+                "target.token",
+                "a bearer token is required: set token, token_file or token_env".into(),
+            ));
+        }
+        if url.scheme() == "http" && !url.host_str().map(is_loopback_host).unwrap_or(false) {
+            tracing::warn!("target.url uses plain http: the bearer token travels unencrypted");
+        }
+        if !t.tls_verify {
+            tracing::warn!("target.tls_verify = false: the target's certificate is NOT checked");
+        }
+        let target_ca = t.ca_file.map(|f| base.join(f));
+        if let Some(ca) = &target_ca {
+            if !ca.is_file() {
+                return Err(invalid("target.ca_file", format!("{} does not exist", ca.display())));
+            }
+        }
+        if t.timeout_secs == 0 {
+            return Err(invalid("target.timeout_secs", "must be at least 1".into()));
+        }
+        let target = TargetConfig {
+            kind: t.kind,
+            url,
+            token,
+            ca_file: target_ca,
+            tls_verify: t.tls_verify,
+            timeout: Duration::from_secs(t.timeout_secs),
+        };
+
+        // --- [state]
+        if self.state.path.trim().is_empty() {
+            return Err(invalid("state.path", "must not be empty".into()));
+        }
+        if self.state.cache_capacity_mib == 0 || self.state.cache_capacity_mib > 4096 {
+            return Err(invalid("state.cache_capacity_mib", "must be between 1 and 4096".into()));
+        }
+        let state = StateConfig {
+            path: base.join(PathBuf::from(&self.state.path)),
+            cache_capacity_bytes: self.state.cache_capacity_mib * 1024 * 1024,
+        };
+
+        // --- [mapping]
+        let m = self.mapping;
+        if m.key.trim().is_empty() {
+            return Err(invalid("mapping.key", "must name the attribute holding a stable id".into()));
+        }
+        if m.key.eq_ignore_ascii_case("dn") || m.key.eq_ignore_ascii_case("distinguishedName") {
+            return Err(invalid(
+                "mapping.key",
+                "the DN changes on rename and move; use entryUUID, objectGUID or nsUniqueId".into(),
+            ));
+        }
+        let user_name = m.user_name.names();
+        if user_name.is_empty() {
+            return Err(invalid("mapping.user_name", "userName must be mapped".into()));
+        }
+        let group_name = m.group_name.names();
+        if group_name.is_empty() {
+            return Err(invalid("mapping.group_name", "the group name must be mapped".into()));
+        }
+        let mut custom = Vec::new();
+        for (scim_path, attrs) in m.custom {
+            let key = format!("mapping.custom.\"{scim_path}\"");
+            check_custom_path(&scim_path).map_err(|r| invalid(&key, r))?;
+            let names = attrs.names();
+            if names.is_empty() {
+                return Err(invalid(&key, "names no directory attribute".into()));
+            }
+            custom.push((scim_path, names));
+        }
+        let mut required = Vec::new();
+        for name in &m.required {
+            let field = match name.as_str() {
+                "userName" => continue,
+                "name.givenName" => RequiredField::GivenName,
+                "name.familyName" => RequiredField::FamilyName,
+                "emails.work" | "emails[type eq \"work\"].value" | "email" => RequiredField::Email,
+                "displayName" => RequiredField::DisplayName,
+                other => {
+                    return Err(invalid(
+                        "mapping.required",
+                        format!(
+                            "unknown field `{other}`; use userName, name.givenName, name.familyName, \
+                             emails.work or displayName"
+                        ),
+                    ))
+                }
+            };
+            required.push(field);
+        }
+        let mapping = MappingConfig {
+            key: m.key,
+            user_name,
+            given_name: m.given_name.names(),
+            family_name: m.family_name.names(),
+            display_name: m.display_name.names(),
+            email: m.email.names(),
+            title: m.title.names(),
+            department: m.department.names(),
+            employee_number: m.employee_number.names(),
+            manager: m.manager.names(),
+            active: ActiveRule {
+                attribute: m.active.attribute.filter(|a| !a.is_empty()),
+                inactive_values: m.active.inactive_values,
+                present_means_inactive: m.active.present_means_inactive,
+            },
+            group_name,
+            member_attribute: m.member_attribute,
+            member_of_attribute: m.member_of_attribute,
+            custom,
+            required,
+        };
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            ldap,
+            target,
+            state,
+            sync: SyncConfig {
+                on_disable: self.sync.on_disable,
+                on_remove: self.sync.on_remove,
+            },
+            mapping,
+        })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// A light check that catches the common mistakes (unbalanced parentheses, no parentheses)
+/// before the server answers with a bare "filter error".
+fn check_filter(filter: &str) -> Result<(), String> {
+    ldap3::parse_filter(filter)
+        .map(|_| ())
+        .map_err(|_| format!("`{filter}` is not a valid LDAP filter (RFC 4515)"))
+}
+
+fn check_custom_path(path: &str) -> Result<(), String> {
+    let attr = if let Some(rest) = path.strip_prefix("urn:") {
+        match rest.rsplit_once(':') {
+            Some((schema, attr)) if !schema.is_empty() => attr,
+            _ => return Err("an extension path must look like urn:...:Schema:attribute".into()),
+        }
+    } else {
+        if OWNED_PATHS.iter().any(|p| p.eq_ignore_ascii_case(path)) {
+            return Err(format!("`{path}` is mapped by a dedicated key, not under custom"));
+        }
+        path
+    };
+    let mut chars = attr.chars();
+    let ok = chars.next().map(|c| c.is_ascii_alphabetic()).unwrap_or(false)
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{attr}` is not a valid SCIM attribute name"))
+    }
+}

@@ -1,0 +1,104 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[ldap]
+url = "ldap://127.0.0.1:3890"
+bind_dn = "cn=admin,dc=example,dc=org"
+bind_password = "hunter2"
+base_dn = "dc=example,dc=org"
+
+[target]
+kind = "scim"
+url = "http://127.0.0.1:8080/scim/v2"
+token = "tok-123"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/dirbridge/dirbridge.toml"))
+}
+
+#[test]
+fn minimal_config_gets_openldap_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.ldap.tls, TlsMode::Plain);
+    assert_eq!(c.ldap.user_filter, "(objectClass=inetOrgPerson)");
+    assert_eq!(c.ldap.membership, Membership::MemberOf);
+    assert_eq!(c.mapping.key, "entryUUID");
+    assert_eq!(c.mapping.user_name, vec!["uid"]);
+    assert_eq!(c.mapping.display_name, vec!["displayName", "cn"]);
+    assert_eq!(c.sync.on_remove, RemovalAction::Deactivate);
+    assert_eq!(c.state.path, PathBuf::from("/var/lib/dirbridge"));
+    assert_eq!(c.ldap.bind_password.unwrap().expose(), "hunter2");
+}
+
+#[test]
+fn debug_output_of_a_config_holds_no_secret() {
+    let c = parse(MINIMAL).unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("hunter2") && !dbg.contains("tok-123"), "{dbg}");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = MINIMAL.replace("base_dn =", "base_dnn =");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("dirbridge.toml:6:"), "{err}");
+    assert!(err.contains("base_dnn"), "{err}");
+}
+
+#[test]
+fn a_bad_secret_value_is_not_echoed() {
+    let text = MINIMAL.replace("bind_password = \"hunter2\"", "bind_password = 987654321");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(!err.contains("987654321"), "{err}");
+    assert!(err.contains(":5:"), "{err}");
+}
+
+#[test]
+fn bad_url_scheme_names_the_key() {
+    let text = MINIMAL.replace("ldap://127.0.0.1:3890", "http://127.0.0.1:3890");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("`ldap.url`"), "{err}");
+}
+
+#[test]
+fn clear_text_bind_to_a_remote_host_must_be_explicit() {
+    let text = MINIMAL.replace("127.0.0.1:3890", "dc1.corp.example:389");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("clear text"), "{err}");
+    let ok = text.replace("base_dn =", "allow_plaintext = true\nbase_dn =");
+    assert!(parse(&ok).is_ok());
+    let tls = text.replace("base_dn =", "starttls = true\nbase_dn =");
+    assert_eq!(parse(&tls).unwrap().ldap.tls, TlsMode::StartTls);
+}
+
+#[test]
+fn the_dn_is_refused_as_a_key() {
+    let text = format!("{MINIMAL}\n[mapping]\nkey = \"dn\"\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("mapping.key"), "{err}");
+}
+
+#[test]
+fn custom_paths_are_checked() {
+    let ok = format!("{MINIMAL}\n[mapping.custom]\nnickName = \"uid\"\n\"urn:example:params:scim:schemas:extension:acme:2.0:User:costCenter\" = [\"departmentNumber\"]\n");
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.mapping.custom.len(), 2);
+    let bad = format!("{MINIMAL}\n[mapping.custom]\nuserName = \"uid\"\n");
+    assert!(parse(&bad).unwrap_err().to_string().contains("dedicated key"));
+}
+
+#[test]
+fn token_is_required_and_relative_state_path_is_anchored() {
+    let text = MINIMAL.replace("token = \"tok-123\"", "") + "\n[state]\npath = \"state\"\n";
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("target.token"), "{err}");
+    let c = parse(&format!("{MINIMAL}\n[state]\npath = \"state\"\n")).unwrap();
+    assert_eq!(c.state.path, PathBuf::from("/etc/dirbridge/state"));
+}
+
+#[test]
+fn unknown_required_field_is_refused() {
+    let text = format!("{MINIMAL}\n[mapping]\nrequired = [\"phone\"]\n");
+    assert!(parse(&text).unwrap_err().to_string().contains("mapping.required"));
+}

@@ -1,0 +1,306 @@
+//! One sync pass: read the directory, plan against the records (or, on a resync, against what
+//! the target really holds), send each operation and record each confirmation before the next.
+
+mod observe;
+mod read;
+mod send;
+mod summary;
+
+use std::collections::BTreeSet;
+
+pub use observe::observed;
+pub use read::{read_desired, ReadStats};
+pub use summary::Summary;
+
+use crate::config::Config;
+use crate::model::{DesiredState, Key};
+use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
+use crate::plan::{plan, Operation, Policy};
+use crate::source::SourceError;
+use crate::state::records::{Origin, Snapshot};
+use crate::state::{ObjectError, RunRecord, StateError, Store};
+use crate::target::{Target, TargetError};
+
+/// What stops a run as a whole (exit code 2). Per-object failures are not errors of the run:
+/// they are recorded and reported in the [`Summary`].
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("directory: {0}")]
+    Source(#[from] SourceError),
+    #[error("target: {0}")]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error(
+        "the state store describes the target {stored}, but the configuration points at {configured}; \
+         run `dirbridge resync` to rebuild the records from the configured target, or use another state.path"
+    )]
+    TargetMismatch { stored: String, configured: String },
+    #[error(
+        "the directory returned no users, but {known} users were pushed before; refusing to treat that as \
+         {known} departures (check ldap.user_base, ldap.user_filter and the bind DN's read rights)"
+    )]
+    EmptyRead { known: usize },
+}
+
+/// Sync (delta against the records) or resync (against the target's real content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Sync,
+    Resync,
+}
+
+impl RunKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Sync => "sync",
+            RunKind::Resync => "resync",
+        }
+    }
+}
+
+/// The result of a finished run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run: u64,
+    pub kind: RunKind,
+    pub summary: Summary,
+}
+
+/// Plans without sending anything: the operations `sync` would send now.
+pub async fn dry_run(cfg: &Config, records: &Snapshot) -> Result<(Vec<Operation>, DesiredState), EngineError> {
+    let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+    let (desired, _) = read_desired(cfg, &known).await?;
+    guard_empty_read(&desired, records)?;
+    let ops = plan(&desired, records, &policy(cfg));
+    Ok((ops, desired))
+}
+
+fn policy(cfg: &Config) -> Policy {
+    Policy {
+        on_disable: cfg.sync.on_disable,
+        on_remove: cfg.sync.on_remove,
+    }
+}
+
+fn guard_empty_read(desired: &DesiredState, records: &Snapshot) -> Result<(), EngineError> {
+    if desired.users.is_empty() && desired.held.is_empty() && !records.users.is_empty() {
+        return Err(EngineError::EmptyRead {
+            known: records.users.len(),
+        });
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Runs one sync or resync and records its outcome.
+pub async fn run<T: Target>(cfg: &Config, store: &Store, target: &T, kind: RunKind) -> Result<RunReport, EngineError> {
+    let started = now();
+    let started_clock = std::time::Instant::now();
+    let run = store.next_run().await?;
+    let mut summary = Summary::default();
+    let result = run_inner(cfg, store, target, kind, run, &mut summary).await;
+    summary.seconds = started_clock.elapsed().as_secs_f64();
+    let (outcome, message) = match &result {
+        Ok(()) if summary.errors > 0 || summary.rejected > 0 => ("errors", None),
+        Ok(()) => ("ok", None),
+        Err(e) => ("failed", Some(e.to_string())),
+    };
+    let record = RunRecord {
+        run,
+        kind: kind.name().to_string(),
+        started_at: started,
+        finished_at: now(),
+        outcome: outcome.to_string(),
+        summary: serde_json::to_value(&summary).unwrap_or_default(),
+        message,
+    };
+    store.set_last_run(&record).await?;
+    result.map(|()| RunReport { run, kind, summary })
+}
+
+async fn run_inner<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    kind: RunKind,
+    run: u64,
+    summary: &mut Summary,
+) -> Result<(), EngineError> {
+    let configured = target.describe();
+    match store.target_identity()? {
+        Some(stored) if stored != configured && kind == RunKind::Sync => {
+            return Err(EngineError::TargetMismatch { stored, configured })
+        }
+        Some(stored) if stored == configured => {}
+        _ => store.set_target_identity(&configured).await?,
+    }
+    target.preflight().await?;
+
+    let mut records = store.snapshot()?;
+    let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+    let (desired, stats) = read_desired(cfg, &known).await?;
+    tracing::info!(
+        users = stats.user_entries,
+        groups = stats.group_entries,
+        referenced_groups = stats.referenced_groups,
+        rejected = desired.rejected.len(),
+        "directory read"
+    );
+    guard_empty_read(&desired, &records)?;
+
+    if kind == RunKind::Resync {
+        let users = target.list_users().await?;
+        let groups = target.list_groups().await?;
+        let seen = observed(&desired, &records, &users, &groups);
+        tracing::info!(
+            target_users = users.len(),
+            target_groups = groups.len(),
+            matched_users = seen.users.len(),
+            matched_groups = seen.groups.len(),
+            "target read for resync"
+        );
+        store.replace_all(&seen).await?;
+        records = seen;
+    }
+
+    for r in &desired.rejected {
+        summary.rejected += 1;
+        tracing::warn!(dn = %r.dn, reason = %r.reason, "entry not synced");
+        let key = r.key.clone().unwrap_or_else(|| format!("dn:{}", r.dn));
+        store
+            .record_error(ObjectError {
+                key,
+                kind: "entry".into(),
+                label: r.dn.clone(),
+                operation: "read".into(),
+                reason: r.reason.clone(),
+                http_status: None,
+                first_seen: now(),
+                last_seen: now(),
+                attempts: 1,
+                run,
+            })
+            .await?;
+    }
+
+    let ops = plan(&desired, &records, &policy(cfg));
+    tracing::info!(operations = ops.len(), "plan ready");
+    let mut exec = Executor {
+        store,
+        target,
+        records,
+        desired: &desired,
+        summary,
+        run,
+    };
+    for op in &ops {
+        exec.execute(op).await?;
+    }
+    store.prune_errors(run).await?;
+    Ok(())
+}
+
+struct Executor<'a, T: Target> {
+    store: &'a Store,
+    target: &'a T,
+    records: Snapshot,
+    desired: &'a DesiredState,
+    summary: &'a mut Summary,
+    run: u64,
+}
+
+impl<T: Target> Executor<'_, T> {
+    /// Sends one operation (and, after an adoption, the update that brings the adopted object in
+    /// line). Returns an error only for failures that stop the run.
+    async fn execute(&mut self, op: &Operation) -> Result<(), EngineError> {
+        let mut queue = vec![op.clone()];
+        while let Some(op) = queue.pop() {
+            let req = match prepare(&self.records, &op) {
+                Ok(r) => r,
+                Err(Skip::AlreadyDone) => continue,
+                Err(Skip::Unresolved(why)) => {
+                    self.summary.deferred += 1;
+                    tracing::debug!(op = op.name(), object = op.label(), reason = %why, "deferred to a later run");
+                    continue;
+                }
+            };
+            match send::send(self.target, &self.records, &req).await {
+                Ok(conf) => {
+                    let changes = confirm(&self.records, &req, conf.clone());
+                    self.store.commit(&changes, Some(req.key())).await?;
+                    for c in &changes {
+                        self.records.apply(c);
+                    }
+                    self.summary.count(&req, &conf);
+                    tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), "sent");
+                    if let (
+                        Operation::CreateUser { key, user_name, user },
+                        Confirmation::Created {
+                            origin: Origin::Adopted,
+                            ..
+                        },
+                    ) = (&op, &conf)
+                    {
+                        queue.push(Operation::UpdateUser {
+                            key: key.clone(),
+                            user_name: user_name.clone(),
+                            changes: vec![],
+                            desired: user.clone(),
+                        });
+                    }
+                }
+                Err(e) if e.is_fatal() => return Err(EngineError::Target(e)),
+                Err(e) => {
+                    self.summary.errors += 1;
+                    tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
+                    self.store.record_error(self.object_error(&op, &req, &e)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn object_error(&self, op: &Operation, req: &Request, e: &TargetError) -> ObjectError {
+        let kind = if op.is_user_op() { "user" } else { "group" };
+        let dn = self.desired.dns.get(req.key());
+        let label = match dn {
+            Some(dn) => format!("{} ({dn})", op.label()),
+            None => op.label().to_string(),
+        };
+        ObjectError {
+            key: req.key().clone(),
+            kind: kind.into(),
+            label,
+            operation: op.name().into(),
+            reason: e.to_string(),
+            http_status: e.status(),
+            first_seen: now(),
+            last_seen: now(),
+            attempts: 1,
+            run: self.run,
+        }
+    }
+}
+
+/// Short name of a confirmation, for logs.
+struct OutcomeName<'a>(&'a Confirmation);
+
+impl std::fmt::Debug for OutcomeName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Confirmation::Done => "done",
+            Confirmation::Created {
+                origin: Origin::Created,
+                ..
+            } => "created",
+            Confirmation::Created { .. } => "adopted",
+            Confirmation::Gone => "gone",
+        })
+    }
+}

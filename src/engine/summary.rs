@@ -1,0 +1,82 @@
+//! The figures of one run: what the one-line report, `status` and the run record show.
+
+use serde::Serialize;
+
+use crate::plan::apply::{Confirmation, Request};
+use crate::state::records::Origin;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub users_created: u64,
+    pub users_adopted: u64,
+    pub users_updated: u64,
+    pub users_deactivated: u64,
+    pub users_deleted: u64,
+    pub groups_created: u64,
+    pub groups_adopted: u64,
+    pub groups_updated: u64,
+    pub groups_deleted: u64,
+    pub members_added: u64,
+    pub members_removed: u64,
+    /// Objects the target no longer had (deleted behind the gateway's back); recreated next run.
+    pub missing_on_target: u64,
+    /// Operations whose references could not be resolved (an earlier creation failed).
+    pub deferred: u64,
+    /// Operations the target refused or did not answer.
+    pub errors: u64,
+    /// Directory entries that could not be mapped.
+    pub rejected: u64,
+    pub seconds: f64,
+}
+
+impl Summary {
+    pub fn count(&mut self, req: &Request, conf: &Confirmation) {
+        if *conf == Confirmation::Gone && !matches!(req, Request::DeleteUser { .. } | Request::DeleteGroup { .. }) {
+            self.missing_on_target += 1;
+            return;
+        }
+        let adopted = matches!(
+            conf,
+            Confirmation::Created {
+                origin: Origin::Adopted,
+                ..
+            }
+        );
+        match req {
+            Request::CreateUser { .. } if adopted => self.users_adopted += 1,
+            Request::CreateUser { .. } => self.users_created += 1,
+            Request::UpdateUser { .. } => self.users_updated += 1,
+            Request::DeactivateUser { .. } => self.users_deactivated += 1,
+            Request::DeleteUser { .. } => self.users_deleted += 1,
+            Request::CreateGroup { .. } if adopted => self.groups_adopted += 1,
+            Request::CreateGroup { .. } => self.groups_created += 1,
+            Request::RenameGroup { .. } => self.groups_updated += 1,
+            Request::DeleteGroup { .. } => self.groups_deleted += 1,
+            Request::AddMembers { members, .. } => self.members_added += members.len() as u64,
+            Request::RemoveMembers { members, .. } => self.members_removed += members.len() as u64,
+        }
+    }
+
+    /// The one-line report of a run.
+    pub fn line(&self, kind: &str) -> String {
+        format!(
+            "{kind}: users {} created, {} adopted, {} updated, {} deactivated, {} deleted; \
+             groups {} created, {} adopted, {} updated, {} deleted; members {} added, {} removed; \
+             {} errors, {} entries rejected ({:.1}s)",
+            self.users_created,
+            self.users_adopted,
+            self.users_updated,
+            self.users_deactivated,
+            self.users_deleted,
+            self.groups_created,
+            self.groups_adopted,
+            self.groups_updated,
+            self.groups_deleted,
+            self.members_added,
+            self.members_removed,
+            self.errors,
+            self.rejected,
+            self.seconds
+        )
+    }
+}

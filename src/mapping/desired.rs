@@ -1,0 +1,218 @@
+//! Collects mapped entries and resolves what needs the whole set: manager DNs to keys, group
+//! memberships from `memberOf` or `member`, nested groups, and userNames used twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{MappedGroup, MappedUser, Mapper};
+use crate::config::Membership;
+use crate::model::{DesiredState, Group, Key, Rejected};
+use crate::source::entry::RawEntry;
+
+/// Accumulates users and groups as a search streams them.
+#[derive(Debug)]
+pub struct DesiredBuilder {
+    mapper: Mapper,
+    users: BTreeMap<Key, MappedUser>,
+    groups: BTreeMap<Key, MappedGroup>,
+    group_dns: HashMap<String, Key>,
+    rejected: Vec<Rejected>,
+}
+
+impl DesiredBuilder {
+    pub fn new(mapper: Mapper) -> Self {
+        DesiredBuilder {
+            mapper,
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            group_dns: HashMap::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    pub fn mapper(&self) -> &Mapper {
+        &self.mapper
+    }
+
+    pub fn add_user(&mut self, e: &RawEntry) {
+        match self.mapper.map_user(e) {
+            Ok(u) => {
+                if let Some(prev) = self.users.get(&u.key) {
+                    self.rejected.push(Rejected {
+                        dn: u.dn.clone(),
+                        key: Some(u.key.clone()),
+                        reason: format!("has the same stable key as {}", prev.dn),
+                    });
+                } else {
+                    self.users.insert(u.key.clone(), u);
+                }
+            }
+            Err(r) => self.rejected.push(r),
+        }
+    }
+
+    pub fn add_group(&mut self, e: &RawEntry) {
+        match self.mapper.map_group(e) {
+            Ok(g) => {
+                if self.groups.contains_key(&g.key) {
+                    return; // read twice (a referenced group that the search also returned)
+                }
+                self.group_dns.insert(crate::source::dn::normalize(&g.dn), g.key.clone());
+                self.groups.insert(g.key.clone(), g);
+            }
+            Err(r) => self.rejected.push(r),
+        }
+    }
+
+    /// DNs named in users' `memberOf` that no group read so far has: the groups to create on
+    /// the fly. In original spelling as much as possible (normalized form).
+    pub fn unknown_group_dns(&self) -> BTreeSet<String> {
+        self.users
+            .values()
+            .flat_map(|u| u.member_of.iter())
+            .filter(|dn| !self.group_dns.contains_key(*dn))
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves everything into the desired state. `known_users` are the keys already pushed:
+    /// when two entries share a userName, the one already on the target keeps it.
+    pub fn finish(self, known_users: &BTreeSet<Key>) -> DesiredState {
+        let DesiredBuilder {
+            mapper,
+            mut users,
+            groups,
+            group_dns,
+            mut rejected,
+        } = self;
+        let mut held: BTreeSet<Key> = rejected.iter().filter_map(|r| r.key.clone()).collect();
+
+        // userName must be unique (case-insensitively, as SCIM compares it).
+        let mut by_name: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        for (k, u) in &users {
+            by_name.entry(u.user.user_name.to_lowercase()).or_default().push(k.clone());
+        }
+        for (name, keys) in by_name.into_iter().filter(|(_, ks)| ks.len() > 1) {
+            let keeper: Vec<&Key> = keys.iter().filter(|k| known_users.contains(*k)).collect();
+            let keep = if keeper.len() == 1 { Some(keeper[0].clone()) } else { None };
+            let dns: Vec<String> = keys.iter().filter_map(|k| users.get(k).map(|u| u.dn.clone())).collect();
+            for k in keys.iter().filter(|k| Some(*k) != keep.as_ref()) {
+                if let Some(u) = users.remove(k) {
+                    rejected.push(Rejected {
+                        dn: u.dn.clone(),
+                        key: Some(k.clone()),
+                        reason: format!("userName \"{name}\" is used by more than one entry: {}", dns.join("; ")),
+                    });
+                    held.insert(k.clone());
+                }
+            }
+        }
+
+        let user_dns: HashMap<String, Key> = users
+            .values()
+            .map(|u| (crate::source::dn::normalize(&u.dn), u.key.clone()))
+            .collect();
+
+        let mut out = DesiredState {
+            held,
+            ..Default::default()
+        };
+
+        // Members per group, direct.
+        let mut direct: BTreeMap<Key, BTreeSet<Key>> = groups.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        // Child groups per group, for nesting.
+        let mut children: BTreeMap<Key, BTreeSet<Key>> = BTreeMap::new();
+        match mapper.membership() {
+            Membership::MemberOf => {
+                for u in users.values() {
+                    for gdn in &u.member_of {
+                        if let Some(gk) = group_dns.get(gdn) {
+                            direct.entry(gk.clone()).or_default().insert(u.key.clone());
+                        }
+                    }
+                }
+                for g in groups.values() {
+                    for parent in &g.member_of {
+                        if let Some(pk) = group_dns.get(parent) {
+                            children.entry(pk.clone()).or_default().insert(g.key.clone());
+                        }
+                    }
+                }
+            }
+            Membership::Member => {
+                for g in groups.values() {
+                    for mdn in &g.member_dns {
+                        if let Some(uk) = user_dns.get(mdn) {
+                            direct.entry(g.key.clone()).or_default().insert(uk.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if mapper.nested() {
+            for g in groups.values() {
+                for mdn in &g.member_dns {
+                    if let Some(ck) = group_dns.get(mdn) {
+                        children.entry(g.key.clone()).or_default().insert(ck.clone());
+                    }
+                }
+            }
+        }
+
+        for (k, g) in &groups {
+            let members = if mapper.nested() {
+                flatten(k, &direct, &children)
+            } else {
+                direct.get(k).cloned().unwrap_or_default()
+            };
+            out.dns.insert(k.clone(), g.dn.clone());
+            out.groups.insert(
+                k.clone(),
+                Group {
+                    display_name: g.display_name.clone(),
+                    members,
+                },
+            );
+        }
+
+        for (k, mut u) in std::mem::take(&mut users) {
+            // A manager is referenced only when it is a user the gateway pushes or holds.
+            u.user.manager = u
+                .manager_dn
+                .as_deref()
+                .map(crate::source::dn::normalize)
+                .and_then(|d| user_dns.get(&d).cloned().or_else(|| held_known(&d, &rejected, known_users)));
+            out.dns.insert(k.clone(), u.dn.clone());
+            out.users.insert(k, u.user);
+        }
+        out.rejected = rejected;
+        out
+    }
+}
+
+/// The key of a held (rejected this time) user already on the target, by DN.
+fn held_known(dn: &str, rejected: &[Rejected], known: &BTreeSet<Key>) -> Option<Key> {
+    rejected
+        .iter()
+        .find(|r| crate::source::dn::normalize(&r.dn) == dn)
+        .and_then(|r| r.key.clone())
+        .filter(|k| known.contains(k))
+}
+
+/// Every user in `group` and, transitively, in its child groups; cycles are cut.
+fn flatten(group: &Key, direct: &BTreeMap<Key, BTreeSet<Key>>, children: &BTreeMap<Key, BTreeSet<Key>>) -> BTreeSet<Key> {
+    let mut members = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![group.clone()];
+    while let Some(g) = stack.pop() {
+        if !seen.insert(g.clone()) {
+            continue;
+        }
+        if let Some(d) = direct.get(&g) {
+            members.extend(d.iter().cloned());
+        }
+        if let Some(c) = children.get(&g) {
+            stack.extend(c.iter().cloned());
+        }
+    }
+    members
+}

@@ -1,0 +1,70 @@
+//! Reading the stable key of an entry, whether the directory stores it as text (entryUUID,
+//! nsUniqueId) or as bytes (objectGUID).
+
+use crate::source::entry::RawEntry;
+
+/// The entry's stable key: text as is; 16 raw bytes as a GUID in Microsoft's layout (the first
+/// three fields little-endian); other bytes as lower-case hex.
+pub fn stable_key(e: &RawEntry, attr: &str) -> Option<String> {
+    let value = e.values(attr).first()?;
+    if let Ok(text) = std::str::from_utf8(value) {
+        let t = text.trim();
+        if !t.is_empty() && t.chars().all(|c| !c.is_control()) {
+            return Some(t.to_ascii_lowercase());
+        }
+    }
+    if value.len() == 16 {
+        return Some(guid_string(value));
+    }
+    if value.is_empty() {
+        return None;
+    }
+    Some(value.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
+pub fn guid_string(b: &[u8]) -> String {
+    let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let rev = |r: &[u8]| r.iter().rev().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        rev(&b[0..4]),
+        rev(&b[4..6]),
+        rev(&b[6..8]),
+        hex(&b[8..10]),
+        hex(&b[10..16])
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_uses_the_mixed_endian_layout() {
+        // objectGUID bytes of {12345678-9abc-def0-1234-56789abcdef0}
+        let b = [
+            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0,
+        ];
+        assert_eq!(guid_string(&b), "12345678-9abc-def0-1234-56789abcdef0");
+    }
+
+    #[test]
+    fn text_keys_are_lower_cased_and_binary_keys_formatted() {
+        let mut e = RawEntry::default();
+        e.attrs
+            .insert("entryuuid".into(), vec![b"5A1B2C3D-0000-1111-2222-333344445555".to_vec()]);
+        assert_eq!(
+            stable_key(&e, "entryUUID").as_deref(),
+            Some("5a1b2c3d-0000-1111-2222-333344445555")
+        );
+        e.attrs.insert("objectguid".into(), vec![vec![0xff; 16]]);
+        assert_eq!(
+            stable_key(&e, "objectGUID").as_deref(),
+            Some("ffffffff-ffff-ffff-ffff-ffffffffffff")
+        );
+        e.attrs.insert("odd".into(), vec![vec![0xff, 0x01]]);
+        assert_eq!(stable_key(&e, "odd").as_deref(), Some("ff01"));
+        assert_eq!(stable_key(&e, "missing"), None);
+    }
+}

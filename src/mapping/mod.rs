@@ -1,0 +1,234 @@
+//! Directory entries to canonical users and groups.
+//!
+//! [`Mapper`] turns one entry into one mapped object, using the attribute names of
+//! `[mapping]`; [`desired::DesiredBuilder`] collects them and resolves what needs the whole set
+//! (manager DNs, memberships, nested groups, duplicate userNames) into a
+//! [`crate::model::DesiredState`].
+
+pub mod desired;
+mod key;
+
+use crate::config::{ActiveRule, LdapConfig, Membership, MappingConfig, RequiredField};
+use crate::model::{Key, Rejected, User};
+use crate::source::dn;
+use crate::source::entry::RawEntry;
+
+pub use desired::DesiredBuilder;
+
+/// A user entry after mapping, before set-wide resolution.
+#[derive(Debug, Clone)]
+pub struct MappedUser {
+    pub key: Key,
+    pub dn: String,
+    /// The user, with `manager` still unset (see `manager_dn`).
+    pub user: User,
+    pub manager_dn: Option<String>,
+    /// Normalized DNs of the groups the entry's `memberOf` names.
+    pub member_of: Vec<String>,
+}
+
+/// A group entry after mapping.
+#[derive(Debug, Clone)]
+pub struct MappedGroup {
+    pub key: Key,
+    pub dn: String,
+    pub display_name: String,
+    /// Normalized DNs from the group's member attribute.
+    pub member_dns: Vec<String>,
+    /// Normalized DNs of the groups this group is a member of.
+    pub member_of: Vec<String>,
+}
+
+/// Maps entries with the configured attribute names.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    m: MappingConfig,
+    membership: Membership,
+    nested: bool,
+}
+
+impl Mapper {
+    pub fn new(mapping: &MappingConfig, ldap: &LdapConfig) -> Mapper {
+        Mapper {
+            m: mapping.clone(),
+            membership: ldap.membership,
+            nested: ldap.nested_groups,
+        }
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.membership
+    }
+
+    pub fn nested(&self) -> bool {
+        self.nested
+    }
+
+    /// The attributes a user search must ask for (operational ones such as entryUUID and
+    /// memberOf are only returned when asked for by name).
+    pub fn user_attributes(&self) -> Vec<String> {
+        let m = &self.m;
+        let mut out = vec![m.key.clone()];
+        for list in [
+            &m.user_name,
+            &m.given_name,
+            &m.family_name,
+            &m.display_name,
+            &m.email,
+            &m.title,
+            &m.department,
+            &m.employee_number,
+            &m.manager,
+        ] {
+            out.extend(list.iter().cloned());
+        }
+        for (_, attrs) in &m.custom {
+            out.extend(attrs.iter().cloned());
+        }
+        if let Some(a) = &m.active.attribute {
+            out.push(a.clone());
+        }
+        if self.membership == Membership::MemberOf {
+            out.push(m.member_of_attribute.clone());
+        }
+        dedup_ci(out)
+    }
+
+    pub fn group_attributes(&self) -> Vec<String> {
+        let m = &self.m;
+        let mut out = vec![m.key.clone()];
+        out.extend(m.group_name.iter().cloned());
+        if self.membership == Membership::Member || self.nested {
+            out.push(m.member_attribute.clone());
+        }
+        if self.membership == Membership::MemberOf && self.nested {
+            out.push(m.member_of_attribute.clone());
+        }
+        dedup_ci(out)
+    }
+
+    fn key_of(&self, e: &RawEntry) -> Result<Key, Rejected> {
+        key::stable_key(e, &self.m.key).ok_or_else(|| Rejected {
+            dn: e.dn.clone(),
+            key: None,
+            reason: format!(
+                "has no {} (the stable key); check that the attribute is readable by the bind DN",
+                self.m.key
+            ),
+        })
+    }
+
+    pub fn map_user(&self, e: &RawEntry) -> Result<MappedUser, Rejected> {
+        let key = self.key_of(e)?;
+        let reject = |reason: String| Rejected {
+            dn: e.dn.clone(),
+            key: Some(key.clone()),
+            reason,
+        };
+        let text = |names: &[String]| e.first_text(names).map_err(|nt| reject(nt.to_string()));
+        let m = &self.m;
+        let user_name = text(&m.user_name)?
+            .ok_or_else(|| reject(format!("has no {} for userName", m.user_name.join(" / "))))?;
+        let mut custom = std::collections::BTreeMap::new();
+        for (path, attrs) in &m.custom {
+            if let Some(v) = text(attrs)? {
+                custom.insert(path.clone(), v);
+            }
+        }
+        let user = User {
+            user_name,
+            given_name: text(&m.given_name)?,
+            family_name: text(&m.family_name)?,
+            display_name: text(&m.display_name)?,
+            email: text(&m.email)?,
+            active: is_active(e, &m.active).map_err(|nt| reject(nt.to_string()))?,
+            title: text(&m.title)?,
+            department: text(&m.department)?,
+            employee_number: text(&m.employee_number)?,
+            manager: None,
+            custom,
+        };
+        for field in &m.required {
+            let present = match field {
+                RequiredField::GivenName => user.given_name.is_some(),
+                RequiredField::FamilyName => user.family_name.is_some(),
+                RequiredField::Email => user.email.is_some(),
+                RequiredField::DisplayName => user.display_name.is_some(),
+            };
+            if !present {
+                return Err(reject(format!(
+                    "has no value for the required SCIM attribute {} (see mapping.required)",
+                    field.scim_name()
+                )));
+            }
+        }
+        let manager_dn = text(&m.manager)?;
+        let member_of = if self.membership == Membership::MemberOf {
+            e.texts(&m.member_of_attribute)
+                .map_err(|nt| reject(nt.to_string()))?
+                .iter()
+                .map(|d| dn::normalize(d))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(MappedUser {
+            key,
+            dn: e.dn.clone(),
+            user,
+            manager_dn,
+            member_of,
+        })
+    }
+
+    pub fn map_group(&self, e: &RawEntry) -> Result<MappedGroup, Rejected> {
+        let key = self.key_of(e)?;
+        let reject = |reason: String| Rejected {
+            dn: e.dn.clone(),
+            key: Some(key.clone()),
+            reason,
+        };
+        let display_name = match e.first_text(&self.m.group_name).map_err(|nt| reject(nt.to_string()))? {
+            Some(n) => n,
+            None => dn::first_rdn_value(&e.dn)
+                .ok_or_else(|| reject(format!("has no {} for the group name", self.m.group_name.join(" / "))))?,
+        };
+        let dns = |attr: &str| -> Result<Vec<String>, Rejected> {
+            Ok(e.texts(attr)
+                .map_err(|nt| reject(nt.to_string()))?
+                .iter()
+                .map(|d| dn::normalize(d))
+                .collect())
+        };
+        Ok(MappedGroup {
+            key: key.clone(),
+            dn: e.dn.clone(),
+            display_name,
+            member_dns: dns(&self.m.member_attribute)?,
+            member_of: dns(&self.m.member_of_attribute)?,
+        })
+    }
+}
+
+fn is_active(e: &RawEntry, rule: &ActiveRule) -> Result<bool, crate::source::entry::NotText> {
+    let Some(attr) = &rule.attribute else {
+        return Ok(true);
+    };
+    if rule.present_means_inactive {
+        return Ok(!e.has(attr));
+    }
+    let values = e.texts(attr)?;
+    Ok(!values
+        .iter()
+        .any(|v| rule.inactive_values.iter().any(|iv| iv.eq_ignore_ascii_case(v.trim()))))
+}
+
+fn dedup_ci(list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    list.into_iter()
+        .filter(|a| seen.insert(a.to_ascii_lowercase()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The canonical user and group model that sits between every source and every target.
+//!
+//! A source (OpenLDAP, Active Directory) maps its entries into these types; a target (SCIM, REST)
+//! encodes them. Neither side sees the other's representation, so a new source or target plugs
+//! in without touching the plan or the engine.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The stable identity of a directory object (entryUUID, objectGUID, ...). Never a DN: renames
+/// and moves must keep the same key so the same target object is updated, not recreated.
+pub type Key = String;
+
+/// A user as it should look on the target. `manager` holds the manager's [`Key`], not a target
+/// id: ids are resolved by the engine when the operation is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct User {
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<Key>,
+    /// Custom attributes: SCIM attribute path (e.g. `nickName` or
+    /// `urn:...:extension:enterprise:2.0:User:costCenter`) to value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, String>,
+}
+
+/// One attribute of a [`User`], used to describe a change precisely enough for a PATCH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case", tag = "field", content = "path")]
+pub enum UserField {
+    UserName,
+    GivenName,
+    FamilyName,
+    DisplayName,
+    Email,
+    Active,
+    Title,
+    Department,
+    EmployeeNumber,
+    Manager,
+    Custom(String),
+}
+
+/// The new value of one changed attribute. `Text(None)` means "remove it on the target".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    Bool(bool),
+    Text(Option<String>),
+}
+
+/// One changed attribute: what an update sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    #[serde(flatten)]
+    pub field: UserField,
+    pub value: FieldValue,
+}
+
+impl User {
+    /// The attributes in which `self` (last pushed) differs from `desired`, in a fixed order.
+    pub fn changes_to(&self, desired: &User) -> Vec<FieldChange> {
+        let mut out = Vec::new();
+        let mut text = |field: UserField, old: &Option<String>, new: &Option<String>| {
+            if old != new {
+                out.push(FieldChange {
+                    field,
+                    value: FieldValue::Text(new.clone()),
+                });
+            }
+        };
+        let old_name = Some(self.user_name.clone());
+        let new_name = Some(desired.user_name.clone());
+        text(UserField::UserName, &old_name, &new_name);
+        text(UserField::GivenName, &self.given_name, &desired.given_name);
+        text(UserField::FamilyName, &self.family_name, &desired.family_name);
+        text(UserField::DisplayName, &self.display_name, &desired.display_name);
+        text(UserField::Email, &self.email, &desired.email);
+        text(UserField::Title, &self.title, &desired.title);
+        text(UserField::Department, &self.department, &desired.department);
+        text(UserField::EmployeeNumber, &self.employee_number, &desired.employee_number);
+        text(UserField::Manager, &self.manager, &desired.manager);
+        let paths: BTreeSet<&String> = self.custom.keys().chain(desired.custom.keys()).collect();
+        for path in paths {
+            text(
+                UserField::Custom(path.clone()),
+                &self.custom.get(path).cloned(),
+                &desired.custom.get(path).cloned(),
+            );
+        }
+        if self.active != desired.active {
+            out.push(FieldChange {
+                field: UserField::Active,
+                value: FieldValue::Bool(desired.active),
+            });
+        }
+        out
+    }
+
+    /// Applies changes to this representation, as a confirmed update does on the target.
+    pub fn apply(&mut self, changes: &[FieldChange]) {
+        for change in changes {
+            let text = match &change.value {
+                FieldValue::Text(v) => v.clone(),
+                FieldValue::Bool(_) => None,
+            };
+            match &change.field {
+                UserField::UserName => {
+                    if let Some(v) = text {
+                        self.user_name = v;
+                    }
+                }
+                UserField::GivenName => self.given_name = text,
+                UserField::FamilyName => self.family_name = text,
+                UserField::DisplayName => self.display_name = text,
+                UserField::Email => self.email = text,
+                UserField::Title => self.title = text,
+                UserField::Department => self.department = text,
+                UserField::EmployeeNumber => self.employee_number = text,
+                UserField::Manager => self.manager = text,
+                UserField::Custom(path) => match text {
+                    Some(v) => {
+                        self.custom.insert(path.clone(), v);
+                    }
+                    None => {
+                        self.custom.remove(path);
+                    }
+                },
+                UserField::Active => {
+                    if let FieldValue::Bool(b) = change.value {
+                        self.active = b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A group as it should look on the target; members are user [`Key`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Group {
+    pub display_name: String,
+    pub members: BTreeSet<Key>,
+}
+
+/// What the directory says the target should hold, after mapping.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    pub users: BTreeMap<Key, User>,
+    pub groups: BTreeMap<Key, Group>,
+    /// Keys of objects that exist in the directory but could not be mapped this time (missing
+    /// attribute, duplicate userName, ...). The plan leaves them alone: a bad entry must never
+    /// look like a departure.
+    pub held: BTreeSet<Key>,
+    /// Entries that could not be mapped, with the reason, for the run report.
+    pub rejected: Vec<Rejected>,
+    /// Where each desired object came from, for messages.
+    pub dns: BTreeMap<Key, String>,
+}
+
+/// A directory entry that was read but not turned into a user or group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub dn: String,
+    /// The stable key, when it could be read; such an object is held, not removed.
+    pub key: Option<Key>,
+    pub reason: String,
+}

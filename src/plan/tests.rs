@@ -1,0 +1,359 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::apply::{confirm, prepare, Confirmation, Request};
+use super::*;
+use crate::model::{DesiredState, Group, User};
+use crate::state::records::{GroupRecord, Origin, Snapshot, UserRecord};
+
+fn user(name: &str) -> User {
+    User {
+        user_name: name.into(),
+        given_name: Some("Given".into()),
+        family_name: Some("Family".into()),
+        display_name: Some(name.to_uppercase()),
+        email: Some(format!("{name}@example.org")),
+        active: true,
+        ..Default::default()
+    }
+}
+
+fn deactivate() -> Policy {
+    Policy {
+        on_disable: RemovalAction::Deactivate,
+        on_remove: RemovalAction::Deactivate,
+    }
+}
+
+/// Sends every operation to an imaginary target that accepts everything, as the engine would.
+fn simulate(mut s: Snapshot, ops: &[Operation]) -> Snapshot {
+    let mut next_id = 1000;
+    for op in ops {
+        let Ok(req) = prepare(&s, op) else { continue };
+        let conf = match req {
+            Request::CreateUser { .. } | Request::CreateGroup { .. } => {
+                next_id += 1;
+                Confirmation::Created {
+                    target_id: format!("id-{next_id}"),
+                    origin: Origin::Created,
+                    adopted_user: None,
+                    adopted_members: None,
+                }
+            }
+            _ => Confirmation::Done,
+        };
+        for c in confirm(&s, &req, conf) {
+            s.apply(&c);
+        }
+    }
+    s
+}
+
+#[test]
+fn first_plan_creates_managers_before_their_reports_and_groups_after_users() {
+    let mut d = DesiredState::default();
+    let mut ann = user("ann");
+    ann.manager = Some("k-zed".into());
+    d.users.insert("k-ann".into(), ann);
+    d.users.insert("k-zed".into(), user("zed"));
+    d.groups.insert(
+        "g1".into(),
+        Group {
+            display_name: "Eng".into(),
+            members: ["k-ann".to_string(), "k-zed".to_string()].into(),
+        },
+    );
+    let ops = plan(&d, &Snapshot::default(), &deactivate());
+    let names: Vec<(&str, &str)> = ops.iter().map(|o| (o.name(), o.label())).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("create_user", "zed"),
+            ("create_user", "ann"),
+            ("create_group", "Eng"),
+            ("add_members", "Eng")
+        ]
+    );
+    let after = simulate(Snapshot::default(), &ops);
+    assert_eq!(after.users["k-ann"].pushed.manager.as_deref(), Some("k-zed"));
+    assert!(plan(&d, &after, &deactivate()).is_empty());
+}
+
+#[test]
+fn a_reporting_cycle_is_closed_by_a_follow_up_update() {
+    let mut d = DesiredState::default();
+    let mut a = user("a");
+    a.manager = Some("kb".into());
+    let mut b = user("b");
+    b.manager = Some("ka".into());
+    d.users.insert("ka".into(), a);
+    d.users.insert("kb".into(), b);
+    let ops = plan(&d, &Snapshot::default(), &deactivate());
+    assert_eq!(ops.iter().filter(|o| o.name() == "update_user").count(), 1);
+    let after = simulate(Snapshot::default(), &ops);
+    assert_eq!(after.users["ka"].pushed.manager.as_deref(), Some("kb"));
+    assert_eq!(after.users["kb"].pushed.manager.as_deref(), Some("ka"));
+    assert!(plan(&d, &after, &deactivate()).is_empty());
+}
+
+fn synced(d: &DesiredState, p: &Policy) -> Snapshot {
+    simulate(Snapshot::default(), &plan(d, &Snapshot::default(), p))
+}
+
+#[test]
+fn a_changed_attribute_is_one_update_with_only_that_change() {
+    let mut d = DesiredState::default();
+    d.users.insert("k1".into(), user("ann"));
+    let s = synced(&d, &deactivate());
+    d.users.get_mut("k1").unwrap().title = Some("CTO".into());
+    let ops = plan(&d, &s, &deactivate());
+    assert_eq!(ops.len(), 1);
+    match &ops[0] {
+        Operation::UpdateUser { changes, .. } => {
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].field, UserField::Title);
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_departure_removes_memberships_before_deleting_under_delete_policy() {
+    let p = Policy {
+        on_disable: RemovalAction::Deactivate,
+        on_remove: RemovalAction::Delete,
+    };
+    let mut d = DesiredState::default();
+    d.users.insert("k1".into(), user("ann"));
+    d.users.insert("k2".into(), user("bob"));
+    d.groups.insert(
+        "g".into(),
+        Group {
+            display_name: "G".into(),
+            members: ["k1".to_string(), "k2".to_string()].into(),
+        },
+    );
+    let s = synced(&d, &p);
+    d.users.remove("k2");
+    d.groups.get_mut("g").unwrap().members.remove("k2");
+    let ops = plan(&d, &s, &p);
+    let names: Vec<&str> = ops.iter().map(|o| o.name()).collect();
+    assert_eq!(names, vec!["remove_members", "delete_user"]);
+}
+
+#[test]
+fn disabled_users_follow_on_disable() {
+    let mut d = DesiredState::default();
+    d.users.insert("k1".into(), user("ann"));
+    let s = synced(&d, &deactivate());
+    d.users.get_mut("k1").unwrap().active = false;
+    let ops = plan(&d, &s, &deactivate());
+    assert_eq!(ops.iter().map(|o| o.name()).collect::<Vec<_>>(), vec!["deactivate_user"]);
+    let del = Policy {
+        on_disable: RemovalAction::Delete,
+        on_remove: RemovalAction::Deactivate,
+    };
+    let ops = plan(&d, &s, &del);
+    assert_eq!(ops.iter().map(|o| o.name()).collect::<Vec<_>>(), vec!["delete_user"]);
+    // A disabled user never pushed is not created under the delete policy.
+    assert!(plan(&d, &Snapshot::default(), &del).is_empty());
+}
+
+#[test]
+fn held_entries_keep_their_object_and_memberships() {
+    let mut d = DesiredState::default();
+    d.users.insert("k1".into(), user("ann"));
+    d.groups.insert(
+        "g".into(),
+        Group {
+            display_name: "G".into(),
+            members: ["k1".to_string()].into(),
+        },
+    );
+    let s = synced(&d, &deactivate());
+    d.users.remove("k1");
+    d.groups.get_mut("g").unwrap().members.clear();
+    d.held.insert("k1".into());
+    assert!(plan(&d, &s, &deactivate()).is_empty());
+}
+
+#[test]
+fn members_go_in_batches_of_at_most_one_hundred() {
+    let mut d = DesiredState::default();
+    let mut members = BTreeSet::new();
+    for i in 0..250 {
+        d.users.insert(format!("k{i:03}"), user(&format!("u{i}")));
+        members.insert(format!("k{i:03}"));
+    }
+    d.groups.insert(
+        "g".into(),
+        Group {
+            display_name: "All".into(),
+            members,
+        },
+    );
+    let ops = plan(&d, &Snapshot::default(), &deactivate());
+    let sizes: Vec<usize> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Operation::AddMembers { members, .. } => Some(members.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+}
+
+// ---- property tests
+
+fn arb_text() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![Just(None), Just(Some("x".to_string())), Just(Some("y".to_string()))]
+}
+
+prop_compose! {
+    fn arb_user(keys: usize)(
+        name in 0..6usize, given in arb_text(), family in arb_text(), title in arb_text(),
+        active in any::<bool>(), manager in proptest::option::of(0..keys), nick in arb_text(),
+    ) -> User {
+        let mut custom = BTreeMap::new();
+        if let Some(n) = nick { custom.insert("nickName".to_string(), n); }
+        User {
+            user_name: format!("user{name}"),
+            given_name: given,
+            family_name: family,
+            title,
+            active,
+            manager: manager.map(|m| format!("u{m}")),
+            custom,
+            ..Default::default()
+        }
+    }
+}
+
+const UK: usize = 8;
+const GK: usize = 4;
+
+fn arb_desired() -> impl Strategy<Value = DesiredState> {
+    (
+        proptest::collection::btree_map(0..UK, arb_user(UK), 0..UK),
+        proptest::collection::btree_map(0..GK, (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)), 0..GK),
+        proptest::collection::btree_set(0..UK, 0..3),
+    )
+        .prop_map(|(users, groups, held)| {
+            let mut d = DesiredState::default();
+            for (k, u) in users {
+                d.users.insert(format!("u{k}"), u);
+            }
+            for (k, (name, members)) in groups {
+                d.groups.insert(
+                    format!("g{k}"),
+                    Group {
+                        display_name: format!("group{name}"),
+                        members: members.into_iter().map(|m| format!("u{m}")).collect(),
+                    },
+                );
+            }
+            for h in held {
+                let k = format!("u{h}");
+                if !d.users.contains_key(&k) {
+                    d.held.insert(k);
+                }
+            }
+            d
+        })
+}
+
+/// Arbitrary records: what any earlier history (including failures) could have left.
+fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
+    (
+        proptest::collection::btree_map(0..UK, arb_user(UK), 0..UK),
+        proptest::collection::btree_map(0..GK, (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)), 0..GK),
+    )
+        .prop_map(|(users, groups)| {
+            let mut s = Snapshot::default();
+            for (k, u) in users {
+                s.users
+                    .insert(format!("u{k}"), UserRecord::new(format!("uid-{k}"), Origin::Created, u));
+            }
+            for (k, (name, members)) in groups {
+                s.groups.insert(
+                    format!("g{k}"),
+                    GroupRecord {
+                        target_id: format!("gid-{k}"),
+                        origin: Origin::Adopted,
+                        display_name: format!("group{name}"),
+                        members: members.into_iter().map(|m| format!("u{m}")).collect(),
+                    },
+                );
+            }
+            s
+        })
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    let action = prop_oneof![Just(RemovalAction::Deactivate), Just(RemovalAction::Delete)];
+    (action.clone(), action).prop_map(|(on_disable, on_remove)| Policy { on_disable, on_remove })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Applying a plan and planning again gives an empty plan.
+    #[test]
+    fn planning_after_applying_a_plan_finds_nothing(d in arb_desired(), s in arb_snapshot(), p in arb_policy()) {
+        let ops = plan(&d, &s, &p);
+        let after = simulate(s, &ops);
+        let again = plan(&d, &after, &p);
+        prop_assert!(again.is_empty(), "second plan: {:?}", again);
+    }
+
+    /// The plan only changes objects in the records (created or adopted) or created by itself,
+    /// and never touches a held entry.
+    #[test]
+    fn the_plan_touches_only_owned_objects(d in arb_desired(), s in arb_snapshot(), p in arb_policy()) {
+        let ops = plan(&d, &s, &p);
+        let created_users: BTreeSet<&String> = ops.iter().filter_map(|o| match o {
+            Operation::CreateUser { key, .. } => Some(key), _ => None }).collect();
+        let created_groups: BTreeSet<&String> = ops.iter().filter_map(|o| match o {
+            Operation::CreateGroup { key, .. } => Some(key), _ => None }).collect();
+        for op in &ops {
+            match op {
+                Operation::CreateUser { key, .. } => prop_assert!(!s.users.contains_key(key)),
+                Operation::CreateGroup { key, .. } => prop_assert!(!s.groups.contains_key(key)),
+                Operation::UpdateUser { key, .. } | Operation::DeactivateUser { key, .. } | Operation::DeleteUser { key, .. } => {
+                    prop_assert!(s.users.contains_key(key) || created_users.contains(key));
+                    prop_assert!(!d.held.contains(key));
+                }
+                Operation::UpdateGroup { key, .. } | Operation::DeleteGroup { key, .. } => {
+                    prop_assert!(s.groups.contains_key(key));
+                }
+                Operation::AddMembers { group, .. } => {
+                    prop_assert!(s.groups.contains_key(group) || created_groups.contains(group));
+                }
+                Operation::RemoveMembers { group, members, .. } => {
+                    prop_assert!(s.groups.contains_key(group));
+                    for m in members {
+                        prop_assert!(!d.held.contains(m) || !s.users.contains_key(m));
+                    }
+                }
+            }
+            if let Operation::AddMembers { members, .. } | Operation::RemoveMembers { members, .. } = op {
+                prop_assert!(!members.is_empty() && members.len() <= MEMBER_BATCH);
+            }
+        }
+    }
+
+    /// A user disabled in the directory is never created when the policy deletes disabled users,
+    /// and a departure is never a deletion under the deactivate policy.
+    #[test]
+    fn removals_follow_the_policy(d in arb_desired(), s in arb_snapshot(), p in arb_policy()) {
+        for op in plan(&d, &s, &p) {
+            match op {
+                Operation::CreateUser { user, .. } if p.on_disable == RemovalAction::Delete => prop_assert!(user.active),
+                Operation::DeleteUser { reason: RemovalReason::Removed, .. } => prop_assert_eq!(p.on_remove, RemovalAction::Delete),
+                Operation::DeleteUser { reason: RemovalReason::Disabled, .. } => prop_assert_eq!(p.on_disable, RemovalAction::Delete),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! A directory entry as raw bytes: every value of every attribute, whether it is text or not.
+//!
+//! ldap3's `SearchEntry::construct` panics on malformed BER and splits values between `attrs` and
+//! `bin_attrs`; decoding the entry here avoids both, so a hostile or broken server answer becomes
+//! an error, and a binary key (objectGUID) is read from one map.
+
+use std::collections::BTreeMap;
+
+use ldap3::asn1::{StructureTag, PL};
+
+/// One entry: its DN and its attributes, names lower-cased (LDAP names are case-insensitive).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawEntry {
+    pub dn: String,
+    pub attrs: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+/// An attribute value that should be text but is not valid UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attribute {attribute} of {dn} is not valid UTF-8 text")]
+pub struct NotText {
+    pub dn: String,
+    pub attribute: String,
+}
+
+impl RawEntry {
+    pub fn values(&self, name: &str) -> &[Vec<u8>] {
+        self.attrs
+            .get(&name.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        !self.values(name).is_empty()
+    }
+
+    /// The first value of the first attribute in `names` that has one, as text. Values are
+    /// trimmed; an all-blank value counts as absent.
+    pub fn first_text(&self, names: &[String]) -> Result<Option<String>, NotText> {
+        for name in names {
+            for value in self.values(name) {
+                let text = std::str::from_utf8(value).map_err(|_| NotText {
+                    dn: self.dn.clone(),
+                    attribute: name.clone(),
+                })?;
+                let text = text.trim();
+                if !text.is_empty() {
+                    return Ok(Some(text.to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every value of one attribute, as text.
+    pub fn texts(&self, name: &str) -> Result<Vec<String>, NotText> {
+        self.values(name)
+            .iter()
+            .map(|v| {
+                std::str::from_utf8(v).map(|s| s.to_string()).map_err(|_| NotText {
+                    dn: self.dn.clone(),
+                    attribute: name.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Decodes a SearchResultEntry (RFC 4511 §4.5.2) without panicking on a malformed one.
+pub fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
+    fn constructed(t: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
+        match t.payload {
+            PL::C(v) => Ok(v),
+            PL::P(_) => Err(format!("malformed search entry: {what} is not a sequence")),
+        }
+    }
+    fn primitive(t: StructureTag, what: &str) -> Result<Vec<u8>, String> {
+        match t.payload {
+            PL::P(v) => Ok(v),
+            PL::C(_) => Err(format!("malformed search entry: {what} is not an octet string")),
+        }
+    }
+    if tag.id != 4 {
+        return Err(format!("unexpected protocol op {} where a search entry was expected", tag.id));
+    }
+    let mut parts = constructed(tag, "entry")?.into_iter();
+    let dn_bytes = primitive(parts.next().ok_or("malformed search entry: no DN")?, "DN")?;
+    let dn = String::from_utf8(dn_bytes).map_err(|_| "malformed search entry: DN is not UTF-8".to_string())?;
+    let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    if let Some(list) = parts.next() {
+        for partial in constructed(list, "attribute list")? {
+            let mut pa = constructed(partial, "attribute")?.into_iter();
+            let name = pa
+                .next()
+                .ok_or_else(|| format!("malformed attribute in {dn}: no type"))
+                .and_then(|t| primitive(t, "attribute type"))?;
+            let name = String::from_utf8(name)
+                .map_err(|_| format!("malformed attribute in {dn}: type is not UTF-8"))?
+                .to_ascii_lowercase();
+            let values = match pa.next() {
+                Some(set) => constructed(set, "value set")?
+                    .into_iter()
+                    .map(|v| primitive(v, "attribute value"))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            attrs.entry(name).or_default().extend(values);
+        }
+    }
+    Ok(RawEntry { dn, attrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldap3::asn1::TagClass;
+
+    fn prim(v: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(v.to_vec()),
+        }
+    }
+    fn seq(id: u64, v: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::C(v),
+        }
+    }
+
+    #[test]
+    fn decodes_text_and_binary_values_into_one_map() {
+        let guid = [0xffu8, 0xfe, 0x00, 0x01];
+        let entry = seq(
+            4,
+            vec![
+                prim(b"uid=a,dc=x"),
+                seq(
+                    16,
+                    vec![
+                        seq(16, vec![prim(b"objectGUID"), seq(17, vec![prim(&guid)])]),
+                        seq(16, vec![prim(b"cn"), seq(17, vec![prim(b"Ann"), prim(b" ")])]),
+                    ],
+                ),
+            ],
+        );
+        let e = decode_entry(entry).unwrap();
+        assert_eq!(e.dn, "uid=a,dc=x");
+        assert_eq!(e.values("OBJECTGUID"), &[guid.to_vec()]);
+        assert_eq!(e.first_text(&["cn".into()]).unwrap().as_deref(), Some("Ann"));
+        assert!(e.first_text(&["objectGUID".into()]).is_err());
+    }
+
+    #[test]
+    fn malformed_entry_is_an_error_not_a_panic() {
+        assert!(decode_entry(prim(b"x")).is_err());
+        assert!(decode_entry(seq(4, vec![])).is_err());
+        assert!(decode_entry(seq(4, vec![prim(b"dn"), prim(b"not a list")])).is_err());
+        assert!(decode_entry(seq(4, vec![prim(&[0xff, 0xfe])])).is_err());
+    }
+}

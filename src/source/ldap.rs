@@ -1,0 +1,192 @@
+//! LDAP access with ldap3: TLS set-up, bind, and paged streaming searches (RFC 2696).
+
+use std::time::Duration;
+
+use ldap3::adapters::PagedResults;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope};
+
+use super::entry::{decode_entry, RawEntry};
+use super::SourceError;
+use crate::config::{LdapConfig, TlsMode};
+
+/// An open, bound LDAP session.
+pub struct Session {
+    ldap: Ldap,
+    url: String,
+    timeout: Duration,
+    page_size: u32,
+}
+
+/// Text for the LDAP result codes an administrator is most likely to meet.
+fn rc_meaning(rc: u32) -> &'static str {
+    match rc {
+        1 => "operations error",
+        3 => "time limit exceeded",
+        4 => "size limit exceeded",
+        8 => "stronger authentication required (use LDAPS or StartTLS)",
+        11 => "administrative limit exceeded",
+        12 => "unavailable critical extension",
+        32 => "no such object (check the base DN)",
+        34 => "invalid DN syntax",
+        48 => "inappropriate authentication",
+        49 => "invalid credentials (wrong bind DN or password)",
+        50 => "insufficient access rights",
+        51 => "server busy",
+        52 => "server unavailable",
+        53 => "unwilling to perform",
+        87 => "filter error",
+        _ => "LDAP error",
+    }
+}
+
+fn describe(rc: u32, text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        format!("LDAP result {rc} ({})", rc_meaning(rc))
+    } else {
+        format!("LDAP result {rc} ({}): {text}", rc_meaning(rc))
+    }
+}
+
+impl Session {
+    /// Connects (with LDAPS or StartTLS as configured) and binds.
+    pub async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
+        let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout);
+        if cfg.tls != TlsMode::Plain {
+            let connector = crate::tls::native_connector(cfg.ca_file.as_deref(), cfg.tls_verify).map_err(|reason| {
+                SourceError::Tls {
+                    url: cfg.url.clone(),
+                    reason,
+                }
+            })?;
+            settings = settings
+                .set_connector(connector)
+                .set_starttls(cfg.tls == TlsMode::StartTls)
+                .set_no_tls_verify(!cfg.tls_verify);
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
+            .await
+            .map_err(|e| SourceError::Connect {
+                url: cfg.url.clone(),
+                reason: e.to_string(),
+            })?;
+        ldap3::drive!(conn);
+        if let (Some(dn), Some(pw)) = (&cfg.bind_dn, &cfg.bind_password) {
+            let res = ldap
+                .with_timeout(cfg.timeout)
+                .simple_bind(dn, pw.expose())
+                .await
+                .map_err(|e| SourceError::Bind {
+                    dn: dn.clone(),
+                    reason: e.to_string(),
+                })?;
+            if res.rc != 0 {
+                return Err(SourceError::Bind {
+                    dn: dn.clone(),
+                    reason: describe(res.rc, &res.text),
+                });
+            }
+        }
+        Ok(Session {
+            ldap,
+            url: cfg.url.clone(),
+            timeout: cfg.timeout,
+            page_size: cfg.page_size,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs a paged subtree search and hands each entry to `on_entry` as it arrives, so a large
+    /// directory is never held whole. Search references (referrals) are skipped. Any error, or
+    /// a result code other than success, fails the whole search: the caller must not treat a
+    /// partial result as complete.
+    pub async fn search_paged(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        mut on_entry: impl FnMut(RawEntry),
+    ) -> Result<SearchStats, SourceError> {
+        let err = |reason: String| SourceError::Search {
+            base: base.to_string(),
+            filter: filter.to_string(),
+            reason,
+        };
+        let mut stats = SearchStats::default();
+        let mut stream = self
+            .ldap
+            .with_timeout(self.timeout)
+            .streaming_search_with(
+                PagedResults::new(self.page_size.min(i32::MAX as u32) as i32),
+                base,
+                Scope::Subtree,
+                filter,
+                attrs.to_vec(),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        loop {
+            let item = match tokio::time::timeout(self.timeout, stream.next()).await {
+                Ok(Ok(item)) => item,
+                Ok(Err(e)) => return Err(err(e.to_string())),
+                Err(_) => return Err(err(format!("no answer within {:?}", self.timeout))),
+            };
+            let Some(item) = item else { break };
+            if item.is_ref() {
+                stats.references += 1;
+                continue;
+            }
+            if item.is_intermediate() {
+                continue;
+            }
+            let entry = decode_entry(item.0).map_err(err)?;
+            stats.entries += 1;
+            on_entry(entry);
+        }
+        let res = stream.finish().await;
+        if res.rc != 0 {
+            return Err(err(describe(res.rc, &res.text)));
+        }
+        Ok(stats)
+    }
+
+    /// Reads one entry by DN; `None` when it does not exist.
+    pub async fn read_entry(&mut self, dn: &str, attrs: &[String]) -> Result<Option<RawEntry>, SourceError> {
+        let err = |reason: String| SourceError::Search {
+            base: dn.to_string(),
+            filter: "(objectClass=*)".to_string(),
+            reason,
+        };
+        let res = self
+            .ldap
+            .with_timeout(self.timeout)
+            .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let (entries, result) = (res.0, res.1);
+        match result.rc {
+            0 => {}
+            32 => return Ok(None),
+            rc => return Err(err(describe(rc, &result.text))),
+        }
+        match entries.into_iter().find(|e| !e.is_ref() && !e.is_intermediate()) {
+            Some(e) => decode_entry(e.0).map(Some).map_err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// Closes the session politely.
+    pub async fn close(mut self) {
+        let _ = self.ldap.unbind().await;
+    }
+}
+
+/// What one search returned.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SearchStats {
+    pub entries: u64,
+    pub references: u64,
+}

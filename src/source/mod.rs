@@ -1,0 +1,24 @@
+//! Directory readers: connect, bind, and read users and groups as [`entry::RawEntry`] values.
+//! Mapping them into canonical objects is the [`crate::mapping`] module's job.
+
+pub mod dn;
+pub mod entry;
+pub mod ldap;
+
+/// A failure to read the directory. Any of these aborts the run before anything is planned:
+/// a partial read must never look like deletions.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("bind as {dn} failed: {reason}")]
+    Bind { dn: String, reason: String },
+    #[error("search of {base} with {filter} failed: {reason}")]
+    Search {
+        base: String,
+        filter: String,
+        reason: String,
+    },
+    #[error("TLS setup for {url}: {reason}")]
+    Tls { url: String, reason: String },
+}

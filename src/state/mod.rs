@@ -1,0 +1,8 @@
+//! The embedded store (sled): the records of what was pushed, objects in error, and run
+//! metadata. sled stays behind this module; the rest of the gateway sees [`records`] and
+//! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
+
+pub mod records;
+mod store;
+
+pub use store::{ObjectError, RunRecord, StateError, Store};

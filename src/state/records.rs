@@ -1,0 +1,116 @@
+//! What the gateway last pushed, as plain data. The sled store persists these; the plan reads
+//! them; both the engine and the property tests change them only through [`StateChange`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Key, User};
+
+/// How an object came under the gateway's management. Only such objects are ever changed or
+/// deleted on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The gateway created it.
+    Created,
+    /// It existed on the target with the same userName / group name, and the gateway took it over.
+    Adopted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub target_id: String,
+    pub origin: Origin,
+    /// The user as last confirmed by the target.
+    pub pushed: User,
+    /// Hash of `pushed`, to skip unchanged users without comparing every field.
+    pub hash: String,
+}
+
+impl UserRecord {
+    pub fn new(target_id: String, origin: Origin, pushed: User) -> Self {
+        let hash = user_hash(&pushed);
+        UserRecord {
+            target_id,
+            origin,
+            pushed,
+            hash,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub target_id: String,
+    pub origin: Origin,
+    pub display_name: String,
+    /// User keys confirmed as members on the target.
+    pub members: BTreeSet<Key>,
+}
+
+/// A stable hash of a user's pushed representation.
+pub fn user_hash(u: &User) -> String {
+    // serde_json writes struct fields in declaration order and BTreeMaps sorted: stable.
+    let bytes = serde_json::to_vec(u).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// One change to the records, applied in memory and persisted in one transaction.
+// A handful exist at a time (one confirmed operation's worth): their size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateChange {
+    PutUser(Key, UserRecord),
+    RemoveUser(Key),
+    PutGroup(Key, GroupRecord),
+    RemoveGroup(Key),
+}
+
+impl StateChange {
+    /// The object the change is about.
+    pub fn key(&self) -> &Key {
+        match self {
+            StateChange::PutUser(k, _)
+            | StateChange::RemoveUser(k)
+            | StateChange::PutGroup(k, _)
+            | StateChange::RemoveGroup(k) => k,
+        }
+    }
+}
+
+/// All records, in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub users: BTreeMap<Key, UserRecord>,
+    pub groups: BTreeMap<Key, GroupRecord>,
+}
+
+impl Snapshot {
+    pub fn apply(&mut self, change: &StateChange) {
+        match change {
+            StateChange::PutUser(k, r) => {
+                self.users.insert(k.clone(), r.clone());
+            }
+            StateChange::RemoveUser(k) => {
+                self.users.remove(k);
+            }
+            StateChange::PutGroup(k, r) => {
+                self.groups.insert(k.clone(), r.clone());
+            }
+            StateChange::RemoveGroup(k) => {
+                self.groups.remove(k);
+            }
+        }
+    }
+
+    pub fn user_id(&self, key: &str) -> Option<&str> {
+        self.users.get(key).map(|r| r.target_id.as_str())
+    }
+
+    /// Target user id to key, for reading target answers back.
+    pub fn user_keys_by_id(&self) -> BTreeMap<String, Key> {
+        self.users.iter().map(|(k, r)| (r.target_id.clone(), k.clone())).collect()
+    }
+}

@@ -1,0 +1,334 @@
+//! sled persistence. Every confirmed operation is written in one transaction and flushed before
+//! the next request is sent, so a crash loses no confirmed change and repeats none.
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::records::{GroupRecord, Snapshot, StateChange, UserRecord};
+use crate::model::Key;
+
+/// Layout version of the store, so a later release can migrate or refuse an old one.
+const SCHEMA_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    #[error("state store {}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+    #[error("state store {}: record {key} is unreadable: {reason}", path.display())]
+    Corrupt { path: PathBuf, key: String, reason: String },
+}
+
+/// An object the last runs could not read or push, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    /// The object's key, or `dn:<DN>` when the entry had no readable key.
+    pub key: String,
+    /// `user` or `group`.
+    pub kind: String,
+    /// userName, group name or DN: what an administrator recognises.
+    pub label: String,
+    /// `read` (the entry could not be mapped) or the operation that failed.
+    pub operation: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub attempts: u32,
+    /// The run that last saw it; errors not seen again by a complete run are dropped.
+    pub run: u64,
+}
+
+/// The outcome of one run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: u64,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `ok`, `errors` (finished, some objects failed) or `failed` (aborted).
+    pub outcome: String,
+    pub summary: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    users: sled::Tree,
+    groups: sled::Tree,
+    errors: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Store {
+    /// True when a store was created at `path` (so a dry run can avoid creating one).
+    pub fn exists(path: &Path) -> bool {
+        path.join("conf").is_file() || path.join("db").is_file()
+    }
+
+    /// Opens (or creates) the store. The folder is created owner-only (0700).
+    pub fn open(path: &Path, cache_capacity: u64) -> Result<Store, StateError> {
+        let open_err = |reason: String| StateError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        create_private_dir(path).map_err(|e| open_err(format!("cannot create the folder: {e}")))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    open_err("it is in use by another dirbridge process".into())
+                }
+                other => open_err(other.to_string()),
+            })?;
+        restrict_files(path);
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let store = Store {
+            users: tree("users")?,
+            groups: tree("groups")?,
+            errors: tree("errors")?,
+            meta: tree("meta")?,
+            path: path.to_path_buf(),
+            db,
+        };
+        match store.meta_get::<String>("schema_version")? {
+            None => store.meta_put("schema_version", &SCHEMA_VERSION.to_string())?,
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => return Err(open_err(format!("layout version {v} is not supported by this release"))),
+        }
+        Ok(store)
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+        match self.meta.get(key).map_err(|e| self.io(e))? {
+            Some(v) => decode(&self.path, key.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), StateError> {
+        self.meta.insert(key, encode(v)).map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// Every record, in memory.
+    pub fn snapshot(&self) -> Result<Snapshot, StateError> {
+        let mut s = Snapshot::default();
+        for item in self.users.iter() {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let rec: UserRecord = decode(&self.path, &k, &v)?;
+            s.users.insert(String::from_utf8_lossy(&k).into_owned(), rec);
+        }
+        for item in self.groups.iter() {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let rec: GroupRecord = decode(&self.path, &k, &v)?;
+            s.groups.insert(String::from_utf8_lossy(&k).into_owned(), rec);
+        }
+        Ok(s)
+    }
+
+    /// Records the changes of one confirmed operation and clears the error of `resolved`, in one
+    /// transaction, and waits until it is on disk.
+    pub async fn commit(&self, changes: &[StateChange], resolved: Option<&Key>) -> Result<(), StateError> {
+        let res: Result<(), TransactionError<()>> =
+            (&self.users, &self.groups, &self.errors).transaction(|(u, g, e)| {
+                for c in changes {
+                    match c {
+                        StateChange::PutUser(k, r) => {
+                            u.insert(k.as_bytes(), encode(r))?;
+                        }
+                        StateChange::RemoveUser(k) => {
+                            u.remove(k.as_bytes())?;
+                        }
+                        StateChange::PutGroup(k, r) => {
+                            g.insert(k.as_bytes(), encode(r))?;
+                        }
+                        StateChange::RemoveGroup(k) => {
+                            g.remove(k.as_bytes())?;
+                        }
+                    }
+                }
+                if let Some(k) = resolved {
+                    e.remove(k.as_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| self.io(format!("{e:?}")))?;
+        self.flush().await
+    }
+
+    /// Replaces every record at once (a resync rebuilds the records from the target).
+    pub async fn replace_all(&self, s: &Snapshot) -> Result<(), StateError> {
+        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups).transaction(|(u, g)| {
+            // sled transactions cannot iterate, so the old keys are listed first (below).
+            for k in self.users.iter().keys().flatten() {
+                if !s.users.contains_key(String::from_utf8_lossy(&k).as_ref()) {
+                    u.remove(k)?;
+                }
+            }
+            for k in self.groups.iter().keys().flatten() {
+                if !s.groups.contains_key(String::from_utf8_lossy(&k).as_ref()) {
+                    g.remove(k)?;
+                }
+            }
+            for (k, r) in &s.users {
+                u.insert(k.as_bytes(), encode(r))?;
+            }
+            for (k, r) in &s.groups {
+                g.insert(k.as_bytes(), encode(r))?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        res.map_err(|e| self.io(format!("{e:?}")))?;
+        self.flush().await
+    }
+
+    async fn flush(&self) -> Result<(), StateError> {
+        self.db.flush_async().await.map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// Records (or updates) an object's error.
+    pub async fn record_error(&self, mut err: ObjectError) -> Result<(), StateError> {
+        if let Some(prev) = self.errors.get(err.key.as_bytes()).map_err(|e| self.io(e))? {
+            if let Ok(prev) = serde_json::from_slice::<ObjectError>(&prev) {
+                err.first_seen = prev.first_seen;
+                err.attempts = prev.attempts.saturating_add(1);
+            }
+        }
+        self.errors.insert(err.key.as_bytes(), encode(&err)).map_err(|e| self.io(e))?;
+        self.flush().await
+    }
+
+    pub fn errors(&self) -> Result<Vec<ObjectError>, StateError> {
+        let mut out = Vec::new();
+        for item in self.errors.iter() {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            out.push(decode(&self.path, &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Drops errors that a complete run `run` did not see again.
+    pub async fn prune_errors(&self, run: u64) -> Result<(), StateError> {
+        for e in self.errors()? {
+            if e.run < run {
+                self.errors.remove(e.key.as_bytes()).map_err(|e| self.io(e))?;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Starts a run: returns its number.
+    pub async fn next_run(&self) -> Result<u64, StateError> {
+        let n = self.meta_get::<u64>("run_counter")?.unwrap_or(0) + 1;
+        self.meta_put("run_counter", &n)?;
+        self.flush().await?;
+        Ok(n)
+    }
+
+    pub async fn set_last_run(&self, r: &RunRecord) -> Result<(), StateError> {
+        self.meta_put("last_run", r)?;
+        if r.outcome != "failed" {
+            self.meta_put("last_success", r)?;
+        }
+        self.flush().await
+    }
+
+    pub fn last_run(&self) -> Result<Option<RunRecord>, StateError> {
+        self.meta_get("last_run")
+    }
+
+    pub fn last_success(&self) -> Result<Option<RunRecord>, StateError> {
+        self.meta_get("last_success")
+    }
+
+    /// The target URL the records describe. Records for one target are meaningless for another.
+    pub fn target_identity(&self) -> Result<Option<String>, StateError> {
+        self.meta_get("target")
+    }
+
+    pub async fn set_target_identity(&self, url: &str) -> Result<(), StateError> {
+        self.meta_put("target", &url.to_string())?;
+        self.flush().await
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    }
+    let mut perms = std::fs::metadata(path)?.permissions();
+    if perms.mode() & 0o077 != 0 {
+        perms.set_mode(0o700);
+        std::fs::set_permissions(path, perms)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Makes the store's files owner-only; sled creates them with the process umask.
+#[cfg(unix)]
+fn restrict_files(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let mode = if p.is_dir() { 0o700 } else { 0o600 };
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_files(_path: &Path) {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives; the
+//! SCIM 2.0 client is the first implementation, a configurable REST client comes later.
+
+pub mod scim;
+
+use std::fmt;
+
+use crate::model::{FieldChange, Key, User};
+
+/// A user as the target holds it, in canonical form. `manager` holds the manager's *target
+/// id* here, not a key: only the caller knows how ids map to keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUser {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub user: User,
+}
+
+/// A group as the target holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteGroup {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub display_name: String,
+    pub member_ids: Vec<String>,
+}
+
+/// A failed request, with what an administrator needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{request}: {kind}")]
+pub struct TargetError {
+    /// Method and path, e.g. `POST /Users` (never the token, never a query with values).
+    pub request: String,
+    pub kind: TargetErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetErrorKind {
+    /// The target answered with an error status.
+    Http {
+        status: u16,
+        scim_type: Option<String>,
+        detail: Option<String>,
+    },
+    /// No answer: connection refused, reset, DNS, TLS.
+    Transport(String),
+    /// No answer in time.
+    Timeout,
+    /// An answer that is not what the protocol promises (not JSON, no id, ...).
+    BadResponse(String),
+}
+
+impl fmt::Display for TargetErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetErrorKind::Http {
+                status,
+                scim_type,
+                detail,
+            } => {
+                write!(f, "HTTP {status}")?;
+                if let Some(reason) = http_reason(*status) {
+                    write!(f, " {reason}")?;
+                }
+                if let Some(t) = scim_type {
+                    write!(f, " (scimType {t})")?;
+                }
+                if let Some(d) = detail {
+                    write!(f, ": {d}")?;
+                }
+                if *status == 401 {
+                    write!(f, " — check target.token")?;
+                }
+                Ok(())
+            }
+            TargetErrorKind::Transport(e) => write!(f, "no answer: {e}"),
+            TargetErrorKind::Timeout => write!(f, "no answer in time (target.timeout_secs)"),
+            TargetErrorKind::BadResponse(e) => write!(f, "unexpected answer: {e}"),
+        }
+    }
+}
+
+fn http_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+impl TargetError {
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            TargetErrorKind::Http { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The whole run must stop: every further request would fail the same way (bad token,
+    /// target unreachable). Per-object errors, by contrast, are recorded and the run goes on.
+    pub fn is_fatal(&self) -> bool {
+        match &self.kind {
+            TargetErrorKind::Http { status, .. } => matches!(status, 401 | 403),
+            TargetErrorKind::Transport(_) => true,
+            TargetErrorKind::Timeout | TargetErrorKind::BadResponse(_) => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+}
+
+/// What the engine needs from a target. Methods take resolved target ids; keys are passed only
+/// to be stored as the target's external id.
+#[allow(async_fn_in_trait)]
+pub trait Target {
+    /// Where it is, for messages and to tie the state store to one target.
+    fn describe(&self) -> String;
+    /// Checks that the target answers and accepts the credentials.
+    async fn preflight(&self) -> Result<(), TargetError>;
+    async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError>;
+    async fn create_user(&self, key: &Key, user: &User, manager_id: Option<&str>) -> Result<String, TargetError>;
+    async fn update_user(
+        &self,
+        id: &str,
+        changes: &[FieldChange],
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Result<(), TargetError>;
+    async fn deactivate_user(&self, id: &str) -> Result<(), TargetError>;
+    async fn delete_user(&self, id: &str) -> Result<(), TargetError>;
+    async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError>;
+    async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError>;
+    async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError>;
+    async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError>;
+    async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError>;
+    async fn delete_group(&self, id: &str) -> Result<(), TargetError>;
+    async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError>;
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError>;
+}

@@ -1,0 +1,89 @@
+//! SCIM JSON back to canonical form, for adoption and resync. Lenient about what it does not
+//! need, strict about what it does (`id`).
+
+use serde_json::Value;
+
+use super::encode::split_path;
+use super::ENTERPRISE_USER;
+use crate::model::User;
+use crate::target::{RemoteGroup, RemoteUser};
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty())
+}
+
+/// Reads a User resource. `custom` lists the custom attribute paths to read back.
+pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
+    let id = text(doc.get("id")).ok_or("a User resource has no id")?;
+    let user_name = text(doc.get("userName")).ok_or_else(|| format!("User {id} has no userName"))?;
+    let name = doc.get("name");
+    let ent = doc.get(ENTERPRISE_USER);
+    let email = doc.get("emails").and_then(Value::as_array).and_then(|list| {
+        let pick = list
+            .iter()
+            .find(|e| e.get("type").and_then(Value::as_str) == Some("work"))
+            .or_else(|| list.iter().find(|e| e.get("primary").and_then(Value::as_bool) == Some(true)))
+            .or_else(|| list.first());
+        pick.and_then(|e| text(e.get("value")))
+    });
+    let mut u = User {
+        user_name,
+        given_name: text(name.and_then(|n| n.get("givenName"))),
+        family_name: text(name.and_then(|n| n.get("familyName"))),
+        display_name: text(doc.get("displayName")),
+        email,
+        // A resource without `active` is taken as active, as SCIM providers treat it.
+        active: doc.get("active").and_then(Value::as_bool).unwrap_or(true),
+        title: text(doc.get("title")),
+        department: text(ent.and_then(|e| e.get("department"))),
+        employee_number: text(ent.and_then(|e| e.get("employeeNumber"))),
+        manager: text(ent.and_then(|e| e.get("manager")).and_then(|m| m.get("value"))),
+        custom: Default::default(),
+    };
+    for path in custom {
+        let v = match split_path(path) {
+            (Some(schema), attr) => doc.get(schema).and_then(|s| s.get(attr)),
+            (None, attr) => doc.get(attr),
+        };
+        let v = match v {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
+        };
+        if let Some(v) = v {
+            u.custom.insert(path.clone(), v);
+        }
+    }
+    Ok(RemoteUser {
+        id,
+        external_id: text(doc.get("externalId")),
+        user: u,
+    })
+}
+
+pub fn group(doc: &Value) -> Result<RemoteGroup, String> {
+    let id = text(doc.get("id")).ok_or("a Group resource has no id")?;
+    let display_name = text(doc.get("displayName")).ok_or_else(|| format!("Group {id} has no displayName"))?;
+    let member_ids = doc
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(|m| text(m.get("value"))).collect())
+        .unwrap_or_default();
+    Ok(RemoteGroup {
+        id,
+        external_id: text(doc.get("externalId")),
+        display_name,
+        member_ids,
+    })
+}
+
+/// The `Resources` of a ListResponse, and `totalResults`.
+pub fn list(doc: &Value) -> Result<(Vec<Value>, Option<u64>), String> {
+    let total = doc.get("totalResults").and_then(Value::as_u64);
+    match doc.get("Resources") {
+        Some(Value::Array(items)) => Ok((items.clone(), total)),
+        None | Some(Value::Null) => Ok((Vec::new(), total)),
+        Some(_) => Err("ListResponse.Resources is not an array".into()),
+    }
+}

@@ -1,0 +1,151 @@
+//! Canonical users and groups to SCIM JSON: full resources for POST, operation lists for PATCH.
+
+use serde_json::{json, Map, Value};
+
+use super::{CORE_GROUP, CORE_USER, ENTERPRISE_USER, PATCH_OP};
+use crate::model::{FieldChange, FieldValue, User, UserField};
+
+/// Splits a custom attribute path into (extension schema, attribute), or (None, path) for a core
+/// attribute.
+pub fn split_path(path: &str) -> (Option<&str>, &str) {
+    if path.starts_with("urn:") {
+        if let Some((schema, attr)) = path.rsplit_once(':') {
+            return (Some(schema), attr);
+        }
+    }
+    (None, path)
+}
+
+/// The full User resource sent on creation. The stable key goes in `externalId`.
+pub fn user_resource(key: &str, u: &User, manager_id: Option<&str>) -> Value {
+    let mut schemas = vec![CORE_USER.to_string()];
+    let mut doc = Map::new();
+    doc.insert("externalId".into(), json!(key));
+    doc.insert("userName".into(), json!(u.user_name));
+    let mut name = Map::new();
+    if let Some(v) = &u.given_name {
+        name.insert("givenName".into(), json!(v));
+    }
+    if let Some(v) = &u.family_name {
+        name.insert("familyName".into(), json!(v));
+    }
+    if !name.is_empty() {
+        doc.insert("name".into(), Value::Object(name));
+    }
+    if let Some(v) = &u.display_name {
+        doc.insert("displayName".into(), json!(v));
+    }
+    if let Some(v) = &u.email {
+        doc.insert("emails".into(), work_email(v));
+    }
+    doc.insert("active".into(), json!(u.active));
+    if let Some(v) = &u.title {
+        doc.insert("title".into(), json!(v));
+    }
+    let mut ent = Map::new();
+    if let Some(v) = &u.department {
+        ent.insert("department".into(), json!(v));
+    }
+    if let Some(v) = &u.employee_number {
+        ent.insert("employeeNumber".into(), json!(v));
+    }
+    if let Some(id) = manager_id {
+        ent.insert("manager".into(), json!({ "value": id }));
+    }
+    let mut extensions: Map<String, Value> = Map::new();
+    if !ent.is_empty() {
+        extensions.insert(ENTERPRISE_USER.into(), Value::Object(ent));
+    }
+    for (path, value) in &u.custom {
+        match split_path(path) {
+            (Some(schema), attr) => {
+                let slot = extensions
+                    .entry(schema.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = slot {
+                    m.insert(attr.to_string(), json!(value));
+                }
+            }
+            (None, attr) => {
+                doc.insert(attr.to_string(), json!(value));
+            }
+        }
+    }
+    for (schema, body) in extensions {
+        schemas.push(schema.clone());
+        doc.insert(schema, body);
+    }
+    doc.insert("schemas".into(), json!(schemas));
+    Value::Object(doc)
+}
+
+fn work_email(address: &str) -> Value {
+    json!([{ "value": address, "type": "work", "primary": true }])
+}
+
+/// The SCIM attribute path of a canonical field.
+fn path_of(field: &UserField) -> String {
+    match field {
+        UserField::UserName => "userName".into(),
+        UserField::GivenName => "name.givenName".into(),
+        UserField::FamilyName => "name.familyName".into(),
+        UserField::DisplayName => "displayName".into(),
+        UserField::Email => "emails".into(),
+        UserField::Active => "active".into(),
+        UserField::Title => "title".into(),
+        UserField::Department => format!("{ENTERPRISE_USER}:department"),
+        UserField::EmployeeNumber => format!("{ENTERPRISE_USER}:employeeNumber"),
+        UserField::Manager => format!("{ENTERPRISE_USER}:manager"),
+        UserField::Custom(p) => p.clone(),
+    }
+}
+
+/// A PatchOp carrying only the changed attributes.
+pub fn user_patch(changes: &[FieldChange], manager_id: Option<&str>) -> Value {
+    let ops: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            let path = path_of(&c.field);
+            match (&c.field, &c.value) {
+                (_, FieldValue::Bool(b)) => json!({"op": "replace", "path": path, "value": b}),
+                (_, FieldValue::Text(None)) => json!({"op": "remove", "path": path}),
+                (UserField::Email, FieldValue::Text(Some(v))) => {
+                    json!({"op": "replace", "path": path, "value": work_email(v)})
+                }
+                (UserField::Manager, FieldValue::Text(Some(_))) => {
+                    json!({"op": "replace", "path": path, "value": {"value": manager_id.unwrap_or_default()}})
+                }
+                (_, FieldValue::Text(Some(v))) => json!({"op": "replace", "path": path, "value": v}),
+            }
+        })
+        .collect();
+    json!({ "schemas": [PATCH_OP], "Operations": ops })
+}
+
+pub fn deactivate_patch() -> Value {
+    json!({ "schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}] })
+}
+
+pub fn group_resource(key: &str, display_name: &str) -> Value {
+    json!({ "schemas": [CORE_GROUP], "externalId": key, "displayName": display_name, "members": [] })
+}
+
+pub fn rename_patch(display_name: &str) -> Value {
+    json!({ "schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName", "value": display_name}] })
+}
+
+/// One `add` operation with every new member.
+pub fn add_members_patch(ids: &[String]) -> Value {
+    let values: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
+    json!({ "schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": values}] })
+}
+
+/// One `remove` operation per member, each with a `members[value eq "id"]` path: the form every
+/// service provider accepts (a remove with a value list is refused by some).
+pub fn remove_members_patch(ids: &[String]) -> Value {
+    let ops: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", super::filter_literal(id))}))
+        .collect();
+    json!({ "schemas": [PATCH_OP], "Operations": ops })
+}
