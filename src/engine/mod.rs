@@ -8,7 +8,7 @@ mod summary;
 
 use std::collections::BTreeSet;
 
-pub use observe::observed;
+pub use observe::{dangling_members, observed};
 pub use read::{read_desired, ReadStats};
 pub use summary::Summary;
 
@@ -132,17 +132,25 @@ async fn run_inner<T: Target>(
     run: u64,
     summary: &mut Summary,
 ) -> Result<(), EngineError> {
+    // The records describe one target: refuse to apply them to another (its ids would be
+    // meaningless there), unless there are none yet or a resync is about to rebuild them.
+    let mut records = store.snapshot()?;
     let configured = target.describe();
-    match store.target_identity()? {
-        Some(stored) if stored != configured && kind == RunKind::Sync => {
-            return Err(EngineError::TargetMismatch { stored, configured })
+    let stored = store.target_identity()?;
+    let has_records = !records.users.is_empty() || !records.groups.is_empty();
+    if let Some(stored) = &stored {
+        if stored != &configured && kind == RunKind::Sync && has_records {
+            return Err(EngineError::TargetMismatch {
+                stored: stored.clone(),
+                configured,
+            });
         }
-        Some(stored) if stored == configured => {}
-        _ => store.set_target_identity(&configured).await?,
     }
     target.preflight().await?;
+    if stored.as_deref() != Some(configured.as_str()) {
+        store.set_target_identity(&configured).await?;
+    }
 
-    let mut records = store.snapshot()?;
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let (desired, stats) = read_desired(cfg, &known).await?;
     tracing::info!(
@@ -166,6 +174,18 @@ async fn run_inner<T: Target>(
             "target read for resync"
         );
         store.replace_all(&seen).await?;
+        for (key, group_id, ids) in dangling_members(&seen, &users, &groups) {
+            for chunk in ids.chunks(crate::plan::MEMBER_BATCH) {
+                match target.remove_members(&group_id, chunk).await {
+                    Ok(()) => summary.members_removed += chunk.len() as u64,
+                    Err(e) if e.is_fatal() => return Err(e.into()),
+                    Err(e) => {
+                        summary.errors += 1;
+                        tracing::warn!(group = %key, error = %e, "could not remove dangling member references");
+                    }
+                }
+            }
+        }
         records = seen;
     }
 

@@ -95,3 +95,33 @@ pub fn observed(desired: &DesiredState, known: &Snapshot, users: &[RemoteUser], 
     }
     out
 }
+
+/// Member references of the gateway's groups that point at no user or group on the target (the
+/// target deleted the object but kept the reference). A resync removes them: (group key, group
+/// id, dangling member ids).
+pub fn dangling_members(
+    seen: &Snapshot,
+    users: &[RemoteUser],
+    groups: &[RemoteGroup],
+) -> Vec<(Key, String, Vec<String>)> {
+    let existing: BTreeSet<&str> = users
+        .iter()
+        .map(|u| u.id.as_str())
+        .chain(groups.iter().map(|g| g.id.as_str()))
+        .collect();
+    let by_id: HashMap<&str, &RemoteGroup> = groups.iter().map(|g| (g.id.as_str(), g)).collect();
+    let mut out = Vec::new();
+    for (key, rec) in &seen.groups {
+        let Some(remote) = by_id.get(rec.target_id.as_str()) else { continue };
+        let dangling: Vec<String> = remote
+            .member_ids
+            .iter()
+            .filter(|id| !existing.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if !dangling.is_empty() {
+            out.push((key.clone(), rec.target_id.clone(), dangling));
+        }
+    }
+    out
+}

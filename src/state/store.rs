@@ -195,17 +195,26 @@ impl Store {
 
     /// Replaces every record at once (a resync rebuilds the records from the target).
     pub async fn replace_all(&self, s: &Snapshot) -> Result<(), StateError> {
-        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups).transaction(|(u, g)| {
-            // sled transactions cannot iterate, so the old keys are listed first (below).
-            for k in self.users.iter().keys().flatten() {
-                if !s.users.contains_key(String::from_utf8_lossy(&k).as_ref()) {
-                    u.remove(k)?;
+        // A transaction cannot iterate (and iterating the tree inside one blocks), so the keys
+        // to drop are listed first.
+        let stale = |tree: &sled::Tree, keep: &dyn Fn(&str) -> bool| -> Result<Vec<sled::IVec>, StateError> {
+            let mut out = Vec::new();
+            for k in tree.iter().keys() {
+                let k = k.map_err(|e| self.io(e))?;
+                if !keep(String::from_utf8_lossy(&k).as_ref()) {
+                    out.push(k);
                 }
             }
-            for k in self.groups.iter().keys().flatten() {
-                if !s.groups.contains_key(String::from_utf8_lossy(&k).as_ref()) {
-                    g.remove(k)?;
-                }
+            Ok(out)
+        };
+        let stale_users = stale(&self.users, &|k| s.users.contains_key(k))?;
+        let stale_groups = stale(&self.groups, &|k| s.groups.contains_key(k))?;
+        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups).transaction(|(u, g)| {
+            for k in &stale_users {
+                u.remove(k.clone())?;
+            }
+            for k in &stale_groups {
+                g.remove(k.clone())?;
             }
             for (k, r) in &s.users {
                 u.insert(k.as_bytes(), encode(r))?;

@@ -1,0 +1,469 @@
+//! Test harness: a real slapd and a real SCIM server (PyPI scim2-server) on free loopback ports,
+//! a config file pointing the dirbridge binary at both, and small clients to check the result.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BASE_DN: &str = "dc=example,dc=org";
+pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
+pub const ADMIN_PW: &str = "Adm1n-s3cret-pw";
+pub const TOKEN: &str = "scim-t0ken-very-secret";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 20s");
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A CA and a server certificate for 127.0.0.1, made once per test process with openssl.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("dirbridge-certs").tempdir().unwrap().keep();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dirbridge test CA"]);
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=unrelated CA"]);
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+        Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            other_ca: dir.join("other-ca.pem"),
+            dir,
+        }
+    })
+}
+
+/// A real slapd with the memberof and syncprov overlays, listening on ldap:// and ldaps://.
+pub struct Slapd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub ldaps_port: u16,
+}
+
+impl Slapd {
+    pub fn start() -> Slapd {
+        let c = certs();
+        let dir = tempfile::Builder::new().prefix("dirbridge-slapd").tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("db")).unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             include /etc/ldap/schema/nis.schema\n\
+             pidfile {d}/slapd.pid\n\
+             argsfile {d}/slapd.args\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             moduleload memberof\n\
+             moduleload syncprov\n\
+             TLSCACertificateFile {ca}\n\
+             TLSCertificateFile {cert}\n\
+             TLSCertificateKeyFile {key}\n\
+             sizelimit unlimited\n\
+             database mdb\n\
+             maxsize 268435456\n\
+             suffix \"{BASE_DN}\"\n\
+             rootdn \"{ADMIN_DN}\"\n\
+             rootpw {ADMIN_PW}\n\
+             directory {d}/db\n\
+             index objectClass eq\n\
+             index entryUUID eq\n\
+             overlay memberof\n\
+             memberof-group-oc groupOfNames\n\
+             memberof-member-ad member\n\
+             memberof-memberof-ad memberOf\n\
+             memberof-refint TRUE\n\
+             overlay syncprov\n",
+            ca = c.ca.display(),
+            cert = c.cert.display(),
+            key = c.key.display(),
+        );
+        std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
+        let port = free_port();
+        let ldaps_port = free_port();
+        let mut child = Command::new(slapd_binary())
+            .arg("-f")
+            .arg(dir.path().join("slapd.conf"))
+            .arg("-h")
+            .arg(format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"))
+            .arg("-d")
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("slapd.log")).unwrap()))
+            .spawn()
+            .expect("slapd: install the Debian slapd package (.ci/run does)");
+        wait_for_port(port, "slapd", &mut child);
+        wait_for_port(ldaps_port, "slapd (ldaps)", &mut child);
+        Slapd {
+            child,
+            dir,
+            port,
+            ldaps_port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    fn tool(&self, tool: &str, args: &[&str], input: &str) {
+        let mut child = Command::new(tool)
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e} (install ldap-utils)"));
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}\n{input}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Applies LDIF with ldapmodify (`changetype` lines decide add / modify / delete).
+    pub fn modify(&self, ldif: &str) {
+        self.tool("ldapmodify", &[], ldif);
+    }
+
+    pub fn add(&self, ldif: &str) {
+        self.tool("ldapadd", &[], ldif);
+    }
+
+    pub fn load(&self, fixture: &str) {
+        let text = std::fs::read_to_string(repo().join("tests/fixtures").join(fixture)).unwrap();
+        self.add(&text);
+    }
+
+    pub fn delete(&self, dn: &str) {
+        self.tool("ldapdelete", &[dn], "");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn slapd_binary() -> PathBuf {
+    for p in ["/usr/sbin/slapd", "/usr/local/libexec/slapd"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("slapd")
+}
+
+fn scim_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("DIRBRIDGE_SCIM_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/scim2-server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("scim2-server")
+}
+
+/// A real SCIM 2.0 server (scim2-server, in memory), with a bearer token.
+pub struct Scim {
+    child: Child,
+    pub port: u16,
+}
+
+impl Scim {
+    pub fn start() -> Scim {
+        let port = free_port();
+        let mut child = Command::new(scim_binary())
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("scim2-server: run `.ci/run` or `python3 -m venv .venv && .venv/bin/pip install scim2-server`");
+        wait_for_port(port, "scim2-server", &mut child);
+        Scim { child, port }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/v2", self.port)
+    }
+
+    /// One HTTP/1.0 request (the server's own protocol), returning status and JSON body.
+    pub fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = format!(
+            "{method} /v2{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let json = if body.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_string()))
+        };
+        (status, json)
+    }
+
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        let (status, doc) = self.http("GET", &format!("/{resource}?count=1000"), None);
+        assert_eq!(status, 200, "{doc}");
+        doc["Resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn users(&self) -> Vec<Value> {
+        self.list("Users")
+    }
+
+    pub fn groups(&self) -> Vec<Value> {
+        self.list("Groups")
+    }
+
+    pub fn user(&self, user_name: &str) -> Option<Value> {
+        self.users().into_iter().find(|u| u["userName"] == user_name)
+    }
+
+    pub fn group(&self, name: &str) -> Option<Value> {
+        self.groups().into_iter().find(|g| g["displayName"] == name)
+    }
+
+    /// userNames of a group's members, sorted.
+    pub fn member_names(&self, group: &str) -> Vec<String> {
+        let users = self.users();
+        let g = self.group(group).unwrap_or_else(|| panic!("no group {group} on the SCIM server"));
+        let mut names: Vec<String> = g["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let id = m["value"].as_str().unwrap();
+                users
+                    .iter()
+                    .find(|u| u["id"] == id)
+                    .map(|u| u["userName"].as_str().unwrap().to_string())
+                    .unwrap_or_else(|| format!("<dangling {id}>"))
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `meta.version` of every resource: unchanged versions prove nothing was written.
+    pub fn versions(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .users()
+            .into_iter()
+            .chain(self.groups())
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["meta"]["version"].to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Scim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A test environment: slapd with the base fixture, a SCIM server, and a config for dirbridge.
+pub struct Env {
+    pub slapd: Slapd,
+    pub scim: Scim,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config (extra sections, or keys for [sync] etc.).
+    pub ldap_extra: String,
+    pub extra: String,
+    pub ldap_url: String,
+    pub target_url: String,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Env {
+    pub fn start() -> Env {
+        let slapd = Slapd::start();
+        slapd.load("base.ldif");
+        let scim = Scim::start();
+        let dir = tempfile::Builder::new().prefix("dirbridge-env").tempdir().unwrap();
+        std::fs::write(dir.path().join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();
+        std::fs::write(dir.path().join("scim.token"), TOKEN).unwrap();
+        Env {
+            ldap_url: slapd.url(),
+            target_url: scim.base(),
+            slapd,
+            scim,
+            dir,
+            ldap_extra: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dirbridge.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn write_config(&self) {
+        let text = format!(
+            "[ldap]\n\
+             url = \"{url}\"\n\
+             bind_dn = \"{ADMIN_DN}\"\n\
+             bind_password_file = \"bind.pw\"\n\
+             base_dn = \"{BASE_DN}\"\n\
+             user_filter = \"(&(objectClass=inetOrgPerson)(!(description=excluded)))\"\n\
+             page_size = 2\n\
+             {ldap_extra}\n\
+             [target]\n\
+             kind = \"scim\"\n\
+             url = \"{target}\"\n\
+             token_file = \"scim.token\"\n\
+             timeout_secs = 10\n\
+             [state]\n\
+             path = \"state\"\n\
+             cache_capacity_mib = 8\n\
+             [mapping.active]\n\
+             attribute = \"employeeType\"\n\
+             inactive_values = [\"disabled\"]\n\
+             {extra}\n",
+            url = self.ldap_url,
+            target = self.target_url,
+            ldap_extra = self.ldap_extra,
+            extra = self.extra,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Runs the dirbridge binary with the generated config.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.write_config();
+        let out: Output = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `dirbridge sync`, asserting success.
+    pub fn sync(&self) -> Run {
+        let r = self.run(&["sync"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r
+    }
+}
+
+/// A number in the one-line summary, e.g. `count(&run, "users", "created")`.
+pub fn count(run: &Run, section: &str, what: &str) -> u64 {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("sync:") || l.starts_with("resync:"))
+        .unwrap_or_else(|| panic!("no summary line in {run:?}"));
+    let part = if section.is_empty() {
+        line
+    } else {
+        line.split(';')
+            .find(|p| {
+                let p = p.trim_start().trim_start_matches("resync:").trim_start_matches("sync:");
+                p.trim_start().starts_with(section)
+            })
+            .unwrap_or_else(|| panic!("no {section} in {line}"))
+    };
+    part.split(',')
+        .find_map(|item| {
+            let words: Vec<&str> = item.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == what)?;
+            words.get(i.checked_sub(1)?)?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no `{what}` in `{part}`"))
+}

@@ -1,0 +1,394 @@
+//! End to end: the dirbridge binary against a real slapd and a real SCIM server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+#[test]
+fn first_sync_creates_everything_and_a_second_sends_nothing() {
+    let env = Env::start();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 3, "{r:?}");
+    assert_eq!(count(&r, "groups", "created"), 2, "{r:?}");
+    assert_eq!(count(&r, "members", "added"), 3, "{r:?}");
+
+    let alice = env.scim.user("alice").expect("alice on the target");
+    assert_eq!(alice["name"]["givenName"], "Alice");
+    assert_eq!(alice["name"]["familyName"], "Archer");
+    assert_eq!(alice["displayName"], "Alice Archer");
+    assert_eq!(alice["emails"][0]["value"], "alice@example.org");
+    assert_eq!(alice["emails"][0]["type"], "work");
+    assert_eq!(alice["active"], true);
+    assert_eq!(alice["title"], "CTO");
+    assert_eq!(alice[ENT]["department"], "R&D");
+    assert_eq!(alice[ENT]["employeeNumber"], "1001");
+    // externalId carries the entryUUID, not the DN.
+    let ext = alice["externalId"].as_str().unwrap();
+    assert_eq!(ext.len(), 36, "{ext}");
+    let bob = env.scim.user("bob").unwrap();
+    // displayName falls back to cn; manager is resolved to alice's SCIM id.
+    assert_eq!(bob["displayName"], "Bob Baker");
+    assert_eq!(bob[ENT]["manager"]["value"], alice["id"]);
+    assert_eq!(env.scim.users().len(), 3);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+
+    let before = env.scim.versions();
+    let r = env.sync();
+    assert!(r.stdout.contains("users 0 created, 0 adopted, 0 updated, 0 deactivated, 0 deleted"), "{r:?}");
+    assert_eq!(count(&r, "members", "added"), 0);
+    assert_eq!(env.scim.versions(), before, "the second sync wrote to the target");
+}
+
+#[test]
+fn an_attribute_change_is_one_patch_of_that_user() {
+    let env = Env::start();
+    env.sync();
+    let before = env.scim.versions();
+    let bob_id = env.scim.user("bob").unwrap()["id"].clone();
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Staff Engineer\n-\ndelete: employeeNumber\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    let bob = env.scim.user("bob").unwrap();
+    assert_eq!(bob["title"], "Staff Engineer");
+    assert!(bob[ENT].get("employeeNumber").is_none(), "{bob}");
+    // Only bob's resource changed.
+    let after = env.scim.versions();
+    let changed: Vec<&String> = after
+        .iter()
+        .zip(before.iter())
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| &a.0)
+        .collect();
+    assert_eq!(changed, vec![bob_id.as_str().unwrap()]);
+}
+
+#[test]
+fn membership_changes_become_member_adds_and_removes() {
+    let env = Env::start();
+    env.sync();
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=carol,ou=people,dc=example,dc=org\n-\ndelete: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "members", "added"), 1, "{r:?}");
+    assert_eq!(count(&r, "members", "removed"), 1, "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "carol"]);
+}
+
+#[test]
+fn a_user_leaving_the_filter_is_deactivated_and_a_deleted_entry_too() {
+    let env = Env::start();
+    env.sync();
+    env.slapd
+        .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: description\ndescription: excluded\n");
+    env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 2, "{r:?}");
+    assert_eq!(env.scim.user("carol").unwrap()["active"], false);
+    assert_eq!(env.scim.user("bob").unwrap()["active"], false);
+    assert_eq!(env.scim.user("alice").unwrap()["active"], true);
+    // They are no longer members of anything.
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice"]);
+    assert!(env.scim.member_names("sales").is_empty());
+    // Back in the filter: reactivated, same object.
+    let carol_id = env.scim.user("carol").unwrap()["id"].clone();
+    env.slapd
+        .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\ndelete: description\n");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    let carol = env.scim.user("carol").unwrap();
+    assert_eq!(carol["active"], true);
+    assert_eq!(carol["id"], carol_id);
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+}
+
+#[test]
+fn with_on_remove_delete_a_departed_user_is_deleted_after_leaving_its_groups() {
+    let mut env = Env::start();
+    env.extra = "[sync]\non_remove = \"delete\"\n".into();
+    env.sync();
+    let bob_id = env.scim.user("bob").unwrap()["id"].as_str().unwrap().to_string();
+    env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deleted"), 1, "{r:?}");
+    assert_eq!(env.scim.http("GET", &format!("/Users/{bob_id}"), None).0, 404);
+    // The SCIM server keeps dangling members; the gateway removed bob itself.
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice"]);
+}
+
+#[test]
+fn disabled_accounts_follow_on_disable() {
+    let mut env = Env::start();
+    env.sync();
+    env.slapd
+        .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 1, "{r:?}");
+    assert_eq!(env.scim.user("carol").unwrap()["active"], false);
+    // Still a member while merely deactivated.
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+
+    env.extra = "[sync]\non_disable = \"delete\"\n".into();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deleted"), 1, "{r:?}");
+    assert!(env.scim.user("carol").is_none());
+    assert!(env.scim.member_names("sales").is_empty());
+}
+
+#[test]
+fn a_group_deleted_in_the_directory_is_deleted_on_the_target() {
+    let env = Env::start();
+    env.sync();
+    env.slapd.delete("cn=sales,ou=groups,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "groups", "deleted"), 1, "{r:?}");
+    assert!(env.scim.group("sales").is_none());
+    assert!(env.scim.group("engineering").is_some());
+}
+
+#[test]
+fn rename_and_move_keep_the_same_scim_object() {
+    let env = Env::start();
+    env.sync();
+    let bob_id = env.scim.user("bob").unwrap()["id"].clone();
+    let eng_id = env.scim.group("engineering").unwrap()["id"].clone();
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=robert\ndeleteoldrdn: 1\nnewsuperior: ou=staff,dc=example,dc=org\n",
+    );
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modrdn\nnewrdn: cn=platform\ndeleteoldrdn: 1\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(count(&r, "groups", "updated"), 1, "{r:?}");
+    let robert = env.scim.user("robert").expect("renamed user");
+    assert_eq!(robert["id"], bob_id);
+    assert!(env.scim.user("bob").is_none());
+    assert_eq!(env.scim.users().len(), 3);
+    let platform = env.scim.group("platform").expect("renamed group");
+    assert_eq!(platform["id"], eng_id);
+    assert_eq!(env.scim.member_names("platform"), vec!["alice", "robert"]);
+}
+
+#[test]
+fn an_existing_user_with_the_same_username_is_adopted_not_duplicated() {
+    let env = Env::start();
+    let (status, pre) = env.scim.http(
+        "POST",
+        "/Users",
+        Some(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "alice", "displayName": "Old Name", "active": false
+        })),
+    );
+    assert_eq!(status, 201, "{pre}");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "adopted"), 1, "{r:?}");
+    assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
+    let alice: Vec<Value> = env.scim.users().into_iter().filter(|u| u["userName"] == "alice").collect();
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0]["id"], pre["id"]);
+    // Brought in line with the directory.
+    assert_eq!(alice[0]["displayName"], "Alice Archer");
+    assert_eq!(alice[0]["active"], true);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    let again = env.sync();
+    assert_eq!(count(&again, "users", "updated"), 0, "{again:?}");
+}
+
+#[test]
+fn resync_repairs_drift_made_directly_on_the_target() {
+    let env = Env::start();
+    env.sync();
+    let alice = env.scim.user("alice").unwrap();
+    let carol = env.scim.user("carol").unwrap();
+    let eng = env.scim.group("engineering").unwrap();
+    let patch = |path: &str, op: Value| {
+        let (s, b) = env.scim.http(
+            "PATCH",
+            path,
+            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]})),
+        );
+        assert!(s == 204 || s == 200, "{s} {b}");
+    };
+    patch(
+        &format!("/Users/{}", alice["id"].as_str().unwrap()),
+        json!({"op": "replace", "path": "title", "value": "Intern"}),
+    );
+    patch(
+        &format!("/Users/{}", alice["id"].as_str().unwrap()),
+        json!({"op": "replace", "path": "active", "value": false}),
+    );
+    patch(
+        &format!("/Groups/{}", eng["id"].as_str().unwrap()),
+        json!({"op": "remove", "path": format!("members[value eq \"{}\"]", alice["id"].as_str().unwrap())}),
+    );
+    let (s, _) = env.scim.http("DELETE", &format!("/Users/{}", carol["id"].as_str().unwrap()), None);
+    assert_eq!(s, 204);
+    // A plain sync trusts its records and does not see the drift.
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let alice = env.scim.user("alice").unwrap();
+    assert_eq!(alice["title"], "CTO");
+    assert_eq!(alice["active"], true);
+    let carol = env.scim.user("carol").expect("carol recreated");
+    assert_eq!(carol["emails"][0]["value"], "carol@example.org");
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+    assert_eq!(env.scim.users().len(), 3);
+    // After the repair, both kinds of pass find nothing to do.
+    let before = env.scim.versions();
+    env.sync();
+    assert_eq!(env.run(&["resync"]).code, 0);
+    assert_eq!(env.scim.versions(), before);
+}
+
+#[test]
+fn resync_rebuilds_lost_state_from_the_target_without_duplicates() {
+    let env = Env::start();
+    env.sync();
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let before = env.scim.versions();
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(env.scim.users().len(), 3);
+    assert_eq!(env.scim.groups().len(), 2);
+    assert_eq!(env.scim.versions(), before, "nothing differed, so nothing was written");
+    // The rebuilt records are good for deltas again.
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 1, "{r:?}");
+}
+
+#[test]
+fn plan_shows_the_operations_and_sends_nothing() {
+    let env = Env::start();
+    let r = env.run(&["plan", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        vec!["create_user", "create_user", "create_user", "create_group", "create_group", "add_members", "add_members"]
+    );
+    assert!(env.scim.users().is_empty(), "plan sent something");
+    assert!(!env.state_path().exists(), "plan created the state store");
+
+    env.sync();
+    env.slapd
+        .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: mail\nmail: carol.chen@example.org\n");
+    let before = env.scim.versions();
+    let r = env.run(&["plan", "--json"]);
+    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["op"], "update_user");
+    assert_eq!(ops[0]["userName"], "carol");
+    assert_eq!(ops[0]["changes"][0]["field"], "email");
+    assert_eq!(ops[0]["changes"][0]["value"], "carol.chen@example.org");
+    let table = env.run(&["plan"]);
+    assert!(table.stdout.contains("update_user") && table.stdout.contains("carol.chen@example.org"), "{table:?}");
+    assert_eq!(env.scim.versions(), before);
+    // The plan did not move the state: sync still sends the change.
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+}
+
+#[test]
+fn bad_entries_are_reported_while_the_rest_syncs() {
+    let env = Env::start();
+    env.slapd.add(
+        "dn: uid=dave,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: dave\ncn: Dave\nsn: Doe\ngivenName: Dave\n",
+    );
+    env.slapd.add(
+        "dn: uid=alice2,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: ALICE\ncn: Alice Two\nsn: Two\ngivenName: Alice\nmail: a2@example.org\n",
+    );
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("uid=dave,ou=people,dc=example,dc=org"), "{r:?}");
+    assert!(r.stderr.contains("emails[type eq"), "{r:?}");
+    // alice and ALICE collide: neither is pushed on a first run, both are named.
+    assert!(r.stderr.contains("is used by more than one entry"), "{r:?}");
+    assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
+    let status = env.run(&["status", "--json"]);
+    let doc: Value = serde_json::from_str(&status.stdout).unwrap();
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{doc}");
+    assert!(errors.iter().any(|e| e["label"] == "uid=dave,ou=people,dc=example,dc=org"));
+    assert_eq!(doc["users"], 2);
+    assert_eq!(doc["last_run"]["outcome"], "errors");
+    // Fixing the entries clears the errors.
+    env.slapd
+        .modify("dn: uid=dave,ou=people,dc=example,dc=org\nchangetype: modify\nadd: mail\nmail: dave@example.org\n");
+    env.slapd.delete("uid=alice2,ou=people,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(doc["errors"].as_array().unwrap().len(), 0, "{doc}");
+    assert_eq!(doc["users"], 4);
+    let text = env.run(&["status"]);
+    assert!(text.stdout.contains("Users:        4 (4 active, 0 adopted)"), "{text:?}");
+}
+
+#[test]
+fn member_mode_with_nested_groups_flattens_membership() {
+    let mut env = Env::start();
+    env.ldap_extra = "membership = \"member\"\nnested_groups = true\n".into();
+    env.slapd.add(
+        "dn: cn=all-staff,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: all-staff\nmember: cn=engineering,ou=groups,dc=example,dc=org\nmember: cn=sales,ou=groups,dc=example,dc=org\n",
+    );
+    env.sync();
+    assert_eq!(env.scim.member_names("all-staff"), vec!["alice", "bob", "carol"]);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+}
+
+#[test]
+fn groups_named_in_member_of_are_created_on_the_fly() {
+    let mut env = Env::start();
+    // Only engineering matches the group filter; the groups outside it that synced users are
+    // members of are read by DN and created too (miniOrange's "create groups on the fly").
+    env.ldap_extra = "group_filter = \"(cn=engineering)\"\n".into();
+    env.slapd.add(
+        "dn: cn=wiki-users,ou=apps,dc=example,dc=org\nobjectClass: groupOfNames\ncn: wiki-users\nmember: uid=carol,ou=people,dc=example,dc=org\n",
+    );
+    env.sync();
+    assert_eq!(env.scim.member_names("wiki-users"), vec!["carol"]);
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+}
+
+#[test]
+fn referenced_groups_can_be_left_out() {
+    let mut env = Env::start();
+    env.ldap_extra = "group_filter = \"(cn=engineering)\"\nreferenced_groups = \"ignore\"\n".into();
+    env.sync();
+    assert!(env.scim.group("sales").is_none());
+    assert_eq!(env.scim.groups().len(), 1);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+}
+
+#[test]
+fn custom_attributes_are_mapped() {
+    let mut env = Env::start();
+    env.extra = "[mapping.custom]\nnickName = \"uid\"\nuserType = \"employeeType\"\n".into();
+    env.sync();
+    let alice = env.scim.user("alice").unwrap();
+    assert_eq!(alice["nickName"], "alice");
+    assert!(alice.get("userType").is_none());
+    env.slapd
+        .modify("dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\nadd: employeeType\nemployeeType: Employee\n");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(env.scim.user("alice").unwrap()["userType"], "Employee");
+}
