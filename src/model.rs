@@ -88,12 +88,24 @@ impl User {
         let new_name = Some(desired.user_name.clone());
         text(UserField::UserName, &old_name, &new_name);
         text(UserField::GivenName, &self.given_name, &desired.given_name);
-        text(UserField::FamilyName, &self.family_name, &desired.family_name);
-        text(UserField::DisplayName, &self.display_name, &desired.display_name);
+        text(
+            UserField::FamilyName,
+            &self.family_name,
+            &desired.family_name,
+        );
+        text(
+            UserField::DisplayName,
+            &self.display_name,
+            &desired.display_name,
+        );
         text(UserField::Email, &self.email, &desired.email);
         text(UserField::Title, &self.title, &desired.title);
         text(UserField::Department, &self.department, &desired.department);
-        text(UserField::EmployeeNumber, &self.employee_number, &desired.employee_number);
+        text(
+            UserField::EmployeeNumber,
+            &self.employee_number,
+            &desired.employee_number,
+        );
         text(UserField::Manager, &self.manager, &desired.manager);
         let paths: BTreeSet<&String> = self.custom.keys().chain(desired.custom.keys()).collect();
         for path in paths {

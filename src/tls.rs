@@ -25,20 +25,30 @@ pub fn pem_blocks(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         }
     }
     if blocks.is_empty() {
-        return Err(format!("CA file {} holds no PEM certificate", path.display()));
+        return Err(format!(
+            "CA file {} holds no PEM certificate",
+            path.display()
+        ));
     }
     Ok(blocks)
 }
 
 /// A native-tls connector that trusts the system roots plus those of `ca_file`, speaks TLS 1.2 or
 /// newer, and checks certificates unless `verify` is false.
-pub fn native_connector(ca_file: Option<&Path>, verify: bool) -> Result<native_tls::TlsConnector, String> {
+pub fn native_connector(
+    ca_file: Option<&Path>,
+    verify: bool,
+) -> Result<native_tls::TlsConnector, String> {
     let mut builder = native_tls::TlsConnector::builder();
     builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     if let Some(path) = ca_file {
         for block in pem_blocks(path)? {
-            let cert = native_tls::Certificate::from_pem(&block)
-                .map_err(|e| format!("CA file {} holds an unreadable certificate: {e}", path.display()))?;
+            let cert = native_tls::Certificate::from_pem(&block).map_err(|e| {
+                format!(
+                    "CA file {} holds an unreadable certificate: {e}",
+                    path.display()
+                )
+            })?;
             builder.add_root_certificate(cert);
         }
     }
@@ -46,7 +56,9 @@ pub fn native_connector(ca_file: Option<&Path>, verify: bool) -> Result<native_t
         builder.danger_accept_invalid_certs(true);
         builder.danger_accept_invalid_hostnames(true);
     }
-    builder.build().map_err(|e| format!("cannot set up TLS: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up TLS: {e}"))
 }
 
 #[cfg(test)]

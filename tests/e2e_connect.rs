@@ -23,13 +23,19 @@ fn ldaps_with_the_corporate_ca_works_and_an_unknown_ca_is_refused() {
     env.ldap_extra = format!("ca_file = \"{}\"\n", certs().other_ca.display());
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("cannot connect to ldaps://127.0.0.1"), "{r:?}");
+    assert!(
+        r.stderr.contains("cannot connect to ldaps://127.0.0.1"),
+        "{r:?}"
+    );
     assert!(r.stderr.to_lowercase().contains("certificate"), "{r:?}");
     assert_no_secret(&r);
 
     env.ldap_extra = String::new();
     let r = env.run(&["sync"]);
-    assert_eq!(r.code, 2, "a certificate from an unknown CA must be refused: {r:?}");
+    assert_eq!(
+        r.code, 2,
+        "a certificate from an unknown CA must be refused: {r:?}"
+    );
 }
 
 #[test]
@@ -49,7 +55,11 @@ fn a_wrong_bind_password_is_exit_2_and_names_the_bind_dn() {
     std::fs::write(env.dir.path().join("bind.pw"), "not-the-password").unwrap();
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("bind as cn=admin,dc=example,dc=org failed"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("bind as cn=admin,dc=example,dc=org failed"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("invalid credentials"), "{r:?}");
     assert!(!r.all().contains("not-the-password"), "{r:?}");
     assert!(env.scim.users().is_empty());
@@ -73,7 +83,10 @@ fn unreachable_servers_are_exit_2() {
     env.ldap_url = format!("ldap://127.0.0.1:{}", free_port());
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("cannot connect to ldap://127.0.0.1"), "{r:?}");
+    assert!(
+        r.stderr.contains("cannot connect to ldap://127.0.0.1"),
+        "{r:?}"
+    );
 
     env.ldap_url = env.slapd.url();
     env.target_url = format!("http://127.0.0.1:{}/v2", free_port());
@@ -110,7 +123,11 @@ fn a_bad_config_names_the_file_and_the_key() {
     let env = Env::start();
     env.write_config();
     let text = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(env.config_path(), text.replace("page_size = 2", "page_size = \"two\"")).unwrap();
+    std::fs::write(
+        env.config_path(),
+        text.replace("page_size = 2", "page_size = \"two\""),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dirbridge"))
         .arg("--config")
         .arg(env.config_path())
@@ -134,9 +151,28 @@ fn secrets_appear_nowhere_even_at_trace_level() {
     let env = Env::start();
     let r = env.run(&["--log-level", "trace", "sync"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stderr.len() > 1000, "trace logging produced little output: {r:?}");
+    assert!(
+        r.stderr.len() > 1000,
+        "trace logging produced little output: {r:?}"
+    );
     assert_no_secret(&r);
     let r = env.run(&["--log-level", "trace", "--log-format", "json", "resync"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_no_secret(&r);
+}
+
+#[test]
+#[ignore]
+fn peek_messages() {
+    let mut env = Env::start();
+    env.ldap_url = format!("ldaps://127.0.0.1:{}", env.slapd.ldaps_port);
+    let r = env.run(&["sync"]);
+    eprintln!("{r:?}");
+    env.ldap_url = env.slapd.url();
+    let r = env.run(&["sync"]);
+    eprintln!("{r:?}");
+    let r = env.run(&["plan"]);
+    eprintln!("{r:?}");
+    let r = env.run(&["status"]);
+    eprintln!("{r:?}");
 }

@@ -39,9 +39,17 @@ fn first_sync_creates_everything_and_a_second_sends_nothing() {
 
     let before = env.scim.versions();
     let r = env.sync();
-    assert!(r.stdout.contains("users 0 created, 0 adopted, 0 updated, 0 deactivated, 0 deleted"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains("users 0 created, 0 adopted, 0 updated, 0 deactivated, 0 deleted"),
+        "{r:?}"
+    );
     assert_eq!(count(&r, "members", "added"), 0);
-    assert_eq!(env.scim.versions(), before, "the second sync wrote to the target");
+    assert_eq!(
+        env.scim.versions(),
+        before,
+        "the second sync wrote to the target"
+    );
 }
 
 #[test]
@@ -99,8 +107,9 @@ fn a_user_leaving_the_filter_is_deactivated_and_a_deleted_entry_too() {
     assert!(env.scim.member_names("sales").is_empty());
     // Back in the filter: reactivated, same object.
     let carol_id = env.scim.user("carol").unwrap()["id"].clone();
-    env.slapd
-        .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\ndelete: description\n");
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\ndelete: description\n",
+    );
     let r = env.sync();
     assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
     let carol = env.scim.user("carol").unwrap();
@@ -114,11 +123,17 @@ fn with_on_remove_delete_a_departed_user_is_deleted_after_leaving_its_groups() {
     let mut env = Env::start();
     env.extra = "[sync]\non_remove = \"delete\"\n".into();
     env.sync();
-    let bob_id = env.scim.user("bob").unwrap()["id"].as_str().unwrap().to_string();
+    let bob_id = env.scim.user("bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
     let r = env.sync();
     assert_eq!(count(&r, "users", "deleted"), 1, "{r:?}");
-    assert_eq!(env.scim.http("GET", &format!("/Users/{bob_id}"), None).0, 404);
+    assert_eq!(
+        env.scim.http("GET", &format!("/Users/{bob_id}"), None).0,
+        404
+    );
     // The SCIM server keeps dangling members; the gateway removed bob itself.
     assert_eq!(env.scim.member_names("engineering"), vec!["alice"]);
 }
@@ -193,7 +208,12 @@ fn an_existing_user_with_the_same_username_is_adopted_not_duplicated() {
     let r = env.sync();
     assert_eq!(count(&r, "users", "adopted"), 1, "{r:?}");
     assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
-    let alice: Vec<Value> = env.scim.users().into_iter().filter(|u| u["userName"] == "alice").collect();
+    let alice: Vec<Value> = env
+        .scim
+        .users()
+        .into_iter()
+        .filter(|u| u["userName"] == "alice")
+        .collect();
     assert_eq!(alice.len(), 1);
     assert_eq!(alice[0]["id"], pre["id"]);
     // Brought in line with the directory.
@@ -231,7 +251,11 @@ fn resync_repairs_drift_made_directly_on_the_target() {
         &format!("/Groups/{}", eng["id"].as_str().unwrap()),
         json!({"op": "remove", "path": format!("members[value eq \"{}\"]", alice["id"].as_str().unwrap())}),
     );
-    let (s, _) = env.scim.http("DELETE", &format!("/Users/{}", carol["id"].as_str().unwrap()), None);
+    let (s, _) = env.scim.http(
+        "DELETE",
+        &format!("/Users/{}", carol["id"].as_str().unwrap()),
+        None,
+    );
     assert_eq!(s, 204);
     // A plain sync trusts its records and does not see the drift.
     let r = env.sync();
@@ -265,7 +289,11 @@ fn resync_rebuilds_lost_state_from_the_target_without_duplicates() {
     assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
     assert_eq!(env.scim.users().len(), 3);
     assert_eq!(env.scim.groups().len(), 2);
-    assert_eq!(env.scim.versions(), before, "nothing differed, so nothing was written");
+    assert_eq!(
+        env.scim.versions(),
+        before,
+        "nothing differed, so nothing was written"
+    );
     // The rebuilt records are good for deltas again.
     env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
     let r = env.sync();
@@ -281,7 +309,15 @@ fn plan_shows_the_operations_and_sends_nothing() {
     let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        vec!["create_user", "create_user", "create_user", "create_group", "create_group", "add_members", "add_members"]
+        vec![
+            "create_user",
+            "create_user",
+            "create_user",
+            "create_group",
+            "create_group",
+            "add_members",
+            "add_members"
+        ]
     );
     assert!(env.scim.users().is_empty(), "plan sent something");
     assert!(!env.state_path().exists(), "plan created the state store");
@@ -298,7 +334,10 @@ fn plan_shows_the_operations_and_sends_nothing() {
     assert_eq!(ops[0]["changes"][0]["field"], "email");
     assert_eq!(ops[0]["changes"][0]["value"], "carol.chen@example.org");
     let table = env.run(&["plan"]);
-    assert!(table.stdout.contains("update_user") && table.stdout.contains("carol.chen@example.org"), "{table:?}");
+    assert!(
+        table.stdout.contains("update_user") && table.stdout.contains("carol.chen@example.org"),
+        "{table:?}"
+    );
     assert_eq!(env.scim.versions(), before);
     // The plan did not move the state: sync still sends the change.
     let r = env.sync();
@@ -316,7 +355,10 @@ fn bad_entries_are_reported_while_the_rest_syncs() {
     );
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("uid=dave,ou=people,dc=example,dc=org"), "{r:?}");
+    assert!(
+        r.stderr.contains("uid=dave,ou=people,dc=example,dc=org"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("emails[type eq"), "{r:?}");
     // alice and ALICE collide: neither is pushed on a first run, both are named.
     assert!(r.stderr.contains("is used by more than one entry"), "{r:?}");
@@ -325,7 +367,9 @@ fn bad_entries_are_reported_while_the_rest_syncs() {
     let doc: Value = serde_json::from_str(&status.stdout).unwrap();
     let errors = doc["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 3, "{doc}");
-    assert!(errors.iter().any(|e| e["label"] == "uid=dave,ou=people,dc=example,dc=org"));
+    assert!(errors
+        .iter()
+        .any(|e| e["label"] == "uid=dave,ou=people,dc=example,dc=org"));
     assert_eq!(doc["users"], 2);
     assert_eq!(doc["last_run"]["outcome"], "errors");
     // Fixing the entries clears the errors.
@@ -338,7 +382,11 @@ fn bad_entries_are_reported_while_the_rest_syncs() {
     assert_eq!(doc["errors"].as_array().unwrap().len(), 0, "{doc}");
     assert_eq!(doc["users"], 4);
     let text = env.run(&["status"]);
-    assert!(text.stdout.contains("Users:        4 (4 active, 0 adopted)"), "{text:?}");
+    assert!(
+        text.stdout
+            .contains("Users:        4 (4 active, 0 adopted)"),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -349,7 +397,10 @@ fn member_mode_with_nested_groups_flattens_membership() {
         "dn: cn=all-staff,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: all-staff\nmember: cn=engineering,ou=groups,dc=example,dc=org\nmember: cn=sales,ou=groups,dc=example,dc=org\n",
     );
     env.sync();
-    assert_eq!(env.scim.member_names("all-staff"), vec!["alice", "bob", "carol"]);
+    assert_eq!(
+        env.scim.member_names("all-staff"),
+        vec!["alice", "bob", "carol"]
+    );
     assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
 }
 

@@ -17,10 +17,20 @@ use crate::state::Store;
 use crate::target::scim::ScimClient;
 
 #[derive(Parser, Debug)]
-#[command(name = "dirbridge", version, about = "Mirror LDAP / Active Directory users and groups into a SCIM 2.0 service")]
+#[command(
+    name = "dirbridge",
+    version,
+    about = "Mirror LDAP / Active Directory users and groups into a SCIM 2.0 service"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "DIRBRIDGE_CONFIG", default_value = "dirbridge.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "DIRBRIDGE_CONFIG",
+        default_value = "dirbridge.toml"
+    )]
     pub config: PathBuf,
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
@@ -64,7 +74,10 @@ const FAILURE: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -85,7 +98,9 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cli.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -116,11 +131,13 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("{} failed", kind.name()))?;
     println!("{}", report.summary.line(kind.name()));
-    Ok(if report.summary.errors > 0 || report.summary.rejected > 0 {
-        1
-    } else {
-        0
-    })
+    Ok(
+        if report.summary.errors > 0 || report.summary.rejected > 0 {
+            1
+        } else {
+            0
+        },
+    )
 }
 
 async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
@@ -131,7 +148,9 @@ async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     } else {
         Snapshot::default()
     };
-    let (ops, desired) = engine::dry_run(&cfg, &records).await.context("plan failed")?;
+    let (ops, desired) = engine::dry_run(&cfg, &records)
+        .await
+        .context("plan failed")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&ops)?);
     } else {
@@ -144,9 +163,15 @@ fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
     if !Store::exists(&cfg.state.path) {
         if json {
-            println!("{}", serde_json::json!({ "state": cfg.state.path, "initialized": false }));
+            println!(
+                "{}",
+                serde_json::json!({ "state": cfg.state.path, "initialized": false })
+            );
         } else {
-            println!("No state at {} yet: run `dirbridge sync` first.", cfg.state.path.display());
+            println!(
+                "No state at {} yet: run `dirbridge sync` first.",
+                cfg.state.path.display()
+            );
         }
         return Ok(0);
     }

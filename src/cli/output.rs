@@ -36,7 +36,14 @@ pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
         for op in ops {
             let details = match op {
                 Operation::CreateUser { user, .. } => {
-                    format!("active={}{}", user.active, user.email.as_deref().map(|e| format!(" email={e}")).unwrap_or_default())
+                    format!(
+                        "active={}{}",
+                        user.active,
+                        user.email
+                            .as_deref()
+                            .map(|e| format!(" email={e}"))
+                            .unwrap_or_default()
+                    )
                 }
                 Operation::UpdateUser { changes, .. } => changes
                     .iter()
@@ -51,7 +58,8 @@ pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
                     format!("{reason:?}").to_lowercase()
                 }
                 Operation::UpdateGroup { previous, .. } => format!("renamed from {previous}"),
-                Operation::AddMembers { members, .. } | Operation::RemoveMembers { members, .. } => {
+                Operation::AddMembers { members, .. }
+                | Operation::RemoveMembers { members, .. } => {
                     format!("{} member(s)", members.len())
                 }
                 Operation::CreateGroup { .. } | Operation::DeleteGroup { .. } => String::new(),
@@ -93,7 +101,11 @@ impl StatusView {
             last_success: store.last_success()?,
             users: s.users.len(),
             users_active: s.users.values().filter(|u| u.pushed.active).count(),
-            users_adopted: s.users.values().filter(|u| u.origin == Origin::Adopted).count(),
+            users_adopted: s
+                .users
+                .values()
+                .filter(|u| u.origin == Origin::Adopted)
+                .count(),
             groups: s.groups.len(),
             memberships: s.groups.values().map(|g| g.members.len()).sum(),
             errors: store.errors()?,
@@ -103,10 +115,18 @@ impl StatusView {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "State:        {}", self.state);
-        let _ = writeln!(out, "Target:       {}", self.target.as_deref().unwrap_or("(none yet)"));
+        let _ = writeln!(
+            out,
+            "Target:       {}",
+            self.target.as_deref().unwrap_or("(none yet)")
+        );
         match &self.last_run {
             Some(r) => {
-                let _ = writeln!(out, "Last run:     #{} {} at {}: {}", r.run, r.kind, r.finished_at, r.outcome);
+                let _ = writeln!(
+                    out,
+                    "Last run:     #{} {} at {}: {}",
+                    r.run, r.kind, r.finished_at, r.outcome
+                );
                 if let Some(m) = &r.message {
                     let _ = writeln!(out, "              {m}");
                 }
@@ -116,14 +136,22 @@ impl StatusView {
             }
         }
         if let Some(r) = &self.last_success {
-            let _ = writeln!(out, "Last success: #{} {} at {}", r.run, r.kind, r.finished_at);
+            let _ = writeln!(
+                out,
+                "Last success: #{} {} at {}",
+                r.run, r.kind, r.finished_at
+            );
         }
         let _ = writeln!(
             out,
             "Users:        {} ({} active, {} adopted)",
             self.users, self.users_active, self.users_adopted
         );
-        let _ = writeln!(out, "Groups:       {} ({} memberships)", self.groups, self.memberships);
+        let _ = writeln!(
+            out,
+            "Groups:       {} ({} memberships)",
+            self.groups, self.memberships
+        );
         if self.errors.is_empty() {
             let _ = writeln!(out, "Errors:       none");
         } else {

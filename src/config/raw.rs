@@ -281,10 +281,15 @@ fn d_member_of() -> String {
     "memberOf".into()
 }
 fn d_required() -> Vec<String> {
-    ["name.givenName", "name.familyName", "emails.work", "displayName"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "name.givenName",
+        "name.familyName",
+        "emails.work",
+        "displayName",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them.
@@ -333,8 +338,14 @@ impl RawConfig {
                 format!("`{}` must start with ldap:// or ldaps://", l.url),
             ));
         };
-        if url::Url::parse(&l.url).map(|u| u.host().is_none()).unwrap_or(true) {
-            return Err(invalid("ldap.url", format!("`{}` is not a valid LDAP URL with a host", l.url)));
+        if url::Url::parse(&l.url)
+            .map(|u| u.host().is_none())
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                "ldap.url",
+                format!("`{}` is not a valid LDAP URL with a host", l.url),
+            ));
         }
         let bind_password = SecretSource {
             inline: l.bind_password,
@@ -348,7 +359,11 @@ impl RawConfig {
                 "bind_dn is set but no password: set bind_password, bind_password_file or bind_password_env".into(),
             ));
         }
-        if tls == TlsMode::Plain && bind_password.is_some() && !l.allow_plaintext && !is_loopback_url(&l.url) {
+        if tls == TlsMode::Plain
+            && bind_password.is_some()
+            && !l.allow_plaintext
+            && !is_loopback_url(&l.url)
+        {
             return Err(invalid(
                 "ldap.url",
                 "a password would be sent in clear text: use ldaps://, set starttls = true, \
@@ -362,13 +377,19 @@ impl RawConfig {
         let ca_file = l.ca_file.map(|f| base.join(f));
         if let Some(ca) = &ca_file {
             if !ca.is_file() {
-                return Err(invalid("ldap.ca_file", format!("{} does not exist", ca.display())));
+                return Err(invalid(
+                    "ldap.ca_file",
+                    format!("{} does not exist", ca.display()),
+                ));
             }
         }
         check_filter(&l.user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
         check_filter(&l.group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
         if l.page_size == 0 || l.page_size > 100_000 {
-            return Err(invalid("ldap.page_size", "must be between 1 and 100000".into()));
+            return Err(invalid(
+                "ldap.page_size",
+                "must be between 1 and 100000".into(),
+            ));
         }
         if l.timeout_secs == 0 {
             return Err(invalid("ldap.timeout_secs", "must be at least 1".into()));
@@ -399,7 +420,10 @@ impl RawConfig {
         let url = url::Url::parse(&t.url)
             .map_err(|e| invalid("target.url", format!("`{}` is not a valid URL: {e}", t.url)))?;
         if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(invalid("target.url", "must be an http:// or https:// URL".into()));
+            return Err(invalid(
+                "target.url",
+                "must be an http:// or https:// URL".into(),
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid(
@@ -428,7 +452,10 @@ impl RawConfig {
         let target_ca = t.ca_file.map(|f| base.join(f));
         if let Some(ca) = &target_ca {
             if !ca.is_file() {
-                return Err(invalid("target.ca_file", format!("{} does not exist", ca.display())));
+                return Err(invalid(
+                    "target.ca_file",
+                    format!("{} does not exist", ca.display()),
+                ));
             }
         }
         if t.timeout_secs == 0 {
@@ -448,7 +475,10 @@ impl RawConfig {
             return Err(invalid("state.path", "must not be empty".into()));
         }
         if self.state.cache_capacity_mib == 0 || self.state.cache_capacity_mib > 4096 {
-            return Err(invalid("state.cache_capacity_mib", "must be between 1 and 4096".into()));
+            return Err(invalid(
+                "state.cache_capacity_mib",
+                "must be between 1 and 4096".into(),
+            ));
         }
         let state = StateConfig {
             path: base.join(PathBuf::from(&self.state.path)),
@@ -458,7 +488,10 @@ impl RawConfig {
         // --- [mapping]
         let m = self.mapping;
         if m.key.trim().is_empty() {
-            return Err(invalid("mapping.key", "must name the attribute holding a stable id".into()));
+            return Err(invalid(
+                "mapping.key",
+                "must name the attribute holding a stable id".into(),
+            ));
         }
         if m.key.eq_ignore_ascii_case("dn") || m.key.eq_ignore_ascii_case("distinguishedName") {
             return Err(invalid(
@@ -468,11 +501,17 @@ impl RawConfig {
         }
         let user_name = m.user_name.names();
         if user_name.is_empty() {
-            return Err(invalid("mapping.user_name", "userName must be mapped".into()));
+            return Err(invalid(
+                "mapping.user_name",
+                "userName must be mapped".into(),
+            ));
         }
         let group_name = m.group_name.names();
         if group_name.is_empty() {
-            return Err(invalid("mapping.group_name", "the group name must be mapped".into()));
+            return Err(invalid(
+                "mapping.group_name",
+                "the group name must be mapped".into(),
+            ));
         }
         let mut custom = Vec::new();
         for (scim_path, attrs) in m.custom {
@@ -492,15 +531,13 @@ impl RawConfig {
                 "name.familyName" => RequiredField::FamilyName,
                 "emails.work" | "emails[type eq \"work\"].value" | "email" => RequiredField::Email,
                 "displayName" => RequiredField::DisplayName,
-                other => {
-                    return Err(invalid(
-                        "mapping.required",
-                        format!(
-                            "unknown field `{other}`; use userName, name.givenName, name.familyName, \
+                other => return Err(invalid(
+                    "mapping.required",
+                    format!(
+                        "unknown field `{other}`; use userName, name.givenName, name.familyName, \
                              emails.work or displayName"
-                        ),
-                    ))
-                }
+                    ),
+                )),
             };
             required.push(field);
         }
@@ -573,12 +610,17 @@ fn check_custom_path(path: &str) -> Result<(), String> {
         }
     } else {
         if OWNED_PATHS.iter().any(|p| p.eq_ignore_ascii_case(path)) {
-            return Err(format!("`{path}` is mapped by a dedicated key, not under custom"));
+            return Err(format!(
+                "`{path}` is mapped by a dedicated key, not under custom"
+            ));
         }
         path
     };
     let mut chars = attr.chars();
-    let ok = chars.next().map(|c| c.is_ascii_alphabetic()).unwrap_or(false)
+    let ok = chars
+        .next()
+        .map(|c| c.is_ascii_alphabetic())
+        .unwrap_or(false)
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())

@@ -59,16 +59,25 @@ impl SecretSource {
 
     /// Reads the secret. `key` is the config key it is named by (`ldap.bind_password`), used in
     /// errors; `base` is the config file's folder, against which a relative file is read.
-    pub fn resolve(&self, config: &Path, key: &str, base: &Path) -> Result<Option<Secret>, ConfigError> {
+    pub fn resolve(
+        &self,
+        config: &Path,
+        key: &str,
+        base: &Path,
+    ) -> Result<Option<Secret>, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             path: config.to_path_buf(),
             key: key.to_string(),
             reason,
         };
-        let count = [self.inline.is_some(), self.file.is_some(), self.env.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let count = [
+            self.inline.is_some(),
+            self.file.is_some(),
+            self.env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if count > 1 {
             return Err(invalid(format!(
                 "set only one of `{key}`, `{key}_file` and `{key}_env`"
@@ -116,7 +125,9 @@ mod tests {
             env: Some("X".into()),
             file: None,
         };
-        let err = src.resolve(Path::new("c.toml"), "ldap.bind_password", Path::new(".")).unwrap_err();
+        let err = src
+            .resolve(Path::new("c.toml"), "ldap.bind_password", Path::new("."))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("ldap.bind_password"), "{msg}");
         assert!(!msg.contains('a') || !msg.contains("\"a\""));
@@ -130,7 +141,9 @@ mod tests {
             file: Some("pw".into()),
             ..Default::default()
         };
-        let got = src.resolve(Path::new("c.toml"), "target.token", dir.path()).unwrap();
+        let got = src
+            .resolve(Path::new("c.toml"), "target.token", dir.path())
+            .unwrap();
         assert_eq!(got.unwrap().expose(), "s3cret");
         let missing = SecretSource {
             file: Some("nope".into()),
@@ -140,6 +153,9 @@ mod tests {
             .resolve(Path::new("c.toml"), "target.token", dir.path())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("nope") && msg.contains("target.token"), "{msg}");
+        assert!(
+            msg.contains("nope") && msg.contains("target.token"),
+            "{msg}"
+        );
     }
 }

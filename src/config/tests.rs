@@ -35,7 +35,10 @@ fn minimal_config_gets_openldap_defaults() {
 fn debug_output_of_a_config_holds_no_secret() {
     let c = parse(MINIMAL).unwrap();
     let dbg = format!("{c:?}");
-    assert!(!dbg.contains("hunter2") && !dbg.contains("tok-123"), "{dbg}");
+    assert!(
+        !dbg.contains("hunter2") && !dbg.contains("tok-123"),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -85,7 +88,10 @@ fn custom_paths_are_checked() {
     let c = parse(&ok).unwrap();
     assert_eq!(c.mapping.custom.len(), 2);
     let bad = format!("{MINIMAL}\n[mapping.custom]\nuserName = \"uid\"\n");
-    assert!(parse(&bad).unwrap_err().to_string().contains("dedicated key"));
+    assert!(parse(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("dedicated key"));
 }
 
 #[test]
@@ -100,5 +106,25 @@ fn token_is_required_and_relative_state_path_is_anchored() {
 #[test]
 fn unknown_required_field_is_refused() {
     let text = format!("{MINIMAL}\n[mapping]\nrequired = [\"phone\"]\n");
-    assert!(parse(&text).unwrap_err().to_string().contains("mapping.required"));
+    assert!(parse(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("mapping.required"));
+}
+
+#[test]
+fn the_example_config_is_valid_and_sets_every_default_explicitly() {
+    let text = include_str!("../../dirbridge.example.toml")
+        .replace("bind_password_env = \"DIRBRIDGE_BIND_PASSWORD\"", "bind_password = \"x\"")
+        .replace("token_env = \"DIRBRIDGE_SCIM_TOKEN\"", "token = \"y\"")
+        .replace("ca_file = \"certs/corporate-ca.pem\"", "");
+    let c = parse(&text).unwrap();
+    let d = parse(MINIMAL).unwrap();
+    assert_eq!(c.ldap.tls, TlsMode::Ldaps);
+    assert_eq!(c.ldap.user_filter, d.ldap.user_filter);
+    assert_eq!(c.ldap.page_size, d.ldap.page_size);
+    assert_eq!(c.mapping.display_name, d.mapping.display_name);
+    assert_eq!(c.mapping.required, d.mapping.required);
+    assert_eq!(c.sync, d.sync);
+    assert_eq!(c.state.cache_capacity_bytes, d.state.cache_capacity_bytes);
 }

@@ -25,11 +25,11 @@ use crate::target::{Target, TargetError};
 /// they are recorded and reported in the [`Summary`].
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("directory: {0}")]
+    #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("target: {0}")]
+    #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     #[error(
         "the state store describes the target {stored}, but the configuration points at {configured}; \
@@ -68,7 +68,10 @@ pub struct RunReport {
 }
 
 /// Plans without sending anything: the operations `sync` would send now.
-pub async fn dry_run(cfg: &Config, records: &Snapshot) -> Result<(Vec<Operation>, DesiredState), EngineError> {
+pub async fn dry_run(
+    cfg: &Config,
+    records: &Snapshot,
+) -> Result<(Vec<Operation>, DesiredState), EngineError> {
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let (desired, _) = read_desired(cfg, &known).await?;
     guard_empty_read(&desired, records)?;
@@ -99,7 +102,12 @@ fn now() -> String {
 }
 
 /// Runs one sync or resync and records its outcome.
-pub async fn run<T: Target>(cfg: &Config, store: &Store, target: &T, kind: RunKind) -> Result<RunReport, EngineError> {
+pub async fn run<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    kind: RunKind,
+) -> Result<RunReport, EngineError> {
     let started = now();
     let started_clock = std::time::Instant::now();
     let run = store.next_run().await?;
@@ -260,7 +268,11 @@ impl<T: Target> Executor<'_, T> {
                     self.summary.count(&req, &conf);
                     tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), "sent");
                     if let (
-                        Operation::CreateUser { key, user_name, user },
+                        Operation::CreateUser {
+                            key,
+                            user_name,
+                            user,
+                        },
                         Confirmation::Created {
                             origin: Origin::Adopted,
                             ..
@@ -279,7 +291,9 @@ impl<T: Target> Executor<'_, T> {
                 Err(e) => {
                     self.summary.errors += 1;
                     tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
-                    self.store.record_error(self.object_error(&op, &req, &e)).await?;
+                    self.store
+                        .record_error(self.object_error(&op, &req, &e))
+                        .await?;
                 }
             }
         }

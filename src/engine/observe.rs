@@ -11,7 +11,12 @@ use crate::target::{RemoteGroup, RemoteUser};
 /// id the store knows, by `externalId` equal to its key, or, for a desired object, by userName /
 /// group name (adoption). Objects the gateway neither knows nor wants are left out, so they are
 /// never touched.
-pub fn observed(desired: &DesiredState, known: &Snapshot, users: &[RemoteUser], groups: &[RemoteGroup]) -> Snapshot {
+pub fn observed(
+    desired: &DesiredState,
+    known: &Snapshot,
+    users: &[RemoteUser],
+    groups: &[RemoteGroup],
+) -> Snapshot {
     let mut out = Snapshot::default();
 
     let user_by_id: HashMap<&str, &RemoteUser> = users.iter().map(|u| (u.id.as_str(), u)).collect();
@@ -19,10 +24,17 @@ pub fn observed(desired: &DesiredState, known: &Snapshot, users: &[RemoteUser], 
         .iter()
         .filter_map(|u| u.external_id.as_ref().map(|e| (e.to_lowercase(), u)))
         .collect();
-    let user_by_name: HashMap<String, &RemoteUser> =
-        users.iter().map(|u| (u.user.user_name.to_lowercase(), u)).collect();
+    let user_by_name: HashMap<String, &RemoteUser> = users
+        .iter()
+        .map(|u| (u.user.user_name.to_lowercase(), u))
+        .collect();
 
-    let keys: BTreeSet<&Key> = known.users.keys().chain(desired.users.keys()).chain(desired.held.iter()).collect();
+    let keys: BTreeSet<&Key> = known
+        .users
+        .keys()
+        .chain(desired.users.keys())
+        .chain(desired.held.iter())
+        .collect();
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
     let mut matched: Vec<(&Key, &RemoteUser, Origin)> = Vec::new();
     for key in keys {
@@ -38,11 +50,18 @@ pub fn observed(desired: &DesiredState, known: &Snapshot, users: &[RemoteUser], 
             });
         if let Some(remote) = found {
             if claimed.insert(remote.id.as_str()) {
-                matched.push((key, remote, rec.map(|r| r.origin).unwrap_or(Origin::Adopted)));
+                matched.push((
+                    key,
+                    remote,
+                    rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
+                ));
             }
         }
     }
-    let key_by_id: BTreeMap<&str, &Key> = matched.iter().map(|(k, r, _)| (r.id.as_str(), *k)).collect();
+    let key_by_id: BTreeMap<&str, &Key> = matched
+        .iter()
+        .map(|(k, r, _)| (r.id.as_str(), *k))
+        .collect();
     for (key, remote, origin) in matched {
         let mut pushed = remote.user.clone();
         pushed.manager = pushed
@@ -50,17 +69,22 @@ pub fn observed(desired: &DesiredState, known: &Snapshot, users: &[RemoteUser], 
             .as_deref()
             .and_then(|id| key_by_id.get(id))
             .map(|k| (*k).clone());
-        out.users
-            .insert(key.clone(), UserRecord::new(remote.id.clone(), origin, pushed));
+        out.users.insert(
+            key.clone(),
+            UserRecord::new(remote.id.clone(), origin, pushed),
+        );
     }
 
-    let group_by_id: HashMap<&str, &RemoteGroup> = groups.iter().map(|g| (g.id.as_str(), g)).collect();
+    let group_by_id: HashMap<&str, &RemoteGroup> =
+        groups.iter().map(|g| (g.id.as_str(), g)).collect();
     let group_by_ext: HashMap<String, &RemoteGroup> = groups
         .iter()
         .filter_map(|g| g.external_id.as_ref().map(|e| (e.to_lowercase(), g)))
         .collect();
-    let group_by_name: HashMap<String, &RemoteGroup> =
-        groups.iter().map(|g| (g.display_name.to_lowercase(), g)).collect();
+    let group_by_name: HashMap<String, &RemoteGroup> = groups
+        .iter()
+        .map(|g| (g.display_name.to_lowercase(), g))
+        .collect();
     let gkeys: BTreeSet<&Key> = known.groups.keys().chain(desired.groups.keys()).collect();
     let mut gclaimed: BTreeSet<&str> = BTreeSet::new();
     for key in gkeys {
@@ -112,7 +136,9 @@ pub fn dangling_members(
     let by_id: HashMap<&str, &RemoteGroup> = groups.iter().map(|g| (g.id.as_str(), g)).collect();
     let mut out = Vec::new();
     for (key, rec) in &seen.groups {
-        let Some(remote) = by_id.get(rec.target_id.as_str()) else { continue };
+        let Some(remote) = by_id.get(rec.target_id.as_str()) else {
+            continue;
+        };
         let dangling: Vec<String> = remote
             .member_ids
             .iter()

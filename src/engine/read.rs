@@ -20,7 +20,10 @@ pub struct ReadStats {
 
 /// Reads users and groups. `known_users` are the keys already pushed (used to settle duplicate
 /// userNames in favour of the one already on the target).
-pub async fn read_desired(cfg: &Config, known_users: &BTreeSet<Key>) -> Result<(DesiredState, ReadStats), SourceError> {
+pub async fn read_desired(
+    cfg: &Config,
+    known_users: &BTreeSet<Key>,
+) -> Result<(DesiredState, ReadStats), SourceError> {
     let mut session = Session::open(&cfg.ldap).await?;
     let result = read_with(&mut session, cfg, known_users).await;
     session.close().await;
@@ -39,20 +42,30 @@ async fn read_with(
     let mut stats = ReadStats::default();
 
     let s = session
-        .search_paged(&cfg.ldap.user_base, &cfg.ldap.user_filter, &user_attrs, |e| builder.add_user(&e))
+        .search_paged(
+            &cfg.ldap.user_base,
+            &cfg.ldap.user_filter,
+            &user_attrs,
+            |e| builder.add_user(&e),
+        )
         .await?;
     stats.user_entries = s.entries;
     stats.references_skipped += s.references;
 
     let s = session
-        .search_paged(&cfg.ldap.group_base, &cfg.ldap.group_filter, &group_attrs, |e| {
-            builder.add_group(&e)
-        })
+        .search_paged(
+            &cfg.ldap.group_base,
+            &cfg.ldap.group_filter,
+            &group_attrs,
+            |e| builder.add_group(&e),
+        )
         .await?;
     stats.group_entries = s.entries;
     stats.references_skipped += s.references;
 
-    if cfg.ldap.membership == Membership::MemberOf && cfg.ldap.referenced_groups == ReferencedGroups::Create {
+    if cfg.ldap.membership == Membership::MemberOf
+        && cfg.ldap.referenced_groups == ReferencedGroups::Create
+    {
         for dn in builder.unknown_group_dns() {
             if let Some(entry) = session.read_entry(&dn, &group_attrs).await? {
                 builder.add_group(&entry);

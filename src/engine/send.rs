@@ -8,14 +8,22 @@ use crate::plan::apply::{Confirmation, Request};
 use crate::state::records::{Origin, Snapshot};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
 
-pub async fn send<T: Target>(target: &T, s: &Snapshot, req: &Request) -> Result<Confirmation, TargetError> {
+pub async fn send<T: Target>(
+    target: &T,
+    s: &Snapshot,
+    req: &Request,
+) -> Result<Confirmation, TargetError> {
     let gone_ok = |r: Result<(), TargetError>| match r {
         Ok(()) => Ok(Confirmation::Done),
         Err(e) if e.is_not_found() => Ok(Confirmation::Gone),
         Err(e) => Err(e),
     };
     match req {
-        Request::CreateUser { key, user, manager_id } => {
+        Request::CreateUser {
+            key,
+            user,
+            manager_id,
+        } => {
             // Look before creating: a user with this userName may already be there (created by
             // hand, by another tool, or by a run whose answer was lost).
             if let Some(remote) = target.find_user(&user.user_name).await? {
@@ -46,7 +54,9 @@ pub async fn send<T: Target>(target: &T, s: &Snapshot, req: &Request) -> Result<
                 .update_user(target_id, changes, user, manager_id.as_deref())
                 .await,
         ),
-        Request::DeactivateUser { target_id, .. } => gone_ok(target.deactivate_user(target_id).await),
+        Request::DeactivateUser { target_id, .. } => {
+            gone_ok(target.deactivate_user(target_id).await)
+        }
         Request::DeleteUser { target_id, .. } => gone_ok(target.delete_user(target_id).await),
         Request::CreateGroup { key, display_name } => {
             if let Some(remote) = target.find_group(display_name).await? {
@@ -67,14 +77,20 @@ pub async fn send<T: Target>(target: &T, s: &Snapshot, req: &Request) -> Result<
             }
         }
         Request::RenameGroup {
-            target_id, display_name, ..
+            target_id,
+            display_name,
+            ..
         } => gone_ok(target.rename_group(target_id, display_name).await),
         Request::DeleteGroup { target_id, .. } => gone_ok(target.delete_group(target_id).await),
-        Request::AddMembers { group_id, members, .. } => {
+        Request::AddMembers {
+            group_id, members, ..
+        } => {
             let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
             gone_ok(target.add_members(group_id, &ids).await)
         }
-        Request::RemoveMembers { group_id, members, .. } => {
+        Request::RemoveMembers {
+            group_id, members, ..
+        } => {
             if members.is_empty() {
                 return Ok(Confirmation::Done);
             }
@@ -98,7 +114,11 @@ fn adopt_user(s: &Snapshot, remote: RemoteUser) -> Confirmation {
 
 fn adopt_group(s: &Snapshot, remote: RemoteGroup) -> Confirmation {
     let by_id = s.user_keys_by_id();
-    let members: BTreeSet<Key> = remote.member_ids.iter().filter_map(|id| by_id.get(id).cloned()).collect();
+    let members: BTreeSet<Key> = remote
+        .member_ids
+        .iter()
+        .filter_map(|id| by_id.get(id).cloned())
+        .collect();
     Confirmation::Created {
         target_id: remote.id,
         origin: Origin::Adopted,

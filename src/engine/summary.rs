@@ -31,7 +31,12 @@ pub struct Summary {
 
 impl Summary {
     pub fn count(&mut self, req: &Request, conf: &Confirmation) {
-        if *conf == Confirmation::Gone && !matches!(req, Request::DeleteUser { .. } | Request::DeleteGroup { .. }) {
+        if *conf == Confirmation::Gone
+            && !matches!(
+                req,
+                Request::DeleteUser { .. } | Request::DeleteGroup { .. }
+            )
+        {
             self.missing_on_target += 1;
             return;
         }

@@ -56,7 +56,8 @@ impl DesiredBuilder {
                 if self.groups.contains_key(&g.key) {
                     return; // read twice (a referenced group that the search also returned)
                 }
-                self.group_dns.insert(crate::source::dn::normalize(&g.dn), g.key.clone());
+                self.group_dns
+                    .insert(crate::source::dn::normalize(&g.dn), g.key.clone());
                 self.groups.insert(g.key.clone(), g);
             }
             Err(r) => self.rejected.push(r),
@@ -89,18 +90,31 @@ impl DesiredBuilder {
         // userName must be unique (case-insensitively, as SCIM compares it).
         let mut by_name: BTreeMap<String, Vec<Key>> = BTreeMap::new();
         for (k, u) in &users {
-            by_name.entry(u.user.user_name.to_lowercase()).or_default().push(k.clone());
+            by_name
+                .entry(u.user.user_name.to_lowercase())
+                .or_default()
+                .push(k.clone());
         }
         for (name, keys) in by_name.into_iter().filter(|(_, ks)| ks.len() > 1) {
             let keeper: Vec<&Key> = keys.iter().filter(|k| known_users.contains(*k)).collect();
-            let keep = if keeper.len() == 1 { Some(keeper[0].clone()) } else { None };
-            let dns: Vec<String> = keys.iter().filter_map(|k| users.get(k).map(|u| u.dn.clone())).collect();
+            let keep = if keeper.len() == 1 {
+                Some(keeper[0].clone())
+            } else {
+                None
+            };
+            let dns: Vec<String> = keys
+                .iter()
+                .filter_map(|k| users.get(k).map(|u| u.dn.clone()))
+                .collect();
             for k in keys.iter().filter(|k| Some(*k) != keep.as_ref()) {
                 if let Some(u) = users.remove(k) {
                     rejected.push(Rejected {
                         dn: u.dn.clone(),
                         key: Some(k.clone()),
-                        reason: format!("userName \"{name}\" is used by more than one entry: {}", dns.join("; ")),
+                        reason: format!(
+                            "userName \"{name}\" is used by more than one entry: {}",
+                            dns.join("; ")
+                        ),
                     });
                     held.insert(k.clone());
                 }
@@ -118,7 +132,10 @@ impl DesiredBuilder {
         };
 
         // Members per group, direct.
-        let mut direct: BTreeMap<Key, BTreeSet<Key>> = groups.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        let mut direct: BTreeMap<Key, BTreeSet<Key>> = groups
+            .keys()
+            .map(|k| (k.clone(), BTreeSet::new()))
+            .collect();
         // Child groups per group, for nesting.
         let mut children: BTreeMap<Key, BTreeSet<Key>> = BTreeMap::new();
         match mapper.membership() {
@@ -133,7 +150,10 @@ impl DesiredBuilder {
                 for g in groups.values() {
                     for parent in &g.member_of {
                         if let Some(pk) = group_dns.get(parent) {
-                            children.entry(pk.clone()).or_default().insert(g.key.clone());
+                            children
+                                .entry(pk.clone())
+                                .or_default()
+                                .insert(g.key.clone());
                         }
                     }
                 }
@@ -152,7 +172,10 @@ impl DesiredBuilder {
             for g in groups.values() {
                 for mdn in &g.member_dns {
                     if let Some(ck) = group_dns.get(mdn) {
-                        children.entry(g.key.clone()).or_default().insert(ck.clone());
+                        children
+                            .entry(g.key.clone())
+                            .or_default()
+                            .insert(ck.clone());
                     }
                 }
             }
@@ -180,7 +203,12 @@ impl DesiredBuilder {
                 .manager_dn
                 .as_deref()
                 .map(crate::source::dn::normalize)
-                .and_then(|d| user_dns.get(&d).cloned().or_else(|| held_known(&d, &rejected, known_users)));
+                .and_then(|d| {
+                    user_dns
+                        .get(&d)
+                        .cloned()
+                        .or_else(|| held_known(&d, &rejected, known_users))
+                });
             out.dns.insert(k.clone(), u.dn.clone());
             out.users.insert(k, u.user);
         }
@@ -199,7 +227,11 @@ fn held_known(dn: &str, rejected: &[Rejected], known: &BTreeSet<Key>) -> Option<
 }
 
 /// Every user in `group` and, transitively, in its child groups; cycles are cut.
-fn flatten(group: &Key, direct: &BTreeMap<Key, BTreeSet<Key>>, children: &BTreeMap<Key, BTreeSet<Key>>) -> BTreeSet<Key> {
+fn flatten(
+    group: &Key,
+    direct: &BTreeMap<Key, BTreeSet<Key>>,
+    children: &BTreeMap<Key, BTreeSet<Key>>,
+) -> BTreeSet<Key> {
     let mut members = BTreeSet::new();
     let mut seen = BTreeSet::new();
     let mut stack = vec![group.clone()];

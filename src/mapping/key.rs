@@ -25,7 +25,12 @@ pub fn stable_key(e: &RawEntry, attr: &str) -> Option<String> {
 /// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
 pub fn guid_string(b: &[u8]) -> String {
     let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let rev = |r: &[u8]| r.iter().rev().map(|x| format!("{x:02x}")).collect::<String>();
+    let rev = |r: &[u8]| {
+        r.iter()
+            .rev()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
     format!(
         "{}-{}-{}-{}-{}",
         rev(&b[0..4]),
@@ -44,7 +49,8 @@ mod tests {
     fn guid_uses_the_mixed_endian_layout() {
         // objectGUID bytes of {12345678-9abc-def0-1234-56789abcdef0}
         let b = [
-            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0,
+            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc,
+            0xde, 0xf0,
         ];
         assert_eq!(guid_string(&b), "12345678-9abc-def0-1234-56789abcdef0");
     }
@@ -52,8 +58,10 @@ mod tests {
     #[test]
     fn text_keys_are_lower_cased_and_binary_keys_formatted() {
         let mut e = RawEntry::default();
-        e.attrs
-            .insert("entryuuid".into(), vec![b"5A1B2C3D-0000-1111-2222-333344445555".to_vec()]);
+        e.attrs.insert(
+            "entryuuid".into(),
+            vec![b"5A1B2C3D-0000-1111-2222-333344445555".to_vec()],
+        );
         assert_eq!(
             stable_key(&e, "entryUUID").as_deref(),
             Some("5a1b2c3d-0000-1111-2222-333344445555")

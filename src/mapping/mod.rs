@@ -8,7 +8,7 @@
 pub mod desired;
 mod key;
 
-use crate::config::{ActiveRule, LdapConfig, Membership, MappingConfig, RequiredField};
+use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
 use crate::model::{Key, Rejected, User};
 use crate::source::dn;
 use crate::source::entry::RawEntry;
@@ -188,10 +188,17 @@ impl Mapper {
             key: Some(key.clone()),
             reason,
         };
-        let display_name = match e.first_text(&self.m.group_name).map_err(|nt| reject(nt.to_string()))? {
+        let display_name = match e
+            .first_text(&self.m.group_name)
+            .map_err(|nt| reject(nt.to_string()))?
+        {
             Some(n) => n,
-            None => dn::first_rdn_value(&e.dn)
-                .ok_or_else(|| reject(format!("has no {} for the group name", self.m.group_name.join(" / "))))?,
+            None => dn::first_rdn_value(&e.dn).ok_or_else(|| {
+                reject(format!(
+                    "has no {} for the group name",
+                    self.m.group_name.join(" / ")
+                ))
+            })?,
         };
         let dns = |attr: &str| -> Result<Vec<String>, Rejected> {
             Ok(e.texts(attr)
@@ -218,9 +225,11 @@ fn is_active(e: &RawEntry, rule: &ActiveRule) -> Result<bool, crate::source::ent
         return Ok(!e.has(attr));
     }
     let values = e.texts(attr)?;
-    Ok(!values
-        .iter()
-        .any(|v| rule.inactive_values.iter().any(|iv| iv.eq_ignore_ascii_case(v.trim()))))
+    Ok(!values.iter().any(|v| {
+        rule.inactive_values
+            .iter()
+            .any(|iv| iv.eq_ignore_ascii_case(v.trim()))
+    }))
 }
 
 fn dedup_ci(list: Vec<String>) -> Vec<String> {

@@ -97,9 +97,11 @@ pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
             .ok_or_else(|| Skip::Unresolved(format!("user {key} has no target id")))
     };
     let group_rec = |key: &Key| {
-        s.groups
-            .get(key)
-            .ok_or_else(|| Skip::Unresolved(format!("group {key} has no target id (its creation failed)")))
+        s.groups.get(key).ok_or_else(|| {
+            Skip::Unresolved(format!(
+                "group {key} has no target id (its creation failed)"
+            ))
+        })
     };
     match op {
         Operation::CreateUser { key, user, .. } => {
@@ -167,7 +169,9 @@ pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
                 display_name: display_name.clone(),
             })
         }
-        Operation::UpdateGroup { key, display_name, .. } => {
+        Operation::UpdateGroup {
+            key, display_name, ..
+        } => {
             let r = group_rec(key)?;
             if &r.display_name == display_name {
                 return Err(Skip::AlreadyDone);
@@ -232,7 +236,10 @@ pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
 }
 
 fn resolve_manager(s: &Snapshot, manager: &mut Option<Key>) -> Option<String> {
-    let id = manager.as_ref().and_then(|m| s.user_id(m)).map(str::to_string);
+    let id = manager
+        .as_ref()
+        .and_then(|m| s.user_id(m))
+        .map(str::to_string);
     if id.is_none() {
         *manager = None;
     }
@@ -251,7 +258,11 @@ pub fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<StateChan
                 ..
             } => vec![StateChange::PutUser(
                 key.clone(),
-                UserRecord::new(target_id, origin, adopted_user.unwrap_or_else(|| user.clone())),
+                UserRecord::new(
+                    target_id,
+                    origin,
+                    adopted_user.unwrap_or_else(|| user.clone()),
+                ),
             )],
             _ => vec![],
         },
@@ -295,7 +306,9 @@ pub fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<StateChan
             )],
             _ => vec![],
         },
-        Request::RenameGroup { key, display_name, .. } => match s.groups.get(key) {
+        Request::RenameGroup {
+            key, display_name, ..
+        } => match s.groups.get(key) {
             Some(_) if gone => vec![StateChange::RemoveGroup(key.clone())],
             Some(r) => {
                 let mut r = r.clone();

@@ -26,7 +26,11 @@ pub struct Policy {
 /// Computes the operations that bring the target from `pushed` to `desired`, in the order they
 /// must be sent: users before the groups that list them, member changes before deletions.
 pub fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
-    let held_known: BTreeSet<&Key> = desired.held.iter().filter(|k| pushed.users.contains_key(*k)).collect();
+    let held_known: BTreeSet<&Key> = desired
+        .held
+        .iter()
+        .filter(|k| pushed.users.contains_key(*k))
+        .collect();
     let deleted_when_disabled = |u: &User| !u.active && policy.on_disable == RemovalAction::Delete;
 
     // Users that will be on the target, live, once the plan has run: the only valid member and
@@ -99,11 +103,13 @@ pub fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<O
             continue;
         }
         match policy.on_remove {
-            RemovalAction::Deactivate if r.pushed.active => deactivations.push(Operation::DeactivateUser {
-                key: key.clone(),
-                user_name: r.pushed.user_name.clone(),
-                reason: RemovalReason::Removed,
-            }),
+            RemovalAction::Deactivate if r.pushed.active => {
+                deactivations.push(Operation::DeactivateUser {
+                    key: key.clone(),
+                    user_name: r.pushed.user_name.clone(),
+                    reason: RemovalReason::Removed,
+                })
+            }
             RemovalAction::Deactivate => {}
             RemovalAction::Delete => user_deletions.push(Operation::DeleteUser {
                 key: key.clone(),
@@ -120,7 +126,12 @@ pub fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<O
     let mut group_deletions = Vec::new();
     for (key, g) in &desired.groups {
         let record = pushed.groups.get(key);
-        let mut want: BTreeSet<Key> = g.members.iter().filter(|m| provisioned.contains(m)).cloned().collect();
+        let mut want: BTreeSet<Key> = g
+            .members
+            .iter()
+            .filter(|m| provisioned.contains(m))
+            .cloned()
+            .collect();
         if let Some(r) = record {
             // A held user keeps the memberships it had: a bad entry is not a departure.
             want.extend(r.members.iter().filter(|m| held_known.contains(m)).cloned());
@@ -131,11 +142,13 @@ pub fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<O
                 key: key.clone(),
                 display_name: g.display_name.clone(),
             }),
-            Some(r) if r.display_name != g.display_name => group_updates.push(Operation::UpdateGroup {
-                key: key.clone(),
-                display_name: g.display_name.clone(),
-                previous: r.display_name.clone(),
-            }),
+            Some(r) if r.display_name != g.display_name => {
+                group_updates.push(Operation::UpdateGroup {
+                    key: key.clone(),
+                    display_name: g.display_name.clone(),
+                    previous: r.display_name.clone(),
+                })
+            }
             Some(_) => {}
         }
         let add: Vec<Key> = want.difference(&have).cloned().collect();
@@ -193,7 +206,10 @@ fn order_creates(to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operat
             }
             let Some(u) = to_create.get(k) else { break };
             path.push(k);
-            cur = u.manager.as_ref().and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
+            cur = u
+                .manager
+                .as_ref()
+                .and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
         }
         for k in path.into_iter().rev() {
             let Some(u) = to_create.get(k) else { continue };

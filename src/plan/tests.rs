@@ -76,7 +76,10 @@ fn first_plan_creates_managers_before_their_reports_and_groups_after_users() {
         ]
     );
     let after = simulate(Snapshot::default(), &ops);
-    assert_eq!(after.users["k-ann"].pushed.manager.as_deref(), Some("k-zed"));
+    assert_eq!(
+        after.users["k-ann"].pushed.manager.as_deref(),
+        Some("k-zed")
+    );
     assert!(plan(&d, &after, &deactivate()).is_empty());
 }
 
@@ -149,13 +152,19 @@ fn disabled_users_follow_on_disable() {
     let s = synced(&d, &deactivate());
     d.users.get_mut("k1").unwrap().active = false;
     let ops = plan(&d, &s, &deactivate());
-    assert_eq!(ops.iter().map(|o| o.name()).collect::<Vec<_>>(), vec!["deactivate_user"]);
+    assert_eq!(
+        ops.iter().map(|o| o.name()).collect::<Vec<_>>(),
+        vec!["deactivate_user"]
+    );
     let del = Policy {
         on_disable: RemovalAction::Delete,
         on_remove: RemovalAction::Deactivate,
     };
     let ops = plan(&d, &s, &del);
-    assert_eq!(ops.iter().map(|o| o.name()).collect::<Vec<_>>(), vec!["delete_user"]);
+    assert_eq!(
+        ops.iter().map(|o| o.name()).collect::<Vec<_>>(),
+        vec!["delete_user"]
+    );
     // A disabled user never pushed is not created under the delete policy.
     assert!(plan(&d, &Snapshot::default(), &del).is_empty());
 }
@@ -207,7 +216,11 @@ fn members_go_in_batches_of_at_most_one_hundred() {
 // ---- property tests
 
 fn arb_text() -> impl Strategy<Value = Option<String>> {
-    prop_oneof![Just(None), Just(Some("x".to_string())), Just(Some("y".to_string()))]
+    prop_oneof![
+        Just(None),
+        Just(Some("x".to_string())),
+        Just(Some("y".to_string()))
+    ]
 }
 
 prop_compose! {
@@ -236,7 +249,11 @@ const GK: usize = 4;
 fn arb_desired() -> impl Strategy<Value = DesiredState> {
     (
         proptest::collection::btree_map(0..UK, arb_user(UK), 0..UK),
-        proptest::collection::btree_map(0..GK, (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)), 0..GK),
+        proptest::collection::btree_map(
+            0..GK,
+            (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)),
+            0..GK,
+        ),
         proptest::collection::btree_set(0..UK, 0..3),
     )
         .prop_map(|(users, groups, held)| {
@@ -267,13 +284,19 @@ fn arb_desired() -> impl Strategy<Value = DesiredState> {
 fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
     (
         proptest::collection::btree_map(0..UK, arb_user(UK), 0..UK),
-        proptest::collection::btree_map(0..GK, (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)), 0..GK),
+        proptest::collection::btree_map(
+            0..GK,
+            (0..3usize, proptest::collection::btree_set(0..UK, 0..UK)),
+            0..GK,
+        ),
     )
         .prop_map(|(users, groups)| {
             let mut s = Snapshot::default();
             for (k, u) in users {
-                s.users
-                    .insert(format!("u{k}"), UserRecord::new(format!("uid-{k}"), Origin::Created, u));
+                s.users.insert(
+                    format!("u{k}"),
+                    UserRecord::new(format!("uid-{k}"), Origin::Created, u),
+                );
             }
             for (k, (name, members)) in groups {
                 s.groups.insert(
@@ -292,7 +315,10 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
     let action = prop_oneof![Just(RemovalAction::Deactivate), Just(RemovalAction::Delete)];
-    (action.clone(), action).prop_map(|(on_disable, on_remove)| Policy { on_disable, on_remove })
+    (action.clone(), action).prop_map(|(on_disable, on_remove)| Policy {
+        on_disable,
+        on_remove,
+    })
 }
 
 proptest! {

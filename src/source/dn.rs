@@ -72,7 +72,10 @@ mod tests {
 
     #[test]
     fn first_rdn_value_unescapes() {
-        assert_eq!(first_rdn_value("cn=Sales\\, EMEA,ou=g,dc=x").as_deref(), Some("Sales, EMEA"));
+        assert_eq!(
+            first_rdn_value("cn=Sales\\, EMEA,ou=g,dc=x").as_deref(),
+            Some("Sales, EMEA")
+        );
         assert_eq!(first_rdn_value("cn=Eng,dc=x").as_deref(), Some("Eng"));
         assert_eq!(first_rdn_value(""), None);
     }

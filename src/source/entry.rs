@@ -58,10 +58,12 @@ impl RawEntry {
         self.values(name)
             .iter()
             .map(|v| {
-                std::str::from_utf8(v).map(|s| s.to_string()).map_err(|_| NotText {
-                    dn: self.dn.clone(),
-                    attribute: name.to_string(),
-                })
+                std::str::from_utf8(v)
+                    .map(|s| s.to_string())
+                    .map_err(|_| NotText {
+                        dn: self.dn.clone(),
+                        attribute: name.to_string(),
+                    })
             })
             .collect()
     }
@@ -78,15 +80,21 @@ pub fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
     fn primitive(t: StructureTag, what: &str) -> Result<Vec<u8>, String> {
         match t.payload {
             PL::P(v) => Ok(v),
-            PL::C(_) => Err(format!("malformed search entry: {what} is not an octet string")),
+            PL::C(_) => Err(format!(
+                "malformed search entry: {what} is not an octet string"
+            )),
         }
     }
     if tag.id != 4 {
-        return Err(format!("unexpected protocol op {} where a search entry was expected", tag.id));
+        return Err(format!(
+            "unexpected protocol op {} where a search entry was expected",
+            tag.id
+        ));
     }
     let mut parts = constructed(tag, "entry")?.into_iter();
     let dn_bytes = primitive(parts.next().ok_or("malformed search entry: no DN")?, "DN")?;
-    let dn = String::from_utf8(dn_bytes).map_err(|_| "malformed search entry: DN is not UTF-8".to_string())?;
+    let dn = String::from_utf8(dn_bytes)
+        .map_err(|_| "malformed search entry: DN is not UTF-8".to_string())?;
     let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     if let Some(list) = parts.next() {
         for partial in constructed(list, "attribute list")? {
@@ -142,7 +150,10 @@ mod tests {
                     16,
                     vec![
                         seq(16, vec![prim(b"objectGUID"), seq(17, vec![prim(&guid)])]),
-                        seq(16, vec![prim(b"cn"), seq(17, vec![prim(b"Ann"), prim(b" ")])]),
+                        seq(
+                            16,
+                            vec![prim(b"cn"), seq(17, vec![prim(b"Ann"), prim(b" ")])],
+                        ),
                     ],
                 ),
             ],
@@ -150,7 +161,10 @@ mod tests {
         let e = decode_entry(entry).unwrap();
         assert_eq!(e.dn, "uid=a,dc=x");
         assert_eq!(e.values("OBJECTGUID"), &[guid.to_vec()]);
-        assert_eq!(e.first_text(&["cn".into()]).unwrap().as_deref(), Some("Ann"));
+        assert_eq!(
+            e.first_text(&["cn".into()]).unwrap().as_deref(),
+            Some("Ann")
+        );
         assert!(e.first_text(&["objectGUID".into()]).is_err());
     }
 

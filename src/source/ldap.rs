@@ -53,12 +53,11 @@ impl Session {
     pub async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
         let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout);
         if cfg.tls != TlsMode::Plain {
-            let connector = crate::tls::native_connector(cfg.ca_file.as_deref(), cfg.tls_verify).map_err(|reason| {
-                SourceError::Tls {
+            let connector = crate::tls::native_connector(cfg.ca_file.as_deref(), cfg.tls_verify)
+                .map_err(|reason| SourceError::Tls {
                     url: cfg.url.clone(),
                     reason,
-                }
-            })?;
+                })?;
             settings = settings
                 .set_connector(connector)
                 .set_starttls(cfg.tls == TlsMode::StartTls)
@@ -66,9 +65,18 @@ impl Session {
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
             .await
-            .map_err(|e| SourceError::Connect {
-                url: cfg.url.clone(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                let mut reason = e.to_string();
+                if reason.contains("certificate") {
+                    reason.push_str(
+                        " (check ldap.ca_file: it must hold the CA that signed the server's certificate, \
+                         and the URL's host must be named in that certificate)",
+                    );
+                }
+                SourceError::Connect {
+                    url: cfg.url.clone(),
+                    reason,
+                }
             })?;
         ldap3::drive!(conn);
         if let (Some(dn), Some(pw)) = (&cfg.bind_dn, &cfg.bind_password) {
@@ -154,7 +162,11 @@ impl Session {
     }
 
     /// Reads one entry by DN; `None` when it does not exist.
-    pub async fn read_entry(&mut self, dn: &str, attrs: &[String]) -> Result<Option<RawEntry>, SourceError> {
+    pub async fn read_entry(
+        &mut self,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<RawEntry>, SourceError> {
         let err = |reason: String| SourceError::Search {
             base: dn.to_string(),
             filter: "(objectClass=*)".to_string(),
@@ -172,7 +184,10 @@ impl Session {
             32 => return Ok(None),
             rc => return Err(err(describe(rc, &result.text))),
         }
-        match entries.into_iter().find(|e| !e.is_ref() && !e.is_intermediate()) {
+        match entries
+            .into_iter()
+            .find(|e| !e.is_ref() && !e.is_intermediate())
+        {
             Some(e) => decode_entry(e.0).map(Some).map_err(err),
             None => Ok(None),
         }

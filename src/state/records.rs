@@ -111,6 +111,9 @@ impl Snapshot {
 
     /// Target user id to key, for reading target answers back.
     pub fn user_keys_by_id(&self) -> BTreeMap<String, Key> {
-        self.users.iter().map(|(k, r)| (r.target_id.clone(), k.clone())).collect()
+        self.users
+            .iter()
+            .map(|(k, r)| (r.target_id.clone(), k.clone()))
+            .collect()
     }
 }

@@ -20,7 +20,11 @@ pub enum StateError {
     #[error("state store {}: {reason}", path.display())]
     Io { path: PathBuf, reason: String },
     #[error("state store {}: record {key} is unreadable: {reason}", path.display())]
-    Corrupt { path: PathBuf, key: String, reason: String },
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
 }
 
 /// An object the last runs could not read or push, with the reason.
@@ -123,7 +127,11 @@ impl Store {
         match store.meta_get::<String>("schema_version")? {
             None => store.meta_put("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) => return Err(open_err(format!("layout version {v} is not supported by this release"))),
+            Some(v) => {
+                return Err(open_err(format!(
+                    "layout version {v} is not supported by this release"
+                )))
+            }
         }
         Ok(store)
     }
@@ -153,21 +161,27 @@ impl Store {
         for item in self.users.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let rec: UserRecord = decode(&self.path, &k, &v)?;
-            s.users.insert(String::from_utf8_lossy(&k).into_owned(), rec);
+            s.users
+                .insert(String::from_utf8_lossy(&k).into_owned(), rec);
         }
         for item in self.groups.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let rec: GroupRecord = decode(&self.path, &k, &v)?;
-            s.groups.insert(String::from_utf8_lossy(&k).into_owned(), rec);
+            s.groups
+                .insert(String::from_utf8_lossy(&k).into_owned(), rec);
         }
         Ok(s)
     }
 
     /// Records the changes of one confirmed operation and clears the error of `resolved`, in one
     /// transaction, and waits until it is on disk.
-    pub async fn commit(&self, changes: &[StateChange], resolved: Option<&Key>) -> Result<(), StateError> {
-        let res: Result<(), TransactionError<()>> =
-            (&self.users, &self.groups, &self.errors).transaction(|(u, g, e)| {
+    pub async fn commit(
+        &self,
+        changes: &[StateChange],
+        resolved: Option<&Key>,
+    ) -> Result<(), StateError> {
+        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups, &self.errors)
+            .transaction(|(u, g, e)| {
                 for c in changes {
                     match c {
                         StateChange::PutUser(k, r) => {
@@ -197,7 +211,9 @@ impl Store {
     pub async fn replace_all(&self, s: &Snapshot) -> Result<(), StateError> {
         // A transaction cannot iterate (and iterating the tree inside one blocks), so the keys
         // to drop are listed first.
-        let stale = |tree: &sled::Tree, keep: &dyn Fn(&str) -> bool| -> Result<Vec<sled::IVec>, StateError> {
+        let stale = |tree: &sled::Tree,
+                     keep: &dyn Fn(&str) -> bool|
+         -> Result<Vec<sled::IVec>, StateError> {
             let mut out = Vec::new();
             for k in tree.iter().keys() {
                 let k = k.map_err(|e| self.io(e))?;
@@ -209,21 +225,22 @@ impl Store {
         };
         let stale_users = stale(&self.users, &|k| s.users.contains_key(k))?;
         let stale_groups = stale(&self.groups, &|k| s.groups.contains_key(k))?;
-        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups).transaction(|(u, g)| {
-            for k in &stale_users {
-                u.remove(k.clone())?;
-            }
-            for k in &stale_groups {
-                g.remove(k.clone())?;
-            }
-            for (k, r) in &s.users {
-                u.insert(k.as_bytes(), encode(r))?;
-            }
-            for (k, r) in &s.groups {
-                g.insert(k.as_bytes(), encode(r))?;
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
+        let res: Result<(), TransactionError<()>> =
+            (&self.users, &self.groups).transaction(|(u, g)| {
+                for k in &stale_users {
+                    u.remove(k.clone())?;
+                }
+                for k in &stale_groups {
+                    g.remove(k.clone())?;
+                }
+                for (k, r) in &s.users {
+                    u.insert(k.as_bytes(), encode(r))?;
+                }
+                for (k, r) in &s.groups {
+                    g.insert(k.as_bytes(), encode(r))?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         res.map_err(|e| self.io(format!("{e:?}")))?;
         self.flush().await
     }
@@ -235,13 +252,19 @@ impl Store {
 
     /// Records (or updates) an object's error.
     pub async fn record_error(&self, mut err: ObjectError) -> Result<(), StateError> {
-        if let Some(prev) = self.errors.get(err.key.as_bytes()).map_err(|e| self.io(e))? {
+        if let Some(prev) = self
+            .errors
+            .get(err.key.as_bytes())
+            .map_err(|e| self.io(e))?
+        {
             if let Ok(prev) = serde_json::from_slice::<ObjectError>(&prev) {
                 err.first_seen = prev.first_seen;
                 err.attempts = prev.attempts.saturating_add(1);
             }
         }
-        self.errors.insert(err.key.as_bytes(), encode(&err)).map_err(|e| self.io(e))?;
+        self.errors
+            .insert(err.key.as_bytes(), encode(&err))
+            .map_err(|e| self.io(e))?;
         self.flush().await
     }
 
@@ -258,7 +281,9 @@ impl Store {
     pub async fn prune_errors(&self, run: u64) -> Result<(), StateError> {
         for e in self.errors()? {
             if e.run < run {
-                self.errors.remove(e.key.as_bytes()).map_err(|e| self.io(e))?;
+                self.errors
+                    .remove(e.key.as_bytes())
+                    .map_err(|e| self.io(e))?;
             }
         }
         self.flush().await
@@ -303,7 +328,10 @@ impl Store {
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !path.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
     }
     let mut perms = std::fs::metadata(path)?.permissions();
     if perms.mode() & 0o077 != 0 {
@@ -324,7 +352,9 @@ fn restrict_files(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let p = entry.path();
             let mode = if p.is_dir() { 0o700 } else { 0o600 };

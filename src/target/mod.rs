@@ -27,7 +27,7 @@ pub struct RemoteGroup {
 
 /// A failed request, with what an administrator needs to act on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{request}: {kind}")]
+#[error("target {request}: {kind}")]
 pub struct TargetError {
     /// Method and path, e.g. `POST /Users` (never the token, never a query with values).
     pub request: String,
@@ -134,7 +134,12 @@ pub trait Target {
     /// Checks that the target answers and accepts the credentials.
     async fn preflight(&self) -> Result<(), TargetError>;
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError>;
-    async fn create_user(&self, key: &Key, user: &User, manager_id: Option<&str>) -> Result<String, TargetError>;
+    async fn create_user(
+        &self,
+        key: &Key,
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Result<String, TargetError>;
     async fn update_user(
         &self,
         id: &str,

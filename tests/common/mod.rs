@@ -17,7 +17,11 @@ pub const ADMIN_PW: &str = "Adm1n-s3cret-pw";
 pub const TOKEN: &str = "scim-t0ken-very-secret";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -50,16 +54,87 @@ pub struct Certs {
 pub fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("dirbridge-certs").tempdir().unwrap().keep();
+        let dir = tempfile::Builder::new()
+            .prefix("dirbridge-certs")
+            .tempdir()
+            .unwrap()
+            .keep();
         let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dirbridge test CA"]);
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=unrelated CA"]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
-        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dirbridge test CA",
+        ]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=unrelated CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
         Certs {
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
@@ -81,42 +156,19 @@ pub struct Slapd {
 impl Slapd {
     pub fn start() -> Slapd {
         let c = certs();
-        let dir = tempfile::Builder::new().prefix("dirbridge-slapd").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dirbridge-slapd")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir(dir.path().join("db")).unwrap();
-        let d = dir.path().display();
-        let conf = format!(
-            "include /etc/ldap/schema/core.schema\n\
-             include /etc/ldap/schema/cosine.schema\n\
-             include /etc/ldap/schema/inetorgperson.schema\n\
-             include /etc/ldap/schema/nis.schema\n\
-             pidfile {d}/slapd.pid\n\
-             argsfile {d}/slapd.args\n\
-             modulepath /usr/lib/ldap\n\
-             moduleload back_mdb\n\
-             moduleload memberof\n\
-             moduleload syncprov\n\
-             TLSCACertificateFile {ca}\n\
-             TLSCertificateFile {cert}\n\
-             TLSCertificateKeyFile {key}\n\
-             sizelimit unlimited\n\
-             database mdb\n\
-             maxsize 268435456\n\
-             suffix \"{BASE_DN}\"\n\
-             rootdn \"{ADMIN_DN}\"\n\
-             rootpw {ADMIN_PW}\n\
-             directory {d}/db\n\
-             index objectClass eq\n\
-             index entryUUID eq\n\
-             overlay memberof\n\
-             memberof-group-oc groupOfNames\n\
-             memberof-member-ad member\n\
-             memberof-memberof-ad memberOf\n\
-             memberof-refint TRUE\n\
-             overlay syncprov\n",
-            ca = c.ca.display(),
-            cert = c.cert.display(),
-            key = c.key.display(),
-        );
+        let template =
+            std::fs::read_to_string(repo().join("tests/fixtures/slapd.conf.template")).unwrap();
+        let conf = template
+            .replace("@DIR@", &dir.path().display().to_string())
+            .replace("@CA@", &c.ca.display().to_string())
+            .replace("@CERT@", &c.cert.display().to_string())
+            .replace("@KEY@", &c.key.display().to_string())
+            .replace("@ROOTPW@", ADMIN_PW);
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         let port = free_port();
         let ldaps_port = free_port();
@@ -124,12 +176,16 @@ impl Slapd {
             .arg("-f")
             .arg(dir.path().join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"))
+            .arg(format!(
+                "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"
+            ))
             .arg("-d")
             .arg("0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("slapd.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("slapd.log")).unwrap(),
+            ))
             .spawn()
             .expect("slapd: install the Debian slapd package (.ci/run does)");
         wait_for_port(port, "slapd", &mut child);
@@ -155,7 +211,12 @@ impl Slapd {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{tool}: {e} (install ldap-utils)"));
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
@@ -277,7 +338,9 @@ impl Scim {
     }
 
     pub fn user(&self, user_name: &str) -> Option<Value> {
-        self.users().into_iter().find(|u| u["userName"] == user_name)
+        self.users()
+            .into_iter()
+            .find(|u| u["userName"] == user_name)
     }
 
     pub fn group(&self, name: &str) -> Option<Value> {
@@ -287,7 +350,9 @@ impl Scim {
     /// userNames of a group's members, sorted.
     pub fn member_names(&self, group: &str) -> Vec<String> {
         let users = self.users();
-        let g = self.group(group).unwrap_or_else(|| panic!("no group {group} on the SCIM server"));
+        let g = self
+            .group(group)
+            .unwrap_or_else(|| panic!("no group {group} on the SCIM server"));
         let mut names: Vec<String> = g["members"]
             .as_array()
             .cloned()
@@ -312,7 +377,12 @@ impl Scim {
             .users()
             .into_iter()
             .chain(self.groups())
-            .map(|r| (r["id"].as_str().unwrap().to_string(), r["meta"]["version"].to_string()))
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["meta"]["version"].to_string(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -356,7 +426,11 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -365,7 +439,10 @@ impl Env {
         let slapd = Slapd::start();
         slapd.load("base.ldif");
         let scim = Scim::start();
-        let dir = tempfile::Builder::new().prefix("dirbridge-env").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dirbridge-env")
+            .tempdir()
+            .unwrap();
         std::fs::write(dir.path().join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();
         std::fs::write(dir.path().join("scim.token"), TOKEN).unwrap();
         Env {
@@ -454,7 +531,10 @@ pub fn count(run: &Run, section: &str, what: &str) -> u64 {
     } else {
         line.split(';')
             .find(|p| {
-                let p = p.trim_start().trim_start_matches("resync:").trim_start_matches("sync:");
+                let p = p
+                    .trim_start()
+                    .trim_start_matches("resync:")
+                    .trim_start_matches("sync:");
                 p.trim_start().starts_with(section)
             })
             .unwrap_or_else(|| panic!("no {section} in {line}"))

@@ -24,7 +24,9 @@ pub struct ScimClient {
 
 impl std::fmt::Debug for ScimClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScimClient").field("base", &self.base.as_str()).finish()
+        f.debug_struct("ScimClient")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
@@ -33,12 +35,17 @@ impl ScimClient {
     pub fn new(cfg: &TargetConfig, custom_paths: Vec<String>) -> Result<ScimClient, String> {
         let mut headers = HeaderMap::new();
         if let Some(token) = &cfg.token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| "target.token holds characters not allowed in an HTTP header".to_string())?;
+            let mut v =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    "target.token holds characters not allowed in an HTTP header".to_string()
+                })?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        headers.insert(ACCEPT, HeaderValue::from_static("application/scim+json, application/json"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/scim+json, application/json"),
+        );
         let mut builder = reqwest::Client::builder()
             .tls_backend_native()
             .default_headers(headers)
@@ -50,15 +57,21 @@ impl ScimClient {
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &cfg.ca_file {
             for block in crate::tls::pem_blocks(ca)? {
-                let cert = reqwest::Certificate::from_pem(&block)
-                    .map_err(|e| format!("CA file {} holds an unreadable certificate: {e}", ca.display()))?;
+                let cert = reqwest::Certificate::from_pem(&block).map_err(|e| {
+                    format!(
+                        "CA file {} holds an unreadable certificate: {e}",
+                        ca.display()
+                    )
+                })?;
                 builder = builder.add_root_certificate(cert);
             }
         }
         if !cfg.tls_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         let mut base = cfg.url.clone();
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
@@ -86,7 +99,13 @@ impl ScimClient {
     }
 
     /// Sends one request and returns the JSON body (`Value::Null` for an empty one).
-    async fn call(&self, method: Method, url: url::Url, body: Option<&Value>, label: &str) -> Result<Value, TargetError> {
+    async fn call(
+        &self,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        label: &str,
+    ) -> Result<Value, TargetError> {
         let err = |kind| TargetError {
             request: label.to_string(),
             kind,
@@ -114,11 +133,18 @@ impl ScimClient {
         })
     }
 
-    async fn find_one(&self, resource: &str, attr: &str, value: &str) -> Result<Option<Value>, TargetError> {
+    async fn find_one(
+        &self,
+        resource: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<Value>, TargetError> {
         let label = format!("GET /{resource}?filter={attr} eq …");
         let mut url = self.url(resource, None)?;
-        url.query_pairs_mut()
-            .append_pair("filter", &format!("{attr} eq {}", super::filter_literal(value)));
+        url.query_pairs_mut().append_pair(
+            "filter",
+            &format!("{attr} eq {}", super::filter_literal(value)),
+        );
         let doc = self.call(Method::GET, url, None, &label).await?;
         let (items, _) = decode::list(&doc).map_err(|e| TargetError {
             request: label.clone(),
@@ -129,7 +155,9 @@ impl ScimClient {
             1 => Ok(items.into_iter().next()),
             n => Err(TargetError {
                 request: label,
-                kind: TargetErrorKind::BadResponse(format!("{n} resources match; cannot tell which one to adopt")),
+                kind: TargetErrorKind::BadResponse(format!(
+                    "{n} resources match; cannot tell which one to adopt"
+                )),
             }),
         }
     }
@@ -152,7 +180,10 @@ impl ScimClient {
             let n = items.len() as u64;
             out.extend(items);
             start += n;
-            let done = n == 0 || total.map(|t| out.len() as u64 >= t).unwrap_or(n < LIST_PAGE);
+            let done = n == 0
+                || total
+                    .map(|t| out.len() as u64 >= t)
+                    .unwrap_or(n < LIST_PAGE);
             if done {
                 return Ok(out);
             }
@@ -202,15 +233,21 @@ fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
             (!t.is_empty()).then_some(t)
         })
         .map(|d| {
-            let mut d: String = d.chars().filter(|c| !c.is_control()).take(MAX_DETAIL).collect();
+            let mut d: String = d
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_DETAIL)
+                .collect();
             if d.len() >= MAX_DETAIL {
                 d.push('…');
             }
             d
         });
-    let scim_type = doc
-        .as_ref()
-        .and_then(|d| d.get("scimType").and_then(Value::as_str).map(str::to_string));
+    let scim_type = doc.as_ref().and_then(|d| {
+        d.get("scimType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     TargetErrorKind::Http {
         status: status.as_u16(),
         scim_type,
@@ -226,7 +263,9 @@ impl Target for ScimClient {
     async fn preflight(&self) -> Result<(), TargetError> {
         let mut url = self.url("Users", None)?;
         url.query_pairs_mut().append_pair("count", "1");
-        self.call(Method::GET, url, None, "GET /Users?count=1").await.map(|_| ())
+        self.call(Method::GET, url, None, "GET /Users?count=1")
+            .await
+            .map(|_| ())
     }
 
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
@@ -238,9 +277,21 @@ impl Target for ScimClient {
         }
     }
 
-    async fn create_user(&self, key: &Key, user: &User, manager_id: Option<&str>) -> Result<String, TargetError> {
+    async fn create_user(
+        &self,
+        key: &Key,
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Result<String, TargetError> {
         let body = encode::user_resource(key, user, manager_id);
-        let doc = self.call(Method::POST, self.url("Users", None)?, Some(&body), "POST /Users").await?;
+        let doc = self
+            .call(
+                Method::POST,
+                self.url("Users", None)?,
+                Some(&body),
+                "POST /Users",
+            )
+            .await?;
         Self::created_id(&doc, "POST /Users")
     }
 
@@ -253,21 +304,33 @@ impl Target for ScimClient {
     ) -> Result<(), TargetError> {
         let body = encode::user_patch(changes, manager_id);
         let label = format!("PATCH /Users/{id}");
-        self.call(Method::PATCH, self.url("Users", Some(id))?, Some(&body), &label)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            self.url("Users", Some(id))?,
+            Some(&body),
+            &label,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
         let label = format!("PATCH /Users/{id}");
-        self.call(Method::PATCH, self.url("Users", Some(id))?, Some(&encode::deactivate_patch()), &label)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            self.url("Users", Some(id))?,
+            Some(&encode::deactivate_patch()),
+            &label,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_user(&self, id: &str) -> Result<(), TargetError> {
         let label = format!("DELETE /Users/{id}");
-        self.call(Method::DELETE, self.url("Users", Some(id))?, None, &label).await.map(|_| ())
+        self.call(Method::DELETE, self.url("Users", Some(id))?, None, &label)
+            .await
+            .map(|_| ())
     }
 
     async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError> {
@@ -281,36 +344,60 @@ impl Target for ScimClient {
 
     async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError> {
         let body = encode::group_resource(key, display_name);
-        let doc = self.call(Method::POST, self.url("Groups", None)?, Some(&body), "POST /Groups").await?;
+        let doc = self
+            .call(
+                Method::POST,
+                self.url("Groups", None)?,
+                Some(&body),
+                "POST /Groups",
+            )
+            .await?;
         Self::created_id(&doc, "POST /Groups")
     }
 
     async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError> {
         let label = format!("PATCH /Groups/{id}");
-        self.call(Method::PATCH, self.url("Groups", Some(id))?, Some(&encode::rename_patch(display_name)), &label)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            self.url("Groups", Some(id))?,
+            Some(&encode::rename_patch(display_name)),
+            &label,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
         let label = format!("PATCH /Groups/{id}");
         let body = encode::add_members_patch(member_ids);
-        self.call(Method::PATCH, self.url("Groups", Some(id))?, Some(&body), &label)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            self.url("Groups", Some(id))?,
+            Some(&body),
+            &label,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
         let label = format!("PATCH /Groups/{id}");
         let body = encode::remove_members_patch(member_ids);
-        self.call(Method::PATCH, self.url("Groups", Some(id))?, Some(&body), &label)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            self.url("Groups", Some(id))?,
+            Some(&body),
+            &label,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_group(&self, id: &str) -> Result<(), TargetError> {
         let label = format!("DELETE /Groups/{id}");
-        self.call(Method::DELETE, self.url("Groups", Some(id))?, None, &label).await.map(|_| ())
+        self.call(Method::DELETE, self.url("Groups", Some(id))?, None, &label)
+            .await
+            .map(|_| ())
     }
 
     async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {

@@ -9,23 +9,32 @@ use crate::model::User;
 use crate::target::{RemoteGroup, RemoteUser};
 
 fn text(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty())
+    v.and_then(Value::as_str)
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
 }
 
 /// Reads a User resource. `custom` lists the custom attribute paths to read back.
 pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
     let id = text(doc.get("id")).ok_or("a User resource has no id")?;
-    let user_name = text(doc.get("userName")).ok_or_else(|| format!("User {id} has no userName"))?;
+    let user_name =
+        text(doc.get("userName")).ok_or_else(|| format!("User {id} has no userName"))?;
     let name = doc.get("name");
     let ent = doc.get(ENTERPRISE_USER);
-    let email = doc.get("emails").and_then(Value::as_array).and_then(|list| {
-        let pick = list
-            .iter()
-            .find(|e| e.get("type").and_then(Value::as_str) == Some("work"))
-            .or_else(|| list.iter().find(|e| e.get("primary").and_then(Value::as_bool) == Some(true)))
-            .or_else(|| list.first());
-        pick.and_then(|e| text(e.get("value")))
-    });
+    let email = doc
+        .get("emails")
+        .and_then(Value::as_array)
+        .and_then(|list| {
+            let pick = list
+                .iter()
+                .find(|e| e.get("type").and_then(Value::as_str) == Some("work"))
+                .or_else(|| {
+                    list.iter()
+                        .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+                })
+                .or_else(|| list.first());
+            pick.and_then(|e| text(e.get("value")))
+        });
     let mut u = User {
         user_name,
         given_name: text(name.and_then(|n| n.get("givenName"))),
@@ -37,7 +46,10 @@ pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
         title: text(doc.get("title")),
         department: text(ent.and_then(|e| e.get("department"))),
         employee_number: text(ent.and_then(|e| e.get("employeeNumber"))),
-        manager: text(ent.and_then(|e| e.get("manager")).and_then(|m| m.get("value"))),
+        manager: text(
+            ent.and_then(|e| e.get("manager"))
+                .and_then(|m| m.get("value")),
+        ),
         custom: Default::default(),
     };
     for path in custom {
@@ -64,7 +76,8 @@ pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
 
 pub fn group(doc: &Value) -> Result<RemoteGroup, String> {
     let id = text(doc.get("id")).ok_or("a Group resource has no id")?;
-    let display_name = text(doc.get("displayName")).ok_or_else(|| format!("Group {id} has no displayName"))?;
+    let display_name =
+        text(doc.get("displayName")).ok_or_else(|| format!("Group {id} has no displayName"))?;
     let member_ids = doc
         .get("members")
         .and_then(Value::as_array)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a Debian machine, and nothing more:
+#   - slapd and ldap-utils (a real OpenLDAP server and its command-line tools),
+#   - openssl (the tests make their own CA), libssl-dev and pkg-config (native-tls),
+#   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCIM_SERVER_VERSION=0.8.3
+packages=(slapd ldap-utils openssl libssl-dev pkg-config)
+# python3-venv is only needed where the interpreter has no venv module of its own.
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    # The tests start their own slapd on free loopback ports; the package's system service is
+    # not needed, so keep it from starting where the machine allows that.
+    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! .venv/bin/scim2-server --help >/dev/null 2>&1 \
+    || [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("scim2-server"))' 2>/dev/null)" != "$SCIM_SERVER_VERSION" ]; then
+    echo "setup: installing scim2-server $SCIM_SERVER_VERSION in .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "scim2-server==$SCIM_SERVER_VERSION"
+fi
+echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION ready"
