@@ -531,13 +531,15 @@ impl RawConfig {
                 "name.familyName" => RequiredField::FamilyName,
                 "emails.work" | "emails[type eq \"work\"].value" | "email" => RequiredField::Email,
                 "displayName" => RequiredField::DisplayName,
-                other => return Err(invalid(
-                    "mapping.required",
-                    format!(
+                other => {
+                    return Err(invalid(
+                        "mapping.required",
+                        format!(
                         "unknown field `{other}`; use userName, name.givenName, name.familyName, \
                              emails.work or displayName"
                     ),
-                )),
+                    ))
+                }
             };
             required.push(field);
         }

@@ -115,7 +115,10 @@ fn unknown_required_field_is_refused() {
 #[test]
 fn the_example_config_is_valid_and_sets_every_default_explicitly() {
     let text = include_str!("../../dirbridge.example.toml")
-        .replace("bind_password_env = \"DIRBRIDGE_BIND_PASSWORD\"", "bind_password = \"x\"")
+        .replace(
+            "bind_password_env = \"DIRBRIDGE_BIND_PASSWORD\"",
+            "bind_password = \"x\"",
+        )
         .replace("token_env = \"DIRBRIDGE_SCIM_TOKEN\"", "token = \"y\"")
         .replace("ca_file = \"certs/corporate-ca.pem\"", "");
     let c = parse(&text).unwrap();

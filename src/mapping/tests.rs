@@ -1,1 +1,210 @@
+use std::collections::BTreeSet;
+use std::path::Path;
 
+use super::*;
+use crate::config::Config;
+use crate::source::entry::RawEntry;
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "[ldap]\nurl = \"ldap://127.0.0.1:389\"\nbase_dn = \"dc=x\"\n{extra}\n\
+         [target]\nkind = \"scim\"\nurl = \"http://127.0.0.1/scim\"\ntoken = \"t\"\n"
+    );
+    Config::parse(&text, Path::new("t.toml")).unwrap()
+}
+
+fn mapper(extra: &str, mapping: &str) -> Mapper {
+    let c = config(&format!("{extra}\n{mapping}"));
+    Mapper::new(&c.mapping, &c.ldap)
+}
+
+fn entry(dn: &str, attrs: &[(&str, &str)]) -> RawEntry {
+    let mut e = RawEntry {
+        dn: dn.into(),
+        ..Default::default()
+    };
+    for (k, v) in attrs {
+        e.attrs
+            .entry(k.to_ascii_lowercase())
+            .or_default()
+            .push(v.as_bytes().to_vec());
+    }
+    e
+}
+
+fn person(uid: &str, extra: &[(&str, &str)]) -> RawEntry {
+    let dn = format!("uid={uid},ou=people,dc=x");
+    let mail = format!("{uid}@x");
+    let key = format!("key-{uid}");
+    let mut attrs = vec![
+        ("entryUUID", key.as_str()),
+        ("uid", uid),
+        ("givenName", "G"),
+        ("sn", "S"),
+        ("cn", "G S"),
+        ("mail", mail.as_str()),
+    ];
+    attrs.extend_from_slice(extra);
+    entry(&dn, &attrs)
+}
+
+#[test]
+fn a_missing_required_attribute_holds_the_entry_with_a_reason_naming_it() {
+    let m = mapper("", "");
+    let mut e = person("ann", &[]);
+    e.attrs.remove("mail");
+    let r = m.map_user(&e).unwrap_err();
+    assert_eq!(r.key.as_deref(), Some("key-ann"));
+    assert!(
+        r.reason.contains("emails[type eq \"work\"].value"),
+        "{}",
+        r.reason
+    );
+    let mut b = DesiredBuilder::new(m);
+    b.add_user(&e);
+    let d = b.finish(&BTreeSet::new());
+    assert!(d.users.is_empty());
+    assert!(d.held.contains("key-ann"));
+}
+
+#[test]
+fn an_entry_without_a_key_is_rejected_and_a_binary_name_is_not_text() {
+    let m = mapper("", "");
+    let mut e = person("ann", &[]);
+    e.attrs.remove("entryuuid");
+    assert!(m.map_user(&e).unwrap_err().reason.contains("entryUUID"));
+    let mut e = person("bob", &[]);
+    e.attrs.insert("givenname".into(), vec![vec![0xff, 0xfe]]);
+    let r = m.map_user(&e).unwrap_err();
+    assert!(
+        r.reason.contains("givenName") && r.reason.contains("UTF-8"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn the_active_rule_reads_values_or_presence() {
+    let m = mapper(
+        "",
+        "[mapping.active]\nattribute = \"employeeType\"\ninactive_values = [\"Disabled\"]\n",
+    );
+    assert!(
+        m.map_user(&person("a", &[("employeeType", "staff")]))
+            .unwrap()
+            .user
+            .active
+    );
+    assert!(
+        !m.map_user(&person("a", &[("employeeType", "disabled")]))
+            .unwrap()
+            .user
+            .active
+    );
+    let m = mapper(
+        "",
+        "[mapping.active]\nattribute = \"pwdAccountLockedTime\"\npresent_means_inactive = true\n",
+    );
+    assert!(m.map_user(&person("a", &[])).unwrap().user.active);
+    assert!(
+        !m.map_user(&person("a", &[("pwdAccountLockedTime", "000001010000Z")]))
+            .unwrap()
+            .user
+            .active
+    );
+}
+
+#[test]
+fn a_shared_user_name_stays_with_the_user_already_pushed() {
+    let m = mapper("", "");
+    let mut b = DesiredBuilder::new(m.clone());
+    b.add_user(&person("ann", &[]));
+    let mut twin = person("ann2", &[]);
+    twin.attrs.insert("uid".into(), vec![b"ANN".to_vec()]);
+    b.add_user(&twin);
+    let known: BTreeSet<String> = ["key-ann".to_string()].into();
+    let d = b.finish(&known);
+    assert_eq!(d.users.keys().collect::<Vec<_>>(), vec!["key-ann"]);
+    assert!(d.held.contains("key-ann2"));
+    // With neither pushed, neither is taken.
+    let mut b = DesiredBuilder::new(m);
+    b.add_user(&person("ann", &[]));
+    b.add_user(&twin);
+    let d = b.finish(&BTreeSet::new());
+    assert!(d.users.is_empty());
+    assert_eq!(d.rejected.len(), 2);
+}
+
+#[test]
+fn managers_memberships_and_nesting_are_resolved_across_the_set() {
+    let m = mapper("nested_groups = true", "");
+    let mut b = DesiredBuilder::new(m);
+    b.add_user(&person("boss", &[("memberOf", "CN=Leads, ou=groups,dc=x")]));
+    b.add_user(&person(
+        "ann",
+        &[
+            ("manager", "UID=boss,ou=people,dc=x"),
+            ("memberOf", "cn=eng,ou=groups,dc=x"),
+        ],
+    ));
+    b.add_user(&person("zed", &[("manager", "uid=nobody,ou=people,dc=x")]));
+    b.add_group(&entry(
+        "cn=eng,ou=groups,dc=x",
+        &[
+            ("entryUUID", "g-eng"),
+            ("cn", "eng"),
+            ("memberOf", "cn=all,ou=groups,dc=x"),
+        ],
+    ));
+    b.add_group(&entry(
+        "cn=leads,ou=groups,dc=x",
+        &[
+            ("entryUUID", "g-leads"),
+            ("cn", "leads"),
+            ("member", "cn=all,ou=groups,dc=x"),
+        ],
+    ));
+    // "all" contains eng (via eng's memberOf) and leads (a cycle through leads' member).
+    b.add_group(&entry(
+        "cn=all,ou=groups,dc=x",
+        &[
+            ("entryUUID", "g-all"),
+            ("cn", "all"),
+            ("member", "cn=leads,ou=groups,dc=x"),
+        ],
+    ));
+    let d = b.finish(&BTreeSet::new());
+    assert_eq!(d.users["key-ann"].manager.as_deref(), Some("key-boss"));
+    assert_eq!(
+        d.users["key-zed"].manager, None,
+        "a manager outside the set is not referenced"
+    );
+    let members = |g: &str| d.groups[g].members.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(members("g-eng"), vec!["key-ann"]);
+    assert_eq!(members("g-all"), vec!["key-ann", "key-boss"]);
+    assert_eq!(members("g-leads"), vec!["key-ann", "key-boss"]);
+}
+
+#[test]
+fn member_mode_reads_the_groups_and_asks_for_the_right_attributes() {
+    let m = mapper("membership = \"member\"", "");
+    assert!(!m.user_attributes().iter().any(|a| a == "memberOf"));
+    assert!(m.group_attributes().iter().any(|a| a == "member"));
+    assert!(m.user_attributes().iter().any(|a| a == "entryUUID"));
+    let mut b = DesiredBuilder::new(m);
+    b.add_user(&person("ann", &[]));
+    b.add_group(&entry(
+        "cn=eng,dc=x",
+        &[
+            ("entryUUID", "g"),
+            ("member", "uid=ann,ou=people,dc=x"),
+            ("member", "uid=ghost,dc=x"),
+        ],
+    ));
+    let d = b.finish(&BTreeSet::new());
+    assert_eq!(
+        d.groups["g"].display_name, "eng",
+        "falls back to the RDN without cn"
+    );
+    assert_eq!(d.groups["g"].members.len(), 1);
+}

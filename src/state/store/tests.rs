@@ -1,1 +1,148 @@
+use super::*;
+use crate::model::User;
+use crate::state::records::{GroupRecord, Origin, Snapshot, StateChange, UserRecord};
 
+fn rec(id: &str) -> UserRecord {
+    UserRecord::new(
+        id.into(),
+        Origin::Created,
+        User {
+            user_name: format!("user-{id}"),
+            active: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn error(key: &str, run: u64) -> ObjectError {
+    ObjectError {
+        key: key.into(),
+        kind: "user".into(),
+        label: key.into(),
+        operation: "create_user".into(),
+        reason: "HTTP 400".into(),
+        http_status: Some(400),
+        first_seen: format!("t{run}"),
+        last_seen: format!("t{run}"),
+        attempts: 1,
+        run,
+    }
+}
+
+#[tokio::test]
+async fn committed_changes_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    {
+        let store = Store::open(&path, 1 << 20).unwrap();
+        store
+            .commit(
+                &[
+                    StateChange::PutUser("k1".into(), rec("1")),
+                    StateChange::PutUser("k2".into(), rec("2")),
+                    StateChange::PutGroup(
+                        "g".into(),
+                        GroupRecord {
+                            target_id: "g1".into(),
+                            origin: Origin::Adopted,
+                            display_name: "G".into(),
+                            members: ["k1".to_string()].into(),
+                        },
+                    ),
+                ],
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .commit(&[StateChange::RemoveUser("k2".into())], None)
+            .await
+            .unwrap();
+        store.set_target_identity("https://t/scim").await.unwrap();
+    }
+    assert!(Store::exists(&path));
+    let store = Store::open(&path, 1 << 20).unwrap();
+    let s = store.snapshot().unwrap();
+    assert_eq!(s.users.keys().collect::<Vec<_>>(), vec!["k1"]);
+    assert_eq!(s.users["k1"], rec("1"));
+    assert_eq!(s.groups["g"].members.len(), 1);
+    assert_eq!(
+        store.target_identity().unwrap().as_deref(),
+        Some("https://t/scim")
+    );
+}
+
+#[tokio::test]
+async fn errors_count_attempts_are_cleared_on_success_and_pruned_by_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    store.record_error(error("k1", 1)).await.unwrap();
+    store.record_error(error("k1", 2)).await.unwrap();
+    store.record_error(error("k2", 2)).await.unwrap();
+    store.record_error(error("k3", 1)).await.unwrap();
+    let errs = store.errors().unwrap();
+    let k1 = errs.iter().find(|e| e.key == "k1").unwrap();
+    assert_eq!(k1.attempts, 2);
+    assert_eq!(k1.first_seen, "t1");
+    store
+        .commit(
+            &[StateChange::PutUser("k2".into(), rec("2"))],
+            Some(&"k2".to_string()),
+        )
+        .await
+        .unwrap();
+    store.prune_errors(2).await.unwrap();
+    let keys: Vec<String> = store.errors().unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, vec!["k1"]);
+}
+
+#[tokio::test]
+async fn replace_all_leaves_exactly_the_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    store
+        .commit(
+            &[
+                StateChange::PutUser("old".into(), rec("1")),
+                StateChange::PutUser("kept".into(), rec("2")),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let mut s = Snapshot::default();
+    s.users.insert("kept".into(), rec("22"));
+    s.users.insert("new".into(), rec("3"));
+    store.replace_all(&s).await.unwrap();
+    assert_eq!(store.snapshot().unwrap(), s);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("st");
+    let store = Store::open(&path, 1 << 20).unwrap();
+    store
+        .commit(&[StateChange::PutUser("k".into(), rec("1"))], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for entry in std::fs::read_dir(&path).unwrap().flatten() {
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o077;
+        assert_eq!(mode, 0, "{} is readable by others", entry.path().display());
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path(), 1 << 20).unwrap();
+    // sled locks the database file; a second open in the same process is refused the same way.
+    let second = Store::open(dir.path(), 1 << 20);
+    assert!(second.is_err());
+}

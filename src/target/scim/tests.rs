@@ -1,1 +1,134 @@
+use serde_json::json;
 
+use super::encode::{remove_members_patch, user_patch, user_resource};
+use super::{decode, filter_literal, ENTERPRISE_USER};
+use crate::model::{FieldChange, FieldValue, User, UserField};
+
+fn ann() -> User {
+    let mut u = User {
+        user_name: "ann".into(),
+        given_name: Some("Ann".into()),
+        family_name: Some("Archer".into()),
+        display_name: Some("Ann Archer".into()),
+        email: Some("ann@example.org".into()),
+        active: true,
+        title: Some("CTO".into()),
+        department: Some("R&D".into()),
+        employee_number: Some("7".into()),
+        manager: Some("boss-key".into()),
+        ..Default::default()
+    };
+    u.custom.insert("nickName".into(), "annie".into());
+    u.custom.insert(
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:costCenter".into(),
+        "42".into(),
+    );
+    u
+}
+
+#[test]
+fn a_created_user_carries_every_required_field_and_its_schemas() {
+    let doc = user_resource("key-1", &ann(), Some("boss-id"));
+    assert_eq!(doc["externalId"], "key-1");
+    assert_eq!(doc["userName"], "ann");
+    assert_eq!(
+        doc["name"],
+        json!({"givenName": "Ann", "familyName": "Archer"})
+    );
+    assert_eq!(doc["displayName"], "Ann Archer");
+    assert_eq!(
+        doc["emails"],
+        json!([{"value": "ann@example.org", "type": "work", "primary": true}])
+    );
+    assert_eq!(doc["active"], true);
+    assert_eq!(doc[ENTERPRISE_USER]["manager"]["value"], "boss-id");
+    assert_eq!(doc["nickName"], "annie");
+    assert_eq!(
+        doc["urn:example:params:scim:schemas:extension:acme:2.0:User"]["costCenter"],
+        "42"
+    );
+    let schemas: Vec<&str> = doc["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(schemas.contains(&super::CORE_USER));
+    assert!(schemas.contains(&ENTERPRISE_USER));
+    assert!(schemas.contains(&"urn:example:params:scim:schemas:extension:acme:2.0:User"));
+}
+
+#[test]
+fn decoding_what_was_encoded_gives_the_same_user_back() {
+    let mut doc = user_resource("key-1", &ann(), Some("boss-id"));
+    doc["id"] = json!("id-1");
+    let custom = vec![
+        "nickName".to_string(),
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:costCenter".to_string(),
+    ];
+    let remote = decode::user(&doc, &custom).unwrap();
+    assert_eq!(remote.id, "id-1");
+    assert_eq!(remote.external_id.as_deref(), Some("key-1"));
+    let mut expected = ann();
+    expected.manager = Some("boss-id".into()); // ids, not keys, on the way back
+    assert_eq!(remote.user, expected);
+}
+
+#[test]
+fn a_patch_carries_only_the_changes() {
+    let changes = vec![
+        FieldChange {
+            field: UserField::Title,
+            value: FieldValue::Text(None),
+        },
+        FieldChange {
+            field: UserField::Email,
+            value: FieldValue::Text(Some("new@example.org".into())),
+        },
+        FieldChange {
+            field: UserField::Active,
+            value: FieldValue::Bool(false),
+        },
+        FieldChange {
+            field: UserField::Manager,
+            value: FieldValue::Text(Some("boss-key".into())),
+        },
+    ];
+    let doc = user_patch(&changes, Some("boss-id"));
+    assert_eq!(
+        doc["Operations"],
+        json!([
+            {"op": "remove", "path": "title"},
+            {"op": "replace", "path": "emails", "value": [{"value": "new@example.org", "type": "work", "primary": true}]},
+            {"op": "replace", "path": "active", "value": false},
+            {"op": "replace", "path": format!("{ENTERPRISE_USER}:manager"), "value": {"value": "boss-id"}},
+        ])
+    );
+}
+
+#[test]
+fn hostile_values_cannot_change_a_filter_or_a_member_path() {
+    let hostile = "x\" or userName pr or \"\\\r\n";
+    let lit = filter_literal(hostile);
+    // One JSON string literal: parsing it back gives the value, whole.
+    assert_eq!(serde_json::from_str::<String>(&lit).unwrap(), hostile);
+    let doc = remove_members_patch(&["a\"]".to_string()]);
+    assert_eq!(doc["Operations"][0]["path"], "members[value eq \"a\\\"]\"]");
+}
+
+#[test]
+fn decoding_is_lenient_about_extras_and_strict_about_ids() {
+    let doc = json!({"userName": "x"});
+    assert!(decode::user(&doc, &[]).is_err());
+    let doc = json!({"id": "1", "userName": "x", "emails": [{"value": "p@x", "primary": true}, {"value": "w@x", "type": "work"}], "weird": [1, 2]});
+    let u = decode::user(&doc, &[]).unwrap().user;
+    assert_eq!(u.email.as_deref(), Some("w@x"));
+    assert!(u.active, "a resource without active is taken as active");
+    assert!(decode::list(&json!({"Resources": "nope"})).is_err());
+    assert_eq!(
+        decode::list(&json!({"totalResults": 0})).unwrap().0.len(),
+        0
+    );
+    let g = decode::group(&json!({"id": "g", "displayName": "G", "members": [{"value": "u1"}, {"display": "no value"}]})).unwrap();
+    assert_eq!(g.member_ids, vec!["u1"]);
+}
