@@ -160,19 +160,3 @@ fn secrets_appear_nowhere_even_at_trace_level() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_no_secret(&r);
 }
-
-#[test]
-#[ignore]
-fn peek_messages() {
-    let mut env = Env::start();
-    env.ldap_url = format!("ldaps://127.0.0.1:{}", env.slapd.ldaps_port);
-    let r = env.run(&["sync"]);
-    eprintln!("{r:?}");
-    env.ldap_url = env.slapd.url();
-    let r = env.run(&["sync"]);
-    eprintln!("{r:?}");
-    let r = env.run(&["plan"]);
-    eprintln!("{r:?}");
-    let r = env.run(&["status"]);
-    eprintln!("{r:?}");
-}

@@ -443,3 +443,83 @@ fn custom_attributes_are_mapped() {
     assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
     assert_eq!(env.scim.user("alice").unwrap()["userType"], "Employee");
 }
+
+#[test]
+fn a_user_the_target_refuses_is_recorded_and_retried_while_the_rest_syncs() {
+    let mut env = Env::start();
+    env.extra = "[mapping.custom]\nprofileUrl = \"labeledURI\"\n".into();
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: labeledURI\nlabeledURI: not a url\n",
+    );
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
+    assert_eq!(count(&r, "", "errors"), 1, "{r:?}");
+    assert!(env.scim.user("carol").is_none());
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    assert!(env.scim.member_names("sales").is_empty());
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{doc}");
+    assert_eq!(errors[0]["http_status"], 400);
+    assert_eq!(errors[0]["operation"], "create_user");
+    let reason = errors[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("POST /Users") && reason.contains("Invalid URI"),
+        "{reason}"
+    );
+    assert!(
+        errors[0]["label"]
+            .as_str()
+            .unwrap()
+            .contains("uid=carol,ou=people"),
+        "{doc}"
+    );
+
+    // Retried next run (and counted), then fixed.
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(doc["errors"][0]["attempts"], 2, "{doc}");
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: labeledURI\nlabeledURI: https://example.org/~carol\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 1, "{r:?}");
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert!(doc["errors"].as_array().unwrap().is_empty(), "{doc}");
+}
+
+#[test]
+fn an_empty_read_is_never_taken_as_everyone_leaving() {
+    let mut env = Env::start();
+    env.sync();
+    let before = env.scim.versions();
+    env.ldap_extra = "user_base = \"ou=nobody-here,dc=example,dc=org\"\n".into();
+    env.slapd.add(
+        "dn: ou=nobody-here,dc=example,dc=org\nobjectClass: organizationalUnit\nou: nobody-here\n",
+    );
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to treat that as 3 removals"),
+        "{r:?}"
+    );
+    assert_eq!(env.run(&["plan"]).code, 2);
+    env.ldap_extra =
+        "group_filter = \"(cn=no-such-group)\"\nreferenced_groups = \"ignore\"\n".into();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no groups"), "{r:?}");
+    assert_eq!(
+        env.scim.versions(),
+        before,
+        "an empty read changed the target"
+    );
+    // A base that does not exist is a search error, also exit 2.
+    env.ldap_extra = "user_base = \"ou=missing,dc=example,dc=org\"\n".into();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no such object"), "{r:?}");
+}

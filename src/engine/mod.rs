@@ -37,10 +37,14 @@ pub enum EngineError {
     )]
     TargetMismatch { stored: String, configured: String },
     #[error(
-        "the directory returned no users, but {known} users were pushed before; refusing to treat that as \
-         {known} departures (check ldap.user_base, ldap.user_filter and the bind DN's read rights)"
+        "the directory returned no {what}, but {known} {what} were pushed before; refusing to treat that as \
+         {known} removals (check ldap.{what_key}_base, ldap.{what_key}_filter and the bind DN's read rights)"
     )]
-    EmptyRead { known: usize },
+    EmptyRead {
+        what: &'static str,
+        what_key: &'static str,
+        known: usize,
+    },
 }
 
 /// Sync (delta against the records) or resync (against the target's real content).
@@ -86,10 +90,21 @@ fn policy(cfg: &Config) -> Policy {
     }
 }
 
+/// A search that returns nothing where there used to be objects is far more often a broken
+/// filter, base or ACL than a directory emptied on purpose: never act on it.
 fn guard_empty_read(desired: &DesiredState, records: &Snapshot) -> Result<(), EngineError> {
     if desired.users.is_empty() && desired.held.is_empty() && !records.users.is_empty() {
         return Err(EngineError::EmptyRead {
+            what: "users",
+            what_key: "user",
             known: records.users.len(),
+        });
+    }
+    if desired.groups.is_empty() && !records.groups.is_empty() {
+        return Err(EngineError::EmptyRead {
+            what: "groups",
+            what_key: "group",
+            known: records.groups.len(),
         });
     }
     Ok(())

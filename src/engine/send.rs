@@ -126,3 +126,162 @@ fn adopt_group(s: &Snapshot, remote: RemoteGroup) -> Confirmation {
         adopted_members: Some(members),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The race in which a user appears between the look-up and the creation cannot be staged
+    //! with a real server, so a scripted target plays it; everything else is tested end to end.
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::{FieldChange, User};
+    use crate::target::TargetErrorKind;
+
+    #[derive(Default)]
+    struct Racing {
+        lookups: Mutex<u32>,
+    }
+
+    fn unused<T>() -> Result<T, TargetError> {
+        Err(TargetError {
+            request: "unused".into(),
+            kind: TargetErrorKind::Transport("not part of this script".into()),
+        })
+    }
+
+    impl Target for Racing {
+        fn describe(&self) -> String {
+            "racing".into()
+        }
+        async fn preflight(&self) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
+            let mut n = self.lookups.lock().unwrap();
+            *n += 1;
+            // Absent at the first look, present (created by someone else) at the second.
+            Ok((*n > 1).then(|| RemoteUser {
+                id: "theirs".into(),
+                external_id: None,
+                user: User {
+                    user_name: user_name.into(),
+                    active: true,
+                    manager: Some("id-of-boss".into()),
+                    ..Default::default()
+                },
+            }))
+        }
+        async fn create_user(
+            &self,
+            _: &Key,
+            _: &User,
+            _: Option<&str>,
+        ) -> Result<String, TargetError> {
+            Err(TargetError {
+                request: "POST /Users".into(),
+                kind: TargetErrorKind::Http {
+                    status: 409,
+                    scim_type: Some("uniqueness".into()),
+                    detail: None,
+                },
+            })
+        }
+        async fn update_user(
+            &self,
+            _: &str,
+            _: &[FieldChange],
+            _: &User,
+            _: Option<&str>,
+        ) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn deactivate_user(&self, _: &str) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn delete_user(&self, _: &str) -> Result<(), TargetError> {
+            Err(TargetError {
+                request: "DELETE /Users/x".into(),
+                kind: TargetErrorKind::Http {
+                    status: 404,
+                    scim_type: None,
+                    detail: None,
+                },
+            })
+        }
+        async fn find_group(&self, _: &str) -> Result<Option<RemoteGroup>, TargetError> {
+            unused()
+        }
+        async fn create_group(&self, _: &Key, _: &str) -> Result<String, TargetError> {
+            unused()
+        }
+        async fn rename_group(&self, _: &str, _: &str) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn add_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn remove_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn delete_group(&self, _: &str) -> Result<(), TargetError> {
+            unused()
+        }
+        async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
+            unused()
+        }
+        async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
+            unused()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_409_on_create_adopts_the_user_that_appeared_meanwhile() {
+        let mut records = Snapshot::default();
+        records.users.insert(
+            "boss-key".into(),
+            crate::state::records::UserRecord::new(
+                "id-of-boss".into(),
+                Origin::Created,
+                User::default(),
+            ),
+        );
+        let req = Request::CreateUser {
+            key: "k".into(),
+            user: User {
+                user_name: "ann".into(),
+                active: true,
+                ..Default::default()
+            },
+            manager_id: None,
+        };
+        let conf = send(&Racing::default(), &records, &req).await.unwrap();
+        match conf {
+            Confirmation::Created {
+                target_id,
+                origin: Origin::Adopted,
+                adopted_user: Some(u),
+                ..
+            } => {
+                assert_eq!(target_id, "theirs");
+                assert_eq!(
+                    u.manager.as_deref(),
+                    Some("boss-key"),
+                    "manager id read back as a key"
+                );
+            }
+            other => panic!("expected an adoption, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_404_on_delete_means_already_gone() {
+        let req = Request::DeleteUser {
+            key: "k".into(),
+            target_id: "x".into(),
+        };
+        let conf = send(&Racing::default(), &Snapshot::default(), &req)
+            .await
+            .unwrap();
+        assert_eq!(conf, Confirmation::Gone);
+    }
+}

@@ -145,9 +145,25 @@ pub fn certs() -> &'static Certs {
     })
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaks no server.
+pub struct Guard(Child);
+
+impl Guard {
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A real slapd with the memberof and syncprov overlays, listening on ldap:// and ldaps://.
 pub struct Slapd {
-    child: Child,
+    child: Guard,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub ldaps_port: u16,
@@ -191,7 +207,7 @@ impl Slapd {
         wait_for_port(port, "slapd", &mut child);
         wait_for_port(ldaps_port, "slapd (ldaps)", &mut child);
         Slapd {
-            child,
+            child: Guard(child),
             dir,
             port,
             ldaps_port,
@@ -244,14 +260,7 @@ impl Slapd {
     }
 
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.stop();
     }
 }
 
@@ -277,7 +286,7 @@ fn scim_binary() -> PathBuf {
 
 /// A real SCIM 2.0 server (scim2-server, in memory), with a bearer token.
 pub struct Scim {
-    child: Child,
+    child: Guard,
     pub port: u16,
 }
 
@@ -292,7 +301,10 @@ impl Scim {
             .spawn()
             .expect("scim2-server: run `.ci/run` or `python3 -m venv .venv && .venv/bin/pip install scim2-server`");
         wait_for_port(port, "scim2-server", &mut child);
-        Scim { child, port }
+        Scim {
+            child: Guard(child),
+            port,
+        }
     }
 
     pub fn base(&self) -> String {
@@ -389,14 +401,7 @@ impl Scim {
     }
 
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Scim {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.stop();
     }
 }
 

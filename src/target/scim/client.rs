@@ -191,6 +191,23 @@ impl ScimClient {
         Ok(out)
     }
 
+    /// PATCH `{resource}/{id}` with a PatchOp; the answer's body is not needed.
+    async fn patch(&self, resource: &str, id: &str, body: &Value) -> Result<(), TargetError> {
+        let label = format!("PATCH /{resource}/{id}");
+        let url = self.url(resource, Some(id))?;
+        self.call(Method::PATCH, url, Some(body), &label)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, resource: &str, id: &str) -> Result<(), TargetError> {
+        let label = format!("DELETE /{resource}/{id}");
+        let url = self.url(resource, Some(id))?;
+        self.call(Method::DELETE, url, None, &label)
+            .await
+            .map(|_| ())
+    }
+
     fn bad(label: &str, e: String) -> TargetError {
         TargetError {
             request: label.to_string(),
@@ -302,35 +319,16 @@ impl Target for ScimClient {
         _user: &User,
         manager_id: Option<&str>,
     ) -> Result<(), TargetError> {
-        let body = encode::user_patch(changes, manager_id);
-        let label = format!("PATCH /Users/{id}");
-        self.call(
-            Method::PATCH,
-            self.url("Users", Some(id))?,
-            Some(&body),
-            &label,
-        )
-        .await
-        .map(|_| ())
+        self.patch("Users", id, &encode::user_patch(changes, manager_id))
+            .await
     }
 
     async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
-        let label = format!("PATCH /Users/{id}");
-        self.call(
-            Method::PATCH,
-            self.url("Users", Some(id))?,
-            Some(&encode::deactivate_patch()),
-            &label,
-        )
-        .await
-        .map(|_| ())
+        self.patch("Users", id, &encode::deactivate_patch()).await
     }
 
     async fn delete_user(&self, id: &str) -> Result<(), TargetError> {
-        let label = format!("DELETE /Users/{id}");
-        self.call(Method::DELETE, self.url("Users", Some(id))?, None, &label)
-            .await
-            .map(|_| ())
+        self.delete("Users", id).await
     }
 
     async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError> {
@@ -356,48 +354,22 @@ impl Target for ScimClient {
     }
 
     async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError> {
-        let label = format!("PATCH /Groups/{id}");
-        self.call(
-            Method::PATCH,
-            self.url("Groups", Some(id))?,
-            Some(&encode::rename_patch(display_name)),
-            &label,
-        )
-        .await
-        .map(|_| ())
+        self.patch("Groups", id, &encode::rename_patch(display_name))
+            .await
     }
 
     async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        let label = format!("PATCH /Groups/{id}");
-        let body = encode::add_members_patch(member_ids);
-        self.call(
-            Method::PATCH,
-            self.url("Groups", Some(id))?,
-            Some(&body),
-            &label,
-        )
-        .await
-        .map(|_| ())
+        self.patch("Groups", id, &encode::add_members_patch(member_ids))
+            .await
     }
 
     async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        let label = format!("PATCH /Groups/{id}");
-        let body = encode::remove_members_patch(member_ids);
-        self.call(
-            Method::PATCH,
-            self.url("Groups", Some(id))?,
-            Some(&body),
-            &label,
-        )
-        .await
-        .map(|_| ())
+        self.patch("Groups", id, &encode::remove_members_patch(member_ids))
+            .await
     }
 
     async fn delete_group(&self, id: &str) -> Result<(), TargetError> {
-        let label = format!("DELETE /Groups/{id}");
-        self.call(Method::DELETE, self.url("Groups", Some(id))?, None, &label)
-            .await
-            .map(|_| ())
+        self.delete("Groups", id).await
     }
 
     async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
