@@ -251,6 +251,13 @@ fn resync_repairs_drift_made_directly_on_the_target() {
         &format!("/Groups/{}", eng["id"].as_str().unwrap()),
         json!({"op": "remove", "path": format!("members[value eq \"{}\"]", alice["id"].as_str().unwrap())}),
     );
+    // bob added to sales behind the gateway's back: a wrong membership.
+    let sales = env.scim.group("sales").unwrap();
+    let bob = env.scim.user("bob").unwrap();
+    patch(
+        &format!("/Groups/{}", sales["id"].as_str().unwrap()),
+        json!({"op": "add", "path": "members", "value": [{"value": bob["id"]}]}),
+    );
     let (s, _) = env.scim.http(
         "DELETE",
         &format!("/Users/{}", carol["id"].as_str().unwrap()),
@@ -522,4 +529,49 @@ fn an_empty_read_is_never_taken_as_everyone_leaving() {
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no such object"), "{r:?}");
+}
+
+#[test]
+fn a_provider_without_patch_gets_get_and_put_instead() {
+    let mut env = Env::start();
+    // This server refuses every PATCH with 501: only GET + PUT can make the updates below.
+    let spc = repo().join("tests/fixtures/spc-no-patch.json");
+    env.scim = Scim::start_with(&["--service-provider-config", spc.to_str().unwrap()]);
+    env.target_url = env.scim.base();
+    let r = env.sync();
+    assert_eq!(count(&r, "members", "added"), 3, "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    // A foreign attribute set on the target survives the replacement.
+    let bob = env.scim.user("bob").unwrap();
+    let mut doc = bob.clone();
+    doc["nickName"] = json!("bobby");
+    let (s, b) = env.scim.http(
+        "PUT",
+        &format!("/Users/{}", bob["id"].as_str().unwrap()),
+        Some(&doc),
+    );
+    assert_eq!(s, 200, "{b}");
+
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Principal Engineer\n-\ndelete: employeeNumber\n\n\
+         dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\ndelete: member\nmember: uid=alice,ou=people,dc=example,dc=org\n-\nadd: member\nmember: uid=carol,ou=people,dc=example,dc=org\n\n\
+         dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modrdn\nnewrdn: cn=revenue\ndeleteoldrdn: 1\n\n\
+         dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "", "errors"), 0, "{r:?}");
+    let bob = env.scim.user("bob").unwrap();
+    assert_eq!(bob["title"], "Principal Engineer");
+    assert!(bob[ENT].get("employeeNumber").is_none(), "{bob}");
+    assert_eq!(bob["nickName"], "bobby");
+    assert_eq!(env.scim.member_names("engineering"), vec!["bob", "carol"]);
+    assert_eq!(env.scim.member_names("revenue"), vec!["carol"]);
+    assert_eq!(env.scim.user("alice").unwrap()["active"], false);
+    // PATCH really is refused by this server.
+    let (s, _) = env.scim.http(
+        "PATCH",
+        &format!("/Users/{}", bob["id"].as_str().unwrap()),
+        Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "title", "value": "x"}]})),
+    );
+    assert_eq!(s, 501);
 }

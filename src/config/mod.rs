@@ -101,10 +101,22 @@ pub enum TargetKind {
     Scim,
 }
 
+/// How updates are sent to a SCIM target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMethod {
+    /// PATCH, unless the target's /ServiceProviderConfig says it is not supported.
+    Auto,
+    Patch,
+    /// Read the resource, change it, PUT it back.
+    Put,
+}
+
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
     pub kind: TargetKind,
     pub url: url::Url,
+    pub update_method: UpdateMethod,
     pub token: Option<Secret>,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,

@@ -82,6 +82,8 @@ struct RawTarget {
     tls_verify: bool,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    #[serde(default = "default_update_method")]
+    update_method: UpdateMethod,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +224,9 @@ fn default_membership() -> Membership {
 }
 fn default_referenced() -> ReferencedGroups {
     ReferencedGroups::Create
+}
+fn default_update_method() -> UpdateMethod {
+    UpdateMethod::Auto
 }
 fn default_page_size() -> u32 {
     500
@@ -464,6 +469,7 @@ impl RawConfig {
         let target = TargetConfig {
             kind: t.kind,
             url,
+            update_method: t.update_method,
             token,
             ca_file: target_ca,
             tls_verify: t.tls_verify,

@@ -292,8 +292,14 @@ pub struct Scim {
 
 impl Scim {
     pub fn start() -> Scim {
+        Scim::start_with(&[])
+    }
+
+    /// Starts the server with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> Scim {
         let port = free_port();
         let mut child = Command::new(scim_binary())
+            .args(extra)
             .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

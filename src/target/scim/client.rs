@@ -3,9 +3,10 @@
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{decode, encode};
-use crate::config::TargetConfig;
+use super::{decode, encode, local_patch};
+use crate::config::{TargetConfig, UpdateMethod};
 use crate::model::{FieldChange, Key, User};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError, TargetErrorKind};
 
@@ -20,6 +21,9 @@ pub struct ScimClient {
     http: reqwest::Client,
     base: url::Url,
     custom_paths: Vec<String>,
+    method: UpdateMethod,
+    /// Updates go as GET + PUT instead of PATCH (configured, or found at preflight).
+    use_put: AtomicBool,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -81,6 +85,8 @@ impl ScimClient {
             http,
             base,
             custom_paths,
+            method: cfg.update_method,
+            use_put: AtomicBool::new(cfg.update_method == UpdateMethod::Put),
         })
     }
 
@@ -191,13 +197,53 @@ impl ScimClient {
         Ok(out)
     }
 
-    /// PATCH `{resource}/{id}` with a PatchOp; the answer's body is not needed.
+    /// Applies a PatchOp to `{resource}/{id}`: with PATCH, or, where the provider does not
+    /// support it, by reading the resource, applying the operations locally and PUTting it back.
     async fn patch(&self, resource: &str, id: &str, body: &Value) -> Result<(), TargetError> {
-        let label = format!("PATCH /{resource}/{id}");
         let url = self.url(resource, Some(id))?;
-        self.call(Method::PATCH, url, Some(body), &label)
+        if !self.use_put.load(Ordering::Relaxed) {
+            let label = format!("PATCH /{resource}/{id}");
+            return self
+                .call(Method::PATCH, url, Some(body), &label)
+                .await
+                .map(|_| ());
+        }
+        let label = format!("GET /{resource}/{id}");
+        let mut doc = self.call(Method::GET, url.clone(), None, &label).await?;
+        local_patch::apply(&mut doc, body).map_err(|e| Self::bad(&label, e))?;
+        let label = format!("PUT /{resource}/{id}");
+        self.call(Method::PUT, url, Some(&doc), &label)
             .await
             .map(|_| ())
+    }
+
+    /// Reads `patch.supported` from /ServiceProviderConfig. A provider that does not serve it is
+    /// taken to support PATCH (RFC 7644 makes PATCH part of the protocol).
+    async fn detect_patch_support(&self) -> Result<(), TargetError> {
+        let url = self.url("ServiceProviderConfig", None)?;
+        match self
+            .call(Method::GET, url, None, "GET /ServiceProviderConfig")
+            .await
+        {
+            Ok(doc) => {
+                let supported = doc
+                    .pointer("/patch/supported")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if !supported {
+                    tracing::info!(
+                        "the target does not support PATCH: updates are sent as GET + PUT"
+                    );
+                }
+                self.use_put.store(!supported, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no usable ServiceProviderConfig; using PATCH");
+                Ok(())
+            }
+        }
     }
 
     async fn delete(&self, resource: &str, id: &str) -> Result<(), TargetError> {
@@ -281,8 +327,11 @@ impl Target for ScimClient {
         let mut url = self.url("Users", None)?;
         url.query_pairs_mut().append_pair("count", "1");
         self.call(Method::GET, url, None, "GET /Users?count=1")
-            .await
-            .map(|_| ())
+            .await?;
+        if self.method == UpdateMethod::Auto {
+            self.detect_patch_support().await?;
+        }
+        Ok(())
     }
 
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {

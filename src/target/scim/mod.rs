@@ -3,6 +3,7 @@
 mod client;
 mod decode;
 mod encode;
+mod local_patch;
 
 pub use client::ScimClient;
 
