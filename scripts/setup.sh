@@ -2,13 +2,17 @@
 # Installs what the tests and the demo need on a Debian machine, and nothing more:
 #   - slapd and ldap-utils (a real OpenLDAP server and its command-line tools),
 #   - openssl (the tests make their own CA), libssl-dev and pkg-config (native-tls),
+#   - Samba's AD DC (samba, samba-ad-dc, samba-ad-provision, ...): a real Active Directory
+#     domain controller for the AD tests (samba-ad-provision is only "recommended" by samba-ad-dc,
+#     and provisioning fails without it),
 #   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCIM_SERVER_VERSION=0.8.3
-packages=(slapd ldap-utils openssl libssl-dev pkg-config)
+packages=(slapd ldap-utils openssl libssl-dev pkg-config
+    samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind ldb-tools)
 # python3-venv is only needed where the interpreter has no venv module of its own.
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 
@@ -34,4 +38,5 @@ if ! .venv/bin/scim2-server --help >/dev/null 2>&1 \
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "scim2-server==$SCIM_SERVER_VERSION"
 fi
-echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION ready"
+echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2)," \
+    "samba $(samba --version 2>/dev/null | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION ready"

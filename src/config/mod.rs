@@ -55,8 +55,32 @@ pub enum TlsMode {
     Ldaps,
 }
 
+/// The directory flavour: it sets the defaults of `[ldap]` and `[mapping]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum Profile {
+    #[default]
+    #[serde(rename = "openldap")]
+    OpenLdap,
+    #[serde(rename = "ad")]
+    ActiveDirectory,
+}
+
+/// How the stable key's value is turned into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    /// Text as is; 16 raw bytes as a GUID; other bytes as hex.
+    Auto,
+    /// Always 16 raw bytes shown as a GUID (objectGUID): bytes that happen to be valid
+    /// UTF-8 must not be read as text.
+    Guid,
+    /// Always lower-case hex of the raw bytes.
+    Hex,
+}
+
 #[derive(Debug, Clone)]
 pub struct LdapConfig {
+    pub profile: Profile,
     pub url: String,
     pub tls: TlsMode,
     pub bind_dn: Option<String>,
@@ -70,6 +94,11 @@ pub struct LdapConfig {
     pub membership: Membership,
     pub nested_groups: bool,
     pub referenced_groups: ReferencedGroups,
+    /// Read multi-valued member attributes in ranges of this many values (AD range retrieval);
+    /// `None` asks for the whole attribute and follows ranges only when the server imposes them.
+    pub range_step: Option<u32>,
+    /// Add each user to its primary group (AD `primaryGroupID`, not listed in `memberOf`).
+    pub include_primary_group: bool,
     pub page_size: u32,
     pub timeout: Duration,
 }
@@ -152,6 +181,10 @@ pub struct ActiveRule {
     pub inactive_values: Vec<String>,
     /// The attribute's mere presence means "disabled" (e.g. `pwdAccountLockedTime`).
     pub present_means_inactive: bool,
+    /// AD: `userAccountControl` bit 0x2 (ACCOUNTDISABLE) means disabled.
+    pub user_account_control: bool,
+    /// AD: an `accountExpires` in the past means disabled.
+    pub account_expires: bool,
 }
 
 /// Which directory attributes feed which canonical fields. Each source is a list of attribute
@@ -159,6 +192,7 @@ pub struct ActiveRule {
 #[derive(Debug, Clone)]
 pub struct MappingConfig {
     pub key: String,
+    pub key_format: KeyFormat,
     pub user_name: Vec<String>,
     pub given_name: Vec<String>,
     pub family_name: Vec<String>,

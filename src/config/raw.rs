@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLdap {
+    #[serde(default)]
+    profile: Profile,
     url: String,
     #[serde(default)]
     starttls: bool,
@@ -53,16 +55,16 @@ struct RawLdap {
     base_dn: String,
     user_base: Option<String>,
     group_base: Option<String>,
-    #[serde(default = "default_user_filter")]
-    user_filter: String,
-    #[serde(default = "default_group_filter")]
-    group_filter: String,
+    user_filter: Option<String>,
+    group_filter: Option<String>,
     #[serde(default = "default_membership")]
     membership: Membership,
     #[serde(default)]
     nested_groups: bool,
-    #[serde(default = "default_referenced")]
-    referenced_groups: ReferencedGroups,
+    referenced_groups: Option<ReferencedGroups>,
+    range_step: Option<u32>,
+    #[serde(default)]
+    include_primary_group: bool,
     #[serde(default = "default_page_size")]
     page_size: u32,
     #[serde(default = "default_timeout")]
@@ -148,82 +150,89 @@ struct RawActive {
     inactive_values: Vec<String>,
     #[serde(default)]
     present_means_inactive: bool,
+    user_account_control: Option<bool>,
+    account_expires: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// `[mapping]`: every attribute is optional; what is not set comes from the profile.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 struct RawMapping {
-    #[serde(default = "d_key")]
-    key: String,
-    #[serde(default = "d_uid")]
-    user_name: Attrs,
-    #[serde(default = "d_given")]
-    given_name: Attrs,
-    #[serde(default = "d_sn")]
-    family_name: Attrs,
-    #[serde(default = "d_display")]
-    display_name: Attrs,
-    #[serde(default = "d_mail")]
-    email: Attrs,
-    #[serde(default = "d_title")]
-    title: Attrs,
-    #[serde(default = "d_department")]
-    department: Attrs,
-    #[serde(default = "d_employee_number")]
-    employee_number: Attrs,
-    #[serde(default = "d_manager")]
-    manager: Attrs,
+    key: Option<String>,
+    key_format: Option<KeyFormat>,
+    user_name: Option<Attrs>,
+    given_name: Option<Attrs>,
+    family_name: Option<Attrs>,
+    display_name: Option<Attrs>,
+    email: Option<Attrs>,
+    title: Option<Attrs>,
+    department: Option<Attrs>,
+    employee_number: Option<Attrs>,
+    manager: Option<Attrs>,
     #[serde(default)]
     active: RawActive,
-    #[serde(default = "d_cn")]
-    group_name: Attrs,
-    #[serde(default = "d_member")]
-    member_attribute: String,
-    #[serde(default = "d_member_of")]
-    member_of_attribute: String,
+    group_name: Option<Attrs>,
+    member_attribute: Option<String>,
+    member_of_attribute: Option<String>,
     #[serde(default)]
     custom: std::collections::BTreeMap<String, Attrs>,
-    #[serde(default = "d_required")]
-    required: Vec<String>,
+    required: Option<Vec<String>>,
 }
 
-impl Default for RawMapping {
-    fn default() -> Self {
-        RawMapping {
-            key: d_key(),
-            user_name: d_uid(),
-            given_name: d_given(),
-            family_name: d_sn(),
-            display_name: d_display(),
-            email: d_mail(),
-            title: d_title(),
-            department: d_department(),
-            employee_number: d_employee_number(),
-            manager: d_manager(),
-            active: RawActive::default(),
-            group_name: d_cn(),
-            member_attribute: d_member(),
-            member_of_attribute: d_member_of(),
-            custom: Default::default(),
-            required: d_required(),
+/// The defaults a directory flavour brings; every one can be overridden in the file.
+struct ProfileDefaults {
+    user_filter: &'static str,
+    group_filter: &'static str,
+    referenced_groups: ReferencedGroups,
+    key: &'static str,
+    key_format: KeyFormat,
+    user_name: &'static [&'static str],
+    department: &'static [&'static str],
+    employee_number: &'static [&'static str],
+    user_account_control: bool,
+}
+
+impl Profile {
+    fn defaults(self) -> ProfileDefaults {
+        match self {
+            Profile::OpenLdap => ProfileDefaults {
+                user_filter: "(objectClass=inetOrgPerson)",
+                group_filter: "(objectClass=groupOfNames)",
+                referenced_groups: ReferencedGroups::Create,
+                key: "entryUUID",
+                key_format: KeyFormat::Auto,
+                user_name: &["uid"],
+                department: &["departmentNumber"],
+                employee_number: &["employeeNumber"],
+                user_account_control: false,
+            },
+            // Built-in accounts and groups (Administrator, krbtgt, Domain Admins, ...) are
+            // critical system objects: not people to provision.
+            Profile::ActiveDirectory => ProfileDefaults {
+                user_filter:
+                    "(&(objectCategory=person)(objectClass=user)(!(isCriticalSystemObject=TRUE)))",
+                group_filter: "(&(objectClass=group)(!(isCriticalSystemObject=TRUE)))",
+                referenced_groups: ReferencedGroups::Ignore,
+                key: "objectGUID",
+                key_format: KeyFormat::Guid,
+                user_name: &["userPrincipalName"],
+                department: &["department"],
+                employee_number: &["employeeID"],
+                user_account_control: true,
+            },
         }
     }
+}
+
+fn attrs(list: &[&str]) -> Attrs {
+    Attrs::Many(list.iter().map(|s| s.to_string()).collect())
 }
 
 fn yes() -> bool {
     true
 }
-fn default_user_filter() -> String {
-    "(objectClass=inetOrgPerson)".into()
-}
-fn default_group_filter() -> String {
-    "(objectClass=groupOfNames)".into()
-}
 fn default_membership() -> Membership {
     Membership::MemberOf
-}
-fn default_referenced() -> ReferencedGroups {
-    ReferencedGroups::Create
 }
 fn default_update_method() -> UpdateMethod {
     UpdateMethod::Auto
@@ -242,59 +251,6 @@ fn default_cache_mib() -> u64 {
 }
 fn default_removal() -> RemovalAction {
     RemovalAction::Deactivate
-}
-fn one(s: &str) -> Attrs {
-    Attrs::One(s.into())
-}
-fn d_key() -> String {
-    "entryUUID".into()
-}
-fn d_uid() -> Attrs {
-    one("uid")
-}
-fn d_given() -> Attrs {
-    one("givenName")
-}
-fn d_sn() -> Attrs {
-    one("sn")
-}
-fn d_display() -> Attrs {
-    Attrs::Many(vec!["displayName".into(), "cn".into()])
-}
-fn d_mail() -> Attrs {
-    one("mail")
-}
-fn d_title() -> Attrs {
-    one("title")
-}
-fn d_department() -> Attrs {
-    one("departmentNumber")
-}
-fn d_employee_number() -> Attrs {
-    one("employeeNumber")
-}
-fn d_manager() -> Attrs {
-    one("manager")
-}
-fn d_cn() -> Attrs {
-    one("cn")
-}
-fn d_member() -> String {
-    "member".into()
-}
-fn d_member_of() -> String {
-    "memberOf".into()
-}
-fn d_required() -> Vec<String> {
-    [
-        "name.givenName",
-        "name.familyName",
-        "emails.work",
-        "displayName",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 /// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them.
@@ -323,6 +279,7 @@ impl RawConfig {
 
         // --- [ldap]
         let l = self.ldap;
+        let defaults = l.profile.defaults();
         let tls = if l.url.starts_with("ldaps://") {
             if l.starttls {
                 return Err(invalid(
@@ -364,11 +321,10 @@ impl RawConfig {
                 "bind_dn is set but no password: set bind_password, bind_password_file or bind_password_env".into(),
             ));
         }
-        if tls == TlsMode::Plain
-            && bind_password.is_some()
-            && !l.allow_plaintext
-            && !is_loopback_url(&l.url)
-        {
+        // Plain LDAP with a password is an explicit choice; on AD, even on loopback (a simple
+        // bind in clear text to a DC is what "LDAP signing" audits flag).
+        let loopback_ok = is_loopback_url(&l.url) && l.profile != Profile::ActiveDirectory;
+        if tls == TlsMode::Plain && bind_password.is_some() && !l.allow_plaintext && !loopback_ok {
             return Err(invalid(
                 "ldap.url",
                 "a password would be sent in clear text: use ldaps://, set starttls = true, \
@@ -388,8 +344,17 @@ impl RawConfig {
                 ));
             }
         }
-        check_filter(&l.user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
-        check_filter(&l.group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
+        let user_filter = l
+            .user_filter
+            .unwrap_or_else(|| defaults.user_filter.to_string());
+        let group_filter = l
+            .group_filter
+            .unwrap_or_else(|| defaults.group_filter.to_string());
+        check_filter(&user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
+        check_filter(&group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
+        if l.range_step == Some(0) {
+            return Err(invalid("ldap.range_step", "must be at least 1".into()));
+        }
         if l.page_size == 0 || l.page_size > 100_000 {
             return Err(invalid(
                 "ldap.page_size",
@@ -411,11 +376,14 @@ impl RawConfig {
             tls_verify: l.tls_verify,
             user_base: l.user_base.unwrap_or_else(|| l.base_dn.clone()),
             group_base: l.group_base.unwrap_or_else(|| l.base_dn.clone()),
-            user_filter: l.user_filter,
-            group_filter: l.group_filter,
+            profile: l.profile,
+            user_filter,
+            group_filter,
             membership: l.membership,
             nested_groups: l.nested_groups,
-            referenced_groups: l.referenced_groups,
+            referenced_groups: l.referenced_groups.unwrap_or(defaults.referenced_groups),
+            range_step: l.range_step,
+            include_primary_group: l.include_primary_group,
             page_size: l.page_size,
             timeout: Duration::from_secs(l.timeout_secs),
         };
@@ -493,26 +461,29 @@ impl RawConfig {
 
         // --- [mapping]
         let m = self.mapping;
-        if m.key.trim().is_empty() {
+        let names =
+            |v: Option<Attrs>, default: &[&str]| v.unwrap_or_else(|| attrs(default)).names();
+        let key = m.key.unwrap_or_else(|| defaults.key.to_string());
+        if key.trim().is_empty() {
             return Err(invalid(
                 "mapping.key",
                 "must name the attribute holding a stable id".into(),
             ));
         }
-        if m.key.eq_ignore_ascii_case("dn") || m.key.eq_ignore_ascii_case("distinguishedName") {
+        if key.eq_ignore_ascii_case("dn") || key.eq_ignore_ascii_case("distinguishedName") {
             return Err(invalid(
                 "mapping.key",
                 "the DN changes on rename and move; use entryUUID, objectGUID or nsUniqueId".into(),
             ));
         }
-        let user_name = m.user_name.names();
+        let user_name = names(m.user_name, defaults.user_name);
         if user_name.is_empty() {
             return Err(invalid(
                 "mapping.user_name",
                 "userName must be mapped".into(),
             ));
         }
-        let group_name = m.group_name.names();
+        let group_name = names(m.group_name, &["cn"]);
         if group_name.is_empty() {
             return Err(invalid(
                 "mapping.group_name",
@@ -529,8 +500,19 @@ impl RawConfig {
             }
             custom.push((scim_path, names));
         }
+        let required_names = m.required.unwrap_or_else(|| {
+            [
+                "name.givenName",
+                "name.familyName",
+                "emails.work",
+                "displayName",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        });
         let mut required = Vec::new();
-        for name in &m.required {
+        for name in &required_names {
             let field = match name.as_str() {
                 "userName" => continue,
                 "name.givenName" => RequiredField::GivenName,
@@ -550,24 +532,33 @@ impl RawConfig {
             required.push(field);
         }
         let mapping = MappingConfig {
-            key: m.key,
+            key,
+            key_format: m.key_format.unwrap_or(defaults.key_format),
             user_name,
-            given_name: m.given_name.names(),
-            family_name: m.family_name.names(),
-            display_name: m.display_name.names(),
-            email: m.email.names(),
-            title: m.title.names(),
-            department: m.department.names(),
-            employee_number: m.employee_number.names(),
-            manager: m.manager.names(),
+            given_name: names(m.given_name, &["givenName"]),
+            family_name: names(m.family_name, &["sn"]),
+            display_name: names(m.display_name, &["displayName", "cn"]),
+            email: names(m.email, &["mail"]),
+            title: names(m.title, &["title"]),
+            department: names(m.department, defaults.department),
+            employee_number: names(m.employee_number, defaults.employee_number),
+            manager: names(m.manager, &["manager"]),
             active: ActiveRule {
                 attribute: m.active.attribute.filter(|a| !a.is_empty()),
                 inactive_values: m.active.inactive_values,
                 present_means_inactive: m.active.present_means_inactive,
+                user_account_control: m
+                    .active
+                    .user_account_control
+                    .unwrap_or(defaults.user_account_control),
+                account_expires: m
+                    .active
+                    .account_expires
+                    .unwrap_or(defaults.user_account_control),
             },
             group_name,
-            member_attribute: m.member_attribute,
-            member_of_attribute: m.member_of_attribute,
+            member_attribute: m.member_attribute.unwrap_or_else(|| "member".into()),
+            member_of_attribute: m.member_of_attribute.unwrap_or_else(|| "memberOf".into()),
             custom,
             required,
         };

@@ -131,3 +131,27 @@ fn the_example_config_is_valid_and_sets_every_default_explicitly() {
     assert_eq!(c.sync, d.sync);
     assert_eq!(c.state.cache_capacity_bytes, d.state.cache_capacity_bytes);
 }
+
+#[test]
+fn the_ad_profile_brings_ad_defaults_and_each_can_be_overridden() {
+    let text = MINIMAL.replace("[ldap]\n", "[ldap]\nprofile = \"ad\"\nstarttls = true\n")
+        + "\n[mapping]\nuser_name = \"sAMAccountName\"\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.ldap.profile, Profile::ActiveDirectory);
+    assert_eq!(c.mapping.key, "objectGUID");
+    assert_eq!(c.mapping.key_format, KeyFormat::Guid);
+    assert_eq!(c.mapping.user_name, vec!["sAMAccountName"]);
+    assert_eq!(c.mapping.employee_number, vec!["employeeID"]);
+    assert!(c.mapping.active.user_account_control && c.mapping.active.account_expires);
+    assert!(c.ldap.user_filter.contains("objectCategory=person"));
+    assert_eq!(c.ldap.referenced_groups, ReferencedGroups::Ignore);
+    // On AD, a clear-text simple bind is refused even to a loopback address.
+    let plain = MINIMAL.replace("[ldap]\n", "[ldap]\nprofile = \"ad\"\n");
+    assert!(parse(&plain)
+        .unwrap_err()
+        .to_string()
+        .contains("clear text"));
+    let d = parse(MINIMAL).unwrap();
+    assert_eq!(d.mapping.key_format, KeyFormat::Auto);
+    assert!(!d.mapping.active.user_account_control);
+}

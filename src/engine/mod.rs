@@ -77,10 +77,23 @@ pub async fn dry_run(
     records: &Snapshot,
 ) -> Result<(Vec<Operation>, DesiredState), EngineError> {
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let (desired, _) = read_desired(cfg, &known).await?;
+    let (desired, stats) = read_desired(cfg, &known).await?;
+    log_read(&stats, &desired);
     guard_empty_read(&desired, records)?;
     let ops = plan(&desired, records, &policy(cfg));
     Ok((ops, desired))
+}
+
+fn log_read(stats: &ReadStats, desired: &DesiredState) {
+    tracing::info!(
+        users = stats.user_entries,
+        groups = stats.group_entries,
+        referenced_groups = stats.referenced_groups,
+        range_reads = stats.range_reads,
+        references_skipped = stats.references_skipped,
+        rejected = desired.rejected.len(),
+        "directory read"
+    );
 }
 
 fn policy(cfg: &Config) -> Policy {
@@ -176,13 +189,7 @@ async fn run_inner<T: Target>(
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let (desired, stats) = read_desired(cfg, &known).await?;
-    tracing::info!(
-        users = stats.user_entries,
-        groups = stats.group_entries,
-        referenced_groups = stats.referenced_groups,
-        rejected = desired.rejected.len(),
-        "directory read"
-    );
+    log_read(&stats, &desired);
     guard_empty_read(&desired, &records)?;
 
     if kind == RunKind::Resync {

@@ -1,13 +1,15 @@
 //! One read of the directory into the desired state: users, then groups, then the groups that
-//! users' `memberOf` names but the group search did not return.
+//! users' `memberOf` names but the group search did not return. Multi-valued attributes the
+//! server sends in ranges (AD range retrieval) are completed before an entry is mapped.
 
 use std::collections::BTreeSet;
 
 use crate::config::{Config, Membership, ReferencedGroups};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
+use crate::source::entry::RawEntry;
 use crate::source::ldap::Session;
-use crate::source::SourceError;
+use crate::source::{range, SourceError};
 
 /// Figures of one read, for logs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -16,6 +18,7 @@ pub struct ReadStats {
     pub group_entries: u64,
     pub referenced_groups: u64,
     pub references_skipped: u64,
+    pub range_reads: u64,
 }
 
 /// Reads users and groups. `known_users` are the keys already pushed (used to settle duplicate
@@ -30,46 +33,124 @@ pub async fn read_desired(
     result
 }
 
+/// Entries whose ranged attributes still have values to fetch.
+type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
+
+/// Runs one paged search; complete entries go to `add`, entries with pending ranges are
+/// returned to be completed once the search is over (a session runs one operation at a time).
+async fn search(
+    session: &mut Session,
+    base: &str,
+    filter: &str,
+    attrs: &[String],
+    stats: &mut ReadStats,
+    mut add: impl FnMut(&RawEntry),
+) -> Result<(u64, Incomplete), SourceError> {
+    let mut incomplete = Vec::new();
+    let s = session
+        .search_paged(base, filter, attrs, |mut e| {
+            let pending = range::fold(&mut e);
+            if pending.is_empty() {
+                add(&e);
+            } else {
+                incomplete.push((e, pending));
+            }
+        })
+        .await?;
+    stats.references_skipped += s.references;
+    Ok((s.entries, incomplete))
+}
+
+async fn complete(
+    session: &mut Session,
+    incomplete: Incomplete,
+    step: Option<u32>,
+    stats: &mut ReadStats,
+) -> Result<Vec<RawEntry>, SourceError> {
+    let mut out = Vec::with_capacity(incomplete.len());
+    for (mut e, pending) in incomplete {
+        for (attr, next) in pending {
+            let rest = session.read_ranges(&e.dn, &attr, next, step).await?;
+            stats.range_reads += 1;
+            e.attrs.entry(attr).or_default().extend(rest);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The attribute list with every multi-valued membership attribute asked for as a first range,
+/// when a range step is configured.
+fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {
+    let Some(step) = cfg.ldap.range_step else {
+        return attrs;
+    };
+    let multi = [
+        &cfg.mapping.member_attribute,
+        &cfg.mapping.member_of_attribute,
+    ];
+    attrs
+        .into_iter()
+        .map(|a| {
+            if multi.iter().any(|m| m.eq_ignore_ascii_case(&a)) {
+                range::request(&a, 0, Some(step))
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 async fn read_with(
     session: &mut Session,
     cfg: &Config,
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
     let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
-    let user_attrs = mapper.user_attributes();
-    let group_attrs = mapper.group_attributes();
+    let user_attrs = ranged(mapper.user_attributes(), cfg);
+    let group_attrs = ranged(mapper.group_attributes(), cfg);
+    let step = cfg.ldap.range_step;
     let mut builder = DesiredBuilder::new(mapper);
     let mut stats = ReadStats::default();
 
-    let s = session
-        .search_paged(
-            &cfg.ldap.user_base,
-            &cfg.ldap.user_filter,
-            &user_attrs,
-            |e| builder.add_user(&e),
-        )
-        .await?;
-    stats.user_entries = s.entries;
-    stats.references_skipped += s.references;
+    let (n, incomplete) = search(
+        session,
+        &cfg.ldap.user_base,
+        &cfg.ldap.user_filter,
+        &user_attrs,
+        &mut stats,
+        |e| builder.add_user(e),
+    )
+    .await?;
+    stats.user_entries = n;
+    for e in complete(session, incomplete, step, &mut stats).await? {
+        builder.add_user(&e);
+    }
 
-    let s = session
-        .search_paged(
-            &cfg.ldap.group_base,
-            &cfg.ldap.group_filter,
-            &group_attrs,
-            |e| builder.add_group(&e),
-        )
-        .await?;
-    stats.group_entries = s.entries;
-    stats.references_skipped += s.references;
+    let (n, incomplete) = search(
+        session,
+        &cfg.ldap.group_base,
+        &cfg.ldap.group_filter,
+        &group_attrs,
+        &mut stats,
+        |e| builder.add_group(e),
+    )
+    .await?;
+    stats.group_entries = n;
+    for e in complete(session, incomplete, step, &mut stats).await? {
+        builder.add_group(&e);
+    }
 
     if cfg.ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create
     {
         for dn in builder.unknown_group_dns() {
-            if let Some(entry) = session.read_entry(&dn, &group_attrs).await? {
-                builder.add_group(&entry);
-                stats.referenced_groups += 1;
+            if let Some(mut entry) = session.read_entry(&dn, &group_attrs).await? {
+                let pending = range::fold(&mut entry);
+                for e in complete(session, vec![(entry, pending)], step, &mut stats).await? {
+                    builder.add_group(&e);
+                    stats.referenced_groups += 1;
+                }
             }
         }
     }

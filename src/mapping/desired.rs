@@ -168,6 +168,23 @@ impl DesiredBuilder {
                 }
             }
         }
+        // The primary group (AD) is not in memberOf: resolve it through the groups' SIDs.
+        let group_sids: HashMap<&str, &Key> = groups
+            .values()
+            .filter_map(|g| g.sid.as_deref().map(|s| (s, &g.key)))
+            .collect();
+        for u in users.values() {
+            if let Some(gk) = u
+                .primary_group_sid
+                .as_deref()
+                .and_then(|s| group_sids.get(s))
+            {
+                direct
+                    .entry((*gk).clone())
+                    .or_default()
+                    .insert(u.key.clone());
+            }
+        }
         if mapper.nested() {
             for g in groups.values() {
                 for mdn in &g.member_dns {

@@ -1,12 +1,18 @@
 //! Reading the stable key of an entry, whether the directory stores it as text (entryUUID,
 //! nsUniqueId) or as bytes (objectGUID).
 
+use crate::config::KeyFormat;
 use crate::source::entry::RawEntry;
 
-/// The entry's stable key: text as is; 16 raw bytes as a GUID in Microsoft's layout (the first
-/// three fields little-endian); other bytes as lower-case hex.
-pub fn stable_key(e: &RawEntry, attr: &str) -> Option<String> {
+/// The entry's stable key, per `format`. `Auto`: text as is; 16 raw bytes as a GUID in
+/// Microsoft's layout (the first three fields little-endian); other bytes as lower-case hex.
+pub fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
     let value = e.values(attr).first()?;
+    match format {
+        KeyFormat::Guid => return (value.len() == 16).then(|| guid_string(value)),
+        KeyFormat::Hex => return (!value.is_empty()).then(|| hex(value)),
+        KeyFormat::Auto => {}
+    }
     if let Ok(text) = std::str::from_utf8(value) {
         let t = text.trim();
         if !t.is_empty() && t.chars().all(|c| !c.is_control()) {
@@ -19,7 +25,11 @@ pub fn stable_key(e: &RawEntry, attr: &str) -> Option<String> {
     if value.is_empty() {
         return None;
     }
-    Some(value.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex(value))
+}
+
+fn hex(value: &[u8]) -> String {
+    value.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
@@ -63,16 +73,36 @@ mod tests {
             vec![b"5A1B2C3D-0000-1111-2222-333344445555".to_vec()],
         );
         assert_eq!(
-            stable_key(&e, "entryUUID").as_deref(),
+            stable_key(&e, "entryUUID", KeyFormat::Auto).as_deref(),
             Some("5a1b2c3d-0000-1111-2222-333344445555")
         );
         e.attrs.insert("objectguid".into(), vec![vec![0xff; 16]]);
         assert_eq!(
-            stable_key(&e, "objectGUID").as_deref(),
+            stable_key(&e, "objectGUID", KeyFormat::Auto).as_deref(),
             Some("ffffffff-ffff-ffff-ffff-ffffffffffff")
         );
         e.attrs.insert("odd".into(), vec![vec![0xff, 0x01]]);
-        assert_eq!(stable_key(&e, "odd").as_deref(), Some("ff01"));
-        assert_eq!(stable_key(&e, "missing"), None);
+        assert_eq!(
+            stable_key(&e, "odd", KeyFormat::Auto).as_deref(),
+            Some("ff01")
+        );
+        assert_eq!(stable_key(&e, "missing", KeyFormat::Auto), None);
+    }
+
+    #[test]
+    fn a_guid_whose_bytes_look_like_text_is_still_a_guid() {
+        let mut e = RawEntry::default();
+        e.attrs
+            .insert("objectguid".into(), vec![b"ABCDEFGHIJKLMNOP".to_vec()]);
+        assert_eq!(
+            stable_key(&e, "objectGUID", KeyFormat::Guid).as_deref(),
+            Some("44434241-4645-4847-494a-4b4c4d4e4f50")
+        );
+        e.attrs.insert("short".into(), vec![b"abc".to_vec()]);
+        assert_eq!(stable_key(&e, "short", KeyFormat::Guid), None);
+        assert_eq!(
+            stable_key(&e, "short", KeyFormat::Hex).as_deref(),
+            Some("616263")
+        );
     }
 }

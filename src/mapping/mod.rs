@@ -10,8 +10,8 @@ mod key;
 
 use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
 use crate::model::{Key, Rejected, User};
-use crate::source::dn;
 use crate::source::entry::RawEntry;
+use crate::source::{dn, sid};
 
 pub use desired::DesiredBuilder;
 
@@ -25,6 +25,8 @@ pub struct MappedUser {
     pub manager_dn: Option<String>,
     /// Normalized DNs of the groups the entry's `memberOf` names.
     pub member_of: Vec<String>,
+    /// SID of the user's primary group (AD `primaryGroupID`), when asked for.
+    pub primary_group_sid: Option<String>,
 }
 
 /// A group entry after mapping.
@@ -37,6 +39,8 @@ pub struct MappedGroup {
     pub member_dns: Vec<String>,
     /// Normalized DNs of the groups this group is a member of.
     pub member_of: Vec<String>,
+    /// The group's SID (AD), when primary groups are asked for.
+    pub sid: Option<String>,
 }
 
 /// Maps entries with the configured attribute names.
@@ -45,6 +49,20 @@ pub struct Mapper {
     m: MappingConfig,
     membership: Membership,
     nested: bool,
+    primary_group: bool,
+    /// Now, as a Windows FILETIME (100 ns since 1601), for `accountExpires`.
+    now_filetime: i64,
+}
+
+/// 100-ns intervals between 1601-01-01 and 1970-01-01.
+const FILETIME_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
+
+fn filetime_now() -> i64 {
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() / 100)
+        .unwrap_or(0);
+    FILETIME_UNIX_EPOCH.saturating_add(i64::try_from(since_unix).unwrap_or(i64::MAX))
 }
 
 impl Mapper {
@@ -53,7 +71,15 @@ impl Mapper {
             m: mapping.clone(),
             membership: ldap.membership,
             nested: ldap.nested_groups,
+            primary_group: ldap.include_primary_group,
+            now_filetime: filetime_now(),
         }
+    }
+
+    /// The same mapper with a fixed "now" (a Unix time in seconds), for tests.
+    pub fn at_unix_time(mut self, secs: i64) -> Mapper {
+        self.now_filetime = FILETIME_UNIX_EPOCH + secs * 10_000_000;
+        self
     }
 
     pub fn membership(&self) -> Membership {
@@ -88,8 +114,18 @@ impl Mapper {
         if let Some(a) = &m.active.attribute {
             out.push(a.clone());
         }
+        if m.active.user_account_control {
+            out.push("userAccountControl".into());
+        }
+        if m.active.account_expires {
+            out.push("accountExpires".into());
+        }
         if self.membership == Membership::MemberOf {
             out.push(m.member_of_attribute.clone());
+        }
+        if self.primary_group {
+            out.push("primaryGroupID".into());
+            out.push("objectSid".into());
         }
         dedup_ci(out)
     }
@@ -104,11 +140,14 @@ impl Mapper {
         if self.membership == Membership::MemberOf && self.nested {
             out.push(m.member_of_attribute.clone());
         }
+        if self.primary_group {
+            out.push("objectSid".into());
+        }
         dedup_ci(out)
     }
 
     fn key_of(&self, e: &RawEntry) -> Result<Key, Rejected> {
-        key::stable_key(e, &self.m.key).ok_or_else(|| Rejected {
+        key::stable_key(e, &self.m.key, self.m.key_format).ok_or_else(|| Rejected {
             dn: e.dn.clone(),
             key: None,
             reason: format!(
@@ -141,7 +180,8 @@ impl Mapper {
             family_name: text(&m.family_name)?,
             display_name: text(&m.display_name)?,
             email: text(&m.email)?,
-            active: is_active(e, &m.active).map_err(|nt| reject(nt.to_string()))?,
+            active: is_active(e, &m.active, self.now_filetime)
+                .map_err(|nt| reject(nt.to_string()))?,
             title: text(&m.title)?,
             department: text(&m.department)?,
             employee_number: text(&m.employee_number)?,
@@ -172,12 +212,23 @@ impl Mapper {
         } else {
             Vec::new()
         };
+        let primary_group_sid = if self.primary_group {
+            let rid = text(&["primaryGroupID".to_string()])?.and_then(|r| r.parse::<u32>().ok());
+            let sid = e
+                .values("objectSid")
+                .first()
+                .and_then(|b| sid::to_string(b));
+            rid.zip(sid).and_then(|(rid, sid)| sid::sibling(&sid, rid))
+        } else {
+            None
+        };
         Ok(MappedUser {
             key,
             dn: e.dn.clone(),
             user,
             manager_dn,
             member_of,
+            primary_group_sid,
         })
     }
 
@@ -213,11 +264,46 @@ impl Mapper {
             display_name,
             member_dns: dns(&self.m.member_attribute)?,
             member_of: dns(&self.m.member_of_attribute)?,
+            sid: self
+                .primary_group
+                .then(|| {
+                    e.values("objectSid")
+                        .first()
+                        .and_then(|b| sid::to_string(b))
+                })
+                .flatten(),
         })
     }
 }
 
-fn is_active(e: &RawEntry, rule: &ActiveRule) -> Result<bool, crate::source::entry::NotText> {
+/// userAccountControl's ACCOUNTDISABLE flag.
+const UF_ACCOUNTDISABLE: i64 = 0x2;
+
+fn is_active(
+    e: &RawEntry,
+    rule: &ActiveRule,
+    now_filetime: i64,
+) -> Result<bool, crate::source::entry::NotText> {
+    let first_number = |attr: &str| -> Result<Option<i64>, crate::source::entry::NotText> {
+        Ok(e.texts(attr)?
+            .first()
+            .and_then(|v| v.trim().parse::<i64>().ok()))
+    };
+    if rule.user_account_control {
+        if let Some(uac) = first_number("userAccountControl")? {
+            if uac & UF_ACCOUNTDISABLE != 0 {
+                return Ok(false);
+            }
+        }
+    }
+    if rule.account_expires {
+        // 0 and i64::MAX both mean "never expires".
+        if let Some(expires) = first_number("accountExpires")? {
+            if expires != 0 && expires != i64::MAX && expires <= now_filetime {
+                return Ok(false);
+            }
+        }
+    }
     let Some(attr) = &rule.attribute else {
         return Ok(true);
     };

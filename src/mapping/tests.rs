@@ -208,3 +208,24 @@ fn member_mode_reads_the_groups_and_asks_for_the_right_attributes() {
     );
     assert_eq!(d.groups["g"].members.len(), 1);
 }
+
+#[test]
+fn ad_accounts_are_disabled_by_the_flag_or_by_expiry() {
+    let m = mapper(
+        "profile = \"ad\"\nstarttls = true",
+        "[mapping]\nuser_name = \"uid\"\nkey = \"entryUUID\"\nkey_format = \"auto\"\n",
+    )
+    .at_unix_time(1_800_000_000);
+    let active = |attrs: &[(&str, &str)]| m.map_user(&person("a", attrs)).unwrap().user.active;
+    assert!(active(&[("userAccountControl", "512")]));
+    assert!(!active(&[("userAccountControl", "514")]));
+    assert!(
+        !active(&[("userAccountControl", "66050")]),
+        "0x10202: disabled, don't expire password"
+    );
+    assert!(active(&[("accountExpires", "0")]));
+    assert!(active(&[("accountExpires", "9223372036854775807")]));
+    // 2001-01-01 is past; 2100-01-01 is not.
+    assert!(!active(&[("accountExpires", "126227808000000000")]));
+    assert!(active(&[("accountExpires", "157766400000000000")]));
+}

@@ -39,8 +39,38 @@ fn rc_meaning(rc: u32) -> &'static str {
     }
 }
 
+/// Active Directory's sub-code in an invalid-credentials (49) diagnostic, e.g.
+/// `80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 52e, v4563`.
+fn ad_bind_detail(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    let code = lower
+        .split("data ")
+        .nth(1)?
+        .split([',', ' '])
+        .next()?
+        .trim();
+    Some(match code {
+        "525" => "AD: no such user",
+        "52e" => "AD: wrong password (or user name)",
+        "530" => "AD: logon not permitted at this time",
+        "531" => "AD: logon not permitted from this workstation",
+        "532" => "AD: password expired",
+        "533" => "AD: account disabled",
+        "568" => "AD: too many security identifiers",
+        "701" => "AD: account expired",
+        "773" => "AD: the password must be changed before first logon",
+        "775" => "AD: account locked out",
+        _ => return None,
+    })
+}
+
 fn describe(rc: u32, text: &str) -> String {
     let text = text.trim();
+    if rc == 49 {
+        if let Some(detail) = ad_bind_detail(text) {
+            return format!("LDAP result 49 ({detail}): {text}");
+        }
+    }
     if text.is_empty() {
         format!("LDAP result {rc} ({})", rc_meaning(rc))
     } else {
@@ -193,9 +223,67 @@ impl Session {
         }
     }
 
+    /// Reads the rest of a ranged attribute of `dn` from `start`, `step` values at a time,
+    /// until the server's range ends in `*`.
+    pub async fn read_ranges(
+        &mut self,
+        dn: &str,
+        attr: &str,
+        mut start: u32,
+        step: Option<u32>,
+    ) -> Result<Vec<Vec<u8>>, SourceError> {
+        let mut values = Vec::new();
+        // Each round must move forward; a server that does not is cut off rather than looped on.
+        for _ in 0..1_000_000u32 {
+            let wanted = super::range::request(attr, start, step);
+            let Some(mut entry) = self.read_entry(dn, &[wanted]).await? else {
+                break;
+            };
+            let pending = super::range::fold(&mut entry);
+            values.extend(
+                entry
+                    .attrs
+                    .remove(&attr.to_ascii_lowercase())
+                    .unwrap_or_default(),
+            );
+            match pending
+                .into_iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+            {
+                Some((_, next)) if next > start => start = next,
+                Some(_) => {
+                    return Err(SourceError::Search {
+                        base: dn.to_string(),
+                        filter: "(objectClass=*)".into(),
+                        reason: format!(
+                            "the server's ranges of {attr} do not advance past {start}"
+                        ),
+                    })
+                }
+                None => break,
+            }
+        }
+        Ok(values)
+    }
+
     /// Closes the session politely.
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_bind_sub_codes_are_spelled_out() {
+        let t = "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v4563";
+        assert!(describe(49, t).contains("account locked out"));
+        assert!(describe(49, "... data 52e, v1db1").contains("wrong password"));
+        assert!(describe(49, "... data 532, v1db1").contains("password expired"));
+        assert!(describe(49, "no sub-code").contains("invalid credentials"));
+        assert!(describe(32, "").contains("no such object"));
     }
 }
 

@@ -4,6 +4,8 @@
 pub mod dn;
 pub mod entry;
 pub mod ldap;
+pub mod range;
+pub mod sid;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:
 /// a partial read must never look like deletions.

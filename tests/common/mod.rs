@@ -38,6 +38,8 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20s");
 }
 
+pub mod samba;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -145,6 +147,26 @@ pub fn certs() -> &'static Certs {
     })
 }
 
+/// Runs a command with `input` on its standard input. The input is written from another thread:
+/// a tool that answers as it reads (ldapadd prints a line per entry) would otherwise fill its
+/// output pipe and wait for us while we wait for it.
+pub fn run_with_input(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (install ldap-utils)"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaks no server.
 pub struct Guard(Child);
 
@@ -219,21 +241,10 @@ impl Slapd {
     }
 
     fn tool(&self, tool: &str, args: &[&str], input: &str) {
-        let mut child = Command::new(tool)
-            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{tool}: {e} (install ldap-utils)"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut cmd = Command::new(tool);
+        cmd.args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
+            .args(args);
+        let out = run_with_input(cmd, input);
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}\n{input}",
@@ -411,16 +422,20 @@ impl Scim {
     }
 }
 
-/// A test environment: slapd with the base fixture, a SCIM server, and a config for dirbridge.
-pub struct Env {
-    pub slapd: Slapd,
+/// The gateway side of a test: a SCIM server, a folder with secrets, the config, and the binary.
+pub struct Gateway {
     pub scim: Scim,
     pub dir: tempfile::TempDir,
-    /// Extra TOML appended to the generated config (extra sections, or keys for [sync] etc.).
-    pub ldap_extra: String,
-    pub extra: String,
     pub ldap_url: String,
+    /// `[ldap]` keys fixed by the kind of directory (bind DN, base, filters).
+    pub ldap_fixed: String,
+    /// More `[ldap]` keys, set by a test.
+    pub ldap_extra: String,
     pub target_url: String,
+    /// Sections fixed by the kind of directory, after `[state]`.
+    pub sections_fixed: String,
+    /// More sections (`[sync]`, `[mapping.custom]`, ...), set by a test.
+    pub extra: String,
 }
 
 pub struct Run {
@@ -445,24 +460,28 @@ impl std::fmt::Debug for Run {
     }
 }
 
-impl Env {
-    pub fn start() -> Env {
-        let slapd = Slapd::start();
-        slapd.load("base.ldif");
+impl Gateway {
+    pub fn new(
+        ldap_url: String,
+        bind_password: &str,
+        ldap_fixed: String,
+        sections_fixed: String,
+    ) -> Gateway {
         let scim = Scim::start();
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-env")
             .tempdir()
             .unwrap();
-        std::fs::write(dir.path().join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();
+        std::fs::write(dir.path().join("bind.pw"), format!("{bind_password}\n")).unwrap();
         std::fs::write(dir.path().join("scim.token"), TOKEN).unwrap();
-        Env {
-            ldap_url: slapd.url(),
+        Gateway {
             target_url: scim.base(),
-            slapd,
             scim,
             dir,
+            ldap_url,
+            ldap_fixed,
             ldap_extra: String::new(),
+            sections_fixed,
             extra: String::new(),
         }
     }
@@ -479,11 +498,8 @@ impl Env {
         let text = format!(
             "[ldap]\n\
              url = \"{url}\"\n\
-             bind_dn = \"{ADMIN_DN}\"\n\
              bind_password_file = \"bind.pw\"\n\
-             base_dn = \"{BASE_DN}\"\n\
-             user_filter = \"(&(objectClass=inetOrgPerson)(!(description=excluded)))\"\n\
-             page_size = 2\n\
+             {ldap_fixed}\n\
              {ldap_extra}\n\
              [target]\n\
              kind = \"scim\"\n\
@@ -493,13 +509,13 @@ impl Env {
              [state]\n\
              path = \"state\"\n\
              cache_capacity_mib = 8\n\
-             [mapping.active]\n\
-             attribute = \"employeeType\"\n\
-             inactive_values = [\"disabled\"]\n\
+             {sections_fixed}\n\
              {extra}\n",
             url = self.ldap_url,
             target = self.target_url,
+            ldap_fixed = self.ldap_fixed,
             ldap_extra = self.ldap_extra,
+            sections_fixed = self.sections_fixed,
             extra = self.extra,
         );
         std::fs::write(self.config_path(), text).unwrap();
@@ -527,6 +543,43 @@ impl Env {
         let r = self.run(&["sync"]);
         assert_eq!(r.code, 0, "{r:?}");
         r
+    }
+}
+
+/// A test environment: slapd with the base fixture, a SCIM server, and a config for dirbridge.
+pub struct Env {
+    pub slapd: Slapd,
+    pub gw: Gateway,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gw
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Gateway {
+        &mut self.gw
+    }
+}
+
+impl Env {
+    pub fn start() -> Env {
+        let slapd = Slapd::start();
+        slapd.load("base.ldif");
+        let ldap_fixed = format!(
+            "bind_dn = \"{ADMIN_DN}\"\n\
+             base_dn = \"{BASE_DN}\"\n\
+             user_filter = \"(&(objectClass=inetOrgPerson)(!(description=excluded)))\"\n\
+             page_size = 2\n"
+        );
+        let sections =
+            "[mapping.active]\nattribute = \"employeeType\"\ninactive_values = [\"disabled\"]\n"
+                .to_string();
+        let gw = Gateway::new(slapd.url(), ADMIN_PW, ldap_fixed, sections);
+        Env { slapd, gw }
     }
 }
 

@@ -1,0 +1,376 @@
+//! Active Directory semantics against a real Samba AD domain controller.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::samba::*;
+use common::*;
+use serde_json::Value;
+
+const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// ann (enabled), bob (disabled), carol (reports to ann); Eng = {ann, bob}, Sales = {carol},
+/// Staff = {Eng} (nested).
+fn populate(dc: &SambaDc) {
+    let mut ldif = String::new();
+    ldif += &user_ldif(
+        "ann",
+        "Ann",
+        "Archer",
+        512,
+        "title: CTO\ndepartment: R&D\nemployeeID: E-1001\n",
+    );
+    ldif += &user_ldif("bob", "Bob", "Baker", 514, "");
+    ldif += &user_ldif(
+        "carol",
+        "Carol",
+        "Chen",
+        512,
+        &format!("manager: CN=Ann Archer,{OU}\n"),
+    );
+    ldif += &format!(
+        "dn: CN=Eng,{OU}\nobjectClass: group\nsAMAccountName: Eng\nmember: CN=Ann Archer,{OU}\nmember: CN=Bob Baker,{OU}\n\n\
+         dn: CN=Sales,{OU}\nobjectClass: group\nsAMAccountName: Sales\nmember: CN=Carol Chen,{OU}\n\n\
+         dn: CN=Staff,{OU}\nobjectClass: group\nsAMAccountName: Staff\nmember: CN=Eng,{OU}\n"
+    );
+    dc.add(&ldif);
+}
+
+/// objectGUID as ldapsearch prints it (base64) to the GUID text dirbridge sends.
+fn guid_text(b64: &str) -> String {
+    let b = decode_base64(b64);
+    let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let rev = |r: &[u8]| {
+        r.iter()
+            .rev()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        "{}-{}-{}-{}-{}",
+        rev(&b[0..4]),
+        rev(&b[4..6]),
+        rev(&b[6..8]),
+        hex(&b[8..10]),
+        hex(&b[10..16])
+    )
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = table.iter().position(|t| *t == c).unwrap() as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn initial_sync_maps_ad_users_groups_and_nested_groups() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.ldap_extra = "nested_groups = true\n".into();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 3, "{r:?}");
+
+    let ann = env
+        .scim
+        .user("ann@corp.example.org")
+        .expect("userName is the UPN");
+    let guid = env.dc.read(&format!("CN=Ann Archer,{OU}"), "objectGUID");
+    assert_eq!(
+        ann["externalId"],
+        guid_text(&guid[0]),
+        "externalId is the objectGUID as text"
+    );
+    assert_eq!(ann["name"]["givenName"], "Ann");
+    assert_eq!(ann["title"], "CTO");
+    assert_eq!(ann[ENT]["department"], "R&D");
+    assert_eq!(ann[ENT]["employeeNumber"], "E-1001");
+    assert_eq!(ann["active"], true);
+    let bob = env.scim.user("bob@corp.example.org").unwrap();
+    assert_eq!(bob["active"], false, "userAccountControl 514 is disabled");
+    let carol = env.scim.user("carol@corp.example.org").unwrap();
+    assert_eq!(carol[ENT]["manager"]["value"], ann["id"]);
+    // Built-in accounts (Administrator, krbtgt, Guest) are not people to provision.
+    assert_eq!(env.scim.users().len(), 3);
+
+    assert_eq!(
+        env.scim.member_names("Eng"),
+        vec!["ann@corp.example.org", "bob@corp.example.org"]
+    );
+    assert_eq!(
+        env.scim.member_names("Staff"),
+        vec!["ann@corp.example.org", "bob@corp.example.org"]
+    );
+    assert_eq!(
+        env.scim.member_names("Sales"),
+        vec!["carol@corp.example.org"]
+    );
+    let again = env.sync();
+    assert!(
+        again
+            .stdout
+            .contains("users 0 created, 0 adopted, 0 updated"),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn disable_enable_and_expiry_follow_the_account() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    env.sync();
+    let dn = format!("CN=Ann Archer,{OU}");
+    env.dc.modify(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n"
+    ));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 1, "{r:?}");
+    assert_eq!(
+        env.scim.user("ann@corp.example.org").unwrap()["active"],
+        false
+    );
+    env.dc.modify(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 512\n"
+    ));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(
+        env.scim.user("ann@corp.example.org").unwrap()["active"],
+        true
+    );
+    // accountExpires in the past (2001-01-01 as a FILETIME) disables too.
+    env.dc.modify(&format!("dn: {dn}\nchangetype: modify\nreplace: accountExpires\naccountExpires: 126227808000000000\n"));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 1, "{r:?}");
+    assert_eq!(
+        env.scim.user("ann@corp.example.org").unwrap()["active"],
+        false
+    );
+}
+
+#[test]
+fn on_disable_delete_removes_disabled_accounts() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.extra = "[sync]\non_disable = \"delete\"\n".into();
+    env.sync();
+    assert!(
+        env.scim.user("bob@corp.example.org").is_none(),
+        "a disabled account is not provisioned"
+    );
+    assert_eq!(env.scim.member_names("Eng"), vec!["ann@corp.example.org"]);
+    env.dc.modify(&format!("dn: CN=Ann Archer,{OU}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n"));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deleted"), 1, "{r:?}");
+    assert!(env.scim.user("ann@corp.example.org").is_none());
+    assert!(env.scim.member_names("Eng").is_empty());
+}
+
+#[test]
+fn rename_and_ou_move_keep_the_same_object() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    env.dc.add(&format!(
+        "dn: OU=Moved,{OU}\nobjectClass: organizationalUnit\n"
+    ));
+    env.sync();
+    let ann_id = env.scim.user("ann@corp.example.org").unwrap()["id"].clone();
+    env.dc.modify(&format!(
+        "dn: CN=Ann Archer,{OU}\nchangetype: modrdn\nnewrdn: CN=Ann Archer-Smith\ndeleteoldrdn: 1\nnewsuperior: OU=Moved,{OU}\n\n\
+         dn: CN=Ann Archer-Smith,OU=Moved,{OU}\nchangetype: modify\nreplace: userPrincipalName\nuserPrincipalName: ann.smith@corp.example.org\n-\nreplace: sn\nsn: Archer-Smith\n"
+    ));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    let ann = env
+        .scim
+        .user("ann.smith@corp.example.org")
+        .expect("renamed");
+    assert_eq!(ann["id"], ann_id);
+    assert_eq!(ann["name"]["familyName"], "Archer-Smith");
+    assert_eq!(env.scim.users().len(), 3);
+    assert_eq!(
+        env.scim.member_names("Eng"),
+        vec!["ann.smith@corp.example.org", "bob@corp.example.org"]
+    );
+    // The report's manager reference followed the move.
+    let carol = env.scim.user("carol@corp.example.org").unwrap();
+    assert_eq!(carol[ENT]["manager"]["value"], ann_id);
+}
+
+#[test]
+fn deletions_and_membership_changes_are_followed() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.sync();
+    env.dc.modify(&format!(
+        "dn: CN=Eng,{OU}\nchangetype: modify\ndelete: member\nmember: CN=Bob Baker,{OU}\n-\nadd: member\nmember: CN=Carol Chen,{OU}\n"
+    ));
+    env.dc.delete(&format!("CN=Sales,{OU}"));
+    env.dc.delete(&format!("CN=Bob Baker,{OU}"));
+    let r = env.sync();
+    assert_eq!(
+        count(&r, "users", "deactivated"),
+        0,
+        "bob was already inactive: {r:?}"
+    );
+    assert_eq!(count(&r, "groups", "deleted"), 1, "{r:?}");
+    assert_eq!(
+        env.scim.member_names("Eng"),
+        vec!["ann@corp.example.org", "carol@corp.example.org"]
+    );
+    assert!(env.scim.group("Sales").is_none());
+    env.extra = "[sync]\non_remove = \"delete\"\n".into();
+    env.dc.delete(&format!("CN=Carol Chen,{OU}"));
+    let r = env.sync();
+    assert_eq!(
+        count(&r, "users", "deleted"),
+        2,
+        "carol and the earlier-removed bob: {r:?}"
+    );
+    assert_eq!(env.scim.member_names("Eng"), vec!["ann@corp.example.org"]);
+}
+
+#[test]
+fn a_2000_member_group_is_read_through_range_retrieval() {
+    let mut env = AdEnv::start();
+    let mut ldif = String::new();
+    let mut members = String::new();
+    for i in 0..2000 {
+        ldif += &user_ldif(&format!("u{i:04}"), "User", &format!("N{i:04}"), 512, "");
+        members += &format!("member: CN=User N{i:04},{OU}\n");
+    }
+    ldif +=
+        &format!("dn: CN=Everyone,{OU}\nobjectClass: group\nsAMAccountName: Everyone\n{members}\n");
+    env.dc.add(&ldif);
+    // Samba never forces ranges, so ask for 500 values at a time to run the loop.
+    env.ldap_extra = "membership = \"member\"\nrange_step = 500\n".into();
+    let r = env.run(&["plan", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let creates = ops.iter().filter(|o| o["op"] == "create_user").count();
+    let added: usize = ops
+        .iter()
+        .filter(|o| o["op"] == "add_members")
+        .map(|o| o["members"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(creates, 2000);
+    assert_eq!(
+        added, 2000,
+        "every member of the group, past the first range"
+    );
+    assert!(ops
+        .iter()
+        .filter(|o| o["op"] == "add_members")
+        .all(|o| o["members"].as_array().unwrap().len() <= 100));
+}
+
+#[test]
+fn ldaps_starttls_and_plain_binds_are_handled_as_an_administrator_expects() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    // StartTLS with the test CA.
+    env.ldap_url = env.dc.url();
+    env.ldap_extra = "starttls = true\n".into();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 3, "{r:?}");
+    // Plain LDAP with a simple bind must be an explicit choice on AD, even on loopback.
+    env.ldap_extra = String::new();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("clear text"), "{r:?}");
+    env.ldap_extra = "allow_plaintext = true\n".into();
+    env.sync();
+    // An LDAPS certificate from an unknown CA is refused.
+    env.ldap_url = env.dc.ldaps_url();
+    env.ldap_fixed = env.ldap_fixed.replace("ca_file", "# ca_file");
+    env.ldap_extra = String::new();
+    let r = env.run(&["sync"]);
+    assert_eq!(
+        r.code,
+        2,
+        "{r:?}\n{}",
+        std::fs::read_to_string(env.config_path()).unwrap()
+    );
+}
+
+#[test]
+fn binds_by_upn_dn_or_down_level_name_and_clear_bind_errors() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    for bind in [
+        "Administrator@corp.example.org".to_string(),
+        format!("CN=Administrator,CN=Users,{AD_BASE}"),
+        "CORP\\\\Administrator".to_string(),
+    ] {
+        env.ldap_fixed = env
+            .ldap_fixed
+            .lines()
+            .map(|l| {
+                if l.starts_with("bind_dn") {
+                    format!("bind_dn = \"{bind}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let r = env.run(&["plan"]);
+        assert_eq!(r.code, 0, "bind as {bind}: {r:?}");
+    }
+    std::fs::write(env.dir.path().join("bind.pw"), "Wrong-Pa55word!").unwrap();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("AD: wrong password"), "{r:?}");
+    assert!(!r.all().contains("Wrong-Pa55word!"));
+}
+
+#[test]
+fn primary_groups_are_included_when_asked_and_referrals_are_skipped() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    // Search from the domain root: Samba answers with referrals to the other partitions.
+    env.ldap_fixed = env.ldap_fixed.replace(
+        &format!("group_base = \"{OU}\""),
+        &format!("group_base = \"{AD_BASE}\""),
+    );
+    env.ldap_extra = "group_filter = \"(|(cn=Domain Users)(cn=Eng))\"\n".into();
+    env.sync();
+    // Domain Users is every account's primary group, which memberOf never lists.
+    assert!(env.scim.member_names("Domain Users").is_empty());
+    env.ldap_extra += "include_primary_group = true\n";
+    let r = env.sync();
+    assert_eq!(count(&r, "members", "added"), 3, "{r:?}");
+    assert_eq!(
+        env.scim.member_names("Domain Users"),
+        vec![
+            "ann@corp.example.org",
+            "bob@corp.example.org",
+            "carol@corp.example.org"
+        ]
+    );
+    assert_eq!(
+        env.scim.member_names("Eng"),
+        vec!["ann@corp.example.org", "bob@corp.example.org"]
+    );
+}
+
+#[test]
+fn sam_account_name_can_be_the_user_name() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.extra = "[mapping]\nuser_name = \"sAMAccountName\"\n".into();
+    env.sync();
+    assert!(env.scim.user("ann").is_some());
+    assert!(env.scim.user("ann@corp.example.org").is_none());
+}
