@@ -58,6 +58,10 @@ impl DesiredBuilder {
                 }
                 self.group_dns
                     .insert(crate::source::dn::normalize(&g.dn), g.key.clone());
+                if let Some(guid) = &g.dn_guid {
+                    self.group_dns
+                        .insert(crate::source::dn::guid_token(guid), g.key.clone());
+                }
                 self.groups.insert(g.key.clone(), g);
             }
             Err(r) => self.rejected.push(r),
@@ -65,13 +69,16 @@ impl DesiredBuilder {
     }
 
     /// DNs named in users' `memberOf` that no group read so far has: the groups to create on
-    /// the fly. In original spelling as much as possible (normalized form).
+    /// the fly, as DNs a base search accepts (a GUID reference as `<GUID=...>`).
     pub fn unknown_group_dns(&self) -> BTreeSet<String> {
         self.users
             .values()
             .flat_map(|u| u.member_of.iter())
             .filter(|dn| !self.group_dns.contains_key(*dn))
-            .cloned()
+            .map(|dn| match dn.strip_prefix("<guid=") {
+                Some(rest) => format!("<GUID={rest}"),
+                None => dn.clone(),
+            })
             .collect()
     }
 
@@ -121,10 +128,13 @@ impl DesiredBuilder {
             }
         }
 
-        let user_dns: HashMap<String, Key> = users
-            .values()
-            .map(|u| (crate::source::dn::normalize(&u.dn), u.key.clone()))
-            .collect();
+        let mut user_dns: HashMap<String, Key> = HashMap::new();
+        for u in users.values() {
+            user_dns.insert(crate::source::dn::normalize(&u.dn), u.key.clone());
+            if let Some(guid) = &u.dn_guid {
+                user_dns.insert(crate::source::dn::guid_token(guid), u.key.clone());
+            }
+        }
 
         let mut out = DesiredState {
             held,
@@ -238,7 +248,14 @@ impl DesiredBuilder {
 fn held_known(dn: &str, rejected: &[Rejected], known: &BTreeSet<Key>) -> Option<Key> {
     rejected
         .iter()
-        .find(|r| crate::source::dn::normalize(&r.dn) == dn)
+        .find(|r| {
+            crate::source::dn::normalize(&r.dn) == dn
+                || r.key
+                    .as_deref()
+                    .map(crate::source::dn::guid_token)
+                    .as_deref()
+                    == Some(dn)
+        })
         .and_then(|r| r.key.clone())
         .filter(|k| known.contains(k))
 }

@@ -20,6 +20,8 @@ pub use desired::DesiredBuilder;
 pub struct MappedUser {
     pub key: Key,
     pub dn: String,
+    /// The entry's GUID when the server sends extended DNs: references by GUID resolve to it.
+    pub dn_guid: Option<String>,
     /// The user, with `manager` still unset (see `manager_dn`).
     pub user: User,
     pub manager_dn: Option<String>,
@@ -34,6 +36,7 @@ pub struct MappedUser {
 pub struct MappedGroup {
     pub key: Key,
     pub dn: String,
+    pub dn_guid: Option<String>,
     pub display_name: String,
     /// Normalized DNs from the group's member attribute.
     pub member_dns: Vec<String>,
@@ -225,6 +228,7 @@ impl Mapper {
         Ok(MappedUser {
             key,
             dn: e.dn.clone(),
+            dn_guid: e.dn_guid.clone(),
             user,
             manager_dn,
             member_of,
@@ -261,6 +265,7 @@ impl Mapper {
         Ok(MappedGroup {
             key: key.clone(),
             dn: e.dn.clone(),
+            dn_guid: e.dn_guid.clone(),
             display_name,
             member_dns: dns(&self.m.member_attribute)?,
             member_of: dns(&self.m.member_of_attribute)?,

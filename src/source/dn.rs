@@ -1,9 +1,42 @@
 //! DN comparison. The same DN comes back from a server in different spellings (`memberOf` values,
 //! `member` values, entry DNs), so DNs are compared in a normal form.
 
-/// Lower-cases a DN and removes the spaces around its separators, keeping escaped characters.
+/// Splits an AD extended DN (`<GUID=...>;<SID=...>;CN=...`, as returned with the extended-DN
+/// control) into the object's GUID and the plain DN. A plain DN comes back as is.
+pub fn split_extended(dn: &str) -> (Option<String>, &str) {
+    let mut rest = dn;
+    let mut guid = None;
+    while let Some(after) = rest.strip_prefix('<') {
+        let Some(end) = after.find('>') else { break };
+        let (component, tail) = (&after[..end], &after[end + 1..]);
+        if let Some(g) = component
+            .strip_prefix("GUID=")
+            .or_else(|| component.strip_prefix("guid="))
+        {
+            guid = Some(g.to_ascii_lowercase());
+        }
+        rest = tail.strip_prefix(';').unwrap_or(tail);
+    }
+    (guid, rest)
+}
+
+/// The reference token of an object known by its GUID, as [`normalize`] returns it for an
+/// extended DN: references by GUID survive renames and moves.
+pub fn guid_token(guid: &str) -> String {
+    format!("<guid={}>", guid.to_ascii_lowercase())
+}
+
+/// The comparable form of a DN-valued attribute value: the GUID token for an extended DN,
+/// else the DN lower-cased with the spaces around its separators removed (escapes kept).
 /// Enough for the case-insensitive attributes DNs are made of in practice (cn, ou, dc, uid).
 pub fn normalize(dn: &str) -> String {
+    if let (Some(guid), _) = split_extended(dn) {
+        return guid_token(&guid);
+    }
+    normalize_plain(dn)
+}
+
+fn normalize_plain(dn: &str) -> String {
     let mut rdns: Vec<String> = Vec::new();
     let mut current = String::new();
     let mut chars = dn.chars();
@@ -68,6 +101,22 @@ mod tests {
             normalize("cn=engineering,ou=groups,dc=example,dc=org")
         );
         assert_ne!(normalize("cn=a\\,b,dc=x"), normalize("cn=a,cn=b,dc=x"));
+    }
+
+    #[test]
+    fn extended_dns_are_referenced_by_guid() {
+        let ext = "<GUID=303162A8-3274-4125-8a40-1784251b8fa9>;<SID=S-1-5-21-1-2-3-1104>;CN=Eng,OU=Staff,DC=corp";
+        let (guid, plain) = split_extended(ext);
+        assert_eq!(
+            guid.as_deref(),
+            Some("303162a8-3274-4125-8a40-1784251b8fa9")
+        );
+        assert_eq!(plain, "CN=Eng,OU=Staff,DC=corp");
+        assert_eq!(
+            normalize(ext),
+            guid_token("303162a8-3274-4125-8a40-1784251b8fa9")
+        );
+        assert_eq!(split_extended("CN=x,DC=y"), (None, "CN=x,DC=y"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use ldap3::asn1::{StructureTag, PL};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawEntry {
     pub dn: String,
+    /// The object's GUID, when the server sent the DN in extended form (AD).
+    pub dn_guid: Option<String>,
     pub attrs: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
@@ -116,7 +118,9 @@ pub fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
             attrs.entry(name).or_default().extend(values);
         }
     }
-    Ok(RawEntry { dn, attrs })
+    let (dn_guid, plain) = super::dn::split_extended(&dn);
+    let dn = plain.to_string();
+    Ok(RawEntry { dn, dn_guid, attrs })
 }
 
 #[cfg(test)]

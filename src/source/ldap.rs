@@ -3,11 +3,21 @@
 use std::time::Duration;
 
 use ldap3::adapters::PagedResults;
+use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope};
 
 use super::entry::{decode_entry, RawEntry};
 use super::SourceError;
 use crate::config::{LdapConfig, TlsMode};
+
+impl Session {
+    /// Sets the controls the next read carries (ldap3 clears them after each operation).
+    fn set_read_controls(&mut self) {
+        if self.extended_dn {
+            self.ldap.with_controls(vec![extended_dn_control()]);
+        }
+    }
+}
 
 /// An open, bound LDAP session.
 pub struct Session {
@@ -15,6 +25,17 @@ pub struct Session {
     url: String,
     timeout: Duration,
     page_size: u32,
+    /// Ask for DNs in extended form (`<GUID=...>;...`): AD references that survive renames.
+    extended_dn: bool,
+}
+
+/// LDAP_SERVER_EXTENDED_DN_OID, with the value asking for GUIDs as text (BER `SEQUENCE { 1 }`).
+fn extended_dn_control() -> RawControl {
+    RawControl {
+        ctype: "1.2.840.113556.1.4.529".into(),
+        crit: false,
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+    }
 }
 
 /// Text for the LDAP result codes an administrator is most likely to meet.
@@ -130,6 +151,7 @@ impl Session {
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             page_size: cfg.page_size,
+            extended_dn: cfg.profile == crate::config::Profile::ActiveDirectory,
         })
     }
 
@@ -154,6 +176,7 @@ impl Session {
             reason,
         };
         let mut stats = SearchStats::default();
+        self.set_read_controls();
         let mut stream = self
             .ldap
             .with_timeout(self.timeout)
@@ -202,6 +225,7 @@ impl Session {
             filter: "(objectClass=*)".to_string(),
             reason,
         };
+        self.set_read_controls();
         let res = self
             .ldap
             .with_timeout(self.timeout)
