@@ -374,3 +374,121 @@ fn sam_account_name_can_be_the_user_name() {
     assert!(env.scim.user("ann").is_some());
     assert!(env.scim.user("ann@corp.example.org").is_none());
 }
+
+/// Runs dirbridge with JSON logs and returns its "directory read" line.
+fn read_line(env: &AdEnv, args: &[&str]) -> (Run, Value) {
+    let mut all = vec!["--log-format", "json"];
+    all.extend_from_slice(args);
+    let r = env.run(&all);
+    let line = r
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "directory read")
+        .unwrap_or_else(|| panic!("no directory read line: {r:?}"))["fields"]
+        .clone();
+    (r, line)
+}
+
+#[test]
+fn an_incremental_run_after_no_change_reads_only_the_watermark() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    let (r, first) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(first["mode"], "full");
+    let before = env.scim.versions();
+    let (r, again) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(again["mode"], "unchanged", "{again}");
+    assert_eq!(again["users"], 0);
+    assert_eq!(again["groups"], 0);
+    assert_eq!(env.scim.versions(), before);
+}
+
+#[test]
+fn changes_are_read_by_usn_and_deletions_come_from_tombstones() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.dc.add(&user_ldif("dave", "Dave", "Doe", 512, ""));
+    env.dc.add(&format!(
+        "dn: OU=Elsewhere,{AD_BASE}\nobjectClass: organizationalUnit\n"
+    ));
+    env.sync();
+    env.dc.modify(&format!(
+        "dn: CN=Ann Archer,{OU}\nchangetype: modify\nreplace: title\ntitle: CEO\n\n\
+         dn: CN=Eng,{OU}\nchangetype: modify\nadd: member\nmember: CN=Carol Chen,{OU}\n-\ndelete: member\nmember: CN=Ann Archer,{OU}\n"
+    ));
+    env.dc.delete(&format!("CN=Bob Baker,{OU}"));
+    // Out of the scope (user_base) by a move: a departure too.
+    env.dc.modify(&format!(
+        "dn: CN=Dave Doe,{OU}\nchangetype: modrdn\nnewrdn: CN=Dave Doe\ndeleteoldrdn: 1\nnewsuperior: OU=Elsewhere,{AD_BASE}\n"
+    ));
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(line["mode"], "delta", "{line}");
+    assert!(line["changed"].as_u64().unwrap() >= 4, "{line}");
+    assert_eq!(
+        env.scim.user("ann@corp.example.org").unwrap()["title"],
+        "CEO"
+    );
+    // carol joined, ann left, bob (deleted) is gone: only the group's USN moved for the first two.
+    assert_eq!(env.scim.member_names("Eng"), vec!["carol@corp.example.org"]);
+    assert_eq!(
+        env.scim.user("bob@corp.example.org").unwrap()["active"],
+        false
+    );
+    assert_eq!(
+        env.scim.user("dave@corp.example.org").unwrap()["active"],
+        false
+    );
+    // bob was already disabled; now deleted, he has left Eng and Staff.
+    assert!(env
+        .scim
+        .member_names("Staff")
+        .iter()
+        .all(|n| n != "bob@corp.example.org"));
+
+    env.extra = "[sync]\non_remove = \"delete\"\n".into();
+    env.dc.delete(&format!("CN=Carol Chen,{OU}"));
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(line["mode"], "delta", "{line}");
+    assert!(env.scim.user("carol@corp.example.org").is_none());
+    assert!(env.scim.member_names("Eng").is_empty());
+}
+
+#[test]
+fn a_renamed_group_keeps_its_members_in_an_incremental_run() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    env.sync();
+    let eng = env.scim.group("Eng").unwrap()["id"].clone();
+    env.dc.modify(&format!(
+        "dn: CN=Eng,{OU}\nchangetype: modrdn\nnewrdn: CN=Platform\ndeleteoldrdn: 1\n"
+    ));
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(line["mode"], "delta", "{line}");
+    assert_eq!(env.scim.group("Platform").unwrap()["id"], eng);
+    assert_eq!(
+        env.scim.member_names("Platform"),
+        vec!["ann@corp.example.org", "bob@corp.example.org"]
+    );
+}
+
+#[test]
+fn a_changed_invocation_id_forces_a_full_read() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.sync();
+    assert_eq!(read_line(&env, &["sync"]).1["mode"], "unchanged");
+    // What a DC restored from a backup looks like: same name, new database identity.
+    env.dc.restore_from_backup();
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(line["mode"], "full", "{line}");
+    assert!(r.stderr.contains("invocationId changed"), "{r:?}");
+    // A resync always reads everything.
+    assert_eq!(read_line(&env, &["resync"]).1["mode"], "full");
+}

@@ -87,6 +87,7 @@ pub struct LdapConfig {
     pub bind_password: Option<Secret>,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
+    pub base_dn: String,
     pub user_base: String,
     pub group_base: String,
     pub user_filter: String,
@@ -99,6 +100,9 @@ pub struct LdapConfig {
     pub range_step: Option<u32>,
     /// Add each user to its primary group (AD `primaryGroupID`, not listed in `memberOf`).
     pub include_primary_group: bool,
+    /// Read only what changed since the last run (AD `uSNChanged`), keeping a mirror of the
+    /// directory in the state store.
+    pub incremental: bool,
     pub page_size: u32,
     pub timeout: Duration,
 }

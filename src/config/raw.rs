@@ -65,6 +65,7 @@ struct RawLdap {
     range_step: Option<u32>,
     #[serde(default)]
     include_primary_group: bool,
+    incremental: Option<bool>,
     #[serde(default = "default_page_size")]
     page_size: u32,
     #[serde(default = "default_timeout")]
@@ -280,6 +281,7 @@ impl RawConfig {
         // --- [ldap]
         let l = self.ldap;
         let defaults = l.profile.defaults();
+        let l_incremental_explicit = l.incremental == Some(true);
         let tls = if l.url.starts_with("ldaps://") {
             if l.starttls {
                 return Err(invalid(
@@ -352,6 +354,12 @@ impl RawConfig {
             .unwrap_or_else(|| defaults.group_filter.to_string());
         check_filter(&user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
         check_filter(&group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
+        if l.incremental == Some(true) && l.profile != Profile::ActiveDirectory {
+            return Err(invalid(
+                "ldap.incremental",
+                "incremental reads follow AD's uSNChanged; they need profile = \"ad\"".into(),
+            ));
+        }
         if l.range_step == Some(0) {
             return Err(invalid("ldap.range_step", "must be at least 1".into()));
         }
@@ -374,6 +382,7 @@ impl RawConfig {
             bind_password,
             ca_file,
             tls_verify: l.tls_verify,
+            base_dn: l.base_dn.clone(),
             user_base: l.user_base.unwrap_or_else(|| l.base_dn.clone()),
             group_base: l.group_base.unwrap_or_else(|| l.base_dn.clone()),
             profile: l.profile,
@@ -384,6 +393,9 @@ impl RawConfig {
             referenced_groups: l.referenced_groups.unwrap_or(defaults.referenced_groups),
             range_step: l.range_step,
             include_primary_group: l.include_primary_group,
+            incremental: l
+                .incremental
+                .unwrap_or(l.profile == Profile::ActiveDirectory),
             page_size: l.page_size,
             timeout: Duration::from_secs(l.timeout_secs),
         };
@@ -563,6 +575,30 @@ impl RawConfig {
             required,
         };
 
+        // Change tracking reports objectGUIDs: incremental reads need them as keys.
+        let guid_keys =
+            mapping.key.eq_ignore_ascii_case("objectGUID") && mapping.key_format == KeyFormat::Guid;
+        let mut ldap = ldap;
+        // The mirror holds the configured scope only: groups read on the fly by DN are not in it.
+        let scoped = ldap.referenced_groups == ReferencedGroups::Ignore;
+        if ldap.incremental && !scoped {
+            if l_incremental_explicit {
+                return Err(invalid(
+                    "ldap.incremental",
+                    "incremental reads need referenced_groups = \"ignore\" (the group scope is what is tracked)".into(),
+                ));
+            }
+            ldap.incremental = false;
+        }
+        if ldap.incremental && !guid_keys {
+            if l_incremental_explicit {
+                return Err(invalid(
+                    "ldap.incremental",
+                    "incremental reads need mapping.key = \"objectGUID\" with key_format = \"guid\"".into(),
+                ));
+            }
+            ldap.incremental = false;
+        }
         Ok(Config {
             path: path.to_path_buf(),
             ldap,

@@ -1,6 +1,7 @@
 //! One sync pass: read the directory, plan against the records (or, on a resync, against what
 //! the target really holds), send each operation and record each confirmation before the next.
 
+mod incremental;
 mod observe;
 mod read;
 mod send;
@@ -86,6 +87,8 @@ pub async fn dry_run(
 
 fn log_read(stats: &ReadStats, desired: &DesiredState) {
     tracing::info!(
+        mode = stats.mode,
+        changed = stats.changed,
         users = stats.user_entries,
         groups = stats.group_entries,
         referenced_groups = stats.referenced_groups,
@@ -188,7 +191,11 @@ async fn run_inner<T: Target>(
     }
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let (desired, stats) = read_desired(cfg, &known).await?;
+    let (desired, stats) = if cfg.ldap.incremental {
+        incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?
+    } else {
+        read_desired(cfg, &known).await?
+    };
     log_read(&stats, &desired);
     guard_empty_read(&desired, &records)?;
 

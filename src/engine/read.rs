@@ -14,6 +14,10 @@ use crate::source::{range, SourceError};
 /// Figures of one read, for logs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReadStats {
+    /// `full`, `unchanged` (the watermark had not moved) or `delta` (only changes were read).
+    pub mode: &'static str,
+    /// Objects the directory reported as changed since the watermark (delta reads).
+    pub changed: u64,
     pub user_entries: u64,
     pub group_entries: u64,
     pub referenced_groups: u64,
@@ -34,11 +38,11 @@ pub async fn read_desired(
 }
 
 /// Entries whose ranged attributes still have values to fetch.
-type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
+pub(super) type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
 
 /// Runs one paged search; complete entries go to `add`, entries with pending ranges are
 /// returned to be completed once the search is over (a session runs one operation at a time).
-async fn search(
+pub(super) async fn search(
     session: &mut Session,
     base: &str,
     filter: &str,
@@ -61,7 +65,7 @@ async fn search(
     Ok((s.entries, incomplete))
 }
 
-async fn complete(
+pub(super) async fn complete(
     session: &mut Session,
     incomplete: Incomplete,
     step: Option<u32>,
@@ -81,7 +85,7 @@ async fn complete(
 
 /// The attribute list with every multi-valued membership attribute asked for as a first range,
 /// when a range step is configured.
-fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {
+pub(super) fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {
     let Some(step) = cfg.ldap.range_step else {
         return attrs;
     };
@@ -111,7 +115,10 @@ async fn read_with(
     let group_attrs = ranged(mapper.group_attributes(), cfg);
     let step = cfg.ldap.range_step;
     let mut builder = DesiredBuilder::new(mapper);
-    let mut stats = ReadStats::default();
+    let mut stats = ReadStats {
+        mode: "full",
+        ..Default::default()
+    };
 
     let (n, incomplete) = search(
         session,

@@ -32,6 +32,23 @@ fn hex(value: &[u8]) -> String {
     value.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The 16 bytes of a GUID written by [`guid_string`], for an `(objectGUID=\\xx...)` filter.
+pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    // Undo the little-endian first three fields.
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    Some(b)
+}
+
 /// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
 pub fn guid_string(b: &[u8]) -> String {
     let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -54,6 +71,13 @@ pub fn guid_string(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guid_text_turns_back_into_its_bytes() {
+        let b: Vec<u8> = (0u8..16).collect();
+        assert_eq!(guid_bytes(&guid_string(&b)).unwrap().to_vec(), b);
+        assert_eq!(guid_bytes("nope"), None);
+    }
 
     #[test]
     fn guid_uses_the_mixed_endian_layout() {

@@ -8,6 +8,8 @@
 pub mod desired;
 mod key;
 
+pub use key::{guid_bytes, guid_string};
+
 use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
 use crate::model::{Key, Rejected, User};
 use crate::source::entry::RawEntry;
@@ -147,6 +149,17 @@ impl Mapper {
             out.push("objectSid".into());
         }
         dedup_ci(out)
+    }
+
+    /// The entry's stable key, if it has one.
+    pub fn key_of_entry(&self, e: &RawEntry) -> Option<Key> {
+        key::stable_key(e, &self.m.key, self.m.key_format)
+    }
+
+    /// True when keys are objectGUIDs, which AD's change tracking reports.
+    pub fn keys_are_object_guids(&self) -> bool {
+        self.m.key.eq_ignore_ascii_case("objectGUID")
+            && self.m.key_format == crate::config::KeyFormat::Guid
     }
 
     fn key_of(&self, e: &RawEntry) -> Result<Key, Rejected> {

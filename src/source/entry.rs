@@ -9,12 +9,68 @@ use std::collections::BTreeMap;
 use ldap3::asn1::{StructureTag, PL};
 
 /// One entry: its DN and its attributes, names lower-cased (LDAP names are case-insensitive).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Serialized (for the directory mirror) with text values as strings and other values as hex.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RawEntry {
     pub dn: String,
     /// The object's GUID, when the server sent the DN in extended form (AD).
     pub dn_guid: Option<String>,
+    #[serde(with = "values")]
     pub attrs: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+/// Attribute values as JSON: `"text"` when UTF-8, `{"hex": "..."}` otherwise.
+mod values {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Bytes { hex: String },
+    }
+
+    pub fn serialize<S: Serializer>(
+        attrs: &BTreeMap<String, Vec<Vec<u8>>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let out: BTreeMap<&String, Vec<Value>> = attrs
+            .iter()
+            .map(|(k, vs)| {
+                let vs = vs
+                    .iter()
+                    .map(|v| match std::str::from_utf8(v) {
+                        Ok(t) => Value::Text(t.to_string()),
+                        Err(_) => Value::Bytes {
+                            hex: hex::encode(v),
+                        },
+                    })
+                    .collect();
+                (k, vs)
+            })
+            .collect();
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<Vec<u8>>>, D::Error> {
+        let raw: BTreeMap<String, Vec<Value>> = BTreeMap::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, vs)| {
+                let vs = vs
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::Text(t) => Ok(t.into_bytes()),
+                        Value::Bytes { hex } => hex::decode(hex).map_err(serde::de::Error::custom),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((k, vs))
+            })
+            .collect()
+    }
 }
 
 /// An attribute value that should be text but is not valid UTF-8.
@@ -170,6 +226,22 @@ mod tests {
             Some("Ann")
         );
         assert!(e.first_text(&["objectGUID".into()]).is_err());
+    }
+
+    #[test]
+    fn entries_round_trip_through_json_with_binary_values() {
+        let mut e = RawEntry {
+            dn: "cn=x".into(),
+            dn_guid: Some("g".into()),
+            ..Default::default()
+        };
+        e.attrs
+            .insert("objectguid".into(), vec![vec![0xff, 0x00, 0x41]]);
+        e.attrs
+            .insert("cn".into(), vec![b"x".to_vec(), b"y".to_vec()]);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"ff0041\""), "{json}");
+        assert_eq!(serde_json::from_str::<RawEntry>(&json).unwrap(), e);
     }
 
     #[test]

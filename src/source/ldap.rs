@@ -11,10 +11,19 @@ use super::SourceError;
 use crate::config::{LdapConfig, TlsMode};
 
 impl Session {
+    fn read_controls_list(&self) -> Vec<RawControl> {
+        if self.extended_dn {
+            vec![extended_dn_control()]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Sets the controls the next read carries (ldap3 clears them after each operation).
     fn set_read_controls(&mut self) {
-        if self.extended_dn {
-            self.ldap.with_controls(vec![extended_dn_control()]);
+        let controls = self.read_controls_list();
+        if !controls.is_empty() {
+            self.ldap.with_controls(controls);
         }
     }
 }
@@ -168,6 +177,20 @@ impl Session {
         base: &str,
         filter: &str,
         attrs: &[String],
+        on_entry: impl FnMut(RawEntry),
+    ) -> Result<SearchStats, SourceError> {
+        self.search_paged_with(base, filter, attrs, false, on_entry)
+            .await
+    }
+
+    /// [`Session::search_paged`], optionally with AD's Show Deleted control, so that deleted
+    /// objects (tombstones, `isDeleted=TRUE`, same objectGUID) are returned too.
+    pub async fn search_paged_with(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        show_deleted: bool,
         mut on_entry: impl FnMut(RawEntry),
     ) -> Result<SearchStats, SourceError> {
         let err = |reason: String| SourceError::Search {
@@ -177,6 +200,15 @@ impl Session {
         };
         let mut stats = SearchStats::default();
         self.set_read_controls();
+        if show_deleted {
+            let mut controls = self.read_controls_list();
+            controls.push(RawControl {
+                ctype: "1.2.840.113556.1.4.417".into(),
+                crit: true,
+                val: None,
+            });
+            self.ldap.with_controls(controls);
+        }
         let mut stream = self
             .ldap
             .with_timeout(self.timeout)
@@ -290,6 +322,48 @@ impl Session {
         Ok(values)
     }
 
+    /// The server's `highestCommittedUSN` and `dsServiceName` (AD), and the DC's invocationId.
+    pub async fn usn_position(&mut self) -> Result<UsnPosition, SourceError> {
+        let err = |reason: String| SourceError::Search {
+            base: "(root DSE)".into(),
+            filter: "(objectClass=*)".into(),
+            reason,
+        };
+        let root = self
+            .read_entry("", &["highestCommittedUSN".into(), "dsServiceName".into()])
+            .await?
+            .ok_or_else(|| err("the server has no root DSE".into()))?;
+        let usn = root
+            .first_text(&["highestCommittedUSN".into()])
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                err("no highestCommittedUSN: this is not an Active Directory server".into())
+            })?;
+        let dc = root
+            .first_text(&["dsServiceName".into()])
+            .ok()
+            .flatten()
+            .ok_or_else(|| err("no dsServiceName".into()))?;
+        let dc = super::dn::split_extended(&dc).1.to_string();
+        let ntds = self
+            .read_entry(&dc, &["invocationId".into()])
+            .await?
+            .ok_or_else(|| err(format!("cannot read {dc}")))?;
+        let invocation_id = ntds
+            .values("invocationId")
+            .first()
+            .filter(|v| v.len() == 16)
+            .map(|v| crate::mapping::guid_string(v))
+            .ok_or_else(|| err(format!("{dc} has no readable invocationId")))?;
+        Ok(UsnPosition {
+            usn,
+            dc,
+            invocation_id,
+        })
+    }
+
     /// Closes the session politely.
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
@@ -309,6 +383,14 @@ mod tests {
         assert!(describe(49, "no sub-code").contains("invalid credentials"));
         assert!(describe(32, "").contains("no such object"));
     }
+}
+
+/// Where an AD domain controller's database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsnPosition {
+    pub usn: u64,
+    pub dc: String,
+    pub invocation_id: String,
 }
 
 /// What one search returned.

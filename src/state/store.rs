@@ -63,12 +63,14 @@ pub struct RunRecord {
 }
 
 pub struct Store {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     db: sled::Db,
     users: sled::Tree,
     groups: sled::Tree,
     errors: sled::Tree,
-    meta: sled::Tree,
+    pub(super) meta: sled::Tree,
+    pub(super) mirror_users: sled::Tree,
+    pub(super) mirror_groups: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -77,7 +79,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
+pub(super) fn decode<T: DeserializeOwned>(
+    path: &Path,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         path: path.to_path_buf(),
         key: String::from_utf8_lossy(key).into_owned(),
@@ -85,7 +91,7 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<
     })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing these plain structs cannot fail (no maps with non-string keys).
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -121,6 +127,8 @@ impl Store {
             groups: tree("groups")?,
             errors: tree("errors")?,
             meta: tree("meta")?,
+            mirror_users: tree("mirror_users")?,
+            mirror_groups: tree("mirror_groups")?,
             path: path.to_path_buf(),
             db,
         };
@@ -136,14 +144,14 @@ impl Store {
         Ok(store)
     }
 
-    fn io(&self, e: impl std::fmt::Display) -> StateError {
+    pub(super) fn io(&self, e: impl std::fmt::Display) -> StateError {
         StateError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
         }
     }
 
-    fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+    pub(super) fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
         match self.meta.get(key).map_err(|e| self.io(e))? {
             Some(v) => decode(&self.path, key.as_bytes(), &v).map(Some),
             None => Ok(None),
@@ -245,7 +253,7 @@ impl Store {
         self.flush().await
     }
 
-    async fn flush(&self) -> Result<(), StateError> {
+    pub(super) async fn flush(&self) -> Result<(), StateError> {
         self.db.flush_async().await.map_err(|e| self.io(e))?;
         Ok(())
     }

@@ -133,10 +133,60 @@ fn next_address() -> String {
     }
 }
 
+/// Starts samba on a prepared folder and waits until it serves LDAP on `ip`.
+fn launch(dir: &std::path::Path, ip: &str) -> (Guard, ChildStdin) {
+    let conf_path = dir.join("etc/smb.conf");
+    let mut child = Command::new("samba")
+        .args(["-i", "-M", "single", "-s"])
+        .arg(&conf_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.join("samba.out")).unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("samba.err")).unwrap(),
+        ))
+        .spawn()
+        .expect("samba: install samba-ad-dc (scripts/setup.sh does)");
+    let stdin = child.stdin.take().unwrap();
+    let mut guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-H",
+                &format!("ldap://{ip}"),
+                "-b",
+                "",
+                "-s",
+                "base",
+                "highestCommittedUSN",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if probe.success() {
+            return (guard, stdin);
+        }
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            let err = std::fs::read_to_string(dir.join("samba.err")).unwrap_or_default();
+            panic!("samba exited ({st}) before serving LDAP on {ip}: {err}");
+        }
+        if Instant::now() > deadline {
+            guard.stop();
+            panic!("samba did not serve LDAP on {ip} within 30s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running Samba AD DC. Dropping it closes samba's stdin (samba exits) and kills it.
 pub struct SambaDc {
     guard: Guard,
-    _stdin: ChildStdin,
+    /// Samba exits when this closes.
+    stdin: Option<ChildStdin>,
     pub dir: tempfile::TempDir,
     pub ip: String,
 }
@@ -195,53 +245,10 @@ impl SambaDc {
             }
         }
         std::fs::write(&conf_path, out).unwrap();
-        let mut child = Command::new("samba")
-            .args(["-i", "-M", "single", "-s"])
-            .arg(&conf_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("samba.out")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("samba.err")).unwrap(),
-            ))
-            .spawn()
-            .expect("samba: install samba-ad-dc (scripts/setup.sh does)");
-        let stdin = child.stdin.take().unwrap();
-        let mut guard = Guard(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let probe = Command::new("ldapsearch")
-                .args([
-                    "-x",
-                    "-H",
-                    &format!("ldap://{ip}"),
-                    "-b",
-                    "",
-                    "-s",
-                    "base",
-                    "highestCommittedUSN",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
-            if probe.success() {
-                break;
-            }
-            if let Ok(Some(st)) = guard.0.try_wait() {
-                let err = std::fs::read_to_string(dir.path().join("samba.err")).unwrap_or_default();
-                panic!("samba exited ({st}) before serving LDAP on {ip}: {err}");
-            }
-            if Instant::now() > deadline {
-                guard.stop();
-                panic!("samba did not serve LDAP on {ip} within 30s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (guard, stdin) = launch(dir.path(), &ip);
         let dc = SambaDc {
             guard,
-            _stdin: stdin,
+            stdin: Some(stdin),
             dir,
             ip,
         };
@@ -323,7 +330,32 @@ impl SambaDc {
     }
 
     pub fn stop(&mut self) {
+        self.stdin = None;
         self.guard.stop();
+    }
+
+    /// Gives the DC a new invocationId, as restoring it from a backup does: stops it, changes
+    /// the attribute in the configuration partition's database file, and starts it again.
+    pub fn restore_from_backup(&mut self) {
+        self.stop();
+        let ntds = format!("CN=NTDS Settings,CN=VM,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,{AD_BASE}");
+        let ldif = format!("dn: {ntds}\nchangetype: modify\nreplace: invocationId\ninvocationId:: 3q2+796tvu/erb7v3q2+7w==\n");
+        let partition = self
+            .dir
+            .path()
+            .join("private/sam.ldb.d")
+            .join(format!("CN=CONFIGURATION,{}.ldb", AD_BASE.to_uppercase()));
+        let mut cmd = Command::new("ldbmodify");
+        cmd.arg("-H").arg(&partition);
+        let out = super::run_with_input(cmd, &ldif);
+        assert!(
+            out.status.success(),
+            "ldbmodify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (guard, stdin) = launch(self.dir.path(), &self.ip);
+        self.guard = guard;
+        self.stdin = Some(stdin);
     }
 }
 

@@ -1,0 +1,350 @@
+//! Incremental reads of Active Directory. The state store keeps a mirror of the in-scope entries
+//! and a watermark (DC, invocationId, highestCommittedUSN). A run then reads:
+//! - nothing but the watermark, when `highestCommittedUSN` has not moved;
+//! - the objects whose `uSNChanged` passed the watermark (deleted ones too, through the Show
+//!   Deleted control), each read again within the configured scope: found means changed, not
+//!   found means deleted or out of scope;
+//! - everything, when there is no watermark, the DC or its invocationId differs (another DC, or
+//!   one restored from a backup: its USNs mean nothing), the configuration changed, or a resync
+//!   asks for it.
+//!
+//! Adding a user to a group changes only the group's USN, so for every changed group the users
+//! that joined or left it are read again (their `memberOf` changed without their USN).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::read::{complete, ranged, search, ReadStats};
+use super::EngineError;
+use crate::config::{Config, Membership};
+use crate::mapping::{guid_bytes, DesiredBuilder, Mapper};
+use crate::model::{DesiredState, Key};
+use crate::source::entry::RawEntry;
+use crate::source::ldap::Session;
+use crate::source::{dn, SourceError};
+use crate::state::{Mirror, Store, Watermark};
+
+/// How many objectGUIDs one scoped re-read asks for.
+const GUIDS_PER_QUERY: usize = 50;
+
+/// What was read, and the bases/filters/attributes it was read with: a different value means
+/// the mirror holds the wrong things.
+fn fingerprint(cfg: &Config) -> String {
+    let l = &cfg.ldap;
+    let text = format!(
+        "{}|{}|{}|{}|{:?}|{}|{}|{:?}|{:?}",
+        l.user_base,
+        l.group_base,
+        l.user_filter,
+        l.group_filter,
+        l.membership,
+        l.nested_groups,
+        l.include_primary_group,
+        l.referenced_groups,
+        cfg.mapping
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Reads the directory for a run, incrementally where the mirror allows. `full` forces a full
+/// read (resync).
+pub async fn read_tracked(
+    cfg: &Config,
+    store: &Store,
+    known_users: &BTreeSet<Key>,
+    full: bool,
+) -> Result<(DesiredState, ReadStats), EngineError> {
+    let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
+    let mut session = Session::open(&cfg.ldap).await?;
+    let result = read_with(&mut session, cfg, store, &mapper, full).await;
+    session.close().await;
+    let (mirror, stats) = result?;
+    let mut builder = DesiredBuilder::new(mapper);
+    for e in mirror.users.values() {
+        builder.add_user(e);
+    }
+    for e in mirror.groups.values() {
+        builder.add_group(e);
+    }
+    Ok((builder.finish(known_users), stats))
+}
+
+async fn read_with(
+    session: &mut Session,
+    cfg: &Config,
+    store: &Store,
+    mapper: &Mapper,
+    full: bool,
+) -> Result<(Mirror, ReadStats), EngineError> {
+    // Where the DC is, read before anything else: what changes during the read is read again
+    // next time rather than missed.
+    let pos = session.usn_position().await?;
+    let wm = Watermark {
+        dc: pos.dc.clone(),
+        invocation_id: pos.invocation_id.clone(),
+        usn: pos.usn,
+        fingerprint: fingerprint(cfg),
+    };
+    let previous = store.watermark()?;
+    let usable = previous.as_ref().filter(|p| {
+        !full
+            && p.dc == wm.dc
+            && p.invocation_id == wm.invocation_id
+            && p.fingerprint == wm.fingerprint
+    });
+    let Some(prev) = usable else {
+        if let Some(p) = &previous {
+            if p.invocation_id != wm.invocation_id && p.dc == wm.dc {
+                tracing::warn!(dc = %wm.dc, "the DC's invocationId changed (restored from a backup?): reading everything");
+            } else if p.dc != wm.dc {
+                tracing::info!(previous = %p.dc, now = %wm.dc, "another DC answers: reading everything");
+            }
+        }
+        let (mirror, stats) = read_full(session, cfg, mapper).await?;
+        store.save_mirror(&mirror, None, &wm).await?;
+        return Ok((mirror, stats));
+    };
+    let mirror = store.mirror()?;
+    if pos.usn == prev.usn {
+        let stats = ReadStats {
+            mode: "unchanged",
+            ..Default::default()
+        };
+        return Ok((mirror, stats));
+    }
+    let (next, stats) = read_delta(session, cfg, mapper, &mirror, prev.usn).await?;
+    store.save_mirror(&next, Some(&mirror), &wm).await?;
+    Ok((next, stats))
+}
+
+/// The attributes to read: the mapping's, plus the groups' member values (needed to see who
+/// joined or left a changed group).
+fn attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
+    let users = ranged(mapper.user_attributes(), cfg);
+    let mut groups = mapper.group_attributes();
+    if !groups
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&cfg.mapping.member_attribute))
+    {
+        groups.push(cfg.mapping.member_attribute.clone());
+    }
+    (users, ranged(groups, cfg))
+}
+
+fn keyed(mapper: &Mapper, entries: Vec<RawEntry>) -> BTreeMap<Key, RawEntry> {
+    entries
+        .into_iter()
+        .map(|e| {
+            // An entry without a readable key is kept under its DN, so it is still reported.
+            let k = mapper
+                .key_of_entry(&e)
+                .unwrap_or_else(|| format!("dn:{}", e.dn));
+            (k, e)
+        })
+        .collect()
+}
+
+async fn read_full(
+    session: &mut Session,
+    cfg: &Config,
+    mapper: &Mapper,
+) -> Result<(Mirror, ReadStats), SourceError> {
+    let (user_attrs, group_attrs) = attributes(cfg, mapper);
+    let step = cfg.ldap.range_step;
+    let mut stats = ReadStats {
+        mode: "full",
+        ..Default::default()
+    };
+    let mut users = Vec::new();
+    let (n, incomplete) = search(
+        session,
+        &cfg.ldap.user_base,
+        &cfg.ldap.user_filter,
+        &user_attrs,
+        &mut stats,
+        |e| users.push(e.clone()),
+    )
+    .await?;
+    stats.user_entries = n;
+    users.extend(complete(session, incomplete, step, &mut stats).await?);
+    let mut groups = Vec::new();
+    let (n, incomplete) = search(
+        session,
+        &cfg.ldap.group_base,
+        &cfg.ldap.group_filter,
+        &group_attrs,
+        &mut stats,
+        |e| groups.push(e.clone()),
+    )
+    .await?;
+    stats.group_entries = n;
+    groups.extend(complete(session, incomplete, step, &mut stats).await?);
+    Ok((
+        Mirror {
+            users: keyed(mapper, users),
+            groups: keyed(mapper, groups),
+        },
+        stats,
+    ))
+}
+
+/// `(|(objectGUID=\xx...)(...))` for a list of GUID keys.
+fn guid_filter(keys: &[Key]) -> String {
+    let mut out = String::from("(|");
+    for k in keys {
+        if let Some(b) = guid_bytes(k) {
+            out.push_str("(objectGUID=");
+            for byte in b {
+                out.push_str(&format!("\\{byte:02x}"));
+            }
+            out.push(')');
+        }
+    }
+    out.push(')');
+    out
+}
+
+/// Reads again, within `base` and `filter`, the objects with these keys.
+async fn reread(
+    session: &mut Session,
+    cfg: &Config,
+    base: &str,
+    filter: &str,
+    attrs: &[String],
+    keys: &[Key],
+    stats: &mut ReadStats,
+) -> Result<Vec<RawEntry>, SourceError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(GUIDS_PER_QUERY) {
+        let f = format!("(&{filter}{})", guid_filter(chunk));
+        let (_, incomplete) =
+            search(session, base, &f, attrs, stats, |e| out.push(e.clone())).await?;
+        out.extend(complete(session, incomplete, cfg.ldap.range_step, stats).await?);
+    }
+    Ok(out)
+}
+
+/// The users referenced by a group entry's member values (GUID references only: extended DNs).
+fn member_keys(cfg: &Config, e: Option<&RawEntry>) -> BTreeSet<Key> {
+    let Some(e) = e else { return BTreeSet::new() };
+    e.texts(&cfg.mapping.member_attribute)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| dn::split_extended(v).0)
+        .collect()
+}
+
+async fn read_delta(
+    session: &mut Session,
+    cfg: &Config,
+    mapper: &Mapper,
+    mirror: &Mirror,
+    since: u64,
+) -> Result<(Mirror, ReadStats), SourceError> {
+    let (user_attrs, group_attrs) = attributes(cfg, mapper);
+    let mut stats = ReadStats {
+        mode: "delta",
+        ..Default::default()
+    };
+    // Every object changed since the watermark, deleted ones included, anywhere in the domain
+    // (an object moved out of the scope must be seen leaving it).
+    let filter = format!(
+        "(&(|(objectClass=user)(objectClass=group))(uSNChanged>={}))",
+        since + 1
+    );
+    let mut changed: BTreeSet<Key> = BTreeSet::new();
+    let guid_attr = vec!["objectGUID".to_string()];
+    let base = base_dn(cfg);
+    session
+        .search_paged_with(&base, &filter, &guid_attr, true, |e| {
+            if let Some(b) = e.values("objectGUID").first().filter(|b| b.len() == 16) {
+                changed.insert(crate::mapping::guid_string(b));
+            }
+        })
+        .await?;
+    stats.changed = changed.len() as u64;
+    let changed: Vec<Key> = changed.into_iter().collect();
+
+    let mut next = mirror.clone();
+    let users = reread(
+        session,
+        cfg,
+        &cfg.ldap.user_base,
+        &cfg.ldap.user_filter,
+        &user_attrs,
+        &changed,
+        &mut stats,
+    )
+    .await?;
+    let groups = reread(
+        session,
+        cfg,
+        &cfg.ldap.group_base,
+        &cfg.ldap.group_filter,
+        &group_attrs,
+        &changed,
+        &mut stats,
+    )
+    .await?;
+    stats.user_entries = users.len() as u64;
+    stats.group_entries = groups.len() as u64;
+    let users = keyed(mapper, users);
+    let groups = keyed(mapper, groups);
+    for k in &changed {
+        match users.get(k) {
+            Some(e) => next.users.insert(k.clone(), e.clone()),
+            None => next.users.remove(k),
+        };
+        match groups.get(k) {
+            Some(e) => next.groups.insert(k.clone(), e.clone()),
+            None => next.groups.remove(k),
+        };
+    }
+
+    // Users whose memberOf changed with a group: those that joined or left it, or all of its
+    // members when the group itself was renamed or moved (memberOf names it by DN).
+    if mapper.membership() == Membership::MemberOf {
+        let mut affected: BTreeSet<Key> = BTreeSet::new();
+        for k in &changed {
+            let before = mirror.groups.get(k);
+            let after = next.groups.get(k);
+            let (old, new) = (member_keys(cfg, before), member_keys(cfg, after));
+            if before.map(|e| &e.dn) != after.map(|e| &e.dn) {
+                affected.extend(old.union(&new).cloned());
+            } else {
+                affected.extend(old.symmetric_difference(&new).cloned());
+            }
+        }
+        let affected: Vec<Key> = affected
+            .into_iter()
+            .filter(|k| !users.contains_key(k))
+            .collect();
+        if !affected.is_empty() {
+            let again = reread(
+                session,
+                cfg,
+                &cfg.ldap.user_base,
+                &cfg.ldap.user_filter,
+                &user_attrs,
+                &affected,
+                &mut stats,
+            )
+            .await?;
+            let again = keyed(mapper, again);
+            for k in &affected {
+                match again.get(k) {
+                    Some(e) => next.users.insert(k.clone(), e.clone()),
+                    None => next.users.remove(k),
+                };
+            }
+        }
+    }
+    Ok((next, stats))
+}
+
+/// The search base for change tracking: the configured base DN.
+fn base_dn(cfg: &Config) -> String {
+    // user_base and group_base both lie under base_dn; moves out of either are seen from here.
+    cfg.ldap.base_dn.clone()
+}

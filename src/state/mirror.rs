@@ -1,0 +1,135 @@
+//! The directory mirror: the in-scope entries as last read, and the watermark they are current
+//! to. An incremental read changes only what the directory says changed; the desired state is
+//! always built from the whole mirror. The mirror describes the directory, not the target, so it
+//! may move forward as soon as a read is complete: what was pushed is kept apart, in the records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::store::{decode, encode};
+use super::{StateError, Store};
+use crate::model::Key;
+use crate::source::entry::RawEntry;
+
+/// Where the directory was when the mirror was last brought up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The DC that was read (its `dsServiceName`).
+    pub dc: String,
+    /// That DC's database identity; a restored DC gets a new one, and its USNs mean nothing.
+    pub invocation_id: String,
+    /// `highestCommittedUSN` read before the entries were.
+    pub usn: u64,
+    /// What was read (bases, filters, attributes): a change of configuration needs a full read.
+    pub fingerprint: String,
+}
+
+/// The mirrored entries, by stable key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mirror {
+    pub users: BTreeMap<Key, RawEntry>,
+    pub groups: BTreeMap<Key, RawEntry>,
+}
+
+impl Store {
+    pub fn mirror(&self) -> Result<Mirror, StateError> {
+        let mut m = Mirror::default();
+        for (tree, out) in [
+            (&self.mirror_users, &mut m.users),
+            (&self.mirror_groups, &mut m.groups),
+        ] {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                out.insert(
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode(&self.path, &k, &v)?,
+                );
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn watermark(&self) -> Result<Option<Watermark>, StateError> {
+        self.meta_get("watermark")
+    }
+
+    /// Replaces the mirror and its watermark in one transaction (after a full read), or, with
+    /// `previous`, writes only what differs from it (after an incremental read).
+    pub async fn save_mirror(
+        &self,
+        m: &Mirror,
+        previous: Option<&Mirror>,
+        wm: &Watermark,
+    ) -> Result<(), StateError> {
+        let empty = Mirror::default();
+        let old = match previous {
+            Some(p) => p,
+            None => &empty,
+        };
+        // Keys to drop: listed before the transaction (a transaction cannot iterate).
+        let mut stale_users: Vec<Key> = old
+            .users
+            .keys()
+            .filter(|k| !m.users.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut stale_groups: Vec<Key> = old
+            .groups
+            .keys()
+            .filter(|k| !m.groups.contains_key(*k))
+            .cloned()
+            .collect();
+        if previous.is_none() {
+            for k in self.mirror_users.iter().keys() {
+                let k = String::from_utf8_lossy(&k.map_err(|e| self.io(e))?).into_owned();
+                if !m.users.contains_key(&k) {
+                    stale_users.push(k);
+                }
+            }
+            for k in self.mirror_groups.iter().keys() {
+                let k = String::from_utf8_lossy(&k.map_err(|e| self.io(e))?).into_owned();
+                if !m.groups.contains_key(&k) {
+                    stale_groups.push(k);
+                }
+            }
+        }
+        let changed =
+            |new: &BTreeMap<Key, RawEntry>, old: &BTreeMap<Key, RawEntry>| -> Vec<(Key, Vec<u8>)> {
+                new.iter()
+                    .filter(|(k, e)| old.get(*k) != Some(*e))
+                    .map(|(k, e)| (k.clone(), encode(e)))
+                    .collect()
+            };
+        let users = changed(&m.users, &old.users);
+        let groups = changed(&m.groups, &old.groups);
+        let wm_bytes = encode(wm);
+        let res: Result<(), TransactionError<()>> =
+            (&self.mirror_users, &self.mirror_groups, &self.meta).transaction(|(u, g, meta)| {
+                for k in &stale_users {
+                    u.remove(k.as_bytes())?;
+                }
+                for k in &stale_groups {
+                    g.remove(k.as_bytes())?;
+                }
+                for (k, v) in &users {
+                    u.insert(k.as_bytes(), v.clone())?;
+                }
+                for (k, v) in &groups {
+                    g.insert(k.as_bytes(), v.clone())?;
+                }
+                meta.insert("watermark", wm_bytes.clone())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| self.io(format!("{e:?}")))?;
+        self.flush().await
+    }
+
+    /// Forgets the watermark, so the next read is a full one.
+    pub async fn forget_watermark(&self) -> Result<(), StateError> {
+        self.meta.remove("watermark").map_err(|e| self.io(e))?;
+        self.flush().await
+    }
+}
