@@ -122,6 +122,18 @@ fn initial_sync_maps_ad_users_groups_and_nested_groups() {
             .contains("users 0 created, 0 adopted, 0 updated"),
         "{again:?}"
     );
+
+    // Nesting changes arrive incrementally too: Eng leaves Staff, Sales joins it.
+    env.dc.modify(&format!(
+        "dn: CN=Staff,{OU}\nchangetype: modify\ndelete: member\nmember: CN=Eng,{OU}\n-\nadd: member\nmember: CN=Sales,{OU}\n"
+    ));
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(line["mode"], "delta", "{line}");
+    assert_eq!(
+        env.scim.member_names("Staff"),
+        vec!["carol@corp.example.org"]
+    );
 }
 
 #[test]

@@ -113,7 +113,8 @@ async fn read_with(
         };
         return Ok((mirror, stats));
     }
-    let (next, stats) = read_delta(session, cfg, mapper, &mirror, prev.usn).await?;
+    let (next, stats) =
+        read_delta(session, cfg, mapper, &mirror, prev.usn, &pos.naming_context).await?;
     store.save_mirror(&next, Some(&mirror), &wm).await?;
     Ok((next, stats))
 }
@@ -241,23 +242,24 @@ async fn read_delta(
     mapper: &Mapper,
     mirror: &Mirror,
     since: u64,
+    naming_context: &str,
 ) -> Result<(Mirror, ReadStats), SourceError> {
     let (user_attrs, group_attrs) = attributes(cfg, mapper);
     let mut stats = ReadStats {
         mode: "delta",
         ..Default::default()
     };
-    // Every object changed since the watermark, deleted ones included, anywhere in the domain
-    // (an object moved out of the scope must be seen leaving it).
+    // Every object changed since the watermark, deleted ones included, anywhere in the domain:
+    // an object moved out of the scope must be seen leaving it, and a deleted one is under the
+    // domain's CN=Deleted Objects, whatever base_dn says.
     let filter = format!(
         "(&(|(objectClass=user)(objectClass=group))(uSNChanged>={}))",
         since + 1
     );
     let mut changed: BTreeSet<Key> = BTreeSet::new();
     let guid_attr = vec!["objectGUID".to_string()];
-    let base = base_dn(cfg);
     session
-        .search_paged_with(&base, &filter, &guid_attr, true, |e| {
+        .search_paged_with(naming_context, &filter, &guid_attr, true, |e| {
             if let Some(b) = e.values("objectGUID").first().filter(|b| b.len() == 16) {
                 changed.insert(crate::mapping::guid_string(b));
             }
@@ -316,9 +318,34 @@ async fn read_delta(
                 affected.extend(old.symmetric_difference(&new).cloned());
             }
         }
+        // Groups nested in a changed group: their memberOf changed the same way.
+        let nested: Vec<Key> = affected
+            .iter()
+            .filter(|k| mirror.groups.contains_key(*k) && !groups.contains_key(*k))
+            .cloned()
+            .collect();
+        if !nested.is_empty() {
+            let again = reread(
+                session,
+                cfg,
+                &cfg.ldap.group_base,
+                &cfg.ldap.group_filter,
+                &group_attrs,
+                &nested,
+                &mut stats,
+            )
+            .await?;
+            let again = keyed(mapper, again);
+            for k in &nested {
+                match again.get(k) {
+                    Some(e) => next.groups.insert(k.clone(), e.clone()),
+                    None => next.groups.remove(k),
+                };
+            }
+        }
         let affected: Vec<Key> = affected
             .into_iter()
-            .filter(|k| !users.contains_key(k))
+            .filter(|k| !users.contains_key(k) && !mirror.groups.contains_key(k))
             .collect();
         if !affected.is_empty() {
             let again = reread(
@@ -341,10 +368,4 @@ async fn read_delta(
         }
     }
     Ok((next, stats))
-}
-
-/// The search base for change tracking: the configured base DN.
-fn base_dn(cfg: &Config) -> String {
-    // user_base and group_base both lie under base_dn; moves out of either are seen from here.
-    cfg.ldap.base_dn.clone()
 }

@@ -330,7 +330,14 @@ impl Session {
             reason,
         };
         let root = self
-            .read_entry("", &["highestCommittedUSN".into(), "dsServiceName".into()])
+            .read_entry(
+                "",
+                &[
+                    "highestCommittedUSN".into(),
+                    "dsServiceName".into(),
+                    "defaultNamingContext".into(),
+                ],
+            )
             .await?
             .ok_or_else(|| err("the server has no root DSE".into()))?;
         let usn = root
@@ -347,6 +354,12 @@ impl Session {
             .flatten()
             .ok_or_else(|| err("no dsServiceName".into()))?;
         let dc = super::dn::split_extended(&dc).1.to_string();
+        let naming_context = root
+            .first_text(&["defaultNamingContext".into()])
+            .ok()
+            .flatten()
+            .map(|nc| super::dn::split_extended(&nc).1.to_string())
+            .ok_or_else(|| err("no defaultNamingContext".into()))?;
         let ntds = self
             .read_entry(&dc, &["invocationId".into()])
             .await?
@@ -361,6 +374,7 @@ impl Session {
             usn,
             dc,
             invocation_id,
+            naming_context,
         })
     }
 
@@ -391,6 +405,9 @@ pub struct UsnPosition {
     pub usn: u64,
     pub dc: String,
     pub invocation_id: String,
+    /// The domain's root: deleted objects move to its `CN=Deleted Objects`, so changes are
+    /// looked for from there, whatever the configured bases.
+    pub naming_context: String,
 }
 
 /// What one search returned.
