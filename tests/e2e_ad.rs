@@ -36,43 +36,6 @@ fn populate(dc: &SambaDc) {
     dc.add(&ldif);
 }
 
-/// objectGUID as ldapsearch prints it (base64) to the GUID text dirbridge sends.
-fn guid_text(b64: &str) -> String {
-    let b = decode_base64(b64);
-    let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let rev = |r: &[u8]| {
-        r.iter()
-            .rev()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
-    format!(
-        "{}-{}-{}-{}-{}",
-        rev(&b[0..4]),
-        rev(&b[4..6]),
-        rev(&b[6..8]),
-        hex(&b[8..10]),
-        hex(&b[10..16])
-    )
-}
-
-fn decode_base64(s: &str) -> Vec<u8> {
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = table.iter().position(|t| *t == c).unwrap() as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    out
-}
-
 #[test]
 fn initial_sync_maps_ad_users_groups_and_nested_groups() {
     let mut env = AdEnv::start();
@@ -85,11 +48,10 @@ fn initial_sync_maps_ad_users_groups_and_nested_groups() {
         .scim
         .user("ann@corp.example.org")
         .expect("userName is the UPN");
-    let guid = env.dc.read(&format!("CN=Ann Archer,{OU}"), "objectGUID");
     assert_eq!(
         ann["externalId"],
-        guid_text(&guid[0]),
-        "externalId is the objectGUID as text"
+        env.dc.guid_of(&format!("CN=Ann Archer,{OU}")),
+        "externalId is the objectGUID, as AD writes it"
     );
     assert_eq!(ann["name"]["givenName"], "Ann");
     assert_eq!(ann["title"], "CTO");

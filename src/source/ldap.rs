@@ -384,21 +384,6 @@ impl Session {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ad_bind_sub_codes_are_spelled_out() {
-        let t = "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v4563";
-        assert!(describe(49, t).contains("account locked out"));
-        assert!(describe(49, "... data 52e, v1db1").contains("wrong password"));
-        assert!(describe(49, "... data 532, v1db1").contains("password expired"));
-        assert!(describe(49, "no sub-code").contains("invalid credentials"));
-        assert!(describe(32, "").contains("no such object"));
-    }
-}
-
 /// Where an AD domain controller's database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsnPosition {
@@ -415,4 +400,19 @@ pub struct UsnPosition {
 pub struct SearchStats {
     pub entries: u64,
     pub references: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_bind_sub_codes_are_spelled_out() {
+        let t = "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v4563";
+        assert!(describe(49, t).contains("account locked out"));
+        assert!(describe(49, "... data 52e, v1db1").contains("wrong password"));
+        assert!(describe(49, "... data 532, v1db1").contains("password expired"));
+        assert!(describe(49, "no sub-code").contains("invalid credentials"));
+        assert!(describe(32, "").contains("no such object"));
+    }
 }

@@ -329,6 +329,47 @@ impl SambaDc {
             .collect()
     }
 
+    /// An object's GUID as the DC itself writes it (the `<GUID=...>` of an extended DN).
+    pub fn guid_of(&self, dn: &str) -> String {
+        let out = self.tool(
+            "ldapsearch",
+            &[
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-E",
+                "1.2.840.113556.1.4.529=::MAMCAQE=",
+                "-b",
+                dn,
+                "-s",
+                "base",
+                "(objectClass=*)",
+                "1.1",
+            ],
+            "",
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("dn"))
+            .unwrap_or_else(|| panic!("no entry {dn}: {text}"));
+        // The extended DN has "<" and ";" in it, so ldapsearch prints it base64-encoded.
+        let b64 = line.trim_start_matches("dn::").trim();
+        let out = super::run_with_input(
+            {
+                let mut c = Command::new("base64");
+                c.arg("-d");
+                c
+            },
+            b64,
+        );
+        let ext = String::from_utf8_lossy(&out.stdout).to_string();
+        ext.strip_prefix("<GUID=")
+            .and_then(|r| r.split('>').next())
+            .unwrap_or_else(|| panic!("not an extended DN: {ext}"))
+            .to_lowercase()
+    }
+
     pub fn stop(&mut self) {
         self.stdin = None;
         self.guard.stop();
