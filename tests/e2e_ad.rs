@@ -466,3 +466,43 @@ fn a_changed_invocation_id_forces_a_full_read() {
     // A resync always reads everything.
     assert_eq!(read_line(&env, &["resync"]).1["mode"], "full");
 }
+
+#[test]
+fn an_empty_incremental_read_is_refused_and_not_remembered() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    env.dc.add(&format!(
+        "dn: OU=Away,{AD_BASE}\nobjectClass: organizationalUnit\n"
+    ));
+    env.sync();
+    // Everyone leaves the scope at once (as a wrong move or a broken ACL would make it look).
+    for cn in ["Ann Archer", "Bob Baker", "Carol Chen"] {
+        env.dc.modify(&format!(
+            "dn: CN={cn},{OU}\nchangetype: modrdn\nnewrdn: CN={cn}\ndeleteoldrdn: 1\nnewsuperior: OU=Away,{AD_BASE}\n"
+        ));
+    }
+    let before = env.scim.versions();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to treat that as 3 removals"),
+        "{r:?}"
+    );
+    // Not remembered: the next run reads the same changes again and refuses again.
+    let (r, line) = read_line(&env, &["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(line["mode"], "delta", "{line}");
+    assert_eq!(env.scim.versions(), before);
+    // Undone in the directory: the run goes through, and nobody was touched.
+    for cn in ["Ann Archer", "Bob Baker", "Carol Chen"] {
+        env.dc.modify(&format!(
+            "dn: CN={cn},OU=Away,{AD_BASE}\nchangetype: modrdn\nnewrdn: CN={cn}\ndeleteoldrdn: 1\nnewsuperior: {OU}\n"
+        ));
+    }
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 0, "{r:?}");
+    assert_eq!(
+        env.scim.user("ann@corp.example.org").unwrap()["active"],
+        true
+    );
+}

@@ -47,6 +47,30 @@ fn fingerprint(cfg: &Config) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// A read whose mirror is not saved yet: the caller saves it once it has accepted the read
+/// (an empty read, for one, is refused and must not become the mirror).
+pub struct TrackedRead {
+    pub desired: DesiredState,
+    pub stats: ReadStats,
+    mirror: Mirror,
+    /// The mirror before (None after a full read, which replaces it).
+    previous: Option<Mirror>,
+    watermark: Watermark,
+}
+
+impl TrackedRead {
+    /// Saves the mirror and moves the watermark.
+    pub async fn save(&self, store: &Store) -> Result<(), EngineError> {
+        if self.stats.mode == "unchanged" {
+            return Ok(());
+        }
+        store
+            .save_mirror(&self.mirror, self.previous.as_ref(), &self.watermark)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Reads the directory for a run, incrementally where the mirror allows. `full` forces a full
 /// read (resync).
 pub async fn read_tracked(
@@ -54,12 +78,12 @@ pub async fn read_tracked(
     store: &Store,
     known_users: &BTreeSet<Key>,
     full: bool,
-) -> Result<(DesiredState, ReadStats), EngineError> {
+) -> Result<TrackedRead, EngineError> {
     let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
     let mut session = Session::open(&cfg.ldap).await?;
     let result = read_with(&mut session, cfg, store, &mapper, full).await;
     session.close().await;
-    let (mirror, stats) = result?;
+    let (mirror, previous, watermark, stats) = result?;
     let mut builder = DesiredBuilder::new(mapper);
     for e in mirror.users.values() {
         builder.add_user(e);
@@ -67,8 +91,17 @@ pub async fn read_tracked(
     for e in mirror.groups.values() {
         builder.add_group(e);
     }
-    Ok((builder.finish(known_users), stats))
+    Ok(TrackedRead {
+        desired: builder.finish(known_users),
+        stats,
+        mirror,
+        previous,
+        watermark,
+    })
 }
+
+/// The new mirror, the one it replaces (None: replace all), the watermark, and the figures.
+type Read = (Mirror, Option<Mirror>, Watermark, ReadStats);
 
 async fn read_with(
     session: &mut Session,
@@ -76,7 +109,7 @@ async fn read_with(
     store: &Store,
     mapper: &Mapper,
     full: bool,
-) -> Result<(Mirror, ReadStats), EngineError> {
+) -> Result<Read, EngineError> {
     // Where the DC is, read before anything else: what changes during the read is read again
     // next time rather than missed.
     let pos = session.usn_position().await?;
@@ -102,8 +135,7 @@ async fn read_with(
             }
         }
         let (mirror, stats) = read_full(session, cfg, mapper).await?;
-        store.save_mirror(&mirror, None, &wm).await?;
-        return Ok((mirror, stats));
+        return Ok((mirror, None, wm, stats));
     };
     let mirror = store.mirror()?;
     if pos.usn == prev.usn {
@@ -111,12 +143,11 @@ async fn read_with(
             mode: "unchanged",
             ..Default::default()
         };
-        return Ok((mirror, stats));
+        return Ok((mirror, None, wm, stats));
     }
     let (next, stats) =
         read_delta(session, cfg, mapper, &mirror, prev.usn, &pos.naming_context).await?;
-    store.save_mirror(&next, Some(&mirror), &wm).await?;
-    Ok((next, stats))
+    Ok((next, Some(mirror), wm, stats))
 }
 
 /// The attributes to read: the mapping's, plus the groups' member values (needed to see who

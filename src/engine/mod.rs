@@ -191,13 +191,18 @@ async fn run_inner<T: Target>(
     }
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let (desired, stats) = if cfg.ldap.incremental {
-        incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?
+    let desired = if cfg.ldap.incremental {
+        let read = incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
+        log_read(&read.stats, &read.desired);
+        guard_empty_read(&read.desired, &records)?;
+        read.save(store).await?;
+        read.desired
     } else {
-        read_desired(cfg, &known).await?
+        let (desired, stats) = read_desired(cfg, &known).await?;
+        log_read(&stats, &desired);
+        guard_empty_read(&desired, &records)?;
+        desired
     };
-    log_read(&stats, &desired);
-    guard_empty_read(&desired, &records)?;
 
     if kind == RunKind::Resync {
         let users = target.list_users().await?;
