@@ -136,7 +136,12 @@ fn next_address() -> String {
 /// Starts samba on a prepared folder and waits until it serves LDAP on `ip`.
 fn launch(dir: &std::path::Path, ip: &str) -> (Guard, ChildStdin) {
     let conf_path = dir.join("etc/smb.conf");
-    let mut child = Command::new("samba")
+    // /usr/sbin may not be on a non-login PATH.
+    let samba = ["/usr/sbin/samba", "/usr/local/sbin/samba"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("samba");
+    let mut child = Command::new(samba)
         .args(["-i", "-M", "single", "-s"])
         .arg(&conf_path)
         .stdin(Stdio::piped())
