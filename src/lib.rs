@@ -7,11 +7,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod target;
 pub mod tls;

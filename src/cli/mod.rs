@@ -60,6 +60,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: sync every poll interval, resync on schedule, serve status and
+    /// metrics, stop cleanly on SIGTERM or Ctrl-C.
+    Run,
     /// Show what the state store holds: last run, counts, objects in error.
     Status {
         /// Print JSON.
@@ -117,6 +120,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Resync => run(cli, RunKind::Resync).await,
         Command::Plan { json } => plan(cli, *json).await,
         Command::Status { json } => status(cli, *json),
+        Command::Run => daemon(cli).await,
     }
 }
 
@@ -138,6 +142,20 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
             0
         },
     )
+}
+
+async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    let store = std::sync::Arc::new(Store::open(
+        &cfg.state.path,
+        cfg.state.cache_capacity_bytes,
+    )?);
+    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
+    let target = ScimClient::new(&cfg.target, custom)
+        .map_err(anyhow::Error::msg)
+        .context("target")?;
+    crate::daemon::run(&cfg, store, &target).await?;
+    Ok(0)
 }
 
 async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
@@ -176,7 +194,7 @@ fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
-    let view = output::StatusView::read(&store, &cfg.state.path)?;
+    let view = crate::status::StatusView::read(&store, &cfg.state.path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

@@ -1,14 +1,9 @@
 //! What the commands print for people: the plan table and the status page.
 
 use std::fmt::Write;
-use std::path::Path;
-
-use serde::Serialize;
 
 use crate::model::{DesiredState, FieldValue, UserField};
 use crate::plan::Operation;
-use crate::state::records::Origin;
-use crate::state::{ObjectError, RunRecord, StateError, Store};
 
 fn field_name(f: &UserField) -> String {
     match f {
@@ -72,98 +67,4 @@ pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
         let _ = writeln!(out, "not synced: {}: {}", r.dn, r.reason);
     }
     out
-}
-
-/// What `status` shows.
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    pub state: String,
-    pub initialized: bool,
-    pub target: Option<String>,
-    pub last_run: Option<RunRecord>,
-    pub last_success: Option<RunRecord>,
-    pub users: usize,
-    pub users_active: usize,
-    pub users_adopted: usize,
-    pub groups: usize,
-    pub memberships: usize,
-    pub errors: Vec<ObjectError>,
-}
-
-impl StatusView {
-    pub fn read(store: &Store, path: &Path) -> Result<StatusView, StateError> {
-        let s = store.snapshot()?;
-        Ok(StatusView {
-            state: path.display().to_string(),
-            initialized: true,
-            target: store.target_identity()?,
-            last_run: store.last_run()?,
-            last_success: store.last_success()?,
-            users: s.users.len(),
-            users_active: s.users.values().filter(|u| u.pushed.active).count(),
-            users_adopted: s
-                .users
-                .values()
-                .filter(|u| u.origin == Origin::Adopted)
-                .count(),
-            groups: s.groups.len(),
-            memberships: s.groups.values().map(|g| g.members.len()).sum(),
-            errors: store.errors()?,
-        })
-    }
-
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "State:        {}", self.state);
-        let _ = writeln!(
-            out,
-            "Target:       {}",
-            self.target.as_deref().unwrap_or("(none yet)")
-        );
-        match &self.last_run {
-            Some(r) => {
-                let _ = writeln!(
-                    out,
-                    "Last run:     #{} {} at {}: {}",
-                    r.run, r.kind, r.finished_at, r.outcome
-                );
-                if let Some(m) = &r.message {
-                    let _ = writeln!(out, "              {m}");
-                }
-            }
-            None => {
-                let _ = writeln!(out, "Last run:     never");
-            }
-        }
-        if let Some(r) = &self.last_success {
-            let _ = writeln!(
-                out,
-                "Last success: #{} {} at {}",
-                r.run, r.kind, r.finished_at
-            );
-        }
-        let _ = writeln!(
-            out,
-            "Users:        {} ({} active, {} adopted)",
-            self.users, self.users_active, self.users_adopted
-        );
-        let _ = writeln!(
-            out,
-            "Groups:       {} ({} memberships)",
-            self.groups, self.memberships
-        );
-        if self.errors.is_empty() {
-            let _ = writeln!(out, "Errors:       none");
-        } else {
-            let _ = writeln!(out, "Errors:       {}", self.errors.len());
-            for e in &self.errors {
-                let _ = writeln!(
-                    out,
-                    "  {} {} [{}] x{} since {}: {}",
-                    e.kind, e.label, e.operation, e.attempts, e.first_seen, e.reason
-                );
-            }
-        }
-        out
-    }
 }

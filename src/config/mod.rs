@@ -43,6 +43,7 @@ pub struct Config {
     pub state: StateConfig,
     pub sync: SyncConfig,
     pub mapping: MappingConfig,
+    pub daemon: DaemonConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,17 @@ pub struct TargetConfig {
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub timeout: Duration,
+}
+
+/// `dirbridge run`: when to sync, when to resync, where to serve status.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Time between two delta passes.
+    pub poll_interval: Duration,
+    /// When the full resync (drift repair) runs.
+    pub full_resync: crate::daemon::Schedule,
+    /// Status server address; `None` serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,39 @@ pub(super) struct RawConfig {
     sync: RawSync,
     #[serde(default)]
     mapping: RawMapping,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    #[serde(default = "default_poll")]
+    poll_interval: String,
+    #[serde(default = "default_full_resync")]
+    full_resync: String,
+    #[serde(default = "default_listen")]
+    listen: String,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            poll_interval: default_poll(),
+            full_resync: default_full_resync(),
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_poll() -> String {
+    "60s".into()
+}
+fn default_full_resync() -> String {
+    "daily 03:00".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8086".into()
 }
 
 #[derive(Deserialize)]
@@ -599,8 +632,39 @@ impl RawConfig {
             }
             ldap.incremental = false;
         }
+        // --- [daemon]
+        let d = self.daemon;
+        let poll_interval = crate::daemon::parse_duration(&d.poll_interval)
+            .map_err(|r| invalid("daemon.poll_interval", r))?;
+        let full_resync = crate::daemon::Schedule::parse(&d.full_resync)
+            .map_err(|r| invalid("daemon.full_resync", r))?;
+        let listen = match d.listen.trim() {
+            "" | "off" => None,
+            addr => {
+                let a: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    invalid(
+                        "daemon.listen",
+                        format!("`{addr}` is not an address like 127.0.0.1:8086"),
+                    )
+                })?;
+                if !a.ip().is_loopback() {
+                    tracing::warn!(
+                        listen = %a,
+                        "the status server is reachable from the network: it shows user names and errors"
+                    );
+                }
+                Some(a)
+            }
+        };
+        let daemon = DaemonConfig {
+            poll_interval,
+            full_resync,
+            listen,
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
+            daemon,
             ldap,
             target,
             state,

@@ -155,3 +155,26 @@ fn the_ad_profile_brings_ad_defaults_and_each_can_be_overridden() {
     assert_eq!(d.mapping.key_format, KeyFormat::Auto);
     assert!(!d.mapping.active.user_account_control);
 }
+
+#[test]
+fn daemon_keys_are_checked() {
+    let d = parse(MINIMAL).unwrap();
+    assert_eq!(d.daemon.poll_interval, Duration::from_secs(60));
+    assert_eq!(d.daemon.listen, Some("127.0.0.1:8086".parse().unwrap()));
+    let off = parse(&format!(
+        "{MINIMAL}\n[daemon]\nlisten = \"off\"\nfull_resync = \"off\"\n"
+    ))
+    .unwrap();
+    assert_eq!(off.daemon.listen, None);
+    assert_eq!(off.daemon.full_resync, crate::daemon::Schedule::Off);
+    let bad = parse(&format!("{MINIMAL}\n[daemon]\npoll_interval = \"soon\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("daemon.poll_interval"), "{bad}");
+    let bad = parse(&format!(
+        "{MINIMAL}\n[daemon]\nfull_resync = \"sometimes\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("daemon.full_resync"), "{bad}");
+}

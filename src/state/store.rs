@@ -253,6 +253,11 @@ impl Store {
         self.flush().await
     }
 
+    /// Waits until everything written is on disk (before exiting).
+    pub async fn flush_now(&self) -> Result<(), StateError> {
+        self.flush().await
+    }
+
     pub(super) async fn flush(&self) -> Result<(), StateError> {
         self.db.flush_async().await.map_err(|e| self.io(e))?;
         Ok(())

@@ -167,8 +167,36 @@ pub fn run_with_input(mut cmd: Command, input: &str) -> Output {
     out
 }
 
+/// GET on a local HTTP server: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `check` every 100 ms until it is true or `secs` seconds have passed.
+pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaks no server.
-pub struct Guard(Child);
+pub struct Guard(pub Child);
 
 impl Guard {
     pub fn stop(&mut self) {
@@ -536,6 +564,30 @@ impl Gateway {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Starts the dirbridge binary in the background (for `run`), output to files in the folder.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.write_config();
+        Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(self.dir.path().join("run.out")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("run.err")).unwrap(),
+            ))
+            .spawn()
+            .unwrap()
+    }
+
+    /// What a background dirbridge printed on standard error.
+    pub fn spawned_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("run.err")).unwrap_or_default()
     }
 
     /// `dirbridge sync`, asserting success.

@@ -1,0 +1,157 @@
+//! `dirbridge run`: the service loop, its status server, its schedule and its clean stop, with a
+//! real slapd and a real SCIM server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn daemon_env(resync: &str) -> (Env, u16) {
+    let mut env = Env::start();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"{resync}\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    (env, port)
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut status = None;
+    assert!(wait_until(20, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    status.unwrap()
+}
+
+#[test]
+fn the_service_follows_changes_serves_status_and_stops_cleanly() {
+    let (env, port) = daemon_env("off");
+    // Killed if the test fails before it stops it.
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "first pass did not arrive: {}",
+        env.spawned_log()
+    );
+    assert_eq!(
+        http_get(port, "/healthz").unwrap(),
+        (200, "ok\n".to_string())
+    );
+    assert!(wait_until(10, || http_get(port, "/readyz").map(|r| r.0) == Some(200)));
+
+    // A change in the directory reaches the target without anyone running a command.
+    env.slapd
+        .modify("dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Architect\n");
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    assert!(
+        wait_until(30, || {
+            env.scim
+                .user("bob")
+                .map(|b| b["title"] == "Architect")
+                .unwrap_or(false)
+                && env
+                    .scim
+                    .user("carol")
+                    .map(|c| c["active"] == false)
+                    .unwrap_or(false)
+        }),
+        "{}",
+        env.spawned_log()
+    );
+
+    let (status, body) = http_get(port, "/status").unwrap();
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["ready"], true, "{doc}");
+    assert_eq!(doc["store"]["users"], 3);
+    assert_eq!(doc["store"]["users_active"], 2);
+
+    let (status, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("dirbridge_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("dirbridge_operations_total{op=\"create_user\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dirbridge_operations_total{op=\"deactivate_user\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dirbridge_objects{kind=\"user\",state=\"active\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dirbridge_runs_total{kind=\"sync\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dirbridge_last_success_timestamp_seconds"),
+        "{metrics}"
+    );
+
+    let (status, page) = http_get(port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("dirbridge sync status") && page.contains("3 (2 active, 0 adopted)"),
+        "{page}"
+    );
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
+
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "exit {status:?}: {}", env.spawned_log());
+    assert!(env.spawned_log().contains("stopping"));
+    // State was saved: a one-shot sync afterwards finds nothing to do.
+    let r = env.sync();
+    assert!(
+        r.stdout
+            .contains("users 0 created, 0 adopted, 0 updated, 0 deactivated"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_scheduled_resync_repairs_drift_and_failures_show_in_readiness() {
+    let (mut env, port) = daemon_env("every 2s");
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    // Drift made on the target: a plain sync would not see it, the scheduled resync does.
+    let alice = env.scim.user("alice").unwrap();
+    let (s, _) = env.scim.http(
+        "DELETE",
+        &format!("/Users/{}", alice["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(s, 204);
+    assert!(
+        wait_until(30, || env.scim.user("alice").is_some()),
+        "alice was not recreated: {}",
+        env.spawned_log()
+    );
+    // The target goes away: runs fail, readiness says so, the service keeps going.
+    env.scim.stop();
+    assert!(
+        wait_until(30, || http_get(port, "/readyz").map(|r| r.0) == Some(503)),
+        "{}",
+        env.spawned_log()
+    );
+    let (_, reason) = http_get(port, "/readyz").unwrap();
+    assert!(reason.contains("the last run failed"), "{reason}");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the service died with its target"
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
+}
