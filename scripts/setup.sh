@@ -5,6 +5,7 @@
 #   - Samba's AD DC (samba, samba-ad-dc, samba-ad-provision, ...): a real Active Directory
 #     domain controller for the AD tests (samba-ad-provision is only "recommended" by samba-ad-dc,
 #     and provisioning fails without it),
+#   - Chromium, headless, to test the status dashboard as an administrator's browser shows it,
 #   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 SCIM_SERVER_VERSION=0.8.3
 packages=(slapd ldap-utils openssl libssl-dev pkg-config
-    samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind ldb-tools)
+    samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind ldb-tools chromium)
 # python3-venv is only needed where the interpreter has no venv module of its own.
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 

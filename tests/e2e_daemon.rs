@@ -155,3 +155,93 @@ fn the_scheduled_resync_repairs_drift_and_failures_show_in_readiness() {
     let status = terminate(&mut child.0);
     assert!(status.success(), "{}", env.spawned_log());
 }
+
+/// The page as headless Chromium renders it (its DOM after parsing), and a screenshot of it.
+fn render(url: &str, dir: &std::path::Path) -> String {
+    let profile = dir.join("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ];
+    let shot = std::process::Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!(
+            "--screenshot={}",
+            dir.join("dashboard.png").display()
+        ))
+        .arg("--window-size=1000,800")
+        .arg(url)
+        .output()
+        .expect("chromium: scripts/setup.sh installs it");
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let out = std::process::Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_shows_an_administrator_the_sync_status() {
+    let (env, port) = daemon_env("off");
+    // Two entries that cannot be synced (they share a userName), named with markup that must
+    // be shown as text.
+    for n in ["d1", "d2"] {
+        env.slapd.add(&format!(
+            "dn: uid={n},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: <b>dup</b>\n\
+             cn: D\nsn: D\ngivenName: D\nmail: {n}@example.org\n"
+        ));
+    }
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || http_get(port, "/status")
+            .map(|(_, b)| b.contains("\"users\":3"))
+            .unwrap_or(false)),
+        "{}",
+        env.spawned_log()
+    );
+    let dom = render(&format!("http://127.0.0.1:{port}/"), env.dir.path());
+    assert!(dom.contains("dirbridge sync status"), "{dom}");
+    assert!(
+        dom.contains("<td id=\"users\">3 (3 active, 0 adopted)</td>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<td id=\"groups\">2 (3 memberships)</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("Objects in error (2)"), "{dom}");
+    assert!(dom.contains("uid=d1,ou=people,dc=example,dc=org"), "{dom}");
+    assert!(dom.contains("&lt;b&gt;dup&lt;/b&gt;"), "{dom}");
+    assert!(dom.contains("id=\"last-run\""), "{dom}");
+    assert!(
+        !dom.contains("<b>"),
+        "markup from the directory reached the page: {dom}"
+    );
+    assert!(
+        std::fs::metadata(env.dir.path().join("dashboard.png"))
+            .unwrap()
+            .len()
+            > 1000
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}
