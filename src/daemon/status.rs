@@ -123,7 +123,7 @@ impl Board {
     }
 
     pub fn view(&self) -> Result<StatusView, String> {
-        StatusView::read(&self.store, std::path::Path::new("")).map_err(|e| e.to_string())
+        StatusView::read(&self.store, self.store.path()).map_err(|e| e.to_string())
     }
 
     pub fn json(&self) -> String {

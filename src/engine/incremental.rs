@@ -221,6 +221,17 @@ async fn read_full(
     ))
 }
 
+/// Sets each of `keys` in `mirror` to what a scoped re-read found: the entry, or nothing (deleted,
+/// or out of the scope).
+fn refresh(mirror: &mut BTreeMap<Key, RawEntry>, keys: &[Key], found: &BTreeMap<Key, RawEntry>) {
+    for k in keys {
+        match found.get(k) {
+            Some(e) => mirror.insert(k.clone(), e.clone()),
+            None => mirror.remove(k),
+        };
+    }
+}
+
 /// `(|(objectGUID=\xx...)(...))` for a list of GUID keys.
 fn guid_filter(keys: &[Key]) -> String {
     let mut out = String::from("(|");
@@ -324,16 +335,8 @@ async fn read_delta(
     stats.group_entries = groups.len() as u64;
     let users = keyed(mapper, users);
     let groups = keyed(mapper, groups);
-    for k in &changed {
-        match users.get(k) {
-            Some(e) => next.users.insert(k.clone(), e.clone()),
-            None => next.users.remove(k),
-        };
-        match groups.get(k) {
-            Some(e) => next.groups.insert(k.clone(), e.clone()),
-            None => next.groups.remove(k),
-        };
-    }
+    refresh(&mut next.users, &changed, &users);
+    refresh(&mut next.groups, &changed, &groups);
 
     // Users whose memberOf changed with a group: those that joined or left it, or all of its
     // members when the group itself was renamed or moved (memberOf names it by DN).
@@ -366,13 +369,7 @@ async fn read_delta(
                 &mut stats,
             )
             .await?;
-            let again = keyed(mapper, again);
-            for k in &nested {
-                match again.get(k) {
-                    Some(e) => next.groups.insert(k.clone(), e.clone()),
-                    None => next.groups.remove(k),
-                };
-            }
+            refresh(&mut next.groups, &nested, &keyed(mapper, again));
         }
         let affected: Vec<Key> = affected
             .into_iter()
@@ -389,13 +386,7 @@ async fn read_delta(
                 &mut stats,
             )
             .await?;
-            let again = keyed(mapper, again);
-            for k in &affected {
-                match again.get(k) {
-                    Some(e) => next.users.insert(k.clone(), e.clone()),
-                    None => next.users.remove(k),
-                };
-            }
+            refresh(&mut next.users, &affected, &keyed(mapper, again));
         }
     }
     Ok((next, stats))

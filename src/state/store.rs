@@ -253,6 +253,11 @@ impl Store {
         self.flush().await
     }
 
+    /// The store's folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Waits until everything written is on disk (before exiting).
     pub async fn flush_now(&self) -> Result<(), StateError> {
         self.flush().await
