@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::read::{complete, ranged, search, ReadStats};
+use super::read::{ranged, search, ReadStats};
 use super::EngineError;
 use crate::config::{Config, Membership};
 use crate::mapping::{guid_bytes, DesiredBuilder, Mapper};
@@ -189,29 +189,27 @@ async fn read_full(
         ..Default::default()
     };
     let mut users = Vec::new();
-    let (n, incomplete) = search(
+    stats.user_entries = search(
         session,
         &cfg.ldap.user_base,
         &cfg.ldap.user_filter,
         &user_attrs,
+        step,
         &mut stats,
-        |e| users.push(e.clone()),
+        |e| users.push(e),
     )
     .await?;
-    stats.user_entries = n;
-    users.extend(complete(session, incomplete, step, &mut stats).await?);
     let mut groups = Vec::new();
-    let (n, incomplete) = search(
+    stats.group_entries = search(
         session,
         &cfg.ldap.group_base,
         &cfg.ldap.group_filter,
         &group_attrs,
+        step,
         &mut stats,
-        |e| groups.push(e.clone()),
+        |e| groups.push(e),
     )
     .await?;
-    stats.group_entries = n;
-    groups.extend(complete(session, incomplete, step, &mut stats).await?);
     Ok((
         Mirror {
             users: keyed(mapper, users),
@@ -261,9 +259,10 @@ async fn reread(
     let mut out = Vec::new();
     for chunk in keys.chunks(GUIDS_PER_QUERY) {
         let f = format!("(&{filter}{})", guid_filter(chunk));
-        let (_, incomplete) =
-            search(session, base, &f, attrs, stats, |e| out.push(e.clone())).await?;
-        out.extend(complete(session, incomplete, cfg.ldap.range_step, stats).await?);
+        search(session, base, &f, attrs, cfg.ldap.range_step, stats, |e| {
+            out.push(e)
+        })
+        .await?;
     }
     Ok(out)
 }

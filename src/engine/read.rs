@@ -38,34 +38,39 @@ pub async fn read_desired(
 }
 
 /// Entries whose ranged attributes still have values to fetch.
-pub(super) type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
+type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
 
-/// Runs one paged search; complete entries go to `add`, entries with pending ranges are
-/// returned to be completed once the search is over (a session runs one operation at a time).
+/// Runs one paged search and hands every entry to `add`, whole: an entry whose ranged
+/// attributes are not complete is kept until the search is over (a session runs one operation
+/// at a time), completed, then handed over. Returns the number of entries.
 pub(super) async fn search(
     session: &mut Session,
     base: &str,
     filter: &str,
     attrs: &[String],
+    step: Option<u32>,
     stats: &mut ReadStats,
-    mut add: impl FnMut(&RawEntry),
-) -> Result<(u64, Incomplete), SourceError> {
+    mut add: impl FnMut(RawEntry),
+) -> Result<u64, SourceError> {
     let mut incomplete = Vec::new();
     let s = session
         .search_paged(base, filter, attrs, |mut e| {
             let pending = range::fold(&mut e);
             if pending.is_empty() {
-                add(&e);
+                add(e);
             } else {
                 incomplete.push((e, pending));
             }
         })
         .await?;
     stats.references_skipped += s.references;
-    Ok((s.entries, incomplete))
+    for e in complete(session, incomplete, step, stats).await? {
+        add(e);
+    }
+    Ok(s.entries)
 }
 
-pub(super) async fn complete(
+async fn complete(
     session: &mut Session,
     incomplete: Incomplete,
     step: Option<u32>,
@@ -120,33 +125,26 @@ async fn read_with(
         ..Default::default()
     };
 
-    let (n, incomplete) = search(
+    stats.user_entries = search(
         session,
         &cfg.ldap.user_base,
         &cfg.ldap.user_filter,
         &user_attrs,
+        step,
         &mut stats,
-        |e| builder.add_user(e),
+        |e| builder.add_user(&e),
     )
     .await?;
-    stats.user_entries = n;
-    for e in complete(session, incomplete, step, &mut stats).await? {
-        builder.add_user(&e);
-    }
-
-    let (n, incomplete) = search(
+    stats.group_entries = search(
         session,
         &cfg.ldap.group_base,
         &cfg.ldap.group_filter,
         &group_attrs,
+        step,
         &mut stats,
-        |e| builder.add_group(e),
+        |e| builder.add_group(&e),
     )
     .await?;
-    stats.group_entries = n;
-    for e in complete(session, incomplete, step, &mut stats).await? {
-        builder.add_group(&e);
-    }
 
     if cfg.ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create
