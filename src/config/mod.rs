@@ -166,6 +166,23 @@ pub struct DaemonConfig {
     pub full_resync: crate::daemon::Schedule,
     /// Status server address; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
+    /// How `run` learns of changes.
+    pub change_feed: ChangeFeed,
+    /// How long a change feed waits for more changes before pushing a burst as one pass.
+    pub coalesce: Duration,
+}
+
+/// How `dirbridge run` learns of directory changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeFeed {
+    /// syncrepl where the server offers it and the configuration allows it, else polling.
+    #[default]
+    Auto,
+    /// RFC 4533 refreshAndPersist (OpenLDAP syncprov); fails if the server does not offer it.
+    Syncrepl,
+    /// A pass every `poll_interval` (incremental by uSNChanged on AD).
+    Poll,
 }
 
 #[derive(Debug, Clone)]

@@ -46,6 +46,10 @@ struct RawDaemon {
     full_resync: String,
     #[serde(default = "default_listen")]
     listen: String,
+    #[serde(default)]
+    change_feed: ChangeFeed,
+    #[serde(default = "default_coalesce")]
+    coalesce: String,
 }
 
 impl Default for RawDaemon {
@@ -54,6 +58,8 @@ impl Default for RawDaemon {
             poll_interval: default_poll(),
             full_resync: default_full_resync(),
             listen: default_listen(),
+            change_feed: ChangeFeed::default(),
+            coalesce: default_coalesce(),
         }
     }
 }
@@ -63,6 +69,9 @@ fn default_poll() -> String {
 }
 fn default_full_resync() -> String {
     "daily 03:00".into()
+}
+fn default_coalesce() -> String {
+    "100ms".into()
 }
 fn default_listen() -> String {
     "127.0.0.1:8086".into()
@@ -656,10 +665,31 @@ impl RawConfig {
                 Some(a)
             }
         };
+        let coalesce = crate::daemon::parse_duration(&d.coalesce)
+            .map_err(|r| invalid("daemon.coalesce", r))?;
+        if coalesce > std::time::Duration::from_secs(10) {
+            return Err(invalid(
+                "daemon.coalesce",
+                "at most 10s: it delays every change by up to that much".into(),
+            ));
+        }
+        if d.change_feed == ChangeFeed::Syncrepl {
+            if ldap.profile == Profile::ActiveDirectory {
+                return Err(invalid(
+                    "daemon.change_feed",
+                    "syncrepl (RFC 4533) is OpenLDAP's; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
+                ));
+            }
+            if let Some(why) = crate::daemon::syncrepl_unfit(&ldap) {
+                return Err(invalid("daemon.change_feed", why.into()));
+            }
+        }
         let daemon = DaemonConfig {
             poll_interval,
             full_resync,
             listen,
+            change_feed: d.change_feed,
+            coalesce,
         };
 
         Ok(Config {

@@ -1,7 +1,8 @@
-//! `dirbridge run`: the gateway as a service. It syncs on a poll interval, runs the full resync
-//! on its schedule, backs off after failures, serves its status, and stops cleanly on SIGTERM or
-//! Ctrl-C.
+//! `dirbridge run`: the gateway as a service. It follows the directory's change feed (RFC 4533
+//! syncrepl) where there is one, or syncs on a poll interval; runs the full resync on its
+//! schedule; backs off after failures; serves its status; and stops cleanly on SIGTERM or Ctrl-C.
 
+mod feed;
 mod http;
 mod schedule;
 mod status;
@@ -9,13 +10,15 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use feed::syncrepl_unfit;
 pub use schedule::{parse_duration, Schedule};
-pub use status::Board;
+pub use status::{Board, FeedState};
 
-use crate::config::Config;
+use crate::config::{ChangeFeed, Config, Profile};
 use crate::engine::{self, RunKind};
 use crate::state::Store;
 use crate::target::Target;
+use feed::FeedExit;
 
 /// The longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -59,6 +62,38 @@ fn delay(poll: Duration, failures: u32) -> Duration {
     (base + jitter).min(poll.max(base))
 }
 
+/// Set once a shutdown signal arrives; every wait in the loops also waits on it.
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// Resolves once a stop was asked for (at once if it already was).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    fn on_signal() -> Stop {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            // Keep the sender alive so receivers see `true`, not a closed channel.
+            std::future::pending::<()>().await;
+        });
+        Stop(rx)
+    }
+}
+
+/// Jittered exponential backoff for reconnections: 2 s doubled per failure, at most
+/// [`MAX_BACKOFF`], plus up to a quarter of jitter.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(2u64.saturating_pow(failures.clamp(1, 16))).min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
 /// Runs until a shutdown signal. Returns once state is flushed.
 pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyhow::Result<()> {
     let board = Arc::new(Board::new(store.clone(), cfg.daemon.poll_interval));
@@ -69,8 +104,40 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
         tracing::info!(%addr, "status server listening");
         tokio::spawn(http::serve(listener, board.clone()));
     }
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut stop = Stop::on_signal();
+    let use_feed = match cfg.daemon.change_feed {
+        ChangeFeed::Poll => false,
+        _ if cfg.ldap.profile == Profile::ActiveDirectory => false,
+        ChangeFeed::Syncrepl => true,
+        ChangeFeed::Auto => match syncrepl_unfit(&cfg.ldap) {
+            Some(why) => {
+                tracing::info!("polling rather than following changes (syncrepl): {why}");
+                false
+            }
+            None => true,
+        },
+    };
+    let required = cfg.daemon.change_feed == ChangeFeed::Syncrepl;
+    let stopped = if use_feed {
+        match feed::run(cfg, &store, target, &board, &mut stop, required).await? {
+            FeedExit::Stopped => true,
+            FeedExit::Unsupported => false,
+        }
+    } else {
+        false
+    };
+    if !stopped {
+        poll(cfg, &store, target, &board, &mut stop).await;
+    }
+    store.flush_now().await?;
+    tracing::info!("stopped; state saved");
+    Ok(())
+}
+
+/// Polls: a pass every `poll_interval` (incremental where configured), the resync on its
+/// schedule, backoff after failures.
+async fn poll<T: Target>(cfg: &Config, store: &Store, target: &T, board: &Board, stop: &mut Stop) {
+    board.set_mode("poll");
     let mut failures = 0u32;
     let mut next_resync = cfg
         .daemon
@@ -88,14 +155,14 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
             _ => RunKind::Sync,
         };
         let outcome = tokio::select! {
-            r = engine::run(cfg, &store, target, kind) => Some(r),
-            _ = &mut shutdown => None,
+            r = engine::run(cfg, store, target, kind) => Some(r),
+            _ = stop.wait() => None,
         };
         let Some(outcome) = outcome else {
             tracing::info!(
                 "stopping: the run in progress was abandoned; confirmed changes are saved"
             );
-            break;
+            return;
         };
         match &outcome {
             Ok(report) => {
@@ -117,14 +184,12 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
         let wait = delay(cfg.daemon.poll_interval, failures);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut shutdown => {
+            _ = stop.wait() => {
                 tracing::info!("stopping");
-                break;
+                return;
             }
         }
     }
-    store.flush_now().await?;
-    Ok(())
 }
 
 #[cfg(test)]

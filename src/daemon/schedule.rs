@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::{OffsetDateTime, Time, Weekday};
 
-/// A duration such as `30s`, `5m`, `2h`, `1d`.
+/// A duration such as `250ms`, `30s`, `5m`, `2h`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -14,6 +14,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 30s, 5m, 2h or 1d"))?;
+    if unit.trim() == "ms" {
+        if n == 0 {
+            return Err(format!("`{text}` must be longer than zero"));
+        }
+        return Ok(Duration::from_millis(n));
+    }
     let secs = match unit.trim() {
         "s" | "sec" | "secs" => n,
         "m" | "min" | "mins" => n * 60,

@@ -13,15 +13,83 @@ use crate::status::StatusView;
 /// Upper bounds (seconds) of the run-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
+/// Upper bounds (seconds) of the change-to-push latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+];
+
+/// How many recent operations the dashboard shows.
+const RECENT_OPERATIONS: usize = 25;
+
+/// A Prometheus histogram.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (b, le) in bounds.iter().enumerate() {
+            if v <= *le {
+                self.buckets[b] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, bounds: &[f64]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, le) in bounds.iter().enumerate() {
+            let n = self.buckets.get(b).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+/// Where the change feed is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedState {
+    Connecting,
+    /// Catching up from the cookie.
+    Refreshing,
+    /// Receiving changes as they happen.
+    Following,
+    /// Lost; reconnecting. The reason is kept for the page.
+    Down(String),
+}
+
+impl FeedState {
+    fn name(&self) -> &'static str {
+        match self {
+            FeedState::Connecting => "connecting",
+            FeedState::Refreshing => "refreshing",
+            FeedState::Following => "following",
+            FeedState::Down(_) => "down",
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// (kind, outcome) -> runs.
     runs: BTreeMap<(&'static str, &'static str), u64>,
     /// operation -> count, summed over runs.
     operations: BTreeMap<&'static str, u64>,
-    duration_buckets: [u64; DURATION_BUCKETS.len()],
-    duration_count: u64,
-    duration_sum: f64,
+    durations: Histogram,
+    latency: Histogram,
+    /// `poll` or `syncrepl`.
+    mode: &'static str,
+    /// The change feed, when one is used.
+    feed: Option<FeedState>,
     last_finished: Option<Instant>,
     /// The last run did not fail as a whole.
     last_ok: bool,
@@ -93,19 +161,51 @@ impl Board {
             ] {
                 *i.operations.entry(op).or_default() += n;
             }
-            for (b, le) in DURATION_BUCKETS.iter().enumerate() {
-                if s.seconds <= *le {
-                    i.duration_buckets[b] += 1;
-                }
+            i.durations.observe(&DURATION_BUCKETS, s.seconds);
+            for l in &s.latencies {
+                i.latency.observe(&LATENCY_BUCKETS, *l);
             }
-            i.duration_count += 1;
-            i.duration_sum += s.seconds;
         }
     }
 
+    /// How changes are detected (`poll`, `syncrepl`), for the page and the metrics.
+    pub fn set_mode(&self, mode: &'static str) {
+        let mut i = self.lock();
+        i.mode = mode;
+        if mode == "poll" {
+            i.feed = None;
+        }
+    }
+
+    pub fn set_feed(&self, state: FeedState) {
+        self.lock().feed = Some(state);
+    }
+
     /// Ready: the last run reached the directory and the target, and not too long ago.
+    /// With a change feed, also: the feed is following the directory (passes happen only when
+    /// something changes, so an old last run means nothing).
     pub fn ready(&self) -> (bool, String) {
         let i = self.lock();
+        if let Some(feed) = &i.feed {
+            match feed {
+                FeedState::Down(why) => return (false, format!("the change feed is down: {why}")),
+                FeedState::Connecting | FeedState::Refreshing => {
+                    return (false, format!("the change feed is {}", feed.name()))
+                }
+                FeedState::Following => {}
+            }
+            return match i.last_finished {
+                None => (false, "no pass has finished yet".into()),
+                Some(_) if !i.last_ok => (
+                    false,
+                    format!(
+                        "the last run failed: {}",
+                        i.last_error.clone().unwrap_or_default()
+                    ),
+                ),
+                Some(_) => (true, "ok".into()),
+            };
+        }
         match i.last_finished {
             None => (false, "no run has finished yet".into()),
             Some(_) if !i.last_ok => (
@@ -128,8 +228,17 @@ impl Board {
 
     pub fn json(&self) -> String {
         let (ready, reason) = self.ready();
+        let (mode, feed) = {
+            let i = self.lock();
+            (i.mode, i.feed.as_ref().map(|f| f.name()))
+        };
+        let recent = self
+            .store
+            .recent_operations(RECENT_OPERATIONS)
+            .unwrap_or_default();
         let doc = match self.view() {
-            Ok(v) => serde_json::json!({ "ready": ready, "reason": reason, "store": v }),
+            Ok(v) => serde_json::json!({ "ready": ready, "reason": reason, "mode": mode,
+                "change_feed": feed, "store": v, "recent_operations": recent }),
             Err(e) => serde_json::json!({ "ready": false, "reason": e }),
         };
         doc.to_string()
@@ -161,25 +270,26 @@ impl Board {
         for (op, n) in &i.operations {
             let _ = writeln!(out, "dirbridge_operations_total{{op=\"{op}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP dirbridge_run_duration_seconds Duration of finished runs.\n# TYPE dirbridge_run_duration_seconds histogram");
-        for (b, le) in DURATION_BUCKETS.iter().enumerate() {
+        i.durations.render(
+            &mut out,
+            "dirbridge_run_duration_seconds",
+            "Duration of finished runs.",
+            &DURATION_BUCKETS,
+        );
+        i.latency.render(
+            &mut out,
+            "dirbridge_change_to_push_seconds",
+            "From a directory change (its entryCSN) to the target's confirmation, change feeds only.",
+            &LATENCY_BUCKETS,
+        );
+        if let Some(feed) = &i.feed {
+            let _ = writeln!(out, "# HELP dirbridge_change_feed_up The change feed is following the directory.\n# TYPE dirbridge_change_feed_up gauge");
             let _ = writeln!(
                 out,
-                "dirbridge_run_duration_seconds_bucket{{le=\"{le}\"}} {}",
-                i.duration_buckets[b]
+                "dirbridge_change_feed_up {}",
+                u8::from(*feed == FeedState::Following)
             );
         }
-        let _ = writeln!(
-            out,
-            "dirbridge_run_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            i.duration_count
-        );
-        let _ = writeln!(out, "dirbridge_run_duration_seconds_sum {}", i.duration_sum);
-        let _ = writeln!(
-            out,
-            "dirbridge_run_duration_seconds_count {}",
-            i.duration_count
-        );
         drop(i);
         if let Some(v) = view {
             let _ = writeln!(out, "# HELP dirbridge_objects Objects under management, by kind and state.\n# TYPE dirbridge_objects gauge");
@@ -243,6 +353,7 @@ impl Board {
                     "<table><tr><th>Status</th><td id=\"ready\" class=\"{cls}\">{state}</td></tr>\
                      <tr><th>Last run</th><td id=\"last-run\">{last}</td></tr>\
                      <tr><th>Last success</th><td id=\"last-success\">{success}</td></tr>\
+                     <tr><th>Change detection</th><td id=\"mode\">{mode}</td></tr>\
                      <tr><th>Target</th><td>{target}</td></tr>\
                      <tr><th>Users</th><td id=\"users\">{users} ({active} active, {adopted} adopted)</td></tr>\
                      <tr><th>Groups</th><td id=\"groups\">{groups} ({members} memberships)</td></tr></table>",
@@ -251,6 +362,7 @@ impl Board {
                     last = html_escape(&last),
                     success = html_escape(&success),
                     target = html_escape(v.target.as_deref().unwrap_or("(none yet)")),
+                    mode = html_escape(&self.mode_text()),
                     users = v.users,
                     active = v.users_active,
                     adopted = v.users_adopted,
@@ -271,6 +383,7 @@ impl Board {
                     }
                     let _ = write!(body, "</table>");
                 }
+                self.recent_html(&mut body);
                 let _ = write!(body, "<h2>Objects in error ({})</h2>", v.errors.len());
                 if v.errors.is_empty() {
                     let _ = write!(body, "<p id=\"errors\">None.</p>");
@@ -306,6 +419,58 @@ impl Board {
              </head><body><h1>dirbridge sync status</h1>{body}\
              <p><a href=\"/metrics\">metrics</a> · <a href=\"/status\">status JSON</a></p></body></html>"
         )
+    }
+}
+
+impl Board {
+    fn mode_text(&self) -> String {
+        let i = self.lock();
+        match &i.feed {
+            None => format!("polling every {:?}", self.poll),
+            Some(FeedState::Down(why)) => format!("{}: down ({why})", i.mode),
+            Some(f) => format!("{}: {}", i.mode, f.name()),
+        }
+    }
+
+    fn recent_html(&self, body: &mut String) {
+        let recent = match self.store.recent_operations(RECENT_OPERATIONS) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = write!(
+                    body,
+                    "<p class=\"bad\">Cannot read the journal: {}</p>",
+                    html_escape(&e.to_string())
+                );
+                return;
+            }
+        };
+        let _ = write!(body, "<h2>Recent operations</h2>");
+        if recent.is_empty() {
+            let _ = write!(body, "<p id=\"recent\">None yet.</p>");
+            return;
+        }
+        let _ = write!(body, "<table id=\"recent\"><tr><th>When</th><th>Operation</th><th>Object</th><th>Outcome</th><th>Latency</th></tr>");
+        for e in &recent {
+            let outcome = match &e.detail {
+                Some(d) => format!("{}: {d}", e.outcome),
+                None => e.outcome.clone(),
+            };
+            let latency = e
+                .latency
+                .map(|l| format!("{:.0} ms", l * 1000.0))
+                .unwrap_or_default();
+            let _ = write!(
+                body,
+                "<tr class=\"{cls}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(&e.at),
+                html_escape(&e.operation),
+                html_escape(&e.object),
+                html_escape(&outcome),
+                html_escape(&latency),
+                cls = if e.outcome == "failed" { "bad" } else { "ok" },
+            );
+        }
+        let _ = write!(body, "</table>");
     }
 }
 

@@ -1,6 +1,7 @@
 //! One sync pass: read the directory, plan against the records (or, on a resync, against what
 //! the target really holds), send each operation and record each confirmation before the next.
 
+pub mod feed;
 mod incremental;
 mod observe;
 mod read;
@@ -53,6 +54,8 @@ pub enum EngineError {
 pub enum RunKind {
     Sync,
     Resync,
+    /// A pass over changes a change feed delivered.
+    Feed,
 }
 
 impl RunKind {
@@ -60,6 +63,7 @@ impl RunKind {
         match self {
             RunKind::Sync => "sync",
             RunKind::Resync => "resync",
+            RunKind::Feed => "feed",
         }
     }
 }
@@ -132,6 +136,14 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Where a run's desired state comes from.
+enum Input<'a> {
+    /// A read of the directory (full, or incremental where configured).
+    Directory,
+    /// The change feed's mirror; saved with its cookies once the run has pushed it.
+    Feed(&'a mut feed::Feed),
+}
+
 /// Runs one sync or resync and records its outcome.
 pub async fn run<T: Target>(
     cfg: &Config,
@@ -139,11 +151,32 @@ pub async fn run<T: Target>(
     target: &T,
     kind: RunKind,
 ) -> Result<RunReport, EngineError> {
+    run_from(cfg, store, target, kind, Input::Directory).await
+}
+
+/// Pushes what the change feed's mirror says and, when nothing stopped the pass, saves the
+/// mirror and cookies. A failure leaves both where they were: the changes stay pending.
+pub async fn run_feed<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    feed: &mut feed::Feed,
+) -> Result<RunReport, EngineError> {
+    run_from(cfg, store, target, RunKind::Feed, Input::Feed(feed)).await
+}
+
+async fn run_from<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    kind: RunKind,
+    mut input: Input<'_>,
+) -> Result<RunReport, EngineError> {
     let started = now();
     let started_clock = std::time::Instant::now();
     let run = store.next_run().await?;
     let mut summary = Summary::default();
-    let result = run_inner(cfg, store, target, kind, run, &mut summary).await;
+    let result = run_inner(cfg, store, target, kind, &mut input, run, &mut summary).await;
     summary.seconds = started_clock.elapsed().as_secs_f64();
     let (outcome, message) = match &result {
         Ok(()) if summary.errors > 0 || summary.rejected > 0 => ("errors", None),
@@ -168,6 +201,7 @@ async fn run_inner<T: Target>(
     store: &Store,
     target: &T,
     kind: RunKind,
+    input: &mut Input<'_>,
     run: u64,
     summary: &mut Summary,
 ) -> Result<(), EngineError> {
@@ -178,7 +212,7 @@ async fn run_inner<T: Target>(
     let stored = store.target_identity()?;
     let has_records = !records.users.is_empty() || !records.groups.is_empty();
     if let Some(stored) = &stored {
-        if stored != &configured && kind == RunKind::Sync && has_records {
+        if stored != &configured && kind != RunKind::Resync && has_records {
             return Err(EngineError::TargetMismatch {
                 stored: stored.clone(),
                 configured,
@@ -191,7 +225,19 @@ async fn run_inner<T: Target>(
     }
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let desired = if cfg.ldap.incremental {
+    let desired = if let Input::Feed(feed) = input {
+        let desired = feed.desired(&known);
+        tracing::info!(
+            mode = "feed",
+            users = feed.mirror().users.len(),
+            groups = feed.mirror().groups.len(),
+            changed = feed.changed_at().len(),
+            rejected = desired.rejected.len(),
+            "directory changes"
+        );
+        guard_empty_read(&desired, &records)?;
+        desired
+    } else if cfg.ldap.incremental {
         let read = incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
         log_read(&read.stats, &read.desired);
         guard_empty_read(&read.desired, &records)?;
@@ -253,6 +299,10 @@ async fn run_inner<T: Target>(
 
     let ops = plan(&desired, &records, &policy(cfg));
     tracing::info!(operations = ops.len(), "plan ready");
+    let changed_at = match input {
+        Input::Feed(feed) => feed.changed_at().clone(),
+        Input::Directory => Default::default(),
+    };
     let mut exec = Executor {
         store,
         target,
@@ -260,11 +310,15 @@ async fn run_inner<T: Target>(
         desired: &desired,
         summary,
         run,
+        changed_at,
     };
     for op in &ops {
         exec.execute(op).await?;
     }
     store.prune_errors(run).await?;
+    if let Input::Feed(feed) = input {
+        feed.save(store).await?;
+    }
     Ok(())
 }
 
@@ -275,6 +329,9 @@ struct Executor<'a, T: Target> {
     desired: &'a DesiredState,
     summary: &'a mut Summary,
     run: u64,
+    /// When the objects of a change-feed pass changed: their first confirmation gives the
+    /// change-to-push latency.
+    changed_at: std::collections::BTreeMap<Key, std::time::SystemTime>,
 }
 
 impl<T: Target> Executor<'_, T> {
@@ -300,7 +357,15 @@ impl<T: Target> Executor<'_, T> {
                         self.records.apply(c);
                     }
                     self.summary.count(&req, &conf);
-                    tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), "sent");
+                    let latency = self
+                        .changed_at
+                        .remove(req.key())
+                        .map(|t| t.elapsed().unwrap_or_default().as_secs_f64());
+                    if let Some(l) = latency {
+                        self.summary.latencies.push(l);
+                    }
+                    tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
+                    self.journal(&op, &format!("{:?}", OutcomeName(&conf)), None, latency);
                     if let (
                         Operation::CreateUser {
                             key,
@@ -325,6 +390,7 @@ impl<T: Target> Executor<'_, T> {
                 Err(e) => {
                     self.summary.errors += 1;
                     tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
+                    self.journal(&op, "failed", Some(e.to_string()), None);
                     self.store
                         .record_error(self.object_error(&op, &req, &e))
                         .await?;
@@ -332,6 +398,23 @@ impl<T: Target> Executor<'_, T> {
             }
         }
         Ok(())
+    }
+
+    /// Notes the operation in the journal; a journal that cannot be written is not worth
+    /// stopping the run for.
+    fn journal(&self, op: &Operation, outcome: &str, detail: Option<String>, latency: Option<f64>) {
+        let entry = crate::state::JournalEntry {
+            at: now(),
+            run: self.run,
+            operation: op.name().to_string(),
+            object: op.label().to_string(),
+            outcome: outcome.to_string(),
+            detail,
+            latency,
+        };
+        if let Err(e) = self.store.journal(&entry) {
+            tracing::warn!(error = %e, "cannot write the operations journal");
+        }
     }
 
     fn object_error(&self, op: &Operation, req: &Request, e: &TargetError) -> ObjectError {

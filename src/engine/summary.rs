@@ -27,6 +27,9 @@ pub struct Summary {
     /// Directory entries that could not be mapped.
     pub rejected: u64,
     pub seconds: f64,
+    /// Change-to-push latencies (seconds) of the objects a change-feed pass pushed.
+    #[serde(skip)]
+    pub latencies: Vec<f64>,
 }
 
 impl Summary {

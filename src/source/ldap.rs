@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ldap3::adapters::PagedResults;
 use ldap3::controls::RawControl;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, StdStream};
 
 use super::entry::{decode_entry, RawEntry};
 use super::SourceError;
@@ -26,6 +26,48 @@ impl Session {
             self.ldap.with_controls(controls);
         }
     }
+}
+
+/// How long a connection may be idle before TCP probes the peer, how often, and how many
+/// unanswered probes mean it is dead: a long-lived change-feed search on a connection that a
+/// firewall silently dropped ends with an error within about a minute instead of waiting forever.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// Opens the TCP connection ldap3 will speak over (it cannot set socket options itself), with
+/// keepalive on. The host and port come from the URL; TLS is still set up by ldap3.
+async fn connect_tcp(cfg: &LdapConfig) -> Result<std::net::TcpStream, SourceError> {
+    let fail = |reason: String| SourceError::Connect {
+        url: cfg.url.clone(),
+        reason,
+    };
+    let url = url::Url::parse(&cfg.url).map_err(|e| fail(e.to_string()))?;
+    let port = url.port().unwrap_or(match url.scheme() {
+        "ldaps" => 636,
+        _ => 389,
+    });
+    let host = match url.host_str() {
+        Some("") | None => "localhost".to_string(),
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+    };
+    let stream = tokio::time::timeout(
+        cfg.timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| fail(format!("no connection within {:?}", cfg.timeout)))?
+    .map_err(|e| fail(e.to_string()))?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
+    let sock = socket2::SockRef::from(&stream);
+    sock.set_tcp_keepalive(&keepalive)
+        .map_err(|e| fail(format!("cannot enable TCP keepalive: {e}")))?;
+    let _ = sock.set_tcp_nodelay(true);
+    stream.into_std().map_err(|e| fail(e.to_string()))
 }
 
 /// An open, bound LDAP session.
@@ -94,7 +136,7 @@ fn ad_bind_detail(text: &str) -> Option<&'static str> {
     })
 }
 
-fn describe(rc: u32, text: &str) -> String {
+pub(crate) fn describe(rc: u32, text: &str) -> String {
     let text = text.trim();
     if rc == 49 {
         if let Some(detail) = ad_bind_detail(text) {
@@ -111,7 +153,10 @@ fn describe(rc: u32, text: &str) -> String {
 impl Session {
     /// Connects (with LDAPS or StartTLS as configured) and binds.
     pub async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
-        let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout);
+        let socket = connect_tcp(cfg).await?;
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(cfg.timeout)
+            .set_std_stream(StdStream::Tcp(socket));
         if cfg.tls != TlsMode::Plain {
             let connector = crate::tls::native_connector(cfg.ca_file.as_deref(), cfg.tls_verify)
                 .map_err(|reason| SourceError::Tls {
@@ -166,6 +211,11 @@ impl Session {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The ldap3 handle, for operations defined next to their protocol (content sync).
+    pub(crate) fn ldap_mut(&mut self) -> &mut Ldap {
+        &mut self.ldap
     }
 
     /// Runs a paged subtree search and hands each entry to `on_entry` as it arrives, so a large

@@ -6,6 +6,7 @@ pub mod entry;
 pub mod ldap;
 pub mod range;
 pub mod sid;
+pub mod syncrepl;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:
 /// a partial read must never look like deletions.

@@ -64,6 +64,34 @@ impl Store {
         previous: Option<&Mirror>,
         wm: &Watermark,
     ) -> Result<(), StateError> {
+        self.save_mirror_with(m, previous, "watermark", encode(wm))
+            .await
+    }
+
+    /// The change feed's cookies, saved with the mirror they describe.
+    pub fn feed_checkpoint<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StateError> {
+        self.meta_get("feed_checkpoint")
+    }
+
+    /// Saves the change feed's mirror (writing what differs from `saved`) and its checkpoint in
+    /// one transaction, and flushes.
+    pub async fn save_feed<T: Serialize>(
+        &self,
+        m: &Mirror,
+        saved: &Mirror,
+        checkpoint: &T,
+    ) -> Result<(), StateError> {
+        self.save_mirror_with(m, Some(saved), "feed_checkpoint", encode(checkpoint))
+            .await
+    }
+
+    async fn save_mirror_with(
+        &self,
+        m: &Mirror,
+        previous: Option<&Mirror>,
+        meta_key: &str,
+        meta_value: Vec<u8>,
+    ) -> Result<(), StateError> {
         let empty = Mirror::default();
         let old = match previous {
             Some(p) => p,
@@ -105,7 +133,6 @@ impl Store {
             };
         let users = changed(&m.users, &old.users);
         let groups = changed(&m.groups, &old.groups);
-        let wm_bytes = encode(wm);
         let res: Result<(), TransactionError<()>> =
             (&self.mirror_users, &self.mirror_groups, &self.meta).transaction(|(u, g, meta)| {
                 for k in &stale_users {
@@ -120,7 +147,7 @@ impl Store {
                 for (k, v) in &groups {
                     g.insert(k.as_bytes(), v.clone())?;
                 }
-                meta.insert("watermark", wm_bytes.clone())?;
+                meta.insert(meta_key, meta_value.clone())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| self.io(format!("{e:?}")))?;

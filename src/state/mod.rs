@@ -1,10 +1,13 @@
 //! The embedded store (sled): the records of what was pushed, objects in error, run metadata,
-//! and the directory mirror of incremental reads. sled stays behind this module; the rest of the gateway sees [`records`] and
+//! the directory mirror of incremental reads and change feeds, and a journal of recent
+//! operations. sled stays behind this module; the rest of the gateway sees [`records`] and
 //! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
 
+mod journal;
 mod mirror;
 pub mod records;
 mod store;
 
+pub use journal::JournalEntry;
 pub use mirror::{Mirror, Watermark};
 pub use store::{ObjectError, RunRecord, StateError, Store};

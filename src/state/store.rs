@@ -71,6 +71,7 @@ pub struct Store {
     pub(super) meta: sled::Tree,
     pub(super) mirror_users: sled::Tree,
     pub(super) mirror_groups: sled::Tree,
+    pub(super) journal: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -129,6 +130,7 @@ impl Store {
             meta: tree("meta")?,
             mirror_users: tree("mirror_users")?,
             mirror_groups: tree("mirror_groups")?,
+            journal: tree("journal")?,
             path: path.to_path_buf(),
             db,
         };

@@ -38,6 +38,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20s");
 }
 
+pub mod proxy;
 pub mod samba;
 
 pub fn repo() -> PathBuf {
@@ -238,9 +239,19 @@ impl Slapd {
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         let port = free_port();
         let ldaps_port = free_port();
+        let child = Slapd::spawn(dir.path(), port, ldaps_port);
+        Slapd {
+            child: Guard(child),
+            dir,
+            port,
+            ldaps_port,
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16, ldaps_port: u16) -> Child {
         let mut child = Command::new(slapd_binary())
             .arg("-f")
-            .arg(dir.path().join("slapd.conf"))
+            .arg(dir.join("slapd.conf"))
             .arg("-h")
             .arg(format!(
                 "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"
@@ -250,18 +261,28 @@ impl Slapd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("slapd.log")).unwrap(),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("slapd.log"))
+                    .unwrap(),
             ))
             .spawn()
             .expect("slapd: install the Debian slapd package (.ci/run does)");
         wait_for_port(port, "slapd", &mut child);
         wait_for_port(ldaps_port, "slapd (ldaps)", &mut child);
-        Slapd {
-            child: Guard(child),
-            dir,
-            port,
-            ldaps_port,
-        }
+        child
+    }
+
+    /// Kills slapd without warning (SIGKILL): no clean shutdown, no goodbye to clients.
+    pub fn kill(&mut self) {
+        self.child.stop();
+    }
+
+    /// Starts slapd again on the same ports and data, after [`Slapd::kill`].
+    pub fn restart(&mut self) {
+        self.child.stop();
+        self.child = Guard(Slapd::spawn(self.dir.path(), self.port, self.ldaps_port));
     }
 
     pub fn url(&self) -> String {

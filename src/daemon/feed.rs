@@ -1,0 +1,358 @@
+//! Supervises the syncrepl change feed: one LDAP connection with a refreshAndPersist search per
+//! scope, each read by its own task into one bounded channel; a pass once a burst of changes is
+//! over; reconnection with jittered backoff from the cookies in memory (or, after a restart, in
+//! the store) when the connection is lost, the server stops the search, or a heartbeat on the
+//! connection goes unanswered.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::status::{Board, FeedState};
+use super::{backoff, Stop};
+use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
+use crate::engine::feed::{feed_attributes, feed_mapper, Feed, FeedScope};
+use crate::engine::{self, RunKind};
+use crate::source::ldap::Session;
+use crate::source::syncrepl::{PersistSearch, SyncEnd, SyncEvent};
+use crate::source::SourceError;
+use crate::state::Store;
+use crate::target::Target;
+
+/// Messages in flight between the readers and the loop: past this, a reader waits (and TCP
+/// pushes back on the server) until the loop catches up.
+const CHANNEL: usize = 256;
+/// A burst is pushed at the latest this long after its first change, even if it goes on.
+const MAX_COALESCE: Duration = Duration::from_secs(2);
+/// How often the connection is checked with a root DSE read.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// First retry of objects the target refused, doubled per pass that still fails them.
+const OBJECT_RETRY: Duration = Duration::from_secs(10);
+const OBJECT_RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Why the configuration cannot be served by syncrepl, if it cannot.
+pub fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
+    if l.membership == Membership::MemberOf && l.referenced_groups == ReferencedGroups::Create {
+        return Some(
+            "syncrepl follows the configured group scope only, so groups outside it that users' memberOf names \
+             would look deleted: set ldap.referenced_groups = \"ignore\" (and widen group_base/group_filter if needed)",
+        );
+    }
+    None
+}
+
+/// How the feed loop ended.
+pub enum FeedExit {
+    Stopped,
+    /// The server does not offer content synchronization (automatic mode: poll instead).
+    Unsupported,
+}
+
+enum Message {
+    Event(SyncEvent),
+    End(Result<SyncEnd, SourceError>),
+    Lost(SourceError),
+}
+
+/// The live connection: the session (for heartbeats) and the readers of its searches.
+struct Link {
+    session: Session,
+    rx: mpsc::Receiver<(FeedScope, Message)>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+async fn read_loop(
+    scope: FeedScope,
+    mut search: PersistSearch,
+    tx: mpsc::Sender<(FeedScope, Message)>,
+) {
+    loop {
+        let msg = match search.next().await {
+            Ok(Some(ev)) => Message::Event(ev),
+            Ok(None) => {
+                let end = search.end().await;
+                let _ = tx.send((scope, Message::End(end))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send((scope, Message::Lost(e))).await;
+                return;
+            }
+        };
+        if tx.send((scope, msg)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Connects and starts both searches; `Ok(None)` when the server has no syncprov.
+async fn connect(cfg: &Config, feed: &mut Feed) -> Result<Option<Link>, SourceError> {
+    let mut session = Session::open(&cfg.ldap).await?;
+    if !session.supports_syncrepl().await? {
+        session.close().await;
+        return Ok(None);
+    }
+    let mapper = feed_mapper(cfg);
+    let (user_attrs, group_attrs) = feed_attributes(cfg, &mapper);
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let mut readers = Vec::new();
+    for scope in FeedScope::ALL {
+        let (base, filter, attrs) = match scope {
+            FeedScope::Users => (&cfg.ldap.user_base, &cfg.ldap.user_filter, &user_attrs),
+            FeedScope::Groups => (&cfg.ldap.group_base, &cfg.ldap.group_filter, &group_attrs),
+        };
+        let cookie = feed.begin(scope);
+        tracing::info!(scope = scope.name(), base = %base, resume = cookie.is_some(), "starting content synchronization");
+        let search = session
+            .persist(base, filter, attrs, cookie.as_deref())
+            .await?;
+        readers.push(tokio::spawn(read_loop(scope, search, tx.clone())));
+    }
+    Ok(Some(Link {
+        session,
+        rx,
+        readers,
+    }))
+}
+
+async fn recv(link: &mut Option<Link>) -> Option<(FeedScope, Message)> {
+    match link.as_mut() {
+        Some(l) => l.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn instant_of(t: time::OffsetDateTime) -> Instant {
+    let now = time::OffsetDateTime::now_utc();
+    let ahead = (t - now).max(time::Duration::ZERO);
+    Instant::now() + Duration::try_from(ahead).unwrap_or(Duration::ZERO)
+}
+
+/// Follows the directory until stopped.
+pub async fn run<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    board: &Board,
+    stop: &mut Stop,
+    required: bool,
+) -> anyhow::Result<FeedExit> {
+    let mut feed = Feed::load(cfg, store)?;
+    let mut link: Option<Link> = None;
+    let mut ldap_failures = 0u32;
+    let mut pass_failures = 0u32;
+    let mut error_passes = 0u32;
+    let mut reconnect_at = Instant::now();
+    let mut retry_at: Option<Instant> = None;
+    let mut last_event = Instant::now();
+    let mut burst_start: Option<Instant> = None;
+    let mut heartbeat_at = Instant::now() + HEARTBEAT;
+    let mut next_resync = cfg
+        .daemon
+        .full_resync
+        .next_after(time::OffsetDateTime::now_utc());
+    board.set_mode("syncrepl");
+    loop {
+        if link.is_none() && Instant::now() >= reconnect_at {
+            board.set_feed(FeedState::Connecting);
+            match connect(cfg, &mut feed).await {
+                Ok(Some(l)) => {
+                    link = Some(l);
+                    ldap_failures = 0;
+                    heartbeat_at = Instant::now() + HEARTBEAT;
+                    board.set_feed(FeedState::Refreshing);
+                }
+                Ok(None) if required => anyhow::bail!(
+                    "daemon.change_feed = \"syncrepl\", but {} does not offer content synchronization \
+                     (load the syncprov overlay on the database, or use \"auto\" / \"poll\")",
+                    cfg.ldap.url
+                ),
+                Ok(None) => {
+                    tracing::info!(url = %cfg.ldap.url, "the server does not offer content synchronization (syncprov): polling instead");
+                    return Ok(FeedExit::Unsupported);
+                }
+                Err(e) => {
+                    ldap_failures = ldap_failures.saturating_add(1);
+                    let wait = backoff(ldap_failures);
+                    reconnect_at = Instant::now() + wait;
+                    tracing::error!(error = %e, retry_in = ?wait, "change feed: cannot connect");
+                    board.set_feed(FeedState::Down(e.to_string()));
+                }
+            }
+        }
+
+        let now = Instant::now();
+        let quiet = now.duration_since(last_event) >= cfg.daemon.coalesce;
+        let long = burst_start.is_some_and(|b| now.duration_since(b) >= MAX_COALESCE);
+        let may_retry = retry_at.is_none_or(|t| now >= t);
+        if feed.dirty() && !feed.refreshing() && may_retry && (quiet || long) {
+            let outcome = tokio::select! {
+                r = engine::run_feed(cfg, store, target, &mut feed) => r,
+                _ = stop.wait() => {
+                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved, the rest is replayed from the saved cookie");
+                    return Ok(FeedExit::Stopped);
+                }
+            };
+            match &outcome {
+                Ok(report) => {
+                    pass_failures = 0;
+                    burst_start = None;
+                    tracing::info!(run = report.run, "{}", report.summary.line("feed"));
+                    if report.summary.errors > 0 || report.summary.deferred > 0 {
+                        // Objects the target refused: try them again later, less and less often.
+                        error_passes = error_passes.saturating_add(1);
+                        let wait = OBJECT_RETRY
+                            .saturating_mul(
+                                2u32.saturating_pow(error_passes.saturating_sub(1).min(10)),
+                            )
+                            .min(OBJECT_RETRY_MAX);
+                        retry_at = Some(Instant::now() + wait);
+                        feed.retry_later();
+                        tracing::info!(retry_in = ?wait, "objects in error will be retried");
+                    } else {
+                        error_passes = 0;
+                        retry_at = None;
+                    }
+                }
+                Err(e) => {
+                    pass_failures = pass_failures.saturating_add(1);
+                    let wait = backoff(pass_failures);
+                    retry_at = Some(Instant::now() + wait);
+                    tracing::error!(error = %e, retry_in = ?wait, "change feed pass failed; the changes stay pending");
+                }
+            }
+            board.record(RunKind::Feed, &outcome);
+            continue;
+        }
+
+        if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t) {
+            let outcome = tokio::select! {
+                r = engine::run(cfg, store, target, RunKind::Resync) => r,
+                _ = stop.wait() => return Ok(FeedExit::Stopped),
+            };
+            match &outcome {
+                Ok(report) => tracing::info!(run = report.run, "{}", report.summary.line("resync")),
+                Err(e) => tracing::error!(error = %e, "scheduled resync failed"),
+            }
+            board.record(RunKind::Resync, &outcome);
+            next_resync = cfg
+                .daemon
+                .full_resync
+                .next_after(time::OffsetDateTime::now_utc());
+            continue;
+        }
+
+        // Sleep until the next thing to do, or a message.
+        let mut wake = now + Duration::from_secs(3600);
+        if link.is_none() {
+            wake = wake.min(reconnect_at);
+        } else {
+            wake = wake.min(heartbeat_at);
+        }
+        if feed.dirty() && !feed.refreshing() {
+            let mut due = last_event + cfg.daemon.coalesce;
+            if let Some(b) = burst_start {
+                due = due.min(b + MAX_COALESCE);
+            }
+            if let Some(r) = retry_at {
+                due = due.max(r);
+            }
+            wake = wake.min(due);
+        }
+        if let Some(t) = next_resync {
+            wake = wake.min(instant_of(t));
+        }
+        tokio::select! {
+            msg = recv(&mut link) => {
+                let mut next = msg;
+                // Take what is already queued too, without waiting.
+                loop {
+                    match next {
+                        Some((scope, Message::Event(ev))) => {
+                            let was_refreshing = feed.refreshing();
+                            apply(&mut feed, scope, ev);
+                            last_event = Instant::now();
+                            if !feed.refreshing() {
+                                if was_refreshing {
+                                    board.set_feed(FeedState::Following);
+                                } else if feed.dirty() && burst_start.is_none() {
+                                    burst_start = Some(last_event);
+                                }
+                            }
+                        }
+                        Some((scope, Message::End(Ok(SyncEnd::RefreshRequired)))) => {
+                            tracing::warn!(scope = scope.name(), "the server no longer knows the cookie (e-syncRefreshRequired): reading everything again");
+                            feed.forget_cookie(scope);
+                            link = None;
+                            reconnect_at = Instant::now();
+                            break;
+                        }
+                        Some((scope, Message::End(Ok(SyncEnd::Done(_))))) => {
+                            tracing::warn!(scope = scope.name(), "the server ended content synchronization; reconnecting");
+                            link = None;
+                            ldap_failures = ldap_failures.saturating_add(1);
+                            reconnect_at = Instant::now() + backoff(ldap_failures);
+                            break;
+                        }
+                        Some((scope, Message::End(Err(e)) | Message::Lost(e))) => {
+                            ldap_failures = ldap_failures.saturating_add(1);
+                            let wait = backoff(ldap_failures);
+                            tracing::error!(scope = scope.name(), error = %e, retry_in = ?wait, "change feed lost; reconnecting");
+                            board.set_feed(FeedState::Down(e.to_string()));
+                            link = None;
+                            reconnect_at = Instant::now() + wait;
+                            break;
+                        }
+                        None => {
+                            link = None;
+                            reconnect_at = Instant::now();
+                            break;
+                        }
+                    }
+                    next = match link.as_mut().map(|l| l.rx.try_recv()) {
+                        Some(Ok(m)) => Some(m),
+                        _ => break,
+                    };
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = stop.wait() => return Ok(FeedExit::Stopped),
+        }
+
+        if let Some(l) = link.as_mut() {
+            if Instant::now() >= heartbeat_at {
+                heartbeat_at = Instant::now() + HEARTBEAT;
+                if let Err(e) = l.session.read_entry("", &["1.1".to_string()]).await {
+                    ldap_failures = ldap_failures.saturating_add(1);
+                    tracing::error!(error = %e, "change feed: the connection does not answer; reconnecting");
+                    board.set_feed(FeedState::Down(e.to_string()));
+                    link = None;
+                    reconnect_at = Instant::now() + backoff(ldap_failures);
+                }
+            }
+        }
+    }
+}
+
+fn apply(feed: &mut Feed, scope: FeedScope, ev: SyncEvent) {
+    match ev {
+        SyncEvent::Entry {
+            state,
+            uuid,
+            dn,
+            entry,
+            cookie,
+        } => feed.apply_entry(scope, state, &uuid, &dn, entry, cookie),
+        SyncEvent::Info(info) => feed.apply_info(scope, info),
+    }
+}

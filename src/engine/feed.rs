@@ -1,0 +1,462 @@
+//! The RFC 4533 change feed, applied to the directory mirror. Each scope (users, groups) has its
+//! own refreshAndPersist search and cookie. Events change the working mirror in memory; a pass
+//! then plans the whole mirror against the records and pushes the difference; only after that
+//! pass are the mirror and the cookies saved, together, in one transaction. So a cookie never
+//! covers a change the target has not been sent, and a crash replays from the last saved one.
+//!
+//! The working mirror is also the buffer: it holds one entry per in-scope object whatever the
+//! number of changes, so a burst, or a target that is down for hours, never makes it grow past
+//! the directory's size.
+//!
+//! slapd's memberof overlay does not replicate its memberOf updates (a user added to a group
+//! arrives as a change of the group only), so memberships are taken from the groups' `member`
+//! values here, whatever `ldap.membership` says for full reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Membership};
+use crate::mapping::{DesiredBuilder, Mapper};
+use crate::model::{DesiredState, Key};
+use crate::source::entry::RawEntry;
+use crate::source::syncrepl::control::uuid_text;
+use crate::source::syncrepl::{EntryState, SyncInfo};
+use crate::state::{Mirror, StateError, Store};
+
+/// One of the two synchronized searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedScope {
+    Users,
+    Groups,
+}
+
+impl FeedScope {
+    pub const ALL: [FeedScope; 2] = [FeedScope::Users, FeedScope::Groups];
+
+    fn index(self) -> usize {
+        match self {
+            FeedScope::Users => 0,
+            FeedScope::Groups => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FeedScope::Users => "users",
+            FeedScope::Groups => "groups",
+        }
+    }
+}
+
+/// What is saved next to the mirror: the cookies, and what they were obtained for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Server URL and scope/mapping fingerprint: a cookie means nothing elsewhere.
+    pub fingerprint: String,
+    /// Hex-encoded cookies, users then groups.
+    pub cookies: [Option<String>; 2],
+}
+
+/// The state of one scope's refresh phase.
+#[derive(Debug, Default)]
+struct Refresh {
+    active: bool,
+    /// Started without a cookie: what the refresh does not mention is gone.
+    replace: bool,
+    /// entryUUIDs mentioned so far (present phase).
+    seen: Option<HashSet<Vec<u8>>>,
+}
+
+/// The feed's view of the directory.
+#[derive(Debug)]
+pub struct Feed {
+    mapper: Mapper,
+    fingerprint: String,
+    mirror: Mirror,
+    /// The mirror as stored, to write only what differs.
+    saved: Mirror,
+    /// (scope, entryUUID) -> the entry's key in that scope's mirror. Per scope: a delete in
+    /// one search means "no longer in this search's results", nothing about the other.
+    index: HashMap<(FeedScope, Vec<u8>), Key>,
+    cookies: [Option<Vec<u8>>; 2],
+    refresh: [Refresh; 2],
+    /// When each object changed (entryCSN, else arrival), for changes seen after the refresh:
+    /// the start of the change-to-push latency.
+    changed_at: BTreeMap<Key, SystemTime>,
+    dirty: bool,
+    events: u64,
+}
+
+/// The attributes the feed asks for: the mapping's, the groups' member values (memberships come
+/// from them), and entryUUID / entryCSN (identity, and when the change happened).
+pub fn feed_attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
+    let extra = ["entryUUID", "entryCSN"];
+    let mut users = mapper.user_attributes();
+    let mut groups = mapper.group_attributes();
+    if !groups
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&cfg.mapping.member_attribute))
+    {
+        groups.push(cfg.mapping.member_attribute.clone());
+    }
+    for list in [&mut users, &mut groups] {
+        for a in extra {
+            if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                list.push(a.to_string());
+            }
+        }
+    }
+    (users, groups)
+}
+
+/// The mapper the feed builds the desired state with: memberships from `member`.
+pub fn feed_mapper(cfg: &Config) -> Mapper {
+    let mut ldap = cfg.ldap.clone();
+    ldap.membership = Membership::Member;
+    Mapper::new(&cfg.mapping, &ldap)
+}
+
+fn fingerprint(cfg: &Config) -> String {
+    let l = &cfg.ldap;
+    let text = format!(
+        "syncrepl|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}",
+        l.url,
+        l.user_base,
+        l.group_base,
+        l.user_filter,
+        l.group_filter,
+        l.nested_groups,
+        l.referenced_groups,
+        l.bind_dn.as_deref().unwrap_or(""),
+        cfg.mapping
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// An entryUUID from its text form (`8-4-4-4-12`).
+fn uuid_bytes(text: &str) -> Option<Vec<u8>> {
+    let h: String = text.chars().filter(|c| *c != '-').collect();
+    hex::decode(h).ok().filter(|b| b.len() == 16)
+}
+
+/// When the change happened, from `entryCSN` (`YYYYmmddHHMMSS.ffffffZ#...`).
+fn csn_time(e: &RawEntry) -> Option<SystemTime> {
+    let csn = e.texts("entryCSN").ok()?.into_iter().next()?;
+    let stamp = csn.split('#').next()?;
+    let fmt =
+        time::macros::format_description!("[year][month][day][hour][minute][second].[subsecond]Z");
+    let t = time::PrimitiveDateTime::parse(stamp, &fmt)
+        .ok()?
+        .assume_utc();
+    let nanos = t.unix_timestamp_nanos();
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
+}
+
+impl Feed {
+    /// The feed as saved: its mirror and cookies, or an empty one when the saved checkpoint was
+    /// made for another server or configuration.
+    pub fn load(cfg: &Config, store: &Store) -> Result<Feed, StateError> {
+        let mapper = feed_mapper(cfg);
+        let fingerprint = fingerprint(cfg);
+        let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
+        let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
+        let (mirror, cookies) = match usable {
+            Some(c) => {
+                let decode = |s: &Option<String>| s.as_deref().and_then(|h| hex::decode(h).ok());
+                (
+                    store.mirror()?,
+                    [decode(&c.cookies[0]), decode(&c.cookies[1])],
+                )
+            }
+            None => (Mirror::default(), [None, None]),
+        };
+        let saved = store.mirror()?;
+        let mut feed = Feed {
+            mapper,
+            fingerprint,
+            mirror,
+            saved,
+            index: HashMap::new(),
+            cookies,
+            refresh: Default::default(),
+            changed_at: BTreeMap::new(),
+            // The first pass runs once the refresh is over, changed or not: it retries what
+            // failed before the restart and settles what a one-shot sync left behind.
+            dirty: true,
+            events: 0,
+        };
+        feed.rebuild_index();
+        Ok(feed)
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index.clear();
+        for (scope, map) in [
+            (FeedScope::Users, &self.mirror.users),
+            (FeedScope::Groups, &self.mirror.groups),
+        ] {
+            for (k, e) in map {
+                if let Some(u) = e
+                    .texts("entryUUID")
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(|t| uuid_bytes(&t))
+                {
+                    self.index.insert((scope, u), k.clone());
+                }
+            }
+        }
+    }
+
+    fn map_of(&mut self, scope: FeedScope) -> &mut BTreeMap<Key, RawEntry> {
+        match scope {
+            FeedScope::Users => &mut self.mirror.users,
+            FeedScope::Groups => &mut self.mirror.groups,
+        }
+    }
+
+    /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
+    pub fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
+        let cookie = self.cookies[scope.index()].clone();
+        self.refresh[scope.index()] = Refresh {
+            active: true,
+            replace: cookie.is_none(),
+            seen: Some(HashSet::new()),
+        };
+        cookie
+    }
+
+    /// The server says the cookie is too old: the next search starts without one.
+    pub fn forget_cookie(&mut self, scope: FeedScope) {
+        self.cookies[scope.index()] = None;
+    }
+
+    /// True while a search is still in its refresh phase: the mirror is not complete yet, and a
+    /// pass now could take what is still to come for deletions.
+    pub fn refreshing(&self) -> bool {
+        self.refresh.iter().any(|r| r.active)
+    }
+
+    /// True when the mirror holds changes not pushed yet.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Asks for another pass though nothing changed: objects the target refused are retried.
+    pub fn retry_later(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Events applied since the start.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    fn set_cookie(&mut self, scope: FeedScope, cookie: Option<Vec<u8>>) {
+        if let Some(c) = cookie {
+            self.cookies[scope.index()] = Some(c);
+        }
+    }
+
+    fn remove_uuid(&mut self, scope: FeedScope, uuid: &[u8]) {
+        if let Some(key) = self.index.remove(&(scope, uuid.to_vec())) {
+            if self.map_of(scope).remove(&key).is_some() {
+                self.dirty = true;
+                self.changed_at.entry(key).or_insert_with(SystemTime::now);
+            }
+        }
+    }
+
+    /// The end of a present phase: what was neither sent nor said present is gone.
+    fn drop_unseen(&mut self, scope: FeedScope) {
+        let Some(seen) = self.refresh[scope.index()].seen.take() else {
+            return;
+        };
+        let gone: Vec<Vec<u8>> = self
+            .index
+            .keys()
+            .filter(|(s, u)| *s == scope && !seen.contains(u))
+            .map(|(_, u)| u.clone())
+            .collect();
+        // Entries without an entryUUID cannot have been mentioned either.
+        let unindexed: Vec<Key> = {
+            let indexed: BTreeSet<&Key> = self
+                .index
+                .iter()
+                .filter(|((s, _), _)| *s == scope)
+                .map(|(_, k)| k)
+                .collect();
+            let map = match scope {
+                FeedScope::Users => &self.mirror.users,
+                FeedScope::Groups => &self.mirror.groups,
+            };
+            map.keys()
+                .filter(|k| !indexed.contains(k))
+                .cloned()
+                .collect()
+        };
+        for u in gone {
+            self.remove_uuid(scope, &u);
+        }
+        for k in unindexed {
+            self.map_of(scope).remove(&k);
+            self.dirty = true;
+        }
+    }
+
+    fn end_refresh(&mut self, scope: FeedScope) {
+        let r = &self.refresh[scope.index()];
+        if r.replace && r.seen.is_some() {
+            self.drop_unseen(scope);
+        }
+        let r = &mut self.refresh[scope.index()];
+        r.active = false;
+        r.seen = None;
+        tracing::info!(
+            scope = scope.name(),
+            users = self.mirror.users.len(),
+            groups = self.mirror.groups.len(),
+            "content synchronization: refresh done, now following changes"
+        );
+    }
+
+    fn see(&mut self, scope: FeedScope, uuid: &[u8]) {
+        if let Some(seen) = self.refresh[scope.index()].seen.as_mut() {
+            seen.insert(uuid.to_vec());
+        }
+    }
+
+    /// Applies one entry message.
+    pub fn apply_entry(
+        &mut self,
+        scope: FeedScope,
+        state: EntryState,
+        uuid: &[u8],
+        dn: &str,
+        entry: Option<RawEntry>,
+        cookie: Option<Vec<u8>>,
+    ) {
+        self.events += 1;
+        let persisting = !self.refresh[scope.index()].active;
+        match (state, entry) {
+            (EntryState::Add | EntryState::Modify, Some(mut e)) => {
+                self.see(scope, uuid);
+                // The control's entryUUID is authoritative; keep it with the entry so the
+                // index can be rebuilt from the stored mirror.
+                if e.values("entryUUID").is_empty() {
+                    e.attrs
+                        .insert("entryuuid".into(), vec![uuid_text(uuid).into_bytes()]);
+                }
+                let key = self
+                    .mapper
+                    .key_of_entry(&e)
+                    .unwrap_or_else(|| format!("dn:{}", e.dn));
+                if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
+                    if old_key != key {
+                        self.map_of(scope).remove(&old_key);
+                    }
+                }
+                if persisting {
+                    let at = csn_time(&e)
+                        .filter(|t| *t <= SystemTime::now())
+                        .unwrap_or_else(SystemTime::now);
+                    self.changed_at.entry(key.clone()).or_insert(at);
+                }
+                self.index.insert((scope, uuid.to_vec()), key.clone());
+                let map = self.map_of(scope);
+                if map.get(&key) != Some(&e) {
+                    map.insert(key, e);
+                    self.dirty = true;
+                }
+            }
+            (EntryState::Add | EntryState::Modify, None) | (EntryState::Present, _) => {
+                self.see(scope, uuid)
+            }
+            (EntryState::Delete, _) => {
+                tracing::debug!(scope = scope.name(), dn, "deleted or out of scope");
+                self.remove_uuid(scope, uuid);
+            }
+        }
+        self.set_cookie(scope, cookie);
+    }
+
+    /// Applies one Sync Info message.
+    pub fn apply_info(&mut self, scope: FeedScope, info: SyncInfo) {
+        self.events += 1;
+        match info {
+            SyncInfo::NewCookie(c) => self.set_cookie(scope, Some(c)),
+            SyncInfo::RefreshPresent { cookie, done } => {
+                // The present phase is over: what it did not mention was deleted.
+                self.drop_unseen(scope);
+                self.set_cookie(scope, cookie);
+                if done {
+                    self.end_refresh(scope);
+                }
+            }
+            SyncInfo::RefreshDelete { cookie, done } => {
+                self.set_cookie(scope, cookie);
+                if done {
+                    self.end_refresh(scope);
+                }
+            }
+            SyncInfo::SyncIdSet {
+                cookie,
+                refresh_deletes,
+                uuids,
+            } => {
+                for u in &uuids {
+                    if refresh_deletes {
+                        self.remove_uuid(scope, u);
+                    } else {
+                        self.see(scope, u);
+                    }
+                }
+                self.set_cookie(scope, cookie);
+            }
+        }
+    }
+
+    /// The desired state the mirror describes.
+    pub fn desired(&self, known_users: &BTreeSet<Key>) -> DesiredState {
+        let mut builder = DesiredBuilder::new(self.mapper.clone());
+        for e in self.mirror.users.values() {
+            builder.add_user(e);
+        }
+        for e in self.mirror.groups.values() {
+            builder.add_group(e);
+        }
+        builder.finish(known_users)
+    }
+
+    /// When each object with an unpushed change changed.
+    pub fn changed_at(&self) -> &BTreeMap<Key, SystemTime> {
+        &self.changed_at
+    }
+
+    /// Saves the mirror and the cookies together, once a pass has pushed what they cover.
+    pub async fn save(&mut self, store: &Store) -> Result<(), StateError> {
+        let hexed = |c: &Option<Vec<u8>>| c.as_ref().map(hex::encode);
+        let checkpoint = Checkpoint {
+            fingerprint: self.fingerprint.clone(),
+            cookies: [hexed(&self.cookies[0]), hexed(&self.cookies[1])],
+        };
+        store
+            .save_feed(&self.mirror, &self.saved, &checkpoint)
+            .await?;
+        self.saved = self.mirror.clone();
+        self.changed_at.clear();
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

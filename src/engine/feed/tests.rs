@@ -1,0 +1,299 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::config::Config;
+use crate::source::syncrepl::SyncInfo;
+
+const CONFIG: &str = r#"
+[ldap]
+url = "ldap://127.0.0.1:3890"
+base_dn = "dc=example,dc=org"
+referenced_groups = "ignore"
+
+[target]
+kind = "scim"
+url = "http://127.0.0.1:8080/scim/v2"
+token = "t"
+"#;
+
+fn cfg() -> Config {
+    Config::parse(CONFIG, Path::new("/tmp/dirbridge.toml")).unwrap()
+}
+
+fn uuid(n: u8) -> Vec<u8> {
+    vec![n; 16]
+}
+
+fn user(n: u8, mail: &str) -> RawEntry {
+    let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        attrs.insert(k.to_string(), vec![v.as_bytes().to_vec()]);
+    };
+    put("entryuuid", &uuid_text(&uuid(n)));
+    put("uid", &format!("u{n}"));
+    put("cn", &format!("User {n}"));
+    put("sn", "User");
+    put("givenname", &format!("U{n}"));
+    put("mail", mail);
+    put("objectclass", "inetOrgPerson");
+    RawEntry {
+        dn: format!("uid=u{n},ou=people,dc=example,dc=org"),
+        dn_guid: None,
+        attrs,
+    }
+}
+
+fn group(n: u8, members: &[u8]) -> RawEntry {
+    let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    attrs.insert("entryuuid".into(), vec![uuid_text(&uuid(n)).into_bytes()]);
+    attrs.insert("cn".into(), vec![format!("g{n}").into_bytes()]);
+    attrs.insert(
+        "member".into(),
+        members
+            .iter()
+            .map(|m| format!("uid=u{m},ou=people,dc=example,dc=org").into_bytes())
+            .collect(),
+    );
+    RawEntry {
+        dn: format!("cn=g{n},ou=groups,dc=example,dc=org"),
+        dn_guid: None,
+        attrs,
+    }
+}
+
+fn add(f: &mut Feed, scope: FeedScope, n: u8, e: RawEntry, cookie: &str) {
+    let dn = e.dn.clone();
+    f.apply_entry(
+        scope,
+        EntryState::Add,
+        &uuid(n),
+        &dn,
+        Some(e),
+        Some(cookie.as_bytes().to_vec()),
+    );
+}
+
+fn done(f: &mut Feed, scope: FeedScope, cookie: &str) {
+    f.apply_info(
+        scope,
+        SyncInfo::RefreshDelete {
+            cookie: Some(cookie.as_bytes().to_vec()),
+            done: true,
+        },
+    );
+}
+
+fn user_names(f: &Feed) -> Vec<String> {
+    f.desired(&Default::default())
+        .users
+        .values()
+        .map(|u| u.user_name.clone())
+        .collect()
+}
+
+/// A feed loaded from a fresh store, both scopes refreshed from nothing.
+fn refreshed(store: &Store) -> Feed {
+    let mut f = Feed::load(&cfg(), store).unwrap();
+    assert!(f.begin(FeedScope::Users).is_none());
+    assert!(f.begin(FeedScope::Groups).is_none());
+    add(&mut f, FeedScope::Users, 1, user(1, "u1@x.org"), "c1");
+    add(&mut f, FeedScope::Users, 2, user(2, "u2@x.org"), "c2");
+    add(&mut f, FeedScope::Groups, 10, group(10, &[1]), "g1");
+    assert!(f.refreshing(), "not complete before refreshDone");
+    done(&mut f, FeedScope::Users, "c3");
+    assert!(f.refreshing(), "the group scope is still refreshing");
+    done(&mut f, FeedScope::Groups, "g2");
+    assert!(!f.refreshing());
+    f
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn initial_refresh_builds_users_and_memberships_from_member() {
+    let (_d, store) = store();
+    let f = refreshed(&store);
+    assert_eq!(user_names(&f), vec!["u1", "u2"]);
+    let d = f.desired(&Default::default());
+    let g = d.groups.values().next().unwrap();
+    assert_eq!(g.members.len(), 1, "{g:?}");
+    assert!(f.dirty());
+    // Refresh-phase entries are not changes with a latency.
+    assert!(f.changed_at().is_empty());
+}
+
+#[test]
+fn persist_changes_modify_and_delete_and_carry_their_time() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.apply_entry(
+        FeedScope::Users,
+        EntryState::Modify,
+        &uuid(2),
+        "uid=u2,ou=people,dc=example,dc=org",
+        Some(user(2, "new@x.org")),
+        Some(b"c4".to_vec()),
+    );
+    let d = f.desired(&Default::default());
+    let u2 = d.users.values().find(|u| u.user_name == "u2").unwrap();
+    assert_eq!(u2.email.as_deref(), Some("new@x.org"));
+    assert_eq!(f.changed_at().len(), 1);
+    f.apply_entry(
+        FeedScope::Users,
+        EntryState::Delete,
+        &uuid(1),
+        "uid=u1,ou=people,dc=example,dc=org",
+        None,
+        Some(b"c5".to_vec()),
+    );
+    assert_eq!(user_names(&f), vec!["u2"]);
+    assert_eq!(f.changed_at().len(), 2, "the deletion is timed too");
+}
+
+#[tokio::test]
+async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unmentioned() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    assert!(!f.dirty());
+
+    let mut g = Feed::load(&cfg(), &store).unwrap();
+    assert_eq!(user_names(&g), vec!["u1", "u2"], "the mirror was saved");
+    assert_eq!(g.begin(FeedScope::Users).as_deref(), Some(&b"c3"[..]));
+    assert_eq!(g.begin(FeedScope::Groups).as_deref(), Some(&b"g2"[..]));
+    // u1 unchanged (present), u3 new, u2 not mentioned: deleted while the gateway was away.
+    g.apply_entry(
+        FeedScope::Users,
+        EntryState::Present,
+        &uuid(1),
+        "uid=u1,ou=people,dc=example,dc=org",
+        None,
+        None,
+    );
+    add(&mut g, FeedScope::Users, 3, user(3, "u3@x.org"), "c6");
+    g.apply_info(
+        FeedScope::Users,
+        SyncInfo::RefreshPresent {
+            cookie: Some(b"c7".to_vec()),
+            done: true,
+        },
+    );
+    done(&mut g, FeedScope::Groups, "g3");
+    assert_eq!(user_names(&g), vec!["u1", "u3"]);
+    // A delete phase (syncIdSet with refreshDeletes) removes what it lists.
+    g.apply_info(
+        FeedScope::Users,
+        SyncInfo::SyncIdSet {
+            cookie: None,
+            refresh_deletes: true,
+            uuids: vec![uuid(3)],
+        },
+    );
+    assert_eq!(user_names(&g), vec!["u1"]);
+}
+
+#[tokio::test]
+async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_keeps_it() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+
+    // The server forgot our cookie: everything again, without u2.
+    let mut g = Feed::load(&cfg(), &store).unwrap();
+    g.forget_cookie(FeedScope::Users);
+    assert!(g.begin(FeedScope::Users).is_none());
+    g.begin(FeedScope::Groups);
+    add(&mut g, FeedScope::Users, 1, user(1, "u1@x.org"), "c8");
+    done(&mut g, FeedScope::Users, "c9");
+    done(&mut g, FeedScope::Groups, "g4");
+    assert_eq!(user_names(&g), vec!["u1"]);
+
+    // With a cookie and refreshDeletes, an unmentioned entry is unchanged, not deleted.
+    let mut h = Feed::load(&cfg(), &store).unwrap();
+    h.begin(FeedScope::Users);
+    h.begin(FeedScope::Groups);
+    done(&mut h, FeedScope::Users, "c10");
+    done(&mut h, FeedScope::Groups, "g5");
+    assert_eq!(user_names(&h), vec!["u1", "u2"]);
+}
+
+#[tokio::test]
+async fn a_checkpoint_for_another_configuration_is_not_used() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    let other = Config::parse(
+        &CONFIG.replace(
+            "base_dn = \"dc=example,dc=org\"",
+            "base_dn = \"ou=people,dc=example,dc=org\"",
+        ),
+        Path::new("/tmp/dirbridge.toml"),
+    )
+    .unwrap();
+    let mut g = Feed::load(&other, &store).unwrap();
+    assert!(
+        g.begin(FeedScope::Users).is_none(),
+        "no cookie for another scope"
+    );
+    assert!(g.mirror().users.is_empty());
+}
+
+#[test]
+fn membership_changes_arrive_as_group_changes() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.apply_entry(
+        FeedScope::Groups,
+        EntryState::Modify,
+        &uuid(10),
+        "cn=g10,ou=groups,dc=example,dc=org",
+        Some(group(10, &[1, 2])),
+        Some(b"g9".to_vec()),
+    );
+    let d = f.desired(&Default::default());
+    assert_eq!(d.groups.values().next().unwrap().members.len(), 2);
+}
+
+#[test]
+fn entry_csn_gives_the_change_time() {
+    let mut e = user(1, "a@b.c");
+    e.attrs.insert(
+        "entrycsn".into(),
+        vec![b"20261123101112.123456Z#000000#000#000000".to_vec()],
+    );
+    let t = csn_time(&e).unwrap();
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((secs - 1_795_428_672.123_456).abs() < 1e-3, "{secs}");
+}
+
+#[test]
+fn a_delete_in_one_search_does_not_touch_the_other() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    // The groups search says user 1 is not (or no longer) among its results.
+    f.apply_info(
+        FeedScope::Groups,
+        SyncInfo::SyncIdSet {
+            cookie: None,
+            refresh_deletes: true,
+            uuids: vec![uuid(1)],
+        },
+    );
+    f.apply_entry(
+        FeedScope::Groups,
+        EntryState::Delete,
+        &uuid(2),
+        "uid=u2,ou=people,dc=example,dc=org",
+        None,
+        None,
+    );
+    assert_eq!(user_names(&f), vec!["u1", "u2"]);
+}

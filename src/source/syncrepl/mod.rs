@@ -1,0 +1,201 @@
+//! RFC 4533 content synchronization, refreshAndPersist mode: one long-lived search per scope
+//! (users, groups) that first brings a client up to date from its cookie, then keeps sending each
+//! change as it happens. This module only turns the protocol into [`SyncEvent`]s; what they mean
+//! for the mirror is the engine's business.
+
+pub mod control;
+
+use ldap3::controls::RawControl;
+use ldap3::{Scope, SearchStream};
+
+pub use control::{EntryState, SyncDone, SyncInfo};
+
+use super::entry::{decode_entry, RawEntry};
+use super::ldap::Session;
+use super::SourceError;
+
+/// LDAP result code e-syncRefreshRequired: the cookie is too old; start again without one.
+pub const REFRESH_REQUIRED: u32 = 4096;
+
+/// One message of a content synchronization.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncEvent {
+    /// An entry and its state. `entry` is `None` for Present and Delete (no attributes).
+    Entry {
+        state: EntryState,
+        uuid: Vec<u8>,
+        dn: String,
+        entry: Option<RawEntry>,
+        cookie: Option<Vec<u8>>,
+    },
+    Info(SyncInfo),
+}
+
+/// How a synchronization search ended.
+#[derive(Debug)]
+pub enum SyncEnd {
+    /// The server finished the search (refreshOnly, or it stopped persisting).
+    Done(SyncDone),
+    /// The cookie is no longer usable (result 4096): read everything again without it.
+    RefreshRequired,
+}
+
+/// A running refreshAndPersist search.
+pub struct PersistSearch {
+    stream: SearchStream<'static, String, Vec<String>>,
+    base: String,
+    filter: String,
+}
+
+impl std::fmt::Debug for PersistSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistSearch")
+            .field("base", &self.base)
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
+/// The Sync Request control value: `SEQUENCE { mode ENUMERATED, cookie OCTET STRING OPTIONAL }`.
+fn sync_request(cookie: Option<&[u8]>, persist: bool) -> RawControl {
+    use ldap3::asn1::{write, ASNTag, Enumerated, OctetString, Sequence, Tag};
+    let mut inner = vec![Tag::Enumerated(Enumerated {
+        inner: if persist { 3 } else { 1 },
+        ..Default::default()
+    })];
+    if let Some(c) = cookie {
+        inner.push(Tag::OctetString(OctetString {
+            inner: c.to_vec(),
+            ..Default::default()
+        }));
+    }
+    let mut buf = bytes::BytesMut::new();
+    // Encoding into memory cannot fail.
+    let _ = write::encode_into(
+        &mut buf,
+        Tag::Sequence(Sequence {
+            inner,
+            ..Default::default()
+        })
+        .into_structure(),
+    );
+    RawControl {
+        ctype: control::SYNC_REQUEST_OID.into(),
+        crit: true,
+        val: Some(buf.to_vec()),
+    }
+}
+
+impl Session {
+    /// Starts a refreshAndPersist search from `cookie` (None: send everything). The search has
+    /// no time limit: it is meant to stay open; a dead connection ends it with an error.
+    pub async fn persist(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        cookie: Option<&[u8]>,
+    ) -> Result<PersistSearch, SourceError> {
+        let ldap = self.ldap_mut();
+        ldap.with_controls(vec![sync_request(cookie, true)]);
+        let stream = ldap
+            .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
+            .await
+            .map_err(|e| SourceError::Search {
+                base: base.to_string(),
+                filter: filter.to_string(),
+                reason: format!("cannot start content synchronization: {e}"),
+            })?;
+        Ok(PersistSearch {
+            stream,
+            base: base.to_string(),
+            filter: filter.to_string(),
+        })
+    }
+
+    /// True when the server's root DSE lists the content synchronization control (syncprov).
+    pub async fn supports_syncrepl(&mut self) -> Result<bool, SourceError> {
+        let root = self
+            .read_entry("", &["supportedControl".to_string()])
+            .await?;
+        Ok(root
+            .map(|r| {
+                r.texts("supportedControl")
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c == control::SYNC_REQUEST_OID)
+            })
+            .unwrap_or(false))
+    }
+}
+
+impl PersistSearch {
+    fn err(&self, reason: String) -> SourceError {
+        SourceError::Search {
+            base: self.base.clone(),
+            filter: self.filter.clone(),
+            reason,
+        }
+    }
+
+    /// The next message; `Ok(None)` when the server ended the search (see [`PersistSearch::end`]).
+    /// A lost connection is an error.
+    pub async fn next(&mut self) -> Result<Option<SyncEvent>, SourceError> {
+        loop {
+            let item = match self.stream.next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.err(format!("content synchronization lost: {e}"))),
+            };
+            if item.is_ref() {
+                continue;
+            }
+            if item.is_intermediate() {
+                match control::decode_intermediate(item.0).map_err(|e| self.err(e))? {
+                    Some(info) => return Ok(Some(SyncEvent::Info(info))),
+                    None => continue,
+                }
+            }
+            let state = item
+                .1
+                .iter()
+                .find(|c| c.1.ctype == control::SYNC_STATE_OID)
+                .ok_or_else(|| self.err("an entry came without its Sync State control".into()))?;
+            let state = control::decode_state(state.1.val.as_deref().unwrap_or_default())
+                .map_err(|e| self.err(e))?;
+            let entry = decode_entry(item.0).map_err(|e| self.err(e))?;
+            let dn = entry.dn.clone();
+            let entry = match state.state {
+                EntryState::Add | EntryState::Modify => Some(entry),
+                EntryState::Present | EntryState::Delete => None,
+            };
+            return Ok(Some(SyncEvent::Entry {
+                state: state.state,
+                uuid: state.uuid,
+                dn,
+                entry,
+                cookie: state.cookie,
+            }));
+        }
+    }
+
+    /// How the search ended, once [`PersistSearch::next`] returned `Ok(None)`.
+    pub async fn end(mut self) -> Result<SyncEnd, SourceError> {
+        let res = self.stream.finish().await;
+        match res.rc {
+            0 => {
+                let done = res
+                    .ctrls
+                    .iter()
+                    .find(|c| c.1.ctype == control::SYNC_DONE_OID)
+                    .map(|c| control::decode_done(c.1.val.as_deref()))
+                    .transpose()
+                    .map_err(|e| self.err(e))?
+                    .unwrap_or_default();
+                Ok(SyncEnd::Done(done))
+            }
+            REFRESH_REQUIRED => Ok(SyncEnd::RefreshRequired),
+            rc => Err(self.err(super::ldap::describe(rc, &res.text))),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! A TCP proxy on loopback that can be taken down and brought back on the same port: the
+//! gateway sees its target go away (connections refused, open ones cut) while the real server
+//! behind keeps its data.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub struct Proxy {
+    pub port: u16,
+    upstream: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        let port = super::free_port();
+        let mut p = Proxy {
+            port,
+            upstream,
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            acceptor: None,
+        };
+        p.resume();
+        p
+    }
+
+    /// Listens again (same port) and forwards.
+    pub fn resume(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
+        self.acceptor = Some(std::thread::spawn(move || {
+            // Bounded by the flag: the loop ends when the proxy is paused or dropped.
+            while up.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let mut list = conns.lock().unwrap();
+                        list.push(client.try_clone().unwrap());
+                        list.push(server.try_clone().unwrap());
+                        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                        std::thread::spawn(move || pipe(client, server));
+                        std::thread::spawn(move || pipe(s2, c2));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+    }
+
+    /// Stops listening (new connections are refused) and cuts the open ones.
+    pub fn pause(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
