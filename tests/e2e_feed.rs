@@ -243,3 +243,65 @@ fn pushes_resume_when_an_unreachable_target_comes_back() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+#[test]
+fn without_syncprov_changes_are_polled_by_modify_timestamp() {
+    let mut env = Env::with_slapd(Slapd::start_without_syncprov());
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run", "--log-level", "debug"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    // Changes in a later second than the fixture's (modifyTimestamp has whole seconds).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    set_title(&env, "bob", "Polled");
+    add_user(&env, "gina");
+    env.slapd.modify(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=gina,ou=people,dc=example,dc=org\n",
+    );
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    assert!(
+        wait_until(30, || {
+            title_of(&env, "bob").as_deref() == Some("Polled")
+                && env.scim.user("gina").is_some()
+                && env.scim.member_names("sales") == vec!["gina".to_string()]
+                && env
+                    .scim
+                    .user("carol")
+                    .map(|c| c["active"] == false)
+                    .unwrap_or(false)
+        }),
+        "{}",
+        env.spawned_log()
+    );
+    let log = env.spawned_log();
+    assert!(
+        log.contains("does not offer content synchronization"),
+        "{log}"
+    );
+    // Once the watermark has moved past the fixture's second, a poll reads only what changed
+    // in or after the watermark's second, not every entry again.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let log = env.spawned_log();
+    let changed: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("modifyTimestamp poll"))
+        .filter_map(|l| l.split("changed=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(changed.len() >= 3, "{log}");
+    assert!(
+        *changed.last().unwrap() <= 3,
+        "later polls re-read everything: {changed:?}\n{log}"
+    );
+    let (_, body) = http_get(port, "/status").unwrap();
+    assert!(body.contains("\"mode\":\"timestamp\""), "{body}");
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}

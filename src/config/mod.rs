@@ -181,7 +181,10 @@ pub enum ChangeFeed {
     Auto,
     /// RFC 4533 refreshAndPersist (OpenLDAP syncprov); fails if the server does not offer it.
     Syncrepl,
-    /// A pass every `poll_interval` (incremental by uSNChanged on AD).
+    /// A pass every `poll_interval` reading only entries whose `modifyTimestamp` moved, plus a
+    /// list of the keys in scope (deletions): for servers without syncprov.
+    Timestamp,
+    /// A pass every `poll_interval` reading everything (incremental by uSNChanged on AD).
     Poll,
 }
 

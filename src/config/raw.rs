@@ -673,11 +673,11 @@ impl RawConfig {
                 "at most 10s: it delays every change by up to that much".into(),
             ));
         }
-        if d.change_feed == ChangeFeed::Syncrepl {
+        if matches!(d.change_feed, ChangeFeed::Syncrepl | ChangeFeed::Timestamp) {
             if ldap.profile == Profile::ActiveDirectory {
                 return Err(invalid(
                     "daemon.change_feed",
-                    "syncrepl (RFC 4533) is OpenLDAP's; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
+                    "syncrepl and timestamp are for OpenLDAP and other LDAP servers; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
                 ));
             }
             if let Some(why) = crate::daemon::syncrepl_unfit(&ldap) {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::status::{Board, FeedState};
 use super::{backoff, Stop};
 use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
-use crate::engine::feed::{feed_attributes, feed_mapper, Feed, FeedScope};
+use crate::engine::feed::{feed_attributes, feed_mapper, Feed, FeedKind, FeedScope};
 use crate::engine::{self, RunKind};
 use crate::source::ldap::Session;
 use crate::source::syncrepl::{PersistSearch, SyncEnd, SyncEvent};
@@ -147,7 +147,7 @@ pub async fn run<T: Target>(
     stop: &mut Stop,
     required: bool,
 ) -> anyhow::Result<FeedExit> {
-    let mut feed = Feed::load(cfg, store)?;
+    let mut feed = Feed::load(cfg, store, FeedKind::Syncrepl)?;
     let mut link: Option<Link> = None;
     let mut ldap_failures = 0u32;
     let mut pass_failures = 0u32;

@@ -2,6 +2,7 @@
 //! syncrepl) where there is one, or syncs on a poll interval; runs the full resync on its
 //! schedule; backs off after failures; serves its status; and stops cleanly on SIGTERM or Ctrl-C.
 
+mod cron;
 mod feed;
 mod http;
 mod schedule;
@@ -15,7 +16,9 @@ pub use schedule::{parse_duration, Schedule};
 pub use status::{Board, FeedState};
 
 use crate::config::{ChangeFeed, Config, Profile};
+use crate::engine::feed::{timestamp, Feed, FeedKind};
 use crate::engine::{self, RunKind};
+use crate::source::ldap::Session;
 use crate::state::Store;
 use crate::target::Target;
 use feed::FeedExit;
@@ -105,39 +108,83 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
         tokio::spawn(http::serve(listener, board.clone()));
     }
     let mut stop = Stop::on_signal();
-    let use_feed = match cfg.daemon.change_feed {
+    let follow = match cfg.daemon.change_feed {
         ChangeFeed::Poll => false,
         _ if cfg.ldap.profile == Profile::ActiveDirectory => false,
-        ChangeFeed::Syncrepl => true,
+        ChangeFeed::Syncrepl | ChangeFeed::Timestamp => true,
         ChangeFeed::Auto => match syncrepl_unfit(&cfg.ldap) {
             Some(why) => {
-                tracing::info!("polling rather than following changes (syncrepl): {why}");
+                tracing::info!("reading everything each poll rather than following changes: {why}");
                 false
             }
             None => true,
         },
     };
-    let required = cfg.daemon.change_feed == ChangeFeed::Syncrepl;
-    let stopped = if use_feed {
-        match feed::run(cfg, &store, target, &board, &mut stop, required).await? {
-            FeedExit::Stopped => true,
-            FeedExit::Unsupported => false,
+    let stopped = match (follow, cfg.daemon.change_feed) {
+        (true, ChangeFeed::Timestamp) => false,
+        (true, mode) => {
+            let required = mode == ChangeFeed::Syncrepl;
+            match feed::run(cfg, &store, target, &board, &mut stop, required).await? {
+                FeedExit::Stopped => true,
+                FeedExit::Unsupported => false,
+            }
         }
-    } else {
-        false
+        (false, _) => false,
     };
     if !stopped {
-        poll(cfg, &store, target, &board, &mut stop).await;
+        let timestamps = if follow {
+            Some(Feed::load(cfg, &store, FeedKind::Timestamp)?)
+        } else {
+            None
+        };
+        poll(cfg, &store, target, &board, &mut stop, timestamps).await;
     }
     store.flush_now().await?;
     tracing::info!("stopped; state saved");
     Ok(())
 }
 
+/// One polled pass: with a timestamp feed, the entries changed since its watermark and the
+/// keys in scope; otherwise a full (or, on AD, uSNChanged) read.
+async fn pass<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    kind: RunKind,
+    feed: Option<&mut Feed>,
+) -> Result<engine::RunReport, engine::EngineError> {
+    match (kind, feed) {
+        (RunKind::Sync, Some(feed)) => {
+            let mut session = Session::open(&cfg.ldap).await?;
+            let read = timestamp::poll(&mut session, cfg, feed).await;
+            session.close().await;
+            let stats = read?;
+            tracing::debug!(
+                changed = stats.changed,
+                listed = stats.listed,
+                "modifyTimestamp poll"
+            );
+            engine::run_feed(cfg, store, target, feed).await
+        }
+        _ => engine::run(cfg, store, target, kind).await,
+    }
+}
+
 /// Polls: a pass every `poll_interval` (incremental where configured), the resync on its
 /// schedule, backoff after failures.
-async fn poll<T: Target>(cfg: &Config, store: &Store, target: &T, board: &Board, stop: &mut Stop) {
-    board.set_mode("poll");
+async fn poll<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    board: &Board,
+    stop: &mut Stop,
+    mut timestamps: Option<Feed>,
+) {
+    board.set_mode(if timestamps.is_some() {
+        "timestamp"
+    } else {
+        "poll"
+    });
     let mut failures = 0u32;
     let mut next_resync = cfg
         .daemon
@@ -155,7 +202,7 @@ async fn poll<T: Target>(cfg: &Config, store: &Store, target: &T, board: &Board,
             _ => RunKind::Sync,
         };
         let outcome = tokio::select! {
-            r = engine::run(cfg, store, target, kind) => Some(r),
+            r = pass(cfg, store, target, kind, timestamps.as_mut()) => Some(r),
             _ = stop.wait() => None,
         };
         let Some(outcome) = outcome else {

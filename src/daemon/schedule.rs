@@ -1,6 +1,6 @@
 //! When things happen: the poll interval and the full-resync schedule, in the forms an
 //! administrator writes them (`30s`, `5m`, `hourly`, `every 6h`, `daily 02:00`, `weekly sun 03:00`,
-//! `off`). Times are UTC. Pure: the daemon asks "what is the next time after now?".
+//! `off`, or a cron expression). Times are UTC. Pure: the daemon asks "what is the next time after now?".
 
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub enum Schedule {
     Every(Duration),
     Daily(Time),
     Weekly(Weekday, Time),
+    /// A five-field cron expression (`cron 0 3 * * 1-5`, or the five fields alone).
+    Cron(super::cron::Cron),
 }
 
 fn parse_time(text: &str) -> Result<Time, String> {
@@ -78,8 +80,12 @@ impl Schedule {
             ["daily"] => Ok(Schedule::Daily(Time::MIDNIGHT)),
             ["daily", t] | ["daily", "at", t] => parse_time(t).map(Schedule::Daily),
             ["weekly", d, t] | ["weekly", d, "at", t] => Ok(Schedule::Weekly(parse_weekday(d)?, parse_time(t)?)),
+            ["cron", rest @ ..] => super::cron::Cron::parse(&rest.join(" ")).map(Schedule::Cron),
+            [one] if one.starts_with('@') => super::cron::Cron::parse(one).map(Schedule::Cron),
+            [_, _, _, _, _] => super::cron::Cron::parse(text).map(Schedule::Cron),
             _ => Err(format!(
-                "`{text}` is not a schedule: use off, hourly, every 6h, daily 02:00 or weekly sun 03:00 (UTC)"
+                "`{text}` is not a schedule: use off, hourly, every 6h, daily 02:00, weekly sun 03:00 or a cron \
+                 expression such as `cron 0 3 * * 1-5` (UTC)"
             )),
         }
     }
@@ -107,6 +113,7 @@ impl Schedule {
                 }
                 None
             }
+            Schedule::Cron(c) => c.next_after(now),
         }
     }
 }
@@ -149,5 +156,14 @@ mod tests {
             Some(datetime!(2026-11-23 16:30 UTC))
         );
         assert_eq!(Schedule::Off.next_after(now), None);
+        assert_eq!(
+            Schedule::parse("cron 0 3 * * 1-5").unwrap().next_after(now),
+            Some(datetime!(2026-11-24 03:00 UTC))
+        );
+        assert_eq!(
+            Schedule::parse("*/20 * * * *").unwrap().next_after(now),
+            Some(datetime!(2026-11-23 10:40 UTC))
+        );
+        assert!(Schedule::parse("cron 0 3 * *").is_err());
     }
 }

@@ -73,6 +73,7 @@ struct Refresh {
 /// The feed's view of the directory.
 #[derive(Debug)]
 pub struct Feed {
+    kind: FeedKind,
     mapper: Mapper,
     fingerprint: String,
     mirror: Mirror,
@@ -119,10 +120,19 @@ pub fn feed_mapper(cfg: &Config) -> Mapper {
     Mapper::new(&cfg.mapping, &ldap)
 }
 
-fn fingerprint(cfg: &Config) -> String {
+/// Where the events come from: their cookies mean different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedKind {
+    /// RFC 4533 cookies.
+    Syncrepl,
+    /// The highest `modifyTimestamp` seen.
+    Timestamp,
+}
+
+fn fingerprint(cfg: &Config, kind: FeedKind) -> String {
     let l = &cfg.ldap;
     let text = format!(
-        "syncrepl|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}",
+        "{kind:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}",
         l.url,
         l.user_base,
         l.group_base,
@@ -159,9 +169,9 @@ fn csn_time(e: &RawEntry) -> Option<SystemTime> {
 impl Feed {
     /// The feed as saved: its mirror and cookies, or an empty one when the saved checkpoint was
     /// made for another server or configuration.
-    pub fn load(cfg: &Config, store: &Store) -> Result<Feed, StateError> {
+    pub fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
         let mapper = feed_mapper(cfg);
-        let fingerprint = fingerprint(cfg);
+        let fingerprint = fingerprint(cfg, kind);
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
         let (mirror, cookies) = match usable {
@@ -176,6 +186,7 @@ impl Feed {
         };
         let saved = store.mirror()?;
         let mut feed = Feed {
+            kind,
             mapper,
             fingerprint,
             mirror,
@@ -260,6 +271,10 @@ impl Feed {
         &self.mirror
     }
 
+    pub fn mapper(&self) -> &Mapper {
+        &self.mapper
+    }
+
     fn set_cookie(&mut self, scope: FeedScope, cookie: Option<Vec<u8>>) {
         if let Some(c) = cookie {
             self.cookies[scope.index()] = Some(c);
@@ -320,6 +335,9 @@ impl Feed {
         let r = &mut self.refresh[scope.index()];
         r.active = false;
         r.seen = None;
+        if self.kind == FeedKind::Timestamp {
+            return; // every poll ends one: not news
+        }
         tracing::info!(
             scope = scope.name(),
             users = self.mirror.users.len(),
@@ -364,17 +382,21 @@ impl Feed {
                         self.map_of(scope).remove(&old_key);
                     }
                 }
-                if persisting {
-                    let at = csn_time(&e)
-                        .filter(|t| *t <= SystemTime::now())
-                        .unwrap_or_else(SystemTime::now);
-                    self.changed_at.entry(key.clone()).or_insert(at);
-                }
+                // Refresh-phase entries are mostly old news; a Modify is a change seen now
+                // (persist phase, or a timestamp poll).
+                let timed = persisting || state == EntryState::Modify;
+                let at = csn_time(&e)
+                    .filter(|t| *t <= SystemTime::now())
+                    .unwrap_or_else(SystemTime::now);
                 self.index.insert((scope, uuid.to_vec()), key.clone());
                 let map = self.map_of(scope);
+                // The same entry again (a poll re-reading its watermark's second) is no change.
                 if map.get(&key) != Some(&e) {
-                    map.insert(key, e);
+                    map.insert(key.clone(), e);
                     self.dirty = true;
+                    if timed {
+                        self.changed_at.entry(key).or_insert(at);
+                    }
                 }
             }
             (EntryState::Add | EntryState::Modify, None) | (EntryState::Present, _) => {
@@ -457,6 +479,8 @@ impl Feed {
         Ok(())
     }
 }
+
+pub mod timestamp;
 
 #[cfg(test)]
 mod tests;

@@ -222,6 +222,15 @@ pub struct Slapd {
 
 impl Slapd {
     pub fn start() -> Slapd {
+        Slapd::start_with(true)
+    }
+
+    /// slapd without the syncprov overlay: no content synchronization on offer.
+    pub fn start_without_syncprov() -> Slapd {
+        Slapd::start_with(false)
+    }
+
+    fn start_with(syncprov: bool) -> Slapd {
         let c = certs();
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-slapd")
@@ -236,6 +245,14 @@ impl Slapd {
             .replace("@CERT@", &c.cert.display().to_string())
             .replace("@KEY@", &c.key.display().to_string())
             .replace("@ROOTPW@", ADMIN_PW);
+        let conf = if syncprov {
+            conf
+        } else {
+            conf.lines()
+                .filter(|l| !l.contains("syncprov"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         let port = free_port();
         let ldaps_port = free_port();
@@ -640,7 +657,10 @@ impl std::ops::DerefMut for Env {
 
 impl Env {
     pub fn start() -> Env {
-        let slapd = Slapd::start();
+        Env::with_slapd(Slapd::start())
+    }
+
+    pub fn with_slapd(slapd: Slapd) -> Env {
         slapd.load("base.ldif");
         let ldap_fixed = format!(
             "bind_dn = \"{ADMIN_DN}\"\n\

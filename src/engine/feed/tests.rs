@@ -94,7 +94,7 @@ fn user_names(f: &Feed) -> Vec<String> {
 
 /// A feed loaded from a fresh store, both scopes refreshed from nothing.
 fn refreshed(store: &Store) -> Feed {
-    let mut f = Feed::load(&cfg(), store).unwrap();
+    let mut f = Feed::load(&cfg(), store, FeedKind::Syncrepl).unwrap();
     assert!(f.begin(FeedScope::Users).is_none());
     assert!(f.begin(FeedScope::Groups).is_none());
     add(&mut f, FeedScope::Users, 1, user(1, "u1@x.org"), "c1");
@@ -162,7 +162,7 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
     f.save(&store).await.unwrap();
     assert!(!f.dirty());
 
-    let mut g = Feed::load(&cfg(), &store).unwrap();
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     assert_eq!(user_names(&g), vec!["u1", "u2"], "the mirror was saved");
     assert_eq!(g.begin(FeedScope::Users).as_deref(), Some(&b"c3"[..]));
     assert_eq!(g.begin(FeedScope::Groups).as_deref(), Some(&b"g2"[..]));
@@ -204,7 +204,7 @@ async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_k
     f.save(&store).await.unwrap();
 
     // The server forgot our cookie: everything again, without u2.
-    let mut g = Feed::load(&cfg(), &store).unwrap();
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     g.forget_cookie(FeedScope::Users);
     assert!(g.begin(FeedScope::Users).is_none());
     g.begin(FeedScope::Groups);
@@ -214,7 +214,7 @@ async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_k
     assert_eq!(user_names(&g), vec!["u1"]);
 
     // With a cookie and refreshDeletes, an unmentioned entry is unchanged, not deleted.
-    let mut h = Feed::load(&cfg(), &store).unwrap();
+    let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     h.begin(FeedScope::Users);
     h.begin(FeedScope::Groups);
     done(&mut h, FeedScope::Users, "c10");
@@ -235,7 +235,7 @@ async fn a_checkpoint_for_another_configuration_is_not_used() {
         Path::new("/tmp/dirbridge.toml"),
     )
     .unwrap();
-    let mut g = Feed::load(&other, &store).unwrap();
+    let mut g = Feed::load(&other, &store, FeedKind::Syncrepl).unwrap();
     assert!(
         g.begin(FeedScope::Users).is_none(),
         "no cookie for another scope"

@@ -1,0 +1,215 @@
+//! Change-to-push latency of `dirbridge run`: from an LDAP modify returning in slapd to the SCIM
+//! server answering with the new value. Real slapd (syncprov), real scim2-server, the release
+//! binary. Figures are printed as milliseconds and as ratios to a baseline measured in the same
+//! run: one direct SCIM PATCH of the same attribute (what a push costs at the least).
+//!
+//! Run: `cargo bench --bench change_latency` (BENCH_CHANGES=n sets the number of changes).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ldap3::{LdapConnAsync, Mod};
+use serde_json::json;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Figures {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn figures(mut ms: Vec<f64>) -> Figures {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Figures {
+        p50: percentile(&ms, 0.5),
+        p99: percentile(&ms, 0.99),
+        max: *ms.last().unwrap_or(&f64::NAN),
+    }
+}
+
+/// Waits (bounded) until the user with SCIM id `id` has `title`, checking every millisecond.
+fn arrived(env: &Env, id: &str, title: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (s, u) = env.scim.http("GET", &format!("/Users/{id}"), None);
+        if s == 200 && u["title"] == title {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+fn id_of(env: &Env, user: &str) -> String {
+    env.scim.user(user).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Milliseconds of `n` direct PATCH requests to the SCIM server.
+fn baseline(env: &Env, n: usize) -> Vec<f64> {
+    let id = id_of(env, "bob");
+    (0..n)
+        .map(|i| {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "title", "value": format!("direct {i}")}]
+            });
+            let t = Instant::now();
+            let (s, _) = env.scim.http("PATCH", &format!("/Users/{id}"), Some(&body));
+            assert!(s == 200 || s == 204, "PATCH answered {s}");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
+}
+
+/// Milliseconds from each LDAP modify to the target showing it, one change at a time.
+fn follow(env: &Env, rt: &tokio::runtime::Runtime, n: usize, tag: &str) -> Vec<f64> {
+    let url = env.slapd.url();
+    let mut ldap = rt.block_on(async {
+        let (conn, mut ldap) = LdapConnAsync::new(&url).await.unwrap();
+        ldap3::drive!(conn);
+        ldap.simple_bind(ADMIN_DN, ADMIN_PW)
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        ldap
+    });
+    let id = id_of(env, "bob");
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let title = format!("{tag} {i}");
+        let t = Instant::now();
+        rt.block_on(ldap.modify(
+            "uid=bob,ou=people,dc=example,dc=org",
+            vec![Mod::Replace(
+                "title",
+                std::collections::HashSet::from([title.as_str()]),
+            )],
+        ))
+        .unwrap()
+        .success()
+        .unwrap();
+        assert!(
+            arrived(env, &id, &title),
+            "change {i} did not arrive: {}",
+            env.spawned_log()
+        );
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Let the next change start a burst of its own.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+/// Seconds from the first of `n` modifications sent back to back to the last one on the target.
+fn burst(env: &Env, rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+    let url = env.slapd.url();
+    let id = id_of(env, "alice");
+    let t = Instant::now();
+    rt.block_on(async {
+        let (conn, mut ldap) = LdapConnAsync::new(&url).await.unwrap();
+        ldap3::drive!(conn);
+        ldap.simple_bind(ADMIN_DN, ADMIN_PW)
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        for i in 0..n {
+            ldap.modify(
+                "uid=alice,ou=people,dc=example,dc=org",
+                vec![Mod::Replace(
+                    "title",
+                    std::collections::HashSet::from([format!("burst {i}").as_str()]),
+                )],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        }
+    });
+    let last = format!("burst {}", n - 1);
+    assert!(arrived(env, &id, &last), "{}", env.spawned_log());
+    t.elapsed().as_secs_f64()
+}
+
+fn start(feed: &str, poll: &str) -> (Env, Guard) {
+    let mut env = Env::start();
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    env.extra = format!(
+        "[daemon]\nchange_feed = \"{feed}\"\npoll_interval = \"{poll}\"\nfull_resync = \"off\"\nlisten = \"off\"\n"
+    );
+    let child = Guard(env.spawn(&["run", "--log-level", "warn"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    (env, child)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this with no argument: skip then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n: usize = std::env::var("BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let (env, mut child) = start("syncrepl", "1h");
+    let base = figures(baseline(&env, n));
+    let feed = figures(follow(&env, &rt, n, "feed"));
+    let burst_n = 200;
+    let burst_secs = burst(&env, &rt, burst_n);
+    child.stop();
+
+    let polls = (n / 5).max(10);
+    let (env, mut child) = start("poll", "1s");
+    let poll = figures(follow(&env, &rt, polls, "poll"));
+    child.stop();
+
+    println!("change-to-push latency (LDAP modify returned -> SCIM server shows it)");
+    println!(
+        "  baseline, one direct SCIM PATCH ({n}):  p50 {:7.1} ms  p99 {:7.1} ms  max {:7.1} ms",
+        base.p50, base.p99, base.max
+    );
+    for (name, f, count) in [
+        ("syncrepl feed", &feed, n),
+        ("polling every 1s", &poll, polls),
+    ] {
+        println!(
+            "  {name:<18} ({count:>3}):  p50 {:7.1} ms  p99 {:7.1} ms  max {:7.1} ms   = {:.1}x / {:.1}x baseline p50 / p99",
+            f.p50,
+            f.p99,
+            f.max,
+            f.p50 / base.p50,
+            f.p99 / base.p99
+        );
+    }
+    println!(
+        "  syncrepl p50 is {:.1}x faster than polling every 1s",
+        poll.p50 / feed.p50
+    );
+    println!(
+        "  burst of {burst_n} modifications of one user, back to back: last one on the target after {:.2} s ({:.0} changes/s)",
+        burst_secs,
+        burst_n as f64 / burst_secs
+    );
+}
