@@ -506,3 +506,51 @@ fn an_empty_incremental_read_is_refused_and_not_remembered() {
         true
     );
 }
+
+/// `dirbridge run` against AD: change notification wakes the service for an incremental read.
+/// Polling is set to an hour and the fallback too, so a change that arrives came through the
+/// notification.
+#[test]
+fn the_service_reacts_to_ad_change_notifications() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1h\"\nnotify_fallback = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run", "--log-level", "debug"]));
+    assert!(
+        wait_until(60, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    // Registered: give the registration a moment to be in place before changing things.
+    assert!(
+        wait_until(20, || http_get(port, "/status")
+            .map(|(_, b)| b.contains("\"mode\":\"notify\""))
+            .unwrap_or(false)),
+        "{}",
+        env.spawned_log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    env.dc.modify(&format!(
+        "dn: CN=Ann Archer,{OU}\nchangetype: modify\nreplace: title\ntitle: Chief Architect\n"
+    ));
+    assert!(
+        wait_until(30, || env
+            .scim
+            .user("ann@corp.example.org")
+            .map(|u| u["title"] == "Chief Architect")
+            .unwrap_or(false)),
+        "{}",
+        env.spawned_log()
+    );
+    let log = env.spawned_log();
+    assert!(log.contains("change notification"), "{log}");
+    assert!(!log.contains("AD change notification unavailable"), "{log}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert!(wait_until(20, || child.0.try_wait().unwrap().is_some()));
+}

@@ -232,6 +232,13 @@ fn the_dashboard_shows_an_administrator_the_sync_status() {
     assert!(dom.contains("uid=d1,ou=people,dc=example,dc=org"), "{dom}");
     assert!(dom.contains("&lt;b&gt;dup&lt;/b&gt;"), "{dom}");
     assert!(dom.contains("id=\"last-run\""), "{dom}");
+    // Recent operations, newest first, from the journal.
+    assert!(dom.contains("<table id=\"recent\">"), "{dom}");
+    assert!(
+        dom.contains("<td>create_user</td><td>alice</td><td>created</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"mode\">polling every 1s"), "{dom}");
     assert!(
         !dom.contains("<b>"),
         "markup from the directory reached the page: {dom}"

@@ -170,6 +170,8 @@ pub struct DaemonConfig {
     pub change_feed: ChangeFeed,
     /// How long a change feed waits for more changes before pushing a burst as one pass.
     pub coalesce: Duration,
+    /// Poll interval on AD while change notification is unavailable.
+    pub notify_fallback: Duration,
 }
 
 /// How `dirbridge run` learns of directory changes.
@@ -181,6 +183,9 @@ pub enum ChangeFeed {
     Auto,
     /// RFC 4533 refreshAndPersist (OpenLDAP syncprov); fails if the server does not offer it.
     Syncrepl,
+    /// Active Directory's change notification as the trigger of incremental reads, polling
+    /// every `notify_fallback` where it is not allowed.
+    Notify,
     /// A pass every `poll_interval` reading only entries whose `modifyTimestamp` moved, plus a
     /// list of the keys in scope (deletions): for servers without syncprov.
     Timestamp,

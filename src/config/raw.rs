@@ -50,6 +50,8 @@ struct RawDaemon {
     change_feed: ChangeFeed,
     #[serde(default = "default_coalesce")]
     coalesce: String,
+    #[serde(default = "default_notify_fallback")]
+    notify_fallback: String,
 }
 
 impl Default for RawDaemon {
@@ -60,6 +62,7 @@ impl Default for RawDaemon {
             listen: default_listen(),
             change_feed: ChangeFeed::default(),
             coalesce: default_coalesce(),
+            notify_fallback: default_notify_fallback(),
         }
     }
 }
@@ -69,6 +72,9 @@ fn default_poll() -> String {
 }
 fn default_full_resync() -> String {
     "daily 03:00".into()
+}
+fn default_notify_fallback() -> String {
+    "5s".into()
 }
 fn default_coalesce() -> String {
     "100ms".into()
@@ -673,6 +679,14 @@ impl RawConfig {
                 "at most 10s: it delays every change by up to that much".into(),
             ));
         }
+        let notify_fallback = crate::daemon::parse_duration(&d.notify_fallback)
+            .map_err(|r| invalid("daemon.notify_fallback", r))?;
+        if d.change_feed == ChangeFeed::Notify && ldap.profile != Profile::ActiveDirectory {
+            return Err(invalid(
+                "daemon.change_feed",
+                "notify is Active Directory's change notification: set ldap.profile = \"ad\", or use syncrepl / timestamp / poll".into(),
+            ));
+        }
         if matches!(d.change_feed, ChangeFeed::Syncrepl | ChangeFeed::Timestamp) {
             if ldap.profile == Profile::ActiveDirectory {
                 return Err(invalid(
@@ -690,6 +704,7 @@ impl RawConfig {
             listen,
             change_feed: d.change_feed,
             coalesce,
+            notify_fallback,
         };
 
         Ok(Config {

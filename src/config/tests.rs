@@ -178,3 +178,53 @@ fn daemon_keys_are_checked() {
     .to_string();
     assert!(bad.contains("daemon.full_resync"), "{bad}");
 }
+
+#[test]
+fn change_feed_choices_are_checked_against_the_directory() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.daemon.change_feed, ChangeFeed::Auto);
+    assert_eq!(c.daemon.coalesce, Duration::from_millis(100));
+    assert_eq!(c.daemon.notify_fallback, Duration::from_secs(5));
+
+    // syncrepl follows the group scope: groups outside it named by memberOf would vanish.
+    let e = parse(&format!(
+        "{MINIMAL}\n[daemon]\nchange_feed = \"syncrepl\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("referenced_groups"), "{e}");
+    let ok = MINIMAL.replace(
+        "base_dn = \"dc=example,dc=org\"",
+        "base_dn = \"dc=example,dc=org\"\nreferenced_groups = \"ignore\"",
+    );
+    let c = parse(&format!(
+        "{ok}\n[daemon]\nchange_feed = \"syncrepl\"\ncoalesce = \"250ms\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.daemon.change_feed, ChangeFeed::Syncrepl);
+    assert_eq!(c.daemon.coalesce, Duration::from_millis(250));
+
+    let e = parse(&format!("{ok}\n[daemon]\nchange_feed = \"notify\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Active Directory"), "{e}");
+    let e = parse(&format!("{ok}\n[daemon]\ncoalesce = \"1m\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("daemon.coalesce"), "{e}");
+    let e = parse(&format!("{ok}\n[daemon]\nchange_feed = \"sometimes\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dirbridge.toml:15") && e.contains("`syncrepl`"),
+        "{e}"
+    );
+    let c = parse(&format!(
+        "{ok}\n[daemon]\nfull_resync = \"cron 0 3 * * 1-5\"\n"
+    ))
+    .unwrap();
+    assert!(matches!(
+        c.daemon.full_resync,
+        crate::daemon::Schedule::Cron(_)
+    ));
+}

@@ -5,6 +5,7 @@
 mod cron;
 mod feed;
 mod http;
+mod notify;
 mod schedule;
 mod status;
 
@@ -112,6 +113,7 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
         ChangeFeed::Poll => false,
         _ if cfg.ldap.profile == Profile::ActiveDirectory => false,
         ChangeFeed::Syncrepl | ChangeFeed::Timestamp => true,
+        ChangeFeed::Notify => false,
         ChangeFeed::Auto => match syncrepl_unfit(&cfg.ldap) {
             Some(why) => {
                 tracing::info!("reading everything each poll rather than following changes: {why}");
@@ -180,10 +182,14 @@ async fn poll<T: Target>(
     stop: &mut Stop,
     mut timestamps: Option<Feed>,
 ) {
-    board.set_mode(if timestamps.is_some() {
-        "timestamp"
-    } else {
-        "poll"
+    // On AD, change notifications wake the loop up for an incremental read.
+    let notifier = (cfg.ldap.profile == Profile::ActiveDirectory
+        && cfg.daemon.change_feed != ChangeFeed::Poll)
+        .then(|| notify::spawn(cfg.ldap.clone()));
+    board.set_mode(match (&timestamps, &notifier) {
+        (Some(_), _) => "timestamp",
+        (None, Some(_)) => "notify",
+        (None, None) => "poll",
     });
     let mut failures = 0u32;
     let mut next_resync = cfg
@@ -228,9 +234,25 @@ async fn poll<T: Target>(
                 .full_resync
                 .next_after(time::OffsetDateTime::now_utc());
         }
-        let wait = delay(cfg.daemon.poll_interval, failures);
+        let mut wait = delay(cfg.daemon.poll_interval, failures);
+        if let Some(n) = &notifier {
+            if failures == 0 && !*n.available.borrow() {
+                wait = wait.min(cfg.daemon.notify_fallback);
+            }
+        }
+        let changed = async {
+            match &notifier {
+                Some(n) => n.changed.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = changed, if failures == 0 => {
+                // A burst of changes gives a burst of notifications: let it settle.
+                tokio::time::sleep(cfg.daemon.coalesce).await;
+                tracing::debug!("change notification");
+            }
             _ = stop.wait() => {
                 tracing::info!("stopping");
                 return;

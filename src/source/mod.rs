@@ -4,6 +4,7 @@
 pub mod dn;
 pub mod entry;
 pub mod ldap;
+pub mod notify;
 pub mod range;
 pub mod sid;
 pub mod syncrepl;
