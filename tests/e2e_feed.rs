@@ -305,3 +305,62 @@ fn without_syncprov_changes_are_polled_by_modify_timestamp() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+#[test]
+fn a_refused_object_waits_for_its_retry_time_unless_it_changes() {
+    let (mut env, port) = feed_env();
+    env.extra += "[mapping.custom]\nprofileUrl = \"labeledURI\"\n";
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: labeledURI\nlabeledURI: not a url\n",
+    );
+    let mut child = Guard(env.spawn(&["run", "--log-level", "debug"]));
+    let status =
+        || -> Value { serde_json::from_str(&http_get(port, "/status").unwrap().1).unwrap() };
+    assert!(
+        wait_until(30, || env.scim.users().len() == 2
+            && status()["store"]["errors"].as_array().map(Vec::len) == Some(1)),
+        "{}",
+        env.spawned_log()
+    );
+    let doc = status();
+    let err = &doc["store"]["errors"][0];
+    assert_eq!(err["operation"], "create_user", "{doc}");
+    assert!(err["retry_after"].is_string(), "{doc}");
+
+    // Another change makes a pass: carol's refused request is not sent again yet.
+    set_title(&env, "bob", "Busy");
+    assert!(
+        wait_until(20, || title_of(&env, "bob").as_deref() == Some("Busy")),
+        "{}",
+        env.spawned_log()
+    );
+    let doc = status();
+    assert_eq!(doc["store"]["errors"][0]["attempts"], 1, "{doc}");
+    assert!(
+        env.spawned_log()
+            .contains("refused before; waiting to retry"),
+        "{}",
+        env.spawned_log()
+    );
+    let failed = doc["recent_operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["outcome"] == "failed")
+        .count();
+    assert_eq!(failed, 1, "{doc}");
+
+    // Fixed in the directory: a different request, sent at once.
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: labeledURI\nlabeledURI: https://example.org/~carol\n",
+    );
+    assert!(
+        wait_until(20, || env.scim.user("carol").is_some()
+            && status()["store"]["errors"].as_array().map(Vec::len) == Some(0)),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(env.scim.member_names("sales"), vec!["carol"]);
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}

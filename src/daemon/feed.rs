@@ -28,9 +28,8 @@ const CHANNEL: usize = 256;
 const MAX_COALESCE: Duration = Duration::from_secs(2);
 /// How often the connection is checked with a root DSE read.
 const HEARTBEAT: Duration = Duration::from_secs(30);
-/// First retry of objects the target refused, doubled per pass that still fails them.
+/// When a pass left objects in error without a retry time (deferred ones), try again after this.
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
-const OBJECT_RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Why the configuration cannot be served by syncrepl, if it cannot.
 pub fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
@@ -151,8 +150,10 @@ pub async fn run<T: Target>(
     let mut link: Option<Link> = None;
     let mut ldap_failures = 0u32;
     let mut pass_failures = 0u32;
-    let mut error_passes = 0u32;
     let mut reconnect_at = Instant::now();
+    // After a failed pass: no pass before this (the target is likely down).
+    let mut backoff_until: Option<Instant> = None;
+    // Objects in error: a pass at this time even if nothing changes.
     let mut retry_at: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut burst_start: Option<Instant> = None;
@@ -192,10 +193,14 @@ pub async fn run<T: Target>(
         }
 
         let now = Instant::now();
+        if retry_at.is_some_and(|t| now >= t) {
+            retry_at = None;
+            feed.retry_later();
+        }
         let quiet = now.duration_since(last_event) >= cfg.daemon.coalesce;
         let long = burst_start.is_some_and(|b| now.duration_since(b) >= MAX_COALESCE);
-        let may_retry = retry_at.is_none_or(|t| now >= t);
-        if feed.dirty() && !feed.refreshing() && may_retry && (quiet || long) {
+        let may_pass = backoff_until.is_none_or(|t| now >= t);
+        if feed.dirty() && !feed.refreshing() && may_pass && (quiet || long) {
             let outcome = tokio::select! {
                 r = engine::run_feed(cfg, store, target, &mut feed) => r,
                 _ = stop.wait() => {
@@ -206,28 +211,26 @@ pub async fn run<T: Target>(
             match &outcome {
                 Ok(report) => {
                     pass_failures = 0;
+                    backoff_until = None;
                     burst_start = None;
                     tracing::info!(run = report.run, "{}", report.summary.line("feed"));
-                    if report.summary.errors > 0 || report.summary.deferred > 0 {
-                        // Objects the target refused: try them again later, less and less often.
-                        error_passes = error_passes.saturating_add(1);
-                        let wait = OBJECT_RETRY
-                            .saturating_mul(
-                                2u32.saturating_pow(error_passes.saturating_sub(1).min(10)),
-                            )
-                            .min(OBJECT_RETRY_MAX);
-                        retry_at = Some(Instant::now() + wait);
-                        feed.retry_later();
-                        tracing::info!(retry_in = ?wait, "objects in error will be retried");
+                    let s = &report.summary;
+                    if s.errors > 0 || s.deferred > 0 || s.waiting > 0 {
+                        // Objects the target refused: another pass when the first of them is
+                        // due (each waits longer after each refusal).
+                        let due = store.next_retry().ok().flatten().map(instant_of);
+                        let at = due.unwrap_or_else(|| Instant::now() + OBJECT_RETRY);
+                        let at = at.max(Instant::now() + Duration::from_secs(1));
+                        retry_at = Some(at);
+                        tracing::info!(retry_in = ?at.saturating_duration_since(Instant::now()), "objects in error will be retried");
                     } else {
-                        error_passes = 0;
                         retry_at = None;
                     }
                 }
                 Err(e) => {
                     pass_failures = pass_failures.saturating_add(1);
                     let wait = backoff(pass_failures);
-                    retry_at = Some(Instant::now() + wait);
+                    backoff_until = Some(Instant::now() + wait);
                     tracing::error!(error = %e, retry_in = ?wait, "change feed pass failed; the changes stay pending");
                 }
             }
@@ -264,10 +267,13 @@ pub async fn run<T: Target>(
             if let Some(b) = burst_start {
                 due = due.min(b + MAX_COALESCE);
             }
-            if let Some(r) = retry_at {
-                due = due.max(r);
+            if let Some(b) = backoff_until {
+                due = due.max(b);
             }
             wake = wake.min(due);
+        }
+        if let Some(r) = retry_at {
+            wake = wake.min(r);
         }
         if let Some(t) = next_resync {
             wake = wake.min(instant_of(t));

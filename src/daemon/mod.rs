@@ -168,7 +168,7 @@ async fn pass<T: Target>(
             );
             engine::run_feed(cfg, store, target, feed).await
         }
-        _ => engine::run(cfg, store, target, kind).await,
+        _ => engine::run_scheduled(cfg, store, target, kind).await,
     }
 }
 

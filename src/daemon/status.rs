@@ -388,15 +388,16 @@ impl Board {
                 if v.errors.is_empty() {
                     let _ = write!(body, "<p id=\"errors\">None.</p>");
                 } else {
-                    let _ = write!(body, "<table id=\"errors\"><tr><th>Object</th><th>Operation</th><th>Attempts</th><th>Since</th><th>Reason</th></tr>");
+                    let _ = write!(body, "<table id=\"errors\"><tr><th>Object</th><th>Operation</th><th>Attempts</th><th>Since</th><th>Next retry</th><th>Reason</th></tr>");
                     for e in &v.errors {
                         let _ = write!(
                             body,
-                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                             html_escape(&e.label),
                             html_escape(&e.operation),
                             e.attempts,
                             html_escape(&e.first_seen),
+                            html_escape(e.retry_after.as_deref().unwrap_or("next run")),
                             html_escape(&e.reason)
                         );
                     }

@@ -136,6 +136,13 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// What kind of run, and whether refused operations wait for their retry time.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    kind: RunKind,
+    honour_backoff: bool,
+}
+
 /// Where a run's desired state comes from.
 enum Input<'a> {
     /// A read of the directory (full, or incremental where configured).
@@ -151,7 +158,19 @@ pub async fn run<T: Target>(
     target: &T,
     kind: RunKind,
 ) -> Result<RunReport, EngineError> {
-    run_from(cfg, store, target, kind, Input::Directory).await
+    run_from(cfg, store, target, kind, Input::Directory, false).await
+}
+
+/// [`run`] as the service runs it: a sync leaves alone the operations the target refused until
+/// their retry time (a resync, like any one-shot command, tries everything).
+pub async fn run_scheduled<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    kind: RunKind,
+) -> Result<RunReport, EngineError> {
+    let honour = kind != RunKind::Resync;
+    run_from(cfg, store, target, kind, Input::Directory, honour).await
 }
 
 /// Pushes what the change feed's mirror says and, when nothing stopped the pass, saves the
@@ -162,7 +181,7 @@ pub async fn run_feed<T: Target>(
     target: &T,
     feed: &mut feed::Feed,
 ) -> Result<RunReport, EngineError> {
-    run_from(cfg, store, target, RunKind::Feed, Input::Feed(feed)).await
+    run_from(cfg, store, target, RunKind::Feed, Input::Feed(feed), true).await
 }
 
 async fn run_from<T: Target>(
@@ -171,12 +190,17 @@ async fn run_from<T: Target>(
     target: &T,
     kind: RunKind,
     mut input: Input<'_>,
+    honour_backoff: bool,
 ) -> Result<RunReport, EngineError> {
     let started = now();
     let started_clock = std::time::Instant::now();
     let run = store.next_run().await?;
     let mut summary = Summary::default();
-    let result = run_inner(cfg, store, target, kind, &mut input, run, &mut summary).await;
+    let mode = Mode {
+        kind,
+        honour_backoff,
+    };
+    let result = run_inner(cfg, store, target, mode, &mut input, run, &mut summary).await;
     summary.seconds = started_clock.elapsed().as_secs_f64();
     let (outcome, message) = match &result {
         Ok(()) if summary.errors > 0 || summary.rejected > 0 => ("errors", None),
@@ -200,11 +224,15 @@ async fn run_inner<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,
-    kind: RunKind,
+    mode: Mode,
     input: &mut Input<'_>,
     run: u64,
     summary: &mut Summary,
 ) -> Result<(), EngineError> {
+    let Mode {
+        kind,
+        honour_backoff,
+    } = mode;
     // The records describe one target: refuse to apply them to another (its ids would be
     // meaningless there), unless there are none yet or a resync is about to rebuild them.
     let mut records = store.snapshot()?;
@@ -293,6 +321,8 @@ async fn run_inner<T: Target>(
                 last_seen: now(),
                 attempts: 1,
                 run,
+                retry_after: None,
+                attempted: None,
             })
             .await?;
     }
@@ -303,6 +333,17 @@ async fn run_inner<T: Target>(
         Input::Feed(feed) => feed.changed_at().clone(),
         Input::Directory => Default::default(),
     };
+    let waiting = if honour_backoff {
+        let now = time::OffsetDateTime::now_utc();
+        store
+            .errors()?
+            .into_iter()
+            .filter(|e| e.retry_time().is_some_and(|t| t > now))
+            .map(|e| (e.key.clone(), e))
+            .collect()
+    } else {
+        Default::default()
+    };
     let mut exec = Executor {
         store,
         target,
@@ -311,6 +352,7 @@ async fn run_inner<T: Target>(
         summary,
         run,
         changed_at,
+        waiting,
     };
     for op in &ops {
         exec.execute(op).await?;
@@ -332,6 +374,15 @@ struct Executor<'a, T: Target> {
     /// When the objects of a change-feed pass changed: their first confirmation gives the
     /// change-to-push latency.
     changed_at: std::collections::BTreeMap<Key, std::time::SystemTime>,
+    /// Objects whose last operation the target refused and whose retry time has not come.
+    waiting: std::collections::BTreeMap<Key, ObjectError>,
+}
+
+/// A digest of an operation, to tell "the same request again" from "the object changed".
+fn op_digest(op: &Operation) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_string(op).unwrap_or_default();
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
 impl<T: Target> Executor<'_, T> {
@@ -349,6 +400,14 @@ impl<T: Target> Executor<'_, T> {
                     continue;
                 }
             };
+            if let Some(e) = self.waiting.get(req.key()) {
+                if e.attempted.as_deref() == Some(op_digest(&op).as_str()) {
+                    self.summary.waiting += 1;
+                    tracing::debug!(op = op.name(), object = op.label(), retry_after = ?e.retry_after, "refused before; waiting to retry");
+                    self.store.defer_error(req.key(), self.run).await?;
+                    continue;
+                }
+            }
             match send::send(self.target, &self.records, &req).await {
                 Ok(conf) => {
                     let changes = confirm(&self.records, &req, conf.clone());
@@ -435,6 +494,8 @@ impl<T: Target> Executor<'_, T> {
             last_seen: now(),
             attempts: 1,
             run: self.run,
+            retry_after: None,
+            attempted: Some(op_digest(op)),
         }
     }
 }

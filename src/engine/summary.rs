@@ -26,6 +26,8 @@ pub struct Summary {
     pub errors: u64,
     /// Directory entries that could not be mapped.
     pub rejected: u64,
+    /// Operations the target refused before and not sent again yet (retry backoff, service only).
+    pub waiting: u64,
     pub seconds: f64,
     /// Change-to-push latencies (seconds) of the objects a change-feed pass pushed.
     #[serde(skip)]
@@ -70,7 +72,7 @@ impl Summary {
         format!(
             "{kind}: users {} created, {} adopted, {} updated, {} deactivated, {} deleted; \
              groups {} created, {} adopted, {} updated, {} deleted; members {} added, {} removed; \
-             {} errors, {} entries rejected ({:.1}s)",
+             {} errors, {} entries rejected, {} waiting to retry ({:.1}s)",
             self.users_created,
             self.users_adopted,
             self.users_updated,
@@ -84,6 +86,7 @@ impl Summary {
             self.members_removed,
             self.errors,
             self.rejected,
+            self.waiting,
             self.seconds
         )
     }

@@ -10,4 +10,4 @@ mod store;
 
 pub use journal::JournalEntry;
 pub use mirror::{Mirror, Watermark};
-pub use store::{ObjectError, RunRecord, StateError, Store};
+pub use store::{retry_delay, ObjectError, RunRecord, StateError, Store};

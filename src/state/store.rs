@@ -46,6 +46,34 @@ pub struct ObjectError {
     pub attempts: u32,
     /// The run that last saw it; errors not seen again by a complete run are dropped.
     pub run: u64,
+    /// The service does not send the same operation again before this time (RFC 3339); it grows
+    /// with the attempts. A one-shot `sync` ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// A digest of the operation that failed: a different operation for the object (it changed
+    /// in the directory) is sent at once, whatever `retry_after` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempted: Option<String>,
+}
+
+impl ObjectError {
+    /// `retry_after` as a time.
+    pub fn retry_time(&self) -> Option<time::OffsetDateTime> {
+        let t = self.retry_after.as_deref()?;
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    }
+}
+
+/// First delay before an operation the target refused is sent again by the service.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest such delay.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The delay after `attempts` failed attempts: 10 s doubled per attempt, at most an hour.
+pub fn retry_delay(attempts: u32) -> std::time::Duration {
+    RETRY_FIRST
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(20)))
+        .min(RETRY_MAX)
 }
 
 /// The outcome of one run, as `status` shows it.
@@ -282,6 +310,12 @@ impl Store {
                 err.attempts = prev.attempts.saturating_add(1);
             }
         }
+        if err.attempted.is_some() {
+            let at = time::OffsetDateTime::now_utc() + retry_delay(err.attempts);
+            err.retry_after = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok();
+        }
         self.errors
             .insert(err.key.as_bytes(), encode(&err))
             .map_err(|e| self.io(e))?;
@@ -295,6 +329,28 @@ impl Store {
             out.push(decode(&self.path, &k, &v)?);
         }
         Ok(out)
+    }
+
+    /// The earliest retry time of the objects in error, if any waits.
+    pub fn next_retry(&self) -> Result<Option<time::OffsetDateTime>, StateError> {
+        Ok(self
+            .errors()?
+            .iter()
+            .filter_map(ObjectError::retry_time)
+            .min())
+    }
+
+    /// Keeps an error whose retry was put off by run `run` (so pruning does not take it for
+    /// fixed).
+    pub async fn defer_error(&self, key: &str, run: u64) -> Result<(), StateError> {
+        if let Some(v) = self.errors.get(key.as_bytes()).map_err(|e| self.io(e))? {
+            let mut e: ObjectError = decode(&self.path, key.as_bytes(), &v)?;
+            e.run = run;
+            self.errors
+                .insert(key.as_bytes(), encode(&e))
+                .map_err(|e| self.io(e))?;
+        }
+        Ok(())
     }
 
     /// Drops errors that a complete run `run` did not see again.

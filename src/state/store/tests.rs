@@ -26,7 +26,38 @@ fn error(key: &str, run: u64) -> ObjectError {
         last_seen: format!("t{run}"),
         attempts: 1,
         run,
+        retry_after: None,
+        attempted: Some("digest".into()),
     }
+}
+
+#[tokio::test]
+async fn a_refused_operation_waits_longer_after_each_attempt_and_a_deferral_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let before = time::OffsetDateTime::now_utc();
+    store.record_error(error("k1", 1)).await.unwrap();
+    let first = store.errors().unwrap()[0].retry_time().unwrap();
+    store.record_error(error("k1", 2)).await.unwrap();
+    let second = store.errors().unwrap()[0].retry_time().unwrap();
+    assert!(
+        first >= before + time::Duration::seconds(9),
+        "{first} vs {before}"
+    );
+    assert!(
+        second - before >= time::Duration::seconds(19),
+        "{second} vs {before}"
+    );
+    assert_eq!(store.next_retry().unwrap(), Some(second));
+    assert_eq!(retry_delay(1), std::time::Duration::from_secs(10));
+    assert_eq!(retry_delay(4), std::time::Duration::from_secs(80));
+    assert_eq!(retry_delay(40), std::time::Duration::from_secs(3600));
+    // Run 3 put it off: pruning after run 3 must not take it for fixed.
+    store.defer_error("k1", 3).await.unwrap();
+    store.prune_errors(3).await.unwrap();
+    assert_eq!(store.errors().unwrap().len(), 1);
+    store.prune_errors(4).await.unwrap();
+    assert!(store.errors().unwrap().is_empty());
 }
 
 #[tokio::test]
