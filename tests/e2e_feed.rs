@@ -364,3 +364,31 @@ fn a_refused_object_waits_for_its_retry_time_unless_it_changes() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+#[test]
+fn a_silently_dead_ldap_connection_is_detected_and_replaced() {
+    let (mut env, port) = feed_env();
+    let proxy = Proxy::start(env.slapd.port);
+    env.ldap_url = format!("ldap://127.0.0.1:{}", proxy.port);
+    env.ldap_extra += "timeout_secs = 2\n";
+    env.extra += "heartbeat = \"1s\"\n";
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3 && following(port)),
+        "{}",
+        env.spawned_log()
+    );
+    // The connection goes quiet without being closed: no error would ever come from it.
+    proxy.freeze();
+    set_title(&env, "bob", "Seen after the reconnection");
+    assert!(
+        wait_until(30, || title_of(&env, "bob").as_deref()
+            == Some("Seen after the reconnection")),
+        "{}",
+        env.spawned_log()
+    );
+    let log = env.spawned_log();
+    assert!(log.contains("the connection does not answer"), "{log}");
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}

@@ -172,6 +172,8 @@ pub struct DaemonConfig {
     pub coalesce: Duration,
     /// Poll interval on AD while change notification is unavailable.
     pub notify_fallback: Duration,
+    /// How often the syncrepl connection is checked (a root DSE read within `ldap.timeout`).
+    pub heartbeat: Duration,
 }
 
 /// How `dirbridge run` learns of directory changes.

@@ -52,6 +52,8 @@ struct RawDaemon {
     coalesce: String,
     #[serde(default = "default_notify_fallback")]
     notify_fallback: String,
+    #[serde(default = "default_heartbeat")]
+    heartbeat: String,
 }
 
 impl Default for RawDaemon {
@@ -63,6 +65,7 @@ impl Default for RawDaemon {
             change_feed: ChangeFeed::default(),
             coalesce: default_coalesce(),
             notify_fallback: default_notify_fallback(),
+            heartbeat: default_heartbeat(),
         }
     }
 }
@@ -72,6 +75,9 @@ fn default_poll() -> String {
 }
 fn default_full_resync() -> String {
     "daily 03:00".into()
+}
+fn default_heartbeat() -> String {
+    "30s".into()
 }
 fn default_notify_fallback() -> String {
     "5s".into()
@@ -705,6 +711,8 @@ impl RawConfig {
             change_feed: d.change_feed,
             coalesce,
             notify_fallback,
+            heartbeat: crate::daemon::parse_duration(&d.heartbeat)
+                .map_err(|r| invalid("daemon.heartbeat", r))?,
         };
 
         Ok(Config {

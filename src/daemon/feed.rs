@@ -26,8 +26,6 @@ use crate::target::Target;
 const CHANNEL: usize = 256;
 /// A burst is pushed at the latest this long after its first change, even if it goes on.
 const MAX_COALESCE: Duration = Duration::from_secs(2);
-/// How often the connection is checked with a root DSE read.
-const HEARTBEAT: Duration = Duration::from_secs(30);
 /// When a pass left objects in error without a retry time (deferred ones), try again after this.
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
 
@@ -157,7 +155,7 @@ pub async fn run<T: Target>(
     let mut retry_at: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut burst_start: Option<Instant> = None;
-    let mut heartbeat_at = Instant::now() + HEARTBEAT;
+    let mut heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
     let mut next_resync = cfg
         .daemon
         .full_resync
@@ -170,7 +168,7 @@ pub async fn run<T: Target>(
                 Ok(Some(l)) => {
                     link = Some(l);
                     ldap_failures = 0;
-                    heartbeat_at = Instant::now() + HEARTBEAT;
+                    heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
                     board.set_feed(FeedState::Refreshing);
                 }
                 Ok(None) if required => anyhow::bail!(
@@ -337,7 +335,7 @@ pub async fn run<T: Target>(
 
         if let Some(l) = link.as_mut() {
             if Instant::now() >= heartbeat_at {
-                heartbeat_at = Instant::now() + HEARTBEAT;
+                heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
                 if let Err(e) = l.session.read_entry("", &["1.1".to_string()]).await {
                     ldap_failures = ldap_failures.saturating_add(1);
                     tracing::error!(error = %e, "change feed: the connection does not answer; reconnecting");

@@ -98,6 +98,21 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
+/// The wait before the next poll: the poll interval (or the failure backoff), shortened to the
+/// notification fallback while AD change notification is expected but not available.
+fn poll_wait(
+    poll: Duration,
+    failures: u32,
+    notify_available: Option<bool>,
+    fallback: Duration,
+) -> Duration {
+    let wait = delay(poll, failures);
+    match notify_available {
+        Some(false) if failures == 0 => wait.min(fallback),
+        _ => wait,
+    }
+}
+
 /// Runs until a shutdown signal. Returns once state is flushed.
 pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyhow::Result<()> {
     let board = Arc::new(Board::new(store.clone(), cfg.daemon.poll_interval));
@@ -234,12 +249,12 @@ async fn poll<T: Target>(
                 .full_resync
                 .next_after(time::OffsetDateTime::now_utc());
         }
-        let mut wait = delay(cfg.daemon.poll_interval, failures);
-        if let Some(n) = &notifier {
-            if failures == 0 && !*n.available.borrow() {
-                wait = wait.min(cfg.daemon.notify_fallback);
-            }
-        }
+        let wait = poll_wait(
+            cfg.daemon.poll_interval,
+            failures,
+            notifier.as_ref().map(|n| *n.available.borrow()),
+            cfg.daemon.notify_fallback,
+        );
         let changed = async {
             match &notifier {
                 Some(n) => n.changed.notified().await,
@@ -264,6 +279,22 @@ async fn poll<T: Target>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_notifications_ad_is_polled_on_the_fallback_interval() {
+        let (poll, fallback) = (Duration::from_secs(3600), Duration::from_secs(5));
+        assert_eq!(poll_wait(poll, 0, Some(false), fallback), fallback);
+        assert_eq!(poll_wait(poll, 0, Some(true), fallback), poll);
+        assert_eq!(poll_wait(poll, 0, None, fallback), poll);
+        // After failures the backoff rules, not the fallback.
+        assert!(poll_wait(poll, 3, Some(false), fallback) >= Duration::from_secs(8));
+        let b = backoff(1);
+        assert!(
+            b >= Duration::from_secs(2) && b <= Duration::from_millis(2500),
+            "{b:?}"
+        );
+        assert!(backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 4);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_never_passes_the_poll_interval_needlessly() {

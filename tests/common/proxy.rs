@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -15,14 +15,22 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
+    /// Connections opened before this epoch are frozen.
+    epoch: Arc<AtomicU64>,
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Forwards bytes until either side closes. A connection of an epoch the proxy has moved past
+/// is frozen: what arrives is swallowed, nothing is answered, nothing is closed (a peer that
+/// vanished without a word, as behind a dead firewall).
+fn pipe(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if epoch.load(Ordering::SeqCst) > born {
+                    continue;
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -41,6 +49,7 @@ impl Proxy {
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
             acceptor: None,
+            epoch: Arc::new(AtomicU64::new(0)),
         };
         p.resume();
         p
@@ -52,6 +61,7 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
+        let epoch = self.epoch.clone();
         self.acceptor = Some(std::thread::spawn(move || {
             // Bounded by the flag: the loop ends when the proxy is paused or dropped.
             while up.load(Ordering::SeqCst) {
@@ -65,13 +75,20 @@ impl Proxy {
                         list.push(client.try_clone().unwrap());
                         list.push(server.try_clone().unwrap());
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                        std::thread::spawn(move || pipe(client, server));
-                        std::thread::spawn(move || pipe(s2, c2));
+                        let born = epoch.load(Ordering::SeqCst);
+                        let (e1, e2) = (epoch.clone(), epoch.clone());
+                        std::thread::spawn(move || pipe(client, server, born, e1));
+                        std::thread::spawn(move || pipe(s2, c2, born, e2));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         }));
+    }
+
+    /// Freezes the open connections (they stay open but carry nothing); new ones work.
+    pub fn freeze(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Stops listening (new connections are refused) and cuts the open ones.
