@@ -75,19 +75,21 @@ fn baseline(env: &Env, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// A bound LDAP connection to the test slapd.
+async fn bind(url: &str) -> ldap3::Ldap {
+    let (conn, mut ldap) = LdapConnAsync::new(url).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(ADMIN_DN, ADMIN_PW)
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
+}
+
 /// Milliseconds from each LDAP modify to the target showing it, one change at a time.
 fn follow(env: &Env, rt: &tokio::runtime::Runtime, n: usize, tag: &str) -> Vec<f64> {
-    let url = env.slapd.url();
-    let mut ldap = rt.block_on(async {
-        let (conn, mut ldap) = LdapConnAsync::new(&url).await.unwrap();
-        ldap3::drive!(conn);
-        ldap.simple_bind(ADMIN_DN, ADMIN_PW)
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-        ldap
-    });
+    let mut ldap = rt.block_on(bind(&env.slapd.url()));
     let id = id_of(env, "bob");
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -121,13 +123,7 @@ fn burst(env: &Env, rt: &tokio::runtime::Runtime, n: usize) -> f64 {
     let id = id_of(env, "alice");
     let t = Instant::now();
     rt.block_on(async {
-        let (conn, mut ldap) = LdapConnAsync::new(&url).await.unwrap();
-        ldap3::drive!(conn);
-        ldap.simple_bind(ADMIN_DN, ADMIN_PW)
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
+        let mut ldap = bind(&url).await;
         for i in 0..n {
             ldap.modify(
                 "uid=alice,ou=people,dc=example,dc=org",

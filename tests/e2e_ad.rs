@@ -549,8 +549,6 @@ fn the_service_reacts_to_ad_change_notifications() {
     let log = env.spawned_log();
     assert!(log.contains("change notification"), "{log}");
     assert!(!log.contains("AD change notification unavailable"), "{log}");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    assert!(wait_until(20, || child.0.try_wait().unwrap().is_some()));
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
 }

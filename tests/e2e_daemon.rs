@@ -16,20 +16,6 @@ fn daemon_env(resync: &str) -> (Env, u16) {
     (env, port)
 }
 
-fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let mut status = None;
-    assert!(wait_until(20, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    }));
-    status.unwrap()
-}
-
 #[test]
 fn the_service_follows_changes_serves_status_and_stops_cleanly() {
     let (env, port) = daemon_env("off");

@@ -22,20 +22,6 @@ fn feed_env() -> (Env, u16) {
     (env, port)
 }
 
-fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let mut status = None;
-    assert!(wait_until(20, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    }));
-    status.unwrap()
-}
-
 fn title_of(env: &Env, user: &str) -> Option<String> {
     env.scim
         .user(user)
@@ -53,6 +39,31 @@ fn add_user(env: &Env, uid: &str) {
         "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: {uid}\n\
          cn: {uid} Person\nsn: Person\ngivenName: {uid}\nmail: {uid}@example.org\n"
     ));
+}
+
+/// Bob's title modified, `newcomer` added and put in sales, carol deleted; then waits until the
+/// target shows all of it (carol deactivated).
+fn change_everything(env: &Env, title: &str, newcomer: &str) {
+    set_title(env, "bob", title);
+    add_user(env, newcomer);
+    env.slapd.modify(&format!(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid={newcomer},ou=people,dc=example,dc=org\n"
+    ));
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    assert!(
+        wait_until(30, || {
+            title_of(env, "bob").as_deref() == Some(title)
+                && env.scim.user(newcomer).is_some()
+                && env.scim.member_names("sales") == vec![newcomer.to_string()]
+                && env
+                    .scim
+                    .user("carol")
+                    .map(|c| c["active"] == false)
+                    .unwrap_or(false)
+        }),
+        "{}",
+        env.spawned_log()
+    );
 }
 
 fn following(port: u16) -> bool {
@@ -74,26 +85,7 @@ fn changes_flow_through_the_feed_and_a_restart_resumes_from_the_cookie() {
 
     // Modify, add, delete, and a membership change (which slapd sends as a change of the group
     // only: memberof's updates of the user are not replicated).
-    set_title(&env, "bob", "Architect");
-    add_user(&env, "dave");
-    env.slapd.modify(
-        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=dave,ou=people,dc=example,dc=org\n",
-    );
-    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
-    assert!(
-        wait_until(20, || {
-            title_of(&env, "bob").as_deref() == Some("Architect")
-                && env.scim.user("dave").is_some()
-                && env.scim.member_names("sales") == vec!["dave".to_string()]
-                && env
-                    .scim
-                    .user("carol")
-                    .map(|c| c["active"] == false)
-                    .unwrap_or(false)
-        }),
-        "{}",
-        env.spawned_log()
-    );
+    change_everything(&env, "Architect", "dave");
     let log = env.spawned_log();
     assert!(log.contains("resume=false"), "{log}");
     assert!(!log.contains("kind=sync"), "a poll ran: {log}");
@@ -260,26 +252,7 @@ fn without_syncprov_changes_are_polled_by_modify_timestamp() {
     );
     // Changes in a later second than the fixture's (modifyTimestamp has whole seconds).
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    set_title(&env, "bob", "Polled");
-    add_user(&env, "gina");
-    env.slapd.modify(
-        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=gina,ou=people,dc=example,dc=org\n",
-    );
-    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
-    assert!(
-        wait_until(30, || {
-            title_of(&env, "bob").as_deref() == Some("Polled")
-                && env.scim.user("gina").is_some()
-                && env.scim.member_names("sales") == vec!["gina".to_string()]
-                && env
-                    .scim
-                    .user("carol")
-                    .map(|c| c["active"] == false)
-                    .unwrap_or(false)
-        }),
-        "{}",
-        env.spawned_log()
-    );
+    change_everything(&env, "Polled", "gina");
     let log = env.spawned_log();
     assert!(
         log.contains("does not offer content synchronization"),

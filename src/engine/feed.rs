@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Membership};
 use crate::mapping::{DesiredBuilder, Mapper};
@@ -129,23 +128,6 @@ pub enum FeedKind {
     Timestamp,
 }
 
-fn fingerprint(cfg: &Config, kind: FeedKind) -> String {
-    let l = &cfg.ldap;
-    let text = format!(
-        "{kind:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}",
-        l.url,
-        l.user_base,
-        l.group_base,
-        l.user_filter,
-        l.group_filter,
-        l.nested_groups,
-        l.referenced_groups,
-        l.bind_dn.as_deref().unwrap_or(""),
-        cfg.mapping
-    );
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// An entryUUID from its text form (`8-4-4-4-12`).
 fn uuid_bytes(text: &str) -> Option<Vec<u8>> {
     let h: String = text.chars().filter(|c| *c != '-').collect();
@@ -171,7 +153,7 @@ impl Feed {
     /// made for another server or configuration.
     pub fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
         let mapper = feed_mapper(cfg);
-        let fingerprint = fingerprint(cfg, kind);
+        let fingerprint = super::fingerprint(cfg, &format!("{kind:?}"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
         let (mirror, cookies) = match usable {

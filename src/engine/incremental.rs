@@ -13,8 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sha2::{Digest, Sha256};
-
 use super::read::{ranged, search, ReadStats};
 use super::EngineError;
 use crate::config::{Config, Membership};
@@ -27,25 +25,6 @@ use crate::state::{Mirror, Store, Watermark};
 
 /// How many objectGUIDs one scoped re-read asks for.
 const GUIDS_PER_QUERY: usize = 50;
-
-/// What was read, and the bases/filters/attributes it was read with: a different value means
-/// the mirror holds the wrong things.
-fn fingerprint(cfg: &Config) -> String {
-    let l = &cfg.ldap;
-    let text = format!(
-        "{}|{}|{}|{}|{:?}|{}|{}|{:?}|{:?}",
-        l.user_base,
-        l.group_base,
-        l.user_filter,
-        l.group_filter,
-        l.membership,
-        l.nested_groups,
-        l.include_primary_group,
-        l.referenced_groups,
-        cfg.mapping
-    );
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
 
 /// A read whose mirror is not saved yet: the caller saves it once it has accepted the read
 /// (an empty read, for one, is refused and must not become the mirror).
@@ -117,7 +96,7 @@ async fn read_with(
         dc: pos.dc.clone(),
         invocation_id: pos.invocation_id.clone(),
         usn: pos.usn,
-        fingerprint: fingerprint(cfg),
+        fingerprint: super::fingerprint(cfg, "usn"),
     };
     let previous = store.watermark()?;
     let usable = previous.as_ref().filter(|p| {

@@ -130,6 +130,28 @@ fn guard_empty_read(desired: &DesiredState, records: &Snapshot) -> Result<(), En
     Ok(())
 }
 
+/// What a mirror was read from and with (server, scope, mapping), for a kind of tracking: a
+/// different value means the mirror and its watermark or cookies describe something else.
+fn fingerprint(cfg: &Config, tracking: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let l = &cfg.ldap;
+    let text = format!(
+        "{tracking}|{}|{}|{}|{}|{}|{:?}|{}|{}|{:?}|{}|{:?}",
+        l.url,
+        l.user_base,
+        l.group_base,
+        l.user_filter,
+        l.group_filter,
+        l.membership,
+        l.nested_groups,
+        l.include_primary_group,
+        l.referenced_groups,
+        l.bind_dn.as_deref().unwrap_or(""),
+        cfg.mapping
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

@@ -197,6 +197,21 @@ pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaks no server.
+/// Sends SIGTERM and waits (bounded) for the process to exit.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut status = None;
+    assert!(wait_until(20, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    status.unwrap()
+}
+
 pub struct Guard(pub Child);
 
 impl Guard {
