@@ -155,6 +155,17 @@ pub struct TargetConfig {
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub timeout: Duration,
+    /// Further attempts of a request that timed out, lost its connection, or got 429 / 5xx.
+    pub retries: u32,
+    /// The most requests the gateway sends to the target per period.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A request budget: `requests` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub period: Duration,
 }
 
 /// `dirbridge run`: when to sync, when to resync, where to serve status.

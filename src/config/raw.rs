@@ -141,6 +141,10 @@ struct RawTarget {
     timeout_secs: u64,
     #[serde(default = "default_update_method")]
     update_method: UpdateMethod,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default)]
+    rate_limit: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +293,28 @@ fn yes() -> bool {
 fn default_membership() -> Membership {
     Membership::MemberOf
 }
+fn default_retries() -> u32 {
+    4
+}
+
+/// `600/min`, `1000/hour`, `10/s`: requests per period.
+fn parse_rate(text: &str) -> Result<super::RateLimit, String> {
+    let bad = || format!("`{text}` is not a rate like 600/min, 1000/hour or 10/s");
+    let (n, per) = text.trim().split_once('/').ok_or_else(bad)?;
+    let requests: u32 = n.trim().parse().map_err(|_| bad())?;
+    let period = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    if requests == 0 {
+        return Err(format!("`{text}`: at least one request per period"));
+    }
+    Ok(super::RateLimit { requests, period })
+}
+
 fn default_update_method() -> UpdateMethod {
     UpdateMethod::Auto
 }
@@ -500,6 +526,13 @@ impl RawConfig {
         if t.timeout_secs == 0 {
             return Err(invalid("target.timeout_secs", "must be at least 1".into()));
         }
+        if t.retries > 20 {
+            return Err(invalid("target.retries", "at most 20".into()));
+        }
+        let rate_limit = match &t.rate_limit {
+            Some(r) => Some(parse_rate(r).map_err(|e| invalid("target.rate_limit", e))?),
+            None => None,
+        };
         let target = TargetConfig {
             kind: t.kind,
             url,
@@ -508,6 +541,8 @@ impl RawConfig {
             ca_file: target_ca,
             tls_verify: t.tls_verify,
             timeout: Duration::from_secs(t.timeout_secs),
+            retries: t.retries,
+            rate_limit,
         };
 
         // --- [state]

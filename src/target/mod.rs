@@ -1,6 +1,7 @@
 //! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives; the
 //! SCIM 2.0 client is the first implementation, a configurable REST client comes later.
 
+pub mod retry;
 pub mod scim;
 
 use std::fmt;
@@ -46,6 +47,9 @@ pub enum TargetErrorKind {
     Transport(String),
     /// No answer in time.
     Timeout,
+    /// Sent, but the answer was lost (reset, truncated): it may have been carried out. Not
+    /// resent; the object is looked up (and adopted) before the next attempt.
+    Lost(String),
     /// An answer that is not what the protocol promises (not JSON, no id, ...).
     BadResponse(String),
 }
@@ -75,6 +79,10 @@ impl fmt::Display for TargetErrorKind {
             }
             TargetErrorKind::Transport(e) => write!(f, "no answer: {e}"),
             TargetErrorKind::Timeout => write!(f, "no answer in time (target.timeout_secs)"),
+            TargetErrorKind::Lost(e) => write!(
+                f,
+                "the answer was lost ({e}); the request may have been carried out, so the object is looked up before it is sent again"
+            ),
             TargetErrorKind::BadResponse(e) => write!(f, "unexpected answer: {e}"),
         }
     }
@@ -112,7 +120,9 @@ impl TargetError {
         match &self.kind {
             TargetErrorKind::Http { status, .. } => matches!(status, 401 | 403),
             TargetErrorKind::Transport(_) => true,
-            TargetErrorKind::Timeout | TargetErrorKind::BadResponse(_) => false,
+            TargetErrorKind::Timeout
+            | TargetErrorKind::BadResponse(_)
+            | TargetErrorKind::Lost(_) => false,
         }
     }
 

@@ -38,6 +38,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20s");
 }
 
+pub mod faults;
 pub mod proxy;
 pub mod samba;
 
@@ -513,6 +514,8 @@ pub struct Gateway {
     /// More `[ldap]` keys, set by a test.
     pub ldap_extra: String,
     pub target_url: String,
+    /// More `[target]` keys, set by a test.
+    pub target_extra: String,
     /// Sections fixed by the kind of directory, after `[state]`.
     pub sections_fixed: String,
     /// More sections (`[sync]`, `[mapping.custom]`, ...), set by a test.
@@ -557,6 +560,7 @@ impl Gateway {
         std::fs::write(dir.path().join("scim.token"), TOKEN).unwrap();
         Gateway {
             target_url: scim.base(),
+            target_extra: String::new(),
             scim,
             dir,
             ldap_url,
@@ -587,6 +591,7 @@ impl Gateway {
              url = \"{target}\"\n\
              token_file = \"scim.token\"\n\
              timeout_secs = 10\n\
+             {target_extra}\n\
              [state]\n\
              path = \"state\"\n\
              cache_capacity_mib = 8\n\
@@ -594,6 +599,7 @@ impl Gateway {
              {extra}\n",
             url = self.ldap_url,
             target = self.target_url,
+            target_extra = self.target_extra,
             ldap_fixed = self.ldap_fixed,
             ldap_extra = self.ldap_extra,
             sections_fixed = self.sections_fixed,

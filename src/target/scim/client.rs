@@ -1,6 +1,6 @@
 //! HTTP side of the SCIM client: requests, status handling, paging.
 
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{decode, encode, local_patch};
 use crate::config::{TargetConfig, UpdateMethod};
 use crate::model::{FieldChange, Key, User};
+use crate::target::retry::{self, Failure, Pacer};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError, TargetErrorKind};
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -24,6 +25,9 @@ pub struct ScimClient {
     method: UpdateMethod,
     /// Updates go as GET + PUT instead of PATCH (configured, or found at preflight).
     use_put: AtomicBool,
+    /// Further attempts after a retryable failure.
+    retries: u32,
+    pacer: Option<Pacer>,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -87,6 +91,8 @@ impl ScimClient {
             custom_paths,
             method: cfg.update_method,
             use_put: AtomicBool::new(cfg.update_method == UpdateMethod::Put),
+            retries: cfg.retries,
+            pacer: cfg.rate_limit.map(Pacer::new),
         })
     }
 
@@ -104,7 +110,8 @@ impl ScimClient {
         Ok(u)
     }
 
-    /// Sends one request and returns the JSON body (`Value::Null` for an empty one).
+    /// Sends a request, retrying what may be retried (see [`retry::retryable`]) up to
+    /// `target.retries` times, and returns the JSON body (`Value::Null` for an empty one).
     async fn call(
         &self,
         method: Method,
@@ -112,6 +119,51 @@ impl ScimClient {
         body: Option<&Value>,
         label: &str,
     ) -> Result<Value, TargetError> {
+        let mut attempt = 0u32;
+        loop {
+            if let Some(p) = &self.pacer {
+                p.wait().await;
+            }
+            let (error, failure, retry_after) = match self
+                .call_once(method.clone(), url.clone(), body, label)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            attempt += 1;
+            let too_long = retry_after.is_some_and(|d| d > retry::LONGEST_RETRY_AFTER);
+            if !retry::retryable(&method, failure) && failure == Failure::Unanswered {
+                // A POST whose answer was lost: one object's problem, not the target's.
+                let kind = match error.kind {
+                    TargetErrorKind::Transport(m) | TargetErrorKind::BadResponse(m) => {
+                        TargetErrorKind::Lost(m)
+                    }
+                    TargetErrorKind::Timeout => TargetErrorKind::Lost("no answer in time".into()),
+                    other => other,
+                };
+                return Err(TargetError {
+                    request: error.request,
+                    kind,
+                });
+            }
+            if attempt > self.retries || too_long || !retry::retryable(&method, failure) {
+                return Err(error);
+            }
+            let wait = retry::delay(attempt, retry_after);
+            tracing::warn!(request = label, error = %error, attempt, retry_in = ?wait, "target request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: the body, or the error with what retrying needs to know.
+    async fn call_once(
+        &self,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        label: &str,
+    ) -> Result<Value, (TargetError, Failure, Option<std::time::Duration>)> {
         let err = |kind| TargetError {
             request: label.to_string(),
             kind,
@@ -122,20 +174,44 @@ impl ScimClient {
                 .header(CONTENT_TYPE, SCIM_JSON)
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
-        let resp = req.send().await.map_err(|e| err(transport_kind(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            let f = if e.is_connect() {
+                Failure::NotSent
+            } else {
+                Failure::Unanswered
+            };
+            (err(transport_kind(&e)), f, None)
+        })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| err(transport_kind(&e)))?;
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, time::OffsetDateTime::now_utc()));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| (err(transport_kind(&e)), Failure::Unanswered, None))?;
         if !status.is_success() {
-            return Err(err(http_kind(status, &bytes)));
+            return Err((
+                err(http_kind(status, &bytes)),
+                Failure::Status(status.as_u16()),
+                retry_after,
+            ));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).map_err(|e| {
-            err(TargetErrorKind::BadResponse(format!(
-                "HTTP {} with a body that is not JSON ({e})",
-                status.as_u16()
-            )))
+            (
+                err(TargetErrorKind::BadResponse(format!(
+                    "HTTP {} with a body that is not JSON ({e})",
+                    status.as_u16()
+                ))),
+                // A success whose body broke on the way (truncated): carried out, answer lost.
+                Failure::Unanswered,
+                None,
+            )
         })
     }
 

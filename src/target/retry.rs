@@ -1,0 +1,184 @@
+//! What the target clients do about a failed request before giving up on it: wait (with
+//! jittered exponential backoff, or as long as the target's `Retry-After` says) and try again a
+//! bounded number of times; and how they keep to a request budget.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// First wait before a retry; doubled per attempt.
+const FIRST: Duration = Duration::from_millis(500);
+/// Longest wait of our own choosing.
+const LONGEST: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` honoured; a target asking for more gets the object parked instead
+/// (it is retried on a later run).
+pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Why a request failed, as far as retrying goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Never reached the target (connection refused, DNS, TLS handshake).
+    NotSent,
+    /// Sent, and no usable answer came back (timeout, reset, truncated body): it may or may
+    /// not have been carried out.
+    Unanswered,
+    /// The target answered this status.
+    Status(u16),
+}
+
+/// True when the same request may be sent again. A POST that may have been carried out is
+/// not resent (that is how duplicates are made): the engine looks the object up and adopts it
+/// on its next attempt instead.
+pub fn retryable(method: &reqwest::Method, f: Failure) -> bool {
+    match f {
+        Failure::NotSent => true,
+        // 429 and 503 say the request was not carried out.
+        Failure::Status(429 | 503) => true,
+        Failure::Status(500 | 502 | 504) | Failure::Unanswered => method != reqwest::Method::POST,
+        Failure::Status(_) => false,
+    }
+}
+
+/// The wait before attempt `attempt + 1` (attempt counts from 1): the target's `Retry-After`
+/// when it gave one, else 0.5 s doubled per attempt, at most 30 s, plus up to a quarter of
+/// jitter so that retries of many gateways do not line up.
+pub fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d.min(LONGEST_RETRY_AFTER);
+    }
+    let base = FIRST
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+        .min(LONGEST);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110).
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, &fmt).ok()?.assume_utc();
+    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+}
+
+/// Keeps to a request budget: never more than `requests` sends within any `period` (a sliding
+/// window, with a 2% margin so that network jitter never makes the target count more), and
+/// sends spaced evenly rather than in bursts.
+#[derive(Debug)]
+pub struct Pacer {
+    budget: usize,
+    window: Duration,
+    interval: Duration,
+    sent: Mutex<std::collections::VecDeque<Instant>>,
+}
+
+impl Pacer {
+    pub fn new(limit: RateLimit) -> Pacer {
+        let budget = limit.requests.max(1);
+        Pacer {
+            budget: budget as usize,
+            window: limit.period + limit.period / 50,
+            interval: limit.period / budget,
+            sent: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Waits until one more request fits the budget, and counts it.
+    pub async fn wait(&self) {
+        let mut sent = self.sent.lock().await;
+        let now = Instant::now();
+        let mut slot = sent
+            .back()
+            .map_or(now, |last| (*last + self.interval).max(now));
+        if sent.len() >= self.budget {
+            let oldest = sent[sent.len() - self.budget];
+            slot = slot.max(oldest + self.window);
+        }
+        sent.push_back(slot);
+        while sent.len() > self.budget {
+            sent.pop_front();
+        }
+        drop(sent);
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::Method;
+    use time::macros::datetime;
+
+    #[test]
+    fn only_requests_that_cannot_duplicate_are_resent() {
+        assert!(retryable(&Method::POST, Failure::NotSent));
+        assert!(retryable(&Method::POST, Failure::Status(429)));
+        assert!(retryable(&Method::POST, Failure::Status(503)));
+        assert!(!retryable(&Method::POST, Failure::Unanswered));
+        assert!(!retryable(&Method::POST, Failure::Status(502)));
+        assert!(retryable(&Method::PATCH, Failure::Unanswered));
+        assert!(retryable(&Method::GET, Failure::Status(500)));
+        assert!(!retryable(&Method::GET, Failure::Status(400)));
+        assert!(!retryable(&Method::DELETE, Failure::Status(404)));
+    }
+
+    #[test]
+    fn waits_grow_are_capped_and_follow_retry_after() {
+        let d1 = delay(1, None);
+        assert!(d1 >= FIRST && d1 <= FIRST + FIRST / 4, "{d1:?}");
+        let d3 = delay(3, None);
+        assert!(d3 >= FIRST * 4, "{d3:?}");
+        assert!(delay(30, None) <= LONGEST + LONGEST / 4);
+        assert_eq!(
+            delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            delay(1, Some(Duration::from_secs(9999))),
+            LONGEST_RETRY_AFTER
+        );
+        let now = datetime!(2026-11-23 10:00:00 UTC);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_never_exceeds_its_budget() {
+        let p = Pacer::new(RateLimit {
+            requests: 10,
+            period: Duration::from_secs(1),
+        });
+        let start = Instant::now();
+        for _ in 0..25 {
+            p.wait().await;
+        }
+        // 25 requests at 10 a second (plus the margin): the 21st cannot go before 2 windows
+        // of 1.02 s after the first, the 25th 0.4 s after that.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(2440), "{took:?}");
+        assert!(took < Duration::from_millis(2600), "{took:?}");
+    }
+}

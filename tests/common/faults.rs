@@ -1,0 +1,288 @@
+//! An HTTP fault-injection proxy on loopback, in front of the real SCIM server. At a set rate it
+//! answers 429 with Retry-After, answers 503, answers slowly, resets the connection before or
+//! after the request reached the server, or truncates the answer's body. Which fault, and when,
+//! comes from a seeded generator, so a failing run can be replayed.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    TooManyRequests,
+    Unavailable,
+    Slow,
+    /// Connection reset before the request is forwarded: never carried out.
+    ResetBefore,
+    /// Forwarded and carried out, then the connection is reset: the answer is lost.
+    ResetAfter,
+    /// Carried out; the answer's body is cut in half.
+    Truncate,
+}
+
+const ALL: [Fault; 6] = [
+    Fault::TooManyRequests,
+    Fault::Unavailable,
+    Fault::Slow,
+    Fault::ResetBefore,
+    Fault::ResetAfter,
+    Fault::Truncate,
+];
+
+struct Dice {
+    state: u64,
+    /// Per mille.
+    rate: u32,
+}
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn roll(&mut self) -> Option<Fault> {
+        if (self.next() % 1000) as u32 >= self.rate {
+            return None;
+        }
+        Some(ALL[(self.next() % ALL.len() as u64) as usize])
+    }
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    dice: Arc<Mutex<Dice>>,
+    /// Faults injected so far, by kind; and requests forwarded cleanly.
+    pub injected: Arc<Mutex<BTreeMap<Fault, u64>>>,
+    pub clean: Arc<Mutex<u64>>,
+    /// When each request arrived.
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+/// Reads one HTTP request (headers and a Content-Length body). `None` on EOF or garbage.
+fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    // Headers are small; bounded so a broken client cannot make this loop forever.
+    while !buf.ends_with(b"\r\n\r\n") {
+        if buf.len() > 64 * 1024 || s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    buf.extend(body);
+    Some(buf)
+}
+
+/// The request as HTTP/1.0 without keep-alive, so the server closes after answering.
+fn one_shot(req: &[u8]) -> Vec<u8> {
+    let split = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&req[..split]);
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(str::to_string)
+        .collect();
+    lines[0] = lines[0].replace("HTTP/1.1", "HTTP/1.0");
+    lines.push("Connection: close".into());
+    let mut out = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
+    out.extend_from_slice(&req[split..]);
+    out
+}
+
+/// The answer with `Connection: close`, so the client does not reuse the connection.
+fn closing(resp: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(resp.len());
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(str::to_string)
+        .collect();
+    lines.push("Connection: close".into());
+    (
+        (lines.join("\r\n") + "\r\n\r\n").into_bytes(),
+        resp[split..].to_vec(),
+    )
+}
+
+fn reset(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+fn forward(upstream: u16, req: &[u8]) -> Option<Vec<u8>> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
+    up.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    up.write_all(&one_shot(req)).ok()?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).ok()?;
+    Some(resp)
+}
+
+fn serve(mut client: TcpStream, upstream: u16, p: Arc<Mutex<Dice>>, stats: Stats) {
+    let Some(req) = read_request(&mut client) else {
+        return;
+    };
+    stats.2.lock().unwrap().push(Instant::now());
+    let fault = p.lock().unwrap().roll();
+    match fault {
+        None => *stats.1.lock().unwrap() += 1,
+        Some(f) => *stats.0.lock().unwrap().entry(f).or_default() += 1,
+    }
+    let reply = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
+        let _ = client.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    };
+    match fault {
+        Some(Fault::TooManyRequests) => reply(
+            &mut client,
+            "429 Too Many Requests",
+            "Retry-After: 1\r\n",
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"429","detail":"slow down"}"#,
+        ),
+        Some(Fault::Unavailable) => reply(
+            &mut client,
+            "503 Service Unavailable",
+            "",
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"503","detail":"maintenance"}"#,
+        ),
+        Some(Fault::ResetBefore) => reset(&client),
+        Some(Fault::ResetAfter) => {
+            let _ = forward(upstream, &req);
+            reset(&client);
+        }
+        Some(Fault::Truncate) => {
+            if let Some(resp) = forward(upstream, &req) {
+                let (head, body) = closing(&resp);
+                let _ = client.write_all(&head);
+                let _ = client.write_all(&body[..body.len() / 2]);
+            }
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        Some(Fault::Slow) | None => {
+            if fault == Some(Fault::Slow) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            match forward(upstream, &req) {
+                Some(resp) => {
+                    let (head, body) = closing(&resp);
+                    let _ = client.write_all(&head);
+                    let _ = client.write_all(&body);
+                }
+                None => reset(&client),
+            }
+            let _ = client.shutdown(Shutdown::Write);
+        }
+    }
+}
+
+type Stats = (
+    Arc<Mutex<BTreeMap<Fault, u64>>>,
+    Arc<Mutex<u64>>,
+    Arc<Mutex<Vec<Instant>>>,
+);
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` that injects a fault into `rate` (0.0 to 1.0) of requests.
+    pub fn start(upstream: u16, rate: f64, seed: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = FaultProxy {
+            port,
+            up: Arc::new(AtomicBool::new(true)),
+            dice: Arc::new(Mutex::new(Dice {
+                state: seed.max(1),
+                rate: (rate * 1000.0) as u32,
+            })),
+            injected: Arc::new(Mutex::new(BTreeMap::new())),
+            clean: Arc::new(Mutex::new(0)),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (up, dice) = (proxy.up.clone(), proxy.dice.clone());
+        let stats: Stats = (
+            proxy.injected.clone(),
+            proxy.clean.clone(),
+            proxy.arrivals.clone(),
+        );
+        std::thread::spawn(move || {
+            // Bounded by the flag: ends when the proxy is dropped.
+            while up.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let (d, s) = (dice.clone(), stats.clone());
+                        std::thread::spawn(move || serve(client, upstream, d, s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Changes the fault rate (0.0 stops injecting).
+    pub fn set_rate(&self, rate: f64) {
+        self.dice.lock().unwrap().rate = (rate * 1000.0) as u32;
+    }
+
+    /// The most requests that arrived within any window of `window`.
+    pub fn busiest(&self, window: Duration) -> usize {
+        let mut t = self.arrivals.lock().unwrap().clone();
+        t.sort();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..t.len() {
+            while t[end].duration_since(t[start]) >= window {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
+    }
+
+    pub fn requests(&self) -> usize {
+        self.arrivals.lock().unwrap().len()
+    }
+
+    pub fn injected(&self) -> BTreeMap<Fault, u64> {
+        self.injected.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+    }
+}
