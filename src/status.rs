@@ -23,6 +23,8 @@ pub struct StatusView {
     pub groups: usize,
     pub memberships: usize,
     pub errors: Vec<ObjectError>,
+    /// Deactivations and deletions the accidental-deletion guard held back, awaiting approval.
+    pub held_deletions: Option<crate::plan::guard::Held>,
 }
 
 impl StatusView {
@@ -44,6 +46,7 @@ impl StatusView {
             groups: s.groups.len(),
             memberships: s.groups.values().map(|g| g.members.len()).sum(),
             errors: store.errors()?,
+            held_deletions: crate::state::approvals::held_deletions(path)?,
         })
     }
 
@@ -87,6 +90,17 @@ impl StatusView {
             "Groups:       {} ({} memberships)",
             self.groups, self.memberships
         );
+        if let Some(h) = &self.held_deletions {
+            let _ = writeln!(
+                out,
+                "HELD:         {} deactivations/deletions held by the accidental-deletion guard \
+                 (run `dirbridge approve-deletes` to send them):",
+                h.count
+            );
+            for s in &h.sample {
+                let _ = writeln!(out, "  {s}");
+            }
+        }
         if self.errors.is_empty() {
             let _ = writeln!(out, "Errors:       none");
         } else {

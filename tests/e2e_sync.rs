@@ -575,3 +575,62 @@ fn a_provider_without_patch_gets_get_and_put_instead() {
     );
     assert_eq!(s, 501);
 }
+
+fn add_people(env: &Env, prefix: &str, n: usize) {
+    let mut ldif = String::new();
+    for i in 0..n {
+        ldif += &format!(
+            "dn: uid={prefix}{i:02},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: {prefix}{i:02}\n\
+             cn: P {i}\nsn: P\ngivenName: P{i}\nmail: {prefix}{i:02}@example.org\n\n"
+        );
+    }
+    env.slapd.add(&ldif);
+}
+
+#[test]
+fn mass_removals_are_held_until_approved_while_the_rest_syncs() {
+    let env = Env::start();
+    add_people(&env, "p", 12);
+    env.sync();
+    assert_eq!(env.scim.users().len(), 15);
+
+    // 11 of 15 users vanish from the directory (a broken OU move, say), and bob changes.
+    for i in 0..11 {
+        env.slapd
+            .delete(&format!("uid=p{i:02},ou=people,dc=example,dc=org"));
+    }
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Held-run title\n",
+    );
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("dirbridge approve-deletes"), "{r:?}");
+    assert_eq!(count(&r, "users", "deactivated"), 0, "{r:?}");
+    assert!(r.stdout.contains(", 11 deletions held ("), "{r:?}");
+    assert!(env.scim.users().iter().all(|u| u["active"] == true));
+    assert_eq!(env.scim.user("bob").unwrap()["title"], "Held-run title");
+    let s = env.run(&["status"]);
+    assert!(s.stdout.contains("HELD:         11"), "{s:?}");
+    // Held again on the next run: nothing is removed until someone approves.
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 3, "{r:?}");
+
+    let a = env.run(&["approve-deletes"]);
+    assert_eq!(a.code, 0, "{a:?}");
+    assert!(a.stdout.contains("Approved 11"), "{a:?}");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 11, "{r:?}");
+    assert!(!env.run(&["status"]).stdout.contains("HELD"));
+    // The approval was spent: a new mass removal is held again, unless approved for the run.
+    add_people(&env, "q", 12);
+    env.sync();
+    for i in 0..12 {
+        env.slapd
+            .delete(&format!("uid=q{i:02},ou=people,dc=example,dc=org"));
+    }
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let r = env.run(&["sync", "--approve-deletes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "users", "deactivated"), 12, "{r:?}");
+}

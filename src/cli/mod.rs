@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::engine::{self, RunKind};
+use crate::plan::guard::Approval;
 use crate::state::records::Snapshot;
-use crate::state::Store;
+use crate::state::{approvals, Store};
 use crate::target::scim::ScimClient;
 
 #[derive(Parser, Debug)]
@@ -51,7 +52,15 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// One delta pass: send only what changed since the last run.
-    Sync,
+    Sync {
+        /// Let this run's deactivations and deletions through even if they exceed the
+        /// accidental-deletion guard's limits.
+        #[arg(long)]
+        approve_deletes: bool,
+    },
+    /// Approve the deactivations and deletions the last run held back (accidental-deletion
+    /// guard): the next sync, or the service's next pass, sends them. Works while `run` is up.
+    ApproveDeletes,
     /// Full resync: read the target and repair every drift (safe to run any time).
     Resync,
     /// Dry run: show what `sync` would send, without sending anything or changing state.
@@ -73,6 +82,8 @@ pub enum Command {
 
 /// Exit code for a configuration or connection failure.
 const FAILURE: u8 = 2;
+/// Exit code of a run whose removals the accidental-deletion guard held back.
+const HELD: u8 = 3;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -118,7 +129,17 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
-        Command::Sync => run(cli, RunKind::Sync).await,
+        Command::Sync { approve_deletes } => {
+            if *approve_deletes {
+                let cfg = load(cli)?;
+                // No state yet: nothing was pushed, so there is nothing to remove either.
+                if cfg.state.path.is_dir() {
+                    approvals::set_deletion_approval(&cfg.state.path, Some(&Approval::NextRun))?;
+                }
+            }
+            run(cli, RunKind::Sync).await
+        }
+        Command::ApproveDeletes => approve_deletes(cli),
         Command::Resync => run(cli, RunKind::Resync).await,
         Command::Plan { json } => plan(cli, *json).await,
         Command::Status { json } => status(cli, *json),
@@ -137,6 +158,15 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("{} failed", kind.name()))?;
     println!("{}", report.summary.line(kind.name()));
+    if report.summary.deletions_held > 0 {
+        eprintln!(
+            "{} deactivations/deletions were held back by the accidental-deletion guard and NOT sent \
+             (the rest of the run was). Check the directory read; if they are meant, run \
+             `dirbridge approve-deletes` (or `dirbridge sync --approve-deletes`).",
+            report.summary.deletions_held
+        );
+        return Ok(HELD);
+    }
     Ok(
         if report.summary.errors > 0 || report.summary.rejected > 0 {
             1
@@ -144,6 +174,28 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
             0
         },
     )
+}
+
+/// Approves the set the last run held back, by its digest: a different set (more removals
+/// since) is held again.
+fn approve_deletes(cli: &Cli) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    let Some(held) = approvals::held_deletions(&cfg.state.path)? else {
+        println!("Nothing is held: the last run sent every deactivation and deletion it planned.");
+        return Ok(0);
+    };
+    approvals::set_deletion_approval(&cfg.state.path, Some(&Approval::Set(held.digest.clone())))?;
+    println!(
+        "Approved {} deactivations/deletions ({} objects managed), for example:",
+        held.count, held.managed
+    );
+    for s in &held.sample {
+        println!("  {s}");
+    }
+    println!(
+        "The next sync (or the service's next pass) sends them, if it plans exactly this set."
+    );
+    Ok(0)
 }
 
 async fn daemon(cli: &Cli) -> anyhow::Result<u8> {

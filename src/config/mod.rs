@@ -224,6 +224,8 @@ pub enum RemovalAction {
 pub struct SyncConfig {
     pub on_disable: RemovalAction,
     pub on_remove: RemovalAction,
+    /// The accidental-deletion guard.
+    pub guard: crate::plan::guard::GuardLimits,
 }
 
 /// How a user's `active` flag is read.

@@ -172,6 +172,12 @@ struct RawSync {
     on_disable: RemovalAction,
     #[serde(default = "default_removal")]
     on_remove: RemovalAction,
+    #[serde(default = "yes")]
+    deletion_guard: bool,
+    #[serde(default = "default_max_deletions")]
+    max_deletions: usize,
+    #[serde(default = "default_max_deletion_percent")]
+    max_deletion_percent: u32,
 }
 
 impl Default for RawSync {
@@ -179,8 +185,18 @@ impl Default for RawSync {
         RawSync {
             on_disable: default_removal(),
             on_remove: default_removal(),
+            deletion_guard: true,
+            max_deletions: default_max_deletions(),
+            max_deletion_percent: default_max_deletion_percent(),
         }
     }
+}
+
+fn default_max_deletions() -> usize {
+    500
+}
+fn default_max_deletion_percent() -> u32 {
+    20
 }
 
 /// An attribute source: one name, or a list tried in order; `[]` unmaps the field.
@@ -759,6 +775,11 @@ impl RawConfig {
             sync: SyncConfig {
                 on_disable: self.sync.on_disable,
                 on_remove: self.sync.on_remove,
+                guard: crate::plan::guard::GuardLimits {
+                    enabled: self.sync.deletion_guard,
+                    max_count: self.sync.max_deletions,
+                    max_percent: self.sync.max_deletion_percent.min(100),
+                },
             },
             mapping,
         })

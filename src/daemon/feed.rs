@@ -28,6 +28,8 @@ const CHANNEL: usize = 256;
 const MAX_COALESCE: Duration = Duration::from_secs(2);
 /// When a pass left objects in error without a retry time (deferred ones), try again after this.
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
+/// While the deletion guard holds removals, how often a pass checks for an approval.
+const HELD_RECHECK: Duration = Duration::from_secs(30);
 
 /// Why the configuration cannot be served by syncrepl, if it cannot.
 pub fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
@@ -223,6 +225,11 @@ pub async fn run<T: Target>(
                         tracing::info!(retry_in = ?at.saturating_duration_since(Instant::now()), "objects in error will be retried");
                     } else {
                         retry_at = None;
+                    }
+                    if s.deletions_held > 0 {
+                        // Look again now and then: `approve-deletes` may have been run.
+                        let again = Instant::now() + HELD_RECHECK;
+                        retry_at = Some(retry_at.map_or(again, |r| r.min(again)));
                     }
                 }
                 Err(e) => {

@@ -310,6 +310,12 @@ impl Board {
             );
             let _ = writeln!(out, "# HELP dirbridge_objects_in_error Objects the last runs could not read or push.\n# TYPE dirbridge_objects_in_error gauge");
             let _ = writeln!(out, "dirbridge_objects_in_error {}", v.errors.len());
+            let _ = writeln!(out, "# HELP dirbridge_deletions_held Deactivations and deletions held by the accidental-deletion guard, awaiting `dirbridge approve-deletes`.\n# TYPE dirbridge_deletions_held gauge");
+            let _ = writeln!(
+                out,
+                "dirbridge_deletions_held {}",
+                v.held_deletions.as_ref().map_or(0, |h| h.count)
+            );
             if let Some(ts) = v.last_success.as_ref().and_then(|r| {
                 time::OffsetDateTime::parse(
                     &r.finished_at,
@@ -382,6 +388,16 @@ impl Board {
                         }
                     }
                     let _ = write!(body, "</table>");
+                }
+                if let Some(h) = &v.held_deletions {
+                    let _ = write!(
+                        body,
+                        "<p id=\"held\" class=\"bad\"><b>{} deactivations/deletions held</b> by the \
+                         accidental-deletion guard; nothing was removed. If they are meant, run \
+                         <code>dirbridge approve-deletes</code>. For example: {}</p>",
+                        h.count,
+                        html_escape(&h.sample.join(", "))
+                    );
                 }
                 self.recent_html(&mut body);
                 let _ = write!(body, "<h2>Objects in error ({})</h2>", v.errors.len());

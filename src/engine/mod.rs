@@ -350,6 +350,22 @@ async fn run_inner<T: Target>(
     }
 
     let ops = plan(&desired, &records, &policy(cfg));
+    let managed = records.users.len() + records.groups.len();
+    let approval = crate::state::approvals::deletion_approval(store.path())?;
+    let verdict = crate::plan::guard::hold(ops, managed, &cfg.sync.guard, approval.as_ref());
+    let (ops, held) = (verdict.ops, verdict.held);
+    if let Some(h) = &held {
+        summary.deletions_held = h.count as u64;
+        tracing::error!(
+            held = h.count,
+            managed = h.managed,
+            max_deletions = cfg.sync.guard.max_count,
+            max_percent = cfg.sync.guard.max_percent,
+            sample = ?h.sample,
+            "accidental-deletion guard: {} deactivations/deletions held back, nothing removed; check the directory read, then run `dirbridge approve-deletes` to let them through",
+            h.count
+        );
+    }
     tracing::info!(operations = ops.len(), "plan ready");
     let changed_at = match input {
         Input::Feed(feed) => feed.changed_at().clone(),
@@ -380,6 +396,13 @@ async fn run_inner<T: Target>(
         exec.execute(op).await?;
     }
     store.prune_errors(run).await?;
+    // An approval serves the run that uses it; a set approved but no longer planned (or
+    // replaced by another held set) is dropped too.
+    crate::state::approvals::set_held_deletions(store.path(), held.as_ref())?;
+    let stale = matches!(approval, Some(crate::plan::guard::Approval::Set(_))) && held.is_some();
+    if verdict.approved || stale {
+        crate::state::approvals::set_deletion_approval(store.path(), None)?;
+    }
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
     }

@@ -28,6 +28,8 @@ pub struct Summary {
     pub rejected: u64,
     /// Operations the target refused before and not sent again yet (retry backoff, service only).
     pub waiting: u64,
+    /// Deactivations and deletions held back by the accidental-deletion guard.
+    pub deletions_held: u64,
     pub seconds: f64,
     /// Change-to-push latencies (seconds) of the objects a change-feed pass pushed.
     #[serde(skip)]
@@ -72,7 +74,7 @@ impl Summary {
         format!(
             "{kind}: users {} created, {} adopted, {} updated, {} deactivated, {} deleted; \
              groups {} created, {} adopted, {} updated, {} deleted; members {} added, {} removed; \
-             {} errors, {} entries rejected, {} waiting to retry ({:.1}s)",
+             {} errors, {} entries rejected, {} waiting to retry, {} deletions held ({:.1}s)",
             self.users_created,
             self.users_adopted,
             self.users_updated,
@@ -87,6 +89,7 @@ impl Summary {
             self.errors,
             self.rejected,
             self.waiting,
+            self.deletions_held,
             self.seconds
         )
     }

@@ -6,6 +6,7 @@
 //! engine and the property tests share both, so what is tested is what runs.
 
 pub mod apply;
+pub mod guard;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,6 +3,7 @@
 //! operations. sled stays behind this module; the rest of the gateway sees [`records`] and
 //! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
 
+pub mod approvals;
 mod journal;
 mod mirror;
 pub mod records;
