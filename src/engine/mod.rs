@@ -382,6 +382,16 @@ async fn run_inner<T: Target>(
     } else {
         Default::default()
     };
+    // Writes interrupted by a crash, or whose answer was lost: the creates among them are
+    // looked up (and taken over, as ours) before anything is sent again; the rest are
+    // re-planned from the records like any other difference.
+    let interrupted = store.intents()?;
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            count = interrupted.len(),
+            "writes interrupted by a crash or a lost answer: their objects are looked up on the target before anything is sent again"
+        );
+    }
     let mut exec = Executor {
         store,
         target,
@@ -391,11 +401,13 @@ async fn run_inner<T: Target>(
         run,
         changed_at,
         waiting,
+        interrupted,
     };
     for op in &ops {
         exec.execute(op).await?;
     }
     store.prune_errors(run).await?;
+    store.prune_intents(run).await?;
     // An approval serves the run that uses it; a set approved but no longer planned (or
     // replaced by another held set) is dropped too.
     crate::state::approvals::set_held_deletions(store.path(), held.as_ref())?;
@@ -421,6 +433,8 @@ struct Executor<'a, T: Target> {
     changed_at: std::collections::BTreeMap<Key, std::time::SystemTime>,
     /// Objects whose last operation the target refused and whose retry time has not come.
     waiting: std::collections::BTreeMap<Key, ObjectError>,
+    /// Intents left by earlier runs.
+    interrupted: std::collections::BTreeMap<Key, crate::state::Intent>,
 }
 
 /// A digest of an operation, to tell "the same request again" from "the object changed".
@@ -453,8 +467,34 @@ impl<T: Target> Executor<'_, T> {
                     continue;
                 }
             }
+            self.store
+                .record_intent(
+                    req.key(),
+                    &crate::state::Intent {
+                        operation: op.name().to_string(),
+                        label: op.label().to_string(),
+                        run: self.run,
+                        at: now(),
+                    },
+                )
+                .await?;
             match send::send(self.target, &self.records, &req).await {
-                Ok(conf) => {
+                Ok(mut conf) => {
+                    // Found on the target after our own create was interrupted: it is ours.
+                    if let Confirmation::Created { origin, .. } = &mut conf {
+                        if *origin == Origin::Adopted
+                            && self
+                                .interrupted
+                                .get(req.key())
+                                .is_some_and(|i| i.operation == op.name())
+                        {
+                            tracing::info!(
+                                object = op.label(),
+                                "interrupted create found on the target: recorded as created"
+                            );
+                            *origin = Origin::Created;
+                        }
+                    }
                     let changes = confirm(&self.records, &req, conf.clone());
                     self.store.commit(&changes, Some(req.key())).await?;
                     for c in &changes {
@@ -492,6 +532,10 @@ impl<T: Target> Executor<'_, T> {
                 }
                 Err(e) if e.is_fatal() => return Err(EngineError::Target(e)),
                 Err(e) => {
+                    // Answered with an error: not carried out. A lost answer stays an intent.
+                    if !matches!(e.kind, crate::target::TargetErrorKind::Lost(_)) {
+                        self.store.clear_intent(req.key())?;
+                    }
                     self.summary.errors += 1;
                     tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
                     self.journal(&op, "failed", Some(e.to_string()), None);

@@ -100,6 +100,19 @@ pub struct Store {
     pub(super) mirror_users: sled::Tree,
     pub(super) mirror_groups: sled::Tree,
     pub(super) journal: sled::Tree,
+    intents: sled::Tree,
+}
+
+/// A write about to be sent: recorded (and flushed) before the request, removed with the
+/// confirmation. One still there at the start of a run was interrupted by a crash or lost its
+/// answer, and the object is looked up on the target before anything is sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub operation: String,
+    /// userName or group name.
+    pub label: String,
+    pub run: u64,
+    pub at: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -159,6 +172,7 @@ impl Store {
             mirror_users: tree("mirror_users")?,
             mirror_groups: tree("mirror_groups")?,
             journal: tree("journal")?,
+            intents: tree("intents")?,
             path: path.to_path_buf(),
             db,
         };
@@ -218,8 +232,8 @@ impl Store {
         changes: &[StateChange],
         resolved: Option<&Key>,
     ) -> Result<(), StateError> {
-        let res: Result<(), TransactionError<()>> = (&self.users, &self.groups, &self.errors)
-            .transaction(|(u, g, e)| {
+        let res: Result<(), TransactionError<()>> =
+            (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
                 for c in changes {
                     match c {
                         StateChange::PutUser(k, r) => {
@@ -238,6 +252,7 @@ impl Store {
                 }
                 if let Some(k) = resolved {
                     e.remove(k.as_bytes())?;
+                    i.remove(k.as_bytes())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
@@ -338,6 +353,46 @@ impl Store {
             .iter()
             .filter_map(ObjectError::retry_time)
             .min())
+    }
+
+    /// Records a write about to be sent, durably, before it is sent.
+    pub async fn record_intent(&self, key: &str, intent: &Intent) -> Result<(), StateError> {
+        self.intents
+            .insert(key.as_bytes(), encode(intent))
+            .map_err(|e| self.io(e))?;
+        self.flush().await
+    }
+
+    /// Forgets an intent whose request was answered (with an error: nothing was carried out).
+    pub fn clear_intent(&self, key: &str) -> Result<(), StateError> {
+        self.intents
+            .remove(key.as_bytes())
+            .map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// Intents left by earlier runs, by key.
+    pub fn intents(&self) -> Result<std::collections::BTreeMap<Key, Intent>, StateError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.intents.iter() {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            out.insert(
+                String::from_utf8_lossy(&k).into_owned(),
+                decode(&self.path, &k, &v)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Drops the intents of runs before `run` that this run did not need (their objects were
+    /// settled by the plan, or no longer need anything).
+    pub async fn prune_intents(&self, run: u64) -> Result<(), StateError> {
+        for (k, i) in self.intents()? {
+            if i.run < run {
+                self.intents.remove(k.as_bytes()).map_err(|e| self.io(e))?;
+            }
+        }
+        self.flush().await
     }
 
     /// Keeps an error whose retry was put off by run `run` (so pruning does not take it for

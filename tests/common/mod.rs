@@ -434,10 +434,26 @@ impl Scim {
         (status, json)
     }
 
+    /// Every resource of a type, page by page (bounded).
     pub fn list(&self, resource: &str) -> Vec<Value> {
-        let (status, doc) = self.http("GET", &format!("/{resource}?count=1000"), None);
-        assert_eq!(status, 200, "{doc}");
-        doc["Resources"].as_array().cloned().unwrap_or_default()
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let start = out.len() + 1;
+            let (status, doc) = self.http(
+                "GET",
+                &format!("/{resource}?startIndex={start}&count=500"),
+                None,
+            );
+            assert_eq!(status, 200, "{doc}");
+            let page = doc["Resources"].as_array().cloned().unwrap_or_default();
+            let total = doc["totalResults"].as_u64().unwrap_or(0) as usize;
+            let empty = page.is_empty();
+            out.extend(page);
+            if empty || out.len() >= total {
+                break;
+            }
+        }
+        out
     }
 
     pub fn users(&self) -> Vec<Value> {

@@ -177,3 +177,36 @@ async fn a_second_process_cannot_open_the_same_store() {
     let second = Store::open(dir.path(), 1 << 20);
     assert!(second.is_err());
 }
+
+#[tokio::test]
+async fn an_intent_lives_until_its_confirmation_or_a_later_run_prunes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let intent = |run| Intent {
+        operation: "create_user".into(),
+        label: "alice".into(),
+        run,
+        at: "t".into(),
+    };
+    store.record_intent("k1", &intent(1)).await.unwrap();
+    store.record_intent("k2", &intent(1)).await.unwrap();
+    assert_eq!(store.intents().unwrap().len(), 2);
+    // Confirmed: gone with the commit, in the same transaction.
+    store
+        .commit(
+            &[StateChange::PutUser("k1".into(), rec("id-1"))],
+            Some(&"k1".to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.intents().unwrap().keys().collect::<Vec<_>>(),
+        vec!["k2"]
+    );
+    // Survives a reopen (a crash), then a later run that did not need it drops it.
+    drop(store);
+    let store = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    assert_eq!(store.intents().unwrap()["k2"], intent(1));
+    store.prune_intents(2).await.unwrap();
+    assert!(store.intents().unwrap().is_empty());
+}
