@@ -634,3 +634,60 @@ fn mass_removals_are_held_until_approved_while_the_rest_syncs() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(count(&r, "users", "deactivated"), 12, "{r:?}");
 }
+
+fn b64(s: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in s.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn hostile_values_cannot_change_a_query_a_header_or_a_path() {
+    let env = Env::start();
+    let evil = "o'brien\"*)(uid=*) or 1 eq 1 /../Groups?x=";
+    let crlf = "Eve\r\nAuthorization: Bearer stolen";
+    let long = "L".repeat(5000);
+    env.slapd.add(&format!(
+        "dn: uid=evil,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid:: {}\n\
+         cn: Evil\nsn: Evil\ngivenName:: {}\nmail: evil@example.org\ntitle: {long}\n\n\
+         dn: cn=evil group,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn:: {}\n\
+         member: uid=evil,ou=people,dc=example,dc=org\n",
+        b64(evil.as_bytes()),
+        b64(crlf.as_bytes()),
+        b64(b"team \"x\") or (displayName pr / %2e%2e"),
+    ));
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 4, "{r:?}");
+    let users = env.scim.users();
+    let u = users
+        .iter()
+        .find(|u| u["userName"] == evil)
+        .expect("exact userName");
+    assert_eq!(u["name"]["givenName"], crlf);
+    assert_eq!(u["title"].as_str().unwrap().len(), 5000);
+    assert_eq!(
+        env.scim
+            .member_names("team \"x\") or (displayName pr / %2e%2e"),
+        vec![evil.to_string()]
+    );
+    // Looked up again by those names (filters escaped): found, not created twice.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(count(&r, "users", "adopted"), 4, "{r:?}");
+    assert_eq!(count(&r, "groups", "adopted"), 3, "{r:?}");
+    assert_eq!(env.scim.users().len(), 4);
+    assert_eq!(env.scim.groups().len(), 3);
+}

@@ -1,7 +1,7 @@
 //! SCIM 2.0 client (RFC 7643 resources, RFC 7644 protocol).
 
 mod client;
-mod decode;
+pub mod decode;
 mod encode;
 mod local_patch;
 
