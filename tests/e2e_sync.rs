@@ -691,3 +691,23 @@ fn hostile_values_cannot_change_a_query_a_header_or_a_path() {
     assert_eq!(env.scim.users().len(), 4);
     assert_eq!(env.scim.groups().len(), 3);
 }
+
+#[test]
+fn a_size_limited_read_is_an_error_not_departures() {
+    let mut env = Env::start();
+    env.sync();
+    env.slapd.add(
+        "dn: cn=limited,dc=example,dc=org\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
+         cn: limited\nuserPassword: limited-pw\n",
+    );
+    // The same directory, read by an account the server cuts off after 2 entries.
+    std::fs::write(env.dir.path().join("bind.pw"), "limited-pw").unwrap();
+    env.ldap_fixed = env
+        .ldap_fixed
+        .replace("cn=admin,dc=example,dc=org", "cn=limited,dc=example,dc=org");
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("size limit"), "{r:?}");
+    assert!(env.scim.users().iter().all(|u| u["active"] == true));
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+}
