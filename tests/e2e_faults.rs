@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::faults::{Fault, FaultProxy};
+use common::faults::{self, FaultProxy};
 use common::*;
 
 const USERS: usize = 60;
@@ -126,14 +126,7 @@ fn a_full_sync_through_30_percent_faults_ends_equal_to_the_directory() {
 
     // Every kind of fault was met, and retries were logged.
     let injected = proxy.injected();
-    for f in [
-        Fault::TooManyRequests,
-        Fault::Unavailable,
-        Fault::Slow,
-        Fault::ResetBefore,
-        Fault::ResetAfter,
-        Fault::Truncate,
-    ] {
+    for f in faults::ALL {
         assert!(
             injected.get(&f).copied().unwrap_or(0) > 0,
             "{f:?} never injected: {injected:?}"

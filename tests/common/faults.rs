@@ -23,7 +23,7 @@ pub enum Fault {
     Truncate,
 }
 
-const ALL: [Fault; 6] = [
+pub const ALL: [Fault; 6] = [
     Fault::TooManyRequests,
     Fault::Unavailable,
     Fault::Slow,
@@ -93,42 +93,41 @@ fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// The request as HTTP/1.0 without keep-alive, so the server closes after answering.
-fn one_shot(req: &[u8]) -> Vec<u8> {
-    let split = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let head = String::from_utf8_lossy(&req[..split]);
+/// Splits an HTTP message into its head, with `Connection: close` in place of any Connection
+/// header (and the first line passed through `first`), and its body.
+fn closing_head(msg: &[u8], first: impl Fn(&str) -> String) -> (Vec<u8>, Vec<u8>) {
+    let split = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(msg.len());
+    let head = String::from_utf8_lossy(&msg[..split]);
     let mut lines: Vec<String> = head
         .split("\r\n")
         .filter(|l| !l.is_empty())
         .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
         .map(str::to_string)
         .collect();
-    lines[0] = lines[0].replace("HTTP/1.1", "HTTP/1.0");
+    if let Some(l) = lines.first_mut() {
+        *l = first(l);
+    }
     lines.push("Connection: close".into());
-    let mut out = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
-    out.extend_from_slice(&req[split..]);
-    out
+    (
+        (lines.join("\r\n") + "\r\n\r\n").into_bytes(),
+        msg[split..].to_vec(),
+    )
+}
+
+/// The request as HTTP/1.0 without keep-alive, so the server closes after answering.
+fn one_shot(req: &[u8]) -> Vec<u8> {
+    let (mut head, body) = closing_head(req, |l| l.replace("HTTP/1.1", "HTTP/1.0"));
+    head.extend(body);
+    head
 }
 
 /// The answer with `Connection: close`, so the client does not reuse the connection.
 fn closing(resp: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(resp.len());
-    let head = String::from_utf8_lossy(&resp[..split]);
-    let mut lines: Vec<String> = head
-        .split("\r\n")
-        .filter(|l| !l.is_empty())
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .map(str::to_string)
-        .collect();
-    lines.push("Connection: close".into());
-    (
-        (lines.join("\r\n") + "\r\n\r\n").into_bytes(),
-        resp[split..].to_vec(),
-    )
+    closing_head(resp, str::to_string)
 }
 
 fn reset(s: &TcpStream) {
