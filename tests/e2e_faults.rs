@@ -152,3 +152,32 @@ fn the_gateway_keeps_to_the_target_rate_limit() {
     let busiest = proxy.busiest(std::time::Duration::from_secs(1));
     assert!(busiest <= 20, "{busiest} requests within one second");
 }
+
+#[test]
+fn requests_overlap_up_to_the_concurrency_limit_and_no_further() {
+    let mut env = Env::start();
+    populate(&env);
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    // Every answer takes 40 ms: requests that may overlap do.
+    proxy.set_delay(40);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.target_extra = "max_concurrency = 3\n".into();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_target_equals_directory(&env);
+    assert_eq!(
+        proxy.peak_in_flight(),
+        3,
+        "never more than 3 at once, and 3 used"
+    );
+    // One at a time when so configured (state dropped: everything is looked up and adopted).
+    let proxy1 = FaultProxy::start(env.scim.port, 0.0, 1);
+    proxy1.set_delay(20);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy1.port);
+    env.target_extra = "max_concurrency = 1\n".into();
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(proxy1.peak_in_flight(), 1);
+    assert_target_equals_directory(&env);
+}

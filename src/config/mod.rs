@@ -159,6 +159,8 @@ pub struct TargetConfig {
     pub retries: u32,
     /// The most requests the gateway sends to the target per period.
     pub rate_limit: Option<RateLimit>,
+    /// The most requests in flight at once.
+    pub max_concurrency: usize,
 }
 
 /// A request budget: `requests` per `period`.

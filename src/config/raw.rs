@@ -145,6 +145,8 @@ struct RawTarget {
     retries: u32,
     #[serde(default)]
     rate_limit: Option<String>,
+    #[serde(default = "default_concurrency")]
+    max_concurrency: usize,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +310,9 @@ fn yes() -> bool {
 }
 fn default_membership() -> Membership {
     Membership::MemberOf
+}
+fn default_concurrency() -> usize {
+    4
 }
 fn default_retries() -> u32 {
     4
@@ -542,6 +547,9 @@ impl RawConfig {
         if t.timeout_secs == 0 {
             return Err(invalid("target.timeout_secs", "must be at least 1".into()));
         }
+        if t.max_concurrency == 0 || t.max_concurrency > 64 {
+            return Err(invalid("target.max_concurrency", "between 1 and 64".into()));
+        }
         if t.retries > 20 {
             return Err(invalid("target.retries", "at most 20".into()));
         }
@@ -559,6 +567,7 @@ impl RawConfig {
             timeout: Duration::from_secs(t.timeout_secs),
             retries: t.retries,
             rate_limit,
+            max_concurrency: t.max_concurrency,
         };
 
         // --- [state]

@@ -1,6 +1,7 @@
 //! One sync pass: read the directory, plan against the records (or, on a resync, against what
 //! the target really holds), send each operation and record each confirmation before the next.
 
+mod execute;
 pub mod feed;
 mod incremental;
 mod observe;
@@ -16,10 +17,9 @@ pub use summary::Summary;
 
 use crate::config::Config;
 use crate::model::{DesiredState, Key};
-use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
 use crate::plan::{plan, Operation, Policy};
 use crate::source::SourceError;
-use crate::state::records::{Origin, Snapshot};
+use crate::state::records::Snapshot;
 use crate::state::{ObjectError, RunRecord, StateError, Store};
 use crate::target::{Target, TargetError};
 
@@ -392,7 +392,7 @@ async fn run_inner<T: Target>(
             "writes interrupted by a crash or a lost answer: their objects are looked up on the target before anything is sent again"
         );
     }
-    let mut exec = Executor {
+    let mut exec = execute::Executor {
         store,
         target,
         records,
@@ -403,9 +403,7 @@ async fn run_inner<T: Target>(
         waiting,
         interrupted,
     };
-    for op in &ops {
-        exec.execute(op).await?;
-    }
+    exec.run_all(&ops, cfg.target.max_concurrency).await?;
     store.prune_errors(run).await?;
     store.prune_intents(run).await?;
     // An approval serves the run that uses it; a set approved but no longer planned (or
@@ -419,189 +417,4 @@ async fn run_inner<T: Target>(
         feed.save(store).await?;
     }
     Ok(())
-}
-
-struct Executor<'a, T: Target> {
-    store: &'a Store,
-    target: &'a T,
-    records: Snapshot,
-    desired: &'a DesiredState,
-    summary: &'a mut Summary,
-    run: u64,
-    /// When the objects of a change-feed pass changed: their first confirmation gives the
-    /// change-to-push latency.
-    changed_at: std::collections::BTreeMap<Key, std::time::SystemTime>,
-    /// Objects whose last operation the target refused and whose retry time has not come.
-    waiting: std::collections::BTreeMap<Key, ObjectError>,
-    /// Intents left by earlier runs.
-    interrupted: std::collections::BTreeMap<Key, crate::state::Intent>,
-}
-
-/// A digest of an operation, to tell "the same request again" from "the object changed".
-fn op_digest(op: &Operation) -> String {
-    use sha2::{Digest, Sha256};
-    let text = serde_json::to_string(op).unwrap_or_default();
-    hex::encode(&Sha256::digest(text.as_bytes())[..12])
-}
-
-impl<T: Target> Executor<'_, T> {
-    /// Sends one operation (and, after an adoption, the update that brings the adopted object in
-    /// line). Returns an error only for failures that stop the run.
-    async fn execute(&mut self, op: &Operation) -> Result<(), EngineError> {
-        let mut queue = vec![op.clone()];
-        while let Some(op) = queue.pop() {
-            let req = match prepare(&self.records, &op) {
-                Ok(r) => r,
-                Err(Skip::AlreadyDone) => continue,
-                Err(Skip::Unresolved(why)) => {
-                    self.summary.deferred += 1;
-                    tracing::debug!(op = op.name(), object = op.label(), reason = %why, "deferred to a later run");
-                    continue;
-                }
-            };
-            if let Some(e) = self.waiting.get(req.key()) {
-                if e.attempted.as_deref() == Some(op_digest(&op).as_str()) {
-                    self.summary.waiting += 1;
-                    tracing::debug!(op = op.name(), object = op.label(), retry_after = ?e.retry_after, "refused before; waiting to retry");
-                    self.store.defer_error(req.key(), self.run).await?;
-                    continue;
-                }
-            }
-            self.store
-                .record_intent(
-                    req.key(),
-                    &crate::state::Intent {
-                        operation: op.name().to_string(),
-                        label: op.label().to_string(),
-                        run: self.run,
-                        at: now(),
-                    },
-                )
-                .await?;
-            match send::send(self.target, &self.records, &req).await {
-                Ok(mut conf) => {
-                    // Found on the target after our own create was interrupted: it is ours.
-                    if let Confirmation::Created { origin, .. } = &mut conf {
-                        if *origin == Origin::Adopted
-                            && self
-                                .interrupted
-                                .get(req.key())
-                                .is_some_and(|i| i.operation == op.name())
-                        {
-                            tracing::info!(
-                                object = op.label(),
-                                "interrupted create found on the target: recorded as created"
-                            );
-                            *origin = Origin::Created;
-                        }
-                    }
-                    let changes = confirm(&self.records, &req, conf.clone());
-                    self.store.commit(&changes, Some(req.key())).await?;
-                    for c in &changes {
-                        self.records.apply(c);
-                    }
-                    self.summary.count(&req, &conf);
-                    let latency = self
-                        .changed_at
-                        .remove(req.key())
-                        .map(|t| t.elapsed().unwrap_or_default().as_secs_f64());
-                    if let Some(l) = latency {
-                        self.summary.latencies.push(l);
-                    }
-                    tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
-                    self.journal(&op, &format!("{:?}", OutcomeName(&conf)), None, latency);
-                    if let (
-                        Operation::CreateUser {
-                            key,
-                            user_name,
-                            user,
-                        },
-                        Confirmation::Created {
-                            origin: Origin::Adopted,
-                            ..
-                        },
-                    ) = (&op, &conf)
-                    {
-                        queue.push(Operation::UpdateUser {
-                            key: key.clone(),
-                            user_name: user_name.clone(),
-                            changes: vec![],
-                            desired: user.clone(),
-                        });
-                    }
-                }
-                Err(e) if e.is_fatal() => return Err(EngineError::Target(e)),
-                Err(e) => {
-                    // Answered with an error: not carried out. A lost answer stays an intent.
-                    if !matches!(e.kind, crate::target::TargetErrorKind::Lost(_)) {
-                        self.store.clear_intent(req.key())?;
-                    }
-                    self.summary.errors += 1;
-                    tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
-                    self.journal(&op, "failed", Some(e.to_string()), None);
-                    self.store
-                        .record_error(self.object_error(&op, &req, &e))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Notes the operation in the journal; a journal that cannot be written is not worth
-    /// stopping the run for.
-    fn journal(&self, op: &Operation, outcome: &str, detail: Option<String>, latency: Option<f64>) {
-        let entry = crate::state::JournalEntry {
-            at: now(),
-            run: self.run,
-            operation: op.name().to_string(),
-            object: op.label().to_string(),
-            outcome: outcome.to_string(),
-            detail,
-            latency,
-        };
-        if let Err(e) = self.store.journal(&entry) {
-            tracing::warn!(error = %e, "cannot write the operations journal");
-        }
-    }
-
-    fn object_error(&self, op: &Operation, req: &Request, e: &TargetError) -> ObjectError {
-        let kind = if op.is_user_op() { "user" } else { "group" };
-        let dn = self.desired.dns.get(req.key());
-        let label = match dn {
-            Some(dn) => format!("{} ({dn})", op.label()),
-            None => op.label().to_string(),
-        };
-        ObjectError {
-            key: req.key().clone(),
-            kind: kind.into(),
-            label,
-            operation: op.name().into(),
-            reason: e.to_string(),
-            http_status: e.status(),
-            first_seen: now(),
-            last_seen: now(),
-            attempts: 1,
-            run: self.run,
-            retry_after: None,
-            attempted: Some(op_digest(op)),
-        }
-    }
-}
-
-/// Short name of a confirmation, for logs.
-struct OutcomeName<'a>(&'a Confirmation);
-
-impl std::fmt::Debug for OutcomeName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
-            Confirmation::Done => "done",
-            Confirmation::Created {
-                origin: Origin::Created,
-                ..
-            } => "created",
-            Confirmation::Created { .. } => "adopted",
-            Confirmation::Gone => "gone",
-        })
-    }
 }

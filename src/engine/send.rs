@@ -8,14 +8,32 @@ use crate::plan::apply::{Confirmation, Request};
 use crate::state::records::{Origin, Snapshot};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
 
-pub async fn send<T: Target>(
-    target: &T,
-    s: &Snapshot,
-    req: &Request,
-) -> Result<Confirmation, TargetError> {
+/// What a request came back with. An adopted object is returned as the target holds it: its
+/// references are turned into keys by [`Sent::confirm`], against the records as they are when
+/// the answer is handled (other requests may have been confirmed in between).
+#[derive(Debug)]
+pub enum Sent {
+    Confirmed(Confirmation),
+    AdoptUser(RemoteUser),
+    AdoptGroup(RemoteGroup),
+}
+
+impl Sent {
+    pub fn confirm(self, s: &Snapshot) -> Confirmation {
+        match self {
+            Sent::Confirmed(c) => c,
+            Sent::AdoptUser(r) => adopt_user(s, r),
+            Sent::AdoptGroup(r) => adopt_group(s, r),
+        }
+    }
+}
+
+/// Sends one request. It needs nothing but the target and the request, so several may be in
+/// flight at once.
+pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetError> {
     let gone_ok = |r: Result<(), TargetError>| match r {
-        Ok(()) => Ok(Confirmation::Done),
-        Err(e) if e.is_not_found() => Ok(Confirmation::Gone),
+        Ok(()) => Ok(Sent::Confirmed(Confirmation::Done)),
+        Err(e) if e.is_not_found() => Ok(Sent::Confirmed(Confirmation::Gone)),
         Err(e) => Err(e),
     };
     match req {
@@ -27,17 +45,17 @@ pub async fn send<T: Target>(
             // Look before creating: a user with this userName may already be there (created by
             // hand, by another tool, or by a run whose answer was lost).
             if let Some(remote) = target.find_user(&user.user_name).await? {
-                return Ok(adopt_user(s, remote));
+                return Ok(Sent::AdoptUser(remote));
             }
             match target.create_user(key, user, manager_id.as_deref()).await {
-                Ok(id) => Ok(Confirmation::Created {
+                Ok(id) => Ok(Sent::Confirmed(Confirmation::Created {
                     target_id: id,
                     origin: Origin::Created,
                     adopted_user: None,
                     adopted_members: None,
-                }),
+                })),
                 Err(e) if e.is_conflict() => match target.find_user(&user.user_name).await? {
-                    Some(remote) => Ok(adopt_user(s, remote)),
+                    Some(remote) => Ok(Sent::AdoptUser(remote)),
                     None => Err(e),
                 },
                 Err(e) => Err(e),
@@ -60,17 +78,17 @@ pub async fn send<T: Target>(
         Request::DeleteUser { target_id, .. } => gone_ok(target.delete_user(target_id).await),
         Request::CreateGroup { key, display_name } => {
             if let Some(remote) = target.find_group(display_name).await? {
-                return Ok(adopt_group(s, remote));
+                return Ok(Sent::AdoptGroup(remote));
             }
             match target.create_group(key, display_name).await {
-                Ok(id) => Ok(Confirmation::Created {
+                Ok(id) => Ok(Sent::Confirmed(Confirmation::Created {
                     target_id: id,
                     origin: Origin::Created,
                     adopted_user: None,
                     adopted_members: None,
-                }),
+                })),
                 Err(e) if e.is_conflict() => match target.find_group(display_name).await? {
-                    Some(remote) => Ok(adopt_group(s, remote)),
+                    Some(remote) => Ok(Sent::AdoptGroup(remote)),
                     None => Err(e),
                 },
                 Err(e) => Err(e),
@@ -92,7 +110,7 @@ pub async fn send<T: Target>(
             group_id, members, ..
         } => {
             if members.is_empty() {
-                return Ok(Confirmation::Done);
+                return Ok(Sent::Confirmed(Confirmation::Done));
             }
             let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
             gone_ok(target.remove_members(group_id, &ids).await)
@@ -254,7 +272,10 @@ mod tests {
             },
             manager_id: None,
         };
-        let conf = send(&Racing::default(), &records, &req).await.unwrap();
+        let conf = send(&Racing::default(), &req)
+            .await
+            .unwrap()
+            .confirm(&records);
         match conf {
             Confirmation::Created {
                 target_id,
@@ -279,9 +300,10 @@ mod tests {
             key: "k".into(),
             target_id: "x".into(),
         };
-        let conf = send(&Racing::default(), &Snapshot::default(), &req)
+        let conf = send(&Racing::default(), &req)
             .await
-            .unwrap();
+            .unwrap()
+            .confirm(&Snapshot::default());
         assert_eq!(conf, Confirmation::Gone);
     }
 }

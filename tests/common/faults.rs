@@ -64,6 +64,10 @@ pub struct FaultProxy {
     pub clean: Arc<Mutex<u64>>,
     /// When each request arrived.
     pub arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// Requests in flight now, and the most seen at once.
+    flight: Arc<Mutex<(usize, usize)>>,
+    /// Added to every answer (to make overlapping requests visible).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Reads one HTTP request (headers and a Content-Length body). `None` on EOF or garbage.
@@ -144,64 +148,92 @@ fn forward(upstream: u16, req: &[u8]) -> Option<Vec<u8>> {
     Some(resp)
 }
 
+/// What to do with the client connection once the request is dealt with.
+enum Answer {
+    /// Write these bytes, then close (whole answers, or a truncated one).
+    Bytes(Vec<u8>),
+    /// Close with a reset, answering nothing.
+    Reset,
+}
+
 fn serve(mut client: TcpStream, upstream: u16, p: Arc<Mutex<Dice>>, stats: Stats) {
     let Some(req) = read_request(&mut client) else {
         return;
     };
     stats.2.lock().unwrap().push(Instant::now());
+    {
+        let mut f = stats.3.lock().unwrap();
+        f.0 += 1;
+        f.1 = f.1.max(f.0);
+    }
+    let delay = stats.4.load(Ordering::SeqCst);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+    let answer = decide(upstream, &p, &stats, &req);
+    // Out of flight before the client can see the answer and send its next request.
+    stats.3.lock().unwrap().0 -= 1;
+    match answer {
+        Answer::Bytes(b) => {
+            let _ = client.write_all(&b);
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        Answer::Reset => reset(&client),
+    }
+}
+
+fn reply(status: &str, extra: &str, body: &str) -> Answer {
+    Answer::Bytes(
+        format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+fn decide(upstream: u16, p: &Mutex<Dice>, stats: &Stats, req: &[u8]) -> Answer {
     let fault = p.lock().unwrap().roll();
     match fault {
         None => *stats.1.lock().unwrap() += 1,
         Some(f) => *stats.0.lock().unwrap().entry(f).or_default() += 1,
     }
-    let reply = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
-        let _ = client.write_all(
-            format!(
-                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-    };
     match fault {
         Some(Fault::TooManyRequests) => reply(
-            &mut client,
             "429 Too Many Requests",
             "Retry-After: 1\r\n",
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"429","detail":"slow down"}"#,
         ),
         Some(Fault::Unavailable) => reply(
-            &mut client,
             "503 Service Unavailable",
             "",
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"503","detail":"maintenance"}"#,
         ),
-        Some(Fault::ResetBefore) => reset(&client),
+        Some(Fault::ResetBefore) => Answer::Reset,
         Some(Fault::ResetAfter) => {
-            let _ = forward(upstream, &req);
-            reset(&client);
+            let _ = forward(upstream, req);
+            Answer::Reset
         }
-        Some(Fault::Truncate) => {
-            if let Some(resp) = forward(upstream, &req) {
-                let (head, body) = closing(&resp);
-                let _ = client.write_all(&head);
-                let _ = client.write_all(&body[..body.len() / 2]);
+        Some(Fault::Truncate) => match forward(upstream, req) {
+            Some(resp) => {
+                let (mut head, body) = closing(&resp);
+                head.extend_from_slice(&body[..body.len() / 2]);
+                Answer::Bytes(head)
             }
-            let _ = client.shutdown(Shutdown::Both);
-        }
+            None => Answer::Reset,
+        },
         Some(Fault::Slow) | None => {
             if fault == Some(Fault::Slow) {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            match forward(upstream, &req) {
+            match forward(upstream, req) {
                 Some(resp) => {
-                    let (head, body) = closing(&resp);
-                    let _ = client.write_all(&head);
-                    let _ = client.write_all(&body);
+                    let (mut head, body) = closing(&resp);
+                    head.extend(body);
+                    Answer::Bytes(head)
                 }
-                None => reset(&client),
+                None => Answer::Reset,
             }
-            let _ = client.shutdown(Shutdown::Write);
         }
     }
 }
@@ -210,6 +242,8 @@ type Stats = (
     Arc<Mutex<BTreeMap<Fault, u64>>>,
     Arc<Mutex<u64>>,
     Arc<Mutex<Vec<Instant>>>,
+    Arc<Mutex<(usize, usize)>>,
+    Arc<std::sync::atomic::AtomicU64>,
 );
 
 impl FaultProxy {
@@ -228,12 +262,16 @@ impl FaultProxy {
             injected: Arc::new(Mutex::new(BTreeMap::new())),
             clean: Arc::new(Mutex::new(0)),
             arrivals: Arc::new(Mutex::new(Vec::new())),
+            flight: Arc::new(Mutex::new((0, 0))),
+            delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let (up, dice) = (proxy.up.clone(), proxy.dice.clone());
         let stats: Stats = (
             proxy.injected.clone(),
             proxy.clean.clone(),
             proxy.arrivals.clone(),
+            proxy.flight.clone(),
+            proxy.delay_ms.clone(),
         );
         std::thread::spawn(move || {
             // Bounded by the flag: ends when the proxy is dropped.
@@ -249,6 +287,16 @@ impl FaultProxy {
             }
         });
         proxy
+    }
+
+    /// Delays every answer by `ms` milliseconds.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.flight.lock().unwrap().1
     }
 
     /// Changes the fault rate (0.0 stops injecting).

@@ -1,0 +1,284 @@
+//! Sending a plan: each operation prepared against the records as they are, sent, and its
+//! confirmation recorded before anything that depends on it is sent. Up to
+//! `target.max_concurrency` requests are in flight; an operation waits while one about the same
+//! object, or an object it refers to (its group, members, manager), is still in flight, and
+//! nothing overtakes an operation that waits, so the plan's order holds where it matters.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::send::{self, Sent};
+use super::{now, EngineError, Summary};
+use crate::model::{DesiredState, Key};
+use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
+use crate::plan::Operation;
+use crate::state::records::{Origin, Snapshot};
+use crate::state::{ObjectError, Store};
+use crate::target::{Target, TargetError};
+
+pub(super) struct Executor<'a, T: Target> {
+    pub(super) store: &'a Store,
+    pub(super) target: &'a T,
+    pub(super) records: Snapshot,
+    pub(super) desired: &'a DesiredState,
+    pub(super) summary: &'a mut Summary,
+    pub(super) run: u64,
+    /// When the objects of a change-feed pass changed: their first confirmation gives the
+    /// change-to-push latency.
+    pub(super) changed_at: BTreeMap<Key, std::time::SystemTime>,
+    /// Objects whose last operation the target refused and whose retry time has not come.
+    pub(super) waiting: BTreeMap<Key, ObjectError>,
+    /// Intents left by earlier runs.
+    pub(super) interrupted: BTreeMap<Key, crate::state::Intent>,
+}
+
+/// A digest of an operation, to tell "the same request again" from "the object changed".
+fn op_digest(op: &Operation) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_string(op).unwrap_or_default();
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+impl<T: Target> Executor<'_, T> {
+    /// Sends the operations in order, up to `max` at a time (see the module's comment).
+    /// Returns an error only for a failure that stops the run, once what is in flight is done.
+    pub(super) async fn run_all(
+        &mut self,
+        ops: &[Operation],
+        max: usize,
+    ) -> Result<(), EngineError> {
+        let target = self.target;
+        let mut queue: VecDeque<Operation> = ops.iter().cloned().collect();
+        let mut flights = FuturesUnordered::new();
+        let mut busy: BTreeMap<Key, usize> = BTreeMap::new();
+        let mut stop: Option<EngineError> = None;
+        loop {
+            while stop.is_none() && flights.len() < max.max(1) {
+                let Some(front) = queue.front() else { break };
+                if refs(front).iter().any(|k| busy.contains_key(k)) {
+                    break;
+                }
+                let Some(op) = queue.pop_front() else { break };
+                match self.dispatch(&op).await {
+                    Ok(Some(req)) => {
+                        for k in refs(&op) {
+                            *busy.entry(k).or_default() += 1;
+                        }
+                        flights.push(async move {
+                            let result = send::send(target, &req).await;
+                            (op, req, result)
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => stop = Some(e),
+                }
+            }
+            let Some((op, req, result)) = flights.next().await else {
+                break;
+            };
+            for k in refs(&op) {
+                if let Some(n) = busy.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        busy.remove(&k);
+                    }
+                }
+            }
+            match self.complete(op, req, result).await {
+                Ok(Some(follow_up)) => queue.push_front(follow_up),
+                Ok(None) => {}
+                Err(e) => {
+                    stop.get_or_insert(e);
+                }
+            }
+        }
+        match stop {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves an operation into a request and records the intent; `None` when there is
+    /// nothing to send now (already done, waiting for a reference, or for its retry time).
+    async fn dispatch(&mut self, op: &Operation) -> Result<Option<Request>, EngineError> {
+        let req = match prepare(&self.records, op) {
+            Ok(r) => r,
+            Err(Skip::AlreadyDone) => return Ok(None),
+            Err(Skip::Unresolved(why)) => {
+                self.summary.deferred += 1;
+                tracing::debug!(op = op.name(), object = op.label(), reason = %why, "deferred to a later run");
+                return Ok(None);
+            }
+        };
+        if let Some(e) = self.waiting.get(req.key()) {
+            if e.attempted.as_deref() == Some(op_digest(op).as_str()) {
+                self.summary.waiting += 1;
+                tracing::debug!(op = op.name(), object = op.label(), retry_after = ?e.retry_after, "refused before; waiting to retry");
+                self.store.defer_error(req.key(), self.run).await?;
+                return Ok(None);
+            }
+        }
+        self.store
+            .record_intent(
+                req.key(),
+                &crate::state::Intent {
+                    operation: op.name().to_string(),
+                    label: op.label().to_string(),
+                    run: self.run,
+                    at: now(),
+                },
+            )
+            .await?;
+        Ok(Some(req))
+    }
+
+    /// Records an answer. Returns the operation to send next, if any (after an adoption, the
+    /// update that brings the adopted object in line).
+    async fn complete(
+        &mut self,
+        op: Operation,
+        req: Request,
+        result: Result<Sent, TargetError>,
+    ) -> Result<Option<Operation>, EngineError> {
+        let sent = match result {
+            Ok(s) => s,
+            Err(e) if e.is_fatal() => return Err(EngineError::Target(e)),
+            Err(e) => {
+                // Answered with an error: not carried out. A lost answer stays an intent.
+                if !matches!(e.kind, crate::target::TargetErrorKind::Lost(_)) {
+                    self.store.clear_intent(req.key())?;
+                }
+                self.summary.errors += 1;
+                tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
+                self.journal(&op, "failed", Some(e.to_string()), None);
+                self.store
+                    .record_error(self.object_error(&op, &req, &e))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let mut conf = sent.confirm(&self.records);
+        // Found on the target after our own create was interrupted: it is ours.
+        if let Confirmation::Created { origin, .. } = &mut conf {
+            if *origin == Origin::Adopted
+                && self
+                    .interrupted
+                    .get(req.key())
+                    .is_some_and(|i| i.operation == op.name())
+            {
+                tracing::info!(
+                    object = op.label(),
+                    "interrupted create found on the target: recorded as created"
+                );
+                *origin = Origin::Created;
+            }
+        }
+        let changes = confirm(&self.records, &req, conf.clone());
+        self.store.commit(&changes, Some(req.key())).await?;
+        for c in &changes {
+            self.records.apply(c);
+        }
+        self.summary.count(&req, &conf);
+        let latency = self
+            .changed_at
+            .remove(req.key())
+            .map(|t| t.elapsed().unwrap_or_default().as_secs_f64());
+        if let Some(l) = latency {
+            self.summary.latencies.push(l);
+        }
+        tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
+        self.journal(&op, &format!("{:?}", OutcomeName(&conf)), None, latency);
+        if let (
+            Operation::CreateUser {
+                key,
+                user_name,
+                user,
+            },
+            Confirmation::Created {
+                origin: Origin::Adopted,
+                ..
+            },
+        ) = (&op, &conf)
+        {
+            return Ok(Some(Operation::UpdateUser {
+                key: key.clone(),
+                user_name: user_name.clone(),
+                changes: vec![],
+                desired: user.clone(),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Notes the operation in the journal; a journal that cannot be written is not worth
+    /// stopping the run for.
+    fn journal(&self, op: &Operation, outcome: &str, detail: Option<String>, latency: Option<f64>) {
+        let entry = crate::state::JournalEntry {
+            at: now(),
+            run: self.run,
+            operation: op.name().to_string(),
+            object: op.label().to_string(),
+            outcome: outcome.to_string(),
+            detail,
+            latency,
+        };
+        if let Err(e) = self.store.journal(&entry) {
+            tracing::warn!(error = %e, "cannot write the operations journal");
+        }
+    }
+
+    fn object_error(&self, op: &Operation, req: &Request, e: &TargetError) -> ObjectError {
+        let kind = if op.is_user_op() { "user" } else { "group" };
+        let dn = self.desired.dns.get(req.key());
+        let label = match dn {
+            Some(dn) => format!("{} ({dn})", op.label()),
+            None => op.label().to_string(),
+        };
+        ObjectError {
+            key: req.key().clone(),
+            kind: kind.into(),
+            label,
+            operation: op.name().into(),
+            reason: e.to_string(),
+            http_status: e.status(),
+            first_seen: now(),
+            last_seen: now(),
+            attempts: 1,
+            run: self.run,
+            retry_after: None,
+            attempted: Some(op_digest(op)),
+        }
+    }
+}
+
+/// Short name of a confirmation, for logs.
+struct OutcomeName<'a>(&'a Confirmation);
+
+impl std::fmt::Debug for OutcomeName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Confirmation::Done => "done",
+            Confirmation::Created {
+                origin: Origin::Created,
+                ..
+            } => "created",
+            Confirmation::Created { .. } => "adopted",
+            Confirmation::Gone => "gone",
+        })
+    }
+}
+
+/// The objects an operation is about or refers to: it waits while any of them is in flight.
+fn refs(op: &Operation) -> Vec<Key> {
+    let mut out = vec![op.key().clone()];
+    match op {
+        Operation::CreateUser { user, .. } => out.extend(user.manager.iter().cloned()),
+        Operation::UpdateUser { desired, .. } => out.extend(desired.manager.iter().cloned()),
+        Operation::AddMembers { members, .. } | Operation::RemoveMembers { members, .. } => {
+            out.extend(members.iter().cloned())
+        }
+        _ => {}
+    }
+    out
+}
