@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 
-const USERS: usize = 1500;
+const USERS: usize = 2000;
 const GROUPS: usize = 10;
 
 fn populate(env: &Env) {
@@ -37,10 +37,12 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
     let env = Env::start();
     populate(&env);
     let mut kills = 0;
-    // Kill points spread over the users' creation and the groups' (bounded: 10 attempts).
-    for (k, ms) in [150u64, 400, 700, 1000, 1500, 2000, 3000, 4500, 6500, 9000]
-        .iter()
-        .enumerate()
+    // Kill points spread over the users' creation and the groups' (bounded: 11 attempts).
+    for (k, ms) in [
+        150u64, 400, 700, 1000, 1500, 2000, 3000, 4500, 6500, 9000, 12000,
+    ]
+    .iter()
+    .enumerate()
     {
         let mut child = env.spawn(&["sync"]);
         std::thread::sleep(Duration::from_millis(*ms));
@@ -98,4 +100,66 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
     assert_eq!(doc["users"], USERS + 3, "{doc}");
     assert_eq!(doc["users_adopted"], 0, "{doc}");
     eprintln!("{kills} kills");
+}
+
+#[test]
+fn an_interrupted_create_is_found_by_its_key_even_after_a_rename() {
+    let env = Env::start();
+    // The state a crash leaves: alice's create was sent (the target has her, with our key as
+    // externalId) but never confirmed; since then her userName changed in the directory.
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.run(&["plan", "--json"]).stdout).unwrap();
+    let key = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "create_user" && op["userName"] == "alice")
+        .map(|op| op["key"].as_str().unwrap().to_string())
+        .unwrap();
+    let (s, _) = env.scim.http(
+        "POST",
+        "/Users",
+        Some(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "alice-before-rename",
+            "externalId": key,
+            "active": true
+        })),
+    );
+    assert_eq!(s, 201);
+    {
+        let store = dirbridge::state::Store::open(&env.state_path(), 1 << 20).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(store.record_intent(
+            &key,
+            &dirbridge::state::Intent {
+                operation: "create_user".into(),
+                label: "alice-before-rename".into(),
+                run: 1,
+                at: "2026-11-23T00:00:00Z".into(),
+            },
+        ))
+        .unwrap();
+    }
+    let r = env.sync();
+    assert!(r.stderr.contains("writes interrupted by a crash"), "{r:?}");
+    let names: BTreeSet<String> = env
+        .scim
+        .users()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["alice", "bob", "carol"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "found by key and renamed, not created twice"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(doc["users_adopted"], 0, "{doc}");
+    let r = env.run(&["plan", "--json"]);
+    assert_eq!(r.stdout.trim(), "[]", "{r:?}");
 }

@@ -61,7 +61,15 @@ impl<T: Target> Executor<'_, T> {
                 }
                 let Some(op) = queue.pop_front() else { break };
                 match self.dispatch(&op).await {
-                    Ok(Some(req)) => {
+                    Ok(Some((req, Some(found)))) => {
+                        // Settled by a look-up, nothing to send.
+                        match self.complete(op, req, Ok(found)).await {
+                            Ok(Some(follow_up)) => queue.push_front(follow_up),
+                            Ok(None) => {}
+                            Err(e) => stop = Some(e),
+                        }
+                    }
+                    Ok(Some((req, None))) => {
                         for k in refs(&op) {
                             *busy.entry(k).or_default() += 1;
                         }
@@ -100,8 +108,13 @@ impl<T: Target> Executor<'_, T> {
     }
 
     /// Resolves an operation into a request and records the intent; `None` when there is
-    /// nothing to send now (already done, waiting for a reference, or for its retry time).
-    async fn dispatch(&mut self, op: &Operation) -> Result<Option<Request>, EngineError> {
+    /// nothing to send now (already done, waiting for a reference, or for its retry time). A
+    /// create interrupted by a crash (or whose answer was lost) is first looked up by its key,
+    /// the externalId it was sent with: found, it comes back as the answer, and nothing is sent.
+    async fn dispatch(
+        &mut self,
+        op: &Operation,
+    ) -> Result<Option<(Request, Option<Sent>)>, EngineError> {
         let req = match prepare(&self.records, op) {
             Ok(r) => r,
             Err(Skip::AlreadyDone) => return Ok(None),
@@ -119,6 +132,9 @@ impl<T: Target> Executor<'_, T> {
                 return Ok(None);
             }
         }
+        if let Some(found) = self.look_up_interrupted(op, &req).await? {
+            return Ok(Some((req, Some(found))));
+        }
         self.store
             .record_intent(
                 req.key(),
@@ -130,7 +146,46 @@ impl<T: Target> Executor<'_, T> {
                 },
             )
             .await?;
-        Ok(Some(req))
+        Ok(Some((req, None)))
+    }
+
+    /// For a create that an earlier run started and never saw confirmed: the object, if the
+    /// target has one with this key as its externalId (found even if its name changed since).
+    async fn look_up_interrupted(
+        &self,
+        op: &Operation,
+        req: &Request,
+    ) -> Result<Option<Sent>, EngineError> {
+        let interrupted = self
+            .interrupted
+            .get(req.key())
+            .is_some_and(|i| i.operation == op.name());
+        if !interrupted {
+            return Ok(None);
+        }
+        let found = match req {
+            Request::CreateUser { key, .. } => self
+                .target
+                .find_user_by_key(key)
+                .await
+                .map(|u| u.map(Sent::AdoptUser)),
+            Request::CreateGroup { key, .. } => self
+                .target
+                .find_group_by_key(key)
+                .await
+                .map(|g| g.map(Sent::AdoptGroup)),
+            _ => Ok(None),
+        };
+        match found {
+            Ok(f) => Ok(f),
+            Err(e) if e.is_fatal() => Err(EngineError::Target(e)),
+            Err(e) => {
+                // A target that cannot filter on externalId: the send path still looks the
+                // object up by name before creating it.
+                tracing::warn!(object = op.label(), error = %e, "look-up by externalId failed; looking up by name instead");
+                Ok(None)
+            }
+        }
     }
 
     /// Records an answer. Returns the operation to send next, if any (after an adoption, the
@@ -189,6 +244,7 @@ impl<T: Target> Executor<'_, T> {
         }
         tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
         self.journal(&op, &format!("{:?}", OutcomeName(&conf)), None, latency);
+        // Adopted, or found after an interruption: bring what the target holds in line.
         if let (
             Operation::CreateUser {
                 key,
@@ -196,7 +252,7 @@ impl<T: Target> Executor<'_, T> {
                 user,
             },
             Confirmation::Created {
-                origin: Origin::Adopted,
+                adopted_user: Some(_),
                 ..
             },
         ) = (&op, &conf)

@@ -215,9 +215,7 @@ fn guid_filter(keys: &[Key]) -> String {
     for k in keys {
         if let Some(b) = guid_bytes(k) {
             out.push_str("(objectGUID=");
-            for byte in b {
-                out.push_str(&format!("\\{byte:02x}"));
-            }
+            out.push_str(&crate::source::filter::escape_all(&b));
             out.push(')');
         }
     }

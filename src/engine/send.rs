@@ -171,6 +171,12 @@ mod tests {
         fn describe(&self) -> String {
             "racing".into()
         }
+        async fn find_user_by_key(&self, _: &Key) -> Result<Option<RemoteUser>, TargetError> {
+            unused()
+        }
+        async fn find_group_by_key(&self, _: &Key) -> Result<Option<RemoteGroup>, TargetError> {
+            unused()
+        }
         async fn preflight(&self) -> Result<(), TargetError> {
             Ok(())
         }

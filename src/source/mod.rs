@@ -3,6 +3,7 @@
 
 pub mod dn;
 pub mod entry;
+pub mod filter;
 pub mod ldap;
 pub mod notify;
 pub mod range;

@@ -144,6 +144,10 @@ pub trait Target {
     /// Checks that the target answers and accepts the credentials.
     async fn preflight(&self) -> Result<(), TargetError>;
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError>;
+    /// The user or group whose externalId is `key` (what dirbridge sets on everything it
+    /// creates), if any.
+    async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError>;
+    async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError>;
     async fn create_user(
         &self,
         key: &Key,

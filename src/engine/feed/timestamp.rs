@@ -75,7 +75,10 @@ pub async fn poll(
                 if t.chars()
                     .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'Z' | '+' | '-')) =>
             {
-                format!("(&{filter}(modifyTimestamp>={t}))")
+                format!(
+                    "(&{filter}(modifyTimestamp>={}))",
+                    crate::source::filter::escape(t.as_bytes())
+                )
             }
             _ => filter.clone(),
         };

@@ -419,6 +419,24 @@ impl Target for ScimClient {
         }
     }
 
+    async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError> {
+        match self.find_one("Users", "externalId", key).await? {
+            Some(doc) => decode::user(&doc, &self.custom_paths)
+                .map(Some)
+                .map_err(|e| Self::bad("GET /Users?filter=externalId eq …", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError> {
+        match self.find_one("Groups", "externalId", key).await? {
+            Some(doc) => decode::group(&doc)
+                .map(Some)
+                .map_err(|e| Self::bad("GET /Groups?filter=externalId eq …", e)),
+            None => Ok(None),
+        }
+    }
+
     async fn create_user(
         &self,
         key: &Key,
