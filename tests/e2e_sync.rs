@@ -711,3 +711,23 @@ fn a_size_limited_read_is_an_error_not_departures() {
     assert!(env.scim.users().iter().all(|u| u["active"] == true));
     assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
 }
+
+#[test]
+fn approve_deletes_for_one_run_is_not_left_for_a_later_one() {
+    let env = Env::start();
+    add_people(&env, "p", 12);
+    env.sync();
+    // Nothing to remove in this run: the approval must not survive it.
+    let r = env.run(&["sync", "--approve-deletes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for i in 0..11 {
+        env.slapd
+            .delete(&format!("uid=p{i:02},ou=people,dc=example,dc=org"));
+    }
+    let r = env.run(&["sync"]);
+    assert_eq!(
+        r.code, 3,
+        "a stale approval let a mass removal through: {r:?}"
+    );
+    assert!(env.scim.users().iter().all(|u| u["active"] == true));
+}

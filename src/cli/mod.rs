@@ -136,6 +136,12 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
                 if cfg.state.path.is_dir() {
                     approvals::set_deletion_approval(&cfg.state.path, Some(&Approval::NextRun))?;
                 }
+                let result = run(cli, RunKind::Sync).await;
+                // Never left for a later run, even when this one failed before using it.
+                if let Ok(Some(Approval::NextRun)) = approvals::deletion_approval(&cfg.state.path) {
+                    approvals::set_deletion_approval(&cfg.state.path, None)?;
+                }
+                return result;
             }
             run(cli, RunKind::Sync).await
         }

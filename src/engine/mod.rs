@@ -410,7 +410,9 @@ async fn run_inner<T: Target>(
     // replaced by another held set) is dropped too.
     crate::state::approvals::set_held_deletions(store.path(), held.as_ref())?;
     let stale = matches!(approval, Some(crate::plan::guard::Approval::Set(_))) && held.is_some();
-    if verdict.approved || stale {
+    // `sync --approve-deletes` is for that run only, used or not.
+    let one_run = matches!(approval, Some(crate::plan::guard::Approval::NextRun));
+    if verdict.approved || stale || one_run {
         crate::state::approvals::set_deletion_approval(store.path(), None)?;
     }
     if let Input::Feed(feed) = input {
