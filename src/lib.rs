@@ -5,6 +5,7 @@
 //! them, and [`engine`] drives one pass. [`config`] and [`cli`] sit at the edge. See
 //! ARCHITECTURE.md for the invariants.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;

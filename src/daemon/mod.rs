@@ -57,13 +57,8 @@ fn delay(poll: Duration, failures: u32) -> Duration {
     if failures == 0 {
         return poll;
     }
-    let base = Duration::from_secs(2u64.saturating_pow(failures.min(16))).min(MAX_BACKOFF);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
-    (base + jitter).min(poll.max(base))
+    let base = crate::backoff::doubling(Duration::from_secs(2), failures, MAX_BACKOFF);
+    crate::backoff::jittered(base).min(poll.max(base))
 }
 
 /// Set once a shutdown signal arrives; every wait in the loops also waits on it.
@@ -90,12 +85,11 @@ impl Stop {
 /// Jittered exponential backoff for reconnections: 2 s doubled per failure, at most
 /// [`MAX_BACKOFF`], plus up to a quarter of jitter.
 pub(crate) fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(2u64.saturating_pow(failures.clamp(1, 16))).min(MAX_BACKOFF);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    crate::backoff::jittered(crate::backoff::doubling(
+        Duration::from_secs(2),
+        failures,
+        MAX_BACKOFF,
+    ))
 }
 
 /// The wait before the next poll: the poll interval (or the failure backoff), shortened to the

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::read::with_attribute;
 use crate::config::{Config, Membership};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
@@ -93,20 +94,12 @@ pub struct Feed {
 /// The attributes the feed asks for: the mapping's, the groups' member values (memberships come
 /// from them), and entryUUID / entryCSN (identity, and when the change happened).
 pub fn feed_attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
-    let extra = ["entryUUID", "entryCSN"];
     let mut users = mapper.user_attributes();
     let mut groups = mapper.group_attributes();
-    if !groups
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&cfg.mapping.member_attribute))
-    {
-        groups.push(cfg.mapping.member_attribute.clone());
-    }
+    with_attribute(&mut groups, &cfg.mapping.member_attribute);
     for list in [&mut users, &mut groups] {
-        for a in extra {
-            if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
-                list.push(a.to_string());
-            }
+        for a in ["entryUUID", "entryCSN"] {
+            with_attribute(list, a);
         }
     }
     (users, groups)
@@ -367,16 +360,19 @@ impl Feed {
                 // Refresh-phase entries are mostly old news; a Modify is a change seen now
                 // (persist phase, or a timestamp poll).
                 let timed = persisting || state == EntryState::Modify;
-                let at = csn_time(&e)
-                    .filter(|t| *t <= SystemTime::now())
-                    .unwrap_or_else(SystemTime::now);
                 self.index.insert((scope, uuid.to_vec()), key.clone());
                 let map = self.map_of(scope);
                 // The same entry again (a poll re-reading its watermark's second) is no change.
                 if map.get(&key) != Some(&e) {
+                    // Read only for a change worth timing, not for every entry of a refresh.
+                    let at = timed.then(|| {
+                        csn_time(&e)
+                            .filter(|t| *t <= SystemTime::now())
+                            .unwrap_or_else(SystemTime::now)
+                    });
                     map.insert(key.clone(), e);
                     self.dirty = true;
-                    if timed {
+                    if let Some(at) = at {
                         self.changed_at.entry(key).or_insert(at);
                     }
                 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::read::{ranged, search, ReadStats};
+use super::read::{ranged, search, with_attribute, ReadStats};
 use super::EngineError;
 use crate::config::{Config, Membership};
 use crate::mapping::{guid_bytes, DesiredBuilder, Mapper};
@@ -134,12 +134,7 @@ async fn read_with(
 fn attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
     let users = ranged(mapper.user_attributes(), cfg);
     let mut groups = mapper.group_attributes();
-    if !groups
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&cfg.mapping.member_attribute))
-    {
-        groups.push(cfg.mapping.member_attribute.clone());
-    }
+    with_attribute(&mut groups, &cfg.mapping.member_attribute);
     (users, ranged(groups, cfg))
 }
 

@@ -88,6 +88,13 @@ async fn complete(
     Ok(out)
 }
 
+/// Adds `name` to an attribute list unless it is there already (names are case-insensitive).
+pub(super) fn with_attribute(list: &mut Vec<String>, name: &str) {
+    if !list.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+        list.push(name.to_string());
+    }
+}
+
 /// The attribute list with every multi-valued membership attribute asked for as a first range,
 /// when a range step is configured.
 pub(super) fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {

@@ -71,9 +71,7 @@ pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The delay after `attempts` failed attempts: 10 s doubled per attempt, at most an hour.
 pub fn retry_delay(attempts: u32) -> std::time::Duration {
-    RETRY_FIRST
-        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(20)))
-        .min(RETRY_MAX)
+    crate::backoff::doubling(RETRY_FIRST, attempts, RETRY_MAX)
 }
 
 /// The outcome of one run, as `status` shows it.

@@ -49,14 +49,7 @@ pub fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after {
         return d.min(LONGEST_RETRY_AFTER);
     }
-    let base = FIRST
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-        .min(LONGEST);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    crate::backoff::jittered(crate::backoff::doubling(FIRST, attempt, LONGEST))
 }
 
 /// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110).
