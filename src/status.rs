@@ -25,6 +25,8 @@ pub struct StatusView {
     pub errors: Vec<ObjectError>,
     /// Deactivations and deletions the accidental-deletion guard held back, awaiting approval.
     pub held_deletions: Option<crate::plan::guard::Held>,
+    /// What the target does differently from its protocol, as the last run found it.
+    pub target_quirks: Vec<crate::target::quirks::Quirk>,
 }
 
 impl StatusView {
@@ -47,6 +49,7 @@ impl StatusView {
             memberships: s.groups.values().map(|g| g.members.len()).sum(),
             errors: store.errors()?,
             held_deletions: crate::state::approvals::held_deletions(path)?,
+            target_quirks: store.quirks()?,
         })
     }
 
@@ -99,6 +102,12 @@ impl StatusView {
             );
             for s in &h.sample {
                 let _ = writeln!(out, "  {s}");
+            }
+        }
+        if !self.target_quirks.is_empty() {
+            let _ = writeln!(out, "Target quirks: {}", self.target_quirks.len());
+            for q in &self.target_quirks {
+                let _ = writeln!(out, "  {}: {} -> {}", q.id, q.found, q.handling);
             }
         }
         if self.errors.is_empty() {

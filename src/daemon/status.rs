@@ -400,6 +400,18 @@ impl Board {
                     );
                 }
                 self.recent_html(&mut body);
+                if !v.target_quirks.is_empty() {
+                    let _ = write!(body, "<h2>Target quirks</h2><table id=\"quirks\"><tr><th>Found</th><th>What dirbridge does</th></tr>");
+                    for q in &v.target_quirks {
+                        let _ = write!(
+                            body,
+                            "<tr><td>{}</td><td>{}</td></tr>",
+                            html_escape(&q.found),
+                            html_escape(&q.handling)
+                        );
+                    }
+                    let _ = write!(body, "</table>");
+                }
                 let _ = write!(body, "<h2>Objects in error ({})</h2>", v.errors.len());
                 if v.errors.is_empty() {
                     let _ = write!(body, "<p id=\"errors\">None.</p>");

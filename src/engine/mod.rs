@@ -229,6 +229,7 @@ async fn run_from<T: Target>(
         Ok(()) => ("ok", None),
         Err(e) => ("failed", Some(e.to_string())),
     };
+    store.set_quirks(&target.quirks())?;
     let record = RunRecord {
         run,
         kind: kind.name().to_string(),
@@ -269,10 +270,7 @@ async fn run_inner<T: Target>(
             });
         }
     }
-    target.preflight().await?;
-    if stored.as_deref() != Some(configured.as_str()) {
-        store.set_target_identity(&configured).await?;
-    }
+    target.begin_pass().await;
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let desired = if let Input::Feed(feed) = input {
@@ -299,6 +297,17 @@ async fn run_inner<T: Target>(
         guard_empty_read(&desired, &records)?;
         desired
     };
+
+    // After the directory read (and so its bind): a wrong directory password never reaches the
+    // target, and a wrong token is found before anything is planned.
+    target.preflight().await?;
+    if stored.as_deref() != Some(configured.as_str()) {
+        store.set_target_identity(&configured).await?;
+    }
+    let mut desired = desired;
+    for user in desired.users.values_mut() {
+        target.fit_user(user);
+    }
 
     if kind == RunKind::Resync {
         let users = target.list_users().await?;

@@ -8,9 +8,9 @@ use crate::state::records::{GroupRecord, Origin, Snapshot, UserRecord};
 use crate::target::{RemoteGroup, RemoteUser};
 
 /// Builds the records that describe the target as it is. An object is matched, in order, by the
-/// id the store knows, by `externalId` equal to its key, or, for a desired object, by userName /
-/// group name (adoption). Objects the gateway neither knows nor wants are left out, so they are
-/// never touched.
+/// id the store knows, by `externalId` equal to its key (exactly), or, for a desired object, by
+/// userName (in any case, as RFC 7643 compares it) or exact group name (adoption). Objects the
+/// gateway neither knows nor wants are left out, so they are never touched.
 pub fn observed(
     desired: &DesiredState,
     known: &Snapshot,
@@ -20,14 +20,12 @@ pub fn observed(
     let mut out = Snapshot::default();
 
     let user_by_id: HashMap<&str, &RemoteUser> = users.iter().map(|u| (u.id.as_str(), u)).collect();
-    let user_by_ext: HashMap<String, &RemoteUser> = users
-        .iter()
-        .filter_map(|u| u.external_id.as_ref().map(|e| (e.to_lowercase(), u)))
-        .collect();
-    let user_by_name: HashMap<String, &RemoteUser> = users
-        .iter()
-        .map(|u| (u.user.user_name.to_lowercase(), u))
-        .collect();
+    let user_by_ext = unique(
+        users
+            .iter()
+            .filter_map(|u| u.external_id.as_deref().map(|e| (e, u))),
+    );
+    let user_by_name = unique(users.iter().map(|u| (u.user.user_name.to_lowercase(), u)));
 
     let keys: BTreeSet<&Key> = known
         .users
@@ -41,7 +39,7 @@ pub fn observed(
         let rec = known.users.get(key);
         let found = rec
             .and_then(|r| user_by_id.get(r.target_id.as_str()).copied())
-            .or_else(|| user_by_ext.get(&key.to_lowercase()).copied())
+            .or_else(|| user_by_ext.get(key.as_str()).copied())
             .or_else(|| {
                 desired
                     .users
@@ -62,6 +60,11 @@ pub fn observed(
         .iter()
         .map(|(k, r, _)| (r.id.as_str(), *k))
         .collect();
+    // Some providers list group members by userName instead of id.
+    let key_by_name: HashMap<String, &Key> = matched
+        .iter()
+        .map(|(k, r, _)| (r.user.user_name.to_lowercase(), *k))
+        .collect();
     for (key, remote, origin) in matched {
         let mut pushed = remote.user.clone();
         pushed.manager = pushed
@@ -77,26 +80,24 @@ pub fn observed(
 
     let group_by_id: HashMap<&str, &RemoteGroup> =
         groups.iter().map(|g| (g.id.as_str(), g)).collect();
-    let group_by_ext: HashMap<String, &RemoteGroup> = groups
-        .iter()
-        .filter_map(|g| g.external_id.as_ref().map(|e| (e.to_lowercase(), g)))
-        .collect();
-    let group_by_name: HashMap<String, &RemoteGroup> = groups
-        .iter()
-        .map(|g| (g.display_name.to_lowercase(), g))
-        .collect();
+    let group_by_ext = unique(
+        groups
+            .iter()
+            .filter_map(|g| g.external_id.as_deref().map(|e| (e, g))),
+    );
+    let group_by_name = unique(groups.iter().map(|g| (g.display_name.as_str(), g)));
     let gkeys: BTreeSet<&Key> = known.groups.keys().chain(desired.groups.keys()).collect();
     let mut gclaimed: BTreeSet<&str> = BTreeSet::new();
     for key in gkeys {
         let rec = known.groups.get(key);
         let found = rec
             .and_then(|r| group_by_id.get(r.target_id.as_str()).copied())
-            .or_else(|| group_by_ext.get(&key.to_lowercase()).copied())
+            .or_else(|| group_by_ext.get(key.as_str()).copied())
             .or_else(|| {
                 desired
                     .groups
                     .get(key)
-                    .and_then(|g| group_by_name.get(&g.display_name.to_lowercase()).copied())
+                    .and_then(|g| group_by_name.get(g.display_name.as_str()).copied())
             });
         let Some(remote) = found else { continue };
         if !gclaimed.insert(remote.id.as_str()) {
@@ -105,7 +106,12 @@ pub fn observed(
         let members = remote
             .member_ids
             .iter()
-            .filter_map(|id| key_by_id.get(id.as_str()).map(|k| (*k).clone()))
+            .filter_map(|id| {
+                key_by_id
+                    .get(id.as_str())
+                    .or_else(|| key_by_name.get(&id.to_lowercase()))
+                    .map(|k| (*k).clone())
+            })
             .collect();
         out.groups.insert(
             key.clone(),
@@ -120,6 +126,20 @@ pub fn observed(
     out
 }
 
+/// The values held by exactly one object: a value two objects share identifies neither, so
+/// neither is adopted by it.
+fn unique<K: std::hash::Hash + Eq, V: Copy>(items: impl Iterator<Item = (K, V)>) -> HashMap<K, V> {
+    let mut seen: HashMap<K, Option<V>> = HashMap::new();
+    for (k, v) in items {
+        seen.entry(k)
+            .and_modify(|slot| *slot = None)
+            .or_insert(Some(v));
+    }
+    seen.into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
 /// Member references of the gateway's groups that point at no user or group on the target (the
 /// target deleted the object but kept the reference). A resync removes them: (group key, group
 /// id, dangling member ids).
@@ -128,6 +148,11 @@ pub fn dangling_members(
     users: &[RemoteUser],
     groups: &[RemoteGroup],
 ) -> Vec<(Key, String, Vec<String>)> {
+    // A provider that lists members by userName names existing users that way.
+    let names: BTreeSet<String> = users
+        .iter()
+        .map(|u| u.user.user_name.to_lowercase())
+        .collect();
     let existing: BTreeSet<&str> = users
         .iter()
         .map(|u| u.id.as_str())
@@ -142,7 +167,7 @@ pub fn dangling_members(
         let dangling: Vec<String> = remote
             .member_ids
             .iter()
-            .filter(|id| !existing.contains(id.as_str()))
+            .filter(|id| !existing.contains(id.as_str()) && !names.contains(&id.to_lowercase()))
             .cloned()
             .collect();
         if !dangling.is_empty() {

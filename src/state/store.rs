@@ -451,6 +451,16 @@ impl Store {
         self.meta_put("target", &url.to_string())?;
         self.flush().await
     }
+
+    /// The target's quirks as the last run found them (shown by `status`).
+    pub fn quirks(&self) -> Result<Vec<crate::target::quirks::Quirk>, StateError> {
+        Ok(self.meta_get("quirks")?.unwrap_or_default())
+    }
+
+    /// Saved with the run record, in its flush.
+    pub fn set_quirks(&self, quirks: &[crate::target::quirks::Quirk]) -> Result<(), StateError> {
+        self.meta_put("quirks", &quirks.to_vec())
+    }
 }
 
 #[cfg(unix)]

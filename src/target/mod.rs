@@ -1,6 +1,7 @@
 //! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives; the
 //! SCIM 2.0 client is the first implementation, a configurable REST client comes later.
 
+pub mod quirks;
 pub mod retry;
 pub mod scim;
 
@@ -141,8 +142,18 @@ impl TargetError {
 pub trait Target {
     /// Where it is, for messages and to tie the state store to one target.
     fn describe(&self) -> String;
-    /// Checks that the target answers and accepts the credentials.
+    /// Checks that the target answers, and learns what it can do.
     async fn preflight(&self) -> Result<(), TargetError>;
+    /// Called at the start of each pass: what the client cached of the target's content (the
+    /// look-up index of a provider that cannot filter) is read again when next needed.
+    async fn begin_pass(&self) {}
+    /// What the target was found to do differently from its protocol, and what is done about it.
+    fn quirks(&self) -> Vec<quirks::Quirk> {
+        Vec::new()
+    }
+    /// Leaves out of a desired user what this target has said it cannot hold, so that it is
+    /// neither sent nor seen as drift.
+    fn fit_user(&self, _user: &mut User) {}
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError>;
     /// The user or group whose externalId is `key` (what dirbridge sets on everything it
     /// creates), if any.

@@ -32,6 +32,17 @@ pub const ALL: [Fault; 6] = [
     Fault::Truncate,
 ];
 
+/// What a provider with a quirk does with a request, decided from its request line
+/// (`GET /v2/Users?filter=... HTTP/1.1`): pass it on, perhaps rewritten (a filter dropped, as a
+/// provider that ignores it would), or answer it itself (a parameter refused).
+pub enum Route {
+    Forward(String),
+    Reply(u16, String),
+}
+
+/// A rule applied to every request before any fault.
+pub type Rule = fn(&str) -> Route;
+
 struct Dice {
     state: u64,
     /// Per mille.
@@ -68,6 +79,7 @@ pub struct FaultProxy {
     flight: Arc<Mutex<(usize, usize)>>,
     /// Added to every answer (to make overlapping requests visible).
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    rule: Arc<Mutex<Option<Rule>>>,
 }
 
 /// Reads one HTTP request (headers and a Content-Length body). `None` on EOF or garbage.
@@ -156,10 +168,44 @@ enum Answer {
     Reset,
 }
 
-fn serve(mut client: TcpStream, upstream: u16, p: Arc<Mutex<Dice>>, stats: Stats) {
-    let Some(req) = read_request(&mut client) else {
+/// The request with its first line replaced.
+fn with_first_line(req: &[u8], line: &str) -> Vec<u8> {
+    let end = req
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(req.len());
+    let mut out = line.as_bytes().to_vec();
+    out.extend_from_slice(&req[end..]);
+    out
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream: u16,
+    p: Arc<Mutex<Dice>>,
+    stats: Stats,
+    rule: Option<Rule>,
+) {
+    let Some(mut req) = read_request(&mut client) else {
         return;
     };
+    if let Some(rule) = rule {
+        let first = String::from_utf8_lossy(&req)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match rule(&first) {
+            Route::Forward(line) => req = with_first_line(&req, &line),
+            Route::Reply(status, body) => {
+                if let Answer::Bytes(b) = reply(&format!("{status} Quirk"), "", &body) {
+                    let _ = client.write_all(&b);
+                    let _ = client.shutdown(Shutdown::Both);
+                }
+                return;
+            }
+        }
+    }
     stats.2.lock().unwrap().push(Instant::now());
     {
         let mut f = stats.3.lock().unwrap();
@@ -264,8 +310,9 @@ impl FaultProxy {
             arrivals: Arc::new(Mutex::new(Vec::new())),
             flight: Arc::new(Mutex::new((0, 0))),
             delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            rule: Arc::new(Mutex::new(None)),
         };
-        let (up, dice) = (proxy.up.clone(), proxy.dice.clone());
+        let (up, dice, rule) = (proxy.up.clone(), proxy.dice.clone(), proxy.rule.clone());
         let stats: Stats = (
             proxy.injected.clone(),
             proxy.clean.clone(),
@@ -280,13 +327,19 @@ impl FaultProxy {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         let (d, s) = (dice.clone(), stats.clone());
-                        std::thread::spawn(move || serve(client, upstream, d, s));
+                        let r = *rule.lock().unwrap();
+                        std::thread::spawn(move || serve(client, upstream, d, s, r));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
         proxy
+    }
+
+    /// Applies `rule` to every request from now on.
+    pub fn set_rule(&self, rule: Rule) {
+        *self.rule.lock().unwrap() = Some(rule);
     }
 
     /// Delays every answer by `ms` milliseconds.

@@ -3,31 +3,43 @@
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{decode, encode, local_patch};
+use super::discover::Capabilities;
+use super::find::Paging;
+use super::local_patch;
+use super::lookup::{Attr, Index};
 use crate::config::{TargetConfig, UpdateMethod};
-use crate::model::{FieldChange, Key, User};
+use crate::target::quirks::Quirks;
 use crate::target::retry::{self, Failure, Pacer};
-use crate::target::{RemoteGroup, RemoteUser, Target, TargetError, TargetErrorKind};
+use crate::target::{TargetError, TargetErrorKind};
 
 const SCIM_JSON: &str = "application/scim+json";
-/// Page size for listing users and groups on a resync.
-const LIST_PAGE: u64 = 200;
 /// Longest error detail kept from a target answer.
 const MAX_DETAIL: usize = 500;
 
 /// A SCIM 2.0 service provider.
 pub struct ScimClient {
     http: reqwest::Client,
-    base: url::Url,
-    custom_paths: Vec<String>,
+    pub(super) base: url::Url,
+    pub(super) custom_paths: Vec<String>,
     method: UpdateMethod,
     /// Updates go as GET + PUT instead of PATCH (configured, or found at preflight).
     use_put: AtomicBool,
     /// Further attempts after a retryable failure.
     retries: u32,
     pacer: Option<Pacer>,
+    pub(super) quirks: Quirks,
+    /// `/ServiceProviderConfig` says the provider cannot filter: every look-up is local.
+    pub(super) filter_unsupported: AtomicBool,
+    /// (resource, attribute) look-ups whose filter the provider ignored or refused.
+    pub(super) unfilterable: std::sync::Mutex<BTreeSet<(String, Attr)>>,
+    pub(super) user_index: tokio::sync::Mutex<Option<Index>>,
+    pub(super) group_index: tokio::sync::Mutex<Option<Index>>,
+    pub(super) paging: std::sync::Mutex<Paging>,
+    /// What `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` said, once read.
+    pub(super) caps: std::sync::RwLock<Capabilities>,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -93,11 +105,18 @@ impl ScimClient {
             use_put: AtomicBool::new(cfg.update_method == UpdateMethod::Put),
             retries: cfg.retries,
             pacer: cfg.rate_limit.map(Pacer::new),
+            quirks: Quirks::default(),
+            filter_unsupported: AtomicBool::new(false),
+            unfilterable: Default::default(),
+            user_index: Default::default(),
+            group_index: Default::default(),
+            paging: std::sync::Mutex::new(Paging::StartIndexAndCount),
+            caps: Default::default(),
         })
     }
 
     /// `{base}/{resource}[/{id}]`, with the id escaped as one path segment.
-    fn url(&self, resource: &str, id: Option<&str>) -> Result<url::Url, TargetError> {
+    pub(super) fn url(&self, resource: &str, id: Option<&str>) -> Result<url::Url, TargetError> {
         let mut u = self.base.join(resource).map_err(|e| TargetError {
             request: resource.to_string(),
             kind: TargetErrorKind::BadResponse(e.to_string()),
@@ -112,7 +131,7 @@ impl ScimClient {
 
     /// Sends a request, retrying what may be retried (see [`retry::retryable`]) up to
     /// `target.retries` times, and returns the JSON body (`Value::Null` for an empty one).
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         url: url::Url,
@@ -215,114 +234,81 @@ impl ScimClient {
         })
     }
 
-    async fn find_one(
-        &self,
-        resource: &str,
-        attr: &str,
-        value: &str,
-    ) -> Result<Option<Value>, TargetError> {
-        let label = format!("GET /{resource}?filter={attr} eq …");
-        let mut url = self.url(resource, None)?;
-        url.query_pairs_mut().append_pair(
-            "filter",
-            &format!("{attr} eq {}", super::filter_literal(value)),
-        );
-        let doc = self.call(Method::GET, url, None, &label).await?;
-        let (items, _) = decode::list(&doc).map_err(|e| TargetError {
-            request: label.clone(),
-            kind: TargetErrorKind::BadResponse(e),
-        })?;
-        match items.len() {
-            0 => Ok(None),
-            1 => Ok(items.into_iter().next()),
-            n => Err(TargetError {
-                request: label,
-                kind: TargetErrorKind::BadResponse(format!(
-                    "{n} resources match; cannot tell which one to adopt"
-                )),
-            }),
-        }
-    }
-
-    async fn list_all(&self, resource: &str) -> Result<Vec<Value>, TargetError> {
-        let mut out = Vec::new();
-        let mut start = 1u64;
-        // Bounded: a provider that ignores startIndex would otherwise loop forever.
-        for _ in 0..100_000 {
-            let label = format!("GET /{resource}?startIndex={start}");
-            let mut url = self.url(resource, None)?;
-            url.query_pairs_mut()
-                .append_pair("startIndex", &start.to_string())
-                .append_pair("count", &LIST_PAGE.to_string());
-            let doc = self.call(Method::GET, url, None, &label).await?;
-            let (items, total) = decode::list(&doc).map_err(|e| TargetError {
-                request: label,
-                kind: TargetErrorKind::BadResponse(e),
-            })?;
-            let n = items.len() as u64;
-            out.extend(items);
-            start += n;
-            let done = n == 0
-                || total
-                    .map(|t| out.len() as u64 >= t)
-                    .unwrap_or(n < LIST_PAGE);
-            if done {
-                return Ok(out);
-            }
-        }
-        Ok(out)
-    }
-
     /// Applies a PatchOp to `{resource}/{id}`: with PATCH, or, where the provider does not
     /// support it, by reading the resource, applying the operations locally and PUTting it back.
-    async fn patch(&self, resource: &str, id: &str, body: &Value) -> Result<(), TargetError> {
+    /// Returns the answer's body (`Null` when there is none).
+    pub(super) async fn patch(
+        &self,
+        resource: &str,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value, TargetError> {
         let url = self.url(resource, Some(id))?;
         if !self.use_put.load(Ordering::Relaxed) {
             let label = format!("PATCH /{resource}/{id}");
-            return self
-                .call(Method::PATCH, url, Some(body), &label)
-                .await
-                .map(|_| ());
+            return self.call(Method::PATCH, url, Some(body), &label).await;
         }
         let label = format!("GET /{resource}/{id}");
         let mut doc = self.call(Method::GET, url.clone(), None, &label).await?;
         local_patch::apply(&mut doc, body).map_err(|e| Self::bad(&label, e))?;
         let label = format!("PUT /{resource}/{id}");
-        self.call(Method::PUT, url, Some(&doc), &label)
-            .await
-            .map(|_| ())
+        self.call(Method::PUT, url, Some(&doc), &label).await
     }
 
-    /// Reads `patch.supported` from /ServiceProviderConfig. A provider that does not serve it is
-    /// taken to support PATCH (RFC 7644 makes PATCH part of the protocol).
-    async fn detect_patch_support(&self) -> Result<(), TargetError> {
-        let url = self.url("ServiceProviderConfig", None)?;
-        match self
-            .call(Method::GET, url, None, "GET /ServiceProviderConfig")
-            .await
-        {
-            Ok(doc) => {
-                let supported = doc
-                    .pointer("/patch/supported")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
-                if !supported {
-                    tracing::info!(
-                        "the target does not support PATCH: updates are sent as GET + PUT"
-                    );
-                }
-                self.use_put.store(!supported, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) if e.is_fatal() => Err(e),
-            Err(e) => {
-                tracing::debug!(error = %e, "no usable ServiceProviderConfig; using PATCH");
-                Ok(())
+    /// Reads `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` where the provider serves
+    /// them, and adapts: GET + PUT where PATCH is unsupported, local look-ups where filtering
+    /// is, attributes the schema lacks left out, `name.formatted` where it is required. Only a
+    /// refused credential stops here; anything else keeps the protocol's defaults.
+    pub(super) async fn discover(&self) -> Result<(), TargetError> {
+        let mut caps = Capabilities::default();
+        for resource in ["ServiceProviderConfig", "ResourceTypes", "Schemas"] {
+            let label = format!("GET /{resource}");
+            match self
+                .call(Method::GET, self.url(resource, None)?, None, &label)
+                .await
+            {
+                Ok(doc) => match resource {
+                    "ServiceProviderConfig" => caps.read_service_provider_config(&doc),
+                    "ResourceTypes" => caps.read_resource_types(&doc),
+                    _ => caps.read_schemas(&doc),
+                },
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "discovery document not served"),
             }
         }
+        if self.method == UpdateMethod::Auto {
+            let supported = caps.patch.unwrap_or(true);
+            if !supported {
+                self.quirks.note(
+                    "patch-unsupported",
+                    "/ServiceProviderConfig says patch.supported = false",
+                    "updates are sent as GET + PUT of the whole resource",
+                );
+            }
+            self.use_put.store(!supported, Ordering::Relaxed);
+        }
+        if caps.filter == Some(false) {
+            self.quirks.note(
+                "filter-unsupported",
+                "/ServiceProviderConfig says filter.supported = false",
+                "look-ups list the resources once per pass and match locally; only an exact match is adopted",
+            );
+            self.filter_unsupported.store(true, Ordering::Relaxed);
+        }
+        if caps.needs_formatted_name() {
+            self.quirks.note(
+                "formatted-name-required",
+                "the User schema requires name.formatted",
+                "name.formatted is sent as the given and family names joined (or displayName, or userName)",
+            );
+        }
+        if let Ok(mut c) = self.caps.write() {
+            *c = caps;
+        }
+        Ok(())
     }
 
-    async fn delete(&self, resource: &str, id: &str) -> Result<(), TargetError> {
+    pub(super) async fn delete(&self, resource: &str, id: &str) -> Result<(), TargetError> {
         let label = format!("DELETE /{resource}/{id}");
         let url = self.url(resource, Some(id))?;
         self.call(Method::DELETE, url, None, &label)
@@ -330,14 +316,14 @@ impl ScimClient {
             .map(|_| ())
     }
 
-    fn bad(label: &str, e: String) -> TargetError {
+    pub(super) fn bad(label: &str, e: String) -> TargetError {
         TargetError {
             request: label.to_string(),
             kind: TargetErrorKind::BadResponse(e),
         }
     }
 
-    fn created_id(doc: &Value, label: &str) -> Result<String, TargetError> {
+    pub(super) fn created_id(doc: &Value, label: &str) -> Result<String, TargetError> {
         doc.get("id")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -391,143 +377,5 @@ fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
         status: status.as_u16(),
         scim_type,
         detail,
-    }
-}
-
-impl Target for ScimClient {
-    fn describe(&self) -> String {
-        self.base.as_str().trim_end_matches('/').to_string()
-    }
-
-    async fn preflight(&self) -> Result<(), TargetError> {
-        let mut url = self.url("Users", None)?;
-        url.query_pairs_mut().append_pair("count", "1");
-        self.call(Method::GET, url, None, "GET /Users?count=1")
-            .await?;
-        if self.method == UpdateMethod::Auto {
-            self.detect_patch_support().await?;
-        }
-        Ok(())
-    }
-
-    async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
-        match self.find_one("Users", "userName", user_name).await? {
-            Some(doc) => decode::user(&doc, &self.custom_paths)
-                .map(Some)
-                .map_err(|e| Self::bad("GET /Users?filter=userName eq …", e)),
-            None => Ok(None),
-        }
-    }
-
-    async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError> {
-        match self.find_one("Users", "externalId", key).await? {
-            Some(doc) => decode::user(&doc, &self.custom_paths)
-                .map(Some)
-                .map_err(|e| Self::bad("GET /Users?filter=externalId eq …", e)),
-            None => Ok(None),
-        }
-    }
-
-    async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError> {
-        match self.find_one("Groups", "externalId", key).await? {
-            Some(doc) => decode::group(&doc)
-                .map(Some)
-                .map_err(|e| Self::bad("GET /Groups?filter=externalId eq …", e)),
-            None => Ok(None),
-        }
-    }
-
-    async fn create_user(
-        &self,
-        key: &Key,
-        user: &User,
-        manager_id: Option<&str>,
-    ) -> Result<String, TargetError> {
-        let body = encode::user_resource(key, user, manager_id);
-        let doc = self
-            .call(
-                Method::POST,
-                self.url("Users", None)?,
-                Some(&body),
-                "POST /Users",
-            )
-            .await?;
-        Self::created_id(&doc, "POST /Users")
-    }
-
-    async fn update_user(
-        &self,
-        id: &str,
-        changes: &[FieldChange],
-        _user: &User,
-        manager_id: Option<&str>,
-    ) -> Result<(), TargetError> {
-        self.patch("Users", id, &encode::user_patch(changes, manager_id))
-            .await
-    }
-
-    async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
-        self.patch("Users", id, &encode::deactivate_patch()).await
-    }
-
-    async fn delete_user(&self, id: &str) -> Result<(), TargetError> {
-        self.delete("Users", id).await
-    }
-
-    async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError> {
-        match self.find_one("Groups", "displayName", display_name).await? {
-            Some(doc) => decode::group(&doc)
-                .map(Some)
-                .map_err(|e| Self::bad("GET /Groups?filter=displayName eq …", e)),
-            None => Ok(None),
-        }
-    }
-
-    async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError> {
-        let body = encode::group_resource(key, display_name);
-        let doc = self
-            .call(
-                Method::POST,
-                self.url("Groups", None)?,
-                Some(&body),
-                "POST /Groups",
-            )
-            .await?;
-        Self::created_id(&doc, "POST /Groups")
-    }
-
-    async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError> {
-        self.patch("Groups", id, &encode::rename_patch(display_name))
-            .await
-    }
-
-    async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        self.patch("Groups", id, &encode::add_members_patch(member_ids))
-            .await
-    }
-
-    async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        self.patch("Groups", id, &encode::remove_members_patch(member_ids))
-            .await
-    }
-
-    async fn delete_group(&self, id: &str) -> Result<(), TargetError> {
-        self.delete("Groups", id).await
-    }
-
-    async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
-        self.list_all("Users")
-            .await?
-            .iter()
-            .map(|d| decode::user(d, &self.custom_paths).map_err(|e| Self::bad("GET /Users", e)))
-            .collect()
-    }
-
-    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
-        self.list_all("Groups")
-            .await?
-            .iter()
-            .map(|d| decode::group(d).map_err(|e| Self::bad("GET /Groups", e)))
-            .collect()
     }
 }

@@ -78,17 +78,36 @@ pub fn group(doc: &Value) -> Result<RemoteGroup, String> {
     let id = text(doc.get("id")).ok_or("a Group resource has no id")?;
     let display_name =
         text(doc.get("displayName")).ok_or_else(|| format!("Group {id} has no displayName"))?;
-    let member_ids = doc
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|m| text(m.get("value"))).collect())
-        .unwrap_or_default();
+    let member_ids = member_refs(doc);
     Ok(RemoteGroup {
         id,
         external_id: text(doc.get("externalId")),
         display_name,
         member_ids,
     })
+}
+
+/// The members a Group resource lists: each `value`, or, where a provider gives only `$ref`, the
+/// last segment of that URI (the member's id).
+pub fn member_refs(doc: &Value) -> Vec<String> {
+    doc.get("members")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| {
+                    text(m.get("value")).or_else(|| {
+                        text(m.get("$ref")).and_then(|r| {
+                            r.trim_end_matches('/')
+                                .rsplit('/')
+                                .next()
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string)
+                        })
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The `Resources` of a ListResponse, and `totalResults`.

@@ -2,8 +2,12 @@
 
 mod client;
 pub mod decode;
+mod discover;
 mod encode;
+mod find;
 mod local_patch;
+mod lookup;
+mod resources;
 
 pub use client::ScimClient;
 

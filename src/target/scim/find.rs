@@ -1,0 +1,300 @@
+//! Look-ups and listings, tolerant of providers that ignore or refuse query parameters.
+//!
+//! A look-up asks with a filter and checks the answer ([`lookup::pick`]); when the provider
+//! ignores or refuses the filter (or says in `/ServiceProviderConfig` that it cannot filter),
+//! the resource type is listed once per pass and looked up in an [`Index`]; the one candidate is
+//! read again by id and checked before it is returned. A listing asks for pages with
+//! `startIndex` and `count`, falls back to `startIndex` alone and then to no paging at all when
+//! the provider refuses them, follows the page size the provider answers with, and stops when a
+//! page brings nothing new.
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::client::ScimClient;
+use super::decode;
+use super::lookup::{self, Attr, Index, Pick};
+use crate::target::{TargetError, TargetErrorKind};
+
+/// Page size asked for when listing.
+pub const LIST_PAGE: u64 = 200;
+/// Most pages followed in one listing: a provider that never says it is done cannot make a
+/// listing endless.
+const MAX_PAGES: usize = 100_000;
+
+/// How listings ask for pages: reduced when the provider refuses a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Paging {
+    StartIndexAndCount,
+    StartIndexOnly,
+    None,
+}
+
+/// The attributes indexed for each resource type.
+fn indexed(resource: &str) -> &'static [Attr] {
+    if resource == "Groups" {
+        &[Attr::DisplayName, Attr::ExternalId]
+    } else {
+        &[Attr::UserName, Attr::ExternalId]
+    }
+}
+
+/// A look-up failure that says the provider cannot filter this way (rather than that the target
+/// is unusable): the look-up goes on through the index.
+fn filter_refused(e: &TargetError) -> bool {
+    matches!(
+        e.kind,
+        TargetErrorKind::Http {
+            status: 400 | 404 | 405 | 406 | 422 | 500 | 501,
+            ..
+        } | TargetErrorKind::BadResponse(_)
+    )
+}
+
+impl ScimClient {
+    /// The one `resource` whose `attr` holds `value`, checked; `None` when there is none.
+    pub(super) async fn find_one(
+        &self,
+        resource: &str,
+        attr: Attr,
+        value: &str,
+    ) -> Result<Option<Value>, TargetError> {
+        let label = format!("GET /{resource}?filter={} eq …", attr.scim_name());
+        if self.filter_usable(resource, attr) {
+            let mut url = self.url(resource, None)?;
+            url.query_pairs_mut().append_pair(
+                "filter",
+                &format!("{} eq {}", attr.scim_name(), super::filter_literal(value)),
+            );
+            let answer = self
+                .call(Method::GET, url, None, &label)
+                .await
+                .and_then(|doc| decode::list(&doc).map_err(|e| Self::bad(&label, e)));
+            match answer {
+                Ok((items, _)) => match lookup::pick(items, attr, value) {
+                    Pick::Found(doc) => return Ok(Some(doc)),
+                    Pick::NotFound => return Ok(None),
+                    Pick::Ambiguous(n) => return Err(ambiguous(&label, n)),
+                    Pick::FilterIgnored => {
+                        self.quirks.note(
+                            "filter-ignored",
+                            format!(
+                                "{label} answered with resources the filter excludes: the provider ignores `filter`"
+                            ),
+                            "look-ups list the resources once per pass and match locally; only an exact match is adopted",
+                        );
+                        self.stop_filtering(resource, attr);
+                    }
+                },
+                Err(e) if e.is_fatal() || !filter_refused(&e) => return Err(e),
+                Err(e) => {
+                    self.quirks.note(
+                        &format!("filter-refused-{resource}-{}", attr.scim_name()),
+                        format!(
+                            "the provider refuses a filter on {resource} {}: {e}",
+                            attr.scim_name()
+                        ),
+                        "these look-ups list the resources once per pass and match locally",
+                    );
+                    self.stop_filtering(resource, attr);
+                }
+            }
+        }
+        self.find_in_index(resource, attr, value).await
+    }
+
+    fn filter_usable(&self, resource: &str, attr: Attr) -> bool {
+        !self
+            .filter_unsupported
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .unfilterable
+                .lock()
+                .map(|s| !s.contains(&(resource.to_string(), attr)))
+                .unwrap_or(false)
+    }
+
+    fn stop_filtering(&self, resource: &str, attr: Attr) {
+        if let Ok(mut s) = self.unfilterable.lock() {
+            s.insert((resource.to_string(), attr));
+        }
+    }
+
+    fn index_slot(&self, resource: &str) -> &tokio::sync::Mutex<Option<Index>> {
+        if resource == "Groups" {
+            &self.group_index
+        } else {
+            &self.user_index
+        }
+    }
+
+    async fn find_in_index(
+        &self,
+        resource: &str,
+        attr: Attr,
+        value: &str,
+    ) -> Result<Option<Value>, TargetError> {
+        let ids = {
+            let mut slot = self.index_slot(resource).lock().await;
+            if slot.is_none() {
+                let docs = self.list_all(resource).await?;
+                tracing::info!(
+                    resource,
+                    listed = docs.len(),
+                    "listed the target once for local look-ups"
+                );
+                *slot = Some(Index::new(&docs, indexed(resource)));
+            }
+            slot.as_ref()
+                .map(|ix| ix.candidates(attr, value).to_vec())
+                .unwrap_or_default()
+        };
+        let label = format!("GET /{resource}/…");
+        match ids.as_slice() {
+            [] => Ok(None),
+            [id] => {
+                let url = self.url(resource, Some(id))?;
+                match self.call(Method::GET, url, None, &label).await {
+                    // Read again and checked: it may have changed since the listing.
+                    Ok(doc) if attr.matches(&doc, value) && doc.get("id").is_some() => {
+                        Ok(Some(doc))
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            many => Err(ambiguous(&label, many.len())),
+        }
+    }
+
+    /// Adds a resource the gateway just created to the index, if one is in use.
+    pub(super) async fn remember(&self, resource: &str, doc: &Value) {
+        if let Some(ix) = self.index_slot(resource).lock().await.as_mut() {
+            ix.insert(doc, indexed(resource));
+        }
+    }
+
+    /// Drops the index of a resource type (a 409 says it missed something).
+    pub(super) async fn forget_index(&self, resource: &str) {
+        *self.index_slot(resource).lock().await = None;
+    }
+
+    /// Replaces the index with one built from a listing made anyway (a resync's).
+    pub(super) async fn index_from(&self, resource: &str, docs: &[Value]) {
+        *self.index_slot(resource).lock().await = Some(Index::new(docs, indexed(resource)));
+    }
+
+    /// Every resource of a type.
+    pub(super) async fn list_all(&self, resource: &str) -> Result<Vec<Value>, TargetError> {
+        loop {
+            let paging = self.paging.lock().map(|p| *p).unwrap_or(Paging::None);
+            match self.list_with(resource, paging).await {
+                Ok(v) => return Ok(v),
+                Err(e) if paging != Paging::None && paging_refused(&e) => {
+                    let next = if paging == Paging::StartIndexAndCount {
+                        Paging::StartIndexOnly
+                    } else {
+                        Paging::None
+                    };
+                    self.quirks.note(
+                        if next == Paging::StartIndexOnly {
+                            "count-refused"
+                        } else {
+                            "paging-refused"
+                        },
+                        format!("a listing with {paging:?} paging failed: {e}"),
+                        if next == Paging::StartIndexOnly {
+                            "listings send startIndex alone and follow the provider's page size"
+                        } else {
+                            "listings ask for everything at once"
+                        },
+                    );
+                    if let Ok(mut p) = self.paging.lock() {
+                        *p = (*p).max(next);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn list_with(&self, resource: &str, paging: Paging) -> Result<Vec<Value>, TargetError> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut start = 1u64;
+        for _ in 0..MAX_PAGES {
+            let mut url = self.url(resource, None)?;
+            let label = match paging {
+                Paging::StartIndexAndCount => {
+                    url.query_pairs_mut()
+                        .append_pair("startIndex", &start.to_string())
+                        .append_pair("count", &LIST_PAGE.to_string());
+                    format!("GET /{resource}?startIndex={start}&count={LIST_PAGE}")
+                }
+                Paging::StartIndexOnly => {
+                    url.query_pairs_mut()
+                        .append_pair("startIndex", &start.to_string());
+                    format!("GET /{resource}?startIndex={start}")
+                }
+                Paging::None => format!("GET /{resource}"),
+            };
+            let doc = self.call(Method::GET, url, None, &label).await?;
+            let (items, total) = decode::list(&doc).map_err(|e| Self::bad(&label, e))?;
+            let n = items.len() as u64;
+            let mut fresh = 0usize;
+            for item in items {
+                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                // A resource seen on an earlier page (the provider ignores startIndex, or the
+                // listing shifted) is taken once.
+                if id.is_empty() || seen.insert(id.to_string()) {
+                    fresh += 1;
+                    out.push(item);
+                }
+            }
+            start += n;
+            let complete = total.is_some_and(|t| out.len() as u64 >= t);
+            if paging == Paging::None || n == 0 || fresh == 0 || complete {
+                // An incomplete listing would make a resync recreate what it did not see.
+                if let Some(t) = total.filter(|t| (out.len() as u64) < *t) {
+                    let why = if fresh == 0 && n > 0 {
+                        " (pages repeat: the provider ignores startIndex)"
+                    } else {
+                        ""
+                    };
+                    return Err(Self::bad(
+                        &label,
+                        format!(
+                            "the provider says {t} {resource} exist but only {} could be listed{why}",
+                            out.len()
+                        ),
+                    ));
+                }
+                return Ok(out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A listing failure that may come from a paging parameter the provider does not take.
+fn paging_refused(e: &TargetError) -> bool {
+    matches!(
+        e.kind,
+        TargetErrorKind::Http {
+            status: 400 | 422 | 500 | 501,
+            ..
+        }
+    )
+}
+
+fn ambiguous(label: &str, n: usize) -> TargetError {
+    TargetError {
+        request: label.to_string(),
+        kind: TargetErrorKind::BadResponse(format!(
+            "{n} resources match exactly; none is adopted (resolve the duplicates on the target)"
+        )),
+    }
+}

@@ -1,0 +1,290 @@
+//! [`Target`] for the SCIM client: users and groups as RFC 7643 resources, every look-up checked
+//! (see `find.rs`), membership removals checked where the answer carries the group.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::client::ScimClient;
+use super::lookup::Attr;
+use super::{decode, encode, PATCH_OP};
+use crate::model::{FieldChange, Key, User, UserField};
+use crate::target::quirks::Quirk;
+use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
+
+/// `name.formatted` from what the user has: given and family names, else displayName, else
+/// userName.
+fn formatted_name(u: &User) -> String {
+    let joined: Vec<&str> = [u.given_name.as_deref(), u.family_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !joined.is_empty() {
+        return joined.join(" ");
+    }
+    u.display_name
+        .clone()
+        .unwrap_or_else(|| u.user_name.clone())
+}
+
+impl ScimClient {
+    fn needs_formatted_name(&self) -> bool {
+        self.caps
+            .read()
+            .map(|c| c.needs_formatted_name())
+            .unwrap_or(false)
+    }
+
+    fn user_from(&self, doc: &Value, label: &str) -> Result<RemoteUser, TargetError> {
+        decode::user(doc, &self.custom_paths).map_err(|e| Self::bad(label, e))
+    }
+
+    async fn create(&self, resource: &str, body: &Value) -> Result<Value, TargetError> {
+        let label = format!("POST /{resource}");
+        match self
+            .call(Method::POST, self.url(resource, None)?, Some(body), &label)
+            .await
+        {
+            Ok(doc) => {
+                let id = Self::created_id(&doc, &label)?;
+                if doc.get("externalId").is_none() && doc.get("userName").is_some() {
+                    self.quirks.note(
+                        "externalid-dropped",
+                        format!("{label} answered without the externalId it was sent"),
+                        "look-ups by the gateway's key fall back to userName and group name",
+                    );
+                }
+                // What was sent, with the id given: the answer may leave attributes out.
+                let mut known = body.clone();
+                if let Some(o) = known.as_object_mut() {
+                    o.insert("id".into(), json!(id));
+                }
+                self.remember(resource, &known).await;
+                Ok(doc)
+            }
+            Err(e) => {
+                if e.is_conflict() {
+                    // The index missed something (created meanwhile): read it again.
+                    self.forget_index(resource).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A removal the provider acknowledged but did not carry out (the group it answers with
+    /// still lists the member) is sent again as a replacement of the whole member list.
+    async fn check_removal(
+        &self,
+        id: &str,
+        removed: &[String],
+        answer: &Value,
+    ) -> Result<(), TargetError> {
+        if answer.get("members").is_none() && answer.get("displayName").is_none() {
+            return Ok(()); // no resource in the answer: resync checks it
+        }
+        let listed = decode::member_refs(answer);
+        let left: Vec<&String> = removed.iter().filter(|r| listed.contains(r)).collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        self.quirks.note(
+            "member-removal-ignored",
+            format!("PATCH /Groups/{id} removing members answered success, but the group still lists them"),
+            "the member list is replaced as a whole instead, and checked again",
+        );
+        let keep: Vec<Value> = listed
+            .iter()
+            .filter(|m| !removed.contains(m))
+            .map(|m| json!({ "value": m }))
+            .collect();
+        let body = json!({ "schemas": [PATCH_OP], "Operations": [
+            {"op": "replace", "path": "members", "value": keep}
+        ]});
+        let again = self.patch("Groups", id, &body).await?;
+        let still = decode::member_refs(&again);
+        if again.is_object() && removed.iter().any(|r| still.contains(r)) {
+            return Err(Self::bad(
+                &format!("PATCH /Groups/{id}"),
+                "the provider keeps members it was told to remove (by removal and by replacement)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Target for ScimClient {
+    fn describe(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_string()
+    }
+
+    async fn preflight(&self) -> Result<(), TargetError> {
+        self.discover().await
+    }
+
+    async fn begin_pass(&self) {
+        self.forget_index("Users").await;
+        self.forget_index("Groups").await;
+    }
+
+    fn quirks(&self) -> Vec<Quirk> {
+        self.quirks.list()
+    }
+
+    fn fit_user(&self, user: &mut User) {
+        let dropped = match self.caps.read() {
+            Ok(c) => c.fit(user),
+            Err(_) => return,
+        };
+        for path in dropped {
+            self.quirks.note(
+                &format!("schema-lacks-{path}"),
+                format!("the provider's User schema has no {path}"),
+                format!("{path} is not sent (nor compared on resync)"),
+            );
+        }
+    }
+
+    async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
+        match self.find_one("Users", Attr::UserName, user_name).await? {
+            Some(doc) => self
+                .user_from(&doc, "GET /Users?filter=userName eq …")
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError> {
+        if self.quirks.has("externalid-dropped") {
+            return Ok(None);
+        }
+        match self.find_one("Users", Attr::ExternalId, key).await? {
+            Some(doc) => self
+                .user_from(&doc, "GET /Users?filter=externalId eq …")
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError> {
+        if self.quirks.has("externalid-dropped") {
+            return Ok(None);
+        }
+        match self.find_one("Groups", Attr::ExternalId, key).await? {
+            Some(doc) => decode::group(&doc)
+                .map(Some)
+                .map_err(|e| Self::bad("GET /Groups?filter=externalId eq …", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_user(
+        &self,
+        key: &Key,
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Result<String, TargetError> {
+        let mut body = encode::user_resource(key, user, manager_id);
+        if self.needs_formatted_name() {
+            if let Some(o) = body.as_object_mut() {
+                let name = o.entry("name").or_insert_with(|| json!({}));
+                if let Some(n) = name.as_object_mut() {
+                    n.insert("formatted".into(), json!(formatted_name(user)));
+                }
+            }
+        }
+        let doc = self.create("Users", &body).await?;
+        Self::created_id(&doc, "POST /Users")
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        changes: &[FieldChange],
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Result<(), TargetError> {
+        let mut body = encode::user_patch(changes, manager_id);
+        let names_changed = changes
+            .iter()
+            .any(|c| matches!(c.field, UserField::GivenName | UserField::FamilyName));
+        if names_changed && self.needs_formatted_name() {
+            if let Some(ops) = body.get_mut("Operations").and_then(Value::as_array_mut) {
+                ops.push(json!({"op": "replace", "path": "name.formatted", "value": formatted_name(user)}));
+            }
+        }
+        self.patch("Users", id, &body).await.map(|_| ())
+    }
+
+    async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
+        self.patch("Users", id, &encode::deactivate_patch())
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<(), TargetError> {
+        self.delete("Users", id).await
+    }
+
+    async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError> {
+        match self
+            .find_one("Groups", Attr::DisplayName, display_name)
+            .await?
+        {
+            Some(doc) => decode::group(&doc)
+                .map(Some)
+                .map_err(|e| Self::bad("GET /Groups?filter=displayName eq …", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError> {
+        let doc = self
+            .create("Groups", &encode::group_resource(key, display_name))
+            .await?;
+        Self::created_id(&doc, "POST /Groups")
+    }
+
+    async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError> {
+        self.patch("Groups", id, &encode::rename_patch(display_name))
+            .await
+            .map(|_| ())
+    }
+
+    async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
+        self.patch("Groups", id, &encode::add_members_patch(member_ids))
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
+        let answer = self
+            .patch("Groups", id, &encode::remove_members_patch(member_ids))
+            .await?;
+        self.check_removal(id, member_ids, &answer).await
+    }
+
+    async fn delete_group(&self, id: &str) -> Result<(), TargetError> {
+        self.delete("Groups", id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
+        let docs = self.list_all("Users").await?;
+        let users = docs
+            .iter()
+            .map(|d| self.user_from(d, "GET /Users"))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.index_from("Users", &docs).await;
+        Ok(users)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
+        let docs = self.list_all("Groups").await?;
+        let groups = docs
+            .iter()
+            .map(|d| decode::group(d).map_err(|e| Self::bad("GET /Groups", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.index_from("Groups", &docs).await;
+        Ok(groups)
+    }
+}
