@@ -85,7 +85,7 @@ fn strangers(scim: &Scim) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn without_filter(line: &str) -> Route {
+fn without_filter(line: &str, _body: &str) -> Route {
     // `GET /v2/Users?filter=userName%20eq%20%22alice%22 HTTP/1.1` -> `GET /v2/Users HTTP/1.1`
     let mut parts = line.splitn(3, ' ');
     let (method, target, version) = (
@@ -111,7 +111,7 @@ fn without_filter(line: &str) -> Route {
 }
 
 /// Says it cannot filter, refuses `count` with a 500, and otherwise ignores filters too.
-fn no_filter_no_count(line: &str) -> Route {
+fn no_filter_no_count(line: &str, body: &str) -> Route {
     if line.contains("/ServiceProviderConfig") {
         return Route::Reply(
             200,
@@ -128,10 +128,10 @@ fn no_filter_no_count(line: &str) -> Route {
     if line.contains("count=") {
         return Route::Reply(500, r#"{"detail":"count is not supported"}"#.into());
     }
-    without_filter(line)
+    without_filter(line, body)
 }
 
-fn check_ownership(env: &mut Env, rule: fn(&str) -> Route, quirk: &str) {
+fn check_ownership(env: &mut Env, rule: fn(&str, &str) -> Route, quirk: &str) {
     add_strangers(&env.scim);
     let before = strangers(&env.scim);
     assert_eq!(before.len(), 10);
@@ -212,4 +212,97 @@ fn a_provider_that_cannot_filter_or_count_is_listed_and_matched_locally() {
     check_ownership(&mut env, no_filter_no_count, "filter-unsupported");
     let status = env.run(&["status"]);
     assert!(status.stdout.contains("count-refused"), "{status:?}");
+}
+
+/// Answers a member removal with success and the group as it was (a read instead of the
+/// PATCH): the removal is acknowledged but never carried out.
+fn removals_ignored(line: &str, body: &str) -> Route {
+    if line.starts_with("PATCH /v2/Groups/") && body.contains("\"op\":\"remove\"") {
+        return Route::ForwardWith(line.replacen("PATCH", "GET", 1), String::new());
+    }
+    Route::Forward(line.to_string())
+}
+
+#[test]
+fn a_member_removal_acknowledged_but_not_carried_out_is_sent_as_a_replacement() {
+    let mut env = Env::start();
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    proxy.set_rule(removals_ignored);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.sync();
+    assert_eq!(env.scim.member_names("engineering"), ["alice", "bob"]);
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    let r = env.sync();
+    assert!(r.stderr.contains("member-removal-ignored"), "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), ["alice"]);
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
+}
+
+/// Keeps no externalId (drops it from what is created), and describes a User schema without
+/// `title` that requires `name.formatted`.
+fn forgetful(line: &str, body: &str) -> Route {
+    if line.starts_with("POST /v2/Users ") {
+        let mut doc: Value = serde_json::from_str(body).unwrap();
+        doc.as_object_mut().unwrap().remove("externalId");
+        return Route::ForwardWith(line.to_string(), doc.to_string());
+    }
+    if line.starts_with("GET /v2/Schemas") {
+        let attrs = json!([
+            {"name": "userName", "type": "string", "required": true},
+            {"name": "name", "type": "complex", "subAttributes": [
+                {"name": "formatted", "type": "string", "required": true},
+                {"name": "givenName", "type": "string"}, {"name": "familyName", "type": "string"}]},
+            {"name": "displayName", "type": "string"}, {"name": "active", "type": "boolean"},
+            {"name": "emails", "type": "complex"}
+        ]);
+        return Route::Reply(
+            200,
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1,
+                   "Resources": [{"id": "urn:ietf:params:scim:schemas:core:2.0:User", "name": "User", "attributes": attrs}]})
+            .to_string(),
+        );
+    }
+    Route::Forward(line.to_string())
+}
+
+#[test]
+fn a_provider_without_external_id_or_title_and_requiring_a_formatted_name() {
+    let mut env = Env::start();
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    proxy.set_rule(forgetful);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    let r = env.sync();
+    for quirk in [
+        "externalid-dropped",
+        "schema-lacks-title",
+        "formatted-name-required",
+    ] {
+        assert!(r.stderr.contains(quirk), "{quirk} not logged: {r:?}");
+    }
+    let alice = env.scim.user("alice").unwrap();
+    assert_eq!(alice["name"]["formatted"], "Alice Archer", "{alice}");
+    assert!(alice.get("title").is_none(), "title sent: {alice}");
+    assert!(alice.get("externalId").is_none(), "{alice}");
+    // Nothing looks changed: title is neither sent nor compared, on sync or resync.
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
+    // A renamed given name keeps name.formatted in step.
+    env.slapd.modify(
+        "dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: givenName\ngivenName: Alicia\n",
+    );
+    env.sync();
+    assert_eq!(
+        env.scim.user("alice").unwrap()["name"]["formatted"],
+        "Alicia Archer"
+    );
+    // Without externalId, a wiped state folder is rebuilt by userName: no duplicate.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(env.scim.users().len(), 3);
 }

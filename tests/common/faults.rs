@@ -33,15 +33,18 @@ pub const ALL: [Fault; 6] = [
 ];
 
 /// What a provider with a quirk does with a request, decided from its request line
-/// (`GET /v2/Users?filter=... HTTP/1.1`): pass it on, perhaps rewritten (a filter dropped, as a
-/// provider that ignores it would), or answer it itself (a parameter refused).
+/// (`GET /v2/Users?filter=... HTTP/1.1`) and body: pass it on, perhaps rewritten (a filter
+/// dropped, an attribute not kept, a removal not carried out), or answer it itself (a parameter
+/// refused).
 pub enum Route {
     Forward(String),
+    /// A new request line and body.
+    ForwardWith(String, String),
     Reply(u16, String),
 }
 
-/// A rule applied to every request before any fault.
-pub type Rule = fn(&str) -> Route;
+/// A rule applied to every request before any fault: (request line, body) -> route.
+pub type Rule = fn(&str, &str) -> Route;
 
 struct Dice {
     state: u64,
@@ -168,14 +171,30 @@ enum Answer {
     Reset,
 }
 
-/// The request with its first line replaced.
-fn with_first_line(req: &[u8], line: &str) -> Vec<u8> {
+/// The request with its first line, and perhaps its body, replaced.
+fn rewritten(req: &[u8], line: &str, body: Option<&str>) -> Vec<u8> {
     let end = req
         .windows(2)
         .position(|w| w == b"\r\n")
         .unwrap_or(req.len());
+    let head_end = req
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(req.len());
     let mut out = line.as_bytes().to_vec();
-    out.extend_from_slice(&req[end..]);
+    match body {
+        None => out.extend_from_slice(&req[end..]),
+        Some(b) => {
+            let head = String::from_utf8_lossy(&req[end..head_end]);
+            for l in head.split("\r\n").filter(|l| !l.is_empty()) {
+                if !l.to_ascii_lowercase().starts_with("content-length:") {
+                    out.extend_from_slice(format!("\r\n{l}").as_bytes());
+                }
+            }
+            out.extend_from_slice(format!("\r\nContent-Length: {}\r\n\r\n{b}", b.len()).as_bytes());
+        }
+    }
     out
 }
 
@@ -190,13 +209,15 @@ fn serve(
         return;
     };
     if let Some(rule) = rule {
-        let first = String::from_utf8_lossy(&req)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        match rule(&first) {
-            Route::Forward(line) => req = with_first_line(&req, &line),
+        let text = String::from_utf8_lossy(&req).to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        match rule(&first, body) {
+            Route::Forward(line) => req = rewritten(&req, &line, None),
+            Route::ForwardWith(line, body) => req = rewritten(&req, &line, Some(&body)),
             Route::Reply(status, body) => {
                 if let Answer::Bytes(b) = reply(&format!("{status} Quirk"), "", &body) {
                     let _ = client.write_all(&b);
