@@ -305,7 +305,7 @@ impl Config {
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
-        raw.validate(path)
+        raw.validate(path, text)
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`crate::model::DesiredState`].
 
 pub mod desired;
+pub mod expr;
 mod key;
 
 pub use key::{guid_bytes, guid_string};

@@ -1,0 +1,124 @@
+//! `[daemon]`: how `dirbridge run` follows the directory and shows its status.
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    #[serde(default = "default_poll")]
+    poll_interval: String,
+    #[serde(default = "default_full_resync")]
+    full_resync: String,
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    change_feed: ChangeFeed,
+    #[serde(default = "default_coalesce")]
+    coalesce: String,
+    #[serde(default = "default_notify_fallback")]
+    notify_fallback: String,
+    #[serde(default = "default_heartbeat")]
+    heartbeat: String,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            poll_interval: default_poll(),
+            full_resync: default_full_resync(),
+            listen: default_listen(),
+            change_feed: ChangeFeed::default(),
+            coalesce: default_coalesce(),
+            notify_fallback: default_notify_fallback(),
+            heartbeat: default_heartbeat(),
+        }
+    }
+}
+
+fn default_poll() -> String {
+    "60s".into()
+}
+fn default_full_resync() -> String {
+    "daily 03:00".into()
+}
+fn default_heartbeat() -> String {
+    "30s".into()
+}
+fn default_notify_fallback() -> String {
+    "5s".into()
+}
+fn default_coalesce() -> String {
+    "100ms".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8086".into()
+}
+
+impl RawDaemon {
+    pub(super) fn check(self, cx: &Cx, ldap: &LdapConfig) -> Result<DaemonConfig, ConfigError> {
+        let invalid = |key: &str, reason: String| cx.invalid(key, reason);
+        let d = self;
+        let poll_interval = crate::daemon::parse_duration(&d.poll_interval)
+            .map_err(|r| invalid("daemon.poll_interval", r))?;
+        let full_resync = crate::daemon::Schedule::parse(&d.full_resync)
+            .map_err(|r| invalid("daemon.full_resync", r))?;
+        let listen = match d.listen.trim() {
+            "" | "off" => None,
+            addr => {
+                let a: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    invalid(
+                        "daemon.listen",
+                        format!("`{addr}` is not an address like 127.0.0.1:8086"),
+                    )
+                })?;
+                if !a.ip().is_loopback() {
+                    tracing::warn!(
+                        listen = %a,
+                        "the status server is reachable from the network: it shows user names and errors"
+                    );
+                }
+                Some(a)
+            }
+        };
+        let coalesce = crate::daemon::parse_duration(&d.coalesce)
+            .map_err(|r| invalid("daemon.coalesce", r))?;
+        if coalesce > std::time::Duration::from_secs(10) {
+            return Err(invalid(
+                "daemon.coalesce",
+                "at most 10s: it delays every change by up to that much".into(),
+            ));
+        }
+        let notify_fallback = crate::daemon::parse_duration(&d.notify_fallback)
+            .map_err(|r| invalid("daemon.notify_fallback", r))?;
+        if d.change_feed == ChangeFeed::Notify && ldap.profile != Profile::ActiveDirectory {
+            return Err(invalid(
+                "daemon.change_feed",
+                "notify is Active Directory's change notification: set ldap.profile = \"ad\", or use syncrepl / timestamp / poll".into(),
+            ));
+        }
+        if matches!(d.change_feed, ChangeFeed::Syncrepl | ChangeFeed::Timestamp) {
+            if ldap.profile == Profile::ActiveDirectory {
+                return Err(invalid(
+                    "daemon.change_feed",
+                    "syncrepl and timestamp are for OpenLDAP and other LDAP servers; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
+                ));
+            }
+            if let Some(why) = crate::daemon::syncrepl_unfit(&ldap) {
+                return Err(invalid("daemon.change_feed", why.into()));
+            }
+        }
+        let daemon = DaemonConfig {
+            poll_interval,
+            full_resync,
+            listen,
+            change_feed: d.change_feed,
+            coalesce,
+            notify_fallback,
+            heartbeat: crate::daemon::parse_duration(&d.heartbeat)
+                .map_err(|r| invalid("daemon.heartbeat", r))?,
+        };
+        Ok(daemon)
+    }
+}

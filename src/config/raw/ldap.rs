@@ -1,0 +1,234 @@
+//! `[ldap]`: where the directory is, how to reach it, what to read.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLdap {
+    #[serde(default)]
+    pub(super) profile: Profile,
+    url: String,
+    #[serde(default)]
+    starttls: bool,
+    bind_dn: Option<String>,
+    bind_password: Option<Secret>,
+    bind_password_file: Option<String>,
+    bind_password_env: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    tls_verify: bool,
+    #[serde(default)]
+    allow_plaintext: bool,
+    base_dn: String,
+    user_base: Option<String>,
+    group_base: Option<String>,
+    user_filter: Option<String>,
+    group_filter: Option<String>,
+    #[serde(default = "default_membership")]
+    membership: Membership,
+    #[serde(default)]
+    nested_groups: bool,
+    referenced_groups: Option<ReferencedGroups>,
+    range_step: Option<u32>,
+    #[serde(default)]
+    include_primary_group: bool,
+    incremental: Option<bool>,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+/// The defaults a directory flavour brings; every one can be overridden in the file.
+pub(super) struct ProfileDefaults {
+    pub(super) user_filter: &'static str,
+    pub(super) group_filter: &'static str,
+    pub(super) referenced_groups: ReferencedGroups,
+    pub(super) key: &'static str,
+    pub(super) key_format: KeyFormat,
+    pub(super) user_name: &'static [&'static str],
+    pub(super) department: &'static [&'static str],
+    pub(super) employee_number: &'static [&'static str],
+    pub(super) user_account_control: bool,
+}
+
+impl Profile {
+    pub(super) fn defaults(self) -> ProfileDefaults {
+        match self {
+            Profile::OpenLdap => ProfileDefaults {
+                user_filter: "(objectClass=inetOrgPerson)",
+                group_filter: "(objectClass=groupOfNames)",
+                referenced_groups: ReferencedGroups::Create,
+                key: "entryUUID",
+                key_format: KeyFormat::Auto,
+                user_name: &["uid"],
+                department: &["departmentNumber"],
+                employee_number: &["employeeNumber"],
+                user_account_control: false,
+            },
+            // Built-in accounts and groups (Administrator, krbtgt, Domain Admins, ...) are
+            // critical system objects: not people to provision.
+            Profile::ActiveDirectory => ProfileDefaults {
+                user_filter:
+                    "(&(objectCategory=person)(objectClass=user)(!(isCriticalSystemObject=TRUE)))",
+                group_filter: "(&(objectClass=group)(!(isCriticalSystemObject=TRUE)))",
+                referenced_groups: ReferencedGroups::Ignore,
+                key: "objectGUID",
+                key_format: KeyFormat::Guid,
+                user_name: &["userPrincipalName"],
+                department: &["department"],
+                employee_number: &["employeeID"],
+                user_account_control: true,
+            },
+        }
+    }
+}
+
+impl RawLdap {
+    /// The checked section, and whether `incremental = true` was written (not defaulted).
+    pub(super) fn check(self, cx: &Cx) -> Result<(LdapConfig, bool), ConfigError> {
+        let (path, base) = (cx.path, &cx.base);
+        let invalid = |key: &str, reason: String| cx.invalid(key, reason);
+        let l = self;
+        let defaults = l.profile.defaults();
+        let l_incremental_explicit = l.incremental == Some(true);
+        let tls = if l.url.starts_with("ldaps://") {
+            if l.starttls {
+                return Err(invalid(
+                    "ldap.starttls",
+                    "StartTLS cannot be combined with an ldaps:// URL; use one or the other".into(),
+                ));
+            }
+            TlsMode::Ldaps
+        } else if l.url.starts_with("ldap://") {
+            if l.starttls {
+                TlsMode::StartTls
+            } else {
+                TlsMode::Plain
+            }
+        } else {
+            return Err(invalid(
+                "ldap.url",
+                format!("`{}` must start with ldap:// or ldaps://", l.url),
+            ));
+        };
+        if url::Url::parse(&l.url)
+            .map(|u| u.host().is_none())
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                "ldap.url",
+                format!("`{}` is not a valid LDAP URL with a host", l.url),
+            ));
+        }
+        let bind_password = SecretSource {
+            inline: l.bind_password,
+            file: l.bind_password_file,
+            env: l.bind_password_env,
+        }
+        .resolve(path, "ldap.bind_password", &base)?;
+        if l.bind_dn.is_some() && bind_password.is_none() {
+            return Err(invalid(
+                "ldap.bind_password",
+                "bind_dn is set but no password: set bind_password, bind_password_file or bind_password_env".into(),
+            ));
+        }
+        // Plain LDAP with a password is an explicit choice; on AD, even on loopback (a simple
+        // bind in clear text to a DC is what "LDAP signing" audits flag).
+        let loopback_ok = is_loopback_url(&l.url) && l.profile != Profile::ActiveDirectory;
+        if tls == TlsMode::Plain && bind_password.is_some() && !l.allow_plaintext && !loopback_ok {
+            return Err(invalid(
+                "ldap.url",
+                "a password would be sent in clear text: use ldaps://, set starttls = true, \
+                 or set allow_plaintext = true to accept the risk"
+                    .into(),
+            ));
+        }
+        if !l.tls_verify {
+            tracing::warn!("ldap.tls_verify = false: the directory's certificate is NOT checked");
+        }
+        let ca_file = l.ca_file.map(|f| base.join(f));
+        if let Some(ca) = &ca_file {
+            if !ca.is_file() {
+                return Err(invalid(
+                    "ldap.ca_file",
+                    format!("{} does not exist", ca.display()),
+                ));
+            }
+        }
+        let user_filter = l
+            .user_filter
+            .unwrap_or_else(|| defaults.user_filter.to_string());
+        let group_filter = l
+            .group_filter
+            .unwrap_or_else(|| defaults.group_filter.to_string());
+        check_filter(&user_filter).map_err(|r| invalid("ldap.user_filter", r))?;
+        check_filter(&group_filter).map_err(|r| invalid("ldap.group_filter", r))?;
+        if l.incremental == Some(true) && l.profile != Profile::ActiveDirectory {
+            return Err(invalid(
+                "ldap.incremental",
+                "incremental reads follow AD's uSNChanged; they need profile = \"ad\"".into(),
+            ));
+        }
+        if l.range_step == Some(0) {
+            return Err(invalid("ldap.range_step", "must be at least 1".into()));
+        }
+        if l.page_size == 0 || l.page_size > 100_000 {
+            return Err(invalid(
+                "ldap.page_size",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if l.timeout_secs == 0 {
+            return Err(invalid("ldap.timeout_secs", "must be at least 1".into()));
+        }
+        if l.base_dn.trim().is_empty() {
+            return Err(invalid("ldap.base_dn", "must not be empty".into()));
+        }
+        let ldap = LdapConfig {
+            url: l.url,
+            tls,
+            bind_dn: l.bind_dn,
+            bind_password,
+            ca_file,
+            tls_verify: l.tls_verify,
+            base_dn: l.base_dn.clone(),
+            user_base: l.user_base.unwrap_or_else(|| l.base_dn.clone()),
+            group_base: l.group_base.unwrap_or_else(|| l.base_dn.clone()),
+            profile: l.profile,
+            user_filter,
+            group_filter,
+            membership: l.membership,
+            nested_groups: l.nested_groups,
+            referenced_groups: l.referenced_groups.unwrap_or(defaults.referenced_groups),
+            range_step: l.range_step,
+            include_primary_group: l.include_primary_group,
+            incremental: l
+                .incremental
+                .unwrap_or(l.profile == Profile::ActiveDirectory),
+            page_size: l.page_size,
+            timeout: Duration::from_secs(l.timeout_secs),
+        };
+        Ok((ldap, l_incremental_explicit))
+    }
+}
+
+fn default_membership() -> Membership {
+    Membership::MemberOf
+}
+
+fn default_page_size() -> u32 {
+    500
+}
+
+/// A light check that catches the common mistakes (unbalanced parentheses, no parentheses)
+/// before the server answers with a bare "filter error".
+fn check_filter(filter: &str) -> Result<(), String> {
+    ldap3::parse_filter(filter)
+        .map(|_| ())
+        .map_err(|_| format!("`{filter}` is not a valid LDAP filter (RFC 4515)"))
+}

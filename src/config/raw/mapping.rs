@@ -1,0 +1,219 @@
+//! `[mapping]`: directory attributes to SCIM attributes.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// An attribute source: one name, or a list tried in order; `[]` unmaps the field.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Attrs {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Attrs {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Attrs::One(s) if s.is_empty() => vec![],
+            Attrs::One(s) => vec![s.clone()],
+            Attrs::Many(v) => v.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawActive {
+    attribute: Option<String>,
+    #[serde(default)]
+    inactive_values: Vec<String>,
+    #[serde(default)]
+    present_means_inactive: bool,
+    user_account_control: Option<bool>,
+    account_expires: Option<bool>,
+}
+
+/// `[mapping]`: every attribute is optional; what is not set comes from the profile.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(super) struct RawMapping {
+    key: Option<String>,
+    key_format: Option<KeyFormat>,
+    user_name: Option<Attrs>,
+    given_name: Option<Attrs>,
+    family_name: Option<Attrs>,
+    display_name: Option<Attrs>,
+    email: Option<Attrs>,
+    title: Option<Attrs>,
+    department: Option<Attrs>,
+    employee_number: Option<Attrs>,
+    manager: Option<Attrs>,
+    #[serde(default)]
+    active: RawActive,
+    group_name: Option<Attrs>,
+    member_attribute: Option<String>,
+    member_of_attribute: Option<String>,
+    #[serde(default)]
+    custom: std::collections::BTreeMap<String, Attrs>,
+    required: Option<Vec<String>>,
+}
+
+impl RawMapping {
+    pub(super) fn check(
+        self,
+        cx: &Cx,
+        defaults: &ProfileDefaults,
+    ) -> Result<MappingConfig, ConfigError> {
+        let invalid = |key: &str, reason: String| cx.invalid(key, reason);
+        let m = self;
+        let names =
+            |v: Option<Attrs>, default: &[&str]| v.unwrap_or_else(|| attrs(default)).names();
+        let key = m.key.unwrap_or_else(|| defaults.key.to_string());
+        if key.trim().is_empty() {
+            return Err(invalid(
+                "mapping.key",
+                "must name the attribute holding a stable id".into(),
+            ));
+        }
+        if key.eq_ignore_ascii_case("dn") || key.eq_ignore_ascii_case("distinguishedName") {
+            return Err(invalid(
+                "mapping.key",
+                "the DN changes on rename and move; use entryUUID, objectGUID or nsUniqueId".into(),
+            ));
+        }
+        let user_name = names(m.user_name, defaults.user_name);
+        if user_name.is_empty() {
+            return Err(invalid(
+                "mapping.user_name",
+                "userName must be mapped".into(),
+            ));
+        }
+        let group_name = names(m.group_name, &["cn"]);
+        if group_name.is_empty() {
+            return Err(invalid(
+                "mapping.group_name",
+                "the group name must be mapped".into(),
+            ));
+        }
+        let mut custom = Vec::new();
+        for (scim_path, attrs) in m.custom {
+            let key = format!("mapping.custom.\"{scim_path}\"");
+            check_custom_path(&scim_path).map_err(|r| invalid(&key, r))?;
+            let names = attrs.names();
+            if names.is_empty() {
+                return Err(invalid(&key, "names no directory attribute".into()));
+            }
+            custom.push((scim_path, names));
+        }
+        let required_names = m.required.unwrap_or_else(|| {
+            [
+                "name.givenName",
+                "name.familyName",
+                "emails.work",
+                "displayName",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        });
+        let mut required = Vec::new();
+        for name in &required_names {
+            let field = match name.as_str() {
+                "userName" => continue,
+                "name.givenName" => RequiredField::GivenName,
+                "name.familyName" => RequiredField::FamilyName,
+                "emails.work" | "emails[type eq \"work\"].value" | "email" => RequiredField::Email,
+                "displayName" => RequiredField::DisplayName,
+                other => {
+                    return Err(invalid(
+                        "mapping.required",
+                        format!(
+                        "unknown field `{other}`; use userName, name.givenName, name.familyName, \
+                             emails.work or displayName"
+                    ),
+                    ))
+                }
+            };
+            required.push(field);
+        }
+        let mapping = MappingConfig {
+            key,
+            key_format: m.key_format.unwrap_or(defaults.key_format),
+            user_name,
+            given_name: names(m.given_name, &["givenName"]),
+            family_name: names(m.family_name, &["sn"]),
+            display_name: names(m.display_name, &["displayName", "cn"]),
+            email: names(m.email, &["mail"]),
+            title: names(m.title, &["title"]),
+            department: names(m.department, defaults.department),
+            employee_number: names(m.employee_number, defaults.employee_number),
+            manager: names(m.manager, &["manager"]),
+            active: ActiveRule {
+                attribute: m.active.attribute.filter(|a| !a.is_empty()),
+                inactive_values: m.active.inactive_values,
+                present_means_inactive: m.active.present_means_inactive,
+                user_account_control: m
+                    .active
+                    .user_account_control
+                    .unwrap_or(defaults.user_account_control),
+                account_expires: m
+                    .active
+                    .account_expires
+                    .unwrap_or(defaults.user_account_control),
+            },
+            group_name,
+            member_attribute: m.member_attribute.unwrap_or_else(|| "member".into()),
+            member_of_attribute: m.member_of_attribute.unwrap_or_else(|| "memberOf".into()),
+            custom,
+            required,
+        };
+        Ok(mapping)
+    }
+}
+
+fn attrs(list: &[&str]) -> Attrs {
+    Attrs::Many(list.iter().map(|s| s.to_string()).collect())
+}
+
+/// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them.
+const OWNED_PATHS: &[&str] = &[
+    "id",
+    "externalId",
+    "userName",
+    "name",
+    "displayName",
+    "emails",
+    "active",
+    "title",
+    "meta",
+    "schemas",
+    "groups",
+];
+
+fn check_custom_path(path: &str) -> Result<(), String> {
+    let attr = if let Some(rest) = path.strip_prefix("urn:") {
+        match rest.rsplit_once(':') {
+            Some((schema, attr)) if !schema.is_empty() => attr,
+            _ => return Err("an extension path must look like urn:...:Schema:attribute".into()),
+        }
+    } else {
+        if OWNED_PATHS.iter().any(|p| p.eq_ignore_ascii_case(path)) {
+            return Err(format!(
+                "`{path}` is mapped by a dedicated key, not under custom"
+            ));
+        }
+        path
+    };
+    let mut chars = attr.chars();
+    let ok = chars
+        .next()
+        .map(|c| c.is_ascii_alphabetic())
+        .unwrap_or(false)
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{attr}` is not a valid SCIM attribute name"))
+    }
+}

@@ -1,0 +1,228 @@
+//! The configuration file as written, before checking. Unknown keys are refused so a typo is an
+//! error, not a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::*;
+
+mod daemon;
+mod ldap;
+mod mapping;
+mod target;
+
+use daemon::RawDaemon;
+use ldap::{ProfileDefaults, RawLdap};
+use mapping::RawMapping;
+use target::RawTarget;
+
+/// Keys whose values are secrets; used to keep parse errors from echoing them.
+const SECRET_KEYS: &[&str] = &["bind_password", "token", "client_secret", "password"];
+
+/// True when a line of the file assigns a secret inline.
+pub(super) fn is_secret_line(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    SECRET_KEYS.iter().any(|k| {
+        trimmed
+            .strip_prefix(k)
+            .map(|rest| rest.trim_start().starts_with('='))
+            .unwrap_or(false)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    ldap: RawLdap,
+    target: RawTarget,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    mapping: RawMapping,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state_path")]
+    path: String,
+    #[serde(default = "default_cache_mib")]
+    cache_capacity_mib: u64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            path: default_state_path(),
+            cache_capacity_mib: default_cache_mib(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default = "default_removal")]
+    on_disable: RemovalAction,
+    #[serde(default = "default_removal")]
+    on_remove: RemovalAction,
+    #[serde(default = "yes")]
+    deletion_guard: bool,
+    #[serde(default = "default_max_deletions")]
+    max_deletions: usize,
+    #[serde(default = "default_max_deletion_percent")]
+    max_deletion_percent: u32,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            on_disable: default_removal(),
+            on_remove: default_removal(),
+            deletion_guard: true,
+            max_deletions: default_max_deletions(),
+            max_deletion_percent: default_max_deletion_percent(),
+        }
+    }
+}
+
+fn default_max_deletions() -> usize {
+    500
+}
+fn default_max_deletion_percent() -> u32 {
+    20
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+fn default_state_path() -> String {
+    "/var/lib/dirbridge".into()
+}
+
+fn default_cache_mib() -> u64 {
+    64
+}
+
+fn default_removal() -> RemovalAction {
+    RemovalAction::Deactivate
+}
+
+/// What every section's check needs: the file (for messages) and its folder (for relative paths).
+pub(super) struct Cx<'a> {
+    pub path: &'a Path,
+    pub base: PathBuf,
+    pub text: &'a str,
+}
+
+impl Cx<'_> {
+    pub fn invalid(&self, key: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+}
+
+impl RawConfig {
+    pub(super) fn validate(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cx = Cx {
+            path,
+            base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            text,
+        };
+        let base = &cx.base;
+        let invalid = |key: &str, reason: String| cx.invalid(key, reason);
+        let defaults = self.ldap.profile.defaults();
+        let (ldap, l_incremental_explicit) = self.ldap.check(&cx)?;
+        let target = self.target.check(&cx)?;
+
+        // --- [state]
+        if self.state.path.trim().is_empty() {
+            return Err(invalid("state.path", "must not be empty".into()));
+        }
+        if self.state.cache_capacity_mib == 0 || self.state.cache_capacity_mib > 4096 {
+            return Err(invalid(
+                "state.cache_capacity_mib",
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        let state = StateConfig {
+            path: base.join(PathBuf::from(&self.state.path)),
+            cache_capacity_bytes: self.state.cache_capacity_mib * 1024 * 1024,
+        };
+
+        let mapping = self.mapping.check(&cx, &defaults)?;
+
+        // Change tracking reports objectGUIDs: incremental reads need them as keys.
+        let guid_keys =
+            mapping.key.eq_ignore_ascii_case("objectGUID") && mapping.key_format == KeyFormat::Guid;
+        let mut ldap = ldap;
+        // The mirror holds the configured scope only: groups read on the fly by DN are not in it.
+        let scoped = ldap.referenced_groups == ReferencedGroups::Ignore;
+        if ldap.incremental && !scoped {
+            if l_incremental_explicit {
+                return Err(invalid(
+                    "ldap.incremental",
+                    "incremental reads need referenced_groups = \"ignore\" (the group scope is what is tracked)".into(),
+                ));
+            }
+            ldap.incremental = false;
+        }
+        if ldap.incremental && !guid_keys {
+            if l_incremental_explicit {
+                return Err(invalid(
+                    "ldap.incremental",
+                    "incremental reads need mapping.key = \"objectGUID\" with key_format = \"guid\"".into(),
+                ));
+            }
+            ldap.incremental = false;
+        }
+        let daemon = self.daemon.check(&cx, &ldap)?;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            daemon,
+            ldap,
+            target,
+            state,
+            sync: SyncConfig {
+                on_disable: self.sync.on_disable,
+                on_remove: self.sync.on_remove,
+                guard: crate::plan::guard::GuardLimits {
+                    enabled: self.sync.deletion_guard,
+                    max_count: self.sync.max_deletions,
+                    max_percent: self.sync.max_deletion_percent.min(100),
+                },
+            },
+            mapping,
+        })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}
