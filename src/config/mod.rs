@@ -8,6 +8,7 @@ mod secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::mapping::FieldSource;
 pub use secret::{Secret, SecretSource};
 
 /// What can be wrong with a configuration file.
@@ -251,21 +252,22 @@ pub struct ActiveRule {
 pub struct MappingConfig {
     pub key: String,
     pub key_format: KeyFormat,
-    pub user_name: Vec<String>,
-    pub given_name: Vec<String>,
-    pub family_name: Vec<String>,
-    pub display_name: Vec<String>,
-    pub email: Vec<String>,
-    pub title: Vec<String>,
-    pub department: Vec<String>,
-    pub employee_number: Vec<String>,
+    pub user_name: FieldSource,
+    pub given_name: FieldSource,
+    pub family_name: FieldSource,
+    pub display_name: FieldSource,
+    pub email: FieldSource,
+    pub title: FieldSource,
+    pub department: FieldSource,
+    pub employee_number: FieldSource,
+    /// Attributes holding the manager's DN.
     pub manager: Vec<String>,
     pub active: ActiveRule,
-    pub group_name: Vec<String>,
+    pub group_name: FieldSource,
     pub member_attribute: String,
     pub member_of_attribute: String,
-    /// SCIM path -> directory attributes.
-    pub custom: Vec<(String, Vec<String>)>,
+    /// SCIM path -> where its value comes from.
+    pub custom: Vec<(String, FieldSource)>,
     /// Canonical fields a user must have to be pushed (SCIM names: `userName`, `name.givenName`,
     /// `name.familyName`, `emails.work`, `displayName`).
     pub required: Vec<RequiredField>,

@@ -228,3 +228,46 @@ fn change_feed_choices_are_checked_against_the_directory() {
         crate::daemon::Schedule::Cron(_)
     ));
 }
+
+#[test]
+fn expressions_and_constants_are_read_and_their_mistakes_located() {
+    let ok = format!(
+        "{MINIMAL}\n[mapping]\ndisplay_name = {{ expr = 'join(\" \", givenName, sn)' }}\n\
+         [mapping.custom]\nuserType = {{ expr = \"switch(employeeType, 'C', 'Contractor', 'Employee')\" }}\n\
+         \"urn:example:params:scim:schemas:extension:acme:2.0:User:site\" = {{ value = \"HQ\" }}\n"
+    );
+    let c = parse(&ok).unwrap();
+    assert!(matches!(c.mapping.display_name, FieldSource::Expr { .. }));
+    let mut attrs: Vec<String> = c
+        .mapping
+        .custom
+        .iter()
+        .flat_map(|(_, s)| s.attributes())
+        .collect();
+    attrs.extend(c.mapping.display_name.attributes());
+    assert!(attrs.contains(&"employeeType".to_string()), "{attrs:?}");
+    assert!(attrs.contains(&"sn".to_string()), "{attrs:?}");
+
+    // An unknown function: reported at its line and column in the file.
+    let bad = format!("{MINIMAL}\n[mapping]\ndisplay_name = {{ expr = 'join(\" \", givenName, lowr(sn))' }}\n");
+    let err = parse(&bad).unwrap_err();
+    let line = bad.lines().position(|l| l.contains("lowr")).unwrap() + 1;
+    let column = bad.lines().nth(line - 1).unwrap().find("lowr").unwrap() + 1;
+    match &err {
+        ConfigError::Parse {
+            line: l,
+            column: c,
+            message,
+            ..
+        } => {
+            assert_eq!((*l, *c), (line, column), "{err}");
+            assert!(message.contains("mapping.display_name"), "{err}");
+            assert!(message.contains("unknown function `lowr`"), "{err}");
+        }
+        other => panic!("expected a located error, got {other}"),
+    }
+    let both = format!("{MINIMAL}\n[mapping]\ntitle = {{ expr = 'sn', value = 'x' }}\n");
+    assert!(parse(&both).unwrap_err().to_string().contains("either"));
+    let manager = format!("{MINIMAL}\n[mapping]\nmanager = {{ expr = 'sn' }}\n");
+    assert!(parse(&manager).unwrap_err().to_string().contains("manager"));
+}

@@ -7,7 +7,10 @@
 
 pub mod desired;
 pub mod expr;
+mod field;
 mod key;
+
+pub use field::FieldSource;
 
 pub use key::{guid_bytes, guid_string};
 
@@ -101,7 +104,7 @@ impl Mapper {
     pub fn user_attributes(&self) -> Vec<String> {
         let m = &self.m;
         let mut out = vec![m.key.clone()];
-        for list in [
+        for source in [
             &m.user_name,
             &m.given_name,
             &m.family_name,
@@ -110,12 +113,12 @@ impl Mapper {
             &m.title,
             &m.department,
             &m.employee_number,
-            &m.manager,
         ] {
-            out.extend(list.iter().cloned());
+            out.extend(source.attributes());
         }
-        for (_, attrs) in &m.custom {
-            out.extend(attrs.iter().cloned());
+        out.extend(m.manager.iter().cloned());
+        for (_, source) in &m.custom {
+            out.extend(source.attributes());
         }
         if let Some(a) = &m.active.attribute {
             out.push(a.clone());
@@ -139,7 +142,7 @@ impl Mapper {
     pub fn group_attributes(&self) -> Vec<String> {
         let m = &self.m;
         let mut out = vec![m.key.clone()];
-        out.extend(m.group_name.iter().cloned());
+        out.extend(m.group_name.attributes());
         if self.membership == Membership::Member || self.nested {
             out.push(m.member_attribute.clone());
         }
@@ -181,13 +184,13 @@ impl Mapper {
             key: Some(key.clone()),
             reason,
         };
-        let text = |names: &[String]| e.first_text(names).map_err(|nt| reject(nt.to_string()));
+        let text = |s: &FieldSource| s.value(e).map_err(|nt| reject(nt.to_string()));
         let m = &self.m;
         let user_name = text(&m.user_name)?
-            .ok_or_else(|| reject(format!("has no {} for userName", m.user_name.join(" / "))))?;
+            .ok_or_else(|| reject(format!("has no value for userName from {}", m.user_name.describe())))?;
         let mut custom = std::collections::BTreeMap::new();
-        for (path, attrs) in &m.custom {
-            if let Some(v) = text(attrs)? {
+        for (path, source) in &m.custom {
+            if let Some(v) = text(source)? {
                 custom.insert(path.clone(), v);
             }
         }
@@ -219,7 +222,9 @@ impl Mapper {
                 )));
             }
         }
-        let manager_dn = text(&m.manager)?;
+        let manager_dn = e
+            .first_text(&m.manager)
+            .map_err(|nt| reject(nt.to_string()))?;
         let member_of = if self.membership == Membership::MemberOf {
             e.texts(&m.member_of_attribute)
                 .map_err(|nt| reject(nt.to_string()))?
@@ -230,7 +235,10 @@ impl Mapper {
             Vec::new()
         };
         let primary_group_sid = if self.primary_group {
-            let rid = text(&["primaryGroupID".to_string()])?.and_then(|r| r.parse::<u32>().ok());
+            let rid = e
+                .first_text(&["primaryGroupID".to_string()])
+                .map_err(|nt| reject(nt.to_string()))?
+                .and_then(|r| r.parse::<u32>().ok());
             let sid = e
                 .values("objectSid")
                 .first()
@@ -257,15 +265,17 @@ impl Mapper {
             key: Some(key.clone()),
             reason,
         };
-        let display_name = match e
-            .first_text(&self.m.group_name)
+        let display_name = match self
+            .m
+            .group_name
+            .value(e)
             .map_err(|nt| reject(nt.to_string()))?
         {
             Some(n) => n,
             None => dn::first_rdn_value(&e.dn).ok_or_else(|| {
                 reject(format!(
-                    "has no {} for the group name",
-                    self.m.group_name.join(" / ")
+                    "has no value for the group name from {}",
+                    self.m.group_name.describe()
                 ))
             })?,
         };

@@ -105,7 +105,7 @@ impl RawDaemon {
                     "syncrepl and timestamp are for OpenLDAP and other LDAP servers; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
                 ));
             }
-            if let Some(why) = crate::daemon::syncrepl_unfit(&ldap) {
+            if let Some(why) = crate::daemon::syncrepl_unfit(ldap) {
                 return Err(invalid("daemon.change_feed", why.into()));
             }
         }

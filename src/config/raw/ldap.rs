@@ -130,7 +130,7 @@ impl RawLdap {
             file: l.bind_password_file,
             env: l.bind_password_env,
         }
-        .resolve(path, "ldap.bind_password", &base)?;
+        .resolve(path, "ldap.bind_password", base)?;
         if l.bind_dn.is_some() && bind_password.is_none() {
             return Err(invalid(
                 "ldap.bind_password",

@@ -4,12 +4,21 @@ use serde::Deserialize;
 
 use super::*;
 
-/// An attribute source: one name, or a list tried in order; `[]` unmaps the field.
+/// A value source as written: one attribute name, a list tried in order (`[]` unmaps the
+/// field), or `{ expr = "..." }` / `{ value = "constant" }`.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum Attrs {
     One(String),
     Many(Vec<String>),
+    Table(RawExpr),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawExpr {
+    expr: Option<String>,
+    value: Option<String>,
 }
 
 impl Attrs {
@@ -18,6 +27,35 @@ impl Attrs {
             Attrs::One(s) if s.is_empty() => vec![],
             Attrs::One(s) => vec![s.clone()],
             Attrs::Many(v) => v.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            Attrs::Table(_) => vec![],
+        }
+    }
+
+    /// The checked source; an expression's mistakes are reported at their line and column in
+    /// the file.
+    fn source(self, cx: &Cx, key: &str) -> Result<FieldSource, ConfigError> {
+        let table = match self {
+            Attrs::Table(t) => t,
+            other => return Ok(FieldSource::Attrs(other.names())),
+        };
+        let text = match (table.expr, table.value) {
+            (Some(e), None) => e,
+            (None, Some(v)) => {
+                return Ok(FieldSource::Expr {
+                    text: serde_json::Value::String(v.clone()).to_string(),
+                    expr: crate::mapping::expr::Expr::Text(v),
+                })
+            }
+            _ => {
+                return Err(cx.invalid(
+                    key,
+                    "write either { expr = \"...\" } or { value = \"...\" }".into(),
+                ))
+            }
+        };
+        match crate::mapping::expr::Expr::parse(&text) {
+            Ok(expr) => Ok(FieldSource::Expr { text, expr }),
+            Err(e) => Err(cx.error_at(key, &text, e.column, &e.message)),
         }
     }
 }
@@ -69,6 +107,9 @@ impl RawMapping {
         let m = self;
         let names =
             |v: Option<Attrs>, default: &[&str]| v.unwrap_or_else(|| attrs(default)).names();
+        let source = |v: Option<Attrs>, default: &[&str], key: &str| {
+            v.unwrap_or_else(|| attrs(default)).source(cx, key)
+        };
         let key = m.key.unwrap_or_else(|| defaults.key.to_string());
         if key.trim().is_empty() {
             return Err(invalid(
@@ -82,15 +123,15 @@ impl RawMapping {
                 "the DN changes on rename and move; use entryUUID, objectGUID or nsUniqueId".into(),
             ));
         }
-        let user_name = names(m.user_name, defaults.user_name);
-        if user_name.is_empty() {
+        let user_name = source(m.user_name, defaults.user_name, "mapping.user_name")?;
+        if user_name.is_unmapped() {
             return Err(invalid(
                 "mapping.user_name",
                 "userName must be mapped".into(),
             ));
         }
-        let group_name = names(m.group_name, &["cn"]);
-        if group_name.is_empty() {
+        let group_name = source(m.group_name, &["cn"], "mapping.group_name")?;
+        if group_name.is_unmapped() {
             return Err(invalid(
                 "mapping.group_name",
                 "the group name must be mapped".into(),
@@ -100,11 +141,11 @@ impl RawMapping {
         for (scim_path, attrs) in m.custom {
             let key = format!("mapping.custom.\"{scim_path}\"");
             check_custom_path(&scim_path).map_err(|r| invalid(&key, r))?;
-            let names = attrs.names();
-            if names.is_empty() {
+            let source = attrs.source(cx, &key)?;
+            if source.is_unmapped() {
                 return Err(invalid(&key, "names no directory attribute".into()));
             }
-            custom.push((scim_path, names));
+            custom.push((scim_path, source));
         }
         let required_names = m.required.unwrap_or_else(|| {
             [
@@ -141,14 +182,30 @@ impl RawMapping {
             key,
             key_format: m.key_format.unwrap_or(defaults.key_format),
             user_name,
-            given_name: names(m.given_name, &["givenName"]),
-            family_name: names(m.family_name, &["sn"]),
-            display_name: names(m.display_name, &["displayName", "cn"]),
-            email: names(m.email, &["mail"]),
-            title: names(m.title, &["title"]),
-            department: names(m.department, defaults.department),
-            employee_number: names(m.employee_number, defaults.employee_number),
-            manager: names(m.manager, &["manager"]),
+            given_name: source(m.given_name, &["givenName"], "mapping.given_name")?,
+            family_name: source(m.family_name, &["sn"], "mapping.family_name")?,
+            display_name: source(
+                m.display_name,
+                &["displayName", "cn"],
+                "mapping.display_name",
+            )?,
+            email: source(m.email, &["mail"], "mapping.email")?,
+            title: source(m.title, &["title"], "mapping.title")?,
+            department: source(m.department, defaults.department, "mapping.department")?,
+            employee_number: source(
+                m.employee_number,
+                defaults.employee_number,
+                "mapping.employee_number",
+            )?,
+            manager: match m.manager {
+                Some(Attrs::Table(_)) => {
+                    return Err(invalid(
+                        "mapping.manager",
+                        "holds the manager's DN: name attributes, not an expression".into(),
+                    ))
+                }
+                other => names(other, &["manager"]),
+            },
             active: ActiveRule {
                 attribute: m.active.attribute.filter(|a| !a.is_empty()),
                 inactive_values: m.active.inactive_values,

@@ -126,6 +126,26 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// An error inside a value (an expression) of `key`: at its line and column in the file
+    /// when the value can be found there as written, else at its column within the value.
+    pub fn error_at(&self, key: &str, value: &str, column: usize, message: &str) -> ConfigError {
+        match self.text.find(value) {
+            Some(at) if !value.is_empty() => {
+                let before = &self.text[..at];
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
+                let col = self.text[line_start..at].chars().count() + column;
+                ConfigError::Parse {
+                    path: self.path.to_path_buf(),
+                    line,
+                    column: col,
+                    message: format!("{key}: {message}"),
+                }
+            }
+            _ => self.invalid(key, format!("column {column} of the expression: {message}")),
+        }
+    }
+
     pub fn invalid(&self, key: &str, reason: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),

@@ -1,0 +1,67 @@
+//! Where one mapped value comes from: the first of some attributes that has a value, or an
+//! expression over attributes (see `expr.rs`).
+
+use super::expr::Expr;
+use crate::source::entry::{NotText, RawEntry};
+
+#[derive(Debug, Clone)]
+pub enum FieldSource {
+    /// The first of these attributes that has a value; none means "not mapped".
+    Attrs(Vec<String>),
+    /// An expression, kept with the text it was written as (messages, the config fingerprint).
+    Expr { text: String, expr: Expr },
+}
+
+impl FieldSource {
+    pub fn attrs(names: &[&str]) -> FieldSource {
+        FieldSource::Attrs(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    pub fn is_unmapped(&self) -> bool {
+        matches!(self, FieldSource::Attrs(v) if v.is_empty())
+    }
+
+    /// The directory attributes it reads (a search must ask for them).
+    pub fn attributes(&self) -> Vec<String> {
+        match self {
+            FieldSource::Attrs(v) => v.clone(),
+            FieldSource::Expr { expr, .. } => {
+                let mut out = Vec::new();
+                expr.attributes(&mut out);
+                out
+            }
+        }
+    }
+
+    /// The value for an entry; `None` when it has none (or the expression gives nothing).
+    pub fn value(&self, e: &RawEntry) -> Result<Option<String>, NotText> {
+        match self {
+            FieldSource::Attrs(names) => e.first_text(names),
+            FieldSource::Expr { expr, .. } => expr.eval(e),
+        }
+    }
+
+    /// For messages: `uid / mail`, or the expression.
+    pub fn describe(&self) -> String {
+        match self {
+            FieldSource::Attrs(v) => v.join(" / "),
+            FieldSource::Expr { text, .. } => format!("the expression `{text}`"),
+        }
+    }
+}
+
+impl PartialEq for FieldSource {
+    fn eq(&self, other: &FieldSource) -> bool {
+        match (self, other) {
+            (FieldSource::Attrs(a), FieldSource::Attrs(b)) => a == b,
+            (FieldSource::Expr { text: a, .. }, FieldSource::Expr { text: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq<Vec<&str>> for FieldSource {
+    fn eq(&self, other: &Vec<&str>) -> bool {
+        matches!(self, FieldSource::Attrs(a) if a.iter().map(String::as_str).eq(other.iter().copied()))
+    }
+}
