@@ -249,7 +249,9 @@ fn expressions_and_constants_are_read_and_their_mistakes_located() {
     assert!(attrs.contains(&"sn".to_string()), "{attrs:?}");
 
     // An unknown function: reported at its line and column in the file.
-    let bad = format!("{MINIMAL}\n[mapping]\ndisplay_name = {{ expr = 'join(\" \", givenName, lowr(sn))' }}\n");
+    let bad = format!(
+        "{MINIMAL}\n[mapping]\ndisplay_name = {{ expr = 'join(\" \", givenName, lowr(sn))' }}\n"
+    );
     let err = parse(&bad).unwrap_err();
     let line = bad.lines().position(|l| l.contains("lowr")).unwrap() + 1;
     let column = bad.lines().nth(line - 1).unwrap().find("lowr").unwrap() + 1;
@@ -270,4 +272,35 @@ fn expressions_and_constants_are_read_and_their_mistakes_located() {
     assert!(parse(&both).unwrap_err().to_string().contains("either"));
     let manager = format!("{MINIMAL}\n[mapping]\nmanager = {{ expr = 'sn' }}\n");
     assert!(parse(&manager).unwrap_err().to_string().contains("manager"));
+}
+
+#[test]
+fn any_scim_path_not_owned_by_a_dedicated_key_may_be_mapped() {
+    for ok in [
+        "name.middleName",
+        "name.formatted",
+        "phoneNumbers[type eq \\\"mobile\\\"].value",
+        "addresses[type eq \\\"work\\\"].locality",
+        "emails[type eq \\\"home\\\"].value",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+    ] {
+        let text = format!("{MINIMAL}\n[mapping.custom]\n\"{ok}\" = \"uid\"\n");
+        parse(&text).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, why) in [
+        ("name.givenName", "dedicated key"),
+        ("name", "dedicated key"),
+        ("emails[type eq \\\"work\\\"].value", "dedicated key"),
+        ("emails", "dedicated key"),
+        (
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "dedicated key",
+        ),
+        ("phoneNumbers[type eq mobile].value", "quoted text"),
+        ("phoneNumbers[type eq \\\"mobile\\\"]", "sub-attribute"),
+    ] {
+        let text = format!("{MINIMAL}\n[mapping.custom]\n\"{bad}\" = \"uid\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
 }

@@ -64,12 +64,13 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
         Request::UpdateUser {
             target_id,
             changes,
+            before,
             user,
             manager_id,
             ..
         } => gone_ok(
             target
-                .update_user(target_id, changes, user, manager_id.as_deref())
+                .update_user(target_id, changes, before, user, manager_id.as_deref())
                 .await,
         ),
         Request::DeactivateUser { target_id, .. } => {
@@ -214,6 +215,7 @@ mod tests {
             &self,
             _: &str,
             _: &[FieldChange],
+            _: &User,
             _: &User,
             _: Option<&str>,
         ) -> Result<(), TargetError> {

@@ -21,6 +21,8 @@ pub enum Request {
         key: Key,
         target_id: String,
         changes: Vec<FieldChange>,
+        /// The user as last pushed.
+        before: User,
         /// The whole user once the changes are applied.
         user: User,
         manager_id: Option<String>,
@@ -139,6 +141,7 @@ pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
                 key: key.clone(),
                 target_id: r.target_id.clone(),
                 changes,
+                before: r.pushed.clone(),
                 user,
                 manager_id,
             })

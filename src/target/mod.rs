@@ -165,10 +165,12 @@ pub trait Target {
         user: &User,
         manager_id: Option<&str>,
     ) -> Result<String, TargetError>;
+    /// `before` is the user as last pushed, `user` as it is once the changes are applied.
     async fn update_user(
         &self,
         id: &str,
         changes: &[FieldChange],
+        before: &User,
         user: &User,
         manager_id: Option<&str>,
     ) -> Result<(), TargetError>;

@@ -233,44 +233,63 @@ fn attrs(list: &[&str]) -> Attrs {
     Attrs::Many(list.iter().map(|s| s.to_string()).collect())
 }
 
-/// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them.
+/// Core SCIM User attributes a custom mapping may not take over: the gateway already owns them
+/// (dedicated keys) or the provider does.
 const OWNED_PATHS: &[&str] = &[
     "id",
     "externalId",
     "userName",
-    "name",
     "displayName",
-    "emails",
     "active",
     "title",
     "meta",
     "schemas",
     "groups",
+    "name.givenName",
+    "name.familyName",
 ];
 
+/// A custom mapping's target: any SCIM attribute path (`nickName`, `name.middleName`,
+/// `phoneNumbers[type eq "mobile"].value`, `urn:...:User:costCenter`) that no dedicated key maps.
 fn check_custom_path(path: &str) -> Result<(), String> {
-    let attr = if let Some(rest) = path.strip_prefix("urn:") {
-        match rest.rsplit_once(':') {
-            Some((schema, attr)) if !schema.is_empty() => attr,
-            _ => return Err("an extension path must look like urn:...:Schema:attribute".into()),
-        }
-    } else {
-        if OWNED_PATHS.iter().any(|p| p.eq_ignore_ascii_case(path)) {
-            return Err(format!(
-                "`{path}` is mapped by a dedicated key, not under custom"
-            ));
-        }
-        path
+    let p = crate::target::scim::path::ScimPath::parse(path)?;
+    let dedicated = || {
+        Err(format!(
+            "`{path}` is mapped by a dedicated key, not under custom"
+        ))
     };
-    let mut chars = attr.chars();
-    let ok = chars
-        .next()
-        .map(|c| c.is_ascii_alphabetic())
-        .unwrap_or(false)
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{attr}` is not a valid SCIM attribute name"))
+    match &p.schema {
+        Some(schema) if schema.eq_ignore_ascii_case(crate::target::scim::ENTERPRISE_USER) => {
+            if ["department", "employeeNumber", "manager"]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&p.attr))
+            {
+                return dedicated();
+            }
+        }
+        Some(_) => {}
+        None => {
+            let with_sub = match &p.sub {
+                Some(s) if p.filter.is_none() => format!("{}.{s}", p.attr),
+                _ => p.attr.clone(),
+            };
+            if OWNED_PATHS
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(&p.attr) || o.eq_ignore_ascii_case(&with_sub))
+            {
+                return dedicated();
+            }
+            if p.attr.eq_ignore_ascii_case("name") && p.sub.is_none() {
+                return dedicated();
+            }
+            // The work address is `email`; other types of emails may be mapped.
+            let work = p.filter.as_ref().is_some_and(|(a, v)| {
+                a.eq_ignore_ascii_case("type") && v.eq_ignore_ascii_case("work")
+            });
+            if p.attr.eq_ignore_ascii_case("emails") && (p.filter.is_none() || work) {
+                return dedicated();
+            }
+        }
     }
+    Ok(())
 }

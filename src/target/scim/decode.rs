@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::encode::split_path;
+use super::path::ScimPath;
 use super::ENTERPRISE_USER;
 use crate::model::User;
 use crate::target::{RemoteGroup, RemoteUser};
@@ -53,17 +53,7 @@ pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
         custom: Default::default(),
     };
     for path in custom {
-        let v = match split_path(path) {
-            (Some(schema), attr) => doc.get(schema).and_then(|s| s.get(attr)),
-            (None, attr) => doc.get(attr),
-        };
-        let v = match v {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(Value::Bool(b)) => Some(b.to_string()),
-            _ => None,
-        };
-        if let Some(v) = v {
+        if let Some(v) = ScimPath::parse(path).ok().and_then(|p| p.get(doc)) {
             u.custom.insert(path.clone(), v);
         }
     }

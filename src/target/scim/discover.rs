@@ -167,9 +167,12 @@ impl Capabilities {
         );
         drop(&mut u.manager, enterprise, "enterprise:manager");
         u.custom.retain(|path, _| {
-            let ok = match super::encode::split_path(path) {
-                (Some(schema), _) => self.takes_extension(schema),
-                (None, attr) => self.knows(attr.split(['.', '[']).next().unwrap_or(attr)),
+            let ok = match super::path::ScimPath::parse(path) {
+                Ok(p) => match &p.schema {
+                    Some(schema) => self.takes_extension(schema),
+                    None => self.knows(&p.attr),
+                },
+                Err(_) => false,
             };
             if !ok {
                 dropped.push(path.clone());

@@ -2,19 +2,11 @@
 
 use serde_json::{json, Map, Value};
 
+use std::collections::BTreeMap;
+
+use super::path::ScimPath;
 use super::{CORE_GROUP, CORE_USER, ENTERPRISE_USER, PATCH_OP};
 use crate::model::{FieldChange, FieldValue, User, UserField};
-
-/// Splits a custom attribute path into (extension schema, attribute), or (None, path) for a core
-/// attribute.
-pub fn split_path(path: &str) -> (Option<&str>, &str) {
-    if path.starts_with("urn:") {
-        if let Some((schema, attr)) = path.rsplit_once(':') {
-            return (Some(schema), attr);
-        }
-    }
-    (None, path)
-}
 
 /// The full User resource sent on creation. The stable key goes in `externalId`.
 pub fn user_resource(key: &str, u: &User, manager_id: Option<&str>) -> Value {
@@ -56,25 +48,25 @@ pub fn user_resource(key: &str, u: &User, manager_id: Option<&str>) -> Value {
     if !ent.is_empty() {
         extensions.insert(ENTERPRISE_USER.into(), Value::Object(ent));
     }
-    for (path, value) in &u.custom {
-        match split_path(path) {
-            (Some(schema), attr) => {
-                let slot = extensions
-                    .entry(schema.to_string())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(m) = slot {
-                    m.insert(attr.to_string(), json!(value));
-                }
-            }
-            (None, attr) => {
-                doc.insert(attr.to_string(), json!(value));
-            }
-        }
-    }
     for (schema, body) in extensions {
         schemas.push(schema.clone());
         doc.insert(schema, body);
     }
+    for (path, value) in &u.custom {
+        match ScimPath::parse(path) {
+            Ok(p) => {
+                if let Some(s) = &p.schema {
+                    if !schemas.contains(s) {
+                        schemas.push(s.clone());
+                    }
+                }
+                p.set(&mut doc, value);
+            }
+            // Checked when the configuration is read: cannot happen with a loaded config.
+            Err(e) => tracing::warn!(path = %path, error = %e, "custom attribute not sent"),
+        }
+    }
+    doc.remove("schemas");
     doc.insert("schemas".into(), json!(schemas));
     Value::Object(doc)
 }
@@ -100,25 +92,58 @@ fn path_of(field: &UserField) -> String {
     }
 }
 
-/// A PatchOp carrying only the changed attributes.
-pub fn user_patch(changes: &[FieldChange], manager_id: Option<&str>) -> Value {
-    let ops: Vec<Value> = changes
-        .iter()
-        .map(|c| {
-            let path = path_of(&c.field);
-            match (&c.field, &c.value) {
-                (_, FieldValue::Bool(b)) => json!({"op": "replace", "path": path, "value": b}),
-                (_, FieldValue::Text(None)) => json!({"op": "remove", "path": path}),
-                (UserField::Email, FieldValue::Text(Some(v))) => {
-                    json!({"op": "replace", "path": path, "value": work_email(v)})
+/// A PatchOp carrying only the changed attributes. `before` is the user as last pushed: an
+/// element of a multi-valued attribute that did not exist is added whole (a replace through a
+/// value filter that matches nothing is refused with `noTarget`, RFC 7644 §3.5.2.3).
+pub fn user_patch(changes: &[FieldChange], before: &User, manager_id: Option<&str>) -> Value {
+    let mut ops: Vec<Value> = Vec::new();
+    // New elements of multi-valued attributes: (attribute path, filter) -> element.
+    let mut new_elements: BTreeMap<(String, String, String), Map<String, Value>> = BTreeMap::new();
+    for c in changes {
+        let path = path_of(&c.field);
+        if let (UserField::Custom(p), FieldValue::Text(v)) = (&c.field, &c.value) {
+            if let Ok(sp) = ScimPath::parse(p) {
+                if let (Some((fa, fv)), Some(sub)) = (&sp.filter, &sp.sub) {
+                    let existed = before
+                        .custom
+                        .keys()
+                        .filter_map(|k| ScimPath::parse(k).ok())
+                        .any(|o| o.attribute() == sp.attribute() && o.filter == sp.filter);
+                    match v {
+                        Some(v) if !existed => {
+                            let e = new_elements
+                                .entry((sp.attribute(), fa.clone(), fv.clone()))
+                                .or_insert_with(|| {
+                                    let mut m = Map::new();
+                                    m.insert(fa.clone(), json!(fv));
+                                    m
+                                });
+                            e.insert(sub.clone(), json!(v));
+                        }
+                        Some(v) => {
+                            ops.push(json!({"op": "replace", "path": sp.to_string(), "value": v}))
+                        }
+                        None => ops.push(json!({"op": "remove", "path": sp.to_string()})),
+                    }
+                    continue;
                 }
-                (UserField::Manager, FieldValue::Text(Some(_))) => {
-                    json!({"op": "replace", "path": path, "value": {"value": manager_id.unwrap_or_default()}})
-                }
-                (_, FieldValue::Text(Some(v))) => json!({"op": "replace", "path": path, "value": v}),
             }
-        })
-        .collect();
+        }
+        ops.push(match (&c.field, &c.value) {
+            (_, FieldValue::Bool(b)) => json!({"op": "replace", "path": path, "value": b}),
+            (_, FieldValue::Text(None)) => json!({"op": "remove", "path": path}),
+            (UserField::Email, FieldValue::Text(Some(v))) => {
+                json!({"op": "replace", "path": path, "value": work_email(v)})
+            }
+            (UserField::Manager, FieldValue::Text(Some(_))) => {
+                json!({"op": "replace", "path": path, "value": {"value": manager_id.unwrap_or_default()}})
+            }
+            (_, FieldValue::Text(Some(v))) => json!({"op": "replace", "path": path, "value": v}),
+        });
+    }
+    for ((attr, _, _), element) in new_elements {
+        ops.push(json!({"op": "add", "path": attr, "value": [Value::Object(element)]}));
+    }
     json!({ "schemas": [PATCH_OP], "Operations": ops })
 }
 

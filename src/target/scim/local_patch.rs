@@ -39,6 +39,24 @@ pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
             }
             continue;
         }
+        // A value filter other than the members one: phoneNumbers[type eq "mobile"].value.
+        if path.contains('[') {
+            let p = super::path::ScimPath::parse(path)
+                .or_else(|_| {
+                    // The whole element: `attr[type eq "x"]` names no sub-attribute.
+                    super::path::ScimPath::parse(&format!("{path}.value")).map(|mut p| {
+                        p.sub = None;
+                        p
+                    })
+                })
+                .map_err(|e| format!("cannot apply {path}: {e}"))?;
+            match (kind.as_str(), value.as_ref().and_then(Value::as_str)) {
+                ("remove", _) => p.remove(root),
+                ("add" | "replace", Some(v)) if p.sub.is_some() => p.set(root, v),
+                (other, _) => return Err(format!("cannot apply `{other}` on {path}")),
+            }
+            continue;
+        }
         let (container, attr) = locate(root, path, kind != "remove")?;
         let Some(container) = container else { continue };
         match (kind.as_str(), value) {

@@ -7,6 +7,7 @@ mod encode;
 mod find;
 mod local_patch;
 mod lookup;
+pub mod path;
 mod resources;
 
 pub use client::ScimClient;

@@ -201,10 +201,11 @@ impl Target for ScimClient {
         &self,
         id: &str,
         changes: &[FieldChange],
+        before: &User,
         user: &User,
         manager_id: Option<&str>,
     ) -> Result<(), TargetError> {
-        let mut body = encode::user_patch(changes, manager_id);
+        let mut body = encode::user_patch(changes, before, manager_id);
         let names_changed = changes
             .iter()
             .any(|c| matches!(c.field, UserField::GivenName | UserField::FamilyName));

@@ -94,7 +94,7 @@ fn a_patch_carries_only_the_changes() {
             value: FieldValue::Text(Some("boss-key".into())),
         },
     ];
-    let doc = user_patch(&changes, Some("boss-id"));
+    let doc = user_patch(&changes, &User::default(), Some("boss-id"));
     assert_eq!(
         doc["Operations"],
         json!([
@@ -131,4 +131,65 @@ fn decoding_is_lenient_about_extras_and_strict_about_ids() {
     );
     let g = decode::group(&json!({"id": "g", "displayName": "G", "members": [{"value": "u1"}, {"display": "no value"}]})).unwrap();
     assert_eq!(g.member_ids, vec!["u1"]);
+}
+
+#[test]
+fn a_new_element_of_a_multi_valued_attribute_is_added_whole_an_existing_one_replaced() {
+    let mobile = "phoneNumbers[type eq \"mobile\"].value";
+    let city = "addresses[type eq \"work\"].locality";
+    let zip = "addresses[type eq \"work\"].postalCode";
+    let change = |p: &str, v: Option<&str>| FieldChange {
+        field: UserField::Custom(p.into()),
+        value: FieldValue::Text(v.map(str::to_string)),
+    };
+    let before = User::default();
+    let doc = user_patch(
+        &[
+            change(mobile, Some("+1")),
+            change(city, Some("Paris")),
+            change(zip, Some("75001")),
+        ],
+        &before,
+        None,
+    );
+    assert_eq!(
+        doc["Operations"],
+        json!([
+            {"op": "add", "path": "addresses", "value": [{"type": "work", "locality": "Paris", "postalCode": "75001"}]},
+            {"op": "add", "path": "phoneNumbers", "value": [{"type": "mobile", "value": "+1"}]}
+        ])
+    );
+    let mut before = User::default();
+    before.custom.insert(mobile.into(), "+1".into());
+    before.custom.insert(city.into(), "Paris".into());
+    let doc = user_patch(
+        &[
+            change(mobile, Some("+2")),
+            change(zip, Some("75002")),
+            change(city, None),
+        ],
+        &before,
+        None,
+    );
+    assert_eq!(
+        doc["Operations"],
+        json!([
+            {"op": "replace", "path": mobile, "value": "+2"},
+            {"op": "replace", "path": zip, "value": "75002"},
+            {"op": "remove", "path": city}
+        ])
+    );
+    // The same operations applied locally (providers without PATCH) give the same resource.
+    let mut resource = json!({"id": "1", "userName": "ann",
+        "phoneNumbers": [{"type": "mobile", "value": "+1"}, {"type": "home", "value": "9"}],
+        "addresses": [{"type": "work", "locality": "Paris"}]});
+    super::local_patch::apply(&mut resource, &doc).unwrap();
+    assert_eq!(
+        resource["phoneNumbers"],
+        json!([{"type": "mobile", "value": "+2"}, {"type": "home", "value": "9"}])
+    );
+    assert_eq!(
+        resource["addresses"],
+        json!([{"type": "work", "postalCode": "75002"}])
+    );
 }
