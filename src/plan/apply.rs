@@ -22,7 +22,7 @@ pub enum Request {
         target_id: String,
         changes: Vec<FieldChange>,
         /// The user as last pushed.
-        before: User,
+        before: Box<User>,
         /// The whole user once the changes are applied.
         user: User,
         manager_id: Option<String>,
@@ -141,7 +141,7 @@ pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
                 key: key.clone(),
                 target_id: r.target_id.clone(),
                 changes,
-                before: r.pushed.clone(),
+                before: Box::new(r.pushed.clone()),
                 user,
                 manager_id,
             })

@@ -53,7 +53,7 @@ impl RawTarget {
             file: t.token_file,
             env: t.token_env,
         }
-        .resolve(path, "target.token", &base)?;
+        .resolve(path, "target.token", base)?;
         if token.is_none() {
             return Err(invalid(
                 "target.token",
