@@ -6,7 +6,8 @@
 #     domain controller for the AD tests (samba-ad-provision is only "recommended" by samba-ad-dc,
 #     and provisioning fails without it),
 #   - Chromium, headless, to test the status dashboard as an administrator's browser shows it,
-#   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server.
+#   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server, and django-scim2 (with
+#     Django and waitress, pinned in tests/fixtures/scim_django/requirements.txt), a second one.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +40,10 @@ if ! .venv/bin/scim2-server --help >/dev/null 2>&1 \
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "scim2-server==$SCIM_SERVER_VERSION"
 fi
+DJANGO_SCIM_VERSION=$(sed -n 's/^django-scim2==//p' tests/fixtures/scim_django/requirements.txt)
+if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("django-scim2"))' 2>/dev/null)" != "$DJANGO_SCIM_VERSION" ]; then
+    echo "setup: installing django-scim2 $DJANGO_SCIM_VERSION in .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/fixtures/scim_django/requirements.txt
+fi
 echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2)," \
-    "samba $(samba --version 2>/dev/null | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION ready"
+    "samba $(samba --version 2>/dev/null | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION ready"

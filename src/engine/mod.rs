@@ -271,6 +271,9 @@ async fn run_inner<T: Target>(
         }
     }
     target.begin_pass().await;
+    if stored.as_deref() == Some(configured.as_str()) {
+        target.remember_quirks(&store.quirks()?);
+    }
 
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let desired = if let Input::Feed(feed) = input {
@@ -304,9 +307,13 @@ async fn run_inner<T: Target>(
     if stored.as_deref() != Some(configured.as_str()) {
         store.set_target_identity(&configured).await?;
     }
+    // What the target cannot hold is neither sent nor compared: left out of both sides.
     let mut desired = desired;
     for user in desired.users.values_mut() {
         target.fit_user(user);
+    }
+    for rec in records.users.values_mut() {
+        target.fit_user(&mut rec.pushed);
     }
 
     if kind == RunKind::Resync {

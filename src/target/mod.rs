@@ -151,6 +151,8 @@ pub trait Target {
     fn quirks(&self) -> Vec<quirks::Quirk> {
         Vec::new()
     }
+    /// Quirks an earlier run found on this same target (kept in the state store).
+    fn remember_quirks(&self, _quirks: &[quirks::Quirk]) {}
     /// Leaves out of a desired user what this target has said it cannot hold, so that it is
     /// neither sent nor seen as drift.
     fn fit_user(&self, _user: &mut User) {}

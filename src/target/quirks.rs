@@ -40,6 +40,13 @@ impl Quirks {
         true
     }
 
+    /// Takes back a quirk an earlier run found (from the state store), without logging it again.
+    pub fn restore(&self, q: Quirk) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.entry(q.id.clone()).or_insert(q);
+        }
+    }
+
     pub fn has(&self, id: &str) -> bool {
         self.seen
             .lock()

@@ -377,15 +377,104 @@ fn scim_binary() -> PathBuf {
     PathBuf::from("scim2-server")
 }
 
-/// A real SCIM 2.0 server (scim2-server, in memory), with a bearer token.
+/// Which real SCIM server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimKind {
+    /// PyPI scim2-server, in memory.
+    Scim2Server,
+    /// django-scim2 with its default adapters, on sqlite (tests/fixtures/scim_django).
+    Django,
+}
+
+/// A real SCIM 2.0 server with a bearer token.
 pub struct Scim {
     child: Guard,
     pub port: u16,
+    pub kind: ScimKind,
+    /// The django server's database folder.
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn venv_python() -> PathBuf {
+    let venv = repo().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// A migrated django database, made once per test process and copied for each server.
+fn django_template() -> &'static PathBuf {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("dirbridge-django-tpl")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let db = dir.join("template.sqlite3");
+        let out = Command::new(venv_python())
+            .arg(repo().join("tests/fixtures/scim_django/serve.py"))
+            .args(["migrate-only", db.to_str().unwrap()])
+            .output()
+            .expect("python: run scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "django template: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        db
+    })
 }
 
 impl Scim {
     pub fn start() -> Scim {
         Scim::start_with(&[])
+    }
+
+    /// The server named by `DIRBRIDGE_TEST_SCIM` (`django`), else scim2-server.
+    pub fn start_default() -> Scim {
+        match std::env::var("DIRBRIDGE_TEST_SCIM").as_deref() {
+            Ok("django") => Scim::start_django(),
+            _ => Scim::start(),
+        }
+    }
+
+    /// django-scim2 on its own copy of a migrated database.
+    pub fn start_django() -> Scim {
+        let dir = tempfile::Builder::new()
+            .prefix("dirbridge-django")
+            .tempdir()
+            .unwrap();
+        let db = dir.path().join("scim.sqlite3");
+        std::fs::copy(django_template(), &db).unwrap();
+        let port = free_port();
+        let mut child = Command::new(venv_python())
+            .arg(repo().join("tests/fixtures/scim_django/serve.py"))
+            .args([&port.to_string(), db.to_str().unwrap()])
+            .env("SCIM_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("server.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("python: run scripts/setup.sh");
+        wait_for_port(port, "django-scim2", &mut child);
+        Scim {
+            child: Guard(child),
+            port,
+            kind: ScimKind::Django,
+            _dir: Some(dir),
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self.kind {
+            ScimKind::Scim2Server => "/v2",
+            ScimKind::Django => "/scim/v2",
+        }
     }
 
     /// Starts the server with extra command-line arguments.
@@ -403,11 +492,13 @@ impl Scim {
         Scim {
             child: Guard(child),
             port,
+            kind: ScimKind::Scim2Server,
+            _dir: None,
         }
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}/v2", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.prefix())
     }
 
     /// One HTTP/1.0 request (the server's own protocol), returning status and JSON body.
@@ -416,8 +507,9 @@ impl Scim {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
-            "{method} /v2{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+            "{method} {}{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{payload}",
+            self.prefix(),
             payload.len()
         );
         s.write_all(req.as_bytes()).unwrap();
@@ -567,7 +659,22 @@ impl Gateway {
         ldap_fixed: String,
         sections_fixed: String,
     ) -> Gateway {
-        let scim = Scim::start();
+        Gateway::with_scim(
+            Scim::start(),
+            ldap_url,
+            bind_password,
+            ldap_fixed,
+            sections_fixed,
+        )
+    }
+
+    pub fn with_scim(
+        scim: Scim,
+        ldap_url: String,
+        bind_password: &str,
+        ldap_fixed: String,
+        sections_fixed: String,
+    ) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-env")
             .tempdir()
@@ -698,6 +805,15 @@ impl Env {
     }
 
     pub fn with_slapd(slapd: Slapd) -> Env {
+        Env::with_servers(slapd, Scim::start())
+    }
+
+    /// slapd with the base fixture, and django-scim2 as the target.
+    pub fn start_django() -> Env {
+        Env::with_servers(Slapd::start(), Scim::start_django())
+    }
+
+    pub fn with_servers(slapd: Slapd, scim: Scim) -> Env {
         slapd.load("base.ldif");
         let ldap_fixed = format!(
             "bind_dn = \"{ADMIN_DN}\"\n\
@@ -708,7 +824,7 @@ impl Env {
         let sections =
             "[mapping.active]\nattribute = \"employeeType\"\ninactive_values = [\"disabled\"]\n"
                 .to_string();
-        let gw = Gateway::new(slapd.url(), ADMIN_PW, ldap_fixed, sections);
+        let gw = Gateway::with_scim(scim, slapd.url(), ADMIN_PW, ldap_fixed, sections);
         Env { slapd, gw }
     }
 }

@@ -40,6 +40,13 @@ pub struct ScimClient {
     pub(super) paging: std::sync::Mutex<Paging>,
     /// What `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` said, once read.
     pub(super) caps: std::sync::RwLock<Capabilities>,
+    /// PATCH operations (resource, op, attribute) the provider answered 501 to: sent as GET + PUT.
+    put_ops: std::sync::Mutex<BTreeSet<String>>,
+    /// Member removals go as `remove` of `members` with a value list (the provider refuses
+    /// the `members[value eq "id"]` form).
+    pub(super) remove_by_value: AtomicBool,
+    /// User attributes the provider does not keep (absent from what it answers to a create).
+    pub(super) not_kept: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -112,6 +119,9 @@ impl ScimClient {
             group_index: Default::default(),
             paging: std::sync::Mutex::new(Paging::StartIndexAndCount),
             caps: Default::default(),
+            put_ops: Default::default(),
+            remove_by_value: AtomicBool::new(false),
+            not_kept: Default::default(),
         })
     }
 
@@ -244,15 +254,58 @@ impl ScimClient {
         body: &Value,
     ) -> Result<Value, TargetError> {
         let url = self.url(resource, Some(id))?;
-        if !self.use_put.load(Ordering::Relaxed) {
+        let ops = op_keys(resource, body);
+        let known_unsupported = self
+            .put_ops
+            .lock()
+            .map(|s| ops.iter().any(|o| s.contains(o)))
+            .unwrap_or(false);
+        if !self.use_put.load(Ordering::Relaxed) && !known_unsupported {
             let label = format!("PATCH /{resource}/{id}");
-            return self.call(Method::PATCH, url, Some(body), &label).await;
+            match self
+                .call(Method::PATCH, url.clone(), Some(body), &label)
+                .await
+            {
+                // PATCH is supported, but not for these operations: GET + PUT for them.
+                Err(e) if e.status() == Some(501) => {
+                    self.quirks.note(
+                        &format!("patch-not-implemented-{resource}"),
+                        format!(
+                            "{label} answered 501 Not Implemented for {}",
+                            ops.join(", ")
+                        ),
+                        "such changes are sent as GET + PUT of the whole resource",
+                    );
+                    if let Ok(mut s) = self.put_ops.lock() {
+                        s.extend(ops);
+                    }
+                }
+                other => return other,
+            }
         }
         let label = format!("GET /{resource}/{id}");
         let mut doc = self.call(Method::GET, url.clone(), None, &label).await?;
         local_patch::apply(&mut doc, body).map_err(|e| Self::bad(&label, e))?;
         let label = format!("PUT /{resource}/{id}");
         self.call(Method::PUT, url, Some(&doc), &label).await
+    }
+
+    /// PATCH and nothing else (no GET + PUT fallback); `None` when updates go as GET + PUT.
+    pub(super) async fn patch_only(
+        &self,
+        resource: &str,
+        id: &str,
+        body: &Value,
+    ) -> Option<Result<Value, TargetError>> {
+        if self.use_put.load(Ordering::Relaxed) {
+            return None;
+        }
+        let label = format!("PATCH /{resource}/{id}");
+        let url = match self.url(resource, Some(id)) {
+            Ok(u) => u,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.call(Method::PATCH, url, Some(body), &label).await)
     }
 
     /// Reads `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` where the provider serves
@@ -378,4 +431,22 @@ fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
         scim_type,
         detail,
     }
+}
+
+/// What a PatchOp does, per operation, as `resource op attribute` (a value filter's value left
+/// out): the unit in which a provider implements PATCH or not.
+fn op_keys(resource: &str, body: &Value) -> Vec<String> {
+    body.get("Operations")
+        .and_then(Value::as_array)
+        .map(|ops| {
+            ops.iter()
+                .map(|o| {
+                    let op = o.get("op").and_then(Value::as_str).unwrap_or_default();
+                    let path = o.get("path").and_then(Value::as_str).unwrap_or_default();
+                    let attr = path.split('[').next().unwrap_or(path);
+                    format!("{resource} {} {attr}", op.to_ascii_lowercase())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

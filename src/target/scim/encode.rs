@@ -174,3 +174,10 @@ pub fn remove_members_patch(ids: &[String]) -> Value {
         .collect();
     json!({ "schemas": [PATCH_OP], "Operations": ops })
 }
+
+/// One `remove` of `members` with the members as its value: the form of RFC 7644 §3.5.2.2's
+/// example, for providers that refuse the filtered path.
+pub fn remove_members_by_value_patch(ids: &[String]) -> Value {
+    let values: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
+    json!({ "schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members", "value": values}] })
+}

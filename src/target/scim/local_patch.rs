@@ -60,6 +60,16 @@ pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
         let (container, attr) = locate(root, path, kind != "remove")?;
         let Some(container) = container else { continue };
         match (kind.as_str(), value) {
+            // Only the listed values of a multi-valued attribute.
+            ("remove", Some(Value::Array(gone))) => {
+                if let Some(Value::Array(existing)) = container.get_mut(attr) {
+                    existing.retain(|v| {
+                        !gone.iter().any(|g| {
+                            g == v || (g.get("value").is_some() && g.get("value") == v.get("value"))
+                        })
+                    });
+                }
+            }
             ("remove", _) => {
                 container.remove(attr);
             }

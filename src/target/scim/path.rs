@@ -144,6 +144,38 @@ impl ScimPath {
         }
     }
 
+    /// True when the resource holds a (non-empty) value at this path.
+    pub fn present(&self, doc: &Value) -> bool {
+        let Some(v) = self.container(doc).and_then(|c| c.get(&self.attr)) else {
+            return false;
+        };
+        let v = if self.filter.is_some() {
+            match v
+                .as_array()
+                .and_then(|a| a.iter().find(|e| self.matches(e)))
+            {
+                Some(e) => e,
+                None => return false,
+            }
+        } else {
+            v
+        };
+        let v = match &self.sub {
+            Some(s) => match v.get(s) {
+                Some(x) => x,
+                None => return false,
+            },
+            None => v,
+        };
+        match v {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        }
+    }
+
     /// Sets the value at this path, making what is missing (the extension object and its
     /// `schemas` entry, the element of a multi-valued attribute).
     pub fn set(&self, root: &mut Map<String, Value>, value: &str) {

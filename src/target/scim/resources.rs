@@ -1,12 +1,15 @@
 //! [`Target`] for the SCIM client: users and groups as RFC 7643 resources, every look-up checked
 //! (see `find.rs`), membership removals checked where the answer carries the group.
 
+use std::sync::atomic::Ordering;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::ScimClient;
 use super::lookup::Attr;
-use super::{decode, encode, PATCH_OP};
+use super::path::ScimPath;
+use super::{decode, encode, ENTERPRISE_USER, PATCH_OP};
 use crate::model::{FieldChange, Key, User, UserField};
 use crate::target::quirks::Quirk;
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
@@ -24,6 +27,24 @@ fn formatted_name(u: &User) -> String {
     u.display_name
         .clone()
         .unwrap_or_else(|| u.user_name.clone())
+}
+
+/// Clears the field a SCIM path names.
+fn drop_path(u: &mut User, path: &str) {
+    let ent = |a: &str| format!("{ENTERPRISE_USER}:{a}");
+    match path {
+        "title" => u.title = None,
+        "displayName" => u.display_name = None,
+        "name.givenName" => u.given_name = None,
+        "name.familyName" => u.family_name = None,
+        "emails" => u.email = None,
+        p if p == ent("department") => u.department = None,
+        p if p == ent("employeeNumber") => u.employee_number = None,
+        p if p == ent("manager") => u.manager = None,
+        p => {
+            u.custom.remove(p);
+        }
+    }
 }
 
 impl ScimClient {
@@ -46,6 +67,9 @@ impl ScimClient {
         {
             Ok(doc) => {
                 let id = Self::created_id(&doc, &label)?;
+                if resource == "Users" {
+                    self.check_kept(body, &doc);
+                }
                 if doc.get("externalId").is_none() && doc.get("userName").is_some() {
                     self.quirks.note(
                         "externalid-dropped",
@@ -67,6 +91,46 @@ impl ScimClient {
                     self.forget_index(resource).await;
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Notes the user attributes a provider answered a create without: it does not keep them,
+    /// so they are neither sent nor compared from now on (else every resync would see them
+    /// changed and send them again). Only a representation with the userName sent is judged.
+    fn check_kept(&self, sent: &Value, answer: &Value) {
+        if answer.get("userName") != sent.get("userName") {
+            return;
+        }
+        let mut paths: Vec<String> = [
+            "title",
+            "displayName",
+            "name.givenName",
+            "name.familyName",
+            "emails",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in ["department", "employeeNumber", "manager"] {
+            paths.push(format!("{ENTERPRISE_USER}:{a}"));
+        }
+        paths.extend(self.custom_paths.iter().cloned());
+        for path in paths {
+            let Ok(p) = ScimPath::parse(&path) else {
+                continue;
+            };
+            if p.present(sent) && !p.present(answer) {
+                self.quirks.note(
+                    &format!("not-kept-{path}"),
+                    format!(
+                        "the provider does not keep {path} (a created user comes back without it)"
+                    ),
+                    format!("{path} is not sent, nor compared on resync"),
+                );
+                if let Ok(mut s) = self.not_kept.lock() {
+                    s.insert(path);
+                }
             }
         }
     }
@@ -131,7 +195,26 @@ impl Target for ScimClient {
         self.quirks.list()
     }
 
+    fn remember_quirks(&self, quirks: &[Quirk]) {
+        for q in quirks {
+            if let Some(path) = q.id.strip_prefix("not-kept-") {
+                if let Ok(mut s) = self.not_kept.lock() {
+                    s.insert(path.to_string());
+                }
+            }
+            if q.id == "member-remove-filter-refused" {
+                self.remove_by_value.store(true, Ordering::Relaxed);
+            }
+            self.quirks.restore(q.clone());
+        }
+    }
+
     fn fit_user(&self, user: &mut User) {
+        if let Ok(paths) = self.not_kept.lock() {
+            for path in paths.iter() {
+                drop_path(user, path);
+            }
+        }
         let dropped = match self.caps.read() {
             Ok(c) => c.fit(user),
             Err(_) => return,
@@ -259,9 +342,29 @@ impl Target for ScimClient {
     }
 
     async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        let answer = self
-            .patch("Groups", id, &encode::remove_members_patch(member_ids))
-            .await?;
+        let by_filter = encode::remove_members_patch(member_ids);
+        let by_value = encode::remove_members_by_value_patch(member_ids);
+        let answer = if self.remove_by_value.load(Ordering::Relaxed) {
+            self.patch_only("Groups", id, &by_value).await
+        } else {
+            match self.patch_only("Groups", id, &by_filter).await {
+                Some(Err(e)) if matches!(e.status(), Some(400 | 501)) => {
+                    self.quirks.note(
+                        "member-remove-filter-refused",
+                        format!("a member removal by `members[value eq ...]` was refused: {e}"),
+                        "members are removed by a `remove` of `members` with the members as its value",
+                    );
+                    self.remove_by_value.store(true, Ordering::Relaxed);
+                    self.patch_only("Groups", id, &by_value).await
+                }
+                other => other,
+            }
+        };
+        let answer = match answer {
+            Some(a) => a?,
+            // No PATCH at all: applied to the group locally and PUT.
+            None => self.patch("Groups", id, &by_filter).await?,
+        };
         self.check_removal(id, member_ids, &answer).await
     }
 
