@@ -231,7 +231,8 @@ fn a_2000_member_group_is_read_through_range_retrieval() {
     env.ldap_extra = "membership = \"member\"\nrange_step = 500\n".into();
     let r = env.run(&["plan", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    let ops = doc["operations"].as_array().unwrap();
     let creates = ops.iter().filter(|o| o["op"] == "create_user").count();
     let added: usize = ops
         .iter()

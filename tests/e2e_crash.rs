@@ -93,7 +93,8 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
     }
     // And the records agree: nothing left to do.
     let r = env.run(&["plan", "--json"]);
-    assert_eq!(r.stdout.trim(), "[]", "{r:?}");
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["operations"], serde_json::json!([]), "{r:?}");
     // Objects whose create was interrupted were found and recorded as ours, not adopted.
     let doc: serde_json::Value =
         serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
@@ -109,7 +110,7 @@ fn an_interrupted_create_is_found_by_its_key_even_after_a_rename() {
     // externalId) but never confirmed; since then her userName changed in the directory.
     let plan: serde_json::Value =
         serde_json::from_str(&env.run(&["plan", "--json"]).stdout).unwrap();
-    let key = plan
+    let key = plan["operations"]
         .as_array()
         .unwrap()
         .iter()
@@ -161,5 +162,6 @@ fn an_interrupted_create_is_found_by_its_key_even_after_a_rename() {
         serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(doc["users_adopted"], 0, "{doc}");
     let r = env.run(&["plan", "--json"]);
-    assert_eq!(r.stdout.trim(), "[]", "{r:?}");
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["operations"], serde_json::json!([]), "{r:?}");
 }

@@ -312,7 +312,9 @@ fn plan_shows_the_operations_and_sends_nothing() {
     let env = Env::start();
     let r = env.run(&["plan", "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["rejected"], json!([]));
+    let ops = doc["operations"].as_array().unwrap().clone();
     let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
     assert_eq!(
         names,
@@ -334,7 +336,8 @@ fn plan_shows_the_operations_and_sends_nothing() {
         .modify("dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: mail\nmail: carol.chen@example.org\n");
     let before = env.scim.versions();
     let r = env.run(&["plan", "--json"]);
-    let ops: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    let ops = doc["operations"].as_array().unwrap().clone();
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert_eq!(ops[0]["op"], "update_user");
     assert_eq!(ops[0]["userName"], "carol");
@@ -359,6 +362,20 @@ fn bad_entries_are_reported_while_the_rest_syncs() {
     );
     env.slapd.add(
         "dn: uid=alice2,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: ALICE\ncn: Alice Two\nsn: Two\ngivenName: Alice\nmail: a2@example.org\n",
+    );
+    // plan names them too, and exits 1.
+    let r = env.run(&["plan", "--json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    let rejected = doc["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 3, "{doc}");
+    let dave = rejected
+        .iter()
+        .find(|r| r["dn"] == "uid=dave,ou=people,dc=example,dc=org")
+        .unwrap();
+    assert!(
+        dave["reason"].as_str().unwrap().contains("emails[type eq"),
+        "{doc}"
     );
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 1, "{r:?}");

@@ -65,13 +65,23 @@ pub enum Command {
     Resync,
     /// Dry run: show what `sync` would send, without sending anything or changing state.
     Plan {
-        /// Print a JSON array of operations.
+        /// Print JSON: `operations` (what would be sent) and `rejected` (entries that would not
+        /// be synced, with their DN and reason). Exits 1 when any entry is rejected.
         #[arg(long)]
         json: bool,
     },
     /// Run as a service: sync every poll interval, resync on schedule, serve status and
     /// metrics, stop cleanly on SIGTERM or Ctrl-C.
     Run,
+    /// Show how one directory entry is mapped and the exact requests a sync would send for it
+    /// (sends nothing). USER is a DN, or a userName, uid, mail, userPrincipalName or
+    /// sAMAccountName. Exits 1 when the entry would be rejected.
+    TestMapping {
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the state store holds: last run, counts, objects in error.
     Status {
         /// Print JSON.
@@ -149,6 +159,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Resync => run(cli, RunKind::Resync).await,
         Command::Plan { json } => plan(cli, *json).await,
         Command::Status { json } => status(cli, *json),
+        Command::TestMapping { user, json } => test_mapping(cli, user, *json).await,
         Command::Run => daemon(cli).await,
     }
 }
@@ -230,11 +241,38 @@ async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         .await
         .context("plan failed")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&ops)?);
+        let doc = serde_json::json!({ "operations": ops, "rejected": desired.rejected });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", output::plan_table(&ops, &desired));
     }
-    Ok(0)
+    // Entries that would not be synced are a finding, as in `sync`.
+    Ok(if desired.rejected.is_empty() { 0 } else { 1 })
+}
+
+async fn test_mapping(cli: &Cli, who: &str, json: bool) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    let records = if Store::exists(&cfg.state.path) {
+        Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?.snapshot()?
+    } else {
+        Snapshot::default()
+    };
+    let p = engine::preview::preview(&cfg, &records, who)
+        .await
+        .context("test-mapping failed")?;
+    let requests: Vec<_> = p
+        .requests
+        .iter()
+        .flat_map(crate::target::scim::preview::render)
+        .collect();
+    if json {
+        let mut doc = serde_json::to_value(&p)?;
+        doc["requests"] = serde_json::to_value(&requests)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", output::preview_text(&p, &requests));
+    }
+    Ok(if p.rejected.is_some() { 1 } else { 0 })
 }
 
 fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {

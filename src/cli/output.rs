@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use serde_json::Value;
+
 use crate::model::{DesiredState, FieldValue, UserField};
 use crate::plan::Operation;
 
@@ -65,6 +67,64 @@ pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
     }
     for r in &desired.rejected {
         let _ = writeln!(out, "not synced: {}: {}", r.dn, r.reason);
+    }
+    out
+}
+
+/// `test-mapping` for people: the entry, the mapped user, the requests.
+pub fn preview_text(
+    p: &crate::engine::preview::Preview,
+    requests: &[crate::target::scim::preview::Rendered],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Entry: {}", p.dn);
+    for (name, values) in &p.attributes {
+        for v in values {
+            let _ = writeln!(out, "  {name}: {v}");
+        }
+    }
+    match &p.key {
+        Some(k) => {
+            let _ = writeln!(out, "Key: {k}");
+        }
+        None => {
+            let _ = writeln!(out, "Key: none (the entry has no stable key attribute)");
+        }
+    }
+    if let Some(reason) = &p.rejected {
+        let _ = writeln!(out, "REJECTED: {reason}");
+        return out;
+    }
+    if let Some(u) = &p.user {
+        let _ = writeln!(out, "Mapped user:");
+        if let Ok(Value::Object(m)) = serde_json::to_value(u) {
+            for (k, v) in m {
+                let _ = writeln!(out, "  {k}: {v}");
+            }
+        }
+    }
+    if !p.groups.is_empty() {
+        let _ = writeln!(out, "Groups: {}", p.groups.join(", "));
+    }
+    if requests.is_empty() {
+        let _ = writeln!(
+            out,
+            "Requests: none (the target is up to date for this user)"
+        );
+    } else {
+        let _ = writeln!(out, "Requests a sync would send now:");
+        for r in requests {
+            let _ = writeln!(out, "  {} {}", r.method, r.path);
+            if let Some(n) = r.note {
+                let _ = writeln!(out, "    ({n})");
+            }
+            if let Some(b) = &r.body {
+                let pretty = serde_json::to_string_pretty(b).unwrap_or_default();
+                for line in pretty.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
     }
     out
 }

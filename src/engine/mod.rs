@@ -5,6 +5,7 @@ mod execute;
 pub mod feed;
 mod incremental;
 mod observe;
+pub mod preview;
 mod read;
 mod send;
 mod summary;

@@ -97,6 +97,8 @@ fn path_of(field: &UserField) -> String {
 /// value filter that matches nothing is refused with `noTarget`, RFC 7644 §3.5.2.3).
 pub fn user_patch(changes: &[FieldChange], before: &User, manager_id: Option<&str>) -> Value {
     let mut ops: Vec<Value> = Vec::new();
+    let mut after = before.clone();
+    after.apply(changes);
     // New elements of multi-valued attributes: (attribute path, filter) -> element.
     let mut new_elements: BTreeMap<(String, String, String), Map<String, Value>> = BTreeMap::new();
     for c in changes {
@@ -123,7 +125,24 @@ pub fn user_patch(changes: &[FieldChange], before: &User, manager_id: Option<&st
                         Some(v) => {
                             ops.push(json!({"op": "replace", "path": sp.to_string(), "value": v}))
                         }
-                        None => ops.push(json!({"op": "remove", "path": sp.to_string()})),
+                        None => {
+                            // The last mapped value of the element goes: the element goes too
+                            // (else an empty `{"type": "mobile"}` would stay behind).
+                            let element_left = after
+                                .custom
+                                .keys()
+                                .filter_map(|k| ScimPath::parse(k).ok())
+                                .any(|o| o.attribute() == sp.attribute() && o.filter == sp.filter);
+                            let path = if element_left {
+                                sp.to_string()
+                            } else {
+                                sp.element()
+                            };
+                            let op = json!({"op": "remove", "path": path});
+                            if !ops.contains(&op) {
+                                ops.push(op);
+                            }
+                        }
                     }
                     continue;
                 }

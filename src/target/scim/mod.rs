@@ -8,6 +8,7 @@ mod find;
 mod local_patch;
 mod lookup;
 pub mod path;
+pub mod preview;
 mod resources;
 
 pub use client::ScimClient;

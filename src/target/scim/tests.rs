@@ -193,3 +193,22 @@ fn a_new_element_of_a_multi_valued_attribute_is_added_whole_an_existing_one_repl
         json!([{"type": "work", "postalCode": "75002"}])
     );
 }
+
+#[test]
+fn the_last_mapped_value_of_an_element_removes_the_element() {
+    let mobile = "phoneNumbers[type eq \"mobile\"].value";
+    let mut before = User::default();
+    before.custom.insert(mobile.into(), "+1".into());
+    let doc = user_patch(
+        &[FieldChange {
+            field: UserField::Custom(mobile.into()),
+            value: FieldValue::Text(None),
+        }],
+        &before,
+        None,
+    );
+    assert_eq!(
+        doc["Operations"],
+        json!([{"op": "remove", "path": "phoneNumbers[type eq \"mobile\"]"}])
+    );
+}

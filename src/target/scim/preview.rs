@@ -1,0 +1,104 @@
+//! The SCIM requests a resolved operation becomes, for `test-mapping`: the same encoders the
+//! client sends with, so what is shown is what is sent (before the adaptations a provider's
+//! detected quirks call for, which `status` lists).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::encode;
+use crate::plan::apply::Request;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rendered {
+    pub method: &'static str,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+}
+
+fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
+    Rendered {
+        method,
+        path,
+        body,
+        note: None,
+    }
+}
+
+pub fn render(req: &Request) -> Vec<Rendered> {
+    let ids = |m: &[(String, String)]| m.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    match req {
+        Request::CreateUser {
+            key,
+            user,
+            manager_id,
+        } => vec![
+            Rendered {
+                method: "GET",
+                path: format!(
+                    "/Users?filter=userName eq {}",
+                    super::filter_literal(&user.user_name)
+                ),
+                body: None,
+                note: Some("looked up first: an existing user with this userName is adopted, not duplicated"),
+            },
+            one(
+                "POST",
+                "/Users".into(),
+                Some(encode::user_resource(key, user, manager_id.as_deref())),
+            ),
+        ],
+        Request::UpdateUser {
+            target_id,
+            changes,
+            before,
+            manager_id,
+            ..
+        } => vec![one(
+            "PATCH",
+            format!("/Users/{target_id}"),
+            Some(encode::user_patch(changes, before, manager_id.as_deref())),
+        )],
+        Request::DeactivateUser { target_id, .. } => vec![one(
+            "PATCH",
+            format!("/Users/{target_id}"),
+            Some(encode::deactivate_patch()),
+        )],
+        Request::DeleteUser { target_id, .. } => {
+            vec![one("DELETE", format!("/Users/{target_id}"), None)]
+        }
+        Request::CreateGroup { key, display_name } => vec![one(
+            "POST",
+            "/Groups".into(),
+            Some(encode::group_resource(key, display_name)),
+        )],
+        Request::RenameGroup {
+            target_id,
+            display_name,
+            ..
+        } => vec![one(
+            "PATCH",
+            format!("/Groups/{target_id}"),
+            Some(encode::rename_patch(display_name)),
+        )],
+        Request::DeleteGroup { target_id, .. } => {
+            vec![one("DELETE", format!("/Groups/{target_id}"), None)]
+        }
+        Request::AddMembers {
+            group_id, members, ..
+        } => vec![one(
+            "PATCH",
+            format!("/Groups/{group_id}"),
+            Some(encode::add_members_patch(&ids(members))),
+        )],
+        Request::RemoveMembers {
+            group_id, members, ..
+        } => vec![one(
+            "PATCH",
+            format!("/Groups/{group_id}"),
+            Some(encode::remove_members_patch(&ids(members))),
+        )],
+    }
+}
