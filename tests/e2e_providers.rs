@@ -306,3 +306,19 @@ fn a_provider_without_external_id_or_title_and_requiring_a_formatted_name() {
     assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
     assert_eq!(env.scim.users().len(), 3);
 }
+
+#[test]
+fn a_wrong_directory_password_never_reaches_the_target() {
+    let mut env = Env::start();
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    std::fs::write(env.dir.path().join("bind.pw"), "not-the-password\n").unwrap();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("49") || r.stderr.to_lowercase().contains("credentials"), "{r:?}");
+    assert_eq!(proxy.requests(), 0, "the target was contacted: {r:?}");
+    // With the right password, the first requests to the target are the discovery documents.
+    std::fs::write(env.dir.path().join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();
+    env.sync();
+    assert!(proxy.requests() > 0);
+}

@@ -176,3 +176,79 @@ pub fn dangling_members(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Group, User};
+
+    fn remote(id: &str, name: &str, ext: Option<&str>) -> RemoteUser {
+        RemoteUser {
+            id: id.into(),
+            external_id: ext.map(str::to_string),
+            user: User {
+                user_name: name.into(),
+                active: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> RemoteGroup {
+        RemoteGroup {
+            id: id.into(),
+            external_id: None,
+            display_name: name.into(),
+            member_ids: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn desired() -> DesiredState {
+        let mut d = DesiredState::default();
+        for (k, n) in [("k-ann", "ann"), ("k-bob", "bob"), ("k-cy", "cy")] {
+            d.users.insert(
+                k.into(),
+                User {
+                    user_name: n.into(),
+                    active: true,
+                    ..Default::default()
+                },
+            );
+        }
+        d.groups.insert(
+            "g-eng".into(),
+            Group {
+                display_name: "Engineering".into(),
+                members: ["k-ann".to_string()].into(),
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn only_exact_matches_are_adopted_and_members_resolve_by_id_or_user_name() {
+        let users = vec![
+            remote("1", "ANN", None),                // userName in another case: ours
+            remote("2", "bobby", Some("K-BOB")),     // externalId in another case: not ours
+            remote("3", "cy", None),                 // two "cy": neither is adopted
+            remote("4", "Cy", None),
+            remote("5", "dan", Some("k-stranger")), // a stranger
+        ];
+        let groups = vec![
+            group("g1", "engineering", &["1"]), // another case: not ours
+            group("g2", "Engineering", &["ann", "5"]), // members listed by userName
+        ];
+        let seen = observed(&desired(), &Snapshot::default(), &users, &groups);
+        let ids: BTreeMap<&str, &str> = seen
+            .users
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.target_id.as_str()))
+            .collect();
+        assert_eq!(ids, BTreeMap::from([("k-ann", "1")]));
+        let eng = &seen.groups["g-eng"];
+        assert_eq!(eng.target_id, "g2");
+        assert_eq!(eng.members, ["k-ann".to_string()].into());
+        // Members listed by userName are not dangling: resync must not remove them.
+        assert!(dangling_members(&seen, &users, &groups).is_empty());
+    }
+}

@@ -212,3 +212,14 @@ fn the_last_mapped_value_of_an_element_removes_the_element() {
         json!([{"op": "remove", "path": "phoneNumbers[type eq \"mobile\"]"}])
     );
 }
+
+#[test]
+fn members_given_only_by_ref_are_read_by_their_id() {
+    let g = decode::group(&json!({"id": "g", "displayName": "G", "members": [
+        {"$ref": "https://idp.example.com/scim/v2/Users/u-1"},
+        {"value": "u-2", "$ref": "https://idp.example.com/scim/v2/Users/other"},
+        {"display": "no reference at all"}
+    ]}))
+    .unwrap();
+    assert_eq!(g.member_ids, ["u-1", "u-2"]);
+}
