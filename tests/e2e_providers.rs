@@ -315,7 +315,10 @@ fn a_wrong_directory_password_never_reaches_the_target() {
     std::fs::write(env.dir.path().join("bind.pw"), "not-the-password\n").unwrap();
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("49") || r.stderr.to_lowercase().contains("credentials"), "{r:?}");
+    assert!(
+        r.stderr.contains("49") || r.stderr.to_lowercase().contains("credentials"),
+        "{r:?}"
+    );
     assert_eq!(proxy.requests(), 0, "the target was contacted: {r:?}");
     // With the right password, the first requests to the target are the discovery documents.
     std::fs::write(env.dir.path().join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();

@@ -228,9 +228,9 @@ mod tests {
     #[test]
     fn only_exact_matches_are_adopted_and_members_resolve_by_id_or_user_name() {
         let users = vec![
-            remote("1", "ANN", None),                // userName in another case: ours
-            remote("2", "bobby", Some("K-BOB")),     // externalId in another case: not ours
-            remote("3", "cy", None),                 // two "cy": neither is adopted
+            remote("1", "ANN", None),            // userName in another case: ours
+            remote("2", "bobby", Some("K-BOB")), // externalId in another case: not ours
+            remote("3", "cy", None),             // two "cy": neither is adopted
             remote("4", "Cy", None),
             remote("5", "dan", Some("k-stranger")), // a stranger
         ];
@@ -250,5 +250,34 @@ mod tests {
         assert_eq!(eng.members, ["k-ann".to_string()].into());
         // Members listed by userName are not dangling: resync must not remove them.
         assert!(dangling_members(&seen, &users, &groups).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the target holds, a user is adopted only by its exact externalId or by a
+        /// userName (any case) that no other target user shares; nothing else is touched.
+        #[test]
+        fn no_look_alike_is_ever_adopted(
+            wanted in proptest::collection::btree_map("k[0-3]", "[aAbB]{1,2}", 0..4),
+            present in proptest::collection::vec(("[aAbB]{1,2}", proptest::option::of("[kK][0-5]")), 0..8),
+        ) {
+            let mut d = DesiredState::default();
+            for (k, n) in &wanted {
+                d.users.insert(k.clone(), User { user_name: n.clone(), active: true, ..Default::default() });
+            }
+            let users: Vec<RemoteUser> = present
+                .iter()
+                .enumerate()
+                .map(|(i, (n, e))| remote(&format!("id{i}"), n, e.as_deref()))
+                .collect();
+            let seen = observed(&d, &Snapshot::default(), &users, &[]);
+            for (key, rec) in &seen.users {
+                let r = users.iter().find(|u| u.id == rec.target_id).unwrap();
+                let by_key = r.external_id.as_deref() == Some(key.as_str());
+                let name = d.users[key].user_name.to_lowercase();
+                let same_name = users.iter().filter(|u| u.user.user_name.to_lowercase() == name).count();
+                let by_name = r.user.user_name.to_lowercase() == name && same_name == 1;
+                proptest::prop_assert!(by_key || by_name, "{key} adopted {r:?}");
+            }
+        }
     }
 }

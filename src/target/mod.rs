@@ -145,7 +145,8 @@ pub trait Target {
     /// Checks that the target answers, and learns what it can do.
     async fn preflight(&self) -> Result<(), TargetError>;
     /// Called at the start of each pass: what the client cached of the target's content (the
-    /// look-up index of a provider that cannot filter) is read again when next needed.
+    /// look-up index of a provider that cannot filter) is read again when next needed, once it
+    /// is older than a few minutes.
     async fn begin_pass(&self) {}
     /// What the target was found to do differently from its protocol, and what is done about it.
     fn quirks(&self) -> Vec<quirks::Quirk> {

@@ -18,6 +18,8 @@ use super::decode;
 use super::lookup::{self, Attr, Index, Pick};
 use crate::target::{TargetError, TargetErrorKind};
 
+/// How long a pass of the service reuses the look-up index of a provider that cannot filter.
+pub const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Page size asked for when listing.
 pub const LIST_PAGE: u64 = 200;
 /// Most pages followed in one listing: a provider that never says it is done cannot make a
@@ -174,6 +176,15 @@ impl ScimClient {
     pub(super) async fn remember(&self, resource: &str, doc: &Value) {
         if let Some(ix) = self.index_slot(resource).lock().await.as_mut() {
             ix.insert(doc, indexed(resource));
+        }
+    }
+
+    /// Drops the index of a resource type if it is older than `age` (a pass of the service
+    /// reuses a recent one: its own creations are in it, and a 409 drops it).
+    pub(super) async fn forget_index_older_than(&self, resource: &str, age: std::time::Duration) {
+        let mut slot = self.index_slot(resource).lock().await;
+        if slot.as_ref().is_some_and(|ix| ix.built.elapsed() > age) {
+            *slot = None;
         }
     }
 

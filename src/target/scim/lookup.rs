@@ -83,14 +83,18 @@ pub fn pick(items: Vec<Value>, attr: Attr, value: &str) -> Pick {
 
 /// Ids by looked-up value, from one listing of a resource type. Built once per pass where the
 /// provider cannot filter; a candidate is read again by id and checked before it is used.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     by: HashMap<(Attr, String), Vec<String>>,
+    pub built: std::time::Instant,
 }
 
 impl Index {
     pub fn new(docs: &[Value], attrs: &[Attr]) -> Index {
-        let mut index = Index::default();
+        let mut index = Index {
+            by: HashMap::new(),
+            built: std::time::Instant::now(),
+        };
         for doc in docs {
             index.insert(doc, attrs);
         }

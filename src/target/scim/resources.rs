@@ -187,8 +187,10 @@ impl Target for ScimClient {
     }
 
     async fn begin_pass(&self) {
-        self.forget_index("Users").await;
-        self.forget_index("Groups").await;
+        self.forget_index_older_than("Users", super::find::INDEX_MAX_AGE)
+            .await;
+        self.forget_index_older_than("Groups", super::find::INDEX_MAX_AGE)
+            .await;
     }
 
     fn quirks(&self) -> Vec<Quirk> {
