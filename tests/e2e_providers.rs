@@ -325,3 +325,156 @@ fn a_wrong_directory_password_never_reaches_the_target() {
     env.sync();
     assert!(proxy.requests() > 0);
 }
+
+#[test]
+fn the_service_shows_the_quirks_it_found_on_status_and_the_dashboard() {
+    let mut env = Env::start();
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    proxy.set_rule(no_filter_no_count);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nchange_feed = \"poll\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run"]));
+    let quirks = || -> Vec<String> {
+        http_get(port, "/status")
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|d| d["store"]["target_quirks"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|q| q["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(30, || {
+            let q = quirks();
+            q.contains(&"filter-unsupported".to_string())
+                && q.contains(&"count-refused".to_string())
+        }),
+        "{:?} {}",
+        quirks(),
+        env.spawned_log()
+    );
+    let (status, page) = http_get(port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("Target quirks"), "{page}");
+    assert!(page.contains("filter.supported = false"), "{page}");
+    // Logged once, not at every pass.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let log = env.spawned_log();
+    assert_eq!(log.matches("quirk=filter-unsupported").count(), 1, "{log}");
+    terminate(&mut child.0);
+}
+
+/// A GET to the real server behind the proxy.
+fn upstream_get(port: u16, path: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("null");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Every group in an answer (one resource, or a ListResponse), its members rewritten by `f`.
+fn rewrite_members(body: &str, f: &dyn Fn(&str) -> Value) -> String {
+    let Ok(mut doc) = serde_json::from_str::<Value>(body) else {
+        return body.to_string();
+    };
+    let mut fix = |g: &mut Value| {
+        if let Some(list) = g.get_mut("members").and_then(Value::as_array_mut) {
+            for m in list.iter_mut() {
+                if let Some(id) = m["value"].as_str().map(str::to_string) {
+                    *m = f(&id);
+                }
+            }
+        }
+    };
+    if let Some(items) = doc.get_mut("Resources").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(&mut fix);
+    } else {
+        fix(&mut doc);
+    }
+    doc.to_string()
+}
+
+/// Lists members only by `$ref`, as some providers do.
+fn members_as_refs(line: &str, body: &str, _: u16) -> String {
+    if !line.starts_with("GET /v2/Groups") {
+        return body.to_string();
+    }
+    rewrite_members(
+        body,
+        &|id| json!({"$ref": format!("https://idp.example.com/v2/Users/{id}"), "type": "User"}),
+    )
+}
+
+/// Lists members by their userName instead of their id, as some providers do.
+fn members_as_user_names(line: &str, body: &str, upstream: u16) -> String {
+    if !line.starts_with("GET /v2/Groups") {
+        return body.to_string();
+    }
+    rewrite_members(body, &|id| {
+        let u = upstream_get(upstream, &format!("/v2/Users/{id}"));
+        json!({"value": u["userName"], "display": u["displayName"]})
+    })
+}
+
+fn members_survive(rule: fn(&str, &str, u16) -> String) {
+    let mut env = Env::start();
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    proxy.set_answer_rule(rule);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.sync();
+    assert_eq!(env.scim.member_names("engineering"), ["alice", "bob"]);
+    // The members read back are the ones sent: nothing to add, nothing dangling to remove.
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "members", "added"), 0, "{r:?}");
+    assert_eq!(count(&r, "members", "removed"), 0, "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), ["alice", "bob"]);
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "members", "removed"), 1, "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), ["alice"]);
+    // A member removed behind the gateway's back is put back by a resync.
+    let gid = env.scim.group("sales").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, doc) = env.scim.http(
+        "PATCH",
+        &format!("/Groups/{gid}"),
+        Some(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "members", "value": []}]}),
+        ),
+    );
+    assert!(s == 200 || s == 204, "{s} {doc}");
+    let r = env.run(&["resync"]);
+    assert_eq!(count(&r, "members", "added"), 1, "{r:?}");
+    assert_eq!(env.scim.member_names("sales"), ["carol"]);
+    let r = env.run(&["resync"]);
+    assert_eq!(count(&r, "members", "added"), 0, "{r:?}");
+}
+
+#[test]
+fn members_listed_only_by_ref_are_understood() {
+    members_survive(members_as_refs);
+}
+
+#[test]
+fn members_listed_by_user_name_are_understood() {
+    members_survive(members_as_user_names);
+}

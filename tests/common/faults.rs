@@ -46,6 +46,23 @@ pub enum Route {
 /// A rule applied to every request before any fault: (request line, body) -> route.
 pub type Rule = fn(&str, &str) -> Route;
 
+/// A rule applied to every answer the server gave (request line, answer body, the server's
+/// port for look-ups of its own) -> the body sent on, as a provider with a quirk would answer.
+pub type AnswerRule = fn(&str, &str, u16) -> String;
+
+/// The answer with its body replaced (Content-Length set again).
+fn with_body(resp: &[u8], body: &str) -> Vec<u8> {
+    let (head, _) = closing(resp);
+    let head = String::from_utf8_lossy(&head).to_string();
+    let mut out: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(str::to_string)
+        .collect();
+    out.push(format!("Content-Length: {}", body.len()));
+    format!("{}\r\n\r\n{body}", out.join("\r\n")).into_bytes()
+}
+
 struct Dice {
     state: u64,
     /// Per mille.
@@ -83,6 +100,7 @@ pub struct FaultProxy {
     /// Added to every answer (to make overlapping requests visible).
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     rule: Arc<Mutex<Option<Rule>>>,
+    answer_rule: Arc<Mutex<Option<AnswerRule>>>,
 }
 
 /// Reads one HTTP request (headers and a Content-Length body). `None` on EOF or garbage.
@@ -203,11 +221,16 @@ fn serve(
     upstream: u16,
     p: Arc<Mutex<Dice>>,
     stats: Stats,
-    rule: Option<Rule>,
+    (rule, answer_rule): (Option<Rule>, Option<AnswerRule>),
 ) {
     let Some(mut req) = read_request(&mut client) else {
         return;
     };
+    let request_line = String::from_utf8_lossy(&req)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if let Some(rule) = rule {
         let text = String::from_utf8_lossy(&req).to_string();
         let first = text.lines().next().unwrap_or_default().to_string();
@@ -237,7 +260,16 @@ fn serve(
     if delay > 0 {
         std::thread::sleep(Duration::from_millis(delay));
     }
-    let answer = decide(upstream, &p, &stats, &req);
+    let mut answer = decide(upstream, &p, &stats, &req);
+    if let (Some(rewrite), Answer::Bytes(b)) = (answer_rule, &answer) {
+        let text = String::from_utf8_lossy(b).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") {
+                let new = rewrite(&request_line, body, upstream);
+                answer = Answer::Bytes(with_body(b, &new));
+            }
+        }
+    }
     // Out of flight before the client can see the answer and send its next request.
     stats.3.lock().unwrap().0 -= 1;
     match answer {
@@ -332,8 +364,10 @@ impl FaultProxy {
             flight: Arc::new(Mutex::new((0, 0))),
             delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rule: Arc::new(Mutex::new(None)),
+            answer_rule: Arc::new(Mutex::new(None)),
         };
         let (up, dice, rule) = (proxy.up.clone(), proxy.dice.clone(), proxy.rule.clone());
+        let answer_rule = proxy.answer_rule.clone();
         let stats: Stats = (
             proxy.injected.clone(),
             proxy.clean.clone(),
@@ -348,7 +382,7 @@ impl FaultProxy {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         let (d, s) = (dice.clone(), stats.clone());
-                        let r = *rule.lock().unwrap();
+                        let r = (*rule.lock().unwrap(), *answer_rule.lock().unwrap());
                         std::thread::spawn(move || serve(client, upstream, d, s, r));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -356,6 +390,11 @@ impl FaultProxy {
             }
         });
         proxy
+    }
+
+    /// Applies `rule` to every answer from now on.
+    pub fn set_answer_rule(&self, rule: AnswerRule) {
+        *self.answer_rule.lock().unwrap() = Some(rule);
     }
 
     /// Applies `rule` to every request from now on.
