@@ -217,3 +217,29 @@ fn test_mapping_shows_the_entry_its_mapping_and_the_exact_requests() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no user entry matches `nobody`"), "{r:?}");
 }
+
+#[test]
+fn an_attribute_the_directory_does_not_have_is_an_error_at_its_line_and_column() {
+    let mut env = Env::start();
+    env.extra = "[mapping]\ndisplay_name = { expr = 'join(\" \", givenName, snn)' }\n".into();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let line = config.lines().position(|l| l.contains("snn")).unwrap() + 1;
+    let column = config.lines().nth(line - 1).unwrap().find("snn").unwrap() + 1;
+    let at = format!("dirbridge.toml:{line}:{column}: mapping.display_name");
+    assert!(r.stderr.contains(&at), "expected `{at}` in {r:?}");
+    assert!(r.stderr.contains("has no attribute `snn`"), "{r:?}");
+    assert!(env.scim.users().is_empty());
+    env.extra = "[mapping.custom]\nnickName = \"uidd\"\n".into();
+    let r = env.run(&["plan"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("mapping.custom.\"nickName\"") && r.stderr.contains("`uidd`"),
+        "{r:?}"
+    );
+    // Attributes that exist pass, whatever their case.
+    env.extra = "[mapping.custom]\nnickName = \"UID\"\n".into();
+    env.sync();
+    assert_eq!(env.scim.user("alice").unwrap()["nickName"], "alice");
+}

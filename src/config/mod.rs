@@ -268,6 +268,9 @@ pub struct MappingConfig {
     pub member_of_attribute: String,
     /// SCIM path -> where its value comes from.
     pub custom: Vec<(String, FieldSource)>,
+    /// (key, attribute) for every directory attribute the file itself names in `[mapping]`
+    /// (not the profile's defaults): checked against the directory's schema at the first read.
+    pub written: Vec<(String, String)>,
     /// Canonical fields a user must have to be pushed (SCIM names: `userName`, `name.givenName`,
     /// `name.familyName`, `emails.work`, `displayName`).
     pub required: Vec<RequiredField>,
@@ -293,6 +296,42 @@ impl RequiredField {
 }
 
 impl Config {
+    /// `file:line:column` of `word` on the line of the configuration that sets `key` (its last
+    /// segment), for messages about a value found wrong only later (against the directory);
+    /// the file alone when it cannot be found.
+    pub fn locate(&self, key: &str, word: &str) -> String {
+        let file = self.path.display().to_string();
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return file;
+        };
+        let last = key
+            .rsplit_once('.')
+            .map(|(_, l)| l)
+            .unwrap_or(key)
+            .trim_matches('"');
+        let last = key
+            .split_once(".custom.")
+            .map(|(_, p)| p.trim_matches('"'))
+            .unwrap_or(last);
+        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        for (n, line) in text.lines().enumerate() {
+            if !line.contains(last) {
+                continue;
+            }
+            let mut from = 0;
+            while let Some(i) = line[from..].find(word) {
+                let at = from + i;
+                let before = line[..at].chars().next_back();
+                let after = line[at + word.len()..].chars().next();
+                if !before.is_some_and(is_word) && !after.is_some_and(is_word) && at > 0 {
+                    return format!("{file}:{}:{}", n + 1, line[..at].chars().count() + 1);
+                }
+                from = at + word.len();
+            }
+        }
+        file
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

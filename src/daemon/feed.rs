@@ -97,6 +97,7 @@ async fn read_loop(
 /// Connects and starts both searches; `Ok(None)` when the server has no syncprov.
 async fn connect(cfg: &Config, feed: &mut Feed) -> Result<Option<Link>, SourceError> {
     let mut session = Session::open(&cfg.ldap).await?;
+    crate::engine::check_mapping(&mut session, cfg).await?;
     if !session.supports_syncrepl().await? {
         session.close().await;
         return Ok(None);

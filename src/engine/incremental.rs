@@ -60,7 +60,10 @@ pub async fn read_tracked(
 ) -> Result<TrackedRead, EngineError> {
     let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
     let mut session = Session::open(&cfg.ldap).await?;
-    let result = read_with(&mut session, cfg, store, &mapper, full).await;
+    let result = match super::read::check_mapping(&mut session, cfg).await {
+        Ok(()) => read_with(&mut session, cfg, store, &mapper, full).await,
+        Err(e) => Err(e.into()),
+    };
     session.close().await;
     let (mirror, previous, watermark, stats) = result?;
     let mut builder = DesiredBuilder::new(mapper);

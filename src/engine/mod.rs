@@ -13,7 +13,7 @@ mod summary;
 use std::collections::BTreeSet;
 
 pub use observe::{dangling_members, observed};
-pub use read::{read_desired, ReadStats};
+pub use read::{check_mapping, read_desired, ReadStats};
 pub use summary::Summary;
 
 use crate::config::Config;

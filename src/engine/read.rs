@@ -32,9 +32,35 @@ pub async fn read_desired(
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
     let mut session = Session::open(&cfg.ldap).await?;
-    let result = read_with(&mut session, cfg, known_users).await;
+    let result = match check_mapping(&mut session, cfg).await {
+        Ok(()) => read_with(&mut session, cfg, known_users).await,
+        Err(e) => Err(e),
+    };
     session.close().await;
     result
+}
+
+/// Every attribute the configuration names in `[mapping]` must exist in the directory's schema
+/// (where the bind DN may read it): a typo is an error naming the file, line and column, not a
+/// field that stays empty on every user.
+pub async fn check_mapping(session: &mut Session, cfg: &Config) -> Result<(), SourceError> {
+    if cfg.mapping.written.is_empty() {
+        return Ok(());
+    }
+    let Some(names) = session.attribute_names().await? else {
+        tracing::debug!("the directory's schema is not readable: mapped attributes not checked");
+        return Ok(());
+    };
+    for (key, attribute) in &cfg.mapping.written {
+        if !names.contains(&attribute.to_lowercase()) {
+            return Err(SourceError::UnknownAttribute {
+                location: cfg.locate(key, attribute),
+                key: key.clone(),
+                attribute: attribute.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Entries whose ranged attributes still have values to fetch.

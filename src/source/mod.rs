@@ -7,6 +7,7 @@ pub mod filter;
 pub mod ldap;
 pub mod notify;
 pub mod range;
+pub mod schema;
 pub mod sid;
 pub mod syncrepl;
 
@@ -26,4 +27,10 @@ pub enum SourceError {
     },
     #[error("TLS setup for {url}: {reason}")]
     Tls { url: String, reason: String },
+    #[error("{location}: {key}: the directory's schema has no attribute `{attribute}` (a typo? `dirbridge test-mapping USER` lists the attributes an entry has)")]
+    UnknownAttribute {
+        location: String,
+        key: String,
+        attribute: String,
+    },
 }

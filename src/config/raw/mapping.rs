@@ -107,8 +107,16 @@ impl RawMapping {
         let m = self;
         let names =
             |v: Option<Attrs>, default: &[&str]| v.unwrap_or_else(|| attrs(default)).names();
+        let written = std::cell::RefCell::new(Vec::<(String, String)>::new());
         let source = |v: Option<Attrs>, default: &[&str], key: &str| {
-            v.unwrap_or_else(|| attrs(default)).source(cx, key)
+            let explicit = v.is_some();
+            let s = v.unwrap_or_else(|| attrs(default)).source(cx, key)?;
+            if explicit {
+                for a in s.attributes() {
+                    written.borrow_mut().push((key.to_string(), a));
+                }
+            }
+            Ok::<_, ConfigError>(s)
         };
         let key = m.key.unwrap_or_else(|| defaults.key.to_string());
         if key.trim().is_empty() {
@@ -142,6 +150,9 @@ impl RawMapping {
             let key = format!("mapping.custom.\"{scim_path}\"");
             check_custom_path(&scim_path).map_err(|r| invalid(&key, r))?;
             let source = attrs.source(cx, &key)?;
+            for a in source.attributes() {
+                written.borrow_mut().push((key.clone(), a));
+            }
             if source.is_unmapped() {
                 return Err(invalid(&key, "names no directory attribute".into()));
             }
@@ -204,7 +215,16 @@ impl RawMapping {
                         "holds the manager's DN: name attributes, not an expression".into(),
                     ))
                 }
-                other => names(other, &["manager"]),
+                Some(a) => {
+                    let n = a.names();
+                    for x in &n {
+                        written
+                            .borrow_mut()
+                            .push(("mapping.manager".into(), x.clone()));
+                    }
+                    n
+                }
+                None => names(None, &["manager"]),
             },
             active: ActiveRule {
                 attribute: m.active.attribute.filter(|a| !a.is_empty()),
@@ -223,6 +243,7 @@ impl RawMapping {
             member_attribute: m.member_attribute.unwrap_or_else(|| "member".into()),
             member_of_attribute: m.member_of_attribute.unwrap_or_else(|| "memberOf".into()),
             custom,
+            written: written.into_inner(),
             required,
         };
         Ok(mapping)
