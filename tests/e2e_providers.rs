@@ -14,6 +14,13 @@ use common::faults::{FaultProxy, Route};
 use common::*;
 use serde_json::{json, Value};
 
+/// A proxy in front of the real server, playing a provider's quirks, as the gateway's target.
+fn quirky(env: &mut Env) -> FaultProxy {
+    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    proxy
+}
+
 /// Accounts on the target that are not the directory's: none may ever be adopted or changed.
 fn add_strangers(scim: &Scim) {
     let users = [
@@ -135,9 +142,8 @@ fn check_ownership(env: &mut Env, rule: fn(&str, &str) -> Route, quirk: &str) {
     add_strangers(&env.scim);
     let before = strangers(&env.scim);
     assert_eq!(before.len(), 10);
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    let proxy = quirky(env);
     proxy.set_rule(rule);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
 
     // First sync: the directory's three users and two groups are created, nothing adopted.
     let r = env.sync();
@@ -226,9 +232,8 @@ fn removals_ignored(line: &str, body: &str) -> Route {
 #[test]
 fn a_member_removal_acknowledged_but_not_carried_out_is_sent_as_a_replacement() {
     let mut env = Env::start();
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    let proxy = quirky(&mut env);
     proxy.set_rule(removals_ignored);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
     env.sync();
     assert_eq!(env.scim.member_names("engineering"), ["alice", "bob"]);
     env.slapd.modify(
@@ -271,9 +276,8 @@ fn forgetful(line: &str, body: &str) -> Route {
 #[test]
 fn a_provider_without_external_id_or_title_and_requiring_a_formatted_name() {
     let mut env = Env::start();
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    let proxy = quirky(&mut env);
     proxy.set_rule(forgetful);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
     let r = env.sync();
     for quirk in [
         "externalid-dropped",
@@ -310,8 +314,7 @@ fn a_provider_without_external_id_or_title_and_requiring_a_formatted_name() {
 #[test]
 fn a_wrong_directory_password_never_reaches_the_target() {
     let mut env = Env::start();
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    let proxy = quirky(&mut env);
     std::fs::write(env.dir.path().join("bind.pw"), "not-the-password\n").unwrap();
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 2, "{r:?}");
@@ -329,9 +332,8 @@ fn a_wrong_directory_password_never_reaches_the_target() {
 #[test]
 fn the_service_shows_the_quirks_it_found_on_status_and_the_dashboard() {
     let mut env = Env::start();
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    let proxy = quirky(&mut env);
     proxy.set_rule(no_filter_no_count);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
     let port = free_port();
     env.extra = format!(
         "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nchange_feed = \"poll\"\nlisten = \"127.0.0.1:{port}\"\n"
@@ -431,9 +433,8 @@ fn members_as_user_names(line: &str, body: &str, upstream: u16) -> String {
 
 fn members_survive(rule: fn(&str, &str, u16) -> String) {
     let mut env = Env::start();
-    let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
+    let proxy = quirky(&mut env);
     proxy.set_answer_rule(rule);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
     env.sync();
     assert_eq!(env.scim.member_names("engineering"), ["alice", "bob"]);
     // The members read back are the ones sent: nothing to add, nothing dangling to remove.
