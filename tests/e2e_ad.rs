@@ -553,3 +553,33 @@ fn the_service_reacts_to_ad_change_notifications() {
     let status = terminate(&mut child.0);
     assert!(status.success(), "{}", env.spawned_log());
 }
+
+#[test]
+fn test_mapping_on_ad_finds_a_user_by_sam_account_name_and_shows_its_guid_key() {
+    let env = AdEnv::start();
+    populate(&env.dc);
+    let r = env.run(&["test-mapping", "--json", "carol"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["dn"], format!("CN=Carol Chen,{OU}"), "{doc}");
+    assert_eq!(doc["key"], env.dc.guid_of(&format!("CN=Carol Chen,{OU}")));
+    // Binary values are shown as hex, text as it is.
+    assert!(
+        doc["attributes"]["objectguid"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("hex:"),
+        "{doc}"
+    );
+    assert_eq!(doc["attributes"]["samaccountname"][0], "carol");
+    assert_eq!(doc["user"]["user_name"], "carol@corp.example.org");
+    let create = &doc["requests"][1];
+    assert_eq!(create["method"], "POST");
+    assert_eq!(create["body"]["externalId"], doc["key"]);
+    // carol's manager is created first: the request refers to it by its coming id.
+    assert_eq!(
+        create["body"][ENT]["manager"]["value"], "<id of ann@corp.example.org once created>",
+        "{doc}"
+    );
+    assert!(env.scim.users().is_empty());
+}
