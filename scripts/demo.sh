@@ -133,6 +133,8 @@ changetype: delete
 LDIF
 echo; echo "== dirbridge plan"
 "$bin" "${cfg[@]}" plan
+echo; echo "== dirbridge test-mapping jdoe   (one entry: its attributes, its mapping, the exact request; nothing sent)"
+"$bin" "${cfg[@]}" test-mapping jdoe
 echo; echo "== dirbridge sync   (only the delta is sent)"
 "$bin" "${cfg[@]}" sync
 echo; show
