@@ -33,14 +33,15 @@ fn the_service_follows_changes_serves_status_and_stops_cleanly() {
     assert!(wait_until(10, || http_get(port, "/readyz").map(|r| r.0) == Some(200)));
 
     // A change in the directory reaches the target without anyone running a command.
-    env.slapd
-        .modify("dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Architect\n");
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: sn\nsn: Architect\n",
+    );
     env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
     assert!(
         wait_until(30, || {
             env.scim
                 .user("bob")
-                .map(|b| b["title"] == "Architect")
+                .map(|b| b["name"]["familyName"] == "Architect")
                 .unwrap_or(false)
                 && env
                     .scim

@@ -33,7 +33,7 @@ fn a_first_sync_creates_everything_with_its_quirks_detected_and_a_second_sends_n
     for quirk in [
         "filter-unsupported",
         "not-kept-title",
-        "schema-lacks-enterprise",
+        "schema-lacks-urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
     ] {
         assert!(r.stderr.contains(quirk), "{quirk} not detected: {r:?}");
     }
@@ -299,4 +299,28 @@ fn hostile_values_reach_it_exactly_and_are_found_again() {
     assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
     assert_eq!(count(&r, "users", "adopted"), 4, "{r:?}");
     assert_eq!(env.scim.users().len(), 4);
+}
+
+#[test]
+fn what_it_computes_itself_is_learnt_and_never_resent_even_after_a_lost_state() {
+    let env = Env::start_django();
+    // Its displayName is always "given family": bob's directory displayName differs.
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: displayName\ndisplayName: Bobby B\n",
+    );
+    let r = env.sync();
+    assert!(r.stderr.contains("not-kept-displayName"), "{r:?}");
+    let r = env.run(&["resync"]);
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    // The state folder is lost: nothing is created, so the quirks are learnt from what the
+    // first updates come back with, and the resync after sends nothing.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let first = count(&r, "users", "updated");
+    assert!(first <= 3, "{r:?}");
+    let r = env.run(&["resync"]);
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
 }

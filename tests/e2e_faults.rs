@@ -97,7 +97,7 @@ fn a_full_sync_through_30_percent_faults_ends_equal_to_the_directory() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261123);
     let proxy = FaultProxy::start(env.scim.port, 0.3, seed);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.target_url = env.scim.base_via(proxy.port);
     // Retries: the default 4 per request; the rest is left to later runs (bounded).
     let mut runs = Vec::new();
     let mut done = false;
@@ -142,7 +142,7 @@ fn the_gateway_keeps_to_the_target_rate_limit() {
     let mut env = Env::start();
     populate(&env);
     let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.target_url = env.scim.base_via(proxy.port);
     env.target_extra = "rate_limit = \"20/s\"\n".into();
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -160,7 +160,7 @@ fn requests_overlap_up_to_the_concurrency_limit_and_no_further() {
     let proxy = FaultProxy::start(env.scim.port, 0.0, 1);
     // Every answer takes 40 ms: requests that may overlap do.
     proxy.set_delay(40);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy.port);
+    env.target_url = env.scim.base_via(proxy.port);
     env.target_extra = "max_concurrency = 3\n".into();
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -173,7 +173,7 @@ fn requests_overlap_up_to_the_concurrency_limit_and_no_further() {
     // One at a time when so configured (state dropped: everything is looked up and adopted).
     let proxy1 = FaultProxy::start(env.scim.port, 0.0, 1);
     proxy1.set_delay(20);
-    env.target_url = format!("http://127.0.0.1:{}/v2", proxy1.port);
+    env.target_url = env.scim.base_via(proxy1.port);
     env.target_extra = "max_concurrency = 1\n".into();
     std::fs::remove_dir_all(env.state_path()).unwrap();
     let r = env.run(&["sync"]);

@@ -479,3 +479,34 @@ fn members_listed_only_by_ref_are_understood() {
 fn members_listed_by_user_name_are_understood() {
     members_survive(members_as_user_names);
 }
+
+/// Refuses every member removal by PATCH (501), in whatever form.
+fn removals_not_implemented(line: &str, body: &str) -> Route {
+    if line.starts_with("PATCH /v2/Groups/") && body.contains("\"op\":\"remove\"") {
+        return Route::Reply(501, r#"{"detail":"Not Implemented"}"#.into());
+    }
+    Route::Forward(line.to_string())
+}
+
+#[test]
+fn member_removals_refused_in_every_patch_form_go_as_get_and_put() {
+    let mut env = Env::start();
+    let proxy = quirky(&mut env);
+    proxy.set_rule(removals_not_implemented);
+    env.sync();
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    let r = env.sync();
+    assert!(r.stderr.contains("member-remove-refused"), "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), ["alice"]);
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
+    // A departure: removed from its groups, then deactivated.
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 1, "{r:?}");
+    assert!(env.scim.member_names("sales").is_empty());
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
+}

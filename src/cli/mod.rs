@@ -16,6 +16,7 @@ use crate::plan::guard::Approval;
 use crate::state::records::Snapshot;
 use crate::state::{approvals, Store};
 use crate::target::scim::ScimClient;
+use crate::target::Target;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -229,15 +230,27 @@ async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// What a dry run needs, without contacting the target or creating the store: the records,
+/// if there are any, and the target client with the quirks earlier runs found on it.
+fn offline(cfg: &Config) -> anyhow::Result<(Snapshot, ScimClient)> {
+    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
+    let target = ScimClient::new(&cfg.target, custom)
+        .map_err(anyhow::Error::msg)
+        .context("target")?;
+    if !Store::exists(&cfg.state.path) {
+        return Ok((Snapshot::default(), target));
+    }
+    let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
+    if store.target_identity()?.as_deref() == Some(target.describe().as_str()) {
+        target.remember_quirks(&store.quirks()?);
+    }
+    Ok((store.snapshot()?, target))
+}
+
 async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
-    // A dry run must not create the store: read it only if it exists.
-    let records = if Store::exists(&cfg.state.path) {
-        Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?.snapshot()?
-    } else {
-        Snapshot::default()
-    };
-    let (ops, desired) = engine::dry_run(&cfg, &records)
+    let (records, target) = offline(&cfg)?;
+    let (ops, desired) = engine::dry_run(&cfg, &records, &target)
         .await
         .context("plan failed")?;
     if json {
@@ -252,12 +265,8 @@ async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
 
 async fn test_mapping(cli: &Cli, who: &str, json: bool) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
-    let records = if Store::exists(&cfg.state.path) {
-        Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?.snapshot()?
-    } else {
-        Snapshot::default()
-    };
-    let p = engine::preview::preview(&cfg, &records, who)
+    let (records, target) = offline(&cfg)?;
+    let p = engine::preview::preview(&cfg, &records, &target, who)
         .await
         .context("test-mapping failed")?;
     let requests: Vec<_> = p

@@ -298,9 +298,37 @@ fn any_scim_path_not_owned_by_a_dedicated_key_may_be_mapped() {
         ),
         ("phoneNumbers[type eq mobile].value", "quoted text"),
         ("phoneNumbers[type eq \\\"mobile\\\"]", "sub-attribute"),
+        (
+            "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+            "without its schema",
+        ),
     ] {
         let text = format!("{MINIMAL}\n[mapping.custom]\n\"{bad}\" = \"uid\"\n");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_mistake_in_a_multi_line_expression_is_located_on_its_own_line() {
+    let text = format!(
+        "{MINIMAL}\n[mapping]\ndisplay_name = {{ expr = '''\njoin(\" \",\n  givenName,\n  bogus(sn))''' }}\n"
+    );
+    let line = text.lines().position(|l| l.contains("bogus")).unwrap() + 1;
+    match parse(&text).unwrap_err() {
+        ConfigError::Parse {
+            line: l, column, ..
+        } => assert_eq!((l, column), (line, 3)),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_shape_says_what_is_expected() {
+    let text = format!("{MINIMAL}\n[mapping]\ntitle = {{ exp = \"sn\" }}\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("an attribute name, a list of attribute names"),
+        "{err}"
+    );
 }

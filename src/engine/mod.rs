@@ -78,16 +78,32 @@ pub struct RunReport {
 }
 
 /// Plans without sending anything: the operations `sync` would send now.
-pub async fn dry_run(
+/// The target is not contacted: only the quirks it is known for (`Target::remember_quirks`)
+/// shape what would be sent.
+pub async fn dry_run<T: Target>(
     cfg: &Config,
     records: &Snapshot,
+    target: &T,
 ) -> Result<(Vec<Operation>, DesiredState), EngineError> {
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let (desired, stats) = read_desired(cfg, &known).await?;
+    let (mut desired, stats) = read_desired(cfg, &known).await?;
     log_read(&stats, &desired);
     guard_empty_read(&desired, records)?;
-    let ops = plan(&desired, records, &policy(cfg));
+    let mut records = records.clone();
+    fit(target, &mut desired, &mut records);
+    let ops = plan(&desired, &records, &policy(cfg));
     Ok((ops, desired))
+}
+
+/// Leaves out of the desired users and of the records what the target cannot hold, so that it
+/// is neither sent nor seen as a difference.
+pub fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
+    for user in desired.users.values_mut() {
+        target.fit_user(user);
+    }
+    for rec in records.users.values_mut() {
+        target.fit_user(&mut rec.pushed);
+    }
 }
 
 fn log_read(stats: &ReadStats, desired: &DesiredState) {
@@ -308,14 +324,6 @@ async fn run_inner<T: Target>(
     if stored.as_deref() != Some(configured.as_str()) {
         store.set_target_identity(&configured).await?;
     }
-    // What the target cannot hold is neither sent nor compared: left out of both sides.
-    let mut desired = desired;
-    for user in desired.users.values_mut() {
-        target.fit_user(user);
-    }
-    for rec in records.users.values_mut() {
-        target.fit_user(&mut rec.pushed);
-    }
 
     if kind == RunKind::Resync {
         let users = target.list_users().await?;
@@ -366,6 +374,10 @@ async fn run_inner<T: Target>(
             .await?;
     }
 
+    // What the target cannot hold is neither sent nor compared: left out of both sides (after
+    // a resync's read of the target, which is what the records now are).
+    let mut desired = desired;
+    fit(target, &mut desired, &mut records);
     let ops = plan(&desired, &records, &policy(cfg));
     let managed = records.users.len() + records.groups.len();
     let approval = crate::state::approvals::deletion_approval(store.path())?;

@@ -9,7 +9,7 @@ use crate::target::{RemoteGroup, RemoteUser};
 
 /// Builds the records that describe the target as it is. An object is matched, in order, by the
 /// id the store knows, by `externalId` equal to its key (exactly), or, for a desired object, by
-/// userName (in any case, as RFC 7643 compares it) or exact group name (adoption). Objects the
+/// userName (in any ASCII case, as RFC 7643 compares it; no Unicode case mapping, which would let look-alikes through) or exact group name (adoption). Objects the
 /// gateway neither knows nor wants are left out, so they are never touched.
 pub fn observed(
     desired: &DesiredState,
@@ -25,7 +25,11 @@ pub fn observed(
             .iter()
             .filter_map(|u| u.external_id.as_deref().map(|e| (e, u))),
     );
-    let user_by_name = unique(users.iter().map(|u| (u.user.user_name.to_lowercase(), u)));
+    let user_by_name = unique(
+        users
+            .iter()
+            .map(|u| (u.user.user_name.to_ascii_lowercase(), u)),
+    );
 
     let keys: BTreeSet<&Key> = known
         .users
@@ -44,7 +48,7 @@ pub fn observed(
                 desired
                     .users
                     .get(key)
-                    .and_then(|u| user_by_name.get(&u.user_name.to_lowercase()).copied())
+                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied())
             });
         if let Some(remote) = found {
             if claimed.insert(remote.id.as_str()) {
@@ -63,7 +67,7 @@ pub fn observed(
     // Some providers list group members by userName instead of id.
     let key_by_name: HashMap<String, &Key> = matched
         .iter()
-        .map(|(k, r, _)| (r.user.user_name.to_lowercase(), *k))
+        .map(|(k, r, _)| (r.user.user_name.to_ascii_lowercase(), *k))
         .collect();
     for (key, remote, origin) in matched {
         let mut pushed = remote.user.clone();
@@ -109,7 +113,7 @@ pub fn observed(
             .filter_map(|id| {
                 key_by_id
                     .get(id.as_str())
-                    .or_else(|| key_by_name.get(&id.to_lowercase()))
+                    .or_else(|| key_by_name.get(&id.to_ascii_lowercase()))
                     .map(|k| (*k).clone())
             })
             .collect();
@@ -151,7 +155,7 @@ pub fn dangling_members(
     // A provider that lists members by userName names existing users that way.
     let names: BTreeSet<String> = users
         .iter()
-        .map(|u| u.user.user_name.to_lowercase())
+        .map(|u| u.user.user_name.to_ascii_lowercase())
         .collect();
     let existing: BTreeSet<&str> = users
         .iter()
@@ -167,7 +171,9 @@ pub fn dangling_members(
         let dangling: Vec<String> = remote
             .member_ids
             .iter()
-            .filter(|id| !existing.contains(id.as_str()) && !names.contains(&id.to_lowercase()))
+            .filter(|id| {
+                !existing.contains(id.as_str()) && !names.contains(&id.to_ascii_lowercase())
+            })
             .cloned()
             .collect();
         if !dangling.is_empty() {
@@ -273,9 +279,9 @@ mod tests {
             for (key, rec) in &seen.users {
                 let r = users.iter().find(|u| u.id == rec.target_id).unwrap();
                 let by_key = r.external_id.as_deref() == Some(key.as_str());
-                let name = d.users[key].user_name.to_lowercase();
-                let same_name = users.iter().filter(|u| u.user.user_name.to_lowercase() == name).count();
-                let by_name = r.user.user_name.to_lowercase() == name && same_name == 1;
+                let name = d.users[key].user_name.to_ascii_lowercase();
+                let same_name = users.iter().filter(|u| u.user.user_name.to_ascii_lowercase() == name).count();
+                let by_name = r.user.user_name.to_ascii_lowercase() == name && same_name == 1;
                 proptest::prop_assert!(by_key || by_name, "{key} adopted {r:?}");
             }
         }

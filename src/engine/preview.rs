@@ -117,13 +117,21 @@ async fn find_entry(cfg: &Config, mapper: &Mapper, who: &str) -> Result<RawEntry
 }
 
 /// Previews one entry against the records.
-pub async fn preview(cfg: &Config, records: &Snapshot, who: &str) -> Result<Preview, PreviewError> {
+pub async fn preview<T: crate::target::Target>(
+    cfg: &Config,
+    records: &Snapshot,
+    target: &T,
+    who: &str,
+) -> Result<Preview, PreviewError> {
     let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
     let entry = find_entry(cfg, &mapper, who).await?;
     let key = mapper.key_of_entry(&entry);
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     // The whole read: a user's manager and groups are resolved against the whole set.
-    let (desired, _) = read_desired(cfg, &known).await?;
+    let (mut desired, _) = read_desired(cfg, &known).await?;
+    let mut records = records.clone();
+    super::fit(target, &mut desired, &mut records);
+    let records = &records;
     let norm = dn::normalize(&entry.dn);
     let rejected = desired
         .rejected

@@ -50,6 +50,26 @@ const FUNCTIONS: &str = "join, concat, lower, upper, trim, default, coalesce, re
 
 /// Longest expression accepted: a mapping is a line of configuration, not a program.
 const MAX_LEN: usize = 4096;
+/// Longest value an expression may produce (bytes), at any step: nested replacements could
+/// otherwise grow a value without bound (time and memory).
+pub const MAX_VALUE: usize = 64 * 1024;
+
+/// Why an expression gave no value for an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    NotText(#[from] NotText),
+    #[error("a mapping expression's value grew past {MAX_VALUE} bytes")]
+    TooLong,
+}
+
+fn bounded(s: String) -> Result<String, EvalError> {
+    if s.len() > MAX_VALUE {
+        Err(EvalError::TooLong)
+    } else {
+        Ok(s)
+    }
+}
 /// Deepest nesting accepted (keeps the recursive parser's stack small).
 const MAX_DEPTH: usize = 32;
 
@@ -360,7 +380,7 @@ impl Expr {
     }
 
     /// The value for an entry; `None` when empty.
-    pub fn eval(&self, e: &RawEntry) -> Result<Option<String>, NotText> {
+    pub fn eval(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
         self.eval_with(&|name| e.first_text(&[name.to_string()]))
     }
 
@@ -368,7 +388,7 @@ impl Expr {
     pub fn eval_with(
         &self,
         attr: &dyn Fn(&str) -> Result<Option<String>, NotText>,
-    ) -> Result<Option<String>, NotText> {
+    ) -> Result<Option<String>, EvalError> {
         let some = |s: String| (!s.is_empty()).then_some(s);
         Ok(match self {
             Expr::Text(t) => some(t.clone()),
@@ -377,6 +397,7 @@ impl Expr {
                 let mut s = String::new();
                 for p in parts {
                     s.push_str(&p.eval_with(attr)?.unwrap_or_default());
+                    s = bounded(s)?;
                 }
                 some(s)
             }
@@ -388,10 +409,13 @@ impl Expr {
                         vals.push(v);
                     }
                 }
-                some(vals.join(&sep))
+                some(bounded(vals.join(&sep))?)
             }
             Expr::Lower(x) => x.eval_with(attr)?.map(|v| v.to_lowercase()),
-            Expr::Upper(x) => x.eval_with(attr)?.map(|v| v.to_uppercase()),
+            Expr::Upper(x) => match x.eval_with(attr)? {
+                Some(v) => Some(bounded(v.to_uppercase())?),
+                None => None,
+            },
             Expr::Trim(x) => x.eval_with(attr)?.and_then(|v| some(v.trim().to_string())),
             Expr::Default(x, d) => match x.eval_with(attr)? {
                 Some(v) => Some(v),
@@ -405,9 +429,10 @@ impl Expr {
                 }
                 None
             }
-            Expr::Replace(x, re, with) => x
-                .eval_with(attr)?
-                .and_then(|v| some(re.replace_all(&v, with.as_str()).into_owned())),
+            Expr::Replace(x, re, with) => match x.eval_with(attr)? {
+                Some(v) => some(replace_bounded(re, &v, with)?),
+                None => None,
+            },
             Expr::Switch(x, cases, d) => {
                 let v = x.eval_with(attr)?;
                 match cases.iter().find(|(k, _)| Some(k) == v.as_ref()) {
@@ -420,6 +445,23 @@ impl Expr {
             }
         })
     }
+}
+
+/// `re.replace_all(text, with)`, stopping as soon as the result grows past [`MAX_VALUE`].
+fn replace_bounded(re: &Regex, text: &str, with: &str) -> Result<String, EvalError> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(text) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(&text[last..m.start()]);
+        caps.expand(with, &mut out);
+        last = m.end();
+        if out.len() > MAX_VALUE {
+            return Err(EvalError::TooLong);
+        }
+    }
+    out.push_str(&text[last..]);
+    bounded(out)
 }
 
 #[cfg(test)]
@@ -494,6 +536,28 @@ mod tests {
             "an empty result is no value"
         );
         assert_eq!(eval("'it\\'s'", &a).as_deref(), Some("it's"));
+    }
+
+    #[test]
+    fn a_value_cannot_grow_without_bound() {
+        let mut src = "sn".to_string();
+        for _ in 0..10 {
+            src = format!("replace({src}, '(?s).', '{}')", "$0".repeat(16));
+        }
+        let e = Expr::parse(&src).unwrap();
+        let started = std::time::Instant::now();
+        let r = e.eval_with(&|_| Ok(Some("Archer".into())));
+        assert_eq!(r, Err(EvalError::TooLong));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let e = Expr::parse("replace(replace(replace(sn, '', 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX'), '', 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX'), '', 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX')").unwrap();
+        assert_eq!(
+            e.eval_with(&|_| Ok(Some("Archer".into()))),
+            Err(EvalError::TooLong)
+        );
+        assert_eq!(
+            eval("replace(sn, '(A)', '[$1]')", &[("sn", "Archer")]).as_deref(),
+            Some("[A]rcher")
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Where one mapped value comes from: the first of some attributes that has a value, or an
 //! expression over attributes (see `expr.rs`).
 
-use super::expr::Expr;
-use crate::source::entry::{NotText, RawEntry};
+use super::expr::{EvalError, Expr};
+use crate::source::entry::RawEntry;
 
 #[derive(Debug, Clone)]
 pub enum FieldSource {
@@ -34,9 +34,9 @@ impl FieldSource {
     }
 
     /// The value for an entry; `None` when it has none (or the expression gives nothing).
-    pub fn value(&self, e: &RawEntry) -> Result<Option<String>, NotText> {
+    pub fn value(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
         match self {
-            FieldSource::Attrs(names) => e.first_text(names),
+            FieldSource::Attrs(names) => Ok(e.first_text(names)?),
             FieldSource::Expr { expr, .. } => expr.eval(e),
         }
     }

@@ -470,6 +470,19 @@ impl Scim {
         }
     }
 
+    /// Whether this server keeps a user attribute as sent (django-scim2's default adapter
+    /// keeps userName, name, one email without its type, active and externalId, and computes
+    /// displayName itself).
+    pub fn keeps(&self, attr: &str) -> bool {
+        match self.kind {
+            ScimKind::Scim2Server => true,
+            ScimKind::Django => matches!(
+                attr,
+                "userName" | "name" | "emails" | "active" | "externalId"
+            ),
+        }
+    }
+
     fn prefix(&self) -> &'static str {
         match self.kind {
             ScimKind::Scim2Server => "/v2",
@@ -499,6 +512,11 @@ impl Scim {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}{}", self.port, self.prefix())
+    }
+
+    /// The base URL through a proxy on `port` in front of this server.
+    pub fn base_via(&self, port: u16) -> String {
+        format!("http://127.0.0.1:{port}{}", self.prefix())
     }
 
     /// One HTTP/1.0 request (the server's own protocol), returning status and JSON body.
@@ -590,17 +608,39 @@ impl Scim {
         names
     }
 
-    /// `meta.version` of every resource: unchanged versions prove nothing was written.
+    /// `meta.version` of every resource: unchanged versions prove nothing was written. A server
+    /// without versions (django-scim2) gives the whole resource instead: unchanged content.
     pub fn versions(&self) -> Vec<(String, String)> {
+        let kind = self.kind;
         let mut v: Vec<(String, String)> = self
             .users()
             .into_iter()
             .chain(self.groups())
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_string(),
-                    r["meta"]["version"].to_string(),
-                )
+            .map(|mut r| {
+                // Ids are per resource type on some servers.
+                let kind_of = if r.get("userName").is_some() {
+                    "Users"
+                } else {
+                    "Groups"
+                };
+                let id = format!("{kind_of}/{}", r["id"].as_str().unwrap());
+                let version = match kind {
+                    ScimKind::Scim2Server => r["meta"]["version"].to_string(),
+                    ScimKind::Django => {
+                        let o = r.as_object_mut().unwrap();
+                        o.remove("meta");
+                        // A member's `display` follows the user's name: not a write.
+                        if let Some(Value::Array(members)) = o.get_mut("members") {
+                            for m in members.iter_mut() {
+                                if let Some(m) = m.as_object_mut() {
+                                    m.remove("display");
+                                }
+                            }
+                        }
+                        r.to_string()
+                    }
+                };
+                (id, version)
             })
             .collect();
         v.sort();
@@ -805,7 +845,7 @@ impl Env {
     }
 
     pub fn with_slapd(slapd: Slapd) -> Env {
-        Env::with_servers(slapd, Scim::start())
+        Env::with_servers(slapd, Scim::start_default())
     }
 
     /// slapd with the base fixture, and django-scim2 as the target.

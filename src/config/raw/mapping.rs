@@ -7,7 +7,10 @@ use super::*;
 /// A value source as written: one attribute name, a list tried in order (`[]` unmaps the
 /// field), or `{ expr = "..." }` / `{ value = "constant" }`.
 #[derive(Deserialize, Clone)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "an attribute name, a list of attribute names, { expr = \"...\" } or { value = \"...\" }"
+)]
 enum Attrs {
     One(String),
     Many(Vec<String>),
@@ -280,6 +283,12 @@ fn check_custom_path(path: &str) -> Result<(), String> {
         ))
     };
     match &p.schema {
+        Some(schema) if schema.eq_ignore_ascii_case(crate::target::scim::CORE_USER) => {
+            return Err(format!(
+                "write a core attribute without its schema (`{}`, not `{path}`)",
+                p.attr
+            ))
+        }
         Some(schema) if schema.eq_ignore_ascii_case(crate::target::scim::ENTERPRISE_USER) => {
             if ["department", "employeeNumber", "manager"]
                 .iter()

@@ -131,10 +131,17 @@ impl Cx<'_> {
     pub fn error_at(&self, key: &str, value: &str, column: usize, message: &str) -> ConfigError {
         match self.text.find(value) {
             Some(at) if !value.is_empty() => {
-                let before = &self.text[..at];
+                // The error's place inside the value, then in the file (the value may span
+                // lines: a multi-line string).
+                let inside = value
+                    .char_indices()
+                    .nth(column.saturating_sub(1))
+                    .map(|(i, _)| i)
+                    .unwrap_or(value.len());
+                let before = &self.text[..at + inside];
                 let line = before.matches('\n').count() + 1;
                 let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
-                let col = self.text[line_start..at].chars().count() + column;
+                let col = before[line_start..].chars().count() + 1;
                 ConfigError::Parse {
                     path: self.path.to_path_buf(),
                     line,

@@ -283,6 +283,17 @@ impl ScimClient {
                 other => return other,
             }
         }
+        self.get_and_put(resource, id, body).await
+    }
+
+    /// Reads the resource, applies the PatchOp to it locally and PUTs it back.
+    pub(super) async fn get_and_put(
+        &self,
+        resource: &str,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value, TargetError> {
+        let url = self.url(resource, Some(id))?;
         let label = format!("GET /{resource}/{id}");
         let mut doc = self.call(Method::GET, url.clone(), None, &label).await?;
         local_patch::apply(&mut doc, body).map_err(|e| Self::bad(&label, e))?;

@@ -159,13 +159,10 @@ impl Capabilities {
             "name.familyName",
         );
         let enterprise = self.takes_extension(ENTERPRISE_USER);
-        drop(&mut u.department, enterprise, "enterprise:department");
-        drop(
-            &mut u.employee_number,
-            enterprise,
-            "enterprise:employeeNumber",
-        );
-        drop(&mut u.manager, enterprise, "enterprise:manager");
+        let ent = |a: &str| format!("{ENTERPRISE_USER}:{a}");
+        drop(&mut u.department, enterprise, &ent("department"));
+        drop(&mut u.employee_number, enterprise, &ent("employeeNumber"));
+        drop(&mut u.manager, enterprise, &ent("manager"));
         u.custom.retain(|path, _| {
             let ok = match super::path::ScimPath::parse(path) {
                 Ok(p) => match &p.schema {
@@ -220,7 +217,7 @@ mod tests {
         };
         assert_eq!(
             c.fit(&mut u),
-            vec!["title".to_string(), "enterprise:department".to_string()]
+            vec!["title".to_string(), format!("{ENTERPRISE_USER}:department")]
         );
         assert_eq!((u.title, u.department), (None, None));
         assert_eq!(u.given_name.as_deref(), Some("Ann"));

@@ -10,7 +10,8 @@ use serde_json::Value;
 /// An attribute the gateway looks resources up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Attr {
-    /// User `userName`: case-insensitive (RFC 7643 §4.1.1, caseExact false).
+    /// User `userName`: case-insensitive (RFC 7643 §4.1.1, caseExact false), for ASCII letters
+    /// only: Unicode case mapping would let a look-alike (KELVIN SIGN for K) pass for the name.
     UserName,
     /// `externalId`: case-exact (RFC 7643 §3.1).
     ExternalId,
@@ -31,7 +32,7 @@ impl Attr {
     /// The value as the adoption rule compares it.
     fn normal(self, v: &str) -> String {
         match self {
-            Attr::UserName => v.to_lowercase(),
+            Attr::UserName => v.to_ascii_lowercase(),
             Attr::ExternalId | Attr::DisplayName => v.to_string(),
         }
     }
@@ -174,6 +175,11 @@ mod tests {
             Pick::Ambiguous(2)
         );
         assert_eq!(pick(vec![], Attr::UserName, "ann"), Pick::NotFound);
+        // KELVIN SIGN lower-cases to k in Unicode: a look-alike, not the same name.
+        assert_eq!(
+            pick(vec![user("1", "\u{212a}ate")], Attr::UserName, "kate"),
+            Pick::NotFound
+        );
     }
 
     #[test]

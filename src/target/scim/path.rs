@@ -25,7 +25,8 @@ fn is_name(s: &str) -> bool {
 
 impl ScimPath {
     pub fn parse(path: &str) -> Result<ScimPath, String> {
-        let bad = |why: &str| format!("`{path}` is not a SCIM attribute path: {why}");
+        let shown: String = path.escape_debug().collect();
+        let bad = |why: &str| format!("`{shown}` is not a SCIM attribute path: {why}");
         let head_end = path.find('[').unwrap_or(path.len());
         let (schema, rest) = if path
             .get(..4)
@@ -45,7 +46,10 @@ impl ScimPath {
         let attr_end = rest.find(['[', '.']).unwrap_or(rest.len());
         let attr = &rest[..attr_end];
         if !is_name(attr) {
-            return Err(bad(&format!("`{attr}` is not an attribute name")));
+            return Err(bad(&format!(
+                "`{}` is not an attribute name",
+                attr.escape_debug()
+            )));
         }
         let mut tail = &rest[attr_end..];
         let mut filter = None;
@@ -70,7 +74,7 @@ impl ScimPath {
             "" => None,
             t => match t.strip_prefix('.') {
                 Some(s) if is_name(s) => Some(s.to_string()),
-                _ => return Err(bad(&format!("unexpected `{t}`"))),
+                _ => return Err(bad(&format!("unexpected `{}`", t.escape_debug()))),
             },
         };
         if filter.is_some() && sub.is_none() {

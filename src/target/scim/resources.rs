@@ -29,6 +29,16 @@ fn formatted_name(u: &User) -> String {
         .unwrap_or_else(|| u.user_name.clone())
 }
 
+/// Attributes a provider must hold exactly as sent to count as kept: a provider that computes
+/// them itself (displayName from the names) would otherwise look changed on every resync. Names,
+/// emails and the like are only required to be there (a provider may normalize them).
+fn compared_by_value(path: &str) -> bool {
+    !matches!(
+        path,
+        "userName" | "name.givenName" | "name.familyName" | "emails" | "active"
+    ) && !path.starts_with(ENTERPRISE_USER)
+}
+
 /// Clears the field a SCIM path names.
 fn drop_path(u: &mut User, path: &str) {
     let ent = |a: &str| format!("{ENTERPRISE_USER}:{a}");
@@ -41,9 +51,13 @@ fn drop_path(u: &mut User, path: &str) {
         p if p == ent("department") => u.department = None,
         p if p == ent("employeeNumber") => u.employee_number = None,
         p if p == ent("manager") => u.manager = None,
-        p => {
-            u.custom.remove(p);
-        }
+        // A custom path, or the multi-valued attribute its elements belong to.
+        p => u.custom.retain(|k, _| {
+            k != p
+                && ScimPath::parse(k)
+                    .map(|s| s.attribute() != p)
+                    .unwrap_or(true)
+        }),
     }
 }
 
@@ -120,16 +134,57 @@ impl ScimClient {
             let Ok(p) = ScimPath::parse(&path) else {
                 continue;
             };
-            if p.present(sent) && !p.present(answer) {
+            let altered = compared_by_value(&path)
+                && matches!((p.get(sent), p.get(answer)), (Some(a), Some(b)) if a != b);
+            if (p.present(sent) && !p.present(answer)) || altered {
                 self.quirks.note(
                     &format!("not-kept-{path}"),
                     format!(
-                        "the provider does not keep {path} (a created user comes back without it)"
+                        "the provider does not keep {path} (a created user comes back without it, or with another value)"
                     ),
                     format!("{path} is not sent, nor compared on resync"),
                 );
                 if let Ok(mut s) = self.not_kept.lock() {
                     s.insert(path);
+                }
+            }
+        }
+    }
+
+    /// [`ScimClient::check_kept`] for an update: the attributes it set that the resource the
+    /// provider answers with (PATCH or PUT) does not hold.
+    fn check_kept_ops(&self, patch: &Value, answer: &Value) {
+        if answer.get("userName").is_none() {
+            return;
+        }
+        let ops = patch
+            .get("Operations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for op in ops {
+            let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+            let set = matches!(kind.to_ascii_lowercase().as_str(), "add" | "replace");
+            let (Some(path), Some(v)) = (op.get("path").and_then(Value::as_str), op.get("value"))
+            else {
+                continue;
+            };
+            if !set || v.is_null() || path == "active" {
+                continue;
+            }
+            let Ok(p) = ScimPath::parse(path) else {
+                continue;
+            };
+            let altered = compared_by_value(path)
+                && matches!((v.as_str(), p.get(answer)), (Some(a), Some(b)) if a != b);
+            if !p.present(answer) || altered {
+                self.quirks.note(
+                    &format!("not-kept-{path}"),
+                    format!("the provider does not keep {path} (an updated user comes back without it, or with another value)"),
+                    format!("{path} is not sent, nor compared on resync"),
+                );
+                if let Ok(mut s) = self.not_kept.lock() {
+                    s.insert(path.to_string());
                 }
             }
         }
@@ -199,7 +254,10 @@ impl Target for ScimClient {
 
     fn remember_quirks(&self, quirks: &[Quirk]) {
         for q in quirks {
-            if let Some(path) = q.id.strip_prefix("not-kept-") {
+            let path =
+                q.id.strip_prefix("not-kept-")
+                    .or_else(|| q.id.strip_prefix("schema-lacks-"));
+            if let Some(path) = path {
                 if let Ok(mut s) = self.not_kept.lock() {
                     s.insert(path.to_string());
                 }
@@ -299,7 +357,9 @@ impl Target for ScimClient {
                 ops.push(json!({"op": "replace", "path": "name.formatted", "value": formatted_name(user)}));
             }
         }
-        self.patch("Users", id, &body).await.map(|_| ())
+        let answer = self.patch("Users", id, &body).await?;
+        self.check_kept_ops(&body, &answer);
+        Ok(())
     }
 
     async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
@@ -346,11 +406,16 @@ impl Target for ScimClient {
     async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
         let by_filter = encode::remove_members_patch(member_ids);
         let by_value = encode::remove_members_by_value_patch(member_ids);
-        let answer = if self.remove_by_value.load(Ordering::Relaxed) {
+        let refused = |r: &Option<Result<Value, TargetError>>| matches!(r, Some(Err(e)) if matches!(e.status(), Some(400 | 501)));
+        let mut answer = if self.remove_by_value.load(Ordering::Relaxed) {
             self.patch_only("Groups", id, &by_value).await
         } else {
             match self.patch_only("Groups", id, &by_filter).await {
-                Some(Err(e)) if matches!(e.status(), Some(400 | 501)) => {
+                r if refused(&r) => {
+                    let e = r
+                        .and_then(Result::err)
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
                     self.quirks.note(
                         "member-remove-filter-refused",
                         format!("a member removal by `members[value eq ...]` was refused: {e}"),
@@ -362,10 +427,20 @@ impl Target for ScimClient {
                 other => other,
             }
         };
+        if refused(&answer) {
+            // Neither form of PATCH removal: the group is read, changed and PUT back (the
+            // answer is checked below like any other).
+            self.quirks.note(
+                "member-remove-refused",
+                "member removals by PATCH are refused in both forms",
+                "members are removed by GET + PUT of the group",
+            );
+            answer = None;
+        }
         let answer = match answer {
             Some(a) => a?,
-            // No PATCH at all: applied to the group locally and PUT.
-            None => self.patch("Groups", id, &by_filter).await?,
+            // No PATCH removal: applied to the group locally and PUT.
+            None => self.get_and_put("Groups", id, &by_filter).await?,
         };
         self.check_removal(id, member_ids, &answer).await
     }
