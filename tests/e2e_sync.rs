@@ -510,23 +510,9 @@ fn custom_attributes_are_mapped() {
 #[test]
 fn a_user_the_target_refuses_is_recorded_and_retried_while_the_rest_syncs() {
     let mut env = Env::start();
-    // What each server refuses: scim2-server a profileUrl that is not a URI, django-scim2 an
-    // email that is not one.
-    let (attribute, bad, good, why) = match env.scim.kind {
-        ScimKind::Scim2Server => {
-            env.extra = "[mapping.custom]\nprofileUrl = \"labeledURI\"\n".into();
-            (
-                "labeledURI",
-                "not a url",
-                "https://example.org/~carol",
-                "Invalid URI",
-            )
-        }
-        ScimKind::Django => ("mail", "not an email", "carol@example.org", "Invalid email"),
-    };
-    env.slapd.modify(&format!(
-        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: {attribute}\n{attribute}: {bad}\n"
-    ));
+    let kind = env.scim.kind;
+    let (attribute, bad, good, why) = refusable(kind, &mut env.extra);
+    set_attribute(&env.slapd, "carol", attribute, bad);
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
@@ -557,9 +543,7 @@ fn a_user_the_target_refuses_is_recorded_and_retried_while_the_rest_syncs() {
     assert_eq!(r.code, 1, "{r:?}");
     let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(doc["errors"][0]["attempts"], 2, "{doc}");
-    env.slapd.modify(&format!(
-        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: {attribute}\n{attribute}: {good}\n"
-    ));
+    set_attribute(&env.slapd, "carol", attribute, good);
     let r = env.sync();
     assert_eq!(count(&r, "users", "created"), 1, "{r:?}");
     assert_eq!(env.scim.member_names("sales"), vec!["carol"]);

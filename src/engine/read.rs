@@ -44,7 +44,10 @@ pub async fn read_desired(
 /// (where the bind DN may read it): a typo is an error naming the file, line and column, not a
 /// field that stays empty on every user.
 pub async fn check_mapping(session: &mut Session, cfg: &Config) -> Result<(), SourceError> {
-    if cfg.mapping.written.is_empty() {
+    // Once per process: the configuration does not change while it runs, and the schema is
+    // large on AD (a poll every few seconds need not read it each time).
+    static CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if cfg.mapping.written.is_empty() || CHECKED.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(());
     }
     let Some(names) = session.attribute_names().await? else {
@@ -60,6 +63,7 @@ pub async fn check_mapping(session: &mut Session, cfg: &Config) -> Result<(), So
             });
         }
     }
+    CHECKED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -869,6 +869,35 @@ impl Env {
     }
 }
 
+/// Something the test's SCIM server refuses in a user, and how it is put right: (directory
+/// attribute, refused value, accepted value, words of the refusal). scim2-server refuses a
+/// profileUrl that is not a URI (the mapping it needs is added to `extra`), django-scim2 an email
+/// that is not one.
+pub fn refusable(
+    kind: ScimKind,
+    extra: &mut String,
+) -> (&'static str, &'static str, &'static str, &'static str) {
+    match kind {
+        ScimKind::Scim2Server => {
+            extra.push_str("[mapping.custom]\nprofileUrl = \"labeledURI\"\n");
+            (
+                "labeledURI",
+                "not a url",
+                "https://example.org/~carol",
+                "Invalid URI",
+            )
+        }
+        ScimKind::Django => ("mail", "not an email", "carol@example.org", "Invalid email"),
+    }
+}
+
+/// Sets a directory attribute of a user of the base fixture.
+pub fn set_attribute(slapd: &Slapd, user: &str, attribute: &str, value: &str) {
+    slapd.modify(&format!(
+        "dn: uid={user},ou=people,dc=example,dc=org\nchangetype: modify\nreplace: {attribute}\n{attribute}: {value}\n"
+    ));
+}
+
 /// A number in the one-line summary, e.g. `count(&run, "users", "created")`.
 pub fn count(run: &Run, section: &str, what: &str) -> u64 {
     let line = run

@@ -118,16 +118,15 @@ impl Capabilities {
         self.user_required.contains("name.formatted")
     }
 
+    /// `path` in lower case.
     fn knows(&self, path: &str) -> bool {
-        self.user_attrs
-            .as_ref()
-            .is_none_or(|a| a.contains(&path.to_lowercase()))
+        self.user_attrs.as_ref().is_none_or(|a| a.contains(path))
     }
 
     fn takes_extension(&self, schema: &str) -> bool {
         self.user_extensions
             .as_ref()
-            .is_none_or(|e| e.contains(&schema.to_lowercase()))
+            .is_none_or(|e| e.contains(schema) || e.iter().any(|x| x.eq_ignore_ascii_case(schema)))
     }
 
     /// Leaves out of `u` the attributes this provider has declared it does not hold (its schema
@@ -135,48 +134,62 @@ impl Capabilities {
     /// read back the same and look changed on every resync.
     pub fn fit(&self, u: &mut User) -> Vec<String> {
         let mut dropped = Vec::new();
-        let mut drop = |slot: &mut Option<String>, ok: bool, path: &str| {
-            if slot.is_some() && !ok {
+        if self.user_attrs.is_none() && self.user_extensions.is_none() {
+            return dropped; // nothing declared: everything is assumed held
+        }
+        // Checked only for fields that have a value (this runs for every user of every pass).
+        let mut drop = |slot: &mut Option<String>, ok: &dyn Fn() -> bool, path: &str| {
+            if slot.is_some() && !ok() {
                 *slot = None;
                 dropped.push(path.to_string());
             }
         };
-        drop(&mut u.title, self.knows("title"), "title");
+        drop(&mut u.title, &|| self.knows("title"), "title");
         drop(
             &mut u.display_name,
-            self.knows("displayName"),
+            &|| self.knows("displayname"),
             "displayName",
         );
-        drop(&mut u.email, self.knows("emails"), "emails");
+        drop(&mut u.email, &|| self.knows("emails"), "emails");
         drop(
             &mut u.given_name,
-            self.knows("name.givenName"),
+            &|| self.knows("name.givenname"),
             "name.givenName",
         );
         drop(
             &mut u.family_name,
-            self.knows("name.familyName"),
+            &|| self.knows("name.familyname"),
             "name.familyName",
         );
-        let enterprise = self.takes_extension(ENTERPRISE_USER);
-        let ent = |a: &str| format!("{ENTERPRISE_USER}:{a}");
-        drop(&mut u.department, enterprise, &ent("department"));
-        drop(&mut u.employee_number, enterprise, &ent("employeeNumber"));
-        drop(&mut u.manager, enterprise, &ent("manager"));
-        u.custom.retain(|path, _| {
-            let ok = match super::path::ScimPath::parse(path) {
-                Ok(p) => match &p.schema {
-                    Some(schema) => self.takes_extension(schema),
-                    None => self.knows(&p.attr),
-                },
-                Err(_) => false,
-            };
-            if !ok {
-                dropped.push(path.clone());
-            }
-            ok
-        });
+        let enterprise = || self.takes_extension(ENTERPRISE_USER);
+        drop(&mut u.department, &enterprise, super::ENT_DEPARTMENT);
+        drop(
+            &mut u.employee_number,
+            &enterprise,
+            super::ENT_EMPLOYEE_NUMBER,
+        );
+        drop(&mut u.manager, &enterprise, super::ENT_MANAGER);
+        if !u.custom.is_empty() {
+            u.custom.retain(|path, _| {
+                let ok = self.holds_custom(path);
+                if !ok {
+                    dropped.push(path.clone());
+                }
+                ok
+            });
+        }
         dropped
+    }
+
+    /// Whether a custom path's attribute is one the provider declares.
+    pub fn holds_custom(&self, path: &str) -> bool {
+        match super::path::ScimPath::parse(path) {
+            Ok(p) => match &p.schema {
+                Some(schema) => self.takes_extension(schema),
+                None => self.knows(&p.attr.to_lowercase()),
+            },
+            Err(_) => false,
+        }
     }
 }
 
@@ -217,7 +230,10 @@ mod tests {
         };
         assert_eq!(
             c.fit(&mut u),
-            vec!["title".to_string(), format!("{ENTERPRISE_USER}:department")]
+            vec![
+                "title".to_string(),
+                super::super::ENT_DEPARTMENT.to_string()
+            ]
         );
         assert_eq!((u.title, u.department), (None, None));
         assert_eq!(u.given_name.as_deref(), Some("Ann"));

@@ -41,16 +41,15 @@ fn compared_by_value(path: &str) -> bool {
 
 /// Clears the field a SCIM path names.
 fn drop_path(u: &mut User, path: &str) {
-    let ent = |a: &str| format!("{ENTERPRISE_USER}:{a}");
     match path {
         "title" => u.title = None,
         "displayName" => u.display_name = None,
         "name.givenName" => u.given_name = None,
         "name.familyName" => u.family_name = None,
         "emails" => u.email = None,
-        p if p == ent("department") => u.department = None,
-        p if p == ent("employeeNumber") => u.employee_number = None,
-        p if p == ent("manager") => u.manager = None,
+        super::ENT_DEPARTMENT => u.department = None,
+        super::ENT_EMPLOYEE_NUMBER => u.employee_number = None,
+        super::ENT_MANAGER => u.manager = None,
         // A custom path, or the multi-valued attribute its elements belong to.
         p => u.custom.retain(|k, _| {
             k != p
@@ -280,6 +279,9 @@ impl Target for ScimClient {
             Err(_) => return,
         };
         for path in dropped {
+            if self.quirks.has(&format!("schema-lacks-{path}")) {
+                continue;
+            }
             self.quirks.note(
                 &format!("schema-lacks-{path}"),
                 format!("the provider's User schema has no {path}"),
