@@ -183,6 +183,9 @@ pub struct DesiredState {
     pub rejected: Vec<Rejected>,
     /// Where each desired object came from, for messages.
     pub dns: BTreeMap<Key, String>,
+    /// Member values (DNs) of groups that name no user or group read (a deleted entry, one
+    /// outside the configured scope): reported, not dropped silently.
+    pub unresolved_members: usize,
 }
 
 /// A directory entry that was read but not turned into a user or group.

@@ -667,6 +667,8 @@ fn mass_removals_are_held_until_approved_while_the_rest_syncs() {
     );
     let s = env.run(&["status"]);
     assert!(s.stdout.contains("HELD:         11"), "{s:?}");
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(doc["last_run"]["outcome"], "held", "{doc}");
     // Held again on the next run: nothing is removed until someone approves.
     let r = env.run(&["sync"]);
     assert_eq!(r.code, 3, "{r:?}");
@@ -788,4 +790,45 @@ fn approve_deletes_for_one_run_is_not_left_for_a_later_one() {
         "a stale approval let a mass removal through: {r:?}"
     );
     assert!(env.scim.users().iter().all(|u| u["active"] == true));
+}
+
+#[test]
+fn values_are_sent_byte_for_byte_and_only_the_user_name_is_trimmed() {
+    let env = Env::start();
+    // Leading and trailing spaces (base64 in LDIF, as LDAP requires for them).
+    env.slapd.add(&format!(
+        "dn: uid=spacey,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid:: {}\n\
+         cn: Spacey\nsn:: {}\ngivenName:: {}\nmail: spacey@example.org\ndisplayName: Spacey\n",
+        b64(b" spacey "),
+        b64(b"  Space  "),
+        b64(b" Sp "),
+    ));
+    env.sync();
+    let u = env.scim.user("spacey").expect("userName trimmed");
+    assert_eq!(u["name"]["familyName"], "  Space  ");
+    assert_eq!(u["name"]["givenName"], " Sp ");
+    let r = env.sync();
+    assert!(r.stderr.contains("operations=0"), "{r:?}");
+}
+
+#[test]
+fn a_member_naming_no_entry_is_reported_not_dropped_silently() {
+    let mut env = Env::start();
+    env.ldap_extra = "membership = \"member\"\n".into();
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=ghost,ou=people,dc=example,dc=org\n",
+    );
+    let r = env.sync();
+    assert!(
+        r.stdout
+            .contains("; 1 member references to no user or group read"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("members_unresolved=1"), "{r:?}");
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    let r = env.run(&["sync", "--log-level", "debug"]);
+    assert!(
+        r.stderr.contains("uid=ghost,ou=people,dc=example,dc=org"),
+        "the DN at debug level: {r:?}"
+    );
 }

@@ -135,6 +135,7 @@ impl Board {
     pub fn record(&self, kind: RunKind, outcome: &Result<RunReport, EngineError>) {
         let mut i = self.lock();
         let name = match outcome {
+            Ok(r) if r.summary.deletions_held > 0 => "held",
             Ok(r) if r.summary.errors > 0 || r.summary.rejected > 0 => "errors",
             Ok(_) => "ok",
             Err(_) => "failed",

@@ -178,7 +178,7 @@ impl<T: Target> Executor<'_, T> {
         };
         match found {
             Ok(f) => Ok(f),
-            Err(e) if e.is_fatal() => Err(EngineError::Target(e)),
+            Err(e) if super::stops_run(self.target, &e).await => Err(EngineError::Target(e)),
             Err(e) => {
                 // A target that cannot filter on externalId: the send path still looks the
                 // object up by name before creating it.
@@ -198,7 +198,9 @@ impl<T: Target> Executor<'_, T> {
     ) -> Result<Option<Operation>, EngineError> {
         let sent = match result {
             Ok(s) => s,
-            Err(e) if e.is_fatal() => return Err(EngineError::Target(e)),
+            Err(e) if super::stops_run(self.target, &e).await => {
+                return Err(EngineError::Target(e))
+            }
             Err(e) => {
                 // Answered with an error: not carried out. A lost answer stays an intent.
                 if !matches!(e.kind, crate::target::TargetErrorKind::Lost(_)) {

@@ -50,6 +50,20 @@ pub enum EngineError {
     },
 }
 
+/// Whether a target failure stops the run: a refused credential, or no answer from a target
+/// that does not answer a probe either. A transport failure of one request while the target
+/// answers belongs to the object it was about: recorded, retried later, and the run goes on.
+pub(crate) async fn stops_run<T: Target>(target: &T, e: &TargetError) -> bool {
+    if !e.is_fatal() {
+        return false;
+    }
+    if e.is_transport() && target.reachable().await {
+        tracing::warn!(error = %e, "no answer to this request while the target answers others: the failure is this object's");
+        return false;
+    }
+    true
+}
+
 /// Sync (delta against the records) or resync (against the target's real content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunKind {
@@ -114,7 +128,8 @@ fn log_read(stats: &ReadStats, desired: &DesiredState) {
         groups = stats.group_entries,
         referenced_groups = stats.referenced_groups,
         range_reads = stats.range_reads,
-        references_skipped = stats.references_skipped,
+        references_skipped = stats.references_skipped + desired.unresolved_members as u64,
+        members_unresolved = desired.unresolved_members,
         rejected = desired.rejected.len(),
         "directory read"
     );
@@ -242,6 +257,8 @@ async fn run_from<T: Target>(
     let result = run_inner(cfg, store, target, mode, &mut input, run, &mut summary).await;
     summary.seconds = started_clock.elapsed().as_secs_f64();
     let (outcome, message) = match &result {
+        // Removals held by the guard wait for a person: not "ok".
+        Ok(()) if summary.deletions_held > 0 => ("held", None),
         Ok(()) if summary.errors > 0 || summary.rejected > 0 => ("errors", None),
         Ok(()) => ("ok", None),
         Err(e) => ("failed", Some(e.to_string())),
@@ -341,7 +358,7 @@ async fn run_inner<T: Target>(
             for chunk in ids.chunks(crate::plan::MEMBER_BATCH) {
                 match target.remove_members(&group_id, chunk).await {
                     Ok(()) => summary.members_removed += chunk.len() as u64,
-                    Err(e) if e.is_fatal() => return Err(e.into()),
+                    Err(e) if stops_run(target, &e).await => return Err(e.into()),
                     Err(e) => {
                         summary.errors += 1;
                         tracing::warn!(group = %key, error = %e, "could not remove dangling member references");
@@ -352,6 +369,7 @@ async fn run_inner<T: Target>(
         records = seen;
     }
 
+    summary.members_unresolved = desired.unresolved_members as u64;
     for r in &desired.rejected {
         summary.rejected += 1;
         tracing::warn!(dn = %r.dn, reason = %r.reason, "entry not synced");

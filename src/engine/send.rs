@@ -16,17 +16,40 @@ pub enum Sent {
     Confirmed(Confirmation),
     AdoptUser(RemoteUser),
     AdoptGroup(RemoteGroup),
+    /// A create whose answer was lost, found on the target: it was carried out, it is ours.
+    FoundUser(RemoteUser),
+    FoundGroup(RemoteGroup),
 }
 
 impl Sent {
     pub fn confirm(self, s: &Snapshot) -> Confirmation {
+        let ours = |c: Confirmation| match c {
+            Confirmation::Created {
+                target_id,
+                adopted_user,
+                adopted_members,
+                ..
+            } => Confirmation::Created {
+                target_id,
+                origin: Origin::Created,
+                adopted_user,
+                adopted_members,
+            },
+            other => other,
+        };
         match self {
             Sent::Confirmed(c) => c,
             Sent::AdoptUser(r) => adopt_user(s, r),
             Sent::AdoptGroup(r) => adopt_group(s, r),
+            Sent::FoundUser(r) => ours(adopt_user(s, r)),
+            Sent::FoundGroup(r) => ours(adopt_group(s, r)),
         }
     }
 }
+
+/// How many times a create whose answer was lost, and which is then not found on the target
+/// (so it was not carried out), is sent again within the run.
+const LOST_RESENDS: u32 = 2;
 
 /// Sends one request. It needs nothing but the target and the request, so several may be in
 /// flight at once.
@@ -47,18 +70,38 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
             if let Some(remote) = target.find_user(&user.user_name).await? {
                 return Ok(Sent::AdoptUser(remote));
             }
-            match target.create_user(key, user, manager_id.as_deref()).await {
-                Ok(id) => Ok(Sent::Confirmed(Confirmation::Created {
-                    target_id: id,
-                    origin: Origin::Created,
-                    adopted_user: None,
-                    adopted_members: None,
-                })),
-                Err(e) if e.is_conflict() => match target.find_user(&user.user_name).await? {
-                    Some(remote) => Ok(Sent::AdoptUser(remote)),
-                    None => Err(e),
-                },
-                Err(e) => Err(e),
+            let mut resent = 0;
+            loop {
+                match target.create_user(key, user, manager_id.as_deref()).await {
+                    Ok(id) => {
+                        return Ok(Sent::Confirmed(Confirmation::Created {
+                            target_id: id,
+                            origin: Origin::Created,
+                            adopted_user: None,
+                            adopted_members: None,
+                        }))
+                    }
+                    Err(e) if e.is_conflict() => {
+                        return match target.find_user(&user.user_name).await? {
+                            Some(remote) => Ok(Sent::AdoptUser(remote)),
+                            None => Err(e),
+                        }
+                    }
+                    // Carried out or not? Looked up by the key it was sent with, then by name:
+                    // found, it is ours; not found, it was not carried out and is sent again.
+                    Err(e) if e.is_lost() && resent < LOST_RESENDS => {
+                        let found = match target.find_user_by_key(key).await? {
+                            Some(r) => Some(r),
+                            None => target.find_user(&user.user_name).await?,
+                        };
+                        if let Some(remote) = found {
+                            return Ok(Sent::FoundUser(remote));
+                        }
+                        resent += 1;
+                        tracing::warn!(user = %user.user_name, error = %e, "a create's answer was lost and the user is not on the target: sending it again");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Request::UpdateUser {
@@ -81,18 +124,36 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
             if let Some(remote) = target.find_group(display_name).await? {
                 return Ok(Sent::AdoptGroup(remote));
             }
-            match target.create_group(key, display_name).await {
-                Ok(id) => Ok(Sent::Confirmed(Confirmation::Created {
-                    target_id: id,
-                    origin: Origin::Created,
-                    adopted_user: None,
-                    adopted_members: None,
-                })),
-                Err(e) if e.is_conflict() => match target.find_group(display_name).await? {
-                    Some(remote) => Ok(Sent::AdoptGroup(remote)),
-                    None => Err(e),
-                },
-                Err(e) => Err(e),
+            let mut resent = 0;
+            loop {
+                match target.create_group(key, display_name).await {
+                    Ok(id) => {
+                        return Ok(Sent::Confirmed(Confirmation::Created {
+                            target_id: id,
+                            origin: Origin::Created,
+                            adopted_user: None,
+                            adopted_members: None,
+                        }))
+                    }
+                    Err(e) if e.is_conflict() => {
+                        return match target.find_group(display_name).await? {
+                            Some(remote) => Ok(Sent::AdoptGroup(remote)),
+                            None => Err(e),
+                        }
+                    }
+                    Err(e) if e.is_lost() && resent < LOST_RESENDS => {
+                        let found = match target.find_group_by_key(key).await? {
+                            Some(g) => Some(g),
+                            None => target.find_group(display_name).await?,
+                        };
+                        if let Some(remote) = found {
+                            return Ok(Sent::FoundGroup(remote));
+                        }
+                        resent += 1;
+                        tracing::warn!(group = %display_name, error = %e, "a create's answer was lost and the group is not on the target: sending it again");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Request::RenameGroup {

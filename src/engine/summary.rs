@@ -30,6 +30,9 @@ pub struct Summary {
     pub waiting: u64,
     /// Deactivations and deletions held back by the accidental-deletion guard.
     pub deletions_held: u64,
+    /// Group member values that name no user or group read (see `DesiredState`).
+    #[serde(default)]
+    pub members_unresolved: u64,
     pub seconds: f64,
     /// Change-to-push latencies (seconds) of the objects a change-feed pass pushed.
     #[serde(skip)]
@@ -71,10 +74,10 @@ impl Summary {
 
     /// The one-line report of a run.
     pub fn line(&self, kind: &str) -> String {
-        format!(
+        let mut line = format!(
             "{kind}: users {} created, {} adopted, {} updated, {} deactivated, {} deleted; \
              groups {} created, {} adopted, {} updated, {} deleted; members {} added, {} removed; \
-             {} errors, {} entries rejected, {} waiting to retry, {} deletions held ({:.1}s)",
+             {} errors, {} entries rejected, {} waiting to retry, {} deletions held",
             self.users_created,
             self.users_adopted,
             self.users_updated,
@@ -90,7 +93,14 @@ impl Summary {
             self.rejected,
             self.waiting,
             self.deletions_held,
-            self.seconds
-        )
+        );
+        if self.members_unresolved > 0 {
+            line.push_str(&format!(
+                "; {} member references to no user or group read",
+                self.members_unresolved
+            ));
+        }
+        line.push_str(&format!(" ({:.1}s)", self.seconds));
+        line
     }
 }

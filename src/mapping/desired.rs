@@ -169,10 +169,17 @@ impl DesiredBuilder {
                 }
             }
             Membership::Member => {
+                let held_dns: BTreeSet<String> = rejected
+                    .iter()
+                    .map(|r| crate::source::dn::normalize(&r.dn))
+                    .collect();
                 for g in groups.values() {
                     for mdn in &g.member_dns {
                         if let Some(uk) = user_dns.get(mdn) {
                             direct.entry(g.key.clone()).or_default().insert(uk.clone());
+                        } else if !group_dns.contains_key(mdn) && !held_dns.contains(mdn) {
+                            out.unresolved_members += 1;
+                            tracing::debug!(group = %g.dn, member = %mdn, "a member names no user or group read (deleted, or outside the configured scope)");
                         }
                     }
                 }

@@ -186,12 +186,15 @@ impl Mapper {
         };
         let text = |s: &FieldSource| s.value(e).map_err(|nt| reject(nt.to_string()));
         let m = &self.m;
-        let user_name = text(&m.user_name)?.ok_or_else(|| {
-            reject(format!(
-                "has no value for userName from {}",
-                m.user_name.describe()
-            ))
-        })?;
+        // The userName is the one value trimmed: a look-up key, where stray spaces are mistakes.
+        let user_name = text(&m.user_name)?
+            .map(|n| n.trim().to_string())
+            .ok_or_else(|| {
+                reject(format!(
+                    "has no value for userName from {}",
+                    m.user_name.describe()
+                ))
+            })?;
         let mut custom = std::collections::BTreeMap::new();
         for (path, source) in &m.custom {
             if let Some(v) = text(source)? {

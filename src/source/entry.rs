@@ -93,8 +93,8 @@ impl RawEntry {
         !self.values(name).is_empty()
     }
 
-    /// The first value of the first attribute in `names` that has one, as text. Values are
-    /// trimmed; an all-blank value counts as absent.
+    /// The first value of the first attribute in `names` that has one, as text, byte for byte
+    /// (leading and trailing spaces kept); an all-blank value counts as absent.
     pub fn first_text(&self, names: &[String]) -> Result<Option<String>, NotText> {
         for name in names {
             for value in self.values(name) {
@@ -102,8 +102,7 @@ impl RawEntry {
                     dn: self.dn.clone(),
                     attribute: name.clone(),
                 })?;
-                let text = text.trim();
-                if !text.is_empty() {
+                if !text.trim().is_empty() {
                     return Ok(Some(text.to_string()));
                 }
             }

@@ -134,6 +134,17 @@ impl TargetError {
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
+
+    /// No answer came (connection refused or reset, DNS, TLS): the target may be down, or only
+    /// this request may be failing (see [`Target::reachable`]).
+    pub fn is_transport(&self) -> bool {
+        matches!(self.kind, TargetErrorKind::Transport(_))
+    }
+
+    /// Sent, but the answer was lost: it may have been carried out.
+    pub fn is_lost(&self) -> bool {
+        matches!(self.kind, TargetErrorKind::Lost(_))
+    }
 }
 
 /// What the engine needs from a target. Methods take resolved target ids; keys are passed only
@@ -144,6 +155,11 @@ pub trait Target {
     fn describe(&self) -> String;
     /// Checks that the target answers, and learns what it can do.
     async fn preflight(&self) -> Result<(), TargetError>;
+    /// Whether the target answers at all right now (one cheap request, no retries): tells "the
+    /// target is down" from "this object's requests keep failing" after a transport error.
+    async fn reachable(&self) -> bool {
+        true
+    }
     /// Called at the start of each pass: what the client cached of the target's content (the
     /// look-up index of a provider that cannot filter) is read again when next needed, once it
     /// is older than a few minutes.

@@ -41,6 +41,9 @@ pub enum Route {
     /// A new request line and body.
     ForwardWith(String, String),
     Reply(u16, String),
+    /// The connection is reset before the request reaches the server (a WAF rule, a poisoned
+    /// cache entry): never carried out, never answered.
+    Reset,
 }
 
 /// A rule applied to every request before any fault: (request line, body) -> route.
@@ -226,6 +229,7 @@ fn serve(
     let Some(mut req) = read_request(&mut client) else {
         return;
     };
+    stats.2.lock().unwrap().push(Instant::now());
     let request_line = String::from_utf8_lossy(&req)
         .lines()
         .next()
@@ -241,6 +245,10 @@ fn serve(
         match rule(&first, body) {
             Route::Forward(line) => req = rewritten(&req, &line, None),
             Route::ForwardWith(line, body) => req = rewritten(&req, &line, Some(&body)),
+            Route::Reset => {
+                reset(&client);
+                return;
+            }
             Route::Reply(status, body) => {
                 if let Answer::Bytes(b) = reply(&format!("{status} Quirk"), "", &body) {
                     let _ = client.write_all(&b);
@@ -250,7 +258,6 @@ fn serve(
             }
         }
     }
-    stats.2.lock().unwrap().push(Instant::now());
     {
         let mut f = stats.3.lock().unwrap();
         f.0 += 1;

@@ -199,6 +199,19 @@ pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 
 /// A child process killed (and reaped) when dropped, so a failing test leaks no server.
 /// Sends SIGTERM and waits (bounded) for the process to exit.
+/// Waits up to `secs` for a child to exit by itself.
+pub fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let mut status = None;
+    assert!(
+        wait_until(secs, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }),
+        "still running after {secs}s"
+    );
+    status.unwrap()
+}
+
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

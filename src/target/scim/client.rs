@@ -185,6 +185,26 @@ impl ScimClient {
         }
     }
 
+    /// True when the provider answers a request at all (any HTTP status but 401/403): one GET
+    /// of `/ServiceProviderConfig`, without retries.
+    pub(super) async fn answers(&self) -> bool {
+        let Ok(url) = self.url("ServiceProviderConfig", None) else {
+            return false;
+        };
+        match self
+            .call_once(Method::GET, url, None, "GET /ServiceProviderConfig")
+            .await
+        {
+            Ok(_) => true,
+            // An answer, even an error or not JSON, is an answer; a refused credential stops.
+            Err((e, _, _)) => match e.kind {
+                TargetErrorKind::Http { status, .. } => !matches!(status, 401 | 403),
+                TargetErrorKind::BadResponse(_) => true,
+                _ => false,
+            },
+        }
+    }
+
     /// One attempt: the body, or the error with what retrying needs to know.
     async fn call_once(
         &self,

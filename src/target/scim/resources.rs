@@ -99,8 +99,9 @@ impl ScimClient {
                 Ok(doc)
             }
             Err(e) => {
-                if e.is_conflict() {
-                    // The index missed something (created meanwhile): read it again.
+                if e.is_conflict() || e.is_lost() {
+                    // The index missed something (created meanwhile, or by this very request
+                    // whose answer was lost): read it again.
                     self.forget_index(resource).await;
                 }
                 Err(e)
@@ -238,6 +239,10 @@ impl Target for ScimClient {
 
     async fn preflight(&self) -> Result<(), TargetError> {
         self.discover().await
+    }
+
+    async fn reachable(&self) -> bool {
+        self.answers().await
     }
 
     async fn begin_pass(&self) {
