@@ -193,9 +193,11 @@ fn requests_overlap_up_to_the_concurrency_limit_and_no_further() {
     assert_target_equals_directory(&env);
 }
 
-/// Every request that names p0042 (its look-up, its creation) has its connection reset.
+/// Every request that names the user p0042 or the group crowd3 (their look-ups, their
+/// creations) has its connection reset.
 fn poisoned(line: &str, body: &str) -> faults::Route {
-    if line.contains("p0042") || body.contains("p0042") {
+    let named = |s: &str| s.contains("p0042") || s.contains("crowd3");
+    if named(line) || named(body) {
         faults::Route::Reset
     } else {
         faults::Route::Forward(line.to_string())
@@ -252,7 +254,9 @@ fn one_poisoned_object_is_recorded_and_everything_else_is_sent() {
     let users = env.scim.users();
     assert_eq!(users.len(), N + 3 - 1);
     assert!(!users.iter().any(|u| u["userName"] == "p0042"));
-    for g in 0..5 {
+    // A failed group keeps only its own operations waiting.
+    assert!(env.scim.group("crowd3").is_none());
+    for g in [0, 1, 2, 4] {
         let expected = (g..N).step_by(5).filter(|i| *i != 42).count();
         assert_eq!(
             env.scim.member_names(&format!("crowd{g}")).len(),
@@ -263,26 +267,27 @@ fn one_poisoned_object_is_recorded_and_everything_else_is_sent() {
     // status names it, and why.
     let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     let errors = doc["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 1, "{doc}");
-    assert!(
-        errors[0]["label"].as_str().unwrap().contains("p0042"),
-        "{doc}"
-    );
-    let reason = errors[0]["reason"].as_str().unwrap();
+    assert_eq!(errors.len(), 2, "{doc}");
+    let label = |e: &Value| e["label"].as_str().unwrap().to_string();
+    assert!(errors.iter().any(|e| label(e).contains("crowd3")), "{doc}");
+    let p42 = errors.iter().find(|e| label(e).contains("p0042")).unwrap();
+    let reason = p42["reason"].as_str().unwrap();
     // A look-up reset (a server that filters), or the creation itself (one that cannot).
     assert!(
         reason.contains("no answer") || reason.contains("answer was lost"),
         "{doc}"
     );
-    // Unpoisoned, the next run completes it.
+    // Unpoisoned, the next run completes them.
     proxy.set_rule(healed);
     let r = env.sync();
     assert_eq!(count(&r, "users", "created"), 1, "{r:?}");
-    assert_eq!(count(&r, "members", "added"), 1, "{r:?}");
+    assert_eq!(count(&r, "groups", "created"), 1, "{r:?}");
+    assert_eq!(count(&r, "members", "added"), 1 + N as u64 / 5, "{r:?}");
     assert!(env
         .scim
         .member_names("crowd2")
         .contains(&"p0042".to_string()));
+    assert_eq!(env.scim.member_names("crowd3").len(), N / 5);
     let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     assert!(doc["errors"].as_array().unwrap().is_empty(), "{doc}");
 }

@@ -25,17 +25,49 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    if let Err(e) = try_wait_for_port(port, what, child) {
+        panic!("{e}");
+    }
+}
+
+/// Waits for a child to listen on `port`; an error when it exits first (e.g. the port, free a
+/// moment ago, was taken by another test in between).
+fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
+            return Err(format!(
+                "{what} exited before listening on {port}: {status}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("{what} did not listen on 127.0.0.1:{port} within 20s");
+    Err(format!(
+        "{what} did not listen on 127.0.0.1:{port} within 20s"
+    ))
+}
+
+/// Starts a server on a free port; a port free when picked may be taken by another test before
+/// the server binds it, so on an early exit another port is tried (bounded).
+fn on_a_free_port(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (Child, u16) {
+    let mut attempt = 0;
+    loop {
+        let port = free_port();
+        let mut child = spawn(port);
+        match try_wait_for_port(port, what, &mut child) {
+            Ok(()) => return (child, port),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                attempt += 1;
+                assert!(attempt < 5, "{e}");
+                eprintln!("{e}; trying another port");
+            }
+        }
+    }
 }
 
 pub mod faults;
@@ -283,9 +315,20 @@ impl Slapd {
                 .join("\n")
         };
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
-        let port = free_port();
-        let ldaps_port = free_port();
-        let child = Slapd::spawn(dir.path(), port, ldaps_port);
+        // A port free when picked may be taken by another test before slapd binds it: pick
+        // others and try again (bounded).
+        let mut attempt = 0;
+        let (child, port, ldaps_port) = loop {
+            let (port, ldaps_port) = (free_port(), free_port());
+            match Slapd::try_spawn(dir.path(), port, ldaps_port) {
+                Ok(child) => break (child, port, ldaps_port),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    eprintln!("{e}; trying other ports");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         Slapd {
             child: Guard(child),
             dir,
@@ -295,6 +338,10 @@ impl Slapd {
     }
 
     fn spawn(dir: &Path, port: u16, ldaps_port: u16) -> Child {
+        Slapd::try_spawn(dir, port, ldaps_port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(dir: &Path, port: u16, ldaps_port: u16) -> Result<Child, String> {
         let mut child = Command::new(slapd_binary())
             .arg("-f")
             .arg(dir.join("slapd.conf"))
@@ -315,9 +362,14 @@ impl Slapd {
             ))
             .spawn()
             .expect("slapd: install the Debian slapd package (.ci/run does)");
-        wait_for_port(port, "slapd", &mut child);
-        wait_for_port(ldaps_port, "slapd (ldaps)", &mut child);
-        child
+        let ready = try_wait_for_port(port, "slapd", &mut child)
+            .and_then(|()| try_wait_for_port(ldaps_port, "slapd (ldaps)", &mut child));
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(child)
     }
 
     /// Kills slapd without warning (SIGKILL): no clean shutdown, no goodbye to clients.
@@ -462,19 +514,19 @@ impl Scim {
             .unwrap();
         let db = dir.path().join("scim.sqlite3");
         std::fs::copy(django_template(), &db).unwrap();
-        let port = free_port();
-        let mut child = Command::new(venv_python())
-            .arg(repo().join("tests/fixtures/scim_django/serve.py"))
-            .args([&port.to_string(), db.to_str().unwrap()])
-            .env("SCIM_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("server.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("python: run scripts/setup.sh");
-        wait_for_port(port, "django-scim2", &mut child);
+        let (child, port) = on_a_free_port("django-scim2", |port| {
+            Command::new(venv_python())
+                .arg(repo().join("tests/fixtures/scim_django/serve.py"))
+                .args([&port.to_string(), db.to_str().unwrap()])
+                .env("SCIM_TOKEN", TOKEN)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(dir.path().join("server.log")).unwrap(),
+                ))
+                .spawn()
+                .expect("python: run scripts/setup.sh")
+        });
         Scim {
             child: Guard(child),
             port,
@@ -505,16 +557,16 @@ impl Scim {
 
     /// Starts the server with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> Scim {
-        let port = free_port();
-        let mut child = Command::new(scim_binary())
-            .args(extra)
-            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("scim2-server: run `.ci/run` or `python3 -m venv .venv && .venv/bin/pip install scim2-server`");
-        wait_for_port(port, "scim2-server", &mut child);
+        let (child, port) = on_a_free_port("scim2-server", |port| {
+            Command::new(scim_binary())
+                .args(extra)
+                .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("scim2-server: run `.ci/run` or `python3 -m venv .venv && .venv/bin/pip install scim2-server`")
+        });
         Scim {
             child: Guard(child),
             port,
