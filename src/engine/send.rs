@@ -70,38 +70,24 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
             if let Some(remote) = target.find_user(&user.user_name).await? {
                 return Ok(Sent::AdoptUser(remote));
             }
-            let mut resent = 0;
-            loop {
-                match target.create_user(key, user, manager_id.as_deref()).await {
-                    Ok(id) => {
-                        return Ok(Sent::Confirmed(Confirmation::Created {
-                            target_id: id,
-                            origin: Origin::Created,
-                            adopted_user: None,
-                            adopted_members: None,
-                        }))
+            let created = create_checked(
+                "user",
+                || target.create_user(key, user, manager_id.as_deref()),
+                || async {
+                    match target.find_user_by_key(key).await? {
+                        Some(r) => Ok(Some(r)),
+                        None => target.find_user(&user.user_name).await,
                     }
-                    Err(e) if e.is_conflict() => {
-                        return match target.find_user(&user.user_name).await? {
-                            Some(remote) => Ok(Sent::AdoptUser(remote)),
-                            None => Err(e),
-                        }
-                    }
-                    // Carried out or not? Looked up by the key it was sent with, then by name:
-                    // found, it is ours; not found, it was not carried out and is sent again.
-                    Err(e) if e.is_lost() && resent < LOST_RESENDS => {
-                        let found = match target.find_user_by_key(key).await? {
-                            Some(r) => Some(r),
-                            None => target.find_user(&user.user_name).await?,
-                        };
-                        if let Some(remote) = found {
-                            return Ok(Sent::FoundUser(remote));
-                        }
-                        resent += 1;
-                        tracing::warn!(user = %user.user_name, error = %e, "a create's answer was lost and the user is not on the target: sending it again");
-                    }
-                    Err(e) => return Err(e),
-                }
+                },
+            )
+            .await?;
+            match created {
+                Created::Id(id) => Ok(created_confirmation(id)),
+                Created::Found(remote) => Ok(Sent::FoundUser(remote)),
+                Created::Conflict(e) => match target.find_user(&user.user_name).await? {
+                    Some(remote) => Ok(Sent::AdoptUser(remote)),
+                    None => Err(e),
+                },
             }
         }
         Request::UpdateUser {
@@ -124,36 +110,24 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
             if let Some(remote) = target.find_group(display_name).await? {
                 return Ok(Sent::AdoptGroup(remote));
             }
-            let mut resent = 0;
-            loop {
-                match target.create_group(key, display_name).await {
-                    Ok(id) => {
-                        return Ok(Sent::Confirmed(Confirmation::Created {
-                            target_id: id,
-                            origin: Origin::Created,
-                            adopted_user: None,
-                            adopted_members: None,
-                        }))
+            let created = create_checked(
+                "group",
+                || target.create_group(key, display_name),
+                || async {
+                    match target.find_group_by_key(key).await? {
+                        Some(g) => Ok(Some(g)),
+                        None => target.find_group(display_name).await,
                     }
-                    Err(e) if e.is_conflict() => {
-                        return match target.find_group(display_name).await? {
-                            Some(remote) => Ok(Sent::AdoptGroup(remote)),
-                            None => Err(e),
-                        }
-                    }
-                    Err(e) if e.is_lost() && resent < LOST_RESENDS => {
-                        let found = match target.find_group_by_key(key).await? {
-                            Some(g) => Some(g),
-                            None => target.find_group(display_name).await?,
-                        };
-                        if let Some(remote) = found {
-                            return Ok(Sent::FoundGroup(remote));
-                        }
-                        resent += 1;
-                        tracing::warn!(group = %display_name, error = %e, "a create's answer was lost and the group is not on the target: sending it again");
-                    }
-                    Err(e) => return Err(e),
-                }
+                },
+            )
+            .await?;
+            match created {
+                Created::Id(id) => Ok(created_confirmation(id)),
+                Created::Found(remote) => Ok(Sent::FoundGroup(remote)),
+                Created::Conflict(e) => match target.find_group(display_name).await? {
+                    Some(remote) => Ok(Sent::AdoptGroup(remote)),
+                    None => Err(e),
+                },
             }
         }
         Request::RenameGroup {
@@ -178,6 +152,55 @@ pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetEr
             gone_ok(target.remove_members(group_id, &ids).await)
         }
     }
+}
+
+/// What creating an object came to.
+enum Created<R> {
+    Id(String),
+    /// The target says it exists already.
+    Conflict(TargetError),
+    /// The answer was lost, and a look-up found it: carried out.
+    Found(R),
+}
+
+/// Creates an object; when the answer is lost, looks it up (`look_up`: by the key it was sent
+/// with, then by name) before anything else: found, it was carried out; not found, it was not,
+/// and it is sent again (at most [`LOST_RESENDS`] times).
+async fn create_checked<R, C, CF, L, LF>(
+    kind: &str,
+    create: C,
+    look_up: L,
+) -> Result<Created<R>, TargetError>
+where
+    C: Fn() -> CF,
+    CF: std::future::Future<Output = Result<String, TargetError>>,
+    L: Fn() -> LF,
+    LF: std::future::Future<Output = Result<Option<R>, TargetError>>,
+{
+    let mut resent = 0;
+    loop {
+        match create().await {
+            Ok(id) => return Ok(Created::Id(id)),
+            Err(e) if e.is_conflict() => return Ok(Created::Conflict(e)),
+            Err(e) if e.is_lost() && resent < LOST_RESENDS => {
+                if let Some(found) = look_up().await? {
+                    return Ok(Created::Found(found));
+                }
+                resent += 1;
+                tracing::warn!(error = %e, "a create's answer was lost and the {kind} is not on the target: sending it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn created_confirmation(id: String) -> Sent {
+    Sent::Confirmed(Confirmation::Created {
+        target_id: id,
+        origin: Origin::Created,
+        adopted_user: None,
+        adopted_members: None,
+    })
 }
 
 fn adopt_user(s: &Snapshot, remote: RemoteUser) -> Confirmation {
