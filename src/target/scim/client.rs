@@ -47,7 +47,12 @@ pub struct ScimClient {
     pub(super) remove_by_value: AtomicBool,
     /// User attributes the provider does not keep (absent from what it answers to a create).
     pub(super) not_kept: std::sync::Mutex<BTreeSet<String>>,
+    /// When the discovery documents were last read.
+    discovered: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a discovery of the provider's abilities is reused.
+const REDISCOVER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl std::fmt::Debug for ScimClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +127,7 @@ impl ScimClient {
             put_ops: Default::default(),
             remove_by_value: AtomicBool::new(false),
             not_kept: Default::default(),
+            discovered: Default::default(),
         })
     }
 
@@ -344,6 +350,16 @@ impl ScimClient {
     /// is, attributes the schema lacks left out, `name.formatted` where it is required. Only a
     /// refused credential stops here; anything else keeps the protocol's defaults.
     pub(super) async fn discover(&self) -> Result<(), TargetError> {
+        // The service's passes (one per change burst) reuse a recent discovery: three requests
+        // per pass would be latency for nothing.
+        if self
+            .discovered
+            .lock()
+            .map(|d| d.is_some_and(|at| at.elapsed() < REDISCOVER))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
         let mut caps = Capabilities::default();
         for resource in ["ServiceProviderConfig", "ResourceTypes", "Schemas"] {
             let label = format!("GET /{resource}");
@@ -388,6 +404,9 @@ impl ScimClient {
         }
         if let Ok(mut c) = self.caps.write() {
             *c = caps;
+        }
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = Some(std::time::Instant::now());
         }
         Ok(())
     }
