@@ -84,6 +84,11 @@ impl SecretSource {
             )));
         }
         if let Some(s) = &self.inline {
+            // An empty password makes an LDAP simple bind unauthenticated (RFC 4513 §5.1.2),
+            // which many servers accept as anonymous: refused, like empty files and variables.
+            if s.expose().is_empty() {
+                return Err(invalid(format!("`{key}` is empty")));
+            }
             return Ok(Some(s.clone()));
         }
         if let Some(file) = &self.file {

@@ -332,3 +332,53 @@ fn a_value_of_the_wrong_shape_says_what_is_expected() {
         "{err}"
     );
 }
+
+#[test]
+fn durations_and_schedules_have_a_range_and_overflow_is_an_error_naming_the_key() {
+    for (key, value) in [
+        ("heartbeat", "18446744073709551615s"),
+        ("heartbeat", "18446744073709551615ms"),
+        ("full_resync", "every 3000000d"),
+        ("poll_interval", "400d"),
+        ("coalesce", "99999999999999999999s"),
+    ] {
+        let text = format!("{MINIMAL}\n[daemon]\n{key} = \"{value}\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("daemon.{key}")), "{value}: {err}");
+    }
+    let ok = format!("{MINIMAL}\n[daemon]\nfull_resync = \"every 366d\"\nheartbeat = \"1d\"\n");
+    parse(&ok).unwrap();
+}
+
+#[test]
+fn an_empty_inline_secret_is_refused_like_an_empty_file() {
+    let text = MINIMAL.replace("bind_password = \"hunter2\"", "bind_password = \"\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("ldap.bind_password") && err.contains("empty"),
+        "{err}"
+    );
+    let text = MINIMAL.replace("token = \"tok-123\"", "token = \"\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("target.token") && err.contains("empty"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_token_over_plain_http_off_loopback_is_refused_unless_allowed() {
+    let text = MINIMAL.replace("http://127.0.0.1:8080", "http://idp.example.com");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("target.url") && err.contains("clear text"),
+        "{err}"
+    );
+    let allowed = text.replace(
+        "token = \"tok-123\"",
+        "token = \"tok-123\"\nallow_plaintext = true",
+    );
+    parse(&allowed).unwrap();
+    // Loopback (a local proxy) stays allowed.
+    parse(MINIMAL).unwrap();
+}

@@ -7,6 +7,10 @@ use std::time::Duration;
 use time::{OffsetDateTime, Time, Weekday};
 
 /// A duration such as `250ms`, `30s`, `5m`, `2h`, `1d`.
+/// The longest duration or period accepted (a year): anything longer is a typo, and times computed
+/// from it must never overflow.
+pub const LONGEST: Duration = Duration::from_secs(366 * 86_400);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -18,19 +22,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if n == 0 {
             return Err(format!("`{text}` must be longer than zero"));
         }
+        if u128::from(n) > LONGEST.as_millis() {
+            return Err(format!("`{text}` is longer than a year"));
+        }
         return Ok(Duration::from_millis(n));
     }
-    let secs = match unit.trim() {
-        "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n * 60,
-        "h" | "hour" | "hours" => n * 3600,
-        "d" | "day" | "days" => n * 86_400,
+    let per = match unit.trim() {
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
         _ => return Err(format!("`{text}` is not a duration like 30s, 5m, 2h or 1d")),
     };
-    if secs == 0 {
-        return Err(format!("`{text}` must be longer than zero"));
+    let secs = n.checked_mul(per).filter(|s| *s <= LONGEST.as_secs());
+    match secs {
+        Some(0) => Err(format!("`{text}` must be longer than zero")),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Err(format!(
+            "`{text}` is longer than {} days: no period here needs that",
+            LONGEST.as_secs() / 86_400
+        )),
     }
-    Ok(Duration::from_secs(secs))
 }
 
 /// A recurring time.

@@ -35,23 +35,38 @@ fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, StateE
     }
 }
 
+/// Makes a rename or an unlink in `dir` durable: without it, a power loss can bring back a
+/// spent approval (the directory entry was never written to disk).
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
 fn write<T: Serialize>(dir: &Path, name: &str, value: Option<&T>) -> Result<(), StateError> {
+    use std::io::Write;
     let path = dir.join(name);
     let Some(v) = value else {
         return match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => sync_dir(dir),
         };
     };
     let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
     let bytes = serde_json::to_vec_pretty(v).map_err(|e| io(&path, e))?;
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
     }
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    sync_dir(dir)
 }
 
 /// Removals the last run held back, if any.

@@ -27,6 +27,8 @@ pub(super) struct RawTarget {
     rate_limit: Option<String>,
     #[serde(default = "default_concurrency")]
     max_concurrency: usize,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 impl RawTarget {
@@ -60,8 +62,17 @@ impl RawTarget {
                 "a bearer token is required: set token, token_file or token_env".into(),
             ));
         }
+        // The token in clear over the network: refused like an LDAP password in clear text.
         if url.scheme() == "http" && !url.host_str().map(is_loopback_host).unwrap_or(false) {
-            tracing::warn!("target.url uses plain http: the bearer token travels unencrypted");
+            if !t.allow_plaintext {
+                return Err(invalid(
+                    "target.url",
+                    "the bearer token would be sent in clear text: use https://, or set \
+                     target.allow_plaintext = true to accept the risk"
+                        .into(),
+                ));
+            }
+            tracing::warn!("target.url uses plain http: the bearer token travels unencrypted (allow_plaintext)");
         }
         if !t.tls_verify {
             tracing::warn!("target.tls_verify = false: the target's certificate is NOT checked");

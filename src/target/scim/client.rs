@@ -448,7 +448,7 @@ fn transport_kind(e: &reqwest::Error) -> TargetErrorKind {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    TargetErrorKind::Transport(msg)
+    TargetErrorKind::Transport(without_query(msg, e.url()))
 }
 
 fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
@@ -499,4 +499,34 @@ fn op_keys(resource: &str, body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An error text without the request's query: a look-up's query holds a userName or a key,
+/// which have no place in logs and `status` (the method and path say which request it was).
+fn without_query(msg: String, url: Option<&url::Url>) -> String {
+    match url {
+        Some(u) if u.query().is_some() => {
+            let mut bare = u.clone();
+            bare.set_query(None);
+            msg.replace(u.as_str(), bare.as_str())
+        }
+        _ => msg,
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_carry_no_query() {
+        let u = url::Url::parse("http://idp.example.com/v2/Users?filter=userName+eq+%22ann%22")
+            .unwrap();
+        let msg = format!("error sending request for url ({u}): connection reset");
+        let out = without_query(msg, Some(&u));
+        assert_eq!(
+            out,
+            "error sending request for url (http://idp.example.com/v2/Users): connection reset"
+        );
+    }
 }
