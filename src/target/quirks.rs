@@ -40,10 +40,13 @@ impl Quirks {
         true
     }
 
-    /// Takes back a quirk an earlier run found (from the state store), without logging it again.
+    /// Takes back a quirk an earlier run found (from the state store); logged once, at info.
     pub fn restore(&self, q: Quirk) {
         if let Ok(mut seen) = self.seen.lock() {
-            seen.entry(q.id.clone()).or_insert(q);
+            if !seen.contains_key(&q.id) {
+                tracing::info!(quirk = %q.id, handling = %q.handling, "target quirk (found earlier): {}", q.found);
+                seen.insert(q.id.clone(), q);
+            }
         }
     }
 
