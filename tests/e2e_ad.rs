@@ -1,5 +1,5 @@
 //! Active Directory semantics against a real Samba AD domain controller.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

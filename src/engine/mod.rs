@@ -270,7 +270,8 @@ async fn run_from<T: Target>(
         started_at: started,
         finished_at: now(),
         outcome: outcome.to_string(),
-        summary: serde_json::to_value(&summary).unwrap_or_default(),
+        summary: serde_json::to_value(&summary)
+            .unwrap_or_else(|e| serde_json::json!({ "unserializable": e.to_string() })),
         message,
     };
     store.set_last_run(&record).await?;

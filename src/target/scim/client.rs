@@ -225,9 +225,17 @@ impl ScimClient {
         };
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
-            req = req
-                .header(CONTENT_TYPE, SCIM_JSON)
-                .body(serde_json::to_vec(b).unwrap_or_default());
+            // Never an empty body in place of one that could not be encoded.
+            let bytes = serde_json::to_vec(b).map_err(|e| {
+                (
+                    err(TargetErrorKind::BadResponse(format!(
+                        "the request body could not be encoded: {e}"
+                    ))),
+                    Failure::Status(0),
+                    None,
+                )
+            })?;
+            req = req.header(CONTENT_TYPE, SCIM_JSON).body(bytes);
         }
         let resp = req.send().await.map_err(|e| {
             let f = if e.is_connect() {
