@@ -510,3 +510,21 @@ fn member_removals_refused_in_every_patch_form_go_as_get_and_put() {
     let r = env.sync();
     assert!(r.stderr.contains("operations=0"), "{r:?}");
 }
+
+#[test]
+fn an_answer_larger_than_the_limit_is_an_error_not_memory() {
+    let mut env = Env::start();
+    env.sync();
+    // A listing of three users is a few KiB: over a 1-KiB limit.
+    env.target_extra = "max_response_kib = 1\n".into();
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("larger than target.max_response_kib (1 KiB)"),
+        "{r:?}"
+    );
+    env.target_extra = String::new();
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}

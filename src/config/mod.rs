@@ -162,6 +162,8 @@ pub struct TargetConfig {
     pub rate_limit: Option<RateLimit>,
     /// The most requests in flight at once.
     pub max_concurrency: usize,
+    /// Largest answer body read from the target, in bytes.
+    pub max_response_bytes: usize,
 }
 
 /// A request budget: `requests` per `period`.

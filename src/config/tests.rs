@@ -382,3 +382,17 @@ fn a_token_over_plain_http_off_loopback_is_refused_unless_allowed() {
     // Loopback (a local proxy) stays allowed.
     parse(MINIMAL).unwrap();
 }
+
+#[test]
+fn the_answer_size_limit_has_a_range() {
+    let text = MINIMAL.replace(
+        "token = \"tok-123\"",
+        "token = \"tok-123\"\nmax_response_kib = 0",
+    );
+    assert!(parse(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("target.max_response_kib"));
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.target.max_response_bytes, 64 * 1024 * 1024);
+}

@@ -29,6 +29,8 @@ pub(super) struct RawTarget {
     max_concurrency: usize,
     #[serde(default)]
     allow_plaintext: bool,
+    #[serde(default = "default_max_response_kib")]
+    max_response_kib: usize,
 }
 
 impl RawTarget {
@@ -89,6 +91,12 @@ impl RawTarget {
         if t.timeout_secs == 0 {
             return Err(invalid("target.timeout_secs", "must be at least 1".into()));
         }
+        if t.max_response_kib == 0 || t.max_response_kib > 1024 * 1024 {
+            return Err(invalid(
+                "target.max_response_kib",
+                "between 1 and 1048576 (1 GiB)".into(),
+            ));
+        }
         if t.max_concurrency == 0 || t.max_concurrency > 64 {
             return Err(invalid("target.max_concurrency", "between 1 and 64".into()));
         }
@@ -110,6 +118,7 @@ impl RawTarget {
             retries: t.retries,
             rate_limit,
             max_concurrency: t.max_concurrency,
+            max_response_bytes: t.max_response_kib * 1024,
         };
         Ok(target)
     }
@@ -143,4 +152,8 @@ fn parse_rate(text: &str) -> Result<super::RateLimit, String> {
 
 fn default_update_method() -> UpdateMethod {
     UpdateMethod::Auto
+}
+
+fn default_max_response_kib() -> usize {
+    64 * 1024
 }

@@ -29,6 +29,8 @@ pub struct ScimClient {
     use_put: AtomicBool,
     /// Further attempts after a retryable failure.
     retries: u32,
+    /// Largest answer body read, in bytes.
+    max_body: usize,
     pacer: Option<Pacer>,
     pub(super) quirks: Quirks,
     /// `/ServiceProviderConfig` says the provider cannot filter: every look-up is local.
@@ -116,6 +118,7 @@ impl ScimClient {
             method: cfg.update_method,
             use_put: AtomicBool::new(cfg.update_method == UpdateMethod::Put),
             retries: cfg.retries,
+            max_body: cfg.max_response_bytes,
             pacer: cfg.rate_limit.map(Pacer::new),
             quirks: Quirks::default(),
             filter_unsupported: AtomicBool::new(false),
@@ -251,10 +254,30 @@ impl ScimClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, time::OffsetDateTime::now_utc()));
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (err(transport_kind(&e)), Failure::Unanswered, None))?;
+        // Read in chunks, and never more than target.max_response_kib: a server's answer cannot
+        // make the gateway hold an unbounded body.
+        let mut resp = resp;
+        let mut bytes: Vec<u8> = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if bytes.len() + c.len() > self.max_body {
+                        return Err((
+                            err(TargetErrorKind::BadResponse(format!(
+                                "an answer larger than target.max_response_kib ({} KiB)",
+                                self.max_body / 1024
+                            ))),
+                            // Not resent: the same request would bring the same answer.
+                            Failure::Status(0),
+                            None,
+                        ));
+                    }
+                    bytes.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => return Err((err(transport_kind(&e)), Failure::Unanswered, None)),
+            }
+        }
         if !status.is_success() {
             return Err((
                 err(http_kind(status, &bytes)),
