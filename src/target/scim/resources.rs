@@ -122,13 +122,13 @@ impl ScimClient {
             "name.givenName",
             "name.familyName",
             "emails",
+            super::ENT_DEPARTMENT,
+            super::ENT_EMPLOYEE_NUMBER,
+            super::ENT_MANAGER,
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for a in ["department", "employeeNumber", "manager"] {
-            paths.push(format!("{ENTERPRISE_USER}:{a}"));
-        }
         paths.extend(self.custom_paths.iter().cloned());
         for path in paths {
             let Ok(p) = ScimPath::parse(&path) else {
@@ -137,17 +137,20 @@ impl ScimClient {
             let altered = compared_by_value(&path)
                 && matches!((p.get(sent), p.get(answer)), (Some(a), Some(b)) if a != b);
             if (p.present(sent) && !p.present(answer)) || altered {
-                self.quirks.note(
-                    &format!("not-kept-{path}"),
-                    format!(
-                        "the provider does not keep {path} (a created user comes back without it, or with another value)"
-                    ),
-                    format!("{path} is not sent, nor compared on resync"),
-                );
-                if let Ok(mut s) = self.not_kept.lock() {
-                    s.insert(path);
-                }
+                self.not_kept(&path, "a created user");
             }
+        }
+    }
+
+    /// Records that the provider does not keep `path` (seen in what `seen_in` came back as).
+    fn not_kept(&self, path: &str, seen_in: &str) {
+        self.quirks.note(
+            &format!("not-kept-{path}"),
+            format!("the provider does not keep {path} ({seen_in} comes back without it, or with another value)"),
+            format!("{path} is not sent, nor compared on resync"),
+        );
+        if let Ok(mut s) = self.not_kept.lock() {
+            s.insert(path.to_string());
         }
     }
 
@@ -160,7 +163,7 @@ impl ScimClient {
         let ops = patch
             .get("Operations")
             .and_then(Value::as_array)
-            .cloned()
+            .map(Vec::as_slice)
             .unwrap_or_default();
         for op in ops {
             let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
@@ -178,14 +181,7 @@ impl ScimClient {
             let altered = compared_by_value(path)
                 && matches!((v.as_str(), p.get(answer)), (Some(a), Some(b)) if a != b);
             if !p.present(answer) || altered {
-                self.quirks.note(
-                    &format!("not-kept-{path}"),
-                    format!("the provider does not keep {path} (an updated user comes back without it, or with another value)"),
-                    format!("{path} is not sent, nor compared on resync"),
-                );
-                if let Ok(mut s) = self.not_kept.lock() {
-                    s.insert(path.to_string());
-                }
+                self.not_kept(path, "an updated user");
             }
         }
     }
