@@ -200,10 +200,17 @@ impl ScimClient {
 
     /// Every resource of a type.
     pub(super) async fn list_all(&self, resource: &str) -> Result<Vec<Value>, TargetError> {
+        // A listing that came up short is read again once: on a provider that orders by
+        // something other than creation, objects created meanwhile shift the pages.
+        let mut short_again = false;
         loop {
             let paging = self.paging.lock().map(|p| *p).unwrap_or(Paging::None);
             match self.list_with(resource, paging).await {
                 Ok(v) => return Ok(v),
+                Err(e) if !short_again && e.to_string().contains("could be listed") => {
+                    short_again = true;
+                    tracing::debug!(error = %e, "listing came up short; reading it again");
+                }
                 Err(e) if paging != Paging::None && paging_refused(&e) => {
                     let next = if paging == Paging::StartIndexAndCount {
                         Paging::StartIndexOnly
@@ -271,7 +278,7 @@ impl ScimClient {
                 // An incomplete listing would make a resync recreate what it did not see.
                 if let Some(t) = total.filter(|t| (out.len() as u64) < *t) {
                     let why = if fresh == 0 && n > 0 {
-                        " (pages repeat: the provider ignores startIndex)"
+                        " (pages repeat: the provider ignores startIndex, or its content moved while it was listed)"
                     } else {
                         ""
                     };
