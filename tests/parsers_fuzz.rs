@@ -46,6 +46,7 @@ fn scim(bytes: &[u8]) {
 }
 
 fn ber(bytes: &[u8]) {
+    let _ = dirbridge::source::paged::decode(Some(bytes));
     let _ = control::decode_state(bytes);
     let _ = control::decode_done(Some(bytes));
     let _ = control::decode_info_value(bytes);
@@ -92,6 +93,13 @@ fn the_corpus_parses_as_expected() {
         }
         if p.ends_with("sync-info-idset.hex") {
             assert!(control::decode_info_value(&bytes).is_ok());
+        }
+        if p.ends_with("paged-results.hex") {
+            let page = dirbridge::source::paged::decode(Some(&bytes)).unwrap();
+            assert_eq!(
+                (page.size_estimate, page.cookie),
+                (500, b"cookie1".to_vec())
+            );
         }
     }
 }

@@ -99,6 +99,7 @@ const HELD: u8 = 3;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    log_panics();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,10 +110,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(FAILURE);
         }
     };
-    match rt.block_on(dispatch(&cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
+    // A panic that escapes a pass's own guard still ends with an error line and exit code 2,
+    // never a bare 101.
+    let outcome = rt.block_on(futures_util::FutureExt::catch_unwind(
+        std::panic::AssertUnwindSafe(dispatch(&cli)),
+    ));
+    match outcome {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            ExitCode::from(FAILURE)
+        }
+        Err(payload) => {
+            eprintln!(
+                "error: internal error: {} (nothing after it was sent; please report it)",
+                engine::panic_text(payload.as_ref())
+            );
             ExitCode::from(FAILURE)
         }
     }
@@ -132,6 +145,21 @@ fn init_logging(cli: &Cli) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A defect that panics (here, or in a library: ldap3's connection task panics on some malformed
+/// PDUs) is logged like any error, with where it happened. Passes catch their own panics
+/// ([`engine::guarded`]); a library task that panics ends its connection, which the pass using
+/// it sees as an error.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = engine::panic_text(info.payload());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(at = %at, "internal error: {what}");
+    }));
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {

@@ -107,6 +107,11 @@ pub struct LdapConfig {
     pub incremental: bool,
     pub page_size: u32,
     pub timeout: Duration,
+    /// The most entries and references one search may return before it is taken for a server
+    /// that never ends its answer.
+    pub max_entries: u64,
+    /// The longest one search (all its pages) may take.
+    pub search_time_limit: Duration,
 }
 
 /// Where group membership is read from.

@@ -166,13 +166,16 @@ async fn pass<T: Target>(
 ) -> Result<engine::RunReport, engine::EngineError> {
     match (kind, feed) {
         (RunKind::Sync, Some(feed)) => {
-            let mut session = Session::open(&cfg.ldap).await?;
-            let read = timestamp::poll(&mut session, cfg, feed).await;
-            session.close().await;
-            let stats = read?;
+            let read = engine::guarded(async {
+                let mut session = Session::open(&cfg.ldap).await?;
+                let read = timestamp::poll(&mut session, cfg, feed).await;
+                session.close().await;
+                Ok(read?)
+            })
+            .await?;
             tracing::debug!(
-                changed = stats.changed,
-                listed = stats.listed,
+                changed = read.changed,
+                listed = read.listed,
                 "modifyTimestamp poll"
             );
             engine::run_feed(cfg, store, target, feed).await

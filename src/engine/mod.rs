@@ -48,6 +48,36 @@ pub enum EngineError {
         what_key: &'static str,
         known: usize,
     },
+    #[error(
+        "internal error in this pass ({0}); nothing after it was sent, what was confirmed is saved, \
+         and the next pass starts afresh (please report it)"
+    )]
+    Defect(String),
+}
+
+/// The text of a panic's payload, bounded (it can quote what a server sent).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
+/// Runs a pass so that a panic anywhere in it (a defect here, or in a library decoding what a
+/// server sent) is an error of that pass, not the end of the process or of the service.
+pub async fn guarded<R>(
+    pass: impl std::future::Future<Output = Result<R, EngineError>>,
+) -> Result<R, EngineError> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(pass).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => Err(EngineError::Defect(panic_text(payload.as_ref()))),
+    }
 }
 
 /// Whether a target failure stops the run: a refused credential, or no answer from a target
@@ -95,6 +125,14 @@ pub struct RunReport {
 /// The target is not contacted: only the quirks it is known for (`Target::remember_quirks`)
 /// shape what would be sent.
 pub async fn dry_run<T: Target>(
+    cfg: &Config,
+    records: &Snapshot,
+    target: &T,
+) -> Result<(Vec<Operation>, DesiredState), EngineError> {
+    guarded(dry_run_inner(cfg, records, target)).await
+}
+
+async fn dry_run_inner<T: Target>(
     cfg: &Config,
     records: &Snapshot,
     target: &T,
@@ -254,7 +292,16 @@ async fn run_from<T: Target>(
         kind,
         honour_backoff,
     };
-    let result = run_inner(cfg, store, target, mode, &mut input, run, &mut summary).await;
+    let result = guarded(run_inner(
+        cfg,
+        store,
+        target,
+        mode,
+        &mut input,
+        run,
+        &mut summary,
+    ))
+    .await;
     summary.seconds = started_clock.elapsed().as_secs_f64();
     let (outcome, message) = match &result {
         // Removals held by the guard wait for a person: not "ok".
@@ -467,4 +514,35 @@ async fn run_inner<T: Target>(
         feed.save(store).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_pass_is_an_error_of_that_pass() {
+        let r: Result<(), EngineError> = guarded(async {
+            let v: Vec<u8> = Vec::new();
+            // An out-of-bounds index: the kind of defect a decoder can hide.
+            let _ = v[std::hint::black_box(3)];
+            Ok(())
+        })
+        .await;
+        match r {
+            Err(EngineError::Defect(what)) => {
+                assert!(what.contains("index out of bounds"), "{what}")
+            }
+            other => panic!("expected a defect, got {other:?}"),
+        }
+        // The process (and the runtime) goes on: the next pass runs.
+        assert!(guarded(async { Ok(7) }).await.is_ok_and(|n| n == 7));
+    }
+
+    #[test]
+    fn panic_texts_are_bounded() {
+        let long = "x".repeat(1000);
+        assert_eq!(panic_text(&long).chars().count(), 203);
+        assert_eq!(panic_text(&"short"), "short");
+    }
 }

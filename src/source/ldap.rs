@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use ldap3::adapters::PagedResults;
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, StdStream};
 
 use super::entry::{decode_entry, RawEntry};
+use super::paged;
 use super::SourceError;
 use crate::config::{LdapConfig, TlsMode};
 
@@ -76,6 +76,9 @@ pub struct Session {
     url: String,
     timeout: Duration,
     page_size: u32,
+    /// Bounds on one search, whatever the server sends: entries and references, and time.
+    max_entries: u64,
+    search_time_limit: Duration,
     /// Ask for DNs in extended form (`<GUID=...>;...`): AD references that survive renames.
     extended_dn: bool,
 }
@@ -95,6 +98,7 @@ fn rc_meaning(rc: u32) -> &'static str {
         1 => "operations error",
         3 => "time limit exceeded",
         4 => "size limit exceeded",
+        10 => "referral: the entries are on another server, and referrals are not followed (point ldap.url at the server that holds the base)",
         8 => "stronger authentication required (use LDAPS or StartTLS)",
         11 => "administrative limit exceeded",
         12 => "unavailable critical extension",
@@ -191,7 +195,7 @@ impl Session {
                 .await
                 .map_err(|e| SourceError::Bind {
                     dn: dn.clone(),
-                    reason: e.to_string(),
+                    reason: op_error(e),
                 })?;
             if res.rc != 0 {
                 return Err(SourceError::Bind {
@@ -205,6 +209,8 @@ impl Session {
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             page_size: cfg.page_size,
+            max_entries: cfg.max_entries,
+            search_time_limit: cfg.search_time_limit,
             extended_dn: cfg.profile == crate::config::Profile::ActiveDirectory,
         })
     }
@@ -249,49 +255,93 @@ impl Session {
             reason,
         };
         let mut stats = SearchStats::default();
-        self.set_read_controls();
-        if show_deleted {
-            let mut controls = self.read_controls_list();
-            controls.push(RawControl {
-                ctype: "1.2.840.113556.1.4.417".into(),
-                crit: true,
-                val: None,
-            });
-            self.ldap.with_controls(controls);
-        }
-        let mut stream = self
-            .ldap
-            .with_timeout(self.timeout)
-            .streaming_search_with(
-                PagedResults::new(self.page_size.min(i32::MAX as u32) as i32),
-                base,
-                Scope::Subtree,
-                filter,
-                attrs.to_vec(),
-            )
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.search_time_limit;
+        let mut cookie: Vec<u8> = Vec::new();
+        let mut empty_pages = 0u32;
+        // One search request per page, the cookie carried by hand: ldap3's paging adapter
+        // decodes the server's control with a decoder that panics on a malformed value.
         loop {
-            let item = match tokio::time::timeout(self.timeout, stream.next()).await {
-                Ok(Ok(item)) => item,
-                Ok(Err(e)) => return Err(err(e.to_string())),
-                Err(_) => return Err(err(format!("no answer within {:?}", self.timeout))),
-            };
-            let Some(item) = item else { break };
-            if item.is_ref() {
-                stats.references += 1;
-                continue;
+            let mut controls = self.read_controls_list();
+            if show_deleted {
+                controls.push(RawControl {
+                    ctype: "1.2.840.113556.1.4.417".into(),
+                    crit: true,
+                    val: None,
+                });
             }
-            if item.is_intermediate() {
-                continue;
+            controls.push(paged::request(self.page_size, &cookie));
+            self.ldap.with_controls(controls);
+            let mut stream = self
+                .ldap
+                .with_timeout(self.timeout)
+                .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
+                .await
+                .map_err(|e| err(op_error(e)))?;
+            let mut on_page = 0u64;
+            loop {
+                let wait = self
+                    .timeout
+                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                let item = match tokio::time::timeout(wait, stream.next()).await {
+                    Ok(Ok(item)) => item,
+                    Ok(Err(e)) => return Err(err(op_error(e))),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        return Err(err(format!(
+                            "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
+                            self.search_time_limit.as_secs(),
+                            stats.entries
+                        )))
+                    }
+                    Err(_) => return Err(err("no answer within ldap.timeout_secs".to_string())),
+                };
+                let Some(item) = item else { break };
+                on_page += 1;
+                if stats.entries + stats.references >= self.max_entries {
+                    return Err(err(format!(
+                        "the server sent more than ldap.max_entries ({}) entries and references for one search",
+                        self.max_entries
+                    )));
+                }
+                if item.is_ref() {
+                    stats.references += 1;
+                    continue;
+                }
+                if item.is_intermediate() {
+                    continue;
+                }
+                let entry = decode_entry(item.0).map_err(err)?;
+                stats.entries += 1;
+                on_entry(entry);
             }
-            let entry = decode_entry(item.0).map_err(err)?;
-            stats.entries += 1;
-            on_entry(entry);
-        }
-        let res = stream.finish().await;
-        if res.rc != 0 {
-            return Err(err(describe(res.rc, &res.text)));
+            let res = stream.finish().await;
+            if res.rc != 0 {
+                let mut reason = describe(res.rc, &res.text);
+                if !res.refs.is_empty() {
+                    reason.push_str(&format!(" (to {})", res.refs.join(", ")));
+                }
+                return Err(err(reason));
+            }
+            let answer = res
+                .ctrls
+                .iter()
+                .find(|c| c.1.ctype == paged::PAGED_RESULTS_OID);
+            // No control on the result: the server did not page, and sent everything at once.
+            let Some(answer) = answer else { break };
+            let page = paged::decode(answer.1.val.as_deref()).map_err(err)?;
+            if page.cookie.is_empty() {
+                break;
+            }
+            if on_page == 0 {
+                empty_pages += 1;
+                if empty_pages >= MAX_EMPTY_PAGES {
+                    return Err(err(format!(
+                        "the server sent {MAX_EMPTY_PAGES} empty pages in a row, each asking for another"
+                    )));
+                }
+            } else {
+                empty_pages = 0;
+            }
+            cookie = page.cookie;
         }
         Ok(stats)
     }
@@ -313,7 +363,7 @@ impl Session {
             .with_timeout(self.timeout)
             .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(op_error(e)))?;
         let (entries, result) = (res.0, res.1);
         match result.rc {
             0 => {}
@@ -444,6 +494,24 @@ pub struct UsnPosition {
     /// looked for from there, whatever the configured bases.
     pub naming_context: String,
 }
+
+/// An ldap3 error as the administrator needs it: a connection that ended mid-operation says so
+/// (ldap3's own text is "end of stream").
+pub(crate) fn op_error(e: ldap3::LdapError) -> String {
+    match e {
+        ldap3::LdapError::EndOfStream => {
+            "the connection ended before the answer did (the server closed it, \
+             or sent something that is not LDAP)"
+                .to_string()
+        }
+        ldap3::LdapError::Timeout { .. } => "no answer within ldap.timeout_secs".to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Empty pages in a row, each with a cookie for another, after which a search is taken for
+/// one that never ends (AD can send a few empty pages while it scans a large index).
+const MAX_EMPTY_PAGES: u32 = 1000;
 
 /// What one search returned.
 #[derive(Debug, Default, Clone, Copy)]

@@ -1,11 +1,13 @@
 //! Directory readers: connect, bind, and read users and groups as [`entry::RawEntry`] values.
 //! Mapping them into canonical objects is the [`crate::mapping`] module's job.
 
+pub(crate) mod ber;
 pub mod dn;
 pub mod entry;
 pub mod filter;
 pub mod ldap;
 pub mod notify;
+pub mod paged;
 pub mod range;
 pub mod schema;
 pub mod sid;

@@ -70,6 +70,7 @@ fn on_a_free_port(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (Child, u1
     }
 }
 
+pub mod bad_ldap;
 pub mod faults;
 pub mod proxy;
 pub mod samba;

@@ -41,6 +41,10 @@ pub(super) struct RawLdap {
     page_size: u32,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    #[serde(default = "default_max_entries")]
+    max_entries: u64,
+    #[serde(default = "default_search_time_limit")]
+    search_time_limit_secs: u64,
 }
 
 /// The defaults a directory flavour brings; every one can be overridden in the file.
@@ -183,8 +187,23 @@ impl RawLdap {
                 "must be between 1 and 100000".into(),
             ));
         }
-        if l.timeout_secs == 0 {
-            return Err(invalid("ldap.timeout_secs", "must be at least 1".into()));
+        if l.timeout_secs == 0 || l.timeout_secs > 86_400 {
+            return Err(invalid(
+                "ldap.timeout_secs",
+                "must be between 1 and 86400 (a day)".into(),
+            ));
+        }
+        if l.max_entries == 0 || l.max_entries > 1_000_000_000 {
+            return Err(invalid(
+                "ldap.max_entries",
+                "must be between 1 and 1000000000".into(),
+            ));
+        }
+        if l.search_time_limit_secs == 0 || l.search_time_limit_secs > 7 * 86_400 {
+            return Err(invalid(
+                "ldap.search_time_limit_secs",
+                "must be between 1 and 604800 (a week)".into(),
+            ));
         }
         if l.base_dn.trim().is_empty() {
             return Err(invalid("ldap.base_dn", "must not be empty".into()));
@@ -212,6 +231,8 @@ impl RawLdap {
                 .unwrap_or(l.profile == Profile::ActiveDirectory),
             page_size: l.page_size,
             timeout: Duration::from_secs(l.timeout_secs),
+            max_entries: l.max_entries,
+            search_time_limit: Duration::from_secs(l.search_time_limit_secs),
         };
         Ok((ldap, l_incremental_explicit))
     }
@@ -223,6 +244,15 @@ fn default_membership() -> Membership {
 
 fn default_page_size() -> u32 {
     500
+}
+
+/// Far above any directory a gateway mirrors, far below what would exhaust memory.
+fn default_max_entries() -> u64 {
+    5_000_000
+}
+
+fn default_search_time_limit() -> u64 {
+    4 * 3600
 }
 
 /// A light check that catches the common mistakes (unbalanced parentheses, no parentheses)

@@ -2,7 +2,9 @@
 //! panic on anything unexpected; a server (or a man in the middle of a plain connection) must not
 //! be able to stop the gateway with one malformed message.
 
-use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
+use ldap3::asn1::{StructureTag, TagClass, Types};
+
+use crate::source::ber::{boolean, bytes, children, is_universal, tag_of};
 
 pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 pub const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
@@ -50,39 +52,6 @@ pub enum SyncInfo {
         refresh_deletes: bool,
         uuids: Vec<Vec<u8>>,
     },
-}
-
-fn tag_of(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
-    match parse_tag(bytes) {
-        Ok((_, t)) => Ok(t),
-        Err(_) => Err(format!("malformed {what}: not BER")),
-    }
-}
-
-fn children(t: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
-    match t.payload {
-        PL::C(v) => Ok(v),
-        PL::P(_) => Err(format!("malformed {what}: expected a sequence")),
-    }
-}
-
-fn bytes(t: StructureTag, what: &str) -> Result<Vec<u8>, String> {
-    match t.payload {
-        PL::P(v) => Ok(v),
-        PL::C(_) => Err(format!("malformed {what}: expected a primitive value")),
-    }
-}
-
-fn is_universal(t: &StructureTag, ty: Types) -> bool {
-    t.class == TagClass::Universal && t.id == ty as u64
-}
-
-fn boolean(t: StructureTag, what: &str) -> Result<bool, String> {
-    let v = bytes(t, what)?;
-    match v.as_slice() {
-        [b] => Ok(*b != 0),
-        _ => Err(format!("malformed {what}: a boolean is one byte")),
-    }
 }
 
 /// Decodes a Sync State control value.
@@ -221,7 +190,9 @@ pub fn uuid_text(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ldap3::asn1::{write, ASNTag, Boolean, Enumerated, OctetString, Sequence, Set, Tag};
+    use ldap3::asn1::{
+        parse_tag, write, ASNTag, Boolean, Enumerated, OctetString, Sequence, Set, Tag,
+    };
     use proptest::prelude::*;
 
     fn ber(t: Tag) -> Vec<u8> {

@@ -1,0 +1,493 @@
+//! An LDAP server that misbehaves on purpose. It answers a bind, then every search per the
+//! [`Misbehaviour`] it is set to: well (three users in one group, paged as asked), or with a
+//! malformed control, a truncated PDU, a referral to itself, or an answer that never ends.
+//! Real servers do not do these on demand; the gateway must survive each with a clear error.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ldap3::asn1::{parse_tag, StructureTag, TagClass, PL};
+
+pub const BASE: &str = "dc=bad,dc=test";
+pub const BIND_DN: &str = "cn=admin,dc=bad,dc=test";
+const PAGED: &str = "1.2.840.113556.1.4.319";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers like a directory: three users, one group, pages of the size asked for.
+    Well,
+    /// The search result's paged-results control has no value.
+    PagedWithoutValue,
+    /// The paged-results control's value is not BER.
+    PagedGarbage,
+    /// The paged-results control's value is a sequence of the wrong things.
+    PagedWrongShape,
+    /// The result's controls are a primitive value, not a sequence.
+    ControlsNotASequence,
+    /// One control in the result's list is a primitive value, not a sequence (ldap3's message
+    /// decoder panics on it, in its connection task).
+    ControlNotASequence,
+    /// An LDAPMessage that is an empty sequence (ldap3 panics: "element").
+    EmptyMessage,
+    /// A search answered with a modify response (ldap3 panics: "unrecognized op id").
+    WrongOperation,
+    /// Half a search entry, then the connection is closed.
+    TruncatedPdu,
+    /// Bytes that are not BER at all.
+    NotBer,
+    /// The search result is a referral to this same server.
+    ReferralToItself,
+    /// Search references to this same server, without end.
+    EndlessReferences,
+    /// Entries without end.
+    EndlessEntries,
+    /// Empty pages without end, each with a cookie asking for the next.
+    EndlessEmptyPages,
+    /// The search is never answered (the connection stays open).
+    Silent,
+}
+
+pub struct BadLdap {
+    pub port: u16,
+    mode: Arc<Mutex<Misbehaviour>>,
+    stop: Arc<AtomicBool>,
+    searches: Arc<Mutex<u64>>,
+}
+
+impl BadLdap {
+    pub fn start(mode: Misbehaviour) -> BadLdap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(Mutex::new(mode));
+        let stop = Arc::new(AtomicBool::new(false));
+        let searches = Arc::new(Mutex::new(0));
+        let (m, s, n) = (mode.clone(), stop.clone(), searches.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (m, s, n) = (m.clone(), s.clone(), n.clone());
+                std::thread::spawn(move || serve(conn, port, &m, &s, &n));
+            }
+        });
+        BadLdap {
+            port,
+            mode,
+            stop,
+            searches,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, mode: Misbehaviour) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Search requests received so far.
+    pub fn searches(&self) -> u64 {
+        *self.searches.lock().unwrap()
+    }
+}
+
+impl Drop for BadLdap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+// --- BER building -------------------------------------------------------------------------
+
+fn prim(class: TagClass, id: u64, v: &[u8]) -> StructureTag {
+    StructureTag {
+        class,
+        id,
+        payload: PL::P(v.to_vec()),
+    }
+}
+
+fn cons(class: TagClass, id: u64, v: Vec<StructureTag>) -> StructureTag {
+    StructureTag {
+        class,
+        id,
+        payload: PL::C(v),
+    }
+}
+
+fn octets(v: &[u8]) -> StructureTag {
+    prim(TagClass::Universal, 4, v)
+}
+
+fn seq(v: Vec<StructureTag>) -> StructureTag {
+    cons(TagClass::Universal, 16, v)
+}
+
+fn int_bytes(n: i64) -> Vec<u8> {
+    let b = n.to_be_bytes();
+    let mut i = 0;
+    while i < 7 && ((b[i] == 0 && b[i + 1] & 0x80 == 0) || (b[i] == 0xff && b[i + 1] & 0x80 != 0)) {
+        i += 1;
+    }
+    b[i..].to_vec()
+}
+
+fn integer(n: i64) -> StructureTag {
+    prim(TagClass::Universal, 2, &int_bytes(n))
+}
+
+fn enumerated(n: i64) -> StructureTag {
+    prim(TagClass::Universal, 10, &int_bytes(n))
+}
+
+fn encode(t: StructureTag) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    ldap3::asn1::write::encode_into(&mut buf, t).unwrap();
+    buf.to_vec()
+}
+
+/// An LDAPMessage: id, operation, and controls (`None`: no controls element; `Some(raw)`: the
+/// `[0]` element as given, well-formed or not).
+fn message(id: i64, op: StructureTag, controls: Option<StructureTag>) -> Vec<u8> {
+    let mut parts = vec![integer(id), op];
+    parts.extend(controls);
+    encode(seq(parts))
+}
+
+fn controls(list: Vec<StructureTag>) -> StructureTag {
+    cons(TagClass::Context, 0, list)
+}
+
+fn control(oid: &str, value: Option<&[u8]>) -> StructureTag {
+    let mut parts = vec![octets(oid.as_bytes())];
+    parts.extend(value.map(octets));
+    seq(parts)
+}
+
+fn paged_value(size: i64, cookie: &[u8]) -> Vec<u8> {
+    encode(seq(vec![integer(size), octets(cookie)]))
+}
+
+fn result(app: u64, rc: i64, text: &str, referral: Option<&str>) -> StructureTag {
+    let mut parts = vec![enumerated(rc), octets(b""), octets(text.as_bytes())];
+    if let Some(url) = referral {
+        parts.push(cons(TagClass::Context, 3, vec![octets(url.as_bytes())]));
+    }
+    cons(TagClass::Application, app, parts)
+}
+
+fn entry(dn: &str, attrs: &[(&str, Vec<String>)]) -> StructureTag {
+    let attrs = attrs
+        .iter()
+        .map(|(name, values)| {
+            seq(vec![
+                octets(name.as_bytes()),
+                cons(
+                    TagClass::Universal,
+                    17,
+                    values.iter().map(|v| octets(v.as_bytes())).collect(),
+                ),
+            ])
+        })
+        .collect();
+    cons(
+        TagClass::Application,
+        4,
+        vec![octets(dn.as_bytes()), seq(attrs)],
+    )
+}
+
+fn user(n: usize) -> StructureTag {
+    let uid = format!("user{n}");
+    entry(
+        &format!("uid={uid},ou=people,{BASE}"),
+        &[
+            ("objectClass", vec!["inetOrgPerson".into()]),
+            ("uid", vec![uid.clone()]),
+            ("cn", vec![format!("User {n}")]),
+            ("sn", vec![format!("Number{n}")]),
+            ("givenName", vec!["User".into()]),
+            ("mail", vec![format!("{uid}@bad.test")]),
+            (
+                "entryUUID",
+                vec![format!("00000000-0000-4000-8000-{n:012}")],
+            ),
+            ("memberOf", vec![format!("cn=staff,ou=groups,{BASE}")]),
+        ],
+    )
+}
+
+fn group() -> StructureTag {
+    entry(
+        &format!("cn=staff,ou=groups,{BASE}"),
+        &[
+            ("objectClass", vec!["groupOfNames".into()]),
+            ("cn", vec!["staff".into()]),
+            (
+                "entryUUID",
+                vec!["00000000-0000-4000-9000-000000000001".into()],
+            ),
+            (
+                "member",
+                (1..=3)
+                    .map(|n| format!("uid=user{n},ou=people,{BASE}"))
+                    .collect(),
+            ),
+        ],
+    )
+}
+
+// --- Serving ------------------------------------------------------------------------------
+
+/// The length of the first BER element in `buf`, if it is all there.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let first = *buf.get(1)?;
+    if first & 0x80 == 0 {
+        return Some(2 + first as usize).filter(|&n| buf.len() >= n);
+    }
+    let k = (first & 0x7f) as usize;
+    if buf.len() < 2 + k {
+        return None;
+    }
+    let len = buf[2..2 + k]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+    Some(2 + k + len).filter(|&n| buf.len() >= n)
+}
+
+struct Request {
+    id: i64,
+    op: u64,
+    /// The search's base and whether it is a search of users.
+    base: String,
+    users: bool,
+    size: i64,
+}
+
+fn children(t: StructureTag) -> Vec<StructureTag> {
+    match t.payload {
+        PL::C(v) => v,
+        PL::P(_) => Vec::new(),
+    }
+}
+
+fn prim_bytes(t: &StructureTag) -> Vec<u8> {
+    match &t.payload {
+        PL::P(v) => v.clone(),
+        PL::C(_) => Vec::new(),
+    }
+}
+
+fn int_of(b: &[u8]) -> i64 {
+    b.iter().fold(0i64, |acc, x| (acc << 8) | i64::from(*x))
+}
+
+fn read_request(msg: &[u8]) -> Option<Request> {
+    let (_, t) = parse_tag(msg).ok()?;
+    let mut parts = children(t).into_iter();
+    let id = int_of(&prim_bytes(&parts.next()?));
+    let op = parts.next()?;
+    let op_id = op.id;
+    let mut req = Request {
+        id,
+        op: op_id,
+        base: String::new(),
+        users: false,
+        size: 500,
+    };
+    if op_id == 3 {
+        let op_parts = children(op);
+        req.base = String::from_utf8_lossy(&prim_bytes(op_parts.first()?)).into_owned();
+    }
+    if let Some(ctrls) = parts.next() {
+        for c in children(ctrls) {
+            let c = children(c);
+            let oid = c.first().map(prim_bytes).unwrap_or_default();
+            if oid == PAGED.as_bytes() {
+                if let Some(v) = c.last().map(prim_bytes) {
+                    if let Ok((_, pv)) = parse_tag(&v) {
+                        let pv = children(pv);
+                        req.size = pv.first().map(|t| int_of(&prim_bytes(t))).unwrap_or(500);
+                    }
+                }
+            }
+        }
+    }
+    // A users' search names inetOrgPerson in its filter.
+    req.users = op_id == 3 && msg.windows(13).any(|w| w == b"inetOrgPerson");
+    Some(req)
+}
+
+fn serve(
+    mut conn: TcpStream,
+    port: u16,
+    mode: &Mutex<Misbehaviour>,
+    stop: &AtomicBool,
+    searches: &Mutex<u64>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        while let Some(n) = frame_len(&buf) {
+            let msg: Vec<u8> = buf.drain(..n).collect();
+            let Some(req) = read_request(&msg) else {
+                return;
+            };
+            let out = match req.op {
+                0 => message(req.id, result(1, 0, "", None), None),
+                2 => return,
+                3 => {
+                    *searches.lock().unwrap() += 1;
+                    let m = *mode.lock().unwrap();
+                    match answer(&mut conn, &req, m, port, stop) {
+                        Some(bytes) => bytes,
+                        None => return,
+                    }
+                }
+                // Abandon and anything else: no answer.
+                _ => continue,
+            };
+            if conn.write_all(&out).is_err() {
+                return;
+            }
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The answer to a search, written whole or in part to `conn`; `None` ends the connection.
+fn answer(
+    conn: &mut TcpStream,
+    req: &Request,
+    m: Misbehaviour,
+    port: u16,
+    stop: &AtomicBool,
+) -> Option<Vec<u8>> {
+    let id = req.id;
+    let done = |ctrls: Option<StructureTag>| message(id, result(5, 0, "", None), ctrls);
+    let last_page = || controls(vec![control(PAGED, Some(&paged_value(0, b"")))]);
+    let well = || {
+        let mut out = Vec::new();
+        if req.users {
+            for n in 1..=3 {
+                out.extend(message(id, user(n), None));
+            }
+        } else if req.base.is_empty() {
+            // The root DSE.
+            out.extend(message(
+                id,
+                entry("", &[("namingContexts", vec![BASE.to_string()])]),
+                None,
+            ));
+        } else {
+            out.extend(message(id, group(), None));
+        }
+        out
+    };
+    // The root DSE is always answered well: the misbehaviour is in the read of the directory.
+    if req.base.is_empty() || m == Misbehaviour::Well {
+        let mut out = well();
+        out.extend(done(Some(last_page())));
+        return Some(out);
+    }
+    let mut out = well();
+    match m {
+        Misbehaviour::Well => {}
+        Misbehaviour::PagedWithoutValue => {
+            out.extend(done(Some(controls(vec![control(PAGED, None)]))));
+        }
+        Misbehaviour::PagedGarbage => {
+            out.extend(done(Some(controls(vec![control(
+                PAGED,
+                Some(b"\x30\x7fgarbage"),
+            )]))));
+        }
+        Misbehaviour::PagedWrongShape => {
+            let v = encode(seq(vec![octets(b"500"), integer(7)]));
+            out.extend(done(Some(controls(vec![control(PAGED, Some(&v))]))));
+        }
+        Misbehaviour::ControlsNotASequence => {
+            out.extend(done(Some(prim(TagClass::Context, 0, b"\x01\x02"))));
+        }
+        Misbehaviour::ControlNotASequence => {
+            out.extend(done(Some(controls(vec![octets(b"1.2.3")]))));
+        }
+        Misbehaviour::EmptyMessage => {
+            out.extend(encode(seq(Vec::new())));
+        }
+        Misbehaviour::WrongOperation => {
+            out.extend(message(id, result(7, 0, "", None), None));
+        }
+        Misbehaviour::TruncatedPdu => {
+            let e = message(id, user(9), None);
+            let _ = conn.write_all(&out);
+            let _ = conn.write_all(&e[..e.len() / 2]);
+            let _ = conn.flush();
+            std::thread::sleep(Duration::from_millis(100));
+            return None;
+        }
+        Misbehaviour::NotBer => {
+            let _ = conn.write_all(&out);
+            let _ = conn.write_all(&[0xff; 64]);
+            std::thread::sleep(Duration::from_millis(500));
+            return None;
+        }
+        Misbehaviour::ReferralToItself => {
+            let url = format!("ldap://127.0.0.1:{port}/{BASE}");
+            out = message(id, result(5, 10, "go elsewhere", Some(&url)), None);
+        }
+        Misbehaviour::EndlessReferences | Misbehaviour::EndlessEntries => {
+            let mut n = 10usize;
+            while !stop.load(Ordering::SeqCst) {
+                let item = if m == Misbehaviour::EndlessEntries {
+                    message(id, user(n), None)
+                } else {
+                    let url = format!("ldap://127.0.0.1:{port}/{BASE}??sub");
+                    message(
+                        id,
+                        cons(TagClass::Application, 19, vec![octets(url.as_bytes())]),
+                        None,
+                    )
+                };
+                out.extend(item);
+                if conn.write_all(&out).is_err() {
+                    return None;
+                }
+                out.clear();
+                n += 1;
+            }
+            return None;
+        }
+        Misbehaviour::EndlessEmptyPages => {
+            return Some(done(Some(controls(vec![control(
+                PAGED,
+                Some(&paged_value(req.size, b"more")),
+            )]))));
+        }
+        Misbehaviour::Silent => {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return None;
+        }
+    }
+    Some(out)
+}

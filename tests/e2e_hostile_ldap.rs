@@ -1,0 +1,185 @@
+//! A directory server that misbehaves on purpose (tests/common/bad_ldap.rs): malformed
+//! paged-results controls, controls that are not a sequence, truncated PDUs, bytes that are not
+//! BER, a referral to itself, references, entries and empty pages without end, silence. After a
+//! good first sync, `sync` and `plan` against each end with exit code 2 and an error that says
+//! what happened, never a panic; the target and the records are untouched (a later good sync
+//! has nothing to do). The service (`run`) survives the ones that made ldap3 panic, and an
+//! endless answer, and recovers when the server does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::bad_ldap::{BadLdap, Misbehaviour, BASE, BIND_DN};
+use common::*;
+use serde_json::Value;
+
+fn gateway(server: &BadLdap) -> Gateway {
+    let ldap_fixed = format!(
+        "bind_dn = \"{BIND_DN}\"\n\
+         base_dn = \"{BASE}\"\n\
+         page_size = 2\n\
+         timeout_secs = 2\n\
+         max_entries = 5000\n"
+    );
+    Gateway::with_scim(
+        Scim::start_default(),
+        server.url(),
+        "bad-ldap-pw",
+        ldap_fixed,
+        String::new(),
+    )
+}
+
+/// The target's users and groups, without what the server changes by itself.
+fn target(gw: &Gateway) -> (Vec<Value>, Vec<Value>) {
+    (gw.scim.users(), gw.scim.groups())
+}
+
+/// What each misbehaviour must be reported as.
+const CASES: &[(Misbehaviour, &str)] = &[
+    (
+        Misbehaviour::PagedWithoutValue,
+        "malformed paged-results control: it has no value",
+    ),
+    (
+        Misbehaviour::PagedGarbage,
+        "malformed paged-results control",
+    ),
+    (
+        Misbehaviour::PagedWrongShape,
+        "malformed paged-results control",
+    ),
+    (
+        Misbehaviour::ControlsNotASequence,
+        "the connection ended before the answer did",
+    ),
+    (
+        Misbehaviour::ControlNotASequence,
+        "the connection ended before the answer did",
+    ),
+    (
+        Misbehaviour::EmptyMessage,
+        "the connection ended before the answer did",
+    ),
+    (
+        Misbehaviour::WrongOperation,
+        "the connection ended before the answer did",
+    ),
+    (
+        Misbehaviour::TruncatedPdu,
+        "the connection ended before the answer did",
+    ),
+    (
+        Misbehaviour::NotBer,
+        "the connection ended before the answer did",
+    ),
+    (Misbehaviour::ReferralToItself, "referrals are not followed"),
+    (Misbehaviour::EndlessReferences, "ldap.max_entries (5000)"),
+    (Misbehaviour::EndlessEntries, "ldap.max_entries (5000)"),
+    (Misbehaviour::EndlessEmptyPages, "empty pages in a row"),
+    (Misbehaviour::Silent, "no answer within ldap.timeout_secs"),
+];
+
+#[test]
+fn each_misbehaviour_ends_sync_and_plan_with_a_clear_error_and_changes_nothing() {
+    let server = BadLdap::start(Misbehaviour::Well);
+    let gw = gateway(&server);
+    let first = gw.sync();
+    assert_eq!(gw.scim.users().len(), 3, "{first:?}");
+    assert_eq!(gw.scim.member_names("staff").len(), 3, "{first:?}");
+    let before = target(&gw);
+
+    for &(m, says) in CASES {
+        server.set(m);
+        for command in ["sync", "plan"] {
+            let r = gw.run(&[command]);
+            let all = r.all();
+            assert_eq!(r.code, 2, "{m:?} {command}: {r:?}");
+            assert!(
+                all.contains(says),
+                "{m:?} {command}: expected `{says}`: {r:?}"
+            );
+            assert!(!all.contains("panicked"), "{m:?} {command}: {r:?}");
+            if m == Misbehaviour::WrongOperation {
+                // ldap3's connection task panicked: logged as an error, the pass failed cleanly.
+                assert!(
+                    all.contains("internal error: unrecognized op id"),
+                    "{m:?} {command}: {r:?}"
+                );
+            }
+            assert!(!all.contains("bad-ldap-pw"), "{m:?} {command}: {r:?}");
+        }
+        assert_eq!(target(&gw), before, "{m:?} changed the target");
+    }
+
+    // The records are whole: with the server well again, there is nothing to do.
+    server.set(Misbehaviour::Well);
+    let r = gw.run(&["plan", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let plan: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["operations"], serde_json::json!([]), "{r:?}");
+    gw.sync();
+    assert_eq!(target(&gw), before);
+}
+
+#[test]
+fn the_service_survives_every_misbehaviour_and_recovers() {
+    let server = BadLdap::start(Misbehaviour::Well);
+    let mut gw = gateway(&server);
+    gw.sync();
+    let before = target(&gw);
+    let port = free_port();
+    gw.extra = format!(
+        "[daemon]\nchange_feed = \"poll\"\npoll_interval = \"1s\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(gw.spawn(&["run"]));
+    assert!(wait_until(20, || http_get(port, "/healthz").is_some()));
+
+    let status = || -> Value {
+        http_get(port, "/status")
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .unwrap_or_default()
+    };
+    let last_error = || status()["reason"].as_str().unwrap_or("").to_string();
+    // The panicking decoders (ldap3's paged control in this process, its message decoder in the
+    // connection task) and an endless answer; each failure doubles the wait before the next pass,
+    // so not all the cases.
+    for &(m, says) in CASES.iter().filter(|(m, _)| {
+        matches!(
+            m,
+            Misbehaviour::PagedWithoutValue
+                | Misbehaviour::WrongOperation
+                | Misbehaviour::EndlessEntries
+        )
+    }) {
+        server.set(m);
+        let seen = server.searches();
+        assert!(
+            wait_until(60, || server.searches() > seen
+                && last_error().contains(says)),
+            "{m:?}: the service did not report `{says}`; status: {:?}\n{}",
+            http_get(port, "/status"),
+            gw.spawned_log()
+        );
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "{m:?} stopped the service:\n{}",
+            gw.spawned_log()
+        );
+        assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200), "{m:?}");
+    }
+    assert_eq!(target(&gw), before);
+
+    server.set(Misbehaviour::Well);
+    assert!(
+        wait_until(60, || status()["ready"] == true),
+        "no good pass after the server recovered:\n{}",
+        gw.spawned_log()
+    );
+    assert!(child.0.try_wait().unwrap().is_none());
+    let log = gw.spawned_log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("bad-ldap-pw"), "{log}");
+    assert_eq!(terminate(&mut child.0).code(), Some(0));
+    assert_eq!(target(&gw), before);
+}
