@@ -33,6 +33,28 @@ pub(super) struct Executor<'a, T: Target> {
     pub(super) interrupted: BTreeMap<Key, crate::state::Intent>,
 }
 
+/// Awaits `work` (recording an intent, a look-up, a probe of the target) while the requests in
+/// flight go on being polled: one whose answer arrives meanwhile is read at once and kept in
+/// `landed`, instead of waiting unpolled until its own timeout fires and it looks lost.
+async fn alongside<W, F>(
+    work: W,
+    flights: &mut FuturesUnordered<F>,
+    landed: &mut VecDeque<F::Output>,
+) -> W::Output
+where
+    W: std::future::Future,
+    F: std::future::Future,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            Some(done) = flights.next(), if !flights.is_empty() => landed.push_back(done),
+        }
+    }
+}
+
 /// A digest of an operation, to tell "the same request again" from "the object changed".
 // An invariant, not input: a silent default would make every operation look the same.
 #[allow(clippy::expect_used)]
@@ -54,19 +76,27 @@ impl<T: Target> Executor<'_, T> {
         let target = self.target;
         let mut queue: VecDeque<Operation> = ops.iter().cloned().collect();
         let mut flights = FuturesUnordered::new();
+        // Requests that ended while the executor was busy with something else (see `alongside`).
+        let mut landed = VecDeque::new();
         let mut busy: BTreeMap<Key, usize> = BTreeMap::new();
         let mut stop: Option<EngineError> = None;
         loop {
-            while stop.is_none() && flights.len() < max.max(1) {
+            while stop.is_none() && flights.len() + landed.len() < max.max(1) {
                 let Some(front) = queue.front() else { break };
                 if refs(front).iter().any(|k| busy.contains_key(k)) {
                     break;
                 }
                 let Some(op) = queue.pop_front() else { break };
-                match self.dispatch(&op).await {
+                match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
                     Ok(Some((req, Some(found)))) => {
                         // Settled by a look-up, nothing to send.
-                        match self.complete(op, req, Ok(found)).await {
+                        match alongside(
+                            self.complete(op, req, Ok(found)),
+                            &mut flights,
+                            &mut landed,
+                        )
+                        .await
+                        {
                             Ok(Some(follow_up)) => queue.push_front(follow_up),
                             Ok(None) => {}
                             Err(e) => stop = Some(e),
@@ -85,7 +115,11 @@ impl<T: Target> Executor<'_, T> {
                     Err(e) => stop = Some(e),
                 }
             }
-            let Some((op, req, result)) = flights.next().await else {
+            let next = match landed.pop_front() {
+                Some(done) => Some(done),
+                None => flights.next().await,
+            };
+            let Some((op, req, result)) = next else {
                 break;
             };
             for k in refs(&op) {
@@ -96,7 +130,7 @@ impl<T: Target> Executor<'_, T> {
                     }
                 }
             }
-            match self.complete(op, req, result).await {
+            match alongside(self.complete(op, req, result), &mut flights, &mut landed).await {
                 Ok(Some(follow_up)) => queue.push_front(follow_up),
                 Ok(None) => {}
                 Err(e) => {
@@ -342,4 +376,164 @@ fn refs(op: &Operation) -> Vec<Key> {
         _ => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor's timing cannot be staged with a real server on demand, so a scripted target
+    //! plays a request whose answer arrives while the executor is busy with another object.
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{FieldChange, User};
+    use crate::target::{RemoteGroup, RemoteUser, TargetErrorKind};
+
+    /// "a" fails after 5 ms with no answer (a probe of the target follows, and takes 300 ms);
+    /// "b" answers after 20 ms, and like reqwest, a request not read within 100 ms of being
+    /// started counts as lost.
+    #[derive(Default)]
+    struct Busy {
+        creates: Mutex<BTreeMap<String, u32>>,
+    }
+
+    fn err(kind: TargetErrorKind) -> TargetError {
+        TargetError {
+            request: "POST /Users".into(),
+            kind,
+        }
+    }
+
+    impl Target for Busy {
+        fn describe(&self) -> String {
+            "busy".into()
+        }
+        async fn reachable(&self) -> bool {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            true
+        }
+        async fn find_user_by_key(&self, _: &Key) -> Result<Option<RemoteUser>, TargetError> {
+            Ok(None)
+        }
+        async fn find_group_by_key(&self, _: &Key) -> Result<Option<RemoteGroup>, TargetError> {
+            Ok(None)
+        }
+        async fn preflight(&self) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn find_user(&self, _: &str) -> Result<Option<RemoteUser>, TargetError> {
+            Ok(None)
+        }
+        async fn create_user(
+            &self,
+            key: &Key,
+            _: &User,
+            _: Option<&str>,
+        ) -> Result<String, TargetError> {
+            *self
+                .creates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.to_string())
+                .or_default() += 1;
+            if key.as_str() == "a" {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                return Err(err(TargetErrorKind::Transport("connection reset".into())));
+            }
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if started.elapsed() > Duration::from_millis(100) {
+                return Err(err(TargetErrorKind::Lost("answer not read in time".into())));
+            }
+            Ok(format!("id-{key}"))
+        }
+        async fn update_user(
+            &self,
+            _: &str,
+            _: &[FieldChange],
+            _: &User,
+            _: &User,
+            _: Option<&str>,
+        ) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn deactivate_user(&self, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn delete_user(&self, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn find_group(&self, _: &str) -> Result<Option<RemoteGroup>, TargetError> {
+            Ok(None)
+        }
+        async fn create_group(&self, _: &Key, _: &str) -> Result<String, TargetError> {
+            Ok("g".into())
+        }
+        async fn rename_group(&self, _: &str, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn add_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn remove_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn delete_group(&self, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
+            Ok(Vec::new())
+        }
+        async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn create(key: &str) -> Operation {
+        Operation::CreateUser {
+            key: key.into(),
+            user_name: key.into(),
+            user: User {
+                user_name: key.into(),
+                active: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_arrives_while_another_object_is_handled_is_read_in_time() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let target = Busy::default();
+        let desired = DesiredState::default();
+        let mut summary = Summary::default();
+        let mut exec = Executor {
+            store: &store,
+            target: &target,
+            records: Snapshot::default(),
+            desired: &desired,
+            summary: &mut summary,
+            run: 1,
+            changed_at: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            interrupted: BTreeMap::new(),
+        };
+        exec.run_all(&[create("a"), create("b")], 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            exec.records.users.get("b").map(|r| r.target_id.as_str()),
+            Some("id-b")
+        );
+        let creates = target
+            .creates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Read in time: sent once, never taken for lost and sent again.
+        assert_eq!(creates.get("b"), Some(&1), "{creates:?}");
+        assert_eq!(summary.errors, 1, "a's failure only");
+    }
 }
