@@ -528,3 +528,48 @@ fn an_answer_larger_than_the_limit_is_an_error_not_memory() {
     let r = env.run(&["resync"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// A provider whose user listing never ends: each page holds 200 users never seen before and
+/// says 10,000 more exist than the page reaches.
+fn endless_listing(line: &str, _body: &str) -> Route {
+    let path = line.split_whitespace().nth(1).unwrap_or_default();
+    if line.starts_with("GET ") && path.contains("/Users?") && !path.contains("filter") {
+        let start: u64 = path
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("startIndex="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let users: Vec<Value> = (start..start + 200)
+            .map(|n| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                            "id": format!("ghost-{n}"), "userName": format!("ghost-{n}"), "active": true}))
+            .collect();
+        return Route::Reply(
+            200,
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                   "totalResults": start + 10_000, "startIndex": start, "itemsPerPage": 200,
+                   "Resources": users})
+            .to_string(),
+        );
+    }
+    Route::Forward(line.to_string())
+}
+
+#[test]
+fn a_listing_that_never_ends_is_bounded_by_the_first_total_and_changes_nothing() {
+    let mut env = Env::start();
+    env.sync();
+    let before = (env.scim.users(), env.scim.groups());
+    let proxy = quirky(&mut env);
+    proxy.set_rule(endless_listing);
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "the provider sent more than 16001 Users though its first page said 10001 exist"
+        ),
+        "{r:?}"
+    );
+    // Bounded: the first page said 10,000; about 16,000 were taken, in about 80 pages.
+    assert!(proxy.requests() < 200, "{} requests", proxy.requests());
+    assert_eq!((env.scim.users(), env.scim.groups()), before);
+}

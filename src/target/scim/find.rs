@@ -22,9 +22,24 @@ use crate::target::{TargetError, TargetErrorKind};
 pub const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Page size asked for when listing.
 pub const LIST_PAGE: u64 = 200;
-/// Most pages followed in one listing: a provider that never says it is done cannot make a
-/// listing endless.
-const MAX_PAGES: usize = 100_000;
+/// Most resources one listing takes when the provider does not say how many exist: a provider
+/// that never says it is done cannot make a listing endless.
+const MAX_LISTED: u64 = 5_000_000;
+
+/// A listing, decoded page by page (no page is kept once read), with the look-up index.
+pub(super) struct Listed<R> {
+    pub(super) items: Vec<R>,
+    pub(super) index: Index,
+}
+
+/// How many resources a listing takes once the provider said `total` exist: those, and room for
+/// objects created while it is read (each page may say a new total; the first one bounds it).
+fn listing_bound(first_total: Option<u64>) -> u64 {
+    match first_total {
+        Some(t) => t.saturating_add(t / 2).saturating_add(1000).min(MAX_LISTED),
+        None => MAX_LISTED,
+    }
+}
 
 /// How listings ask for pages: reduced when the provider refuses a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,13 +156,13 @@ impl ScimClient {
         let ids = {
             let mut slot = self.index_slot(resource).lock().await;
             if slot.is_none() {
-                let docs = self.list_all(resource).await?;
+                let listed = self.list_all(resource, |_| Ok(())).await?;
                 tracing::info!(
                     resource,
-                    listed = docs.len(),
+                    listed = listed.items.len(),
                     "listed the target once for local look-ups"
                 );
-                *slot = Some(Index::new(&docs, indexed(resource)));
+                *slot = Some(listed.index);
             }
             slot.as_ref()
                 .map(|ix| ix.candidates(attr, value).to_vec())
@@ -194,18 +209,22 @@ impl ScimClient {
     }
 
     /// Replaces the index with one built from a listing made anyway (a resync's).
-    pub(super) async fn index_from(&self, resource: &str, docs: &[Value]) {
-        *self.index_slot(resource).lock().await = Some(Index::new(docs, indexed(resource)));
+    pub(super) async fn set_index(&self, resource: &str, index: Index) {
+        *self.index_slot(resource).lock().await = Some(index);
     }
 
-    /// Every resource of a type.
-    pub(super) async fn list_all(&self, resource: &str) -> Result<Vec<Value>, TargetError> {
+    /// Every resource of a type, each handed to `decode` as its page arrives.
+    pub(super) async fn list_all<R>(
+        &self,
+        resource: &str,
+        decode: impl Fn(&Value) -> Result<R, TargetError>,
+    ) -> Result<Listed<R>, TargetError> {
         // A listing that came up short is read again once: on a provider that orders by
         // something other than creation, objects created meanwhile shift the pages.
         let mut short_again = false;
         loop {
             let paging = self.paging.lock().map(|p| *p).unwrap_or(Paging::None);
-            match self.list_with(resource, paging).await {
+            match self.list_with(resource, paging, &decode).await {
                 Ok(v) => return Ok(v),
                 Err(e) if !short_again && e.to_string().contains("could be listed") => {
                     short_again = true;
@@ -239,11 +258,22 @@ impl ScimClient {
         }
     }
 
-    async fn list_with(&self, resource: &str, paging: Paging) -> Result<Vec<Value>, TargetError> {
-        let mut out = Vec::new();
+    async fn list_with<R>(
+        &self,
+        resource: &str,
+        paging: Paging,
+        decode: &impl Fn(&Value) -> Result<R, TargetError>,
+    ) -> Result<Listed<R>, TargetError> {
+        let attrs = indexed(resource);
+        let mut listed = Listed {
+            items: Vec::new(),
+            index: Index::new(&[], attrs),
+        };
         let mut seen: HashSet<String> = HashSet::new();
         let mut start = 1u64;
-        for _ in 0..MAX_PAGES {
+        // Set by the first page: how many the provider said exist, and how many are taken.
+        let mut first: Option<(Option<u64>, u64)> = None;
+        loop {
             let mut url = self.url(resource, None)?;
             let label = match paging {
                 Paging::StartIndexAndCount => {
@@ -261,22 +291,39 @@ impl ScimClient {
             };
             let doc = self.call(Method::GET, url, None, &label).await?;
             let (items, total) = decode::list(&doc).map_err(|e| Self::bad(&label, e))?;
+            let (first_total, bound) = *first.get_or_insert_with(|| (total, listing_bound(total)));
             let n = items.len() as u64;
             let mut fresh = 0usize;
-            for item in items {
+            for item in &items {
                 let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
                 // A resource seen on an earlier page (the provider ignores startIndex, or the
                 // listing shifted) is taken once.
                 if id.is_empty() || seen.insert(id.to_string()) {
                     fresh += 1;
-                    out.push(item);
+                    listed.items.push(decode(item)?);
+                    listed.index.insert(item, attrs);
                 }
             }
+            drop(items);
+            drop(doc);
+            let count = listed.items.len() as u64;
+            if count > bound {
+                return Err(Self::bad(
+                    &label,
+                    format!(
+                        "the provider sent more than {bound} {resource}{}; the listing is not trusted",
+                        match first_total {
+                            Some(t) => format!(" though its first page said {t} exist"),
+                            None => " without saying how many exist".to_string(),
+                        }
+                    ),
+                ));
+            }
             start += n;
-            let complete = total.is_some_and(|t| out.len() as u64 >= t);
+            let complete = total.is_some_and(|t| count >= t);
             if paging == Paging::None || n == 0 || fresh == 0 || complete {
                 // An incomplete listing would make a resync recreate what it did not see.
-                if let Some(t) = total.filter(|t| (out.len() as u64) < *t) {
+                if let Some(t) = total.filter(|t| count < *t) {
                     let why = if fresh == 0 && n > 0 {
                         " (pages repeat: the provider ignores startIndex, or its content moved while it was listed)"
                     } else {
@@ -284,16 +331,12 @@ impl ScimClient {
                     };
                     return Err(Self::bad(
                         &label,
-                        format!(
-                            "the provider says {t} {resource} exist but only {} could be listed{why}",
-                            out.len()
-                        ),
+                        format!("the provider says {t} {resource} exist but only {count} could be listed{why}"),
                     ));
                 }
-                return Ok(out);
+                return Ok(listed);
             }
         }
-        Ok(out)
     }
 }
 

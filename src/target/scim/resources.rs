@@ -453,22 +453,20 @@ impl Target for ScimClient {
     }
 
     async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
-        let docs = self.list_all("Users").await?;
-        let users = docs
-            .iter()
-            .map(|d| self.user_from(d, "GET /Users"))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.index_from("Users", &docs).await;
-        Ok(users)
+        let listed = self
+            .list_all("Users", |d| self.user_from(d, "GET /Users"))
+            .await?;
+        self.set_index("Users", listed.index).await;
+        Ok(listed.items)
     }
 
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
-        let docs = self.list_all("Groups").await?;
-        let groups = docs
-            .iter()
-            .map(|d| decode::group(d).map_err(|e| Self::bad("GET /Groups", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.index_from("Groups", &docs).await;
-        Ok(groups)
+        let listed = self
+            .list_all("Groups", |d| {
+                decode::group(d).map_err(|e| Self::bad("GET /Groups", e))
+            })
+            .await?;
+        self.set_index("Groups", listed.index).await;
+        Ok(listed.items)
     }
 }
