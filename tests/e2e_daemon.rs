@@ -239,3 +239,90 @@ fn the_dashboard_shows_an_administrator_the_sync_status() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+/// GET with extra header lines: (status, body).
+fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
+}
+
+#[test]
+fn off_loopback_the_status_server_needs_a_token_and_bounds_its_connections() {
+    let mut env = Env::start();
+    let port = free_port();
+    // Reachable from the network without a token: refused before anything starts.
+    env.extra = format!("[daemon]\npoll_interval = \"1s\"\nlisten = \"0.0.0.0:{port}\"\n");
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("daemon.listen") && r.stderr.contains("status_token_file"),
+        "{r:?}"
+    );
+
+    std::fs::write(env.dir.path().join("status.token"), "st-t0ken-0123\n").unwrap();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nlisten = \"0.0.0.0:{port}\"\nstatus_token_file = \"status.token\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(get_with(port, "/healthz", "").map(|r| r.0), Some(200));
+    assert!(wait_until(10, || get_with(port, "/readyz", "")
+        .map(|r| r.0)
+        == Some(200)));
+    for path in ["/status", "/metrics", "/"] {
+        let none = get_with(port, path, "").unwrap();
+        assert_eq!(none.0, 401, "{path} without a token: {none:?}");
+        assert!(!none.1.contains("alice"), "{none:?}");
+        let wrong = get_with(port, path, "Authorization: Bearer st-t0ken-012\r\n").unwrap();
+        assert_eq!(wrong.0, 401, "{path} with a wrong token");
+        let right = get_with(port, path, "Authorization: Bearer st-t0ken-0123\r\n").unwrap();
+        assert_eq!(right.0, 200, "{path} with the token");
+    }
+    let metrics = get_with(port, "/metrics", "Authorization: Bearer st-t0ken-0123\r\n")
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("dirbridge_objects{kind=\"user\",state=\"active\"} 3"),
+        "{metrics}"
+    );
+
+    // Connections are bounded: with all slots held by idle clients, the next one is closed at
+    // once (its request unanswered); once they go, requests are answered again.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        get_with(port, "/healthz", ""),
+        None,
+        "a 65th connection was served"
+    );
+    drop(idle);
+    assert!(wait_until(10, || get_with(port, "/healthz", "")
+        .map(|r| r.0)
+        == Some(200)));
+
+    let log = env.spawned_log();
+    assert!(log.contains("require the bearer token"), "{log}");
+    assert!(!log.contains("st-t0ken-0123"), "{log}");
+    assert_eq!(terminate(&mut child.0).code(), Some(0));
+}

@@ -195,6 +195,9 @@ pub struct DaemonConfig {
     pub notify_fallback: Duration,
     /// How often the syncrepl connection is checked (a root DSE read within `ldap.timeout`).
     pub heartbeat: Duration,
+    /// The bearer token the status server requires for everything but `/healthz` and
+    /// `/readyz` (required when it listens off loopback).
+    pub status_token: Option<Secret>,
 }
 
 /// How `dirbridge run` learns of directory changes.

@@ -1,6 +1,8 @@
 //! The status server: a deliberately small HTTP/1.1 server (GET only, one request per connection,
-//! bounded request size and time) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
-//! dashboard at `/`.
+//! bounded request size, read and write time, and connections) for `/healthz`, `/readyz`,
+//! `/metrics`, `/status` and the dashboard at `/`. With a token configured (required off
+//! loopback), everything but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`:
+//! the status page and the metrics name users and errors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +11,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Board;
+use crate::config::Secret;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that does not take the answer within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed at once (a scraper and a few people need few).
+pub const MAX_CONNECTIONS: usize = 64;
 
-pub async fn serve(listener: TcpListener, board: Arc<Board>) {
+pub async fn serve(listener: TcpListener, board: Arc<Board>, token: Option<Secret>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let token = Arc::new(token);
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let board = board.clone();
+            Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "status server: {MAX_CONNECTIONS} connections open; this one is closed");
+                    drop(stream);
+                    continue;
+                };
+                let (board, token) = (board.clone(), token.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &board).await {
+                    if let Err(e) = handle(stream, &board, token.as_ref().as_ref()).await {
                         tracing::debug!(error = %e, "status request failed");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -50,6 +65,36 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
+/// Paths anyone who can connect may read: liveness and readiness say nothing about users.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
+/// Whether the request's head carries `Authorization: Bearer <token>`, compared in constant time.
+fn authorized(head: &str, token: &Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    let given = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| {
+            let v = v.trim();
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    let Some(given) = given else { return false };
+    // Equal digests, compared without an early exit: the time taken says nothing of the token.
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(token.expose().as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 /// (status, content type, body) for a request line.
 pub fn route(board: &Board, method: &str, path: &str) -> (u16, &'static str, String) {
     if method != "GET" && method != "HEAD" {
@@ -69,23 +114,39 @@ pub fn route(board: &Board, method: &str, path: &str) -> (u16, &'static str, Str
     }
 }
 
-async fn handle(mut stream: TcpStream, board: &Board) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    board: &Board,
+    token: Option<&Secret>,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(r) => r?,
         Err(_) => None,
     };
-    let (status, ctype, body) = match head.as_deref().and_then(|h| h.lines().next()) {
-        Some(line) => {
+    let (status, ctype, body) = match head
+        .as_deref()
+        .and_then(|h| h.lines().next().map(|l| (h, l)))
+    {
+        Some((head, line)) => {
             let mut parts = line.split_whitespace();
             let method = parts.next().unwrap_or("");
             let path = parts.next().unwrap_or("/");
-            route(board, method, path)
+            let bare = path.split('?').next().unwrap_or("/");
+            match token {
+                Some(t) if !is_open(bare) && !authorized(head, t) => (
+                    401,
+                    "text/plain",
+                    "a bearer token is required (daemon.status_token)\n".to_string(),
+                ),
+                _ => route(board, method, path),
+            }
         }
         None => (400, "text/plain", "bad request\n".to_string()),
     };
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
@@ -94,14 +155,57 @@ async fn handle(mut stream: TcpStream, board: &Board) -> std::io::Result<()> {
         .as_deref()
         .map(|h| h.starts_with("HEAD "))
         .unwrap_or(false);
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Bearer realm=\"dirbridge\"\r\n"
+    } else {
+        ""
+    };
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{challenge}\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(body.as_bytes()).await?;
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        if !head_only {
+            stream.write_all(body.as_bytes()).await?;
+        }
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take the answer in time",
+        )),
     }
-    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_accepted() {
+        let t = Secret::new("s3cret-token");
+        let head = |auth: &str| format!("GET /status HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n");
+        assert!(authorized(&head("Authorization: Bearer s3cret-token"), &t));
+        assert!(authorized(
+            &head("authorization:   bearer   s3cret-token  "),
+            &t
+        ));
+        assert!(!authorized(&head("Authorization: Bearer s3cret-toke"), &t));
+        assert!(!authorized(
+            &head("Authorization: Bearer s3cret-token2"),
+            &t
+        ));
+        assert!(!authorized(&head("Authorization: Basic s3cret-token"), &t));
+        assert!(!authorized(&head("X-Token: s3cret-token"), &t));
+        assert!(!authorized(&head(""), &t));
+        // The request line is not a header.
+        assert!(!authorized(
+            "Authorization: Bearer s3cret-token\r\n\r\n",
+            &t
+        ));
+    }
 }

@@ -114,8 +114,13 @@ pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyh
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("daemon.listen: cannot listen on {addr}: {e}"))?;
-        tracing::info!(%addr, "status server listening");
-        tokio::spawn(http::serve(listener, board.clone()));
+        let token = cfg.daemon.status_token.clone();
+        if token.is_some() {
+            tracing::info!(%addr, "status server listening; /status, /metrics and the dashboard require the bearer token (daemon.status_token), /healthz and /readyz are open");
+        } else {
+            tracing::info!(%addr, "status server listening (loopback only, no token)");
+        }
+        tokio::spawn(http::serve(listener, board.clone(), token));
     }
     let mut stop = Stop::on_signal();
     let follow = match cfg.daemon.change_feed {

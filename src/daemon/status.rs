@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{EngineError, RunKind, RunReport, Summary};
 use crate::state::Store;
-use crate::status::StatusView;
+use crate::status::{Census, StatusView};
 
 /// Upper bounds (seconds) of the run-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -94,6 +94,13 @@ struct Inner {
     /// The last run did not fail as a whole.
     last_ok: bool,
     last_error: Option<String>,
+    /// Gauges kept from the passes (and read once at start), so that no request decodes the
+    /// store: the records' counts, objects in error, deletions held, the last success.
+    census: Census,
+    in_error: usize,
+    held: u64,
+    last_success: Option<i64>,
+    target: Option<String>,
 }
 
 /// Shared between the run loop (writer) and the status server (readers).
@@ -111,6 +118,12 @@ fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+fn unix_time(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// Escapes a Prometheus label value.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -119,11 +132,32 @@ fn label(s: &str) -> String {
 }
 
 impl Board {
+    /// The board, with the gauges read from the store once (the only full read it makes).
     pub fn new(store: Arc<Store>, poll: Duration) -> Board {
+        let mut inner = Inner::default();
+        match StatusView::read(&store, store.path()) {
+            Ok(v) => {
+                inner.census = Census {
+                    users: v.users,
+                    users_active: v.users_active,
+                    users_adopted: v.users_adopted,
+                    groups: v.groups,
+                    memberships: v.memberships,
+                };
+                inner.in_error = v.errors.len();
+                inner.held = v.held_deletions.as_ref().map_or(0, |h| h.count as u64);
+                inner.last_success = v
+                    .last_success
+                    .as_ref()
+                    .and_then(|r| unix_time(&r.finished_at));
+                inner.target = v.target;
+            }
+            Err(e) => tracing::warn!(error = %e, "status: cannot read the state store's counts"),
+        }
         Board {
             store,
             poll,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
         }
     }
 
@@ -142,6 +176,22 @@ impl Board {
         };
         *i.runs.entry((kind.name(), name)).or_default() += 1;
         i.last_finished = Some(Instant::now());
+        if let Ok(r) = outcome {
+            i.held = r.summary.deletions_held;
+            i.last_success = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+        }
+        let census = match outcome {
+            Ok(r) => r.summary.census,
+            Err(_) => None,
+        };
+        if let Some(c) = census {
+            i.census = c;
+        }
+        // Small reads (a key, a count of keys), once per pass rather than per request.
+        i.in_error = self.store.error_count().unwrap_or(i.in_error);
+        if let Ok(Some(t)) = self.store.target_identity() {
+            i.target = Some(t);
+        }
         i.last_ok = outcome.is_ok();
         i.last_error = outcome.as_ref().err().map(|e| e.to_string());
         if let Ok(r) = outcome {
@@ -223,8 +273,10 @@ impl Board {
         }
     }
 
+    /// The status view, with the counts kept from the passes (no full read of the store).
     pub fn view(&self) -> Result<StatusView, String> {
-        StatusView::read(&self.store, self.store.path()).map_err(|e| e.to_string())
+        let census = self.lock().census;
+        StatusView::with_census(&self.store, self.store.path(), census).map_err(|e| e.to_string())
     }
 
     pub fn json(&self) -> String {
@@ -247,7 +299,6 @@ impl Board {
 
     pub fn metrics(&self) -> String {
         let mut out = String::new();
-        let view = self.view().ok();
         let i = self.lock();
         let _ = writeln!(out, "# HELP dirbridge_up The gateway is running.\n# TYPE dirbridge_up gauge\ndirbridge_up 1");
         let _ = writeln!(
@@ -291,55 +342,38 @@ impl Board {
                 u8::from(*feed == FeedState::Following)
             );
         }
-        drop(i);
-        if let Some(v) = view {
-            let _ = writeln!(out, "# HELP dirbridge_objects Objects under management, by kind and state.\n# TYPE dirbridge_objects gauge");
-            let _ = writeln!(
-                out,
-                "dirbridge_objects{{kind=\"user\",state=\"active\"}} {}",
-                v.users_active
-            );
-            let _ = writeln!(
-                out,
-                "dirbridge_objects{{kind=\"user\",state=\"inactive\"}} {}",
-                v.users - v.users_active
-            );
-            let _ = writeln!(
-                out,
-                "dirbridge_objects{{kind=\"group\",state=\"active\"}} {}",
-                v.groups
-            );
-            let _ = writeln!(out, "# HELP dirbridge_objects_in_error Objects the last runs could not read or push.\n# TYPE dirbridge_objects_in_error gauge");
-            let _ = writeln!(out, "dirbridge_objects_in_error {}", v.errors.len());
-            let _ = writeln!(out, "# HELP dirbridge_deletions_held Deactivations and deletions held by the accidental-deletion guard, awaiting `dirbridge approve-deletes`.\n# TYPE dirbridge_deletions_held gauge");
-            let _ = writeln!(
-                out,
-                "dirbridge_deletions_held {}",
-                v.held_deletions.as_ref().map_or(0, |h| h.count)
-            );
-            if let Some(ts) = v.last_success.as_ref().and_then(|r| {
-                time::OffsetDateTime::parse(
-                    &r.finished_at,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()
-            }) {
-                let _ = writeln!(out, "# HELP dirbridge_last_success_timestamp_seconds When the last run that did not fail ended.\n# TYPE dirbridge_last_success_timestamp_seconds gauge");
-                let _ = writeln!(
-                    out,
-                    "dirbridge_last_success_timestamp_seconds {}",
-                    ts.unix_timestamp()
-                );
-            }
-            if let Some(t) = &v.target {
-                let _ = writeln!(out, "# HELP dirbridge_target_info The target the records describe.\n# TYPE dirbridge_target_info gauge");
-                let _ = writeln!(out, "dirbridge_target_info{{url=\"{}\"}} 1", label(t));
-            }
+        let c = i.census;
+        let _ = writeln!(out, "# HELP dirbridge_objects Objects under management, by kind and state.\n# TYPE dirbridge_objects gauge");
+        let _ = writeln!(
+            out,
+            "dirbridge_objects{{kind=\"user\",state=\"active\"}} {}",
+            c.users_active
+        );
+        let _ = writeln!(
+            out,
+            "dirbridge_objects{{kind=\"user\",state=\"inactive\"}} {}",
+            c.users.saturating_sub(c.users_active)
+        );
+        let _ = writeln!(
+            out,
+            "dirbridge_objects{{kind=\"group\",state=\"active\"}} {}",
+            c.groups
+        );
+        let _ = writeln!(out, "# HELP dirbridge_objects_in_error Objects the last runs could not read or push.\n# TYPE dirbridge_objects_in_error gauge");
+        let _ = writeln!(out, "dirbridge_objects_in_error {}", i.in_error);
+        let _ = writeln!(out, "# HELP dirbridge_deletions_held Deactivations and deletions held by the accidental-deletion guard, awaiting `dirbridge approve-deletes`.\n# TYPE dirbridge_deletions_held gauge");
+        let _ = writeln!(out, "dirbridge_deletions_held {}", i.held);
+        if let Some(ts) = i.last_success {
+            let _ = writeln!(out, "# HELP dirbridge_last_success_timestamp_seconds When the last run that did not fail ended.\n# TYPE dirbridge_last_success_timestamp_seconds gauge");
+            let _ = writeln!(out, "dirbridge_last_success_timestamp_seconds {ts}");
+        }
+        if let Some(t) = &i.target {
+            let _ = writeln!(out, "# HELP dirbridge_target_info The target the records describe.\n# TYPE dirbridge_target_info gauge");
+            let _ = writeln!(out, "dirbridge_target_info{{url=\"{}\"}} 1", label(t));
         }
         out
     }
 
-    /// The sync status dashboard: last sync, counts, objects in error. Every value is escaped.
     pub fn html(&self) -> String {
         let (ready, reason) = self.ready();
         let mut body = String::new();
@@ -515,5 +549,71 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[tokio::test]
+    async fn metrics_come_from_the_passes_not_from_a_read_of_the_store() {
+        use crate::model::User;
+        use crate::state::records::{Origin, StateChange, UserRecord};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(
+            Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let put = |k: &str| {
+            let user = User {
+                user_name: k.into(),
+                active: true,
+                ..Default::default()
+            };
+            StateChange::PutUser(
+                k.into(),
+                UserRecord::new(format!("id-{k}"), Origin::Created, user),
+            )
+        };
+        store
+            .commit(&[put("a")], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let board = Board::new(store.clone(), Duration::from_secs(60));
+        let active = |b: &Board| {
+            b.metrics()
+                .lines()
+                .find(|l| l.starts_with("dirbridge_objects{kind=\"user\",state=\"active\"}"))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            active(&board).as_deref(),
+            Some("dirbridge_objects{kind=\"user\",state=\"active\"} 1")
+        );
+        // Written behind the board's back: a scrape does not read the store, so it does not see it.
+        store
+            .commit(&[put("b"), put("c")], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(board.metrics().contains("state=\"active\"} 1\n"));
+        // A pass reports the records it ended with.
+        let summary = Summary {
+            census: Some(Census {
+                users: 3,
+                users_active: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        board.record(
+            RunKind::Sync,
+            &Ok(RunReport {
+                run: 1,
+                kind: RunKind::Sync,
+                summary,
+            }),
+        );
+        assert_eq!(
+            active(&board).as_deref(),
+            Some("dirbridge_objects{kind=\"user\",state=\"active\"} 3")
+        );
+        assert!(board
+            .metrics()
+            .contains("dirbridge_last_success_timestamp_seconds "));
     }
 }

@@ -498,7 +498,9 @@ async fn run_inner<T: Target>(
         waiting,
         interrupted,
     };
-    exec.run_all(&ops, cfg.target.max_concurrency).await?;
+    let sent = exec.run_all(&ops, cfg.target.max_concurrency).await;
+    exec.summary.census = Some(crate::status::Census::of(&exec.records));
+    sent?;
     store.prune_errors(run).await?;
     store.prune_intents(run).await?;
     // An approval serves the run that uses it; a set approved but no longer planned (or

@@ -37,6 +37,10 @@ pub struct Summary {
     /// Change-to-push latencies (seconds) of the objects a change-feed pass pushed.
     #[serde(skip)]
     pub latencies: Vec<f64>,
+    /// The records' counts once the pass has sent its plan (none when it stopped earlier: the
+    /// records did not change).
+    #[serde(skip)]
+    pub census: Option<crate::status::Census>,
 }
 
 impl Summary {

@@ -347,6 +347,11 @@ impl Store {
         Ok(out)
     }
 
+    /// How many objects are in error (counts keys; decodes nothing).
+    pub fn error_count(&self) -> Result<usize, StateError> {
+        Ok(self.errors.len())
+    }
+
     /// The earliest retry time of the objects in error, if any waits.
     pub fn next_retry(&self) -> Result<Option<time::OffsetDateTime>, StateError> {
         Ok(self

@@ -21,6 +21,9 @@ pub(super) struct RawDaemon {
     notify_fallback: String,
     #[serde(default = "default_heartbeat")]
     heartbeat: String,
+    status_token: Option<crate::config::Secret>,
+    status_token_file: Option<String>,
+    status_token_env: Option<String>,
 }
 
 impl Default for RawDaemon {
@@ -33,6 +36,9 @@ impl Default for RawDaemon {
             coalesce: default_coalesce(),
             notify_fallback: default_notify_fallback(),
             heartbeat: default_heartbeat(),
+            status_token: None,
+            status_token_file: None,
+            status_token_env: None,
         }
     }
 }
@@ -73,15 +79,25 @@ impl RawDaemon {
                         format!("`{addr}` is not an address like 127.0.0.1:8086"),
                     )
                 })?;
-                if !a.ip().is_loopback() {
-                    tracing::warn!(
-                        listen = %a,
-                        "the status server is reachable from the network: it shows user names and errors"
-                    );
-                }
                 Some(a)
             }
         };
+        let status_token = crate::config::SecretSource {
+            inline: d.status_token,
+            file: d.status_token_file,
+            env: d.status_token_env,
+        }
+        .resolve(cx.path, "daemon.status_token", &cx.base)?;
+        // The status page and the metrics name users and errors: off loopback, never open.
+        if listen.is_some_and(|a| !a.ip().is_loopback()) && status_token.is_none() {
+            return Err(invalid(
+                "daemon.listen",
+                "the status server would be reachable from the network: set daemon.status_token_file \
+                 (or _env) for a bearer token that /status, /metrics and the dashboard will require \
+                 (/healthz and /readyz stay open), or listen on 127.0.0.1"
+                    .into(),
+            ));
+        }
         let coalesce = crate::daemon::parse_duration(&d.coalesce)
             .map_err(|r| invalid("daemon.coalesce", r))?;
         if coalesce > std::time::Duration::from_secs(10) {
@@ -118,6 +134,7 @@ impl RawDaemon {
             notify_fallback,
             heartbeat: crate::daemon::parse_duration(&d.heartbeat)
                 .map_err(|r| invalid("daemon.heartbeat", r))?,
+            status_token,
         };
         Ok(daemon)
     }
