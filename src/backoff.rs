@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 /// `first` for attempt 1, doubled for each attempt after it, never more than `max`.
-pub fn doubling(first: Duration, attempt: u32, max: Duration) -> Duration {
+pub(crate) fn doubling(first: Duration, attempt: u32, max: Duration) -> Duration {
     first
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
         .min(max)
 }
 
 /// `d` plus up to a quarter of it, drawn from the clock's sub-second part.
-pub fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())

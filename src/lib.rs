@@ -4,17 +4,21 @@
 //! canonical [`model`], [`plan`] diffs that against [`state`] into operations, [`target`] sends
 //! them, and [`engine`] drives one pass. [`config`] and [`cli`] sit at the edge. See
 //! ARCHITECTURE.md for the invariants.
+//!
+//! The library serves the binary; what else is public is what the integration tests reach
+//! (decoders fed the fuzz corpus, the config parser, the state store). Everything else is
+//! `pub(crate)`, checked by `unreachable_pub`, so that dead code shows.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod engine;
-pub mod mapping;
-pub mod model;
-pub mod plan;
+pub(crate) mod daemon;
+pub(crate) mod engine;
+pub(crate) mod mapping;
+pub(crate) mod model;
+pub(crate) mod plan;
 pub mod source;
 pub mod state;
-pub mod status;
+pub(crate) mod status;
 pub mod target;
-pub mod tls;
+pub(crate) mod tls;

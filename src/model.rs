@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The stable identity of a directory object (entryUUID, objectGUID, ...). Never a DN: renames
 /// and moves must keep the same key so the same target object is updated, not recreated.
-pub type Key = String;
+pub(crate) type Key = String;
 
 /// A user as it should look on the target. `manager` holds the manager's [`Key`], not a target
 /// id: ids are resolved by the engine when the operation is sent.
@@ -165,14 +165,14 @@ impl User {
 
 /// A group as it should look on the target; members are user [`Key`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Group {
+pub(crate) struct Group {
     pub display_name: String,
     pub members: BTreeSet<Key>,
 }
 
 /// What the directory says the target should hold, after mapping.
 #[derive(Debug, Clone, Default)]
-pub struct DesiredState {
+pub(crate) struct DesiredState {
     pub users: BTreeMap<Key, User>,
     pub groups: BTreeMap<Key, Group>,
     /// Keys of objects that exist in the directory but could not be mapped this time (missing
@@ -190,7 +190,7 @@ pub struct DesiredState {
 
 /// A directory entry that was read but not turned into a user or group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     pub dn: String,
     /// The stable key, when it could be read; such an object is held, not removed.
     pub key: Option<Key>,

@@ -11,7 +11,7 @@ use crate::state::{ObjectError, RunRecord, StateError, Store};
 
 /// What `status` shows.
 #[derive(Debug, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     pub state: String,
     pub initialized: bool,
     pub target: Option<String>,
@@ -32,7 +32,7 @@ pub struct StatusView {
 /// How many objects the records hold, by kind and state: counted from the records a pass ends
 /// with, so that the status server never decodes the store to show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Census {
+pub(crate) struct Census {
     pub users: usize,
     pub users_active: usize,
     pub users_adopted: usize,
@@ -41,7 +41,7 @@ pub struct Census {
 }
 
 impl Census {
-    pub fn of(s: &crate::state::records::Snapshot) -> Census {
+    pub(crate) fn of(s: &crate::state::records::Snapshot) -> Census {
         Census {
             users: s.users.len(),
             users_active: s.users.values().filter(|u| u.pushed.active).count(),
@@ -57,13 +57,17 @@ impl Census {
 }
 
 impl StatusView {
-    pub fn read(store: &Store, path: &Path) -> Result<StatusView, StateError> {
+    pub(crate) fn read(store: &Store, path: &Path) -> Result<StatusView, StateError> {
         StatusView::with_census(store, path, Census::of(&store.snapshot()?))
     }
 
     /// The view with counts already known (the service keeps them from its last pass); the
     /// rest is a few small reads.
-    pub fn with_census(store: &Store, path: &Path, c: Census) -> Result<StatusView, StateError> {
+    pub(crate) fn with_census(
+        store: &Store,
+        path: &Path,
+        c: Census,
+    ) -> Result<StatusView, StateError> {
         Ok(StatusView {
             state: path.display().to_string(),
             initialized: true,
@@ -81,7 +85,7 @@ impl StatusView {
         })
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "State:        {}", self.state);
         let _ = writeln!(

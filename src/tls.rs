@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Each certificate of a PEM file, as its own PEM block. A file may hold a whole chain.
-pub fn pem_blocks(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn pem_blocks(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
     let mut blocks = Vec::new();
@@ -35,7 +35,7 @@ pub fn pem_blocks(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 
 /// A native-tls connector that trusts the system roots plus those of `ca_file`, speaks TLS 1.2 or
 /// newer, and checks certificates unless `verify` is false.
-pub fn native_connector(
+pub(crate) fn native_connector(
     ca_file: Option<&Path>,
     verify: bool,
 ) -> Result<native_tls::TlsConnector, String> {

@@ -24,7 +24,7 @@ fn field_name(f: &UserField) -> String {
 }
 
 /// A readable table of the plan.
-pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
+pub(super) fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
     let mut out = String::new();
     if ops.is_empty() {
         out.push_str("Nothing to do: the target is up to date with the directory.\n");
@@ -72,7 +72,7 @@ pub fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
 }
 
 /// `test-mapping` for people: the entry, the mapped user, the requests.
-pub fn preview_text(
+pub(super) fn preview_text(
     p: &crate::engine::preview::Preview,
     requests: &[crate::target::scim::preview::Rendered],
 ) -> String {

@@ -32,7 +32,7 @@ const OBJECT_RETRY: Duration = Duration::from_secs(10);
 const HELD_RECHECK: Duration = Duration::from_secs(30);
 
 /// Why the configuration cannot be served by syncrepl, if it cannot.
-pub fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
+pub(crate) fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
     if l.membership == Membership::MemberOf && l.referenced_groups == ReferencedGroups::Create {
         return Some(
             "syncrepl follows the configured group scope only, so groups outside it that users' memberOf names \
@@ -43,7 +43,7 @@ pub fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
 }
 
 /// How the feed loop ended.
-pub enum FeedExit {
+pub(super) enum FeedExit {
     Stopped,
     /// The server does not offer content synchronization (automatic mode: poll instead).
     Unsupported,
@@ -139,7 +139,7 @@ fn instant_of(t: time::OffsetDateTime) -> Instant {
 }
 
 /// Follows the directory until stopped.
-pub async fn run<T: Target>(
+pub(super) async fn run<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,

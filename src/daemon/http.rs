@@ -18,9 +18,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that does not take the answer within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed at once (a scraper and a few people need few).
-pub const MAX_CONNECTIONS: usize = 64;
+pub(super) const MAX_CONNECTIONS: usize = 64;
 
-pub async fn serve(listener: TcpListener, board: Arc<Board>, token: Option<Secret>) {
+pub(super) async fn serve(listener: TcpListener, board: Arc<Board>, token: Option<Secret>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let token = Arc::new(token);
     loop {
@@ -96,7 +96,7 @@ fn authorized(head: &str, token: &Secret) -> bool {
 }
 
 /// (status, content type, body) for a request line.
-pub fn route(board: &Board, method: &str, path: &str) -> (u16, &'static str, String) {
+pub(super) fn route(board: &Board, method: &str, path: &str) -> (u16, &'static str, String) {
     if method != "GET" && method != "HEAD" {
         return (405, "text/plain", "only GET\n".into());
     }

@@ -12,9 +12,9 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use feed::syncrepl_unfit;
-pub use schedule::{parse_duration, Schedule};
-pub use status::{Board, FeedState};
+pub(crate) use feed::syncrepl_unfit;
+pub(crate) use schedule::{parse_duration, Schedule};
+pub(crate) use status::Board;
 
 use crate::config::{ChangeFeed, Config, Profile};
 use crate::engine::feed::{timestamp, Feed, FeedKind};
@@ -62,11 +62,11 @@ fn delay(poll: Duration, failures: u32) -> Duration {
 }
 
 /// Set once a shutdown signal arrives; every wait in the loops also waits on it.
-pub struct Stop(tokio::sync::watch::Receiver<bool>);
+pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
 
 impl Stop {
     /// Resolves once a stop was asked for (at once if it already was).
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         let _ = self.0.wait_for(|stopped| *stopped).await;
     }
 
@@ -108,7 +108,11 @@ fn poll_wait(
 }
 
 /// Runs until a shutdown signal. Returns once state is flushed.
-pub async fn run<T: Target>(cfg: &Config, store: Arc<Store>, target: &T) -> anyhow::Result<()> {
+pub(crate) async fn run<T: Target>(
+    cfg: &Config,
+    store: Arc<Store>,
+    target: &T,
+) -> anyhow::Result<()> {
     let board = Arc::new(Board::new(store.clone(), cfg.daemon.poll_interval));
     if let Some(addr) = cfg.daemon.listen {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -21,7 +21,7 @@ const REFUSED_WITHIN: Duration = Duration::from_secs(5);
 /// How long to wait before asking again after a refusal.
 const RETRY_REFUSED: Duration = Duration::from_secs(300);
 
-pub struct Notifier {
+pub(super) struct Notifier {
     pub changed: Arc<Notify>,
     pub available: watch::Receiver<bool>,
     task: JoinHandle<()>,
@@ -41,7 +41,7 @@ async fn register(cfg: &LdapConfig) -> Result<(Session, Notifications), SourceEr
     Ok((session, n))
 }
 
-pub fn spawn(cfg: LdapConfig) -> Notifier {
+pub(super) fn spawn(cfg: LdapConfig) -> Notifier {
     let changed = Arc::new(Notify::new());
     let (tx, available) = watch::channel(false);
     let wake = changed.clone();

@@ -9,9 +9,9 @@ use time::{OffsetDateTime, Time, Weekday};
 /// A duration such as `250ms`, `30s`, `5m`, `2h`, `1d`.
 /// The longest duration or period accepted (a year): anything longer is a typo, and times computed
 /// from it must never overflow.
-pub const LONGEST: Duration = Duration::from_secs(366 * 86_400);
+pub(super) const LONGEST: Duration = Duration::from_secs(366 * 86_400);
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

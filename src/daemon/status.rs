@@ -57,7 +57,7 @@ impl Histogram {
 
 /// Where the change feed is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FeedState {
+pub(crate) enum FeedState {
     Connecting,
     /// Catching up from the cookie.
     Refreshing,
@@ -104,7 +104,7 @@ struct Inner {
 }
 
 /// Shared between the run loop (writer) and the status server (readers).
-pub struct Board {
+pub(crate) struct Board {
     store: Arc<Store>,
     poll: Duration,
     inner: Mutex<Inner>,
@@ -133,7 +133,7 @@ fn label(s: &str) -> String {
 
 impl Board {
     /// The board, with the gauges read from the store once (the only full read it makes).
-    pub fn new(store: Arc<Store>, poll: Duration) -> Board {
+    pub(crate) fn new(store: Arc<Store>, poll: Duration) -> Board {
         let mut inner = Inner::default();
         match StatusView::read(&store, store.path()) {
             Ok(v) => {
@@ -166,7 +166,7 @@ impl Board {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record(&self, kind: RunKind, outcome: &Result<RunReport, EngineError>) {
+    pub(crate) fn record(&self, kind: RunKind, outcome: &Result<RunReport, EngineError>) {
         let mut i = self.lock();
         let name = match outcome {
             Ok(r) if r.summary.deletions_held > 0 => "held",
@@ -220,7 +220,7 @@ impl Board {
     }
 
     /// How changes are detected (`poll`, `syncrepl`), for the page and the metrics.
-    pub fn set_mode(&self, mode: &'static str) {
+    pub(crate) fn set_mode(&self, mode: &'static str) {
         let mut i = self.lock();
         i.mode = mode;
         if mode == "poll" {
@@ -228,14 +228,14 @@ impl Board {
         }
     }
 
-    pub fn set_feed(&self, state: FeedState) {
+    pub(crate) fn set_feed(&self, state: FeedState) {
         self.lock().feed = Some(state);
     }
 
     /// Ready: the last run reached the directory and the target, and not too long ago.
     /// With a change feed, also: the feed is following the directory (passes happen only when
     /// something changes, so an old last run means nothing).
-    pub fn ready(&self) -> (bool, String) {
+    pub(crate) fn ready(&self) -> (bool, String) {
         let i = self.lock();
         if let Some(feed) = &i.feed {
             match feed {
@@ -274,12 +274,12 @@ impl Board {
     }
 
     /// The status view, with the counts kept from the passes (no full read of the store).
-    pub fn view(&self) -> Result<StatusView, String> {
+    pub(crate) fn view(&self) -> Result<StatusView, String> {
         let census = self.lock().census;
         StatusView::with_census(&self.store, self.store.path(), census).map_err(|e| e.to_string())
     }
 
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let (ready, reason) = self.ready();
         let (mode, feed) = {
             let i = self.lock();
@@ -297,7 +297,7 @@ impl Board {
         doc.to_string()
     }
 
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let mut out = String::new();
         let i = self.lock();
         let _ = writeln!(out, "# HELP dirbridge_up The gateway is running.\n# TYPE dirbridge_up gauge\ndirbridge_up 1");
@@ -374,7 +374,7 @@ impl Board {
         out
     }
 
-    pub fn html(&self) -> String {
+    pub(crate) fn html(&self) -> String {
         let (ready, reason) = self.ready();
         let mut body = String::new();
         match self.view() {
@@ -600,14 +600,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        board.record(
-            RunKind::Sync,
-            &Ok(RunReport {
-                run: 1,
-                kind: RunKind::Sync,
-                summary,
-            }),
-        );
+        board.record(RunKind::Sync, &Ok(RunReport { run: 1, summary }));
         assert_eq!(
             active(&board).as_deref(),
             Some("dirbridge_objects{kind=\"user\",state=\"active\"} 3")

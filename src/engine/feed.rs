@@ -28,13 +28,13 @@ use crate::state::{Mirror, StateError, Store};
 
 /// One of the two synchronized searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FeedScope {
+pub(crate) enum FeedScope {
     Users,
     Groups,
 }
 
 impl FeedScope {
-    pub const ALL: [FeedScope; 2] = [FeedScope::Users, FeedScope::Groups];
+    pub(crate) const ALL: [FeedScope; 2] = [FeedScope::Users, FeedScope::Groups];
 
     fn index(self) -> usize {
         match self {
@@ -43,7 +43,7 @@ impl FeedScope {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             FeedScope::Users => "users",
             FeedScope::Groups => "groups",
@@ -53,7 +53,7 @@ impl FeedScope {
 
 /// What is saved next to the mirror: the cookies, and what they were obtained for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Server URL and scope/mapping fingerprint: a cookie means nothing elsewhere.
     pub fingerprint: String,
     /// Hex-encoded cookies, users then groups.
@@ -72,7 +72,7 @@ struct Refresh {
 
 /// The feed's view of the directory.
 #[derive(Debug)]
-pub struct Feed {
+pub(crate) struct Feed {
     kind: FeedKind,
     mapper: Mapper,
     fingerprint: String,
@@ -93,7 +93,7 @@ pub struct Feed {
 
 /// The attributes the feed asks for: the mapping's, the groups' member values (memberships come
 /// from them), and entryUUID / entryCSN (identity, and when the change happened).
-pub fn feed_attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
+pub(crate) fn feed_attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<String>) {
     let mut users = mapper.user_attributes();
     let mut groups = mapper.group_attributes();
     with_attribute(&mut groups, &cfg.mapping.member_attribute);
@@ -106,7 +106,7 @@ pub fn feed_attributes(cfg: &Config, mapper: &Mapper) -> (Vec<String>, Vec<Strin
 }
 
 /// The mapper the feed builds the desired state with: memberships from `member`.
-pub fn feed_mapper(cfg: &Config) -> Mapper {
+pub(crate) fn feed_mapper(cfg: &Config) -> Mapper {
     let mut ldap = cfg.ldap.clone();
     ldap.membership = Membership::Member;
     Mapper::new(&cfg.mapping, &ldap)
@@ -114,7 +114,7 @@ pub fn feed_mapper(cfg: &Config) -> Mapper {
 
 /// Where the events come from: their cookies mean different things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedKind {
+pub(crate) enum FeedKind {
     /// RFC 4533 cookies.
     Syncrepl,
     /// The highest `modifyTimestamp` seen.
@@ -144,7 +144,7 @@ fn csn_time(e: &RawEntry) -> Option<SystemTime> {
 impl Feed {
     /// The feed as saved: its mirror and cookies, or an empty one when the saved checkpoint was
     /// made for another server or configuration.
-    pub fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
+    pub(crate) fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
         let mapper = feed_mapper(cfg);
         let fingerprint = super::fingerprint(cfg, &format!("{kind:?}"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
@@ -206,7 +206,7 @@ impl Feed {
     }
 
     /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
-    pub fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
+    pub(crate) fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
         let cookie = self.cookies[scope.index()].clone();
         self.refresh[scope.index()] = Refresh {
             active: true,
@@ -217,36 +217,31 @@ impl Feed {
     }
 
     /// The server says the cookie is too old: the next search starts without one.
-    pub fn forget_cookie(&mut self, scope: FeedScope) {
+    pub(crate) fn forget_cookie(&mut self, scope: FeedScope) {
         self.cookies[scope.index()] = None;
     }
 
     /// True while a search is still in its refresh phase: the mirror is not complete yet, and a
     /// pass now could take what is still to come for deletions.
-    pub fn refreshing(&self) -> bool {
+    pub(crate) fn refreshing(&self) -> bool {
         self.refresh.iter().any(|r| r.active)
     }
 
     /// True when the mirror holds changes not pushed yet.
-    pub fn dirty(&self) -> bool {
+    pub(crate) fn dirty(&self) -> bool {
         self.dirty
     }
 
     /// Asks for another pass though nothing changed: objects the target refused are retried.
-    pub fn retry_later(&mut self) {
+    pub(crate) fn retry_later(&mut self) {
         self.dirty = true;
     }
 
-    /// Events applied since the start.
-    pub fn events(&self) -> u64 {
-        self.events
-    }
-
-    pub fn mirror(&self) -> &Mirror {
+    pub(crate) fn mirror(&self) -> &Mirror {
         &self.mirror
     }
 
-    pub fn mapper(&self) -> &Mapper {
+    pub(crate) fn mapper(&self) -> &Mapper {
         &self.mapper
     }
 
@@ -328,7 +323,7 @@ impl Feed {
     }
 
     /// Applies one entry message.
-    pub fn apply_entry(
+    pub(crate) fn apply_entry(
         &mut self,
         scope: FeedScope,
         state: EntryState,
@@ -389,7 +384,7 @@ impl Feed {
     }
 
     /// Applies one Sync Info message.
-    pub fn apply_info(&mut self, scope: FeedScope, info: SyncInfo) {
+    pub(crate) fn apply_info(&mut self, scope: FeedScope, info: SyncInfo) {
         self.events += 1;
         match info {
             SyncInfo::NewCookie(c) => self.set_cookie(scope, Some(c)),
@@ -425,7 +420,7 @@ impl Feed {
     }
 
     /// The desired state the mirror describes.
-    pub fn desired(&self, known_users: &BTreeSet<Key>) -> DesiredState {
+    pub(crate) fn desired(&self, known_users: &BTreeSet<Key>) -> DesiredState {
         let mut builder = DesiredBuilder::new(self.mapper.clone());
         for e in self.mirror.users.values() {
             builder.add_user(e);
@@ -437,12 +432,12 @@ impl Feed {
     }
 
     /// When each object with an unpushed change changed.
-    pub fn changed_at(&self) -> &BTreeMap<Key, SystemTime> {
+    pub(crate) fn changed_at(&self) -> &BTreeMap<Key, SystemTime> {
         &self.changed_at
     }
 
     /// Saves the mirror and the cookies together, once a pass has pushed what they cover.
-    pub async fn save(&mut self, store: &Store) -> Result<(), StateError> {
+    pub(crate) async fn save(&mut self, store: &Store) -> Result<(), StateError> {
         let hexed = |c: &Option<Vec<u8>>| c.as_ref().map(hex::encode);
         let checkpoint = Checkpoint {
             fingerprint: self.fingerprint.clone(),
@@ -458,7 +453,7 @@ impl Feed {
     }
 }
 
-pub mod timestamp;
+pub(crate) mod timestamp;
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ const GUIDS_PER_QUERY: usize = 50;
 
 /// A read whose mirror is not saved yet: the caller saves it once it has accepted the read
 /// (an empty read, for one, is refused and must not become the mirror).
-pub struct TrackedRead {
+pub(super) struct TrackedRead {
     pub desired: DesiredState,
     pub stats: ReadStats,
     mirror: Mirror,
@@ -39,7 +39,7 @@ pub struct TrackedRead {
 
 impl TrackedRead {
     /// Saves the mirror and moves the watermark.
-    pub async fn save(&self, store: &Store) -> Result<(), EngineError> {
+    pub(super) async fn save(&self, store: &Store) -> Result<(), EngineError> {
         if self.stats.mode == "unchanged" {
             return Ok(());
         }
@@ -52,7 +52,7 @@ impl TrackedRead {
 
 /// Reads the directory for a run, incrementally where the mirror allows. `full` forces a full
 /// read (resync).
-pub async fn read_tracked(
+pub(super) async fn read_tracked(
     cfg: &Config,
     store: &Store,
     known_users: &BTreeSet<Key>,

@@ -2,19 +2,19 @@
 //! the target really holds), send each operation and record each confirmation before the next.
 
 mod execute;
-pub mod feed;
+pub(crate) mod feed;
 mod incremental;
 mod observe;
-pub mod preview;
+pub(crate) mod preview;
 mod read;
 mod send;
 mod summary;
 
 use std::collections::BTreeSet;
 
-pub use observe::{dangling_members, observed};
-pub use read::{check_mapping, read_desired, ReadStats};
-pub use summary::Summary;
+pub(crate) use observe::{dangling_members, observed};
+pub(crate) use read::{check_mapping, read_desired, ReadStats};
+pub(crate) use summary::Summary;
 
 use crate::config::Config;
 use crate::model::{DesiredState, Key};
@@ -27,7 +27,7 @@ use crate::target::{Target, TargetError};
 /// What stops a run as a whole (exit code 2). Per-object failures are not errors of the run:
 /// they are recorded and reported in the [`Summary`].
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -56,7 +56,7 @@ pub enum EngineError {
 }
 
 /// The text of a panic's payload, bounded (it can quote what a server sent).
-pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -70,7 +70,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs a pass so that a panic anywhere in it (a defect here, or in a library decoding what a
 /// server sent) is an error of that pass, not the end of the process or of the service.
-pub async fn guarded<R>(
+pub(crate) async fn guarded<R>(
     pass: impl std::future::Future<Output = Result<R, EngineError>>,
 ) -> Result<R, EngineError> {
     use futures_util::FutureExt;
@@ -96,7 +96,7 @@ pub(crate) async fn stops_run<T: Target>(target: &T, e: &TargetError) -> bool {
 
 /// Sync (delta against the records) or resync (against the target's real content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
+pub(crate) enum RunKind {
     Sync,
     Resync,
     /// A pass over changes a change feed delivered.
@@ -104,7 +104,7 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RunKind::Sync => "sync",
             RunKind::Resync => "resync",
@@ -115,16 +115,15 @@ impl RunKind {
 
 /// The result of a finished run.
 #[derive(Debug, Clone)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     pub run: u64,
-    pub kind: RunKind,
     pub summary: Summary,
 }
 
 /// Plans without sending anything: the operations `sync` would send now.
 /// The target is not contacted: only the quirks it is known for (`Target::remember_quirks`)
 /// shape what would be sent.
-pub async fn dry_run<T: Target>(
+pub(crate) async fn dry_run<T: Target>(
     cfg: &Config,
     records: &Snapshot,
     target: &T,
@@ -149,7 +148,7 @@ async fn dry_run_inner<T: Target>(
 
 /// Leaves out of the desired users and of the records what the target cannot hold, so that it
 /// is neither sent nor seen as a difference.
-pub fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
+pub(crate) fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
     for user in desired.users.values_mut() {
         target.fit_user(user);
     }
@@ -244,7 +243,7 @@ enum Input<'a> {
 }
 
 /// Runs one sync or resync and records its outcome.
-pub async fn run<T: Target>(
+pub(crate) async fn run<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,
@@ -255,7 +254,7 @@ pub async fn run<T: Target>(
 
 /// [`run`] as the service runs it: a sync leaves alone the operations the target refused until
 /// their retry time (a resync, like any one-shot command, tries everything).
-pub async fn run_scheduled<T: Target>(
+pub(crate) async fn run_scheduled<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,
@@ -267,7 +266,7 @@ pub async fn run_scheduled<T: Target>(
 
 /// Pushes what the change feed's mirror says and, when nothing stopped the pass, saves the
 /// mirror and cookies. A failure leaves both where they were: the changes stay pending.
-pub async fn run_feed<T: Target>(
+pub(crate) async fn run_feed<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,
@@ -322,7 +321,7 @@ async fn run_from<T: Target>(
         message,
     };
     store.set_last_run(&record).await?;
-    result.map(|()| RunReport { run, kind, summary })
+    result.map(|()| RunReport { run, summary })
 }
 
 async fn run_inner<T: Target>(

@@ -11,7 +11,7 @@ use crate::target::{RemoteGroup, RemoteUser};
 /// id the store knows, by `externalId` equal to its key (exactly), or, for a desired object, by
 /// userName (in any ASCII case, as RFC 7643 compares it; no Unicode case mapping, which would let look-alikes through) or exact group name (adoption). Objects the
 /// gateway neither knows nor wants are left out, so they are never touched.
-pub fn observed(
+pub(crate) fn observed(
     desired: &DesiredState,
     known: &Snapshot,
     users: &[RemoteUser],
@@ -147,7 +147,7 @@ fn unique<K: std::hash::Hash + Eq, V: Copy>(items: impl Iterator<Item = (K, V)>)
 /// Member references of the gateway's groups that point at no user or group on the target (the
 /// target deleted the object but kept the reference). A resync removes them: (group key, group
 /// id, dangling member ids).
-pub fn dangling_members(
+pub(crate) fn dangling_members(
     seen: &Snapshot,
     users: &[RemoteUser],
     groups: &[RemoteGroup],

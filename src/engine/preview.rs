@@ -20,7 +20,7 @@ use crate::state::records::{GroupRecord, Origin, Snapshot, UserRecord};
 
 /// What `test-mapping` shows.
 #[derive(Debug, Serialize)]
-pub struct Preview {
+pub(crate) struct Preview {
     pub dn: String,
     pub key: Option<Key>,
     /// Every attribute the entry has (what the bind DN may read), text or `hex:...`.
@@ -39,7 +39,7 @@ pub struct Preview {
 
 /// Why an entry could not be previewed.
 #[derive(Debug, thiserror::Error)]
-pub enum PreviewError {
+pub(crate) enum PreviewError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("no user entry matches `{0}` (searched by DN, userName, uid, mail, userPrincipalName and sAMAccountName within ldap.user_base and ldap.user_filter)")]
@@ -117,7 +117,7 @@ async fn find_entry(cfg: &Config, mapper: &Mapper, who: &str) -> Result<RawEntry
 }
 
 /// Previews one entry against the records.
-pub async fn preview<T: crate::target::Target>(
+pub(crate) async fn preview<T: crate::target::Target>(
     cfg: &Config,
     records: &Snapshot,
     target: &T,

@@ -13,7 +13,7 @@ use crate::source::{range, SourceError};
 
 /// Figures of one read, for logs.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ReadStats {
+pub(crate) struct ReadStats {
     /// `full`, `unchanged` (the watermark had not moved) or `delta` (only changes were read).
     pub mode: &'static str,
     /// Objects the directory reported as changed since the watermark (delta reads).
@@ -27,7 +27,7 @@ pub struct ReadStats {
 
 /// Reads users and groups. `known_users` are the keys already pushed (used to settle duplicate
 /// userNames in favour of the one already on the target).
-pub async fn read_desired(
+pub(crate) async fn read_desired(
     cfg: &Config,
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
@@ -43,7 +43,7 @@ pub async fn read_desired(
 /// Every attribute the configuration names in `[mapping]` must exist in the directory's schema
 /// (where the bind DN may read it): a typo is an error naming the file, line and column, not a
 /// field that stays empty on every user.
-pub async fn check_mapping(session: &mut Session, cfg: &Config) -> Result<(), SourceError> {
+pub(crate) async fn check_mapping(session: &mut Session, cfg: &Config) -> Result<(), SourceError> {
     // Once per process: the configuration does not change while it runs, and the schema is
     // large on AD (a poll every few seconds need not read it each time).
     static CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -12,7 +12,7 @@ use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
 /// references are turned into keys by [`Sent::confirm`], against the records as they are when
 /// the answer is handled (other requests may have been confirmed in between).
 #[derive(Debug)]
-pub enum Sent {
+pub(super) enum Sent {
     Confirmed(Confirmation),
     AdoptUser(RemoteUser),
     AdoptGroup(RemoteGroup),
@@ -22,7 +22,7 @@ pub enum Sent {
 }
 
 impl Sent {
-    pub fn confirm(self, s: &Snapshot) -> Confirmation {
+    pub(super) fn confirm(self, s: &Snapshot) -> Confirmation {
         let ours = |c: Confirmation| match c {
             Confirmation::Created {
                 target_id,
@@ -53,7 +53,7 @@ const LOST_RESENDS: u32 = 2;
 
 /// Sends one request. It needs nothing but the target and the request, so several may be in
 /// flight at once.
-pub async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetError> {
+pub(super) async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, TargetError> {
     let gone_ok = |r: Result<(), TargetError>| match r {
         Ok(()) => Ok(Sent::Confirmed(Confirmation::Done)),
         Err(e) if e.is_not_found() => Ok(Sent::Confirmed(Confirmation::Gone)),

@@ -6,7 +6,7 @@ use crate::plan::apply::{Confirmation, Request};
 use crate::state::records::Origin;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub users_created: u64,
     pub users_adopted: u64,
     pub users_updated: u64,
@@ -44,7 +44,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn count(&mut self, req: &Request, conf: &Confirmation) {
+    pub(crate) fn count(&mut self, req: &Request, conf: &Confirmation) {
         if *conf == Confirmation::Gone
             && !matches!(
                 req,
@@ -77,7 +77,7 @@ impl Summary {
     }
 
     /// The one-line report of a run.
-    pub fn line(&self, kind: &str) -> String {
+    pub(crate) fn line(&self, kind: &str) -> String {
         let mut line = format!(
             "{kind}: users {} created, {} adopted, {} updated, {} deactivated, {} deleted; \
              groups {} created, {} adopted, {} updated, {} deleted; members {} added, {} removed; \

@@ -10,7 +10,7 @@ use crate::source::entry::RawEntry;
 
 /// Accumulates users and groups as a search streams them.
 #[derive(Debug)]
-pub struct DesiredBuilder {
+pub(crate) struct DesiredBuilder {
     mapper: Mapper,
     users: BTreeMap<Key, MappedUser>,
     groups: BTreeMap<Key, MappedGroup>,
@@ -19,7 +19,7 @@ pub struct DesiredBuilder {
 }
 
 impl DesiredBuilder {
-    pub fn new(mapper: Mapper) -> Self {
+    pub(crate) fn new(mapper: Mapper) -> Self {
         DesiredBuilder {
             mapper,
             users: BTreeMap::new(),
@@ -29,11 +29,7 @@ impl DesiredBuilder {
         }
     }
 
-    pub fn mapper(&self) -> &Mapper {
-        &self.mapper
-    }
-
-    pub fn add_user(&mut self, e: &RawEntry) {
+    pub(crate) fn add_user(&mut self, e: &RawEntry) {
         match self.mapper.map_user(e) {
             Ok(u) => {
                 if let Some(prev) = self.users.get(&u.key) {
@@ -50,7 +46,7 @@ impl DesiredBuilder {
         }
     }
 
-    pub fn add_group(&mut self, e: &RawEntry) {
+    pub(crate) fn add_group(&mut self, e: &RawEntry) {
         match self.mapper.map_group(e) {
             Ok(g) => {
                 if self.groups.contains_key(&g.key) {
@@ -70,7 +66,7 @@ impl DesiredBuilder {
 
     /// DNs named in users' `memberOf` that no group read so far has: the groups to create on
     /// the fly, as DNs a base search accepts (a GUID reference as `<GUID=...>`).
-    pub fn unknown_group_dns(&self) -> BTreeSet<String> {
+    pub(crate) fn unknown_group_dns(&self) -> BTreeSet<String> {
         self.users
             .values()
             .flat_map(|u| u.member_of.iter())
@@ -84,7 +80,7 @@ impl DesiredBuilder {
 
     /// Resolves everything into the desired state. `known_users` are the keys already pushed:
     /// when two entries share a userName, the one already on the target keeps it.
-    pub fn finish(self, known_users: &BTreeSet<Key>) -> DesiredState {
+    pub(crate) fn finish(self, known_users: &BTreeSet<Key>) -> DesiredState {
         let DesiredBuilder {
             mapper,
             mut users,

@@ -52,7 +52,7 @@ const FUNCTIONS: &str = "join, concat, lower, upper, trim, default, coalesce, re
 const MAX_LEN: usize = 4096;
 /// Longest value an expression may produce (bytes), at any step: nested replacements could
 /// otherwise grow a value without bound (time and memory).
-pub const MAX_VALUE: usize = 64 * 1024;
+pub(crate) const MAX_VALUE: usize = 64 * 1024;
 
 /// Why an expression gave no value for an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

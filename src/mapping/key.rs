@@ -6,7 +6,7 @@ use crate::source::entry::RawEntry;
 
 /// The entry's stable key, per `format`. `Auto`: text as is; 16 raw bytes as a GUID in
 /// Microsoft's layout (the first three fields little-endian); other bytes as lower-case hex.
-pub fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
+pub(super) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
     let value = e.values(attr).first()?;
     match format {
         KeyFormat::Guid => return (value.len() == 16).then(|| guid_string(value)),
@@ -33,7 +33,7 @@ fn hex(value: &[u8]) -> String {
 }
 
 /// The 16 bytes of a GUID written by [`guid_string`], for an `(objectGUID=\\xx...)` filter.
-pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 {
         return None;
@@ -50,7 +50,7 @@ pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
 }
 
 /// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
-pub fn guid_string(b: &[u8]) -> String {
+pub(crate) fn guid_string(b: &[u8]) -> String {
     let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let rev = |r: &[u8]| {
         r.iter()

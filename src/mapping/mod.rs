@@ -5,25 +5,25 @@
 //! (manager DNs, memberships, nested groups, duplicate userNames) into a
 //! [`crate::model::DesiredState`].
 
-pub mod desired;
-pub mod expr;
+pub(crate) mod desired;
+pub(crate) mod expr;
 mod field;
 mod key;
 
 pub use field::FieldSource;
 
-pub use key::{guid_bytes, guid_string};
+pub(crate) use key::{guid_bytes, guid_string};
 
 use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
 use crate::model::{Key, Rejected, User};
 use crate::source::entry::RawEntry;
 use crate::source::{dn, sid};
 
-pub use desired::DesiredBuilder;
+pub(crate) use desired::DesiredBuilder;
 
 /// A user entry after mapping, before set-wide resolution.
 #[derive(Debug, Clone)]
-pub struct MappedUser {
+pub(crate) struct MappedUser {
     pub key: Key,
     pub dn: String,
     /// The entry's GUID when the server sends extended DNs: references by GUID resolve to it.
@@ -39,7 +39,7 @@ pub struct MappedUser {
 
 /// A group entry after mapping.
 #[derive(Debug, Clone)]
-pub struct MappedGroup {
+pub(crate) struct MappedGroup {
     pub key: Key,
     pub dn: String,
     pub dn_guid: Option<String>,
@@ -54,7 +54,7 @@ pub struct MappedGroup {
 
 /// Maps entries with the configured attribute names.
 #[derive(Debug, Clone)]
-pub struct Mapper {
+pub(crate) struct Mapper {
     m: MappingConfig,
     membership: Membership,
     nested: bool,
@@ -75,7 +75,7 @@ fn filetime_now() -> i64 {
 }
 
 impl Mapper {
-    pub fn new(mapping: &MappingConfig, ldap: &LdapConfig) -> Mapper {
+    pub(crate) fn new(mapping: &MappingConfig, ldap: &LdapConfig) -> Mapper {
         Mapper {
             m: mapping.clone(),
             membership: ldap.membership,
@@ -86,22 +86,23 @@ impl Mapper {
     }
 
     /// The same mapper with a fixed "now" (a Unix time in seconds), for tests.
-    pub fn at_unix_time(mut self, secs: i64) -> Mapper {
+    #[cfg(test)]
+    pub(crate) fn at_unix_time(mut self, secs: i64) -> Mapper {
         self.now_filetime = FILETIME_UNIX_EPOCH + secs * 10_000_000;
         self
     }
 
-    pub fn membership(&self) -> Membership {
+    pub(crate) fn membership(&self) -> Membership {
         self.membership
     }
 
-    pub fn nested(&self) -> bool {
+    pub(crate) fn nested(&self) -> bool {
         self.nested
     }
 
     /// The attributes a user search must ask for (operational ones such as entryUUID and
     /// memberOf are only returned when asked for by name).
-    pub fn user_attributes(&self) -> Vec<String> {
+    pub(crate) fn user_attributes(&self) -> Vec<String> {
         let m = &self.m;
         let mut out = vec![m.key.clone()];
         for source in [
@@ -139,7 +140,7 @@ impl Mapper {
         dedup_ci(out)
     }
 
-    pub fn group_attributes(&self) -> Vec<String> {
+    pub(crate) fn group_attributes(&self) -> Vec<String> {
         let m = &self.m;
         let mut out = vec![m.key.clone()];
         out.extend(m.group_name.attributes());
@@ -156,14 +157,8 @@ impl Mapper {
     }
 
     /// The entry's stable key, if it has one.
-    pub fn key_of_entry(&self, e: &RawEntry) -> Option<Key> {
+    pub(crate) fn key_of_entry(&self, e: &RawEntry) -> Option<Key> {
         key::stable_key(e, &self.m.key, self.m.key_format)
-    }
-
-    /// True when keys are objectGUIDs, which AD's change tracking reports.
-    pub fn keys_are_object_guids(&self) -> bool {
-        self.m.key.eq_ignore_ascii_case("objectGUID")
-            && self.m.key_format == crate::config::KeyFormat::Guid
     }
 
     fn key_of(&self, e: &RawEntry) -> Result<Key, Rejected> {
@@ -177,7 +172,7 @@ impl Mapper {
         })
     }
 
-    pub fn map_user(&self, e: &RawEntry) -> Result<MappedUser, Rejected> {
+    pub(crate) fn map_user(&self, e: &RawEntry) -> Result<MappedUser, Rejected> {
         let key = self.key_of(e)?;
         let reject = |reason: String| Rejected {
             dn: e.dn.clone(),
@@ -265,7 +260,7 @@ impl Mapper {
         })
     }
 
-    pub fn map_group(&self, e: &RawEntry) -> Result<MappedGroup, Rejected> {
+    pub(crate) fn map_group(&self, e: &RawEntry) -> Result<MappedGroup, Rejected> {
         let key = self.key_of(e)?;
         let reject = |reason: String| Rejected {
             dn: e.dn.clone(),

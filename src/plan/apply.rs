@@ -10,7 +10,7 @@ use crate::state::records::{GroupRecord, Origin, Snapshot, StateChange, UserReco
 
 /// An operation with every reference resolved: what a target client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     CreateUser {
         key: Key,
         /// The user as it will be sent; `manager` is cleared when the manager has no target id yet.
@@ -65,7 +65,7 @@ pub enum Request {
 
 /// Why an operation is not sent now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     /// The target already is as the operation wants (e.g. an earlier operation did it).
     AlreadyDone,
     /// A reference has no target id (its creation failed); retried on a later run.
@@ -76,7 +76,7 @@ pub enum Skip {
 // One lives for the length of one request: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
+pub(crate) enum Confirmation {
     /// Done as asked.
     Done,
     /// A user or group now exists under `target_id`. When `origin` is `Adopted`, the existing
@@ -92,7 +92,7 @@ pub enum Confirmation {
 }
 
 /// Resolves an operation against the current records.
-pub fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
+pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
     let user_rec = |key: &Key| {
         s.users
             .get(key)
@@ -250,7 +250,7 @@ fn resolve_manager(s: &Snapshot, manager: &mut Option<Key>) -> Option<String> {
 }
 
 /// The state changes a confirmed request makes.
-pub fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<StateChange> {
+pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<StateChange> {
     let gone = conf == Confirmation::Gone;
     match req {
         Request::CreateUser { key, user, .. } => match conf {
@@ -363,7 +363,7 @@ fn forget_user(s: &Snapshot, key: &Key) -> Vec<StateChange> {
 
 impl Request {
     /// The key of the object the request is about (the group, for membership changes).
-    pub fn key(&self) -> &Key {
+    pub(crate) fn key(&self) -> &Key {
         match self {
             Request::CreateUser { key, .. }
             | Request::UpdateUser { key, .. }

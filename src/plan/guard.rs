@@ -24,11 +24,11 @@ pub struct GuardLimits {
 }
 
 /// The percentage limit applies from this many removals on.
-pub const PERCENT_FROM: usize = 10;
+pub(crate) const PERCENT_FROM: usize = 10;
 
 /// What an administrator may approve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Approval {
+pub(crate) enum Approval {
     /// Exactly this held set (its digest).
     Set(String),
     /// Whatever the next run holds (`sync --approve-deletes`).
@@ -37,7 +37,7 @@ pub enum Approval {
 
 /// Removals held back by a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Held {
+pub(crate) struct Held {
     pub count: usize,
     pub managed: usize,
     /// Identifies the set, for `approve-deletes`.
@@ -60,7 +60,7 @@ const SAMPLE: usize = 20;
 
 /// What the guard decided.
 #[derive(Debug)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// What may be sent.
     pub ops: Vec<Operation>,
     /// The removals held back, when the guard tripped and they were not approved.
@@ -71,7 +71,7 @@ pub struct Verdict {
 
 /// Splits `ops` into what may be sent and, when the guard trips and the set is not approved,
 /// the removals held. `managed` is the number of objects in the records.
-pub fn hold(
+pub(crate) fn hold(
     ops: Vec<Operation>,
     managed: usize,
     limits: &GuardLimits,

@@ -5,13 +5,13 @@
 //! target ids just before it is sent, and turning a confirmed operation into state changes. The
 //! engine and the property tests share both, so what is tested is what runs.
 
-pub mod apply;
-pub mod guard;
+pub(crate) mod apply;
+pub(crate) mod guard;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use ops::{Operation, RemovalReason, MEMBER_BATCH};
+pub(crate) use ops::{Operation, RemovalReason, MEMBER_BATCH};
 
 use crate::config::RemovalAction;
 use crate::model::{DesiredState, FieldValue, Key, User, UserField};
@@ -19,14 +19,14 @@ use crate::state::records::{user_hash, Snapshot};
 
 /// What to do with users that are disabled or leave the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub on_disable: RemovalAction,
     pub on_remove: RemovalAction,
 }
 
 /// Computes the operations that bring the target from `pushed` to `desired`, in the order they
 /// must be sent: users before the groups that list them, member changes before deletions.
-pub fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
+pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
     let held_known: BTreeSet<&Key> = desired
         .held
         .iter()

@@ -6,11 +6,11 @@ use serde::Serialize;
 use crate::model::{FieldChange, Key, User};
 
 /// Largest number of members one add or remove operation carries (one PATCH request).
-pub const MEMBER_BATCH: usize = 100;
+pub(crate) const MEMBER_BATCH: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Operation {
+pub(crate) enum Operation {
     CreateUser {
         key: Key,
         #[serde(rename = "userName")]
@@ -73,7 +73,7 @@ pub enum Operation {
 /// Why a user is deactivated or deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RemovalReason {
+pub(crate) enum RemovalReason {
     /// Disabled in the directory (`sync.on_disable`).
     Disabled,
     /// No longer in the directory or the user filter (`sync.on_remove`).
@@ -82,7 +82,7 @@ pub enum RemovalReason {
 
 impl Operation {
     /// The key of the object the operation is about (the group, for membership changes).
-    pub fn key(&self) -> &Key {
+    pub(crate) fn key(&self) -> &Key {
         match self {
             Operation::CreateUser { key, .. }
             | Operation::UpdateUser { key, .. }
@@ -96,7 +96,7 @@ impl Operation {
     }
 
     /// The operation's name as in `plan --json`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Operation::CreateUser { .. } => "create_user",
             Operation::UpdateUser { .. } => "update_user",
@@ -111,7 +111,7 @@ impl Operation {
     }
 
     /// The userName or group name it is about, for people.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             Operation::CreateUser { user_name, .. }
             | Operation::UpdateUser { user_name, .. }
@@ -125,7 +125,7 @@ impl Operation {
         }
     }
 
-    pub fn is_user_op(&self) -> bool {
+    pub(crate) fn is_user_op(&self) -> bool {
         matches!(
             self,
             Operation::CreateUser { .. }

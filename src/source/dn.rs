@@ -3,7 +3,7 @@
 
 /// Splits an AD extended DN (`<GUID=...>;<SID=...>;CN=...`, as returned with the extended-DN
 /// control) into the object's GUID and the plain DN. A plain DN comes back as is.
-pub fn split_extended(dn: &str) -> (Option<String>, &str) {
+pub(crate) fn split_extended(dn: &str) -> (Option<String>, &str) {
     let mut rest = dn;
     let mut guid = None;
     while let Some(after) = rest.strip_prefix('<') {
@@ -22,14 +22,14 @@ pub fn split_extended(dn: &str) -> (Option<String>, &str) {
 
 /// The reference token of an object known by its GUID, as [`normalize`] returns it for an
 /// extended DN: references by GUID survive renames and moves.
-pub fn guid_token(guid: &str) -> String {
+pub(crate) fn guid_token(guid: &str) -> String {
     format!("<guid={}>", guid.to_ascii_lowercase())
 }
 
 /// The comparable form of a DN-valued attribute value: the GUID token for an extended DN,
 /// else the DN lower-cased with the spaces around its separators removed (escapes kept).
 /// Enough for the case-insensitive attributes DNs are made of in practice (cn, ou, dc, uid).
-pub fn normalize(dn: &str) -> String {
+pub(crate) fn normalize(dn: &str) -> String {
     if let (Some(guid), _) = split_extended(dn) {
         return guid_token(&guid);
     }
@@ -69,7 +69,7 @@ fn normalize_plain(dn: &str) -> String {
 
 /// The value of the first RDN (`Engineering` for `cn=Engineering,ou=groups,...`), unescaped
 /// for the common escapes.
-pub fn first_rdn_value(dn: &str) -> Option<String> {
+pub(crate) fn first_rdn_value(dn: &str) -> Option<String> {
     let mut out = String::new();
     let mut in_value = false;
     let mut chars = dn.chars();

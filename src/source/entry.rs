@@ -32,7 +32,7 @@ mod values {
         Bytes { hex: String },
     }
 
-    pub fn serialize<S: Serializer>(
+    pub(super) fn serialize<S: Serializer>(
         attrs: &BTreeMap<String, Vec<Vec<u8>>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -54,7 +54,7 @@ mod values {
         out.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, Vec<Vec<u8>>>, D::Error> {
         let raw: BTreeMap<String, Vec<Value>> = BTreeMap::deserialize(d)?;

@@ -3,7 +3,7 @@
 //! A value can then never end an assertion, open another, or become a wildcard.
 
 /// The value as it may stand in an assertion, e.g. `(uid=` + escape(v) + `)`.
-pub fn escape(value: &[u8]) -> String {
+pub(crate) fn escape(value: &[u8]) -> String {
     let mut out = String::with_capacity(value.len());
     for &b in value {
         match b {
@@ -16,7 +16,7 @@ pub fn escape(value: &[u8]) -> String {
 }
 
 /// Every byte as `\xx` (binary values such as objectGUID).
-pub fn escape_all(value: &[u8]) -> String {
+pub(crate) fn escape_all(value: &[u8]) -> String {
     value.iter().map(|b| format!("\\{b:02x}")).collect()
 }
 

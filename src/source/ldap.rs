@@ -71,9 +71,8 @@ async fn connect_tcp(cfg: &LdapConfig) -> Result<std::net::TcpStream, SourceErro
 }
 
 /// An open, bound LDAP session.
-pub struct Session {
+pub(crate) struct Session {
     ldap: Ldap,
-    url: String,
     timeout: Duration,
     page_size: u32,
     /// Bounds on one search, whatever the server sends: entries and references, and time.
@@ -156,7 +155,7 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
 
 impl Session {
     /// Connects (with LDAPS or StartTLS as configured) and binds.
-    pub async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
+    pub(crate) async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
         let socket = connect_tcp(cfg).await?;
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(cfg.timeout)
@@ -206,17 +205,12 @@ impl Session {
         }
         Ok(Session {
             ldap,
-            url: cfg.url.clone(),
             timeout: cfg.timeout,
             page_size: cfg.page_size,
             max_entries: cfg.max_entries,
             search_time_limit: cfg.search_time_limit,
             extended_dn: cfg.profile == crate::config::Profile::ActiveDirectory,
         })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// The ldap3 handle, for operations defined next to their protocol (content sync).
@@ -228,7 +222,7 @@ impl Session {
     /// directory is never held whole. Search references (referrals) are skipped. Any error, or
     /// a result code other than success, fails the whole search: the caller must not treat a
     /// partial result as complete.
-    pub async fn search_paged(
+    pub(crate) async fn search_paged(
         &mut self,
         base: &str,
         filter: &str,
@@ -241,7 +235,7 @@ impl Session {
 
     /// [`Session::search_paged`], optionally with AD's Show Deleted control, so that deleted
     /// objects (tombstones, `isDeleted=TRUE`, same objectGUID) are returned too.
-    pub async fn search_paged_with(
+    pub(crate) async fn search_paged_with(
         &mut self,
         base: &str,
         filter: &str,
@@ -347,7 +341,7 @@ impl Session {
     }
 
     /// Reads one entry by DN; `None` when it does not exist.
-    pub async fn read_entry(
+    pub(crate) async fn read_entry(
         &mut self,
         dn: &str,
         attrs: &[String],
@@ -381,7 +375,7 @@ impl Session {
 
     /// Reads the rest of a ranged attribute of `dn` from `start`, `step` values at a time,
     /// until the server's range ends in `*`.
-    pub async fn read_ranges(
+    pub(crate) async fn read_ranges(
         &mut self,
         dn: &str,
         attr: &str,
@@ -423,7 +417,7 @@ impl Session {
     }
 
     /// The server's `highestCommittedUSN` and `dsServiceName` (AD), and the DC's invocationId.
-    pub async fn usn_position(&mut self) -> Result<UsnPosition, SourceError> {
+    pub(crate) async fn usn_position(&mut self) -> Result<UsnPosition, SourceError> {
         let err = |reason: String| SourceError::Search {
             base: "(root DSE)".into(),
             filter: "(objectClass=*)".into(),
@@ -479,14 +473,14 @@ impl Session {
     }
 
     /// Closes the session politely.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ldap.unbind().await;
     }
 }
 
 /// Where an AD domain controller's database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsnPosition {
+pub(crate) struct UsnPosition {
     pub usn: u64,
     pub dc: String,
     pub invocation_id: String,
@@ -515,7 +509,7 @@ const MAX_EMPTY_PAGES: u32 = 1000;
 
 /// What one search returned.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SearchStats {
+pub(crate) struct SearchStats {
     pub entries: u64,
     pub references: u64,
 }

@@ -2,15 +2,15 @@
 //! Mapping them into canonical objects is the [`crate::mapping`] module's job.
 
 pub(crate) mod ber;
-pub mod dn;
+pub(crate) mod dn;
 pub mod entry;
-pub mod filter;
-pub mod ldap;
-pub mod notify;
+pub(crate) mod filter;
+pub(crate) mod ldap;
+pub(crate) mod notify;
 pub mod paged;
-pub mod range;
-pub mod schema;
-pub mod sid;
+pub(crate) mod range;
+pub(crate) mod schema;
+pub(crate) mod sid;
 pub mod syncrepl;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:

@@ -10,10 +10,10 @@ use super::ldap::Session;
 use super::SourceError;
 
 /// LDAP_SERVER_NOTIFICATION_OID.
-pub const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
+pub(crate) const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
 
 /// A running notification search.
-pub struct Notifications {
+pub(crate) struct Notifications {
     stream: SearchStream<'static, String, Vec<String>>,
     base: String,
 }
@@ -29,7 +29,7 @@ impl std::fmt::Debug for Notifications {
 impl Session {
     /// Registers for change notifications on the subtree of `base`. AD takes only the filter
     /// `(objectClass=*)` with this control.
-    pub async fn notifications(&mut self, base: &str) -> Result<Notifications, SourceError> {
+    pub(crate) async fn notifications(&mut self, base: &str) -> Result<Notifications, SourceError> {
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![RawControl {
             ctype: NOTIFICATION_OID.into(),
@@ -67,7 +67,7 @@ impl Notifications {
 
     /// Waits for the next change. An error when the connection is lost or the server refuses or
     /// ends the registration (with its result code: 50 and 12 mean "not allowed here").
-    pub async fn next(&mut self) -> Result<(), SourceError> {
+    pub(crate) async fn next(&mut self) -> Result<(), SourceError> {
         loop {
             match self.stream.next().await {
                 Ok(Some(item)) if item.is_ref() || item.is_intermediate() => continue,

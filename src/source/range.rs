@@ -6,7 +6,7 @@ use super::entry::RawEntry;
 
 /// Folds every `name;range=a-b` attribute of `e` into `name` and returns, per attribute whose
 /// range did not end in `*`, where the next range starts.
-pub fn fold(e: &mut RawEntry) -> Vec<(String, u32)> {
+pub(crate) fn fold(e: &mut RawEntry) -> Vec<(String, u32)> {
     let ranged: Vec<String> = e
         .attrs
         .keys()
@@ -37,7 +37,7 @@ fn next_start(range: &str) -> Option<u32> {
 
 /// The attribute description asking for values from `start`: `attr;range=start-end`, with at
 /// most `step` values, or all the rest.
-pub fn request(attr: &str, start: u32, step: Option<u32>) -> String {
+pub(crate) fn request(attr: &str, start: u32, step: Option<u32>) -> String {
     match step {
         Some(step) => format!(
             "{attr};range={start}-{}",

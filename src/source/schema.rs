@@ -9,7 +9,7 @@ use super::SourceError;
 
 /// The names (and aliases) in one `attributeTypes` value, e.g.
 /// `( 2.5.4.3 NAME ( 'cn' 'commonName' ) SUP name )`, lower-cased.
-pub fn names_of(definition: &str) -> Vec<String> {
+pub(crate) fn names_of(definition: &str) -> Vec<String> {
     let Some(at) = definition.find(" NAME ") else {
         return Vec::new();
     };
@@ -34,7 +34,9 @@ pub fn names_of(definition: &str) -> Vec<String> {
 impl Session {
     /// The schema's attribute names, or `None` when the server does not let the bind DN read
     /// its subschema (nothing is checked then).
-    pub async fn attribute_names(&mut self) -> Result<Option<BTreeSet<String>>, SourceError> {
+    pub(crate) async fn attribute_names(
+        &mut self,
+    ) -> Result<Option<BTreeSet<String>>, SourceError> {
         let root = self
             .read_entry("", &["subschemaSubentry".to_string()])
             .await?;

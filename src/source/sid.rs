@@ -2,7 +2,7 @@
 
 /// Formats a binary SID (revision, sub-authority count, 48-bit big-endian authority, then
 /// little-endian 32-bit sub-authorities). `None` when the bytes are not a SID.
-pub fn to_string(b: &[u8]) -> Option<String> {
+pub(crate) fn to_string(b: &[u8]) -> Option<String> {
     if b.len() < 8 || b[0] != 1 {
         return None;
     }
@@ -24,7 +24,7 @@ pub fn to_string(b: &[u8]) -> Option<String> {
 
 /// The SID of the group with relative id `rid` in the domain of `user_sid` (the user's SID
 /// without its last part): how a `primaryGroupID` is resolved.
-pub fn sibling(user_sid: &str, rid: u32) -> Option<String> {
+pub(crate) fn sibling(user_sid: &str, rid: u32) -> Option<String> {
     let (domain, _) = user_sid.rsplit_once('-')?;
     Some(format!("{domain}-{rid}"))
 }

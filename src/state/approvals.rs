@@ -70,21 +70,24 @@ fn write<T: Serialize>(dir: &Path, name: &str, value: Option<&T>) -> Result<(), 
 }
 
 /// Removals the last run held back, if any.
-pub fn held_deletions(state_dir: &Path) -> Result<Option<Held>, StateError> {
+pub(crate) fn held_deletions(state_dir: &Path) -> Result<Option<Held>, StateError> {
     read(state_dir, HELD)
 }
 
 /// Records (or, with `None`, clears) what a run held back.
-pub fn set_held_deletions(state_dir: &Path, held: Option<&Held>) -> Result<(), StateError> {
+pub(crate) fn set_held_deletions(state_dir: &Path, held: Option<&Held>) -> Result<(), StateError> {
     write(state_dir, HELD, held)
 }
 
 /// The administrator's approval, if any.
-pub fn deletion_approval(state_dir: &Path) -> Result<Option<Approval>, StateError> {
+pub(crate) fn deletion_approval(state_dir: &Path) -> Result<Option<Approval>, StateError> {
     read(state_dir, APPROVAL)
 }
 
 /// Records (or, with `None`, spends) an approval.
-pub fn set_deletion_approval(state_dir: &Path, a: Option<&Approval>) -> Result<(), StateError> {
+pub(crate) fn set_deletion_approval(
+    state_dir: &Path,
+    a: Option<&Approval>,
+) -> Result<(), StateError> {
     write(state_dir, APPROVAL, a)
 }

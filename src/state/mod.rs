@@ -3,10 +3,10 @@
 //! operations. sled stays behind this module; the rest of the gateway sees [`records`] and
 //! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
 
-pub mod approvals;
+pub(crate) mod approvals;
 mod journal;
 mod mirror;
-pub mod records;
+pub(crate) mod records;
 mod store;
 
 pub use journal::JournalEntry;

@@ -53,7 +53,7 @@ pub struct GroupRecord {
 /// A stable hash of a user's pushed representation.
 // An invariant, not input: a silent default would give every user the same hash.
 #[allow(clippy::expect_used)]
-pub fn user_hash(u: &User) -> String {
+pub(crate) fn user_hash(u: &User) -> String {
     // serde_json writes struct fields in declaration order and BTreeMaps sorted: stable.
     let bytes = serde_json::to_vec(u)
         .expect("a User is plain data with string-keyed maps: serializing it cannot fail");

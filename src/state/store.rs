@@ -65,9 +65,9 @@ impl ObjectError {
 }
 
 /// First delay before an operation the target refused is sent again by the service.
-pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
 /// The longest such delay.
-pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(super) const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The delay after `attempts` failed attempts: 10 s doubled per attempt, at most an hour.
 pub fn retry_delay(attempts: u32) -> std::time::Duration {

@@ -1,8 +1,8 @@
 //! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives; the
 //! SCIM 2.0 client is the first implementation, a configurable REST client comes later.
 
-pub mod quirks;
-pub mod retry;
+pub(crate) mod quirks;
+pub(crate) mod retry;
 pub mod scim;
 
 use std::fmt;

@@ -17,13 +17,18 @@ pub struct Quirk {
 
 /// The quirks seen so far by one target client.
 #[derive(Debug, Default)]
-pub struct Quirks {
+pub(crate) struct Quirks {
     seen: Mutex<BTreeMap<String, Quirk>>,
 }
 
 impl Quirks {
     /// Records a quirk; logs it the first time it is seen. Returns true when it is new.
-    pub fn note(&self, id: &str, found: impl Into<String>, handling: impl Into<String>) -> bool {
+    pub(crate) fn note(
+        &self,
+        id: &str,
+        found: impl Into<String>,
+        handling: impl Into<String>,
+    ) -> bool {
         let Ok(mut seen) = self.seen.lock() else {
             return false;
         };
@@ -41,7 +46,7 @@ impl Quirks {
     }
 
     /// Takes back a quirk an earlier run found (from the state store); logged once, at info.
-    pub fn restore(&self, q: Quirk) {
+    pub(crate) fn restore(&self, q: Quirk) {
         if let Ok(mut seen) = self.seen.lock() {
             if !seen.contains_key(&q.id) {
                 tracing::info!(quirk = %q.id, handling = %q.handling, "target quirk (found earlier): {}", q.found);
@@ -50,14 +55,14 @@ impl Quirks {
         }
     }
 
-    pub fn has(&self, id: &str) -> bool {
+    pub(crate) fn has(&self, id: &str) -> bool {
         self.seen
             .lock()
             .map(|s| s.contains_key(id))
             .unwrap_or(false)
     }
 
-    pub fn list(&self) -> Vec<Quirk> {
+    pub(crate) fn list(&self) -> Vec<Quirk> {
         self.seen
             .lock()
             .map(|s| s.values().cloned().collect())

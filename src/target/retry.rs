@@ -15,11 +15,11 @@ const FIRST: Duration = Duration::from_millis(500);
 const LONGEST: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` honoured; a target asking for more gets the object parked instead
 /// (it is retried on a later run).
-pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Why a request failed, as far as retrying goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Never reached the target (connection refused, DNS, TLS handshake).
     NotSent,
     /// Sent, and no usable answer came back (timeout, reset, truncated body): it may or may
@@ -32,7 +32,7 @@ pub enum Failure {
 /// True when the same request may be sent again. A POST that may have been carried out is
 /// not resent (that is how duplicates are made): the engine looks the object up and adopts it
 /// on its next attempt instead.
-pub fn retryable(method: &reqwest::Method, f: Failure) -> bool {
+pub(crate) fn retryable(method: &reqwest::Method, f: Failure) -> bool {
     match f {
         Failure::NotSent => true,
         // 429 and 503 say the request was not carried out.
@@ -45,7 +45,7 @@ pub fn retryable(method: &reqwest::Method, f: Failure) -> bool {
 /// The wait before attempt `attempt + 1` (attempt counts from 1): the target's `Retry-After`
 /// when it gave one, else 0.5 s doubled per attempt, at most 30 s, plus up to a quarter of
 /// jitter so that retries of many gateways do not line up.
-pub fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after {
         return d.min(LONGEST_RETRY_AFTER);
     }
@@ -53,7 +53,7 @@ pub fn delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 /// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110).
-pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -71,7 +71,7 @@ pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Durat
 /// not — never makes the target count more), and
 /// sends spaced evenly rather than in bursts.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     budget: usize,
     window: Duration,
     interval: Duration,
@@ -79,7 +79,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(limit: RateLimit) -> Pacer {
+    pub(crate) fn new(limit: RateLimit) -> Pacer {
         let budget = limit.requests.max(1);
         Pacer {
             budget: budget as usize,
@@ -90,7 +90,7 @@ impl Pacer {
     }
 
     /// Waits until one more request fits the budget, and counts it.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let mut sent = self.sent.lock().await;
         let now = Instant::now();
         let mut slot = sent

@@ -128,7 +128,13 @@ pub(super) struct Cx<'a> {
 impl Cx<'_> {
     /// An error inside a value (an expression) of `key`: at its line and column in the file
     /// when the value can be found there as written, else at its column within the value.
-    pub fn error_at(&self, key: &str, value: &str, column: usize, message: &str) -> ConfigError {
+    pub(super) fn error_at(
+        &self,
+        key: &str,
+        value: &str,
+        column: usize,
+        message: &str,
+    ) -> ConfigError {
         match self.text.find(value) {
             Some(at) if !value.is_empty() => {
                 // The error's place inside the value, then in the file (the value may span
@@ -153,7 +159,7 @@ impl Cx<'_> {
         }
     }
 
-    pub fn invalid(&self, key: &str, reason: String) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, reason: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             key: key.to_string(),

@@ -46,13 +46,13 @@ fn later(current: Option<String>, e: &RawEntry) -> Option<String> {
 
 /// Figures of one poll.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PollStats {
+pub(crate) struct PollStats {
     pub changed: u64,
     pub listed: u64,
 }
 
 /// One poll of both scopes into `feed`.
-pub async fn poll(
+pub(crate) async fn poll(
     session: &mut Session,
     cfg: &Config,
     feed: &mut Feed,

@@ -89,7 +89,7 @@ fn sync_request(cookie: Option<&[u8]>, persist: bool) -> RawControl {
 impl Session {
     /// Starts a refreshAndPersist search from `cookie` (None: send everything). The search has
     /// no time limit: it is meant to stay open; a dead connection ends it with an error.
-    pub async fn persist(
+    pub(crate) async fn persist(
         &mut self,
         base: &str,
         filter: &str,
@@ -114,7 +114,7 @@ impl Session {
     }
 
     /// True when the server's root DSE lists the content synchronization control (syncprov).
-    pub async fn supports_syncrepl(&mut self) -> Result<bool, SourceError> {
+    pub(crate) async fn supports_syncrepl(&mut self) -> Result<bool, SourceError> {
         let root = self
             .read_entry("", &["supportedControl".to_string()])
             .await?;

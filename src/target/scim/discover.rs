@@ -11,7 +11,7 @@ use crate::model::User;
 
 /// The provider's declared abilities. `None` means "not said".
 #[derive(Debug, Default, Clone)]
-pub struct Capabilities {
+pub(super) struct Capabilities {
     pub patch: Option<bool>,
     pub filter: Option<bool>,
     pub max_results: Option<u64>,
@@ -37,7 +37,7 @@ fn resources(doc: &Value) -> Vec<&Value> {
 }
 
 impl Capabilities {
-    pub fn read_service_provider_config(&mut self, doc: &Value) {
+    pub(super) fn read_service_provider_config(&mut self, doc: &Value) {
         self.patch = doc.pointer("/patch/supported").and_then(Value::as_bool);
         self.filter = doc.pointer("/filter/supported").and_then(Value::as_bool);
         self.max_results = doc
@@ -46,7 +46,7 @@ impl Capabilities {
             .filter(|n| *n > 0);
     }
 
-    pub fn read_resource_types(&mut self, doc: &Value) {
+    pub(super) fn read_resource_types(&mut self, doc: &Value) {
         for rt in resources(doc) {
             let is_user = rt.get("schema").and_then(Value::as_str) == Some(CORE_USER)
                 || rt.get("name").and_then(Value::as_str) == Some("User");
@@ -67,7 +67,7 @@ impl Capabilities {
         }
     }
 
-    pub fn read_schemas(&mut self, doc: &Value) {
+    pub(super) fn read_schemas(&mut self, doc: &Value) {
         let single = doc.get("id").is_some().then_some(doc);
         let list = resources(doc);
         let Some(user) = single
@@ -114,7 +114,7 @@ impl Capabilities {
     }
 
     /// `name.formatted` must be sent (the schema requires it).
-    pub fn needs_formatted_name(&self) -> bool {
+    pub(super) fn needs_formatted_name(&self) -> bool {
         self.user_required.contains("name.formatted")
     }
 
@@ -132,7 +132,7 @@ impl Capabilities {
     /// Leaves out of `u` the attributes this provider has declared it does not hold (its schema
     /// lacks them) and names them by SCIM path. Sent anyway, they get a request refused, or never
     /// read back the same and look changed on every resync.
-    pub fn fit(&self, u: &mut User) -> Vec<String> {
+    pub(super) fn fit(&self, u: &mut User) -> Vec<String> {
         let mut dropped = Vec::new();
         if self.user_attrs.is_none() && self.user_extensions.is_none() {
             return dropped; // nothing declared: everything is assumed held
@@ -182,7 +182,7 @@ impl Capabilities {
     }
 
     /// Whether a custom path's attribute is one the provider declares.
-    pub fn holds_custom(&self, path: &str) -> bool {
+    pub(super) fn holds_custom(&self, path: &str) -> bool {
         match super::path::ScimPath::parse(path) {
             Ok(p) => match &p.schema {
                 Some(schema) => self.takes_extension(schema),

@@ -9,7 +9,7 @@ use super::{CORE_GROUP, CORE_USER, ENTERPRISE_USER, PATCH_OP};
 use crate::model::{FieldChange, FieldValue, User, UserField};
 
 /// The full User resource sent on creation. The stable key goes in `externalId`.
-pub fn user_resource(key: &str, u: &User, manager_id: Option<&str>) -> Value {
+pub(super) fn user_resource(key: &str, u: &User, manager_id: Option<&str>) -> Value {
     let mut schemas = vec![CORE_USER.to_string()];
     let mut doc = Map::new();
     doc.insert("externalId".into(), json!(key));
@@ -95,7 +95,11 @@ fn path_of(field: &UserField) -> String {
 /// A PatchOp carrying only the changed attributes. `before` is the user as last pushed: an
 /// element of a multi-valued attribute that did not exist is added whole (a replace through a
 /// value filter that matches nothing is refused with `noTarget`, RFC 7644 §3.5.2.3).
-pub fn user_patch(changes: &[FieldChange], before: &User, manager_id: Option<&str>) -> Value {
+pub(super) fn user_patch(
+    changes: &[FieldChange],
+    before: &User,
+    manager_id: Option<&str>,
+) -> Value {
     let mut ops: Vec<Value> = Vec::new();
     let mut after = before.clone();
     after.apply(changes);
@@ -166,27 +170,27 @@ pub fn user_patch(changes: &[FieldChange], before: &User, manager_id: Option<&st
     json!({ "schemas": [PATCH_OP], "Operations": ops })
 }
 
-pub fn deactivate_patch() -> Value {
+pub(super) fn deactivate_patch() -> Value {
     json!({ "schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}] })
 }
 
-pub fn group_resource(key: &str, display_name: &str) -> Value {
+pub(super) fn group_resource(key: &str, display_name: &str) -> Value {
     json!({ "schemas": [CORE_GROUP], "externalId": key, "displayName": display_name, "members": [] })
 }
 
-pub fn rename_patch(display_name: &str) -> Value {
+pub(super) fn rename_patch(display_name: &str) -> Value {
     json!({ "schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName", "value": display_name}] })
 }
 
 /// One `add` operation with every new member.
-pub fn add_members_patch(ids: &[String]) -> Value {
+pub(super) fn add_members_patch(ids: &[String]) -> Value {
     let values: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
     json!({ "schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": values}] })
 }
 
 /// One `remove` operation per member, each with a `members[value eq "id"]` path: the form every
 /// service provider accepts (a remove with a value list is refused by some).
-pub fn remove_members_patch(ids: &[String]) -> Value {
+pub(super) fn remove_members_patch(ids: &[String]) -> Value {
     let ops: Vec<Value> = ids
         .iter()
         .map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", super::filter_literal(id))}))
@@ -196,7 +200,7 @@ pub fn remove_members_patch(ids: &[String]) -> Value {
 
 /// One `remove` of `members` with the members as its value: the form of RFC 7644 §3.5.2.2's
 /// example, for providers that refuse the filtered path.
-pub fn remove_members_by_value_patch(ids: &[String]) -> Value {
+pub(super) fn remove_members_by_value_patch(ids: &[String]) -> Value {
     let values: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
     json!({ "schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members", "value": values}] })
 }

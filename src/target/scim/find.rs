@@ -19,9 +19,9 @@ use super::lookup::{self, Attr, Index, Pick};
 use crate::target::{TargetError, TargetErrorKind};
 
 /// How long a pass of the service reuses the look-up index of a provider that cannot filter.
-pub const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+pub(super) const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Page size asked for when listing.
-pub const LIST_PAGE: u64 = 200;
+pub(super) const LIST_PAGE: u64 = 200;
 /// Most resources one listing takes when the provider does not say how many exist: a provider
 /// that never says it is done cannot make a listing endless.
 const MAX_LISTED: u64 = 5_000_000;
@@ -43,7 +43,7 @@ fn listing_bound(first_total: Option<u64>) -> u64 {
 
 /// How listings ask for pages: reduced when the provider refuses a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Paging {
+pub(super) enum Paging {
     StartIndexAndCount,
     StartIndexOnly,
     None,

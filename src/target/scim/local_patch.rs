@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 /// Applies every operation of `patch` to `doc`.
-pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
+pub(super) fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
     let ops = patch
         .get("Operations")
         .and_then(Value::as_array)

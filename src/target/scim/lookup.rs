@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// An attribute the gateway looks resources up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Attr {
+pub(super) enum Attr {
     /// User `userName`: case-insensitive (RFC 7643 §4.1.1, caseExact false), for ASCII letters
     /// only: Unicode case mapping would let a look-alike (KELVIN SIGN for K) pass for the name.
     UserName,
@@ -21,7 +21,7 @@ pub enum Attr {
 }
 
 impl Attr {
-    pub fn scim_name(self) -> &'static str {
+    pub(super) fn scim_name(self) -> &'static str {
         match self {
             Attr::UserName => "userName",
             Attr::ExternalId => "externalId",
@@ -42,7 +42,7 @@ impl Attr {
     }
 
     /// True when `doc` holds `value` in this attribute, by the adoption rule.
-    pub fn matches(self, doc: &Value, value: &str) -> bool {
+    pub(super) fn matches(self, doc: &Value, value: &str) -> bool {
         self.value_of(doc)
             .is_some_and(|v| self.normal(v) == self.normal(value))
     }
@@ -57,7 +57,7 @@ impl Attr {
 
 /// What a filtered answer says about `attr eq value`.
 #[derive(Debug, PartialEq)]
-pub enum Pick {
+pub(super) enum Pick {
     Found(Value),
     NotFound,
     /// Several resources hold the value: none is adopted.
@@ -67,7 +67,7 @@ pub enum Pick {
     FilterIgnored,
 }
 
-pub fn pick(items: Vec<Value>, attr: Attr, value: &str) -> Pick {
+pub(super) fn pick(items: Vec<Value>, attr: Attr, value: &str) -> Pick {
     if items.iter().any(|d| !attr.loosely_matches(d, value)) {
         return Pick::FilterIgnored;
     }
@@ -85,13 +85,13 @@ pub fn pick(items: Vec<Value>, attr: Attr, value: &str) -> Pick {
 /// Ids by looked-up value, from one listing of a resource type. Built once per pass where the
 /// provider cannot filter; a candidate is read again by id and checked before it is used.
 #[derive(Debug)]
-pub struct Index {
+pub(super) struct Index {
     by: HashMap<(Attr, String), Vec<String>>,
     pub built: std::time::Instant,
 }
 
 impl Index {
-    pub fn new(docs: &[Value], attrs: &[Attr]) -> Index {
+    pub(super) fn new(docs: &[Value], attrs: &[Attr]) -> Index {
         let mut index = Index {
             by: HashMap::new(),
             built: std::time::Instant::now(),
@@ -103,7 +103,7 @@ impl Index {
     }
 
     /// Adds one resource (listed, or just created by the gateway).
-    pub fn insert(&mut self, doc: &Value, attrs: &[Attr]) {
+    pub(super) fn insert(&mut self, doc: &Value, attrs: &[Attr]) {
         let Some(id) = doc
             .get("id")
             .and_then(Value::as_str)
@@ -122,7 +122,7 @@ impl Index {
     }
 
     /// The ids whose `attr` holds `value`, by the adoption rule.
-    pub fn candidates(&self, attr: Attr, value: &str) -> &[String] {
+    pub(super) fn candidates(&self, attr: Attr, value: &str) -> &[String] {
         self.by
             .get(&(attr, attr.normal(value)))
             .map(Vec::as_slice)

@@ -7,8 +7,8 @@ mod encode;
 mod find;
 mod local_patch;
 mod lookup;
-pub mod path;
-pub mod preview;
+pub(crate) mod path;
+pub(crate) mod preview;
 mod resources;
 
 pub use client::ScimClient;

@@ -8,7 +8,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScimPath {
+pub(crate) struct ScimPath {
     /// The extension schema URN, for an extension attribute.
     pub schema: Option<String>,
     pub attr: String,
@@ -24,7 +24,7 @@ fn is_name(s: &str) -> bool {
 }
 
 impl ScimPath {
-    pub fn parse(path: &str) -> Result<ScimPath, String> {
+    pub(crate) fn parse(path: &str) -> Result<ScimPath, String> {
         let shown: String = path.escape_debug().collect();
         let bad = |why: &str| format!("`{shown}` is not a SCIM attribute path: {why}");
         let head_end = path.find('[').unwrap_or(path.len());
@@ -91,7 +91,7 @@ impl ScimPath {
     }
 
     /// The path of the whole element, for a filtered path (`phoneNumbers[type eq "mobile"]`).
-    pub fn element(&self) -> String {
+    pub(crate) fn element(&self) -> String {
         let mut p = ScimPath {
             sub: None,
             ..self.clone()
@@ -104,7 +104,7 @@ impl ScimPath {
     }
 
     /// The attribute holding it, with its schema (`phoneNumbers`, `urn:...:User:site`).
-    pub fn attribute(&self) -> String {
+    pub(crate) fn attribute(&self) -> String {
         match &self.schema {
             Some(s) => format!("{s}:{}", self.attr),
             None => self.attr.clone(),
@@ -129,7 +129,7 @@ impl ScimPath {
     }
 
     /// The value at this path in a resource, as text.
-    pub fn get(&self, doc: &Value) -> Option<String> {
+    pub(crate) fn get(&self, doc: &Value) -> Option<String> {
         let v = self.container(doc)?.get(&self.attr)?;
         let v = if self.filter.is_some() {
             v.as_array()?.iter().find(|e| self.matches(e))?
@@ -149,7 +149,7 @@ impl ScimPath {
     }
 
     /// True when the resource holds a (non-empty) value at this path.
-    pub fn present(&self, doc: &Value) -> bool {
+    pub(crate) fn present(&self, doc: &Value) -> bool {
         let Some(v) = self.container(doc).and_then(|c| c.get(&self.attr)) else {
             return false;
         };
@@ -182,7 +182,7 @@ impl ScimPath {
 
     /// Sets the value at this path, making what is missing (the extension object and its
     /// `schemas` entry, the element of a multi-valued attribute).
-    pub fn set(&self, root: &mut Map<String, Value>, value: &str) {
+    pub(crate) fn set(&self, root: &mut Map<String, Value>, value: &str) {
         let container = match &self.schema {
             Some(s) => {
                 let schemas = root
@@ -246,7 +246,7 @@ impl ScimPath {
 
     /// Removes the value at this path; an element left with nothing but its filter attribute
     /// goes with it.
-    pub fn remove(&self, root: &mut Map<String, Value>) {
+    pub(crate) fn remove(&self, root: &mut Map<String, Value>) {
         let container = match &self.schema {
             Some(s) => match root.get_mut(s.as_str()).and_then(Value::as_object_mut) {
                 Some(m) => m,

@@ -9,7 +9,7 @@ use super::encode;
 use crate::plan::apply::Request;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub method: &'static str,
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,7 +27,7 @@ fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
     }
 }
 
-pub fn render(req: &Request) -> Vec<Rendered> {
+pub(crate) fn render(req: &Request) -> Vec<Rendered> {
     let ids = |m: &[(String, String)]| m.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
     match req {
         Request::CreateUser {
