@@ -22,3 +22,6 @@ pub mod state;
 pub(crate) mod status;
 pub mod target;
 pub(crate) mod tls;
+
+#[cfg(test)]
+mod corpus_tests;

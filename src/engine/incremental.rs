@@ -276,7 +276,11 @@ async fn read_delta(
     let guid_attr = vec!["objectGUID".to_string()];
     session
         .search_paged_with(naming_context, &filter, &guid_attr, true, |e| {
-            if let Some(b) = e.values("objectGUID").first().filter(|b| b.len() == 16) {
+            if let Some(b) = e
+                .values("objectGUID")
+                .first()
+                .and_then(|b| <&[u8; 16]>::try_from(b.as_slice()).ok())
+            {
                 changed.insert(crate::mapping::guid_string(b));
             }
         })

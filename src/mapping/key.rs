@@ -6,10 +6,14 @@ use crate::source::entry::RawEntry;
 
 /// The entry's stable key, per `format`. `Auto`: text as is; 16 raw bytes as a GUID in
 /// Microsoft's layout (the first three fields little-endian); other bytes as lower-case hex.
-pub(super) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
+pub(crate) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
     let value = e.values(attr).first()?;
     match format {
-        KeyFormat::Guid => return (value.len() == 16).then(|| guid_string(value)),
+        KeyFormat::Guid => {
+            return <&[u8; 16]>::try_from(value.as_slice())
+                .ok()
+                .map(guid_string)
+        }
         KeyFormat::Hex => return (!value.is_empty()).then(|| hex(value)),
         KeyFormat::Auto => {}
     }
@@ -19,8 +23,8 @@ pub(super) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<
             return Some(t.to_ascii_lowercase());
         }
     }
-    if value.len() == 16 {
-        return Some(guid_string(value));
+    if let Ok(guid) = <&[u8; 16]>::try_from(value.as_slice()) {
+        return Some(guid_string(guid));
     }
     if value.is_empty() {
         return None;
@@ -49,8 +53,9 @@ pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
     Some(b)
 }
 
-/// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID.
-pub(crate) fn guid_string(b: &[u8]) -> String {
+/// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID
+/// (an array: a value of another length from the server cannot reach the slicing below).
+pub(crate) fn guid_string(b: &[u8; 16]) -> String {
     let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let rev = |r: &[u8]| {
         r.iter()
@@ -74,8 +79,8 @@ mod tests {
 
     #[test]
     fn guid_text_turns_back_into_its_bytes() {
-        let b: Vec<u8> = (0u8..16).collect();
-        assert_eq!(guid_bytes(&guid_string(&b)).unwrap().to_vec(), b);
+        let b: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(guid_bytes(&guid_string(&b)), Some(b));
         assert_eq!(guid_bytes("nope"), None);
     }
 

@@ -8,7 +8,7 @@
 pub(crate) mod desired;
 pub(crate) mod expr;
 mod field;
-mod key;
+pub(crate) mod key;
 
 pub use field::FieldSource;
 

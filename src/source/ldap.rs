@@ -461,8 +461,8 @@ impl Session {
         let invocation_id = ntds
             .values("invocationId")
             .first()
-            .filter(|v| v.len() == 16)
-            .map(|v| crate::mapping::guid_string(v))
+            .and_then(|v| <&[u8; 16]>::try_from(v.as_slice()).ok())
+            .map(crate::mapping::guid_string)
             .ok_or_else(|| err(format!("{dc} has no readable invocationId")))?;
         Ok(UsnPosition {
             usn,

@@ -1,6 +1,12 @@
 //! Test harness: a real slapd and a real SCIM server (PyPI scim2-server) on free loopback ports,
 //! a config file pointing the dirbridge binary at both, and small clients to check the result.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -223,3 +223,71 @@ fn members_given_only_by_ref_are_read_by_their_id() {
     .unwrap();
     assert_eq!(g.member_ids, ["u-1", "u-2"]);
 }
+
+/// A provider's answer, whatever it holds, as each reader of provider answers takes it.
+fn read_answer(bytes: &[u8]) {
+    use super::discover::Capabilities;
+    use super::lookup::{pick, Attr, Index};
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let mut c = Capabilities::default();
+    c.read_service_provider_config(&doc);
+    c.read_resource_types(&doc);
+    c.read_schemas(&doc);
+    let _ = c.needs_formatted_name();
+    let mut u = ann();
+    let _ = c.fit(&mut u);
+    let _ = decode::member_refs(&doc);
+    let items = match decode::list(&doc) {
+        Ok((items, _)) => items,
+        Err(_) => vec![doc.clone()],
+    };
+    let attrs = [Attr::UserName, Attr::ExternalId, Attr::DisplayName];
+    let index = Index::new(&items, &attrs);
+    for attr in attrs {
+        let _ = index.candidates(attr, "bjensen");
+        let _ = pick(items.clone(), attr, "bjensen");
+    }
+}
+
+#[test]
+fn discovery_seeds_are_read() {
+    use super::discover::Capabilities;
+    let mut c = Capabilities::default();
+    for (p, bytes) in crate::corpus_tests::corpus("scim") {
+        read_answer(&bytes);
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        match p.file_name().and_then(|n| n.to_str()).unwrap_or_default() {
+            "service-provider-config.json" => c.read_service_provider_config(&doc),
+            "resource-types.json" => c.read_resource_types(&doc),
+            "schemas.json" => c.read_schemas(&doc),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (c.patch, c.filter, c.max_results),
+        (Some(true), Some(true), Some(200))
+    );
+    assert!(!c.needs_formatted_name());
+    let mut u = ann();
+    // The schema seed has no title; the enterprise extension is taken.
+    assert!(c.fit(&mut u).contains(&"title".to_string()));
+    assert_eq!(u.department.as_deref(), Some("R&D"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    #[test]
+    fn mutated_provider_answers_never_panic(
+        (flips, cut, insert) in crate::corpus_tests::edits(),
+        which in proptest::prelude::any::<usize>(),
+    ) {
+        let seeds = crate::corpus_tests::corpus("scim");
+        let (_, seed) = &seeds[which % seeds.len()];
+        read_answer(&crate::corpus_tests::mutate(seed, &flips, cut, &insert));
+    }
+}
