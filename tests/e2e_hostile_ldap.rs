@@ -183,3 +183,19 @@ fn the_service_survives_every_misbehaviour_and_recovers() {
     assert_eq!(terminate(&mut child.0).code(), Some(0));
     assert_eq!(target(&gw), before);
 }
+
+#[test]
+fn a_read_of_one_entry_answered_without_end_is_cut_off() {
+    let server = BadLdap::start(Misbehaviour::EndlessRootDse);
+    let mut gw = gateway(&server);
+    // On AD, a pass starts by reading the root DSE (highestCommittedUSN).
+    gw.ldap_extra = "profile = \"ad\"\nallow_plaintext = true\n".into();
+    let r = gw.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("the server answered a read of one entry with several"),
+        "{r:?}"
+    );
+    assert!(gw.scim.users().is_empty(), "{r:?}");
+}

@@ -352,24 +352,45 @@ impl Session {
             reason,
         };
         self.set_read_controls();
-        let res = self
+        // Streamed, and bounded like a paged search: a base search has one entry, and a server
+        // that sends more (or references without end) is cut off rather than buffered.
+        let mut stream = self
             .ldap
             .with_timeout(self.timeout)
-            .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .streaming_search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
             .map_err(|e| err(op_error(e)))?;
-        let (entries, result) = (res.0, res.1);
-        match result.rc {
-            0 => {}
-            32 => return Ok(None),
-            rc => return Err(err(describe(rc, &result.text))),
+        let mut found = None;
+        let mut items = 0u64;
+        loop {
+            let item = match tokio::time::timeout(self.timeout, stream.next()).await {
+                Ok(Ok(item)) => item,
+                Ok(Err(e)) => return Err(err(op_error(e))),
+                Err(_) => return Err(err("no answer within ldap.timeout_secs".to_string())),
+            };
+            let Some(item) = item else { break };
+            items += 1;
+            if items > self.max_entries {
+                return Err(err(format!(
+                    "the server sent more than ldap.max_entries ({}) items for one entry",
+                    self.max_entries
+                )));
+            }
+            if item.is_ref() || item.is_intermediate() {
+                continue;
+            }
+            if found.is_some() {
+                return Err(err(
+                    "the server answered a read of one entry with several".into()
+                ));
+            }
+            found = Some(decode_entry(item.0).map_err(err)?);
         }
-        match entries
-            .into_iter()
-            .find(|e| !e.is_ref() && !e.is_intermediate())
-        {
-            Some(e) => decode_entry(e.0).map(Some).map_err(err),
-            None => Ok(None),
+        let result = stream.finish().await;
+        match result.rc {
+            0 => Ok(found),
+            32 => Ok(None),
+            rc => Err(err(describe(rc, &result.text))),
         }
     }
 
@@ -396,6 +417,16 @@ impl Session {
                     .remove(&attr.to_ascii_lowercase())
                     .unwrap_or_default(),
             );
+            if values.len() as u64 > self.max_entries {
+                return Err(SourceError::Search {
+                    base: dn.to_string(),
+                    filter: "(objectClass=*)".into(),
+                    reason: format!(
+                        "{attr} has more than ldap.max_entries ({}) values",
+                        self.max_entries
+                    ),
+                });
+            }
             match pending
                 .into_iter()
                 .find(|(a, _)| a.eq_ignore_ascii_case(attr))

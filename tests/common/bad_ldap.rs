@@ -48,6 +48,8 @@ pub enum Misbehaviour {
     EndlessEmptyPages,
     /// The search is never answered (the connection stays open).
     Silent,
+    /// The root DSE (a read of one entry) is answered with entries without end.
+    EndlessRootDse,
 }
 
 pub struct BadLdap {
@@ -402,15 +404,30 @@ fn answer(
         }
         out
     };
-    // The root DSE is always answered well: the misbehaviour is in the read of the directory.
-    if req.base.is_empty() || m == Misbehaviour::Well {
+    if req.base.is_empty() && m == Misbehaviour::EndlessRootDse {
+        let mut n = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            let e = message(
+                id,
+                entry("", &[("namingContexts", vec![format!("dc=n{n}")])]),
+                None,
+            );
+            if conn.write_all(&e).is_err() {
+                return None;
+            }
+            n += 1;
+        }
+        return None;
+    }
+    // The root DSE is otherwise answered well: the misbehaviour is in the read of the directory.
+    if req.base.is_empty() || matches!(m, Misbehaviour::Well | Misbehaviour::EndlessRootDse) {
         let mut out = well();
         out.extend(done(Some(last_page())));
         return Some(out);
     }
     let mut out = well();
     match m {
-        Misbehaviour::Well => {}
+        Misbehaviour::Well | Misbehaviour::EndlessRootDse => {}
         Misbehaviour::PagedWithoutValue => {
             out.extend(done(Some(controls(vec![control(PAGED, None)]))));
         }
