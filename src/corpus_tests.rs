@@ -1,7 +1,8 @@
-//! The decoders of server input that the crate keeps to itself, fed the corpus in
-//! `tests/corpus/` and random edits of it (byte flips, a cut, an insertion): whatever a
-//! directory or a provider sends, they return a value or nothing, and never panic. The public
-//! decoders (BER, SCIM resources, the config) are fed the same corpus by `tests/parsers_fuzz.rs`.
+//! Every parser of outside input (the config file, BER from a directory, SCIM answers, DNs,
+//! schema definitions, Retry-After, objectSid, objectGUID), fed the corpus in `tests/corpus/`
+//! and random edits of it (byte flips, a cut, an insertion): whatever arrives, they return a
+//! value or an error, and never panic. The seeds that are well-formed must keep parsing. (The
+//! SCIM client's discovery and look-up readers get the same in `target/scim/tests.rs`.)
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,83 @@ pub(crate) fn edits() -> impl Strategy<Value = (Vec<(usize, u8)>, usize, Vec<u8>
         any::<usize>(),
         proptest::collection::vec(any::<u8>(), 0..16),
     )
+}
+
+fn config(bytes: &[u8]) -> Result<crate::config::Config, String> {
+    let text = String::from_utf8_lossy(bytes);
+    crate::config::Config::parse(&text, Path::new("/etc/dirbridge/fuzz.toml"))
+        .map_err(|e| e.to_string())
+}
+
+fn scim(bytes: &[u8]) {
+    use crate::target::scim::decode;
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let _ = decode::user(&v, &["nickName".to_string()]);
+        let _ = decode::group(&v);
+        let _ = decode::list(&v);
+    }
+}
+
+fn ber(bytes: &[u8]) {
+    use crate::source::syncrepl::control;
+    let _ = crate::source::paged::decode(Some(bytes));
+    let _ = control::decode_state(bytes);
+    let _ = control::decode_done(Some(bytes));
+    let _ = control::decode_info_value(bytes);
+    if let Ok((_, tag)) = ldap3::asn1::parse_tag(bytes) {
+        let _ = control::decode_intermediate(tag.clone());
+        let _ = crate::source::entry::decode_entry(tag);
+    }
+}
+
+#[test]
+fn the_config_scim_and_ber_seeds_parse_as_expected() {
+    use crate::source::syncrepl::control;
+    for (p, bytes) in corpus("config") {
+        let r = config(&bytes);
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        match name {
+            "minimal.toml" => assert!(r.is_ok(), "{name}: {r:?}"),
+            // Valid, up to the secret it takes from the environment.
+            "example.toml" => assert!(
+                r.as_ref()
+                    .is_err_and(|e| e.contains("DIRBRIDGE_BIND_PASSWORD")),
+                "{r:?}"
+            ),
+            _ => {
+                let e = r.err().unwrap_or_else(|| panic!("{name} parsed"));
+                assert!(
+                    e.contains("fuzz.toml"),
+                    "{name}: the error names the file: {e}"
+                );
+                assert!(!e.contains("hunter2") && !e.contains("second-line"), "{e}");
+            }
+        }
+    }
+    for (p, bytes) in corpus("scim") {
+        scim(&bytes);
+        if p.ends_with("user.json") {
+            let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            let u = crate::target::scim::decode::user(&v, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(u.user.user_name, "bjensen");
+        }
+    }
+    for (p, bytes) in corpus("ber") {
+        ber(&bytes);
+        if p.ends_with("sync-state.hex") {
+            assert!(control::decode_state(&bytes).is_ok());
+        }
+        if p.ends_with("sync-info-idset.hex") {
+            assert!(control::decode_info_value(&bytes).is_ok());
+        }
+        if p.ends_with("paged-results.hex") {
+            let page = crate::source::paged::decode(Some(&bytes)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                (page.size_estimate, page.cookie),
+                (500, b"cookie1".to_vec())
+            );
+        }
+    }
 }
 
 /// Text a directory or a provider sends: DNs, attribute descriptions, schema definitions,
@@ -149,6 +227,27 @@ fn the_corpus_decodes_as_expected() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_configs_never_panic((flips, cut, insert) in edits(), which in any::<usize>()) {
+        let seeds = corpus("config");
+        let (_, seed) = &seeds[which % seeds.len()];
+        let _ = config(&mutate(seed, &flips, cut, &insert));
+    }
+
+    #[test]
+    fn mutated_scim_answers_never_panic((flips, cut, insert) in edits(), which in any::<usize>()) {
+        let seeds = corpus("scim");
+        let (_, seed) = &seeds[which % seeds.len()];
+        scim(&mutate(seed, &flips, cut, &insert));
+    }
+
+    #[test]
+    fn mutated_ber_never_panics((flips, cut, insert) in edits(), which in any::<usize>()) {
+        let seeds = corpus("ber");
+        let (_, seed) = &seeds[which % seeds.len()];
+        ber(&mutate(seed, &flips, cut, &insert));
+    }
 
     #[test]
     fn mutated_text_never_panics((flips, cut, insert) in edits(), which in any::<usize>()) {

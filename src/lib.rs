@@ -5,22 +5,22 @@
 //! them, and [`engine`] drives one pass. [`config`] and [`cli`] sit at the edge. See
 //! ARCHITECTURE.md for the invariants.
 //!
-//! The library serves the binary; what else is public is what the integration tests reach
-//! (decoders fed the fuzz corpus, the config parser, the state store). Everything else is
-//! `pub(crate)`, checked by `unreachable_pub`, so that dead code shows.
+//! The library serves the binary (`cli`); `state` is public too, for the crash test that plants
+//! an interrupted write. Everything else is `pub(crate)`, checked by `unreachable_pub`, so that
+//! dead code shows; the parsers are fuzzed from inside (`corpus_tests`).
 
 pub(crate) mod backoff;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod engine;
 pub(crate) mod mapping;
 pub(crate) mod model;
 pub(crate) mod plan;
-pub mod source;
+pub(crate) mod source;
 pub mod state;
 pub(crate) mod status;
-pub mod target;
+pub(crate) mod target;
 pub(crate) mod tls;
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ mod secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::mapping::FieldSource;
-pub use secret::{Secret, SecretSource};
+pub(crate) use crate::mapping::FieldSource;
+pub(crate) use secret::{Secret, SecretSource};
 
 /// What can be wrong with a configuration file.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -36,7 +36,7 @@ pub enum ConfigError {
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it was read from (for messages).
     pub path: PathBuf,
     pub ldap: LdapConfig,
@@ -48,7 +48,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// `ldap://` without StartTLS: only when explicitly configured.
     Plain,
     /// `ldap://` upgraded with StartTLS.
@@ -59,7 +59,7 @@ pub enum TlsMode {
 
 /// The directory flavour: it sets the defaults of `[ldap]` and `[mapping]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-pub enum Profile {
+pub(crate) enum Profile {
     #[default]
     #[serde(rename = "openldap")]
     OpenLdap,
@@ -70,7 +70,7 @@ pub enum Profile {
 /// How the stable key's value is turned into text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum KeyFormat {
+pub(crate) enum KeyFormat {
     /// Text as is; 16 raw bytes as a GUID; other bytes as hex.
     Auto,
     /// Always 16 raw bytes shown as a GUID (objectGUID): bytes that happen to be valid
@@ -81,7 +81,7 @@ pub enum KeyFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct LdapConfig {
+pub(crate) struct LdapConfig {
     pub profile: Profile,
     pub url: String,
     pub tls: TlsMode,
@@ -89,7 +89,6 @@ pub struct LdapConfig {
     pub bind_password: Option<Secret>,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
-    pub base_dn: String,
     pub user_base: String,
     pub group_base: String,
     pub user_filter: String,
@@ -116,7 +115,7 @@ pub struct LdapConfig {
 
 /// Where group membership is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum Membership {
+pub(crate) enum Membership {
     /// The users' `memberOf` values (OpenLDAP's memberof overlay, AD).
     #[serde(rename = "memberOf", alias = "memberof")]
     MemberOf,
@@ -128,7 +127,7 @@ pub enum Membership {
 /// What to do with a group named in a user's `memberOf` that the group search did not return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ReferencedGroups {
+pub(crate) enum ReferencedGroups {
     /// Read it by its DN and sync it like any other group (miniOrange's "create groups on the fly").
     Create,
     /// Leave it out.
@@ -137,14 +136,14 @@ pub enum ReferencedGroups {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TargetKind {
+pub(crate) enum TargetKind {
     Scim,
 }
 
 /// How updates are sent to a SCIM target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum UpdateMethod {
+pub(crate) enum UpdateMethod {
     /// PATCH, unless the target's /ServiceProviderConfig says it is not supported.
     Auto,
     Patch,
@@ -153,8 +152,7 @@ pub enum UpdateMethod {
 }
 
 #[derive(Debug, Clone)]
-pub struct TargetConfig {
-    pub kind: TargetKind,
+pub(crate) struct TargetConfig {
     pub url: url::Url,
     pub update_method: UpdateMethod,
     pub token: Option<Secret>,
@@ -173,14 +171,14 @@ pub struct TargetConfig {
 
 /// A request budget: `requests` per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     pub requests: u32,
     pub period: Duration,
 }
 
 /// `dirbridge run`: when to sync, when to resync, where to serve status.
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     /// Time between two delta passes.
     pub poll_interval: Duration,
     /// When the full resync (drift repair) runs.
@@ -203,7 +201,7 @@ pub struct DaemonConfig {
 /// How `dirbridge run` learns of directory changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ChangeFeed {
+pub(crate) enum ChangeFeed {
     /// syncrepl where the server offers it and the configuration allows it, else polling.
     #[default]
     Auto,
@@ -220,7 +218,7 @@ pub enum ChangeFeed {
 }
 
 #[derive(Debug, Clone)]
-pub struct StateConfig {
+pub(crate) struct StateConfig {
     pub path: PathBuf,
     pub cache_capacity_bytes: u64,
 }
@@ -228,13 +226,13 @@ pub struct StateConfig {
 /// What happens on the target when a user is disabled or leaves the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RemovalAction {
+pub(crate) enum RemovalAction {
     Deactivate,
     Delete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncConfig {
+pub(crate) struct SyncConfig {
     pub on_disable: RemovalAction,
     pub on_remove: RemovalAction,
     /// The accidental-deletion guard.
@@ -243,7 +241,7 @@ pub struct SyncConfig {
 
 /// How a user's `active` flag is read.
 #[derive(Debug, Clone, Default)]
-pub struct ActiveRule {
+pub(crate) struct ActiveRule {
     /// Attribute to look at; `None` means every user is active.
     pub attribute: Option<String>,
     /// Values (case-insensitive) that mean "disabled".
@@ -259,7 +257,7 @@ pub struct ActiveRule {
 /// Which directory attributes feed which canonical fields. Each source is a list of attribute
 /// names tried in order; an empty list means the field is not mapped.
 #[derive(Debug, Clone)]
-pub struct MappingConfig {
+pub(crate) struct MappingConfig {
     pub key: String,
     pub key_format: KeyFormat,
     pub user_name: FieldSource,
@@ -287,7 +285,7 @@ pub struct MappingConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequiredField {
+pub(crate) enum RequiredField {
     GivenName,
     FamilyName,
     Email,
@@ -295,7 +293,7 @@ pub enum RequiredField {
 }
 
 impl RequiredField {
-    pub fn scim_name(self) -> &'static str {
+    pub(crate) fn scim_name(self) -> &'static str {
         match self {
             RequiredField::GivenName => "name.givenName",
             RequiredField::FamilyName => "name.familyName",
@@ -309,7 +307,7 @@ impl Config {
     /// `file:line:column` of `word` on the line of the configuration that sets `key` (its last
     /// segment), for messages about a value found wrong only later (against the directory);
     /// the file alone when it cannot be found.
-    pub fn locate(&self, key: &str, word: &str) -> String {
+    pub(crate) fn locate(&self, key: &str, word: &str) -> String {
         let file = self.path.display().to_string();
         let Ok(text) = std::fs::read_to_string(&self.path) else {
             return file;
@@ -343,7 +341,7 @@ impl Config {
     }
 
     /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -354,7 +352,7 @@ impl Config {
     }
 
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
         raw.validate(path, text)
     }

@@ -8,15 +8,15 @@ use super::ConfigError;
 /// A secret value. `Debug` prints a placeholder, there is no `Display` and no `Serialize`, so a
 /// secret cannot reach a log line, an error message or `plan` output by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The value, for the one place that must send it (a bind, an Authorization header).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -46,20 +46,16 @@ impl<'de> serde::Deserialize<'de> for Secret {
 
 /// Where a secret may come from: inline, a file, or an environment variable. Exactly one.
 #[derive(Debug, Default, Clone)]
-pub struct SecretSource {
+pub(crate) struct SecretSource {
     pub inline: Option<Secret>,
     pub file: Option<String>,
     pub env: Option<String>,
 }
 
 impl SecretSource {
-    pub fn is_set(&self) -> bool {
-        self.inline.is_some() || self.file.is_some() || self.env.is_some()
-    }
-
     /// Reads the secret. `key` is the config key it is named by (`ldap.bind_password`), used in
     /// errors; `base` is the config file's folder, against which a relative file is read.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         config: &Path,
         key: &str,

@@ -7,7 +7,7 @@ use time::{Date, OffsetDateTime, Time};
 
 /// A parsed expression: one bit per allowed value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cron {
+pub(crate) struct Cron {
     minutes: u64,
     hours: u32,
     /// Bits 1..=31.
@@ -75,7 +75,7 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
 }
 
 impl Cron {
-    pub fn parse(text: &str) -> Result<Cron, String> {
+    pub(crate) fn parse(text: &str) -> Result<Cron, String> {
         let expanded = match text.trim() {
             "@hourly" => "0 * * * *",
             "@daily" | "@midnight" => "0 0 * * *",
@@ -120,7 +120,7 @@ impl Cron {
 
     /// The first matching minute strictly after `now`, within the next five years (an
     /// expression such as `0 0 31 2 *` never matches).
-    pub fn next_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub(crate) fn next_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         let start =
             now.replace_second(0).ok()?.replace_nanosecond(0).ok()? + time::Duration::minutes(1);
         let mut day = start.date();

@@ -47,7 +47,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A recurring time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
+pub(crate) enum Schedule {
     Off,
     Every(Duration),
     Daily(Time),
@@ -83,7 +83,7 @@ fn parse_weekday(text: &str) -> Result<Weekday, String> {
 }
 
 impl Schedule {
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub(crate) fn parse(text: &str) -> Result<Schedule, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
         match words.as_slice() {
             ["off"] | ["never"] => Ok(Schedule::Off),
@@ -103,7 +103,7 @@ impl Schedule {
     }
 
     /// The first time strictly after `now` (None when off). `Every` counts from `now`.
-    pub fn next_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub(crate) fn next_after(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         match *self {
             Schedule::Off => None,
             Schedule::Every(d) => Some(now + d),

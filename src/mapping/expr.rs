@@ -18,7 +18,7 @@ use crate::source::entry::{NotText, RawEntry};
 
 /// A parsed expression.
 #[derive(Debug, Clone)]
-pub enum Expr {
+pub(crate) enum Expr {
     Text(String),
     Attr(String),
     Concat(Vec<Expr>),
@@ -34,7 +34,7 @@ pub enum Expr {
 
 /// A syntax error, at a character column of the expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExprError {
+pub(crate) struct ExprError {
     /// 1-based, in characters.
     pub column: usize,
     pub message: String,
@@ -56,7 +56,7 @@ pub(crate) const MAX_VALUE: usize = 64 * 1024;
 
 /// Why an expression gave no value for an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EvalError {
+pub(crate) enum EvalError {
     #[error(transparent)]
     NotText(#[from] NotText),
     #[error("a mapping expression's value grew past {MAX_VALUE} bytes")]
@@ -332,7 +332,7 @@ fn call(
 }
 
 impl Expr {
-    pub fn parse(src: &str) -> Result<Expr, ExprError> {
+    pub(crate) fn parse(src: &str) -> Result<Expr, ExprError> {
         if src.chars().count() > MAX_LEN {
             return Err(ExprError {
                 column: MAX_LEN,
@@ -353,7 +353,7 @@ impl Expr {
     }
 
     /// The directory attributes the expression reads.
-    pub fn attributes(&self, out: &mut Vec<String>) {
+    pub(crate) fn attributes(&self, out: &mut Vec<String>) {
         match self {
             Expr::Text(_) => {}
             Expr::Attr(a) => out.push(a.clone()),
@@ -380,12 +380,12 @@ impl Expr {
     }
 
     /// The value for an entry; `None` when empty.
-    pub fn eval(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
+    pub(crate) fn eval(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
         self.eval_with(&|name| e.first_text(&[name.to_string()]))
     }
 
     /// The value with attributes looked up by `attr` (tests, previews).
-    pub fn eval_with(
+    pub(crate) fn eval_with(
         &self,
         attr: &dyn Fn(&str) -> Result<Option<String>, NotText>,
     ) -> Result<Option<String>, EvalError> {

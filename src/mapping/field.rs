@@ -5,7 +5,7 @@ use super::expr::{EvalError, Expr};
 use crate::source::entry::RawEntry;
 
 #[derive(Debug, Clone)]
-pub enum FieldSource {
+pub(crate) enum FieldSource {
     /// The first of these attributes that has a value; none means "not mapped".
     Attrs(Vec<String>),
     /// An expression, kept with the text it was written as (messages, the config fingerprint).
@@ -13,16 +13,12 @@ pub enum FieldSource {
 }
 
 impl FieldSource {
-    pub fn attrs(names: &[&str]) -> FieldSource {
-        FieldSource::Attrs(names.iter().map(|s| s.to_string()).collect())
-    }
-
-    pub fn is_unmapped(&self) -> bool {
+    pub(crate) fn is_unmapped(&self) -> bool {
         matches!(self, FieldSource::Attrs(v) if v.is_empty())
     }
 
     /// The directory attributes it reads (a search must ask for them).
-    pub fn attributes(&self) -> Vec<String> {
+    pub(crate) fn attributes(&self) -> Vec<String> {
         match self {
             FieldSource::Attrs(v) => v.clone(),
             FieldSource::Expr { expr, .. } => {
@@ -34,7 +30,7 @@ impl FieldSource {
     }
 
     /// The value for an entry; `None` when it has none (or the expression gives nothing).
-    pub fn value(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
+    pub(crate) fn value(&self, e: &RawEntry) -> Result<Option<String>, EvalError> {
         match self {
             FieldSource::Attrs(names) => Ok(e.first_text(names)?),
             FieldSource::Expr { expr, .. } => expr.eval(e),
@@ -42,7 +38,7 @@ impl FieldSource {
     }
 
     /// For messages: `uid / mail`, or the expression.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             FieldSource::Attrs(v) => v.join(" / "),
             FieldSource::Expr { text, .. } => format!("the expression `{text}`"),

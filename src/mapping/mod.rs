@@ -10,7 +10,7 @@ pub(crate) mod expr;
 mod field;
 pub(crate) mod key;
 
-pub use field::FieldSource;
+pub(crate) use field::FieldSource;
 
 pub(crate) use key::{guid_bytes, guid_string};
 

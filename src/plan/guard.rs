@@ -13,7 +13,7 @@ use crate::model::Key;
 
 /// The guard's limits (`[sync]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardLimits {
+pub(crate) struct GuardLimits {
     pub enabled: bool,
     /// More removals than this in one run are held.
     pub max_count: usize,

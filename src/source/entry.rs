@@ -127,7 +127,7 @@ impl RawEntry {
 }
 
 /// Decodes a SearchResultEntry (RFC 4511 §4.5.2) without panicking on a malformed one.
-pub fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
+pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
     fn constructed(t: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
         match t.payload {
             PL::C(v) => Ok(v),

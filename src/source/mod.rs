@@ -3,20 +3,20 @@
 
 pub(crate) mod ber;
 pub(crate) mod dn;
-pub mod entry;
+pub(crate) mod entry;
 pub(crate) mod filter;
 pub(crate) mod ldap;
 pub(crate) mod notify;
-pub mod paged;
+pub(crate) mod paged;
 pub(crate) mod range;
 pub(crate) mod schema;
 pub(crate) mod sid;
-pub mod syncrepl;
+pub(crate) mod syncrepl;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:
 /// a partial read must never look like deletions.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("bind as {dn} failed: {reason}")]

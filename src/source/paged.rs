@@ -7,18 +7,18 @@ use ldap3::controls::RawControl;
 
 use super::ber::{bytes, children, integer, is_universal, tag_of};
 
-pub const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+pub(crate) const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 
 /// What a server says with a page: its estimate of the total, and the cookie that asks for
 /// the next page (empty: this was the last one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     pub size_estimate: i64,
     pub cookie: Vec<u8>,
 }
 
 /// The control asking for the next `size` entries after `cookie` (empty for the first page).
-pub fn request(size: u32, cookie: &[u8]) -> RawControl {
+pub(crate) fn request(size: u32, cookie: &[u8]) -> RawControl {
     ldap3::controls::PagedResults {
         size: i32::try_from(size).unwrap_or(i32::MAX),
         cookie: cookie.to_vec(),
@@ -28,7 +28,7 @@ pub fn request(size: u32, cookie: &[u8]) -> RawControl {
 
 /// Decodes the value of a paged-results control on a search result:
 /// `SEQUENCE { size INTEGER, cookie OCTET STRING }`.
-pub fn decode(val: Option<&[u8]>) -> Result<Page, String> {
+pub(crate) fn decode(val: Option<&[u8]>) -> Result<Page, String> {
     const W: &str = "paged-results control";
     let val = val.ok_or_else(|| format!("malformed {W}: it has no value"))?;
     let mut it = children(tag_of(val, W)?, W)?.into_iter();

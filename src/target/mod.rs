@@ -3,7 +3,7 @@
 
 pub(crate) mod quirks;
 pub(crate) mod retry;
-pub mod scim;
+pub(crate) mod scim;
 
 use std::fmt;
 
@@ -12,7 +12,7 @@ use crate::model::{FieldChange, Key, User};
 /// A user as the target holds it, in canonical form. `manager` holds the manager's *target
 /// id* here, not a key: only the caller knows how ids map to keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteUser {
+pub(crate) struct RemoteUser {
     pub id: String,
     pub external_id: Option<String>,
     pub user: User,
@@ -20,7 +20,7 @@ pub struct RemoteUser {
 
 /// A group as the target holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteGroup {
+pub(crate) struct RemoteGroup {
     pub id: String,
     pub external_id: Option<String>,
     pub display_name: String,
@@ -30,14 +30,14 @@ pub struct RemoteGroup {
 /// A failed request, with what an administrator needs to act on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("target {request}: {kind}")]
-pub struct TargetError {
+pub(crate) struct TargetError {
     /// Method and path, e.g. `POST /Users` (never the token, never a query with values).
     pub request: String,
     pub kind: TargetErrorKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetErrorKind {
+pub(crate) enum TargetErrorKind {
     /// The target answered with an error status.
     Http {
         status: u16,
@@ -108,7 +108,7 @@ fn http_reason(status: u16) -> Option<&'static str> {
 }
 
 impl TargetError {
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self.kind {
             TargetErrorKind::Http { status, .. } => Some(status),
             _ => None,
@@ -117,7 +117,7 @@ impl TargetError {
 
     /// The whole run must stop: every further request would fail the same way (bad token,
     /// target unreachable). Per-object errors, by contrast, are recorded and the run goes on.
-    pub fn is_fatal(&self) -> bool {
+    pub(crate) fn is_fatal(&self) -> bool {
         match &self.kind {
             TargetErrorKind::Http { status, .. } => matches!(status, 401 | 403),
             TargetErrorKind::Transport(_) => true,
@@ -127,22 +127,22 @@ impl TargetError {
         }
     }
 
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
 
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
 
     /// No answer came (connection refused or reset, DNS, TLS): the target may be down, or only
     /// this request may be failing (see [`Target::reachable`]).
-    pub fn is_transport(&self) -> bool {
+    pub(crate) fn is_transport(&self) -> bool {
         matches!(self.kind, TargetErrorKind::Transport(_))
     }
 
     /// Sent, but the answer was lost: it may have been carried out.
-    pub fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         matches!(self.kind, TargetErrorKind::Lost(_))
     }
 }
@@ -150,7 +150,7 @@ impl TargetError {
 /// What the engine needs from a target. Methods take resolved target ids; keys are passed only
 /// to be stored as the target's external id.
 #[allow(async_fn_in_trait)]
-pub trait Target {
+pub(crate) trait Target {
     /// Where it is, for messages and to tie the state store to one target.
     fn describe(&self) -> String;
     /// Checks that the target answers, and learns what it can do.

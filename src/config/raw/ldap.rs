@@ -215,7 +215,6 @@ impl RawLdap {
             bind_password,
             ca_file,
             tls_verify: l.tls_verify,
-            base_dn: l.base_dn.clone(),
             user_base: l.user_base.unwrap_or_else(|| l.base_dn.clone()),
             group_base: l.group_base.unwrap_or_else(|| l.base_dn.clone()),
             profile: l.profile,

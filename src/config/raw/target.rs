@@ -9,6 +9,8 @@ use super::*;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
+    // Checked by serde (only the kinds there are parse); nothing else depends on it yet.
+    #[allow(dead_code)]
     kind: TargetKind,
     url: String,
     token: Option<Secret>,
@@ -108,7 +110,6 @@ impl RawTarget {
             None => None,
         };
         let target = TargetConfig {
-            kind: t.kind,
             url,
             update_method: t.update_method,
             token,

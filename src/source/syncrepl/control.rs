@@ -6,14 +6,14 @@ use ldap3::asn1::{StructureTag, TagClass, Types};
 
 use crate::source::ber::{boolean, bytes, children, is_universal, tag_of};
 
-pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
-pub const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
-pub const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
-pub const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
+pub(crate) const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+pub(crate) const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
+pub(crate) const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
+pub(crate) const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 
 /// The state the Sync State control gives an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryState {
+pub(crate) enum EntryState {
     Present,
     Add,
     Modify,
@@ -22,7 +22,7 @@ pub enum EntryState {
 
 /// Sync State control: what happened to the entry it comes with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncState {
+pub(crate) struct SyncState {
     pub state: EntryState,
     pub uuid: Vec<u8>,
     pub cookie: Option<Vec<u8>>,
@@ -30,14 +30,14 @@ pub struct SyncState {
 
 /// Sync Done control (on the search result).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SyncDone {
+pub(crate) struct SyncDone {
     pub cookie: Option<Vec<u8>>,
     pub refresh_deletes: bool,
 }
 
 /// Sync Info intermediate message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncInfo {
+pub(crate) enum SyncInfo {
     NewCookie(Vec<u8>),
     RefreshDelete {
         cookie: Option<Vec<u8>>,
@@ -55,7 +55,7 @@ pub enum SyncInfo {
 }
 
 /// Decodes a Sync State control value.
-pub fn decode_state(val: &[u8]) -> Result<SyncState, String> {
+pub(crate) fn decode_state(val: &[u8]) -> Result<SyncState, String> {
     const W: &str = "Sync State control";
     let mut it = children(tag_of(val, W)?, W)?.into_iter();
     let state_tag = it.next().ok_or(format!("malformed {W}: no state"))?;
@@ -89,7 +89,7 @@ pub fn decode_state(val: &[u8]) -> Result<SyncState, String> {
 }
 
 /// Decodes a Sync Done control value (absent value: no cookie, no deletes).
-pub fn decode_done(val: Option<&[u8]>) -> Result<SyncDone, String> {
+pub(crate) fn decode_done(val: Option<&[u8]>) -> Result<SyncDone, String> {
     const W: &str = "Sync Done control";
     let mut done = SyncDone::default();
     let Some(val) = val else { return Ok(done) };
@@ -106,7 +106,7 @@ pub fn decode_done(val: Option<&[u8]>) -> Result<SyncDone, String> {
 }
 
 /// Decodes the value of a Sync Info intermediate message.
-pub fn decode_info_value(val: &[u8]) -> Result<SyncInfo, String> {
+pub(crate) fn decode_info_value(val: &[u8]) -> Result<SyncInfo, String> {
     const W: &str = "Sync Info message";
     let t = tag_of(val, W)?;
     if t.class != TagClass::Context {
@@ -153,7 +153,7 @@ pub fn decode_info_value(val: &[u8]) -> Result<SyncInfo, String> {
 
 /// Decodes an intermediate response (`[APPLICATION 25]`). `Ok(None)`: it is not a Sync Info
 /// message (another extension's), and can be ignored.
-pub fn decode_intermediate(t: StructureTag) -> Result<Option<SyncInfo>, String> {
+pub(crate) fn decode_intermediate(t: StructureTag) -> Result<Option<SyncInfo>, String> {
     const W: &str = "intermediate response";
     let mut name = None;
     let mut value = None;
@@ -172,7 +172,7 @@ pub fn decode_intermediate(t: StructureTag) -> Result<Option<SyncInfo>, String> 
 }
 
 /// An entryUUID as text (`8-4-4-4-12` lower-case hex), as OpenLDAP shows it.
-pub fn uuid_text(b: &[u8]) -> String {
+pub(crate) fn uuid_text(b: &[u8]) -> String {
     let h = hex::encode(b);
     if h.len() != 32 {
         return h;

@@ -3,23 +3,23 @@
 //! change as it happens. This module only turns the protocol into [`SyncEvent`]s; what they mean
 //! for the mirror is the engine's business.
 
-pub mod control;
+pub(crate) mod control;
 
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchStream};
 
-pub use control::{EntryState, SyncDone, SyncInfo};
+pub(crate) use control::{EntryState, SyncDone, SyncInfo};
 
 use super::entry::{decode_entry, RawEntry};
 use super::ldap::Session;
 use super::SourceError;
 
 /// LDAP result code e-syncRefreshRequired: the cookie is too old; start again without one.
-pub const REFRESH_REQUIRED: u32 = 4096;
+pub(crate) const REFRESH_REQUIRED: u32 = 4096;
 
 /// One message of a content synchronization.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SyncEvent {
+pub(crate) enum SyncEvent {
     /// An entry and its state. `entry` is `None` for Present and Delete (no attributes).
     Entry {
         state: EntryState,
@@ -33,15 +33,17 @@ pub enum SyncEvent {
 
 /// How a synchronization search ended.
 #[derive(Debug)]
-pub enum SyncEnd {
-    /// The server finished the search (refreshOnly, or it stopped persisting).
-    Done(SyncDone),
+pub(crate) enum SyncEnd {
+    /// The server finished the search (refreshOnly, or it stopped persisting). Its Sync Done
+    /// value is decoded (a malformed one is an error) but its cookie is not used yet: the
+    /// search is started again from the last saved cookie.
+    Done(#[allow(dead_code)] SyncDone),
     /// The cookie is no longer usable (result 4096): read everything again without it.
     RefreshRequired,
 }
 
 /// A running refreshAndPersist search.
-pub struct PersistSearch {
+pub(crate) struct PersistSearch {
     stream: SearchStream<'static, String, Vec<String>>,
     base: String,
     filter: String,
@@ -140,7 +142,7 @@ impl PersistSearch {
 
     /// The next message; `Ok(None)` when the server ended the search (see [`PersistSearch::end`]).
     /// A lost connection is an error.
-    pub async fn next(&mut self) -> Result<Option<SyncEvent>, SourceError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<SyncEvent>, SourceError> {
         loop {
             let item = match self.stream.next().await {
                 Ok(Some(item)) => item,
@@ -180,7 +182,7 @@ impl PersistSearch {
     }
 
     /// How the search ended, once [`PersistSearch::next`] returned `Ok(None)`.
-    pub async fn end(mut self) -> Result<SyncEnd, SourceError> {
+    pub(crate) async fn end(mut self) -> Result<SyncEnd, SourceError> {
         let res = self.stream.finish().await;
         match res.rc {
             0 => {

@@ -20,7 +20,7 @@ const SCIM_JSON: &str = "application/scim+json";
 const MAX_DETAIL: usize = 500;
 
 /// A SCIM 2.0 service provider.
-pub struct ScimClient {
+pub(crate) struct ScimClient {
     http: reqwest::Client,
     pub(super) base: url::Url,
     pub(super) custom_paths: Vec<String>,
@@ -66,7 +66,7 @@ impl std::fmt::Debug for ScimClient {
 
 impl ScimClient {
     /// Builds the client. `custom_paths` are the custom attributes mapped, read back on resync.
-    pub fn new(cfg: &TargetConfig, custom_paths: Vec<String>) -> Result<ScimClient, String> {
+    pub(crate) fn new(cfg: &TargetConfig, custom_paths: Vec<String>) -> Result<ScimClient, String> {
         let mut headers = HeaderMap::new();
         if let Some(token) = &cfg.token {
             let mut v =

@@ -15,7 +15,7 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 /// Reads a User resource. `custom` lists the custom attribute paths to read back.
-pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
+pub(crate) fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
     let id = text(doc.get("id")).ok_or("a User resource has no id")?;
     let user_name =
         text(doc.get("userName")).ok_or_else(|| format!("User {id} has no userName"))?;
@@ -64,7 +64,7 @@ pub fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
     })
 }
 
-pub fn group(doc: &Value) -> Result<RemoteGroup, String> {
+pub(crate) fn group(doc: &Value) -> Result<RemoteGroup, String> {
     let id = text(doc.get("id")).ok_or("a Group resource has no id")?;
     let display_name =
         text(doc.get("displayName")).ok_or_else(|| format!("Group {id} has no displayName"))?;
@@ -79,7 +79,7 @@ pub fn group(doc: &Value) -> Result<RemoteGroup, String> {
 
 /// The members a Group resource lists: each `value`, or, where a provider gives only `$ref`, the
 /// last segment of that URI (the member's id).
-pub fn member_refs(doc: &Value) -> Vec<String> {
+pub(crate) fn member_refs(doc: &Value) -> Vec<String> {
     doc.get("members")
         .and_then(Value::as_array)
         .map(|list| {
@@ -101,7 +101,7 @@ pub fn member_refs(doc: &Value) -> Vec<String> {
 }
 
 /// The `Resources` of a ListResponse, and `totalResults`.
-pub fn list(doc: &Value) -> Result<(Vec<Value>, Option<u64>), String> {
+pub(crate) fn list(doc: &Value) -> Result<(Vec<Value>, Option<u64>), String> {
     let total = doc.get("totalResults").and_then(Value::as_u64);
     match doc.get("Resources") {
         Some(Value::Array(items)) => Ok((items.clone(), total)),
