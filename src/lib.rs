@@ -1,8 +1,8 @@
 //! dirbridge: mirrors an LDAP / Active Directory into a SCIM 2.0 identity platform.
 //!
-//! The pipeline, source to target: [`source`] reads entries, [`mapping`] turns them into the
-//! canonical [`model`], [`plan`] diffs that against [`state`] into operations, [`target`] sends
-//! them, and [`engine`] drives one pass. [`config`] and [`cli`] sit at the edge. See
+//! The pipeline, source to target: `source` reads entries, `mapping` turns them into the
+//! canonical `model`, `plan` diffs that against [`state`] into operations, `target` sends
+//! them, and `engine` drives one pass. `config` and [`cli`] sit at the edge. See
 //! ARCHITECTURE.md for the invariants.
 //!
 //! The library serves the binary (`cli`); `state` is public too, for the crash test that plants
