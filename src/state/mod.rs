@@ -1,6 +1,6 @@
 //! The embedded store (sled): the records of what was pushed, objects in error, run metadata,
 //! the directory mirror of incremental reads and change feeds, and a journal of recent
-//! operations. sled stays behind this module; the rest of the gateway sees [`records`] and
+//! operations. sled stays behind this module; the rest of the gateway sees `records` and
 //! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
 
 pub(crate) mod approvals;
