@@ -19,7 +19,9 @@ fn gateway(server: &BadLdap) -> Gateway {
          base_dn = \"{BASE}\"\n\
          page_size = 2\n\
          timeout_secs = 2\n\
-         max_entries = 5000\n"
+         max_entries = 5000\n\
+         max_read_mib = 4\n\
+         max_message_kib = 1024\n"
     );
     Gateway::with_scim(
         Scim::start_default(),
@@ -59,7 +61,7 @@ const CASES: &[(Misbehaviour, &str)] = &[
     ),
     (
         Misbehaviour::EmptyMessage,
-        "the connection ended before the answer did",
+        "the server sent an unsound message: a truncated element",
     ),
     (
         Misbehaviour::WrongOperation,
@@ -67,12 +69,34 @@ const CASES: &[(Misbehaviour, &str)] = &[
     ),
     (
         Misbehaviour::TruncatedPdu,
-        "the connection ended before the answer did",
+        "bytes and closed the connection",
     ),
     (
         Misbehaviour::NotBer,
-        "the connection ended before the answer did",
+        "the server sent something that is not an LDAP message (first byte 0xff)",
     ),
+    (
+        Misbehaviour::DeepNesting,
+        "the server sent an unsound message: elements nested more than 32 deep",
+    ),
+    (
+        Misbehaviour::HugeLength,
+        "a message of 4294967280 bytes, over ldap.max_message_kib (1024 KiB)",
+    ),
+    (
+        Misbehaviour::IndefiniteLength,
+        "the server sent a message of indefinite length",
+    ),
+    (
+        Misbehaviour::WrongMessageId,
+        "an answer to message 9999, which was never sent",
+    ),
+    (Misbehaviour::EndlessIntermediate, "ldap.max_entries (5000)"),
+    (
+        Misbehaviour::ForgedText,
+        "LDAP result 1 (operations error): boom?ERROR fake: all fine???[2J",
+    ),
+    (Misbehaviour::BigValues, "ldap.max_read_mib (4 MiB)"),
     (Misbehaviour::ReferralToItself, "referrals are not followed"),
     (Misbehaviour::EndlessReferences, "ldap.max_entries (5000)"),
     (Misbehaviour::EndlessEntries, "ldap.max_entries (5000)"),
@@ -108,6 +132,17 @@ fn each_misbehaviour_ends_sync_and_plan_with_a_clear_error_and_changes_nothing()
                 );
             }
             assert!(!all.contains("bad-ldap-pw"), "{m:?} {command}: {r:?}");
+            // One line per message: a server's text cannot forge a log line or drive the terminal.
+            assert!(
+                !all.contains("\nERROR fake") && !all.contains('\x1b'),
+                "{m:?} {command}: {r:?}"
+            );
+            // Bounded output: whatever the server keeps sending after the pass gave up.
+            assert!(
+                all.len() < 20_000,
+                "{m:?} {command}: {} bytes of output",
+                all.len()
+            );
         }
         assert_eq!(target(&gw), before, "{m:?} changed the target");
     }
@@ -149,7 +184,7 @@ fn the_service_survives_every_misbehaviour_and_recovers() {
             m,
             Misbehaviour::PagedWithoutValue
                 | Misbehaviour::WrongOperation
-                | Misbehaviour::EndlessEntries
+                | Misbehaviour::DeepNesting
         )
     }) {
         server.set(m);

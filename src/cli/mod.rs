@@ -131,10 +131,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// ldap3's own warnings repeat what our errors say better ("unmatched id" for every message a
+/// server sends after a search was given up, "socket receive error"): below debug level they
+/// are left out, so a misbehaving server cannot flood the log through them.
+fn with_quiet_ldap3(level: &str) -> String {
+    let verbose = ["debug", "trace"]
+        .iter()
+        .any(|l| level.to_ascii_lowercase().contains(l));
+    if verbose || level.contains("ldap3") {
+        level.to_string()
+    } else {
+        format!("{level},ldap3=error")
+    }
+}
+
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| EnvFilter::try_new(with_quiet_ldap3(&cli.log_level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -111,6 +111,10 @@ pub(crate) struct LdapConfig {
     pub max_entries: u64,
     /// The longest one search (all its pages) may take.
     pub search_time_limit: Duration,
+    /// The largest LDAP message the relay lets through (KiB).
+    pub max_message_kib: usize,
+    /// The most attribute data (values and DNs) one search may bring (MiB).
+    pub max_read_mib: u64,
 }
 
 /// Where group membership is read from.

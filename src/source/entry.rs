@@ -82,6 +82,16 @@ pub struct NotText {
 }
 
 impl RawEntry {
+    /// Bytes of the DN, attribute names and values: what holding the entry costs, roughly.
+    pub(crate) fn size(&self) -> usize {
+        self.dn.len()
+            + self
+                .attrs
+                .iter()
+                .map(|(k, v)| k.len() + v.iter().map(Vec::len).sum::<usize>())
+                .sum::<usize>()
+    }
+
     pub fn values(&self, name: &str) -> &[Vec<u8>] {
         self.attrs
             .get(&name.to_ascii_lowercase())

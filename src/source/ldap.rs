@@ -8,7 +8,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, StdStream};
 use super::entry::{decode_entry, RawEntry};
 use super::paged;
 use super::SourceError;
-use crate::config::{LdapConfig, TlsMode};
+use crate::config::LdapConfig;
 
 impl Session {
     fn read_controls_list(&self) -> Vec<RawControl> {
@@ -37,7 +37,7 @@ const KEEPALIVE_PROBES: u32 = 3;
 
 /// Opens the TCP connection ldap3 will speak over (it cannot set socket options itself), with
 /// keepalive on. The host and port come from the URL; TLS is still set up by ldap3.
-async fn connect_tcp(cfg: &LdapConfig) -> Result<std::net::TcpStream, SourceError> {
+async fn connect_tcp(cfg: &LdapConfig) -> Result<tokio::net::TcpStream, SourceError> {
     let fail = |reason: String| SourceError::Connect {
         url: cfg.url.clone(),
         reason,
@@ -67,16 +67,19 @@ async fn connect_tcp(cfg: &LdapConfig) -> Result<std::net::TcpStream, SourceErro
     sock.set_tcp_keepalive(&keepalive)
         .map_err(|e| fail(format!("cannot enable TCP keepalive: {e}")))?;
     let _ = sock.set_tcp_nodelay(true);
-    stream.into_std().map_err(|e| fail(e.to_string()))
+    Ok(stream)
 }
 
 /// An open, bound LDAP session.
 pub(crate) struct Session {
     ldap: Ldap,
+    /// Why the relay closed the connection, if the server sent something unsound.
+    verdict: super::wire::Verdict,
     timeout: Duration,
     page_size: u32,
     /// Bounds on one search, whatever the server sends: entries and references, and time.
     max_entries: u64,
+    max_read_bytes: u64,
     search_time_limit: Duration,
     /// Ask for DNs in extended form (`<GUID=...>;...`): AD references that survive renames.
     extended_dn: bool,
@@ -140,7 +143,8 @@ fn ad_bind_detail(text: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn describe(rc: u32, text: &str) -> String {
-    let text = text.trim();
+    let text = printable(text.trim());
+    let text = text.as_str();
     if rc == 49 {
         if let Some(detail) = ad_bind_detail(text) {
             return format!("LDAP result 49 ({detail}): {text}");
@@ -157,34 +161,17 @@ impl Session {
     /// Connects (with LDAPS or StartTLS as configured) and binds.
     pub(crate) async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
         let socket = connect_tcp(cfg).await?;
-        let mut settings = LdapConnSettings::new()
+        // ldap3 speaks over a local pair to our relay, which does TLS and checks every
+        // message before ldap3's decoder sees it (see `wire.rs`).
+        let (local, verdict) = super::wire::open(cfg, socket).await?;
+        let settings = LdapConnSettings::new()
             .set_conn_timeout(cfg.timeout)
-            .set_std_stream(StdStream::Tcp(socket));
-        if cfg.tls != TlsMode::Plain {
-            let connector = crate::tls::native_connector(cfg.ca_file.as_deref(), cfg.tls_verify)
-                .map_err(|reason| SourceError::Tls {
-                    url: cfg.url.clone(),
-                    reason,
-                })?;
-            settings = settings
-                .set_connector(connector)
-                .set_starttls(cfg.tls == TlsMode::StartTls)
-                .set_no_tls_verify(!cfg.tls_verify);
-        }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
+            .set_std_stream(StdStream::Unix(local));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, "ldapi://dirbridge-relay")
             .await
-            .map_err(|e| {
-                let mut reason = e.to_string();
-                if reason.contains("certificate") {
-                    reason.push_str(
-                        " (check ldap.ca_file: it must hold the CA that signed the server's certificate, \
-                         and the URL's host must be named in that certificate)",
-                    );
-                }
-                SourceError::Connect {
-                    url: cfg.url.clone(),
-                    reason,
-                }
+            .map_err(|e| SourceError::Connect {
+                url: cfg.url.clone(),
+                reason: op_error(e, &verdict),
             })?;
         ldap3::drive!(conn);
         if let (Some(dn), Some(pw)) = (&cfg.bind_dn, &cfg.bind_password) {
@@ -194,7 +181,7 @@ impl Session {
                 .await
                 .map_err(|e| SourceError::Bind {
                     dn: dn.clone(),
-                    reason: op_error(e),
+                    reason: op_error(e, &verdict),
                 })?;
             if res.rc != 0 {
                 return Err(SourceError::Bind {
@@ -205,12 +192,19 @@ impl Session {
         }
         Ok(Session {
             ldap,
+            verdict,
             timeout: cfg.timeout,
             page_size: cfg.page_size,
             max_entries: cfg.max_entries,
+            max_read_bytes: cfg.max_read_mib.saturating_mul(1024 * 1024),
             search_time_limit: cfg.search_time_limit,
             extended_dn: cfg.profile == crate::config::Profile::ActiveDirectory,
         })
+    }
+
+    /// Why the relay closed the connection, for operations defined elsewhere (content sync).
+    pub(crate) fn verdict(&self) -> super::wire::Verdict {
+        self.verdict.clone()
     }
 
     /// The ldap3 handle, for operations defined next to their protocol (content sync).
@@ -248,10 +242,15 @@ impl Session {
             filter: filter.to_string(),
             reason,
         };
+        let verdict = self.verdict.clone();
         let mut stats = SearchStats::default();
         let deadline = tokio::time::Instant::now() + self.search_time_limit;
         let mut cookie: Vec<u8> = Vec::new();
         let mut empty_pages = 0u32;
+        // Everything the server sent (entries, references, intermediate messages), and the
+        // size of the entries.
+        let mut items = 0u64;
+        let mut read_bytes = 0u64;
         // One search request per page, the cookie carried by hand: ldap3's paging adapter
         // decodes the server's control with a decoder that panics on a malformed value.
         loop {
@@ -270,7 +269,7 @@ impl Session {
                 .with_timeout(self.timeout)
                 .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
                 .await
-                .map_err(|e| err(op_error(e)))?;
+                .map_err(|e| err(op_error(e, &verdict)))?;
             let mut on_page = 0u64;
             loop {
                 let wait = self
@@ -278,7 +277,7 @@ impl Session {
                     .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 let item = match tokio::time::timeout(wait, stream.next()).await {
                     Ok(Ok(item)) => item,
-                    Ok(Err(e)) => return Err(err(op_error(e))),
+                    Ok(Err(e)) => return Err(err(op_error(e, &verdict))),
                     Err(_) if tokio::time::Instant::now() >= deadline => {
                         return Err(err(format!(
                             "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
@@ -290,9 +289,10 @@ impl Session {
                 };
                 let Some(item) = item else { break };
                 on_page += 1;
-                if stats.entries + stats.references >= self.max_entries {
+                items += 1;
+                if items > self.max_entries {
                     return Err(err(format!(
-                        "the server sent more than ldap.max_entries ({}) entries and references for one search",
+                        "the server sent more than ldap.max_entries ({}) entries, references and other messages for one search",
                         self.max_entries
                     )));
                 }
@@ -304,6 +304,13 @@ impl Session {
                     continue;
                 }
                 let entry = decode_entry(item.0).map_err(err)?;
+                read_bytes += entry.size() as u64;
+                if read_bytes > self.max_read_bytes {
+                    return Err(err(format!(
+                        "the server sent more than ldap.max_read_mib ({} MiB) of entries for one search",
+                        self.max_read_bytes / (1024 * 1024)
+                    )));
+                }
                 stats.entries += 1;
                 on_entry(entry);
             }
@@ -311,7 +318,14 @@ impl Session {
             if res.rc != 0 {
                 let mut reason = describe(res.rc, &res.text);
                 if !res.refs.is_empty() {
-                    reason.push_str(&format!(" (to {})", res.refs.join(", ")));
+                    let shown: Vec<String> =
+                        res.refs.iter().take(3).map(|r| printable(r)).collect();
+                    let more = res.refs.len().saturating_sub(3);
+                    reason.push_str(&format!(" (to {}", shown.join(", ")));
+                    if more > 0 {
+                        reason.push_str(&format!(" and {more} more"));
+                    }
+                    reason.push(')');
                 }
                 return Err(err(reason));
             }
@@ -351,6 +365,7 @@ impl Session {
             filter: "(objectClass=*)".to_string(),
             reason,
         };
+        let verdict = self.verdict.clone();
         self.set_read_controls();
         // Streamed, and bounded like a paged search: a base search has one entry, and a server
         // that sends more (or references without end) is cut off rather than buffered.
@@ -359,13 +374,13 @@ impl Session {
             .with_timeout(self.timeout)
             .streaming_search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
-            .map_err(|e| err(op_error(e)))?;
+            .map_err(|e| err(op_error(e, &verdict)))?;
         let mut found = None;
         let mut items = 0u64;
         loop {
             let item = match tokio::time::timeout(self.timeout, stream.next()).await {
                 Ok(Ok(item)) => item,
-                Ok(Err(e)) => return Err(err(op_error(e))),
+                Ok(Err(e)) => return Err(err(op_error(e, &verdict))),
                 Err(_) => return Err(err("no answer within ldap.timeout_secs".to_string())),
             };
             let Some(item) = item else { break };
@@ -520,18 +535,36 @@ pub(crate) struct UsnPosition {
     pub naming_context: String,
 }
 
-/// An ldap3 error as the administrator needs it: a connection that ended mid-operation says so
-/// (ldap3's own text is "end of stream").
-pub(crate) fn op_error(e: ldap3::LdapError) -> String {
-    match e {
-        ldap3::LdapError::EndOfStream => {
-            "the connection ended before the answer did (the server closed it, \
-             or sent something that is not LDAP)"
-                .to_string()
-        }
-        ldap3::LdapError::Timeout { .. } => "no answer within ldap.timeout_secs".to_string(),
-        e => e.to_string(),
+/// An ldap3 error as the administrator needs it. When the relay closed the connection because
+/// of what the server sent, that is the reason, whatever ldap3 saw after; a connection that
+/// ended mid-operation says so (ldap3's own texts are "end of stream", "channel closed").
+pub(crate) fn op_error(e: ldap3::LdapError, verdict: &super::wire::Verdict) -> String {
+    if let Some(why) = verdict.get() {
+        return why;
     }
+    use ldap3::LdapError as E;
+    match e {
+        E::EndOfStream | E::ResultRecv { .. } | E::OpSend { .. } | E::MiscSend { .. } => {
+            "the connection ended before the answer did (the server closed it, or sent what the LDAP library could not decode)".to_string()
+        }
+        E::Timeout { .. } => "no answer within ldap.timeout_secs".to_string(),
+        e => printable(&e.to_string()),
+    }
+}
+
+/// A server's text as one bounded line: control characters (newlines, terminal escapes) shown
+/// as `?`, at most 300 characters. Result texts and referral URLs are the server's words and
+/// must not forge log lines or flood them.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(300).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Empty pages in a row, each with a cookie for another, after which a search is taken for

@@ -12,6 +12,7 @@ pub(crate) mod range;
 pub(crate) mod schema;
 pub(crate) mod sid;
 pub(crate) mod syncrepl;
+pub(crate) mod wire;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:
 /// a partial read must never look like deletions.

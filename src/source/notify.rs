@@ -16,6 +16,7 @@ pub(crate) const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
 pub(crate) struct Notifications {
     stream: SearchStream<'static, String, Vec<String>>,
     base: String,
+    verdict: super::wire::Verdict,
 }
 
 impl std::fmt::Debug for Notifications {
@@ -30,6 +31,7 @@ impl Session {
     /// Registers for change notifications on the subtree of `base`. AD takes only the filter
     /// `(objectClass=*)` with this control.
     pub(crate) async fn notifications(&mut self, base: &str) -> Result<Notifications, SourceError> {
+        let verdict = self.verdict();
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![RawControl {
             ctype: NOTIFICATION_OID.into(),
@@ -47,11 +49,15 @@ impl Session {
             .map_err(|e| SourceError::Search {
                 base: base.to_string(),
                 filter: "(objectClass=*)".into(),
-                reason: format!("cannot register for change notifications: {e}"),
+                reason: format!(
+                    "cannot register for change notifications: {}",
+                    super::ldap::op_error(e, &verdict)
+                ),
             })?;
         Ok(Notifications {
             stream,
             base: base.to_string(),
+            verdict,
         })
     }
 }
@@ -79,7 +85,10 @@ impl Notifications {
                         super::ldap::describe(res.rc, &res.text)
                     )));
                 }
-                Err(e) => return Err(self.err(format!("change notification lost: {e}"))),
+                Err(e) => {
+                    let why = super::ldap::op_error(e, &self.verdict);
+                    return Err(self.err(format!("change notification lost: {why}")));
+                }
             }
         }
     }

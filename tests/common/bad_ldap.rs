@@ -50,6 +50,20 @@ pub enum Misbehaviour {
     Silent,
     /// The root DSE (a read of one entry) is answered with entries without end.
     EndlessRootDse,
+    /// An entry nested 10,000 levels deep (ldap3's recursive decoder overflows the stack).
+    DeepNesting,
+    /// A message that says it is 4 GiB long, then zeros for as long as they are read.
+    HugeLength,
+    /// A message of indefinite length (BER allows it, LDAP does not).
+    IndefiniteLength,
+    /// Answers to a message id that was never used, without end.
+    WrongMessageId,
+    /// Intermediate responses without end.
+    EndlessIntermediate,
+    /// A result whose text carries a newline and terminal escapes (a forged log line).
+    ForgedText,
+    /// Entries of 64 KiB values without end.
+    BigValues,
 }
 
 pub struct BadLdap {
@@ -452,6 +466,89 @@ fn answer(
         }
         Misbehaviour::WrongOperation => {
             out.extend(message(id, result(7, 0, "", None), None));
+        }
+        Misbehaviour::DeepNesting => {
+            // Built by hand: lber's encoder recurses too.
+            let mut inner = vec![0x04, 0x01, b'x'];
+            for _ in 0..10_000 {
+                let mut outer = vec![0x30, 0x84];
+                outer.extend((inner.len() as u32).to_be_bytes());
+                outer.extend(inner);
+                inner = outer;
+            }
+            let dn = encode(octets(b"cn=deep"));
+            let mut op = vec![0x64, 0x84];
+            op.extend(((dn.len() + inner.len()) as u32).to_be_bytes());
+            op.extend(dn);
+            op.extend(inner);
+            let idb = encode(integer(id));
+            let mut msg = vec![0x30, 0x84];
+            msg.extend(((idb.len() + op.len()) as u32).to_be_bytes());
+            msg.extend(idb);
+            msg.extend(op);
+            out.extend(msg);
+            out.extend(done(Some(last_page())));
+        }
+        Misbehaviour::HugeLength => {
+            let _ = conn.write_all(&out);
+            let _ = conn.write_all(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xf0]);
+            let zeros = [0u8; 64 * 1024];
+            while !stop.load(Ordering::SeqCst) {
+                if conn.write_all(&zeros).is_err() {
+                    break;
+                }
+            }
+            return None;
+        }
+        Misbehaviour::IndefiniteLength => {
+            out.extend([
+                0x30, 0x80, 0x02, 0x01, id as u8, 0x65, 0x80, 0x0a, 0x01, 0x00,
+            ]);
+            out.extend([0x04, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        }
+        Misbehaviour::WrongMessageId | Misbehaviour::EndlessIntermediate => {
+            let _ = conn.write_all(&out);
+            while !stop.load(Ordering::SeqCst) {
+                let item = if m == Misbehaviour::WrongMessageId {
+                    message(9999, user(1), None)
+                } else {
+                    message(
+                        id,
+                        cons(
+                            TagClass::Application,
+                            25,
+                            vec![prim(TagClass::Context, 0, b"1.2.3")],
+                        ),
+                        None,
+                    )
+                };
+                if conn.write_all(&item).is_err() {
+                    break;
+                }
+            }
+            return None;
+        }
+        Misbehaviour::ForgedText => {
+            out = message(
+                id,
+                result(5, 1, "boom\nERROR fake: all fine\r\n\x1b[2J", None),
+                None,
+            );
+        }
+        Misbehaviour::BigValues => {
+            let big = "v".repeat(64 * 1024);
+            let mut n = 10usize;
+            while !stop.load(Ordering::SeqCst) {
+                let e = entry(
+                    &format!("uid=big{n},ou=people,{BASE}"),
+                    &[("uid", vec![format!("big{n}")]), ("cn", vec![big.clone()])],
+                );
+                if conn.write_all(&message(id, e, None)).is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            return None;
         }
         Misbehaviour::TruncatedPdu => {
             let e = message(id, user(9), None);

@@ -45,6 +45,10 @@ pub(super) struct RawLdap {
     max_entries: u64,
     #[serde(default = "default_search_time_limit")]
     search_time_limit_secs: u64,
+    #[serde(default = "default_max_message_kib")]
+    max_message_kib: usize,
+    #[serde(default = "default_max_read_mib")]
+    max_read_mib: u64,
 }
 
 /// The defaults a directory flavour brings; every one can be overridden in the file.
@@ -205,6 +209,18 @@ impl RawLdap {
                 "must be between 1 and 604800 (a week)".into(),
             ));
         }
+        if l.max_message_kib == 0 || l.max_message_kib > 1_048_576 {
+            return Err(invalid(
+                "ldap.max_message_kib",
+                "must be between 1 and 1048576 (1 GiB)".into(),
+            ));
+        }
+        if l.max_read_mib == 0 || l.max_read_mib > 1_048_576 {
+            return Err(invalid(
+                "ldap.max_read_mib",
+                "must be between 1 and 1048576 (1 TiB)".into(),
+            ));
+        }
         if l.base_dn.trim().is_empty() {
             return Err(invalid("ldap.base_dn", "must not be empty".into()));
         }
@@ -232,6 +248,8 @@ impl RawLdap {
             timeout: Duration::from_secs(l.timeout_secs),
             max_entries: l.max_entries,
             search_time_limit: Duration::from_secs(l.search_time_limit_secs),
+            max_message_kib: l.max_message_kib,
+            max_read_mib: l.max_read_mib,
         };
         Ok((ldap, l_incremental_explicit))
     }
@@ -252,6 +270,16 @@ fn default_max_entries() -> u64 {
 
 fn default_search_time_limit() -> u64 {
     4 * 3600
+}
+
+/// 64 MiB: a group of a million members in one message, where range retrieval is not used.
+fn default_max_message_kib() -> usize {
+    65_536
+}
+
+/// 4 GiB of attribute data in one search: ten times a million users' worth of what is mapped.
+fn default_max_read_mib() -> u64 {
+    4096
 }
 
 /// A light check that catches the common mistakes (unbalanced parentheses, no parentheses)

@@ -47,6 +47,7 @@ pub(crate) struct PersistSearch {
     stream: SearchStream<'static, String, Vec<String>>,
     base: String,
     filter: String,
+    verdict: crate::source::wire::Verdict,
 }
 
 impl std::fmt::Debug for PersistSearch {
@@ -98,6 +99,7 @@ impl Session {
         attrs: &[String],
         cookie: Option<&[u8]>,
     ) -> Result<PersistSearch, SourceError> {
+        let verdict = self.verdict();
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![sync_request(cookie, true)]);
         let stream = ldap
@@ -106,12 +108,16 @@ impl Session {
             .map_err(|e| SourceError::Search {
                 base: base.to_string(),
                 filter: filter.to_string(),
-                reason: format!("cannot start content synchronization: {e}"),
+                reason: format!(
+                    "cannot start content synchronization: {}",
+                    crate::source::ldap::op_error(e, &verdict)
+                ),
             })?;
         Ok(PersistSearch {
             stream,
             base: base.to_string(),
             filter: filter.to_string(),
+            verdict,
         })
     }
 
@@ -147,7 +153,10 @@ impl PersistSearch {
             let item = match self.stream.next().await {
                 Ok(Some(item)) => item,
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(self.err(format!("content synchronization lost: {e}"))),
+                Err(e) => {
+                    let why = crate::source::ldap::op_error(e, &self.verdict);
+                    return Err(self.err(format!("content synchronization lost: {why}")));
+                }
             };
             if item.is_ref() {
                 continue;
