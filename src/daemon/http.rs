@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::Board;
 use crate::config::Secret;
@@ -47,7 +47,7 @@ pub(super) async fn serve(listener: TcpListener, board: Arc<Board>, token: Optio
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<String>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -114,8 +114,8 @@ pub(super) fn route(board: &Board, method: &str, path: &str) -> (u16, &'static s
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     board: &Board,
     token: Option<&Secret>,
 ) -> std::io::Result<()> {
@@ -184,6 +184,46 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn board() -> (tempfile::TempDir, Board) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::state::Store::open(&dir.path().join("state"), 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, Board::new(Arc::new(store), Duration::from_secs(60)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_take_the_answer_is_dropped() {
+        let (_dir, board) = board();
+        // A 64-byte pipe the client never reads: the answer cannot be written whole.
+        let (server, mut client) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = tokio::time::Instant::now();
+        let r = handle(server, &board, None).await;
+        assert_eq!(r.map_err(|e| e.kind()), Err(std::io::ErrorKind::TimedOut));
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_no_request_is_dropped() {
+        let (_dir, board) = board();
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let started = tokio::time::Instant::now();
+        handle(server, &board, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(started.elapsed(), READ_TIMEOUT);
+        let mut answer = String::new();
+        client
+            .read_to_string(&mut answer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
 
     #[test]
     fn only_the_exact_bearer_token_is_accepted() {
