@@ -82,13 +82,15 @@ pub struct NotText {
 }
 
 impl RawEntry {
-    /// Bytes of the DN, attribute names and values: what holding the entry costs, roughly.
+    /// What holding the entry costs, roughly: the bytes of the DN, names and values, and a
+    /// vector's worth for each value (empty values are not free).
     pub(crate) fn size(&self) -> usize {
+        const PER_VALUE: usize = std::mem::size_of::<Vec<u8>>();
         self.dn.len()
             + self
                 .attrs
                 .iter()
-                .map(|(k, v)| k.len() + v.iter().map(Vec::len).sum::<usize>())
+                .map(|(k, v)| k.len() + v.iter().map(|x| x.len() + PER_VALUE).sum::<usize>())
                 .sum::<usize>()
     }
 

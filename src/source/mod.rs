@@ -9,6 +9,7 @@ pub(crate) mod ldap;
 pub(crate) mod notify;
 pub(crate) mod paged;
 pub(crate) mod range;
+pub(crate) mod result_text;
 pub(crate) mod schema;
 pub(crate) mod sid;
 pub(crate) mod syncrepl;

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use ldap3::asn1::{parse_tag, StructureTag, TagClass, PL};
 
+mod ber;
+use ber::*;
+
 pub const BASE: &str = "dc=bad,dc=test";
 pub const BIND_DN: &str = "cn=admin,dc=bad,dc=test";
 const PAGED: &str = "1.2.840.113556.1.4.319";
@@ -64,6 +67,15 @@ pub enum Misbehaviour {
     ForgedText,
     /// Entries of 64 KiB values without end.
     BigValues,
+    /// An entry holding a long-form tag, which lber reads as tag 31 and a length: what follows
+    /// looks like content here and like 10,000 nested sequences to lber.
+    LongFormTag,
+    /// One entry with 100,000 empty values (each costs ldap3 far more than its two bytes).
+    EmptyValues,
+    /// A StartTLS request is never answered.
+    SilentStartTls,
+    /// The root DSE is answered with a search reference every 1.5 s, never ending.
+    DrippingRootDse,
 }
 
 pub struct BadLdap {
@@ -118,146 +130,6 @@ impl Drop for BadLdap {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
-}
-
-// --- BER building -------------------------------------------------------------------------
-
-fn prim(class: TagClass, id: u64, v: &[u8]) -> StructureTag {
-    StructureTag {
-        class,
-        id,
-        payload: PL::P(v.to_vec()),
-    }
-}
-
-fn cons(class: TagClass, id: u64, v: Vec<StructureTag>) -> StructureTag {
-    StructureTag {
-        class,
-        id,
-        payload: PL::C(v),
-    }
-}
-
-fn octets(v: &[u8]) -> StructureTag {
-    prim(TagClass::Universal, 4, v)
-}
-
-fn seq(v: Vec<StructureTag>) -> StructureTag {
-    cons(TagClass::Universal, 16, v)
-}
-
-fn int_bytes(n: i64) -> Vec<u8> {
-    let b = n.to_be_bytes();
-    let mut i = 0;
-    while i < 7 && ((b[i] == 0 && b[i + 1] & 0x80 == 0) || (b[i] == 0xff && b[i + 1] & 0x80 != 0)) {
-        i += 1;
-    }
-    b[i..].to_vec()
-}
-
-fn integer(n: i64) -> StructureTag {
-    prim(TagClass::Universal, 2, &int_bytes(n))
-}
-
-fn enumerated(n: i64) -> StructureTag {
-    prim(TagClass::Universal, 10, &int_bytes(n))
-}
-
-fn encode(t: StructureTag) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    ldap3::asn1::write::encode_into(&mut buf, t).unwrap();
-    buf.to_vec()
-}
-
-/// An LDAPMessage: id, operation, and controls (`None`: no controls element; `Some(raw)`: the
-/// `[0]` element as given, well-formed or not).
-fn message(id: i64, op: StructureTag, controls: Option<StructureTag>) -> Vec<u8> {
-    let mut parts = vec![integer(id), op];
-    parts.extend(controls);
-    encode(seq(parts))
-}
-
-fn controls(list: Vec<StructureTag>) -> StructureTag {
-    cons(TagClass::Context, 0, list)
-}
-
-fn control(oid: &str, value: Option<&[u8]>) -> StructureTag {
-    let mut parts = vec![octets(oid.as_bytes())];
-    parts.extend(value.map(octets));
-    seq(parts)
-}
-
-fn paged_value(size: i64, cookie: &[u8]) -> Vec<u8> {
-    encode(seq(vec![integer(size), octets(cookie)]))
-}
-
-fn result(app: u64, rc: i64, text: &str, referral: Option<&str>) -> StructureTag {
-    let mut parts = vec![enumerated(rc), octets(b""), octets(text.as_bytes())];
-    if let Some(url) = referral {
-        parts.push(cons(TagClass::Context, 3, vec![octets(url.as_bytes())]));
-    }
-    cons(TagClass::Application, app, parts)
-}
-
-fn entry(dn: &str, attrs: &[(&str, Vec<String>)]) -> StructureTag {
-    let attrs = attrs
-        .iter()
-        .map(|(name, values)| {
-            seq(vec![
-                octets(name.as_bytes()),
-                cons(
-                    TagClass::Universal,
-                    17,
-                    values.iter().map(|v| octets(v.as_bytes())).collect(),
-                ),
-            ])
-        })
-        .collect();
-    cons(
-        TagClass::Application,
-        4,
-        vec![octets(dn.as_bytes()), seq(attrs)],
-    )
-}
-
-fn user(n: usize) -> StructureTag {
-    let uid = format!("user{n}");
-    entry(
-        &format!("uid={uid},ou=people,{BASE}"),
-        &[
-            ("objectClass", vec!["inetOrgPerson".into()]),
-            ("uid", vec![uid.clone()]),
-            ("cn", vec![format!("User {n}")]),
-            ("sn", vec![format!("Number{n}")]),
-            ("givenName", vec!["User".into()]),
-            ("mail", vec![format!("{uid}@bad.test")]),
-            (
-                "entryUUID",
-                vec![format!("00000000-0000-4000-8000-{n:012}")],
-            ),
-            ("memberOf", vec![format!("cn=staff,ou=groups,{BASE}")]),
-        ],
-    )
-}
-
-fn group() -> StructureTag {
-    entry(
-        &format!("cn=staff,ou=groups,{BASE}"),
-        &[
-            ("objectClass", vec!["groupOfNames".into()]),
-            ("cn", vec!["staff".into()]),
-            (
-                "entryUUID",
-                vec!["00000000-0000-4000-9000-000000000001".into()],
-            ),
-            (
-                "member",
-                (1..=3)
-                    .map(|n| format!("uid=user{n},ou=people,{BASE}"))
-                    .collect(),
-            ),
-        ],
-    )
 }
 
 // --- Serving ------------------------------------------------------------------------------
@@ -371,6 +243,10 @@ fn serve(
                         None => return,
                     }
                 }
+                // StartTLS (an extended request): this server does not speak TLS. Refused,
+                // unless it is to stay silent.
+                23 if *mode.lock().unwrap() == Misbehaviour::SilentStartTls => continue,
+                23 => message(req.id, result(24, 2, "no TLS here", None), None),
                 // Abandon and anything else: no answer.
                 _ => continue,
             };
@@ -418,6 +294,21 @@ fn answer(
         }
         out
     };
+    if req.base.is_empty() && m == Misbehaviour::DrippingRootDse {
+        while !stop.load(Ordering::SeqCst) {
+            let url = format!("ldap://127.0.0.1:{port}/{BASE}");
+            let r = message(
+                id,
+                cons(TagClass::Application, 19, vec![octets(url.as_bytes())]),
+                None,
+            );
+            if conn.write_all(&r).is_err() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        return None;
+    }
     if req.base.is_empty() && m == Misbehaviour::EndlessRootDse {
         let mut n = 0usize;
         while !stop.load(Ordering::SeqCst) {
@@ -434,14 +325,60 @@ fn answer(
         return None;
     }
     // The root DSE is otherwise answered well: the misbehaviour is in the read of the directory.
-    if req.base.is_empty() || matches!(m, Misbehaviour::Well | Misbehaviour::EndlessRootDse) {
+    if req.base.is_empty()
+        || matches!(
+            m,
+            Misbehaviour::Well
+                | Misbehaviour::EndlessRootDse
+                | Misbehaviour::DrippingRootDse
+                | Misbehaviour::SilentStartTls
+        )
+    {
         let mut out = well();
         out.extend(done(Some(last_page())));
         return Some(out);
     }
     let mut out = well();
     match m {
-        Misbehaviour::Well | Misbehaviour::EndlessRootDse => {}
+        Misbehaviour::Well
+        | Misbehaviour::EndlessRootDse
+        | Misbehaviour::DrippingRootDse
+        | Misbehaviour::SilentStartTls => {}
+        Misbehaviour::LongFormTag => {
+            let mut deep = Vec::new();
+            for _ in 0..10_000 {
+                deep.extend([0x30, 0x84]);
+                deep.extend([0, 0, 0, 0]);
+            }
+            // `1f 81 05`: a long-form tag here; tag 31, length 5 to lber, then the sequences.
+            let mut smuggled = vec![0x1f, 0x81, 0x05, 0x84];
+            smuggled.extend((deep.len() as u32).to_be_bytes());
+            smuggled.extend(deep);
+            let dn = encode(octets(b"cn=smuggled"));
+            let mut op = vec![0x64, 0x84];
+            op.extend(((dn.len() + smuggled.len()) as u32).to_be_bytes());
+            op.extend(dn);
+            op.extend(smuggled);
+            let idb = encode(integer(id));
+            let mut msg = vec![0x30, 0x84];
+            msg.extend(((idb.len() + op.len()) as u32).to_be_bytes());
+            msg.extend(idb);
+            msg.extend(op);
+            out.extend(msg);
+            out.extend(done(Some(last_page())));
+        }
+        Misbehaviour::EmptyValues => {
+            let values = vec![String::new(); 100_000];
+            out.extend(message(
+                id,
+                entry(
+                    &format!("uid=empty,ou=people,{BASE}"),
+                    &[("description", values)],
+                ),
+                None,
+            ));
+            out.extend(done(Some(last_page())));
+        }
         Misbehaviour::PagedWithoutValue => {
             out.extend(done(Some(controls(vec![control(PAGED, None)]))));
         }

@@ -1,0 +1,332 @@
+//! The checks a message from the directory must pass before ldap3 decodes it (see the parent
+//! module): BER structure, size, depth, element count, shape, and what it answers.
+
+use std::collections::HashMap;
+
+/// Nesting levels a message may have. LDAP's deepest answers (an entry's values, a control's
+/// parts) stay under ten.
+pub(super) const MAX_DEPTH: usize = 32;
+
+/// Elements one message may hold: one per 8 bytes (a value costs ldap3 some 80 bytes of
+/// memory, so a message of empty values would grow 40-fold), and never more than two million
+/// (a group of a million members in one message has about that many).
+pub(super) fn max_elements(len: usize) -> usize {
+    (len / 8).clamp(1024, 2_000_000)
+}
+
+/// The answers each kind of request may get (LDAP application tags, RFC 4511 §4).
+fn answers(request: u8) -> &'static [u8] {
+    match request {
+        0x60 => &[0x61],                   // bind
+        0x63 => &[0x64, 0x65, 0x73, 0x79], // search: entry, done, reference, intermediate
+        0x66 => &[0x67],                   // modify
+        0x68 => &[0x69],                   // add
+        0x4a => &[0x6b],                   // delete
+        0x6c => &[0x6d],                   // modify DN
+        0x6e => &[0x6f],                   // compare
+        0x77 => &[0x78, 0x79],             // extended
+        _ => &[],
+    }
+}
+
+/// Each control in the `[0]` element at `at` is `SEQUENCE { OCTET STRING, [BOOLEAN],
+/// [OCTET STRING] }` with primitive parts (ldap3 panics on anything else there).
+fn check_controls(msg: &[u8], at: usize) -> Result<(), String> {
+    let (len, h) = header(msg, at)?;
+    let end = at + h + len;
+    let mut c = at + h;
+    while c < end {
+        let (clen, ch) = header(msg, c)?;
+        if msg[c] != 0x30 {
+            return Err("a control that is not a sequence".into());
+        }
+        let cend = c + ch + clen;
+        let mut p = c + ch;
+        let mut parts = Vec::new();
+        while p < cend {
+            let (plen, ph) = header(msg, p)?;
+            parts.push((msg[p], plen));
+            p += ph + plen;
+        }
+        let fine = matches!(
+            parts.as_slice(),
+            [(0x04, _)]
+                | [(0x04, _), (0x04, _)]
+                | [(0x04, _), (0x01, 1)]
+                | [(0x04, _), (0x01, 1), (0x04, _)]
+        );
+        if !fine {
+            return Err("a control that is not a type, a criticality and a value".into());
+        }
+        c = cend;
+    }
+    Ok(())
+}
+
+/// The result code of an answer (the first element of its operation).
+pub(super) fn result_code(msg: &[u8]) -> Option<i64> {
+    let (_, seq) = header(msg, 0).ok()?;
+    let (id_len, id_hdr) = header(msg, seq).ok()?;
+    let op_at = seq + id_hdr + id_len;
+    let (_, op_hdr) = header(msg, op_at).ok()?;
+    let rc_at = op_at + op_hdr;
+    let (rc_len, rc_hdr) = header(msg, rc_at).ok()?;
+    let bytes = msg.get(rc_at + rc_hdr..rc_at + rc_hdr + rc_len)?;
+    integer(bytes)
+}
+
+/// One BER header at `at`: (content length, header length). Definite lengths only (RFC 4511
+/// §5.1), tags of one byte.
+pub(super) fn header(buf: &[u8], at: usize) -> Result<(usize, usize), String> {
+    let tag = *buf.get(at).ok_or("a truncated element")?;
+    let mut i = at + 1;
+    if tag & 0x1f == 0x1f {
+        // No LDAP tag needs the long form, and lber would read it as tag 31 and a length.
+        return Err("a tag in the long form".into());
+    }
+    let l = *buf.get(i).ok_or("a truncated length")?;
+    i += 1;
+    let len = match l {
+        n if n < 0x80 => usize::from(n),
+        0x80 => return Err("an indefinite length".into()),
+        n => {
+            let k = usize::from(n & 0x7f);
+            if k > 4 {
+                return Err(format!("a length of {k} bytes"));
+            }
+            let bytes = buf.get(i..i + k).ok_or("a truncated length")?;
+            i += k;
+            bytes
+                .iter()
+                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x))
+        }
+    };
+    Ok((len, i - at))
+}
+
+fn integer(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 8 {
+        return None;
+    }
+    let mut n: i64 = if b[0] & 0x80 != 0 { -1 } else { 0 };
+    for x in b {
+        n = (n << 8) | i64::from(*x);
+    }
+    Some(n)
+}
+
+/// Checks a whole message: every length fits in its parent, nothing nests deeper than
+/// [`MAX_DEPTH`], at most [`max_elements`] elements, and it is an INTEGER message id, one
+/// operation and optional `[0]` controls. With `known` (the requests made, by id), the id must
+/// be one of them and the operation an answer to that kind of request; id 0 may only be an
+/// unsolicited notice (an extended response). Returns (message id, operation tag).
+pub(super) fn check(msg: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64, u8), String> {
+    let (len, hdr) = header(msg, 0)?;
+    if hdr + len != msg.len() {
+        return Err("a message whose length does not match its content".into());
+    }
+    let most = max_elements(msg.len());
+    let mut elements = 0usize;
+    // Ends of the constructed elements we are inside, innermost last.
+    let mut open: Vec<usize> = vec![msg.len()];
+    // The message's own elements: (tag, start).
+    let mut top: Vec<(u8, usize)> = Vec::new();
+    let mut at = hdr;
+    while at < msg.len() {
+        while open.last() == Some(&at) {
+            open.pop();
+        }
+        let (len, h) = header(msg, at)?;
+        elements += 1;
+        if elements > most {
+            return Err(format!(
+                "more than {most} elements in a message of {} bytes",
+                msg.len()
+            ));
+        }
+        if open.len() == 1 {
+            top.push((msg[at], at));
+        }
+        let end = at
+            .checked_add(h)
+            .and_then(|x| x.checked_add(len))
+            .ok_or("an element too long")?;
+        if open.last().is_some_and(|&parent| end > parent) {
+            return Err("an element longer than what holds it".into());
+        }
+        if msg[at] & 0x20 != 0 {
+            if open.len() + 1 > MAX_DEPTH {
+                return Err(format!("elements nested more than {MAX_DEPTH} deep"));
+            }
+            open.push(end);
+            at += h;
+        } else {
+            at = end;
+        }
+    }
+    let (id_tag, id_at) = *top.first().ok_or("an empty message")?;
+    if id_tag != 0x02 {
+        return Err("a message without a message id".into());
+    }
+    let (id_len, id_hdr) = header(msg, id_at)?;
+    let id = msg
+        .get(id_at + id_hdr..id_at + id_hdr + id_len)
+        .and_then(integer)
+        .ok_or("a message id that is not a number")?;
+    let op = top
+        .get(1)
+        .map(|t| t.0)
+        .ok_or("a message without an operation")?;
+    match top.get(2) {
+        None => {}
+        Some(&(0xa0, at)) if top.len() == 3 => check_controls(msg, at)?,
+        Some(_) => return Err("a message with more than an id, an operation and controls".into()),
+    }
+    if let Some(known) = known {
+        match (id, known.get(&id)) {
+            (0, _) if op == 0x78 => {}
+            (0, _) => return Err(format!("an unsolicited message of type {op:#04x}")),
+            (_, None) => return Err(format!("an answer to message {id}, which was never sent")),
+            (_, Some(request)) if !answers(*request).contains(&op) => {
+                return Err(format!(
+                    "an answer of type {op:#04x} to a request of type {request:#04x}"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok((id, op))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: u8, op: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x02, 0x01, id];
+        body.extend_from_slice(op);
+        let mut m = if body.len() < 0x80 {
+            vec![0x30, body.len() as u8]
+        } else {
+            let mut h = vec![0x30, 0x84];
+            h.extend((body.len() as u32).to_be_bytes());
+            h
+        };
+        m.extend(body);
+        m
+    }
+
+    /// A bind response with result 0.
+    fn bind_ok(id: u8) -> Vec<u8> {
+        msg(id, &[0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00])
+    }
+
+    #[test]
+    fn sound_messages_pass_and_their_ids_and_codes_are_read() {
+        let known: HashMap<i64, u8> = [(3, 0x60)].into();
+        assert_eq!(check(&bind_ok(3), Some(&known)), Ok((3, 0x61)));
+        assert_eq!(result_code(&bind_ok(3)), Some(0));
+        // An unsolicited notice (id 0, an extended response) is let through; with controls too.
+        let notice = msg(0, &[0x78, 0x07, 0x0a, 0x01, 0x34, 0x04, 0x00, 0x04, 0x00]);
+        assert!(check(&notice, Some(&known)).is_ok());
+        let with_controls = msg(
+            3,
+            &[
+                0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0xa0, 0x00,
+            ],
+        );
+        assert!(check(&with_controls, Some(&known)).is_ok());
+    }
+
+    #[test]
+    fn unsound_messages_are_refused() {
+        let known: HashMap<i64, u8> = [(3, 0x60), (5, 0x63)].into();
+        assert!(check(&bind_ok(4), Some(&known))
+            .unwrap_err()
+            .contains("never sent"));
+        // The wrong kind of answer, an id-0 message that is not a notice, a bare controls element.
+        assert!(check(&bind_ok(5), Some(&known))
+            .unwrap_err()
+            .contains("to a request of type"));
+        assert!(check(&bind_ok(0), Some(&known))
+            .unwrap_err()
+            .contains("unsolicited"));
+        assert!(check(&msg(3, &[0xa0, 0x00]), Some(&known)).is_err());
+        assert!(check(&msg(3, &[0x61, 0x00, 0x04, 0x00]), Some(&known))
+            .unwrap_err()
+            .contains("more than an id"));
+        // Controls that are not sequences of primitive parts (ldap3 panics on them).
+        let done = [0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+        let known_search: HashMap<i64, u8> = [(5, 0x63)].into();
+        for controls in [
+            &[0xa0, 0x02, 0x04, 0x00][..],
+            &[0xa0, 0x04, 0x30, 0x02, 0x01, 0x00],
+            &[0xa0, 0x06, 0x30, 0x04, 0x04, 0x00, 0x01, 0x00],
+            &[0xa0, 0x06, 0x30, 0x04, 0x04, 0x00, 0x30, 0x00],
+        ] {
+            let m = msg(5, &[&done[..], controls].concat());
+            assert!(check(&m, Some(&known_search)).is_err(), "{controls:02x?}");
+        }
+        let sound = [
+            0xa0, 0x0b, 0x30, 0x09, 0x04, 0x01, b'1', 0x01, 0x01, 0xff, 0x04, 0x01, 0x00,
+        ];
+        assert!(check(
+            &msg(5, &[&done[..], &sound[..]].concat()),
+            Some(&known_search)
+        )
+        .is_ok());
+        // A long-form tag (lber would read it as tag 31 and a length).
+        assert!(
+            check(&msg(3, &[0x61, 0x03, 0x1f, 0x81, 0x00]), Some(&known))
+                .unwrap_err()
+                .contains("long form")
+        );
+        // Empty values in their millions: refused before ldap3 makes 80 bytes of each.
+        let values = [0x04, 0x00].repeat(100_000);
+        let mut set = vec![0x31, 0x84];
+        set.extend((values.len() as u32).to_be_bytes());
+        set.extend(values);
+        let m = msg(
+            5,
+            &[&[0x64, 0x84][..], &(set.len() as u32).to_be_bytes(), &set].concat(),
+        );
+        assert!(check(&m, Some(&known)).unwrap_err().contains("elements"));
+        // Lengths that do not add up.
+        let mut m = bind_ok(3);
+        m[1] += 1;
+        assert!(check(&m, Some(&known)).is_err());
+        let mut m = bind_ok(3);
+        m[4] = 0x09;
+        assert!(check(&m, Some(&known)).is_err());
+        // Indefinite length inside.
+        let m = msg(3, &[0x61, 0x80, 0x00, 0x00]);
+        assert!(check(&m, Some(&known)).is_err());
+        // Nested deeper than allowed.
+        let mut inner = vec![0x04, 0x00];
+        for _ in 0..MAX_DEPTH {
+            let mut outer = vec![0x30, 0x84];
+            outer.extend((inner.len() as u32).to_be_bytes());
+            outer.extend(inner);
+            inner = outer;
+        }
+        let m = msg(
+            3,
+            &[
+                &[0x64, 0x84][..],
+                &(inner.len() as u32).to_be_bytes(),
+                &inner,
+            ]
+            .concat(),
+        );
+        assert!(check(&m, Some(&known)).unwrap_err().contains("nested"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_checked_without_panicking(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let known: HashMap<i64, u8> = [(1, 0x60), (2, 0x63)].into();
+            let _ = check(&v, Some(&known));
+            let _ = result_code(&v);
+        }
+    }
+}
