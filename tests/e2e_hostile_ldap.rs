@@ -1,4 +1,4 @@
-//! A directory server that misbehaves on purpose (tests/common/bad_ldap.rs): malformed
+//! A directory server that misbehaves on purpose (tests/common/bad_ldap/): malformed
 //! paged-results controls, controls that are not a sequence, truncated PDUs, bytes that are not
 //! BER, a referral to itself, references, entries and empty pages without end, silence. After a
 //! good first sync, `sync` and `plan` against each end with exit code 2 and an error that says

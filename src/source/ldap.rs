@@ -100,7 +100,7 @@ impl Session {
     pub(crate) async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
         let socket = connect_tcp(cfg).await?;
         // ldap3 speaks over a local pair to our relay, which does TLS and checks every
-        // message before ldap3's decoder sees it (see `wire.rs`).
+        // message before ldap3's decoder sees it (see `wire/`).
         let (local, verdict) = super::wire::open(cfg, socket).await?;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(cfg.timeout)
