@@ -99,8 +99,16 @@ const CASES: &[(Misbehaviour, &str)] = &[
     (Misbehaviour::BigValues, "ldap.max_read_mib (4 MiB)"),
     (Misbehaviour::LongFormTag, "a tag in the long form"),
     (
+        Misbehaviour::EmptyResultCode,
+        "a result that is not a result code, a matched DN and a diagnostic message",
+    ),
+    (
+        Misbehaviour::MatchedDnNotUtf8,
+        "a matched DN that is not UTF-8",
+    ),
+    (
         Misbehaviour::EmptyValues,
-        "more than 25009 elements in a message of 200077 bytes",
+        "more than 32768 elements in one message of 200077 bytes (one per 32 bytes of ldap.max_message_kib)",
     ),
     (Misbehaviour::ReferralToItself, "referrals are not followed"),
     (Misbehaviour::EndlessReferences, "ldap.max_entries (5000)"),
@@ -233,7 +241,7 @@ fn a_read_of_one_entry_answered_without_end_is_cut_off() {
 }
 
 #[test]
-fn a_starttls_that_is_never_answered_and_a_read_that_drips_are_bounded() {
+fn starttls_never_answered_a_read_that_drips_and_endless_ranges_are_bounded() {
     let server = BadLdap::start(Misbehaviour::SilentStartTls);
     let mut gw = gateway(&server);
     gw.ldap_extra = "starttls = true\n".into();
@@ -255,6 +263,22 @@ fn a_starttls_that_is_never_answered_and_a_read_that_drips_are_bounded() {
     assert!(
         r.stderr
             .contains("did not end within ldap.search_time_limit_secs (3s)"),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(gw.scim.users().is_empty(), "{r:?}");
+
+    // Ranges handed out one value at a time, each read answered at once: the search's budget
+    // ends the range retrieval that completes its entries.
+    server.set(Misbehaviour::EndlessRanges);
+    gw.ldap_extra = "search_time_limit_secs = 3\n".into();
+    let started = std::time::Instant::now();
+    let r = gw.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "the range retrieval of description did not end within ldap.search_time_limit_secs (3s) of its search"
+        ),
         "{r:?}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));

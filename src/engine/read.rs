@@ -8,7 +8,7 @@ use crate::config::{Config, Membership, ReferencedGroups};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
-use crate::source::ldap::Session;
+use crate::source::ldap::{ReadBudget, Session};
 use crate::source::{range, SourceError};
 
 /// Figures of one read, for logs.
@@ -83,6 +83,7 @@ pub(super) async fn search(
     mut add: impl FnMut(RawEntry),
 ) -> Result<u64, SourceError> {
     let mut incomplete = Vec::new();
+    let mut budget = session.read_budget();
     let s = session
         .search_paged(base, filter, attrs, |mut e| {
             let pending = range::fold(&mut e);
@@ -94,7 +95,8 @@ pub(super) async fn search(
         })
         .await?;
     stats.references_skipped += s.references;
-    for e in complete(session, incomplete, step, stats).await? {
+    budget.spend(s.bytes);
+    for e in complete(session, incomplete, step, stats, &mut budget).await? {
         add(e);
     }
     Ok(s.entries)
@@ -105,11 +107,14 @@ async fn complete(
     incomplete: Incomplete,
     step: Option<u32>,
     stats: &mut ReadStats,
+    budget: &mut ReadBudget,
 ) -> Result<Vec<RawEntry>, SourceError> {
     let mut out = Vec::with_capacity(incomplete.len());
     for (mut e, pending) in incomplete {
         for (attr, next) in pending {
-            let rest = session.read_ranges(&e.dn, &attr, next, step).await?;
+            let rest = session
+                .read_ranges(&e.dn, &attr, next, step, budget)
+                .await?;
             stats.range_reads += 1;
             e.attrs.entry(attr).or_default().extend(rest);
         }
@@ -186,10 +191,29 @@ async fn read_with(
     if cfg.ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create
     {
+        // The groups the users name that the group search did not return, read one by one
+        // within one budget: as many as a server names cannot make the read endless.
+        let mut budget = session.read_budget();
         for dn in builder.unknown_group_dns() {
+            budget
+                .check("the reads of the groups named in memberOf")
+                .map_err(|reason| SourceError::Search {
+                    base: dn.clone(),
+                    filter: "(objectClass=*)".into(),
+                    reason,
+                })?;
             if let Some(mut entry) = session.read_entry(&dn, &group_attrs).await? {
+                budget.spend(entry.size() as u64);
                 let pending = range::fold(&mut entry);
-                for e in complete(session, vec![(entry, pending)], step, &mut stats).await? {
+                for e in complete(
+                    session,
+                    vec![(entry, pending)],
+                    step,
+                    &mut stats,
+                    &mut budget,
+                )
+                .await?
+                {
                     builder.add_group(&e);
                     stats.referenced_groups += 1;
                 }

@@ -289,7 +289,18 @@ impl Session {
             }
             cookie = page.cookie;
         }
+        stats.bytes = read_bytes;
         Ok(stats)
+    }
+
+    /// A budget for a read that starts now (see [`ReadBudget`]).
+    pub(crate) fn read_budget(&self) -> ReadBudget {
+        ReadBudget {
+            deadline: tokio::time::Instant::now() + self.search_time_limit,
+            bytes_left: self.max_read_bytes,
+            limit: self.search_time_limit,
+            max_bytes: self.max_read_bytes,
+        }
     }
 
     /// Reads one entry by DN; `None` when it does not exist.
@@ -365,44 +376,44 @@ impl Session {
         attr: &str,
         mut start: u32,
         step: Option<u32>,
+        budget: &mut ReadBudget,
     ) -> Result<Vec<Vec<u8>>, SourceError> {
+        let err = |reason: String| SourceError::Search {
+            base: dn.to_string(),
+            filter: "(objectClass=*)".into(),
+            reason,
+        };
         let mut values = Vec::new();
-        // Each round must move forward; a server that does not is cut off rather than looped on.
-        for _ in 0..1_000_000u32 {
+        // Each round must move forward; a server that does not is cut off rather than looped
+        // on, and the rounds share the budget of the search they complete.
+        loop {
+            budget
+                .check(&format!("the range retrieval of {attr}"))
+                .map_err(err)?;
             let wanted = super::range::request(attr, start, step);
             let Some(mut entry) = self.read_entry(dn, &[wanted]).await? else {
                 break;
             };
             let pending = super::range::fold(&mut entry);
-            values.extend(
-                entry
-                    .attrs
-                    .remove(&attr.to_ascii_lowercase())
-                    .unwrap_or_default(),
+            let got = entry
+                .attrs
+                .remove(&attr.to_ascii_lowercase())
+                .unwrap_or_default();
+            budget.spend(
+                got.iter()
+                    .map(|v| (v.len() + std::mem::size_of::<Vec<u8>>()) as u64)
+                    .sum(),
             );
-            if values.len() as u64 > self.max_entries {
-                return Err(SourceError::Search {
-                    base: dn.to_string(),
-                    filter: "(objectClass=*)".into(),
-                    reason: format!(
-                        "{attr} has more than ldap.max_entries ({}) values",
-                        self.max_entries
-                    ),
-                });
-            }
+            values.extend(got);
             match pending
                 .into_iter()
                 .find(|(a, _)| a.eq_ignore_ascii_case(attr))
             {
                 Some((_, next)) if next > start => start = next,
                 Some(_) => {
-                    return Err(SourceError::Search {
-                        base: dn.to_string(),
-                        filter: "(objectClass=*)".into(),
-                        reason: format!(
-                            "the server's ranges of {attr} do not advance past {start}"
-                        ),
-                    })
+                    return Err(err(format!(
+                        "the server's ranges of {attr} do not advance past {start}"
+                    )))
                 }
                 None => break,
             }
@@ -487,9 +498,44 @@ pub(crate) struct UsnPosition {
 /// one that never ends (AD can send a few empty pages while it scans a large index).
 const MAX_EMPTY_PAGES: u32 = 1000;
 
+/// What a directory read (a search and the range reads that complete its entries) may still
+/// take: a server that hands out ranges one value at a time cannot make it endless.
+pub(crate) struct ReadBudget {
+    deadline: tokio::time::Instant,
+    bytes_left: u64,
+    limit: Duration,
+    max_bytes: u64,
+}
+
+impl ReadBudget {
+    /// Takes `bytes` from the budget.
+    pub(crate) fn spend(&mut self, bytes: u64) {
+        self.bytes_left = self.bytes_left.saturating_sub(bytes);
+    }
+
+    /// An error naming `what` once the time or the bytes are spent.
+    pub(crate) fn check(&self, what: &str) -> Result<(), String> {
+        if tokio::time::Instant::now() >= self.deadline {
+            return Err(format!(
+                "{what} did not end within ldap.search_time_limit_secs ({}s) of its search",
+                self.limit.as_secs()
+            ));
+        }
+        if self.bytes_left == 0 {
+            return Err(format!(
+                "{what} brought more than ldap.max_read_mib ({} MiB) with its search",
+                self.max_bytes / (1024 * 1024)
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What one search returned.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SearchStats {
     pub entries: u64,
     pub references: u64,
+    /// The size of the entries (see `RawEntry::size`).
+    pub bytes: u64,
 }

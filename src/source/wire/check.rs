@@ -7,11 +7,12 @@ use std::collections::HashMap;
 /// parts) stay under ten.
 pub(super) const MAX_DEPTH: usize = 32;
 
-/// Elements one message may hold: one per 8 bytes (a value costs ldap3 some 80 bytes of
-/// memory, so a message of empty values would grow 40-fold), and never more than two million
-/// (a group of a million members in one message has about that many).
-pub(super) fn max_elements(len: usize) -> usize {
-    (len / 8).clamp(1024, 2_000_000)
+/// Elements one message may hold, for a size limit of `max` bytes: one per 32 bytes of the
+/// limit, at least 1,024. ldap3 spends some 80 bytes on each element it decodes, so whatever
+/// the message, its decoded form stays within about 2.5 times the configured limit (a 64 MiB
+/// message of two-byte empty values would otherwise take 3 GB).
+pub(super) fn max_elements(max: usize) -> usize {
+    (max / 32).max(1024)
 }
 
 /// The answers each kind of request may get (LDAP application tags, RFC 4511 §4).
@@ -58,7 +59,84 @@ fn check_controls(msg: &[u8], at: usize) -> Result<(), String> {
         if !fine {
             return Err("a control that is not a type, a criticality and a value".into());
         }
+        utf8(msg, c + ch, "a control type")?;
         c = cend;
+    }
+    Ok(())
+}
+
+/// The parts of the element at `at`: (tag, where the part starts, its content length).
+fn parts(msg: &[u8], at: usize) -> Result<Vec<(u8, usize, usize)>, String> {
+    let (len, h) = header(msg, at)?;
+    let end = at + h + len;
+    let mut out = Vec::new();
+    let mut p = at + h;
+    while p < end {
+        let (l, ph) = header(msg, p)?;
+        out.push((msg[p], p, l));
+        p += ph + l;
+    }
+    Ok(out)
+}
+
+/// A part's content.
+fn content(msg: &[u8], at: usize) -> Result<&[u8], String> {
+    let (len, h) = header(msg, at)?;
+    msg.get(at + h..at + h + len)
+        .ok_or_else(|| "a truncated element".to_string())
+}
+
+fn utf8(msg: &[u8], at: usize, what: &str) -> Result<(), String> {
+    std::str::from_utf8(content(msg, at)?)
+        .map(|_| ())
+        .map_err(|_| format!("{what} that is not UTF-8"))
+}
+
+/// An answer's fields, as ldap3 will read them (it panics on anything else): an LDAPResult is
+/// a result code (ENUMERATED of 1 to 4 bytes: an empty one would read as success), a matched DN
+/// and a diagnostic message (UTF-8 strings), then an optional referral of UTF-8 URIs, and
+/// only what the operation adds (a bind's SASL credentials; an extended answer's name and
+/// value). A search reference is UTF-8 URIs. Entries and intermediate messages are decoded by
+/// our own code, which takes anything.
+fn check_operation(msg: &[u8], at: usize, op: u8) -> Result<(), String> {
+    let is_result = matches!(op, 0x61 | 0x65 | 0x67 | 0x69 | 0x6b | 0x6d | 0x6f | 0x78);
+    if op == 0x73 {
+        for (tag, part, _) in parts(msg, at)? {
+            if tag != 0x04 {
+                return Err("a search reference that is not a list of URIs".into());
+            }
+            utf8(msg, part, "a search reference")?;
+        }
+        return Ok(());
+    }
+    if !is_result {
+        return Ok(());
+    }
+    let p = parts(msg, at)?;
+    match p.as_slice() {
+        [(0x0a, _, 1..=4), (0x04, ..), (0x04, ..), ..] => {}
+        _ => {
+            return Err(
+                "a result that is not a result code, a matched DN and a diagnostic message".into(),
+            )
+        }
+    }
+    utf8(msg, p[1].1, "a matched DN")?;
+    utf8(msg, p[2].1, "a diagnostic message")?;
+    for &(tag, part, _) in &p[3..] {
+        match (op, tag) {
+            (_, 0xa3) => {
+                for (t, uri, _) in parts(msg, part)? {
+                    if t != 0x04 {
+                        return Err("a referral that is not a list of URIs".into());
+                    }
+                    utf8(msg, uri, "a referral")?;
+                }
+            }
+            (0x61, 0x87) | (0x78, 0x8b) => {}
+            (0x78, 0x8a) => utf8(msg, part, "an extended answer's name")?,
+            _ => return Err(format!("a result with an unexpected part {tag:#04x}")),
+        }
     }
     Ok(())
 }
@@ -120,12 +198,15 @@ fn integer(b: &[u8]) -> Option<i64> {
 /// operation and optional `[0]` controls. With `known` (the requests made, by id), the id must
 /// be one of them and the operation an answer to that kind of request; id 0 may only be an
 /// unsolicited notice (an extended response). Returns (message id, operation tag).
-pub(super) fn check(msg: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64, u8), String> {
+pub(super) fn check(
+    msg: &[u8],
+    known: Option<&HashMap<i64, u8>>,
+    most: usize,
+) -> Result<(i64, u8), String> {
     let (len, hdr) = header(msg, 0)?;
     if hdr + len != msg.len() {
         return Err("a message whose length does not match its content".into());
     }
-    let most = max_elements(msg.len());
     let mut elements = 0usize;
     // Ends of the constructed elements we are inside, innermost last.
     let mut open: Vec<usize> = vec![msg.len()];
@@ -140,7 +221,7 @@ pub(super) fn check(msg: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64
         elements += 1;
         if elements > most {
             return Err(format!(
-                "more than {most} elements in a message of {} bytes",
+                "more than {most} elements in one message of {} bytes (one per 32 bytes of ldap.max_message_kib)",
                 msg.len()
             ));
         }
@@ -182,6 +263,8 @@ pub(super) fn check(msg: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64
         Some(&(0xa0, at)) if top.len() == 3 => check_controls(msg, at)?,
         Some(_) => return Err("a message with more than an id, an operation and controls".into()),
     }
+    let (_, op_at) = top[1];
+    check_operation(msg, op_at, op)?;
     if let Some(known) = known {
         match (id, known.get(&id)) {
             (0, _) if op == 0x78 => {}
@@ -201,6 +284,10 @@ pub(super) fn check(msg: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chk(m: &[u8], known: Option<&HashMap<i64, u8>>) -> Result<(i64, u8), String> {
+        check(m, known, max_elements(1 << 20))
+    }
 
     fn msg(id: u8, op: &[u8]) -> Vec<u8> {
         let mut body = vec![0x02, 0x01, id];
@@ -224,35 +311,35 @@ mod tests {
     #[test]
     fn sound_messages_pass_and_their_ids_and_codes_are_read() {
         let known: HashMap<i64, u8> = [(3, 0x60)].into();
-        assert_eq!(check(&bind_ok(3), Some(&known)), Ok((3, 0x61)));
+        assert_eq!(chk(&bind_ok(3), Some(&known)), Ok((3, 0x61)));
         assert_eq!(result_code(&bind_ok(3)), Some(0));
         // An unsolicited notice (id 0, an extended response) is let through; with controls too.
         let notice = msg(0, &[0x78, 0x07, 0x0a, 0x01, 0x34, 0x04, 0x00, 0x04, 0x00]);
-        assert!(check(&notice, Some(&known)).is_ok());
+        assert!(chk(&notice, Some(&known)).is_ok());
         let with_controls = msg(
             3,
             &[
                 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0xa0, 0x00,
             ],
         );
-        assert!(check(&with_controls, Some(&known)).is_ok());
+        assert!(chk(&with_controls, Some(&known)).is_ok());
     }
 
     #[test]
     fn unsound_messages_are_refused() {
         let known: HashMap<i64, u8> = [(3, 0x60), (5, 0x63)].into();
-        assert!(check(&bind_ok(4), Some(&known))
+        assert!(chk(&bind_ok(4), Some(&known))
             .unwrap_err()
             .contains("never sent"));
         // The wrong kind of answer, an id-0 message that is not a notice, a bare controls element.
-        assert!(check(&bind_ok(5), Some(&known))
+        assert!(chk(&bind_ok(5), Some(&known))
             .unwrap_err()
             .contains("to a request of type"));
-        assert!(check(&bind_ok(0), Some(&known))
+        assert!(chk(&bind_ok(0), Some(&known))
             .unwrap_err()
             .contains("unsolicited"));
-        assert!(check(&msg(3, &[0xa0, 0x00]), Some(&known)).is_err());
-        assert!(check(&msg(3, &[0x61, 0x00, 0x04, 0x00]), Some(&known))
+        assert!(chk(&msg(3, &[0xa0, 0x00]), Some(&known)).is_err());
+        assert!(chk(&msg(3, &[0x61, 0x00, 0x04, 0x00]), Some(&known))
             .unwrap_err()
             .contains("more than an id"));
         // Controls that are not sequences of primitive parts (ldap3 panics on them).
@@ -265,22 +352,20 @@ mod tests {
             &[0xa0, 0x06, 0x30, 0x04, 0x04, 0x00, 0x30, 0x00],
         ] {
             let m = msg(5, &[&done[..], controls].concat());
-            assert!(check(&m, Some(&known_search)).is_err(), "{controls:02x?}");
+            assert!(chk(&m, Some(&known_search)).is_err(), "{controls:02x?}");
         }
         let sound = [
             0xa0, 0x0b, 0x30, 0x09, 0x04, 0x01, b'1', 0x01, 0x01, 0xff, 0x04, 0x01, 0x00,
         ];
-        assert!(check(
+        assert!(chk(
             &msg(5, &[&done[..], &sound[..]].concat()),
             Some(&known_search)
         )
         .is_ok());
         // A long-form tag (lber would read it as tag 31 and a length).
-        assert!(
-            check(&msg(3, &[0x61, 0x03, 0x1f, 0x81, 0x00]), Some(&known))
-                .unwrap_err()
-                .contains("long form")
-        );
+        assert!(chk(&msg(3, &[0x61, 0x03, 0x1f, 0x81, 0x00]), Some(&known))
+            .unwrap_err()
+            .contains("long form"));
         // Empty values in their millions: refused before ldap3 makes 80 bytes of each.
         let values = [0x04, 0x00].repeat(100_000);
         let mut set = vec![0x31, 0x84];
@@ -290,17 +375,17 @@ mod tests {
             5,
             &[&[0x64, 0x84][..], &(set.len() as u32).to_be_bytes(), &set].concat(),
         );
-        assert!(check(&m, Some(&known)).unwrap_err().contains("elements"));
+        assert!(chk(&m, Some(&known)).unwrap_err().contains("elements"));
         // Lengths that do not add up.
         let mut m = bind_ok(3);
         m[1] += 1;
-        assert!(check(&m, Some(&known)).is_err());
+        assert!(chk(&m, Some(&known)).is_err());
         let mut m = bind_ok(3);
         m[4] = 0x09;
-        assert!(check(&m, Some(&known)).is_err());
+        assert!(chk(&m, Some(&known)).is_err());
         // Indefinite length inside.
         let m = msg(3, &[0x61, 0x80, 0x00, 0x00]);
-        assert!(check(&m, Some(&known)).is_err());
+        assert!(chk(&m, Some(&known)).is_err());
         // Nested deeper than allowed.
         let mut inner = vec![0x04, 0x00];
         for _ in 0..MAX_DEPTH {
@@ -318,14 +403,92 @@ mod tests {
             ]
             .concat(),
         );
-        assert!(check(&m, Some(&known)).unwrap_err().contains("nested"));
+        assert!(chk(&m, Some(&known)).unwrap_err().contains("nested"));
+    }
+
+    #[test]
+    fn results_are_what_ldap3_can_read() {
+        let known: HashMap<i64, u8> = [(3, 0x63)].into();
+        let done = |fields: &[u8]| {
+            let mut op = vec![0x65, fields.len() as u8];
+            op.extend_from_slice(fields);
+            msg(3, &op)
+        };
+        // Sound: code, matched DN, message; with a referral of URIs.
+        assert!(chk(
+            &done(&[0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]),
+            Some(&known)
+        )
+        .is_ok());
+        assert!(chk(
+            &done(&[0x0a, 0x01, 0x0a, 0x04, 0x00, 0x04, 0x00, 0xa3, 0x03, 0x04, 0x01, b'x']),
+            Some(&known)
+        )
+        .is_ok());
+        for (fields, says) in [
+            (
+                &[0x0a, 0x00, 0x04, 0x00, 0x04, 0x00][..],
+                "not a result code",
+            ),
+            (
+                &[0x02, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00],
+                "not a result code",
+            ),
+            (&[0x0a, 0x01, 0x00], "not a result code"),
+            (
+                &[0x0a, 0x01, 0x00, 0x04, 0x02, 0xff, 0xfe, 0x04, 0x00],
+                "matched DN that is not UTF-8",
+            ),
+            (
+                &[0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x01, 0xff],
+                "diagnostic message that is not UTF-8",
+            ),
+            (
+                &[0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0x83, 0x01, b'x'],
+                "unexpected part",
+            ),
+            (
+                &[
+                    0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0xa3, 0x02, 0x30, 0x00,
+                ],
+                "not a list of URIs",
+            ),
+            (
+                &[
+                    0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0xa3, 0x03, 0x04, 0x01, 0xff,
+                ],
+                "referral that is not UTF-8",
+            ),
+            (
+                &[0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0xa7, 0x00],
+                "unexpected part",
+            ),
+        ] {
+            let r = chk(&done(fields), Some(&known));
+            assert!(
+                r.as_ref().is_err_and(|e| e.contains(says)),
+                "{fields:02x?}: {r:?}"
+            );
+        }
+        // A control type that is not UTF-8; a search reference that holds a sequence.
+        let ok_done = [0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+        let bad_type = [0xa0, 0x06, 0x30, 0x04, 0x04, 0x02, 0xff, 0xfe];
+        assert!(chk(
+            &msg(3, &[&ok_done[..], &bad_type[..]].concat()),
+            Some(&known)
+        )
+        .unwrap_err()
+        .contains("control type"));
+        assert!(chk(&msg(3, &[0x73, 0x02, 0x30, 0x00]), Some(&known))
+            .unwrap_err()
+            .contains("search reference"));
     }
 
     proptest::proptest! {
         #[test]
         fn any_bytes_are_checked_without_panicking(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             let known: HashMap<i64, u8> = [(1, 0x60), (2, 0x63)].into();
-            let _ = check(&v, Some(&known));
+            let _ = chk(&v, Some(&known));
             let _ = result_code(&v);
         }
     }

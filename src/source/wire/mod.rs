@@ -131,7 +131,7 @@ async fn start_tls<S: AsyncRead + AsyncWrite + Unpin>(
     let answer = read_message(stream, max)
         .await?
         .ok_or("the server closed the connection")?;
-    let (id, op) = check(&answer, Some(&known))?;
+    let (id, op) = check(&answer, Some(&known), check::max_elements(max))?;
     if id != 1 || op != 0x78 {
         return Err("the server did not answer the StartTLS request".into());
     }
@@ -157,12 +157,13 @@ async fn relay(
     let mut server_read = BufReader::with_capacity(64 * 1024, server_read);
     let mut client_read = BufReader::new(client_read);
     let ids: Mutex<HashMap<i64, u8>> = Mutex::new(HashMap::new());
+    let most = check::max_elements(max);
     let up = async {
         // The client's requests: framed to learn their message ids and kinds, sent on as they
         // are; a server that stops reading them ends the connection rather than the relay
         // waiting on it for ever.
         while let Some(msg) = read_message(&mut client_read, usize::MAX / 2).await? {
-            let (id, op) = check(&msg, None)?;
+            let (id, op) = check(&msg, None, usize::MAX)?;
             if let Ok(mut known) = ids.lock() {
                 known.insert(id, op);
             }
@@ -176,7 +177,7 @@ async fn relay(
     let down = async {
         while let Some(msg) = read_message(&mut server_read, max).await? {
             let checked = match ids.lock() {
-                Ok(known) => check(&msg, Some(&known)).map(|_| ()),
+                Ok(known) => check(&msg, Some(&known), most).map(|_| ()),
                 Err(_) => Err("the relay's state is unusable".to_string()),
             };
             if let Err(why) = checked {

@@ -76,6 +76,13 @@ pub enum Misbehaviour {
     SilentStartTls,
     /// The root DSE is answered with a search reference every 1.5 s, never ending.
     DrippingRootDse,
+    /// Users carry `description;range=0-0`, and each read of the next range gives one more
+    /// value and another range, without end.
+    EndlessRanges,
+    /// The search result's code is empty (ldap3 would read it as success).
+    EmptyResultCode,
+    /// The search result's matched DN is not UTF-8 (ldap3 panics on it).
+    MatchedDnNotUtf8,
 }
 
 pub struct BadLdap {
@@ -157,6 +164,8 @@ struct Request {
     base: String,
     users: bool,
     size: i64,
+    /// Where an attribute asked for as `name;range=N-*` starts.
+    range_start: Option<u64>,
 }
 
 fn children(t: StructureTag) -> Vec<StructureTag> {
@@ -189,6 +198,7 @@ fn read_request(msg: &[u8]) -> Option<Request> {
         base: String::new(),
         users: false,
         size: 500,
+        range_start: None,
     };
     if op_id == 3 {
         let op_parts = children(op);
@@ -210,6 +220,12 @@ fn read_request(msg: &[u8]) -> Option<Request> {
     }
     // A users' search names inetOrgPerson in its filter.
     req.users = op_id == 3 && msg.windows(13).any(|w| w == b"inetOrgPerson");
+    req.range_start = msg.windows(6).position(|w| w == b"range=").map(|at| {
+        msg[at + 6..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+    });
     Some(req)
 }
 
@@ -294,6 +310,45 @@ fn answer(
         }
         out
     };
+    if m == Misbehaviour::EndlessRanges && !req.base.is_empty() {
+        let k = req.range_start.unwrap_or(0);
+        let mut out = Vec::new();
+        if req.users {
+            for n in 1..=3 {
+                out.extend(message(
+                    id,
+                    entry(
+                        &format!("uid=user{n},ou=people,{BASE}"),
+                        &[
+                            ("objectClass", vec!["inetOrgPerson".into()]),
+                            ("uid", vec![format!("user{n}")]),
+                            ("cn", vec![format!("User {n}")]),
+                            ("sn", vec![format!("Number{n}")]),
+                            (
+                                "entryUUID",
+                                vec![format!("00000000-0000-4000-8000-{n:012}")],
+                            ),
+                            ("description;range=0-0", vec!["x".into()]),
+                        ],
+                    ),
+                    None,
+                ));
+            }
+        } else if req.range_start.is_some() {
+            out.extend(message(
+                id,
+                entry(
+                    &req.base,
+                    &[(&format!("description;range={k}-{k}"), vec!["x".into()])],
+                ),
+                None,
+            ));
+        } else {
+            out.extend(message(id, group(), None));
+        }
+        out.extend(done(Some(last_page())));
+        return Some(out);
+    }
     if req.base.is_empty() && m == Misbehaviour::DrippingRootDse {
         while !stop.load(Ordering::SeqCst) {
             let url = format!("ldap://127.0.0.1:{port}/{BASE}");
@@ -343,6 +398,7 @@ fn answer(
         Misbehaviour::Well
         | Misbehaviour::EndlessRootDse
         | Misbehaviour::DrippingRootDse
+        | Misbehaviour::EndlessRanges
         | Misbehaviour::SilentStartTls => {}
         Misbehaviour::LongFormTag => {
             let mut deep = Vec::new();
@@ -464,6 +520,28 @@ fn answer(
                 }
             }
             return None;
+        }
+        Misbehaviour::EmptyResultCode => {
+            out.extend(message(
+                id,
+                cons(
+                    TagClass::Application,
+                    5,
+                    vec![prim(TagClass::Universal, 10, b""), octets(b""), octets(b"")],
+                ),
+                None,
+            ));
+        }
+        Misbehaviour::MatchedDnNotUtf8 => {
+            out.extend(message(
+                id,
+                cons(
+                    TagClass::Application,
+                    5,
+                    vec![enumerated(0), octets(b"\xff\xfe"), octets(b"")],
+                ),
+                None,
+            ));
         }
         Misbehaviour::ForgedText => {
             out = message(
