@@ -210,21 +210,18 @@ impl Session {
                 .map_err(|e| err(op_error(e, &verdict)))?;
             let mut on_page = 0u64;
             loop {
-                let wait = self
-                    .timeout
-                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let item = match tokio::time::timeout(wait, stream.next()).await {
-                    Ok(Ok(item)) => item,
-                    Ok(Err(e)) => return Err(err(op_error(e, &verdict))),
-                    Err(_) if tokio::time::Instant::now() >= deadline => {
-                        return Err(err(format!(
-                            "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
-                            self.search_time_limit.as_secs(),
-                            stats.entries
-                        )))
-                    }
-                    Err(_) => return Err(err("no answer within ldap.timeout_secs".to_string())),
-                };
+                let item = next_within(&mut stream, self.timeout, deadline, &verdict)
+                    .await
+                    .map_err(|why| {
+                        err(match why {
+                            Late::Deadline => format!(
+                                "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
+                                self.search_time_limit.as_secs(),
+                                stats.entries
+                            ),
+                            Late::Failed(why) => why,
+                        })
+                    })?;
                 let Some(item) = item else { break };
                 on_page += 1;
                 items += 1;
@@ -328,20 +325,17 @@ impl Session {
         let mut items = 0u64;
         let deadline = tokio::time::Instant::now() + self.search_time_limit;
         loop {
-            let wait = self
-                .timeout
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let item = match tokio::time::timeout(wait, stream.next()).await {
-                Ok(Ok(item)) => item,
-                Ok(Err(e)) => return Err(err(op_error(e, &verdict))),
-                Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(err(format!(
-                        "the read did not end within ldap.search_time_limit_secs ({}s)",
-                        self.search_time_limit.as_secs()
-                    )))
-                }
-                Err(_) => return Err(err("no answer within ldap.timeout_secs".to_string())),
-            };
+            let item = next_within(&mut stream, self.timeout, deadline, &verdict)
+                .await
+                .map_err(|why| {
+                    err(match why {
+                        Late::Deadline => format!(
+                            "the read did not end within ldap.search_time_limit_secs ({}s)",
+                            self.search_time_limit.as_secs()
+                        ),
+                        Late::Failed(why) => why,
+                    })
+                })?;
             let Some(item) = item else { break };
             items += 1;
             if items > self.max_entries {
@@ -492,6 +486,32 @@ pub(crate) struct UsnPosition {
     /// The domain's root: deleted objects move to its `CN=Deleted Objects`, so changes are
     /// looked for from there, whatever the configured bases.
     pub naming_context: String,
+}
+
+/// Why no next item came.
+enum Late {
+    /// The search's deadline passed.
+    Deadline,
+    /// No answer within the per-answer timeout, or the operation failed.
+    Failed(String),
+}
+
+/// The next item of a search, within the per-answer `timeout` and the search's `deadline`.
+async fn next_within(
+    stream: &mut ldap3::SearchStream<'_, String, Vec<String>>,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    verdict: &super::wire::Verdict,
+) -> Result<Option<ldap3::ResultEntry>, Late> {
+    let wait = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    match tokio::time::timeout(wait, stream.next()).await {
+        Ok(Ok(item)) => Ok(item),
+        Ok(Err(e)) => Err(Late::Failed(op_error(e, verdict))),
+        Err(_) if tokio::time::Instant::now() >= deadline => Err(Late::Deadline),
+        Err(_) => Err(Late::Failed(
+            "no answer within ldap.timeout_secs".to_string(),
+        )),
+    }
 }
 
 /// Empty pages in a row, each with a cookie for another, after which a search is taken for

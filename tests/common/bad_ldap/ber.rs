@@ -142,3 +142,16 @@ pub(super) fn group() -> StructureTag {
         ],
     )
 }
+
+/// A search entry built by hand around `attributes`, with four-byte lengths: for contents that
+/// lber's encoder would recurse on, or that are not well-formed on purpose.
+pub(super) fn raw_entry(id: i64, dn: &[u8], attributes: Vec<u8>) -> Vec<u8> {
+    let long = |tag: u8, content: Vec<u8>| {
+        let mut out = vec![tag, 0x84];
+        out.extend((content.len() as u32).to_be_bytes());
+        out.extend(content);
+        out
+    };
+    let op = long(0x64, [encode(octets(dn)), attributes].concat());
+    long(0x30, [encode(integer(id)), op].concat())
+}

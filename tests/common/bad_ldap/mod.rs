@@ -410,17 +410,7 @@ fn answer(
             let mut smuggled = vec![0x1f, 0x81, 0x05, 0x84];
             smuggled.extend((deep.len() as u32).to_be_bytes());
             smuggled.extend(deep);
-            let dn = encode(octets(b"cn=smuggled"));
-            let mut op = vec![0x64, 0x84];
-            op.extend(((dn.len() + smuggled.len()) as u32).to_be_bytes());
-            op.extend(dn);
-            op.extend(smuggled);
-            let idb = encode(integer(id));
-            let mut msg = vec![0x30, 0x84];
-            msg.extend(((idb.len() + op.len()) as u32).to_be_bytes());
-            msg.extend(idb);
-            msg.extend(op);
-            out.extend(msg);
+            out.extend(raw_entry(id, b"cn=smuggled", smuggled));
             out.extend(done(Some(last_page())));
         }
         Misbehaviour::EmptyValues => {
@@ -469,17 +459,7 @@ fn answer(
                 outer.extend(inner);
                 inner = outer;
             }
-            let dn = encode(octets(b"cn=deep"));
-            let mut op = vec![0x64, 0x84];
-            op.extend(((dn.len() + inner.len()) as u32).to_be_bytes());
-            op.extend(dn);
-            op.extend(inner);
-            let idb = encode(integer(id));
-            let mut msg = vec![0x30, 0x84];
-            msg.extend(((idb.len() + op.len()) as u32).to_be_bytes());
-            msg.extend(idb);
-            msg.extend(op);
-            out.extend(msg);
+            out.extend(raw_entry(id, b"cn=deep", inner));
             out.extend(done(Some(last_page())));
         }
         Misbehaviour::HugeLength => {
