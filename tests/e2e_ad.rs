@@ -547,6 +547,24 @@ fn the_service_reacts_to_ad_change_notifications() {
         "{}",
         env.spawned_log()
     );
+    // A deletion notifies too (the registration carries Show Deleted): carol is deactivated
+    // at once, not at the next poll (an hour away). The time it took is printed, not asserted
+    // (timing is the benchmark's business).
+    let deleted = std::time::Instant::now();
+    env.dc.delete(&format!("CN=Carol Chen,{OU}"));
+    assert!(
+        wait_until(10, || env
+            .scim
+            .user("carol@corp.example.org")
+            .map(|u| u["active"] == false)
+            .unwrap_or(false)),
+        "{}",
+        env.spawned_log()
+    );
+    eprintln!(
+        "deleted user deactivated {:?} after the delete",
+        deleted.elapsed()
+    );
     let log = env.spawned_log();
     assert!(log.contains("change notification"), "{log}");
     assert!(!log.contains("AD change notification unavailable"), "{log}");

@@ -195,7 +195,7 @@ impl Session {
             let mut controls = self.read_controls_list();
             if show_deleted {
                 controls.push(RawControl {
-                    ctype: "1.2.840.113556.1.4.417".into(),
+                    ctype: super::notify::SHOW_DELETED_OID.into(),
                     crit: true,
                     val: None,
                 });

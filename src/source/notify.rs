@@ -11,6 +11,8 @@ use super::SourceError;
 
 /// LDAP_SERVER_NOTIFICATION_OID.
 pub(crate) const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
+/// LDAP_SERVER_SHOW_DELETED_OID.
+pub(crate) const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
 
 /// A running notification search.
 pub(crate) struct Notifications {
@@ -33,11 +35,20 @@ impl Session {
     pub(crate) async fn notifications(&mut self, base: &str) -> Result<Notifications, SourceError> {
         let verdict = self.verdict();
         let ldap = self.ldap_mut();
-        ldap.with_controls(vec![RawControl {
-            ctype: NOTIFICATION_OID.into(),
-            crit: true,
-            val: None,
-        }]);
+        // With Show Deleted, deletions notify too (AD sends nothing for them otherwise, and
+        // the deleted user would wait for the next poll).
+        ldap.with_controls(vec![
+            RawControl {
+                ctype: NOTIFICATION_OID.into(),
+                crit: true,
+                val: None,
+            },
+            RawControl {
+                ctype: SHOW_DELETED_OID.into(),
+                crit: true,
+                val: None,
+            },
+        ]);
         let stream = ldap
             .streaming_search(
                 base,
