@@ -281,6 +281,10 @@ fn without_syncprov_changes_are_polled_by_modify_timestamp() {
     );
     let (_, body) = http_get(port, "/status").unwrap();
     assert!(body.contains("\"mode\":\"timestamp\""), "{body}");
+    // Polling works, so the service is ready (the abandoned syncrepl attempt's "connecting"
+    // kept it at 503).
+    let ready = http_get(port, "/readyz");
+    assert_eq!(ready.as_ref().map(|r| r.0), Some(200), "{ready:?}");
     let status = terminate(&mut child.0);
     assert!(status.success());
 }

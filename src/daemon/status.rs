@@ -223,7 +223,9 @@ impl Board {
     pub(crate) fn set_mode(&self, mode: &'static str) {
         let mut i = self.lock();
         i.mode = mode;
-        if mode == "poll" {
+        // Only syncrepl keeps a feed state; a fallback to polling (timestamp, notify or full
+        // reads) is judged by its passes, not by the attempt it replaced.
+        if mode != "syncrepl" {
             i.feed = None;
         }
     }
