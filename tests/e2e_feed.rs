@@ -387,3 +387,49 @@ fn a_silently_dead_ldap_connection_is_detected_and_replaced() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+/// The sync control is on offer (the module is loaded) but no database has the overlay: every
+/// content synchronization search is refused. The service falls back to polling, says why, and
+/// follows changes.
+#[test]
+fn a_server_that_refuses_content_synchronization_is_polled() {
+    let mut env = Env::with_slapd(Slapd::start_with_syncprov_unused());
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    change_everything(&env, "Refused", "hugo");
+    let (_, body) = http_get(port, "/status").unwrap();
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["mode"], "timestamp", "{doc}");
+    assert!(
+        doc["mode_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("refused content synchronization")),
+        "{doc}"
+    );
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("dirbridge_change_feed_fallback{from=\"syncrepl\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(port, "/readyz").map(|r| r.0), Some(200));
+    let log = env.spawned_log();
+    assert!(log.contains("refused content synchronization"), "{log}");
+    // Refused once, not retried every two seconds for ever.
+    assert_eq!(
+        log.matches("starting content synchronization").count(),
+        2,
+        "{log}"
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}

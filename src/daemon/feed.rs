@@ -169,8 +169,9 @@ pub(super) async fn run<T: Target>(
             board.set_feed(FeedState::Connecting);
             match connect(cfg, &mut feed).await {
                 Ok(Some(l)) => {
+                    // Failures are forgotten once the feed follows, not on connect: a search
+                    // that fails right after a good connect must still back off.
                     link = Some(l);
-                    ldap_failures = 0;
                     heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
                     board.set_feed(FeedState::Refreshing);
                 }
@@ -296,6 +297,7 @@ pub(super) async fn run<T: Target>(
                             last_event = Instant::now();
                             if !feed.refreshing() {
                                 if was_refreshing {
+                                    ldap_failures = 0;
                                     board.set_feed(FeedState::Following);
                                 } else if feed.dirty() && burst_start.is_none() {
                                     burst_start = Some(last_event);
@@ -308,6 +310,21 @@ pub(super) async fn run<T: Target>(
                             link = None;
                             reconnect_at = Instant::now();
                             break;
+                        }
+                        Some((scope, Message::End(Ok(SyncEnd::Refused(why))))) => {
+                            let why = format!(
+                                "{} refused content synchronization on {}: {why} (the sync control is on offer, \
+                                 but not for this database: put the syncprov overlay on it, or 389-DS's \
+                                 Content Synchronization and Retro Changelog plugins)",
+                                cfg.ldap.url,
+                                scope.name()
+                            );
+                            if required {
+                                anyhow::bail!("daemon.change_feed = \"syncrepl\", but {why}");
+                            }
+                            tracing::warn!("{why}; polling instead");
+                            board.set_mode_reason(Some(why));
+                            return Ok(FeedExit::Unsupported);
                         }
                         Some((scope, Message::End(Ok(SyncEnd::Done(_))))) => {
                             tracing::warn!(scope = scope.name(), "the server ended content synchronization; reconnecting");

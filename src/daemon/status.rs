@@ -88,6 +88,8 @@ struct Inner {
     latency: Histogram,
     /// `poll` or `syncrepl`.
     mode: &'static str,
+    /// Why the mode is not the one asked for (a change feed the server refused).
+    mode_reason: Option<String>,
     /// The change feed, when one is used.
     feed: Option<FeedState>,
     last_finished: Option<Instant>,
@@ -230,6 +232,11 @@ impl Board {
         }
     }
 
+    /// Why the service runs in another mode than it would (shown by `/status` and `/metrics`).
+    pub(crate) fn set_mode_reason(&self, why: Option<String>) {
+        self.lock().mode_reason = why;
+    }
+
     pub(crate) fn set_feed(&self, state: FeedState) {
         self.lock().feed = Some(state);
     }
@@ -283,9 +290,13 @@ impl Board {
 
     pub(crate) fn json(&self) -> String {
         let (ready, reason) = self.ready();
-        let (mode, feed) = {
+        let (mode, feed, mode_reason) = {
             let i = self.lock();
-            (i.mode, i.feed.as_ref().map(|f| f.name()))
+            (
+                i.mode,
+                i.feed.as_ref().map(|f| f.name()),
+                i.mode_reason.clone(),
+            )
         };
         let recent = self
             .store
@@ -293,7 +304,8 @@ impl Board {
             .unwrap_or_default();
         let doc = match self.view() {
             Ok(v) => serde_json::json!({ "ready": ready, "reason": reason, "mode": mode,
-                "change_feed": feed, "store": v, "recent_operations": recent }),
+                "mode_reason": mode_reason, "change_feed": feed, "store": v,
+                "recent_operations": recent }),
             Err(e) => serde_json::json!({ "ready": false, "reason": e }),
         };
         doc.to_string()
@@ -336,6 +348,10 @@ impl Board {
             "From a directory change (its entryCSN) to the target's confirmation, change feeds only.",
             &LATENCY_BUCKETS,
         );
+        if i.mode_reason.is_some() {
+            let _ = writeln!(out, "# HELP dirbridge_change_feed_fallback The service polls because the server refused the change feed (see /status mode_reason).\n# TYPE dirbridge_change_feed_fallback gauge");
+            let _ = writeln!(out, "dirbridge_change_feed_fallback{{from=\"syncrepl\"}} 1");
+        }
         if let Some(feed) = &i.feed {
             let _ = writeln!(out, "# HELP dirbridge_change_feed_up The change feed is following the directory.\n# TYPE dirbridge_change_feed_up gauge");
             let _ = writeln!(

@@ -288,17 +288,31 @@ pub struct Slapd {
     pub ldaps_port: u16,
 }
 
+/// Where slapd's syncprov overlay is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Syncprov {
+    OnTheDatabase,
+    None,
+    LoadedOnly,
+}
+
 impl Slapd {
     pub fn start() -> Slapd {
-        Slapd::start_with(true)
+        Slapd::start_with(Syncprov::OnTheDatabase)
     }
 
     /// slapd without the syncprov overlay: no content synchronization on offer.
     pub fn start_without_syncprov() -> Slapd {
-        Slapd::start_with(false)
+        Slapd::start_with(Syncprov::None)
     }
 
-    fn start_with(syncprov: bool) -> Slapd {
+    /// slapd with the syncprov module loaded (the root DSE lists the sync control) but the
+    /// overlay on no database: every content synchronization search is refused.
+    pub fn start_with_syncprov_unused() -> Slapd {
+        Slapd::start_with(Syncprov::LoadedOnly)
+    }
+
+    fn start_with(syncprov: Syncprov) -> Slapd {
         let c = certs();
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-slapd")
@@ -313,13 +327,18 @@ impl Slapd {
             .replace("@CERT@", &c.cert.display().to_string())
             .replace("@KEY@", &c.key.display().to_string())
             .replace("@ROOTPW@", ADMIN_PW);
-        let conf = if syncprov {
-            conf
-        } else {
-            conf.lines()
+        let conf = match syncprov {
+            Syncprov::OnTheDatabase => conf,
+            Syncprov::None => conf
+                .lines()
                 .filter(|l| !l.contains("syncprov"))
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            Syncprov::LoadedOnly => conf
+                .lines()
+                .filter(|l| !l.starts_with("overlay syncprov") && !l.starts_with("syncprov-"))
+                .collect::<Vec<_>>()
+                .join("\n"),
         };
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         // A port free when picked may be taken by another test before slapd binds it: pick

@@ -40,6 +40,10 @@ pub(crate) enum SyncEnd {
     Done(#[allow(dead_code)] SyncDone),
     /// The cookie is no longer usable (result 4096): read everything again without it.
     RefreshRequired,
+    /// The server refused the sync control on this base (result 12, "unavailable critical
+    /// extension": the control is on offer, but not for this database — syncprov loaded for
+    /// another one, or a proxy in front). Its words are kept for the log and the status.
+    Refused(String),
 }
 
 /// A running refreshAndPersist search.
@@ -206,6 +210,7 @@ impl PersistSearch {
                 Ok(SyncEnd::Done(done))
             }
             REFRESH_REQUIRED => Ok(SyncEnd::RefreshRequired),
+            12 => Ok(SyncEnd::Refused(super::ldap::describe(12, &res.text))),
             rc => Err(self.err(super::ldap::describe(rc, &res.text))),
         }
     }
