@@ -433,3 +433,38 @@ fn a_server_that_refuses_content_synchronization_is_polled() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+/// While nothing changes, the target is still checked on the heartbeat: an outage shows on
+/// `/readyz` without waiting for a pass to fail, and goes away when the target is back.
+#[test]
+fn an_idle_service_notices_the_target_going_away() {
+    let (mut env, port) = feed_env();
+    env.extra.push_str("heartbeat = \"1s\"\n");
+    let mut proxy = Proxy::start(env.scim.port);
+    env.target_url = env.scim.base_via(proxy.port);
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3 && following(port)),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(http_get(port, "/readyz").map(|r| r.0), Some(200));
+    proxy.pause();
+    assert!(
+        wait_until(15, || http_get(port, "/readyz").is_some_and(|(s, b)| s
+            == 503
+            && b.contains("the target does not answer"))),
+        "{:?}\n{}",
+        http_get(port, "/readyz"),
+        env.spawned_log()
+    );
+    proxy.resume();
+    assert!(
+        wait_until(15, || http_get(port, "/readyz").map(|r| r.0) == Some(200)),
+        "{:?}\n{}",
+        http_get(port, "/readyz"),
+        env.spawned_log()
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}

@@ -361,6 +361,13 @@ pub(super) async fn run<T: Target>(
         if let Some(l) = link.as_mut() {
             if Instant::now() >= heartbeat_at {
                 heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
+                // The target too, cheaply (one GET of its configuration): an idle service
+                // shows an outage on /readyz before a pass has to fail on it.
+                let up = target.reachable().await;
+                if !up {
+                    tracing::warn!("the target does not answer (checked on the heartbeat)");
+                }
+                board.set_target_up(up);
                 if let Err(e) = l.session.read_entry("", &["1.1".to_string()]).await {
                     ldap_failures = ldap_failures.saturating_add(1);
                     tracing::error!(error = %e, "change feed: the connection does not answer; reconnecting");

@@ -90,6 +90,9 @@ struct Inner {
     mode: &'static str,
     /// Why the mode is not the one asked for (a change feed the server refused).
     mode_reason: Option<String>,
+    /// The last heartbeat found the target not answering (cleared by the next that does, or
+    /// by a pass that reaches it).
+    target_down: bool,
     /// The change feed, when one is used.
     feed: Option<FeedState>,
     last_finished: Option<Instant>,
@@ -179,6 +182,7 @@ impl Board {
         *i.runs.entry((kind.name(), name)).or_default() += 1;
         i.last_finished = Some(Instant::now());
         if let Ok(r) = outcome {
+            i.target_down = false;
             i.held = r.summary.deletions_held;
             i.last_success = Some(time::OffsetDateTime::now_utc().unix_timestamp());
         }
@@ -232,6 +236,11 @@ impl Board {
         }
     }
 
+    /// What the heartbeat found of the target.
+    pub(crate) fn set_target_up(&self, up: bool) {
+        self.lock().target_down = !up;
+    }
+
     /// Why the service runs in another mode than it would (shown by `/status` and `/metrics`).
     pub(crate) fn set_mode_reason(&self, why: Option<String>) {
         self.lock().mode_reason = why;
@@ -246,6 +255,12 @@ impl Board {
     /// something changes, so an old last run means nothing).
     pub(crate) fn ready(&self) -> (bool, String) {
         let i = self.lock();
+        if i.target_down {
+            return (
+                false,
+                "the target does not answer (checked on the heartbeat)".into(),
+            );
+        }
         if let Some(feed) = &i.feed {
             match feed {
                 FeedState::Down(why) => return (false, format!("the change feed is down: {why}")),
