@@ -149,7 +149,7 @@ fn start(feed: &str, poll: &str) -> (Env, Guard) {
     env.extra = format!(
         "[daemon]\nchange_feed = \"{feed}\"\npoll_interval = \"{poll}\"\nfull_resync = \"off\"\nlisten = \"off\"\n"
     );
-    let child = Guard(env.spawn(&["run", "--log-level", "warn"]));
+    let child = Guard(env.spawn(&["run", "--log-level", "info"]));
     assert!(
         wait_until(30, || env.scim.users().len() == 3),
         "{}",
@@ -172,8 +172,13 @@ fn main() {
     let (env, mut child) = start("syncrepl", "1h");
     let base = figures(baseline(&env, n));
     let feed = figures(follow(&env, &rt, n, "feed"));
-    let burst_n = 200;
+    let burst_n = 2000;
+    let passes = |env: &Env| env.spawned_log().matches("feed: users").count();
+    let before = passes(&env);
     let burst_secs = burst(&env, &rt, burst_n);
+    // The last pass may still be logging its line.
+    std::thread::sleep(Duration::from_millis(200));
+    let burst_passes = passes(&env) - before;
     child.stop();
 
     let polls = (n / 5).max(10);
@@ -204,7 +209,7 @@ fn main() {
         poll.p50 / feed.p50
     );
     println!(
-        "  burst of {burst_n} modifications of one user, back to back: last one on the target after {:.2} s ({:.0} changes/s)",
+        "  burst of {burst_n} modifications of one user, back to back: last one on the target after {:.2} s ({:.0} changes/s), in {burst_passes} passes",
         burst_secs,
         burst_n as f64 / burst_secs
     );

@@ -158,6 +158,12 @@ pub(super) async fn run<T: Target>(
     let mut retry_at: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut burst_start: Option<Instant> = None;
+    // A change that finds nothing pending and no push in flight is pushed at once (leading
+    // edge); what arrives while a push is in flight is coalesced as before (quiet for
+    // `daemon.coalesce`, or MAX_COALESCE), so a burst goes in one or two passes.
+    let mut leading = false;
+    // Messages were already queued when the last pass ended: they arrived during it.
+    let mut arrived_during_push = false;
     let mut heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
     let mut next_resync = cfg
         .daemon
@@ -202,7 +208,8 @@ pub(super) async fn run<T: Target>(
         let quiet = now.duration_since(last_event) >= cfg.daemon.coalesce;
         let long = burst_start.is_some_and(|b| now.duration_since(b) >= MAX_COALESCE);
         let may_pass = backoff_until.is_none_or(|t| now >= t);
-        if feed.dirty() && !feed.refreshing() && may_pass && (quiet || long) {
+        if feed.dirty() && !feed.refreshing() && may_pass && (quiet || long || leading) {
+            leading = false;
             let outcome = tokio::select! {
                 r = engine::run_feed(cfg, store, target, &mut feed) => r,
                 _ = stop.wait() => {
@@ -210,6 +217,7 @@ pub(super) async fn run<T: Target>(
                     return Ok(FeedExit::Stopped);
                 }
             };
+            arrived_during_push = link.as_ref().is_some_and(|l| !l.rx.is_empty());
             match &outcome {
                 Ok(report) => {
                     pass_failures = 0;
@@ -270,7 +278,11 @@ pub(super) async fn run<T: Target>(
             wake = wake.min(heartbeat_at);
         }
         if feed.dirty() && !feed.refreshing() {
-            let mut due = last_event + cfg.daemon.coalesce;
+            let mut due = if leading {
+                Instant::now()
+            } else {
+                last_event + cfg.daemon.coalesce
+            };
             if let Some(b) = burst_start {
                 due = due.min(b + MAX_COALESCE);
             }
@@ -293,7 +305,15 @@ pub(super) async fn run<T: Target>(
                     match next {
                         Some((scope, Message::Event(ev))) => {
                             let was_refreshing = feed.refreshing();
+                            let nothing_pending = !feed.dirty();
                             apply(&mut feed, scope, ev);
+                            if nothing_pending
+                                && !arrived_during_push
+                                && !was_refreshing
+                                && feed.dirty()
+                            {
+                                leading = true;
+                            }
                             last_event = Instant::now();
                             if !feed.refreshing() {
                                 if was_refreshing {
@@ -353,6 +373,7 @@ pub(super) async fn run<T: Target>(
                         _ => break,
                     };
                 }
+                arrived_during_push = false;
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = stop.wait() => return Ok(FeedExit::Stopped),

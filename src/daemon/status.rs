@@ -14,8 +14,9 @@ use crate::status::{Census, StatusView};
 const DURATION_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Upper bounds (seconds) of the change-to-push latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+/// Fine below 200 ms, where the syncrepl goal (p50 20 ms, p99 100 ms) is judged.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
 ];
 
 /// How many recent operations the dashboard shows.
