@@ -284,3 +284,37 @@ fn starttls_never_answered_a_read_that_drips_and_endless_ranges_are_bounded() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(gw.scim.users().is_empty(), "{r:?}");
 }
+
+/// A change feed search that fails right after a good connect counts as a failure: the waits
+/// before the next attempts grow (they stayed at about 2 s when a good connect reset the count).
+#[test]
+fn a_feed_search_refused_right_after_connecting_backs_off() {
+    let server = BadLdap::start(Misbehaviour::SyncBusy);
+    let mut gw = gateway(&server);
+    gw.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    gw.extra =
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nlisten = \"off\"\n".into();
+    let mut child = Guard(gw.spawn(&["run"]));
+    let waits = || -> Vec<f64> {
+        gw.spawned_log()
+            .lines()
+            .filter(|l| l.contains("change feed lost"))
+            .filter_map(|l| l.split("retry_in=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.strip_suffix('s')?.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(20, || waits().len() >= 3),
+        "{}",
+        gw.spawned_log()
+    );
+    let w = waits();
+    assert!(
+        w[1] > w[0] * 1.5 && w[2] > w[1] * 1.5,
+        "{w:?}\n{}",
+        gw.spawned_log()
+    );
+    assert!(gw.spawned_log().contains("busy"), "{}", gw.spawned_log());
+    assert!(gw.scim.users().is_empty());
+    assert_eq!(terminate(&mut child.0).code(), Some(0));
+}

@@ -83,6 +83,9 @@ pub enum Misbehaviour {
     EmptyResultCode,
     /// The search result's matched DN is not UTF-8 (ldap3 panics on it).
     MatchedDnNotUtf8,
+    /// The root DSE lists the content synchronization control, and every other search is
+    /// answered "busy" (result 51) at once.
+    SyncBusy,
 }
 
 pub struct BadLdap {
@@ -300,16 +303,22 @@ fn answer(
             }
         } else if req.base.is_empty() {
             // The root DSE.
-            out.extend(message(
-                id,
-                entry("", &[("namingContexts", vec![BASE.to_string()])]),
-                None,
-            ));
+            let mut attrs = vec![("namingContexts", vec![BASE.to_string()])];
+            if m == Misbehaviour::SyncBusy {
+                attrs.push((
+                    "supportedControl",
+                    vec!["1.3.6.1.4.1.4203.1.9.1.1".to_string()],
+                ));
+            }
+            out.extend(message(id, entry("", &attrs), None));
         } else {
             out.extend(message(id, group(), None));
         }
         out
     };
+    if m == Misbehaviour::SyncBusy && !req.base.is_empty() {
+        return Some(message(id, result(5, 51, "busy", None), None));
+    }
     if m == Misbehaviour::EndlessRanges && !req.base.is_empty() {
         let k = req.range_start.unwrap_or(0);
         let mut out = Vec::new();
@@ -399,6 +408,7 @@ fn answer(
         | Misbehaviour::EndlessRootDse
         | Misbehaviour::DrippingRootDse
         | Misbehaviour::EndlessRanges
+        | Misbehaviour::SyncBusy
         | Misbehaviour::SilentStartTls => {}
         Misbehaviour::LongFormTag => {
             let mut deep = Vec::new();
