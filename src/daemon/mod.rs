@@ -172,6 +172,7 @@ async fn pass<T: Target>(
     target: &T,
     kind: RunKind,
     feed: Option<&mut Feed>,
+    notified: Option<std::time::SystemTime>,
 ) -> Result<engine::RunReport, engine::EngineError> {
     match (kind, feed) {
         (RunKind::Sync, Some(feed)) => {
@@ -189,6 +190,10 @@ async fn pass<T: Target>(
             );
             engine::run_feed(cfg, store, target, feed).await
         }
+        (RunKind::Sync, None) => match notified {
+            Some(at) => engine::run_notified(cfg, store, target, at).await,
+            None => engine::run_scheduled(cfg, store, target, kind).await,
+        },
         _ => engine::run_scheduled(cfg, store, target, kind).await,
     }
 }
@@ -222,14 +227,17 @@ async fn poll<T: Target>(
         next_resync = ?next_resync.map(|t| t.to_string()),
         "dirbridge running"
     );
+    // When the last change notification arrived (AD): the change time of the pass it asks for.
+    let mut notified_at: Option<std::time::SystemTime> = None;
     loop {
         let now = time::OffsetDateTime::now_utc();
         let kind = match next_resync {
             Some(t) if now >= t => RunKind::Resync,
             _ => RunKind::Sync,
         };
+        let notified = notified_at.take().filter(|_| kind == RunKind::Sync);
         let outcome = tokio::select! {
-            r = pass(cfg, store, target, kind, timestamps.as_mut()) => Some(r),
+            r = pass(cfg, store, target, kind, timestamps.as_mut(), notified) => Some(r),
             _ = stop.wait() => None,
         };
         let Some(outcome) = outcome else {
@@ -270,6 +278,7 @@ async fn poll<T: Target>(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = changed, if failures == 0 => {
+                notified_at = Some(std::time::SystemTime::now());
                 // A burst of changes gives a burst of notifications: let it settle.
                 tokio::time::sleep(cfg.daemon.coalesce).await;
                 tracing::debug!("change notification");

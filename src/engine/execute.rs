@@ -27,6 +27,9 @@ pub(super) struct Executor<'a, T: Target> {
     /// When the objects of a change-feed pass changed: their first confirmation gives the
     /// change-to-push latency.
     pub(super) changed_at: BTreeMap<Key, std::time::SystemTime>,
+    /// When the change that asked for this pass was notified (AD): the change time of every
+    /// object the pass confirms that `changed_at` does not know.
+    pub(super) changed_since: Option<std::time::SystemTime>,
     /// Objects whose last operation the target refused and whose retry time has not come.
     pub(super) waiting: BTreeMap<Key, ObjectError>,
     /// Intents left by earlier runs.
@@ -277,6 +280,7 @@ impl<T: Target> Executor<'_, T> {
         let latency = self
             .changed_at
             .remove(req.key())
+            .or(self.changed_since)
             .map(|t| t.elapsed().unwrap_or_default().as_secs_f64());
         if let Some(l) = latency {
             self.summary.latencies.push(l);
@@ -517,6 +521,7 @@ mod tests {
             summary: &mut summary,
             run: 1,
             changed_at: BTreeMap::new(),
+            changed_since: None,
             waiting: BTreeMap::new(),
             interrupted: BTreeMap::new(),
         };

@@ -238,6 +238,10 @@ struct Mode {
 enum Input<'a> {
     /// A read of the directory (full, or incremental where configured).
     Directory,
+    /// A read of the directory that a change notification asked for (AD), at this time: the
+    /// change time of whatever the pass pushes, for the change-to-push latency (AD has no
+    /// entryCSN).
+    Notified(std::time::SystemTime),
     /// The change feed's mirror; saved with its cookies once the run has pushed it.
     Feed(&'a mut feed::Feed),
 }
@@ -262,6 +266,24 @@ pub(crate) async fn run_scheduled<T: Target>(
 ) -> Result<RunReport, EngineError> {
     let honour = kind != RunKind::Resync;
     run_from(cfg, store, target, kind, Input::Directory, honour).await
+}
+
+/// [`run_scheduled`] for a sync that a change notification asked for at `notified_at`.
+pub(crate) async fn run_notified<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    notified_at: std::time::SystemTime,
+) -> Result<RunReport, EngineError> {
+    run_from(
+        cfg,
+        store,
+        target,
+        RunKind::Sync,
+        Input::Notified(notified_at),
+        true,
+    )
+    .await
 }
 
 /// Pushes what the change feed's mirror says and, when nothing stopped the pass, saves the
@@ -463,7 +485,11 @@ async fn run_inner<T: Target>(
     tracing::info!(operations = ops.len(), "plan ready");
     let changed_at = match input {
         Input::Feed(feed) => feed.changed_at().clone(),
-        Input::Directory => Default::default(),
+        Input::Directory | Input::Notified(_) => Default::default(),
+    };
+    let changed_since = match input {
+        Input::Notified(at) => Some(*at),
+        Input::Directory | Input::Feed(_) => None,
     };
     let waiting = if honour_backoff {
         let now = time::OffsetDateTime::now_utc();
@@ -494,6 +520,7 @@ async fn run_inner<T: Target>(
         summary,
         run,
         changed_at,
+        changed_since,
         waiting,
         interrupted,
     };
