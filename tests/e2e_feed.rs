@@ -22,6 +22,17 @@ fn feed_env() -> (Env, u16) {
     (env, port)
 }
 
+/// The service in automatic mode on `slapd`, polling every second when it cannot follow.
+fn polled_env(slapd: Slapd) -> (Env, u16) {
+    let mut env = Env::with_slapd(slapd);
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    (env, port)
+}
+
 /// A user's family name on the target: the attribute these tests change (every server keeps it).
 fn family_of(env: &Env, user: &str) -> Option<String> {
     env.scim
@@ -244,12 +255,7 @@ fn pushes_resume_when_an_unreachable_target_comes_back() {
 
 #[test]
 fn without_syncprov_changes_are_polled_by_modify_timestamp() {
-    let mut env = Env::with_slapd(Slapd::start_without_syncprov());
-    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
-    let port = free_port();
-    env.extra = format!(
-        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{port}\"\n"
-    );
+    let (env, port) = polled_env(Slapd::start_without_syncprov());
     let mut child = Guard(env.spawn(&["run", "--log-level", "debug"]));
     assert!(
         wait_until(30, || env.scim.users().len() == 3),
@@ -393,12 +399,7 @@ fn a_silently_dead_ldap_connection_is_detected_and_replaced() {
 /// follows changes.
 #[test]
 fn a_server_that_refuses_content_synchronization_is_polled() {
-    let mut env = Env::with_slapd(Slapd::start_with_syncprov_unused());
-    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
-    let port = free_port();
-    env.extra = format!(
-        "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{port}\"\n"
-    );
+    let (env, port) = polled_env(Slapd::start_with_syncprov_unused());
     let mut child = Guard(env.spawn(&["run"]));
     assert!(
         wait_until(30, || env.scim.users().len() == 3),

@@ -43,15 +43,19 @@ pub(crate) fn integer(t: StructureTag, what: &str) -> Result<i64, String> {
         return Err(format!("malformed {what}: expected an integer"));
     }
     let v = bytes(t, what)?;
-    if v.is_empty() || v.len() > 8 {
-        return Err(format!("malformed {what}: an integer of {} bytes", v.len()));
+    integer_value(&v).ok_or_else(|| format!("malformed {what}: an integer of {} bytes", v.len()))
+}
+
+/// The content of a BER INTEGER (two's complement, big-endian, 1 to 8 bytes).
+pub(crate) fn integer_value(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 8 {
+        return None;
     }
-    let negative = v[0] & 0x80 != 0;
-    let mut n: i64 = if negative { -1 } else { 0 };
-    for b in v {
-        n = (n << 8) | i64::from(b);
+    let mut n: i64 = if b[0] & 0x80 != 0 { -1 } else { 0 };
+    for x in b {
+        n = (n << 8) | i64::from(*x);
     }
-    Ok(n)
+    Some(n)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::source::ber::integer_value as integer;
+
 /// Nesting levels a message may have. LDAP's deepest answers (an entry's values, a control's
 /// parts) stay under ten.
 pub(super) const MAX_DEPTH: usize = 32;
@@ -180,17 +182,6 @@ pub(super) fn header(buf: &[u8], at: usize) -> Result<(usize, usize), String> {
         }
     };
     Ok((len, i - at))
-}
-
-fn integer(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 8 {
-        return None;
-    }
-    let mut n: i64 = if b[0] & 0x80 != 0 { -1 } else { 0 };
-    for x in b {
-        n = (n << 8) | i64::from(*x);
-    }
-    Some(n)
 }
 
 /// Checks a whole message: every length fits in its parent, nothing nests deeper than
