@@ -469,3 +469,121 @@ fn an_idle_service_notices_the_target_going_away() {
     let status = terminate(&mut child.0);
     assert!(status.success());
 }
+
+/// Feed passes that ended well so far (from `/metrics`).
+fn feed_passes(port: u16) -> u64 {
+    http_get(port, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("dirbridge_runs_total{kind=\"feed\",outcome=\"ok\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Group resources' versions on the target: unchanged means no membership was written.
+fn group_versions(env: &Env) -> Vec<(String, String)> {
+    env.scim
+        .versions()
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("Groups/"))
+        .collect()
+}
+
+/// A user renamed and moved while `run` follows the feed keeps its groups, with no membership
+/// written: slapd rewrites the groups' `member` values (refint) without sending them through
+/// syncrepl, so the feed must not go by the old DN. Then a change of the group, a kill -9 and
+/// restart, and a one-shot `sync` that finds nothing to do (the feed and a full read agree).
+fn a_renamed_user_keeps_its_groups(slapd: Slapd, membership: &str) {
+    let mut env = Env::with_slapd(slapd);
+    env.ldap_extra = format!("referenced_groups = \"ignore\"\nmembership = \"{membership}\"\n");
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3 && following(port)),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    let groups_before = group_versions(&env);
+    let passes = feed_passes(port);
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=robert\n\
+         deleteoldrdn: 1\nnewsuperior: ou=staff,dc=example,dc=org\n",
+    );
+    assert!(
+        wait_until(30, || env.scim.user("robert").is_some()
+            && feed_passes(port) > passes),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(
+        env.scim.member_names("engineering"),
+        vec!["alice", "robert"]
+    );
+    assert_eq!(
+        group_versions(&env),
+        groups_before,
+        "a membership was written"
+    );
+
+    // The group changes later: it arrives with the rewritten DN, and the member stays.
+    env.slapd.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\n\
+         member: uid=carol,ou=people,dc=example,dc=org\n",
+    );
+    assert!(
+        wait_until(30, || env.scim.member_names("engineering")
+            == vec!["alice", "carol", "robert"]),
+        "{}",
+        env.spawned_log()
+    );
+
+    // Renamed while the gateway is away (killed): resumed from the cookie, still in its groups.
+    child.stop();
+    env.slapd.modify(
+        "dn: uid=robert,ou=staff,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=rob\n\
+         deleteoldrdn: 1\nnewsuperior: ou=people,dc=example,dc=org\n",
+    );
+    let groups_before = group_versions(&env);
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.user("rob").is_some() && following(port)),
+        "{}",
+        env.spawned_log()
+    );
+    assert!(
+        wait_until(10, || feed_passes(port) >= 1),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(
+        env.scim.member_names("engineering"),
+        vec!["alice", "carol", "rob"]
+    );
+    assert_eq!(
+        group_versions(&env),
+        groups_before,
+        "a membership was written"
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
+
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    assert_eq!(count(&r, "groups", "updated"), 0, "{r:?}");
+}
+
+#[test]
+fn a_renamed_user_keeps_its_groups_with_memberof_and_refint() {
+    a_renamed_user_keeps_its_groups(Slapd::start(), "memberOf");
+}
+
+#[test]
+fn a_renamed_user_keeps_its_groups_with_refint_alone() {
+    a_renamed_user_keeps_its_groups(Slapd::start_with_refint_only(), "member");
+}

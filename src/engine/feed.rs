@@ -88,7 +88,14 @@ pub(crate) struct Feed {
     /// the start of the change-to-push latency.
     changed_at: BTreeMap<Key, SystemTime>,
     dirty: bool,
+    /// Events applied so far: each event's number, for ordering renames and group receipts.
     events: u64,
+    /// The event number when the groups search last began: groups received after it describe
+    /// the directory as it is now.
+    groups_began: u64,
+    renames: renames::Renames,
+    /// The groups' attribute naming their members (what a rename rewrites).
+    member_attribute: String,
 }
 
 /// The attributes the feed asks for: the mapping's, the groups' member values (memberships come
@@ -174,6 +181,9 @@ impl Feed {
             // failed before the restart and settles what a one-shot sync left behind.
             dirty: true,
             events: 0,
+            groups_began: 0,
+            renames: renames::Renames::default(),
+            member_attribute: cfg.mapping.member_attribute.clone(),
         };
         feed.rebuild_index();
         Ok(feed)
@@ -208,6 +218,9 @@ impl Feed {
     /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
     pub(crate) fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
         let cookie = self.cookies[scope.index()].clone();
+        if scope == FeedScope::Groups {
+            self.groups_began = self.events;
+        }
         self.refresh[scope.index()] = Refresh {
             active: true,
             replace: cookie.is_none(),
@@ -253,6 +266,9 @@ impl Feed {
 
     fn remove_uuid(&mut self, scope: FeedScope, uuid: &[u8]) {
         if let Some(key) = self.index.remove(&(scope, uuid.to_vec())) {
+            if scope == FeedScope::Groups {
+                self.renames.group_gone(&key);
+            }
             if self.map_of(scope).remove(&key).is_some() {
                 self.dirty = true;
                 self.changed_at.entry(key).or_insert_with(SystemTime::now);
@@ -348,9 +364,19 @@ impl Feed {
                     .key_of_entry(&e)
                     .unwrap_or_else(|| format!("dn:{}", e.dn));
                 if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
+                    let old_dn = self.map_of(scope).get(&old_key).map(|o| o.dn.clone());
+                    if let Some(old_dn) = old_dn {
+                        self.renamed(&old_dn, &e.dn, persisting);
+                    }
                     if old_key != key {
                         self.map_of(scope).remove(&old_key);
+                        if scope == FeedScope::Groups {
+                            self.renames.group_gone(&old_key);
+                        }
                     }
+                }
+                if scope == FeedScope::Groups {
+                    self.renames.group_received(&key, self.events);
                 }
                 // Refresh-phase entries are mostly old news; a Modify is a change seen now
                 // (persist phase, or a timestamp poll).
@@ -381,6 +407,37 @@ impl Feed {
             }
         }
         self.set_cookie(scope, cookie);
+    }
+
+    /// An entry now at `new_dn` was at `old_dn` (the same DN is no rename). A rename seen while
+    /// following happened after every group held; one seen in a refresh happened before the
+    /// groups that refresh sends, which name the entry as the server does now.
+    fn renamed(&mut self, old_dn: &str, new_dn: &str, persisting: bool) {
+        let groups_refreshed_here =
+            self.kind == FeedKind::Syncrepl || self.refresh[FeedScope::Groups.index()].active;
+        let current_after = if persisting || !groups_refreshed_here {
+            self.events
+        } else {
+            self.groups_began
+        };
+        self.renames.note(old_dn, new_dn, current_after);
+    }
+
+    /// Applies the renames seen since the last call to the groups' member values.
+    fn settle_renames(&mut self) {
+        if self.renames.is_empty() {
+            return;
+        }
+        let changed = self
+            .renames
+            .apply(&mut self.mirror.groups, &self.member_attribute);
+        if !changed.is_empty() {
+            tracing::debug!(
+                groups = changed.len(),
+                "member values follow renamed entries"
+            );
+            self.dirty = true;
+        }
     }
 
     /// Applies one Sync Info message.
@@ -420,7 +477,8 @@ impl Feed {
     }
 
     /// The desired state the mirror describes.
-    pub(crate) fn desired(&self, known_users: &BTreeSet<Key>) -> DesiredState {
+    pub(crate) fn desired(&mut self, known_users: &BTreeSet<Key>) -> DesiredState {
+        self.settle_renames();
         let mut builder = DesiredBuilder::new(self.mapper.clone());
         for e in self.mirror.users.values() {
             builder.add_user(e);
@@ -438,6 +496,7 @@ impl Feed {
 
     /// Saves the mirror and the cookies together, once a pass has pushed what they cover.
     pub(crate) async fn save(&mut self, store: &Store) -> Result<(), StateError> {
+        self.settle_renames();
         let hexed = |c: &Option<Vec<u8>>| c.as_ref().map(hex::encode);
         let checkpoint = Checkpoint {
             fingerprint: self.fingerprint.clone(),
@@ -453,6 +512,7 @@ impl Feed {
     }
 }
 
+mod renames;
 pub(crate) mod timestamp;
 
 #[cfg(test)]

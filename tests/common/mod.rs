@@ -312,7 +312,17 @@ impl Slapd {
         Slapd::start_with(Syncprov::LoadedOnly)
     }
 
+    /// slapd keeping `member` values right on renames with the refint overlay alone: no memberof
+    /// overlay, so users carry no memberOf (memberships come from the groups' `member`).
+    pub fn start_with_refint_only() -> Slapd {
+        Slapd::start_flavour(Syncprov::OnTheDatabase, true)
+    }
+
     fn start_with(syncprov: Syncprov) -> Slapd {
+        Slapd::start_flavour(syncprov, false)
+    }
+
+    fn start_flavour(syncprov: Syncprov, refint_only: bool) -> Slapd {
         let c = certs();
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-slapd")
@@ -339,6 +349,23 @@ impl Slapd {
                 .filter(|l| !l.starts_with("overlay syncprov") && !l.starts_with("syncprov-"))
                 .collect::<Vec<_>>()
                 .join("\n"),
+        };
+        let conf = if refint_only {
+            conf.lines()
+                .filter(|l| !l.contains("memberof"))
+                .map(|l| {
+                    if l.starts_with("overlay syncprov") {
+                        format!("overlay refint\nrefint_attributes member\n{l}")
+                    } else if l == "moduleload syncprov" {
+                        format!("moduleload refint\n{l}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            conf
         };
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         // A port free when picked may be taken by another test before slapd binds it: pick

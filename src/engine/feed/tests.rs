@@ -84,7 +84,7 @@ fn done(f: &mut Feed, scope: FeedScope, cookie: &str) {
     );
 }
 
-fn user_names(f: &Feed) -> Vec<String> {
+fn user_names(f: &mut Feed) -> Vec<String> {
     f.desired(&Default::default())
         .users
         .values()
@@ -117,8 +117,8 @@ fn store() -> (tempfile::TempDir, Store) {
 #[test]
 fn initial_refresh_builds_users_and_memberships_from_member() {
     let (_d, store) = store();
-    let f = refreshed(&store);
-    assert_eq!(user_names(&f), vec!["u1", "u2"]);
+    let mut f = refreshed(&store);
+    assert_eq!(user_names(&mut f), vec!["u1", "u2"]);
     let d = f.desired(&Default::default());
     let g = d.groups.values().next().unwrap();
     assert_eq!(g.members.len(), 1, "{g:?}");
@@ -151,7 +151,7 @@ fn persist_changes_modify_and_delete_and_carry_their_time() {
         None,
         Some(b"c5".to_vec()),
     );
-    assert_eq!(user_names(&f), vec!["u2"]);
+    assert_eq!(user_names(&mut f), vec!["u2"]);
     assert_eq!(f.changed_at().len(), 2, "the deletion is timed too");
 }
 
@@ -163,7 +163,7 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
     assert!(!f.dirty());
 
     let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
-    assert_eq!(user_names(&g), vec!["u1", "u2"], "the mirror was saved");
+    assert_eq!(user_names(&mut g), vec!["u1", "u2"], "the mirror was saved");
     assert_eq!(g.begin(FeedScope::Users).as_deref(), Some(&b"c3"[..]));
     assert_eq!(g.begin(FeedScope::Groups).as_deref(), Some(&b"g2"[..]));
     // u1 unchanged (present), u3 new, u2 not mentioned: deleted while the gateway was away.
@@ -184,7 +184,7 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
         },
     );
     done(&mut g, FeedScope::Groups, "g3");
-    assert_eq!(user_names(&g), vec!["u1", "u3"]);
+    assert_eq!(user_names(&mut g), vec!["u1", "u3"]);
     // A delete phase (syncIdSet with refreshDeletes) removes what it lists.
     g.apply_info(
         FeedScope::Users,
@@ -194,7 +194,7 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
             uuids: vec![uuid(3)],
         },
     );
-    assert_eq!(user_names(&g), vec!["u1"]);
+    assert_eq!(user_names(&mut g), vec!["u1"]);
 }
 
 #[tokio::test]
@@ -211,7 +211,7 @@ async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_k
     add(&mut g, FeedScope::Users, 1, user(1, "u1@x.org"), "c8");
     done(&mut g, FeedScope::Users, "c9");
     done(&mut g, FeedScope::Groups, "g4");
-    assert_eq!(user_names(&g), vec!["u1"]);
+    assert_eq!(user_names(&mut g), vec!["u1"]);
 
     // With a cookie and refreshDeletes, an unmentioned entry is unchanged, not deleted.
     let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
@@ -219,7 +219,7 @@ async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_k
     h.begin(FeedScope::Groups);
     done(&mut h, FeedScope::Users, "c10");
     done(&mut h, FeedScope::Groups, "g5");
-    assert_eq!(user_names(&h), vec!["u1", "u2"]);
+    assert_eq!(user_names(&mut h), vec!["u1", "u2"]);
 }
 
 #[tokio::test]
@@ -295,5 +295,189 @@ fn a_delete_in_one_search_does_not_touch_the_other() {
         None,
         None,
     );
-    assert_eq!(user_names(&f), vec!["u1", "u2"]);
+    assert_eq!(user_names(&mut f), vec!["u1", "u2"]);
+}
+
+/// User `n` at another DN (renamed or moved).
+fn user_at(n: u8, dn: &str) -> RawEntry {
+    let mut e = user(n, &format!("u{n}@x.org"));
+    e.dn = dn.to_string();
+    e
+}
+
+/// Group `n` whose member values are these DNs.
+fn group_of(n: u8, members: &[&str]) -> RawEntry {
+    let mut e = group(n, &[]);
+    e.attrs.insert(
+        "member".into(),
+        members.iter().map(|m| m.as_bytes().to_vec()).collect(),
+    );
+    e
+}
+
+fn modify(f: &mut Feed, scope: FeedScope, n: u8, e: RawEntry) {
+    let dn = e.dn.clone();
+    f.apply_entry(scope, EntryState::Modify, &uuid(n), &dn, Some(e), None);
+}
+
+/// The userNames of group `n`'s members in the desired state.
+fn members_of(f: &mut Feed, n: u8) -> Vec<String> {
+    let d = f.desired(&Default::default());
+    let key = f
+        .mirror()
+        .groups
+        .iter()
+        .find(|(_, e)| e.dn.starts_with(&format!("cn=g{n},")))
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    let mut names: Vec<String> = d.groups[&key]
+        .members
+        .iter()
+        .map(|k| d.users[k].user_name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+fn member_values(f: &Feed, n: u8) -> Vec<String> {
+    let e = f
+        .mirror()
+        .groups
+        .values()
+        .find(|e| e.dn.starts_with(&format!("cn=g{n},")))
+        .unwrap();
+    e.texts("member").unwrap()
+}
+
+const U1: &str = "uid=u1,ou=people,dc=example,dc=org";
+const U1_MOVED: &str = "uid=one,ou=staff,dc=example,dc=org";
+
+#[test]
+fn a_renamed_member_stays_in_its_groups() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    assert_eq!(members_of(&mut f, 10), vec!["u1"]);
+    modify(&mut f, FeedScope::Users, 1, user_at(1, U1_MOVED));
+    assert_eq!(members_of(&mut f, 10), vec!["u1"]);
+    assert_eq!(member_values(&f, 10), vec![U1_MOVED]);
+    // Renamed again, and back: the member follows every step.
+    modify(
+        &mut f,
+        FeedScope::Users,
+        1,
+        user_at(1, "uid=two,ou=staff,dc=example,dc=org"),
+    );
+    modify(&mut f, FeedScope::Users, 1, user_at(1, U1));
+    assert_eq!(members_of(&mut f, 10), vec!["u1"]);
+    assert_eq!(member_values(&f, 10), vec![U1]);
+    // Several renames before one sweep: followed in order.
+    modify(&mut f, FeedScope::Users, 1, user_at(1, U1_MOVED));
+    modify(
+        &mut f,
+        FeedScope::Users,
+        1,
+        user_at(1, "uid=two,ou=staff,dc=example,dc=org"),
+    );
+    assert_eq!(
+        member_values(&f, 10),
+        vec![U1],
+        "not applied before it is needed"
+    );
+    assert_eq!(members_of(&mut f, 10), vec!["u1"]);
+    assert_eq!(
+        member_values(&f, 10),
+        vec!["uid=two,ou=staff,dc=example,dc=org"]
+    );
+}
+
+#[test]
+fn a_group_received_after_the_rename_is_taken_as_sent() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    modify(&mut f, FeedScope::Users, 1, user_at(1, U1_MOVED));
+    // A newcomer takes the old DN and is put in the group, which arrives after the rename:
+    // its `member: U1` names the newcomer, not the renamed user.
+    add(&mut f, FeedScope::Users, 3, user_at(3, U1), "c20");
+    modify(&mut f, FeedScope::Groups, 10, group_of(10, &[U1, U1_MOVED]));
+    assert_eq!(members_of(&mut f, 10), vec!["u1", "u3"]);
+    assert_eq!(member_values(&f, 10), vec![U1, U1_MOVED]);
+}
+
+#[tokio::test]
+async fn a_rename_in_a_resumed_refresh_rewrites_only_groups_the_refresh_did_not_send() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    add(&mut f, FeedScope::Groups, 11, group(11, &[1, 2]), "g6");
+    f.save(&store).await.unwrap();
+
+    // While the gateway was away: u1 moved, a newcomer took its DN and joined g11 (so g11 is
+    // sent again, as the server has it now); g10 was only rewritten by refint (not sent).
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    g.begin(FeedScope::Users);
+    g.begin(FeedScope::Groups);
+    modify(
+        &mut g,
+        FeedScope::Groups,
+        11,
+        group_of(11, &[U1, U1_MOVED, "uid=u2,ou=people,dc=example,dc=org"]),
+    );
+    modify(&mut g, FeedScope::Users, 1, user_at(1, U1_MOVED));
+    add(&mut g, FeedScope::Users, 3, user_at(3, U1), "c21");
+    done(&mut g, FeedScope::Users, "c22");
+    done(&mut g, FeedScope::Groups, "g7");
+    assert_eq!(members_of(&mut g, 10), vec!["u1"]);
+    assert_eq!(members_of(&mut g, 11), vec!["u1", "u2", "u3"]);
+    // Saved rewritten: a restart does not lose it.
+    g.save(&store).await.unwrap();
+    let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(member_values(&h, 10), vec![U1_MOVED]);
+    assert_eq!(members_of(&mut h, 10), vec!["u1"]);
+}
+
+#[test]
+fn a_renamed_group_stays_in_its_parent_group() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    let child = "cn=g10,ou=groups,dc=example,dc=org";
+    add(
+        &mut f,
+        FeedScope::Groups,
+        12,
+        group_of(12, &[child, U1]),
+        "g8",
+    );
+    let mut renamed = group(10, &[1]);
+    renamed.dn = "cn=g10,ou=teams,dc=example,dc=org".into();
+    modify(&mut f, FeedScope::Groups, 10, renamed);
+    f.desired(&Default::default());
+    assert_eq!(
+        member_values(&f, 12),
+        vec!["cn=g10,ou=teams,dc=example,dc=org", U1]
+    );
+}
+
+#[test]
+fn an_old_and_a_new_name_of_one_member_are_one_value() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    modify(
+        &mut f,
+        FeedScope::Groups,
+        10,
+        group_of(10, &[U1, "uid=u2,ou=people,dc=example,dc=org"]),
+    );
+    // Renamed onto a spelling the group already has (another case): one member, not two.
+    modify(
+        &mut f,
+        FeedScope::Users,
+        2,
+        user_at(2, "UID=U1,ou=people,dc=example,dc=org"),
+    );
+    f.desired(&Default::default());
+    assert_eq!(
+        member_values(&f, 10).len(),
+        1,
+        "{:?}",
+        member_values(&f, 10)
+    );
 }

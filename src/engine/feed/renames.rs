@@ -1,0 +1,126 @@
+//! Renames and moves seen by the change feed, applied to the groups' `member` values.
+//!
+//! When an entry is renamed, the server's referential integrity (slapd's refint overlay or
+//! memberof-refint, 389-DS's referential integrity plugin) rewrites the `member` values naming
+//! it. slapd does not send those rewrites through syncrepl: the groups' entryCSN does not move,
+//! so the feed would keep naming the old DN and drop the member. The feed does the same rewrite
+//! in its mirror, but only in the groups it holds from before the rename: a group received after
+//! it (in the persist phase), or received in the same refresh (which describes the directory as
+//! it is now), already says what the server has, even when a new entry took the old DN.
+//!
+//! Renames are collected as they arrive and applied in one sweep of the groups before the mirror
+//! is used (a pass, a save): a move of a whole OU costs one sweep, not one per entry.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::Key;
+use crate::source::dn::normalize;
+use crate::source::entry::RawEntry;
+
+/// One rename: `from` (normal form) became `to`.
+#[derive(Debug)]
+struct Rename {
+    from: String,
+    to: String,
+    to_normal: String,
+    /// Groups received after this event number already name the entry as the server does now.
+    current_after: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Renames {
+    /// In arrival order.
+    pending: Vec<Rename>,
+    /// The event number at which each group in the mirror was last received in this process
+    /// (absent: from the stored mirror, older than any event).
+    received: HashMap<Key, u64>,
+}
+
+impl Renames {
+    pub(super) fn group_received(&mut self, key: &Key, event: u64) {
+        self.received.insert(key.clone(), event);
+    }
+
+    pub(super) fn group_gone(&mut self, key: &Key) {
+        self.received.remove(key);
+    }
+
+    /// Notes that the entry at `old_dn` is now at `new_dn`; groups received after event number
+    /// `current_after` already reflect it.
+    pub(super) fn note(&mut self, old_dn: &str, new_dn: &str, current_after: u64) {
+        let from = normalize(old_dn);
+        let to_normal = normalize(new_dn);
+        if from == to_normal {
+            return;
+        }
+        self.pending.push(Rename {
+            from,
+            to: new_dn.to_string(),
+            to_normal,
+            current_after,
+        });
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Rewrites the `member_attribute` values of `groups` that name a renamed entry by a DN it
+    /// has left, in the groups held from before the rename; returns the groups changed.
+    pub(super) fn apply(
+        &mut self,
+        groups: &mut BTreeMap<Key, RawEntry>,
+        member_attribute: &str,
+    ) -> Vec<Key> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let mut by_from: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in pending.iter().enumerate() {
+            by_from.entry(r.from.as_str()).or_default().push(i);
+        }
+        let attr = member_attribute.to_ascii_lowercase();
+        let mut changed = Vec::new();
+        for (key, entry) in groups.iter_mut() {
+            let received = self.received.get(key).copied().unwrap_or(0);
+            let Some(values) = entry.attrs.get_mut(&attr) else {
+                continue;
+            };
+            let mut rewritten = false;
+            for v in values.iter_mut() {
+                let Ok(text) = std::str::from_utf8(v) else {
+                    continue;
+                };
+                let mut normal = normalize(text);
+                let mut last: Option<usize> = None;
+                let mut to: Option<&str> = None;
+                // Follow renames in arrival order (A -> B, then B -> C), each once: the indices
+                // only grow, so a rename back and forth ends.
+                while let Some(&i) = by_from.get(normal.as_str()).and_then(|ix| {
+                    ix.iter().find(|&&i| {
+                        last.is_none_or(|l| i > l) && received <= pending[i].current_after
+                    })
+                }) {
+                    to = Some(&pending[i].to);
+                    normal.clone_from(&pending[i].to_normal);
+                    last = Some(i);
+                }
+                if let Some(to) = to {
+                    *v = to.as_bytes().to_vec();
+                    rewritten = true;
+                }
+            }
+            if rewritten {
+                // Two old names of one entry (or an old name next to the new one) are one member.
+                let mut seen = std::collections::HashSet::new();
+                values.retain(|v| {
+                    let n = std::str::from_utf8(v).map(normalize).ok();
+                    n.is_none() || seen.insert(n)
+                });
+                changed.push(key.clone());
+            }
+        }
+        changed
+    }
+}
