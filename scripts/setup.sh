@@ -5,6 +5,8 @@
 #   - Samba's AD DC (samba, samba-ad-dc, samba-ad-provision, ...): a real Active Directory
 #     domain controller for the AD tests (samba-ad-provision is only "recommended" by samba-ad-dc,
 #     and provisioning fails without it),
+#   - 389 Directory Server (389-ds-base, with python3-lib389 to create test instances): the
+#     second LDAP server with a change feed (Content Synchronization over Retro Changelog),
 #   - Chromium, headless, to test the status dashboard as an administrator's browser shows it,
 #   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server, and django-scim2 (with
 #     Django and waitress, pinned in tests/fixtures/scim_django/requirements.txt), a second one.
@@ -14,7 +16,8 @@ cd "$(dirname "$0")/.."
 
 SCIM_SERVER_VERSION=0.8.3
 packages=(slapd ldap-utils openssl libssl-dev pkg-config
-    samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind ldb-tools chromium)
+    samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind ldb-tools chromium
+    389-ds-base python3-lib389)
 # python3-venv is only needed where the interpreter has no venv module of its own.
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 
@@ -46,4 +49,5 @@ if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("dj
     .venv/bin/pip install -q --disable-pip-version-check -r tests/fixtures/scim_django/requirements.txt
 fi
 echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2)," \
-    "samba $(samba --version 2>/dev/null | cut -d' ' -f2), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION ready"
+    "samba $(samba --version 2>/dev/null | cut -d' ' -f2)," \
+    "389-ds $(dpkg-query -W -f='${Version}' 389-ds-base 2>/dev/null), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION ready"

@@ -94,6 +94,9 @@ pub(crate) struct LdapConfig {
     pub user_filter: String,
     pub group_filter: String,
     pub membership: Membership,
+    /// `membership` was set in the file (else it is the default, `memberOf`, which gives way to
+    /// `member` on servers whose memberOf includes nested groups: 389-DS).
+    pub membership_set: bool,
     pub nested_groups: bool,
     pub referenced_groups: ReferencedGroups,
     /// Read multi-valued member attributes in ranges of this many values (AD range retrieval);

@@ -183,11 +183,12 @@ pub(super) async fn run<T: Target>(
                 }
                 Ok(None) if required => anyhow::bail!(
                     "daemon.change_feed = \"syncrepl\", but {} does not offer content synchronization \
-                     (load the syncprov overlay on the database, or use \"auto\" / \"poll\")",
+                     (load slapd's syncprov overlay on the database, or enable 389-DS's Retro Changelog \
+                     and Content Synchronization plugins; or use \"auto\" / \"poll\")",
                     cfg.ldap.url
                 ),
                 Ok(None) => {
-                    tracing::info!(url = %cfg.ldap.url, "the server does not offer content synchronization (syncprov): polling instead");
+                    tracing::info!(url = %cfg.ldap.url, "the server does not offer content synchronization (slapd's syncprov, 389-DS's Content Synchronization plugin): polling instead");
                     return Ok(FeedExit::Unsupported);
                 }
                 Err(e) => {
@@ -200,6 +201,19 @@ pub(super) async fn run<T: Target>(
             }
         }
 
+        // Entries that came without their key are read again before anything is pushed.
+        if feed.awaiting_refetch() {
+            if let Some(l) = link.as_mut() {
+                if let Err(e) = engine::feed::refetch(&mut l.session, cfg, &mut feed).await {
+                    tracing::warn!(error = %e, "change feed: reading entries again failed; reconnecting");
+                    board.set_feed(FeedState::Down(e.to_string()));
+                    link = None;
+                    reconnect_at = Instant::now();
+                    continue;
+                }
+            }
+        }
+
         let now = Instant::now();
         if retry_at.is_some_and(|t| now >= t) {
             retry_at = None;
@@ -208,7 +222,12 @@ pub(super) async fn run<T: Target>(
         let quiet = now.duration_since(last_event) >= cfg.daemon.coalesce;
         let long = burst_start.is_some_and(|b| now.duration_since(b) >= MAX_COALESCE);
         let may_pass = backoff_until.is_none_or(|t| now >= t);
-        if feed.dirty() && !feed.refreshing() && may_pass && (quiet || long || leading) {
+        if feed.dirty()
+            && !feed.refreshing()
+            && !feed.awaiting_refetch()
+            && may_pass
+            && (quiet || long || leading)
+        {
             leading = false;
             let outcome = tokio::select! {
                 r = engine::run_feed(cfg, store, target, &mut feed) => r,

@@ -178,7 +178,12 @@ async fn pass<T: Target>(
         (RunKind::Sync, Some(feed)) => {
             let read = engine::guarded(async {
                 let mut session = Session::open(&cfg.ldap).await?;
-                let read = timestamp::poll(&mut session, cfg, feed).await;
+                let mut read = timestamp::poll(&mut session, cfg, feed).await;
+                if read.is_ok() {
+                    if let Err(e) = engine::feed::refetch(&mut session, cfg, feed).await {
+                        read = Err(e);
+                    }
+                }
                 session.close().await;
                 Ok(read?)
             })

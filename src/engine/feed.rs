@@ -22,12 +22,17 @@ use crate::config::{Config, Membership};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
-use crate::source::syncrepl::control::uuid_text;
 use crate::source::syncrepl::{EntryState, SyncInfo};
 use crate::state::{Mirror, StateError, Store};
 
+/// Where each mirror entry keeps the identity its change feed knows it by (the Sync State
+/// control's UUID, or a poll's identity): slapd's is the entryUUID, 389-DS's the nsUniqueId.
+/// Kept apart from the entry's attributes so that it is never taken for the key, and the index
+/// can be rebuilt from the stored mirror whatever the server. `@` cannot begin an attribute name.
+const SYNC_ID: &str = "@sync-id";
+
 /// One of the two synchronized searches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum FeedScope {
     Users,
     Groups,
@@ -96,6 +101,20 @@ pub(crate) struct Feed {
     renames: renames::Renames,
     /// The groups' attribute naming their members (what a rename rewrites).
     member_attribute: String,
+    /// Entries that arrived without their key (389-DS sends changed entries so in a refresh
+    /// resumed from a cookie): to be read again by DN before the next pass.
+    refetch: BTreeMap<(FeedScope, Vec<u8>), String>,
+}
+
+/// What an entry read again by DN turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refetched {
+    /// Read, with its key: applied as a change.
+    Keyed,
+    /// Gone or out of scope since: its deletion is on its way in the feed.
+    Missing,
+    /// Still without its key: what was known of it is kept.
+    Unkeyed,
 }
 
 /// The attributes the feed asks for: the mapping's, the groups' member values (memberships come
@@ -153,7 +172,8 @@ impl Feed {
     /// made for another server or configuration.
     pub(crate) fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
         let mapper = feed_mapper(cfg);
-        let fingerprint = super::fingerprint(cfg, &format!("{kind:?}"));
+        // v2: entries carry their sync identity (SYNC_ID); older mirrors are refreshed.
+        let fingerprint = super::fingerprint(cfg, &format!("{kind:?}/v2"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
         let (mirror, cookies) = match usable {
@@ -184,6 +204,7 @@ impl Feed {
             groups_began: 0,
             renames: renames::Renames::default(),
             member_attribute: cfg.mapping.member_attribute.clone(),
+            refetch: BTreeMap::new(),
         };
         feed.rebuild_index();
         Ok(feed)
@@ -196,13 +217,8 @@ impl Feed {
             (FeedScope::Groups, &self.mirror.groups),
         ] {
             for (k, e) in map {
-                if let Some(u) = e
-                    .texts("entryUUID")
-                    .ok()
-                    .and_then(|v| v.into_iter().next())
-                    .and_then(|t| uuid_bytes(&t))
-                {
-                    self.index.insert((scope, u), k.clone());
+                if let Some(u) = e.values(SYNC_ID).first() {
+                    self.index.insert((scope, u.clone()), k.clone());
                 }
             }
         }
@@ -221,6 +237,8 @@ impl Feed {
         if scope == FeedScope::Groups {
             self.groups_began = self.events;
         }
+        // The search starts again from the saved cookie: what it sends supersedes these.
+        self.refetch.retain(|(s, _), _| *s != scope);
         self.refresh[scope.index()] = Refresh {
             active: true,
             replace: cookie.is_none(),
@@ -351,52 +369,17 @@ impl Feed {
         self.events += 1;
         let persisting = !self.refresh[scope.index()].active;
         match (state, entry) {
-            (EntryState::Add | EntryState::Modify, Some(mut e)) => {
+            (EntryState::Add | EntryState::Modify, Some(e)) => {
                 self.see(scope, uuid);
-                // The control's entryUUID is authoritative; keep it with the entry so the
-                // index can be rebuilt from the stored mirror.
-                if e.values("entryUUID").is_empty() {
-                    e.attrs
-                        .insert("entryuuid".into(), vec![uuid_text(uuid).into_bytes()]);
+                if self.mapper.key_of_entry(&e).is_none() {
+                    // Without its key the entry cannot be placed: never in place of what is
+                    // known, nor as a newcomer or a departure. Read it again by DN.
+                    tracing::info!(scope = scope.name(), dn = %e.dn, "an entry came without its key attribute: reading it again");
+                    self.refetch.insert((scope, uuid.to_vec()), e.dn.clone());
+                    self.set_cookie(scope, cookie);
+                    return;
                 }
-                let key = self
-                    .mapper
-                    .key_of_entry(&e)
-                    .unwrap_or_else(|| format!("dn:{}", e.dn));
-                if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
-                    let old_dn = self.map_of(scope).get(&old_key).map(|o| o.dn.clone());
-                    if let Some(old_dn) = old_dn {
-                        self.renamed(&old_dn, &e.dn, persisting);
-                    }
-                    if old_key != key {
-                        self.map_of(scope).remove(&old_key);
-                        if scope == FeedScope::Groups {
-                            self.renames.group_gone(&old_key);
-                        }
-                    }
-                }
-                if scope == FeedScope::Groups {
-                    self.renames.group_received(&key, self.events);
-                }
-                // Refresh-phase entries are mostly old news; a Modify is a change seen now
-                // (persist phase, or a timestamp poll).
-                let timed = persisting || state == EntryState::Modify;
-                self.index.insert((scope, uuid.to_vec()), key.clone());
-                let map = self.map_of(scope);
-                // The same entry again (a poll re-reading its watermark's second) is no change.
-                if map.get(&key) != Some(&e) {
-                    // Read only for a change worth timing, not for every entry of a refresh.
-                    let at = timed.then(|| {
-                        csn_time(&e)
-                            .filter(|t| *t <= SystemTime::now())
-                            .unwrap_or_else(SystemTime::now)
-                    });
-                    map.insert(key.clone(), e);
-                    self.dirty = true;
-                    if let Some(at) = at {
-                        self.changed_at.entry(key).or_insert(at);
-                    }
-                }
+                self.put(scope, state, uuid, e, persisting);
             }
             (EntryState::Add | EntryState::Modify, None) | (EntryState::Present, _) => {
                 self.see(scope, uuid)
@@ -407,6 +390,105 @@ impl Feed {
             }
         }
         self.set_cookie(scope, cookie);
+    }
+
+    /// Puts an entry with its key into the mirror (a change unless it is the same again).
+    fn put(
+        &mut self,
+        scope: FeedScope,
+        state: EntryState,
+        uuid: &[u8],
+        mut e: RawEntry,
+        persisting: bool,
+    ) {
+        e.attrs.insert(SYNC_ID.into(), vec![uuid.to_vec()]);
+        let key = self
+            .mapper
+            .key_of_entry(&e)
+            .unwrap_or_else(|| format!("dn:{}", e.dn));
+        if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
+            let old_dn = self.map_of(scope).get(&old_key).map(|o| o.dn.clone());
+            if let Some(old_dn) = old_dn {
+                self.renamed(&old_dn, &e.dn, persisting);
+            }
+            if old_key != key {
+                self.map_of(scope).remove(&old_key);
+                if scope == FeedScope::Groups {
+                    self.renames.group_gone(&old_key);
+                }
+            }
+        }
+        if scope == FeedScope::Groups {
+            self.renames.group_received(&key, self.events);
+        }
+        // Refresh-phase entries are mostly old news; a Modify is a change seen now
+        // (persist phase, or a timestamp poll).
+        let timed = persisting || state == EntryState::Modify;
+        self.index.insert((scope, uuid.to_vec()), key.clone());
+        let map = self.map_of(scope);
+        // The same entry again (a poll re-reading its watermark's second) is no change.
+        if map.get(&key) != Some(&e) {
+            // Read only for a change worth timing, not for every entry of a refresh.
+            let at = timed.then(|| {
+                csn_time(&e)
+                    .filter(|t| *t <= SystemTime::now())
+                    .unwrap_or_else(SystemTime::now)
+            });
+            map.insert(key.clone(), e);
+            self.dirty = true;
+            if let Some(at) = at {
+                self.changed_at.entry(key).or_insert(at);
+            }
+        }
+    }
+
+    /// True while entries that came without their key wait to be read again.
+    pub(crate) fn awaiting_refetch(&self) -> bool {
+        !self.refetch.is_empty()
+    }
+
+    /// Entries to read again by DN before the next pass: (scope, sync identity, DN).
+    pub(crate) fn refetches(&self) -> Vec<(FeedScope, Vec<u8>, String)> {
+        self.refetch
+            .iter()
+            .map(|((s, u), dn)| (*s, u.clone(), dn.clone()))
+            .collect()
+    }
+
+    /// The result of reading again an entry that came without its key.
+    pub(crate) fn apply_refetched(
+        &mut self,
+        scope: FeedScope,
+        uuid: &[u8],
+        dn: &str,
+        entry: Option<RawEntry>,
+    ) -> Refetched {
+        self.refetch.remove(&(scope, uuid.to_vec()));
+        let Some(e) = entry else {
+            tracing::info!(
+                scope = scope.name(),
+                dn,
+                "an entry read again is gone or out of scope: its deletion will follow"
+            );
+            return Refetched::Missing;
+        };
+        if self.mapper.key_of_entry(&e).is_none() {
+            let known = self.index.contains_key(&(scope, uuid.to_vec()));
+            tracing::warn!(
+                scope = scope.name(),
+                dn,
+                known,
+                "an entry read again still has no key attribute: what was known of it is kept"
+            );
+            if !known {
+                // Reported as rejected, as a full read does.
+                self.put(scope, EntryState::Modify, uuid, e, true);
+            }
+            return Refetched::Unkeyed;
+        }
+        self.events += 1;
+        self.put(scope, EntryState::Modify, uuid, e, true);
+        Refetched::Keyed
     }
 
     /// An entry now at `new_dn` was at `old_dn` (the same DN is no rename). A rename seen while
@@ -512,7 +594,9 @@ impl Feed {
     }
 }
 
+mod refetch;
 mod renames;
+pub(crate) use refetch::refetch;
 pub(crate) mod timestamp;
 
 #[cfg(test)]

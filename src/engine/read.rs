@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Config, Membership, ReferencedGroups};
+use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
@@ -152,12 +152,36 @@ pub(super) fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// 389-DS's memberOf includes the groups a user is in through nested groups: with the default
+/// `membership = "memberOf"`, nested members would be pushed as direct ones (and `run`, which
+/// reads `member`, would disagree with `sync`). Unless `ldap.membership` is set, memberships come
+/// from the groups' `member` values there.
+async fn membership_for_server<'c>(
+    session: &mut Session,
+    l: &'c LdapConfig,
+) -> Result<std::borrow::Cow<'c, LdapConfig>, SourceError> {
+    if l.membership_set || l.membership != Membership::MemberOf || !session.is_389ds().await? {
+        return Ok(std::borrow::Cow::Borrowed(l));
+    }
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(
+            "389 Directory Server: its memberOf includes nested groups, so memberships are read \
+             from the groups' member values (set ldap.membership to choose)"
+        );
+    }
+    let mut ldap = l.clone();
+    ldap.membership = Membership::Member;
+    Ok(std::borrow::Cow::Owned(ldap))
+}
+
 async fn read_with(
     session: &mut Session,
     cfg: &Config,
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
-    let mapper = Mapper::new(&cfg.mapping, &cfg.ldap);
+    let ldap = membership_for_server(session, &cfg.ldap).await?;
+    let mapper = Mapper::new(&cfg.mapping, &ldap);
     let user_attrs = ranged(mapper.user_attributes(), cfg);
     let group_attrs = ranged(mapper.group_attributes(), cfg);
     let step = cfg.ldap.range_step;
@@ -188,7 +212,7 @@ async fn read_with(
     )
     .await?;
 
-    if cfg.ldap.membership == Membership::MemberOf
+    if ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create
     {
         // The groups the users name that the group search did not return, read one by one

@@ -306,9 +306,19 @@ impl Session {
         dn: &str,
         attrs: &[String],
     ) -> Result<Option<RawEntry>, SourceError> {
+        self.read_entry_matching(dn, "(objectClass=*)", attrs).await
+    }
+
+    /// Reads one entry by DN if it matches `filter`; `None` when it does not exist or match.
+    pub(crate) async fn read_entry_matching(
+        &mut self,
+        dn: &str,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Option<RawEntry>, SourceError> {
         let err = |reason: String| SourceError::Search {
             base: dn.to_string(),
-            filter: "(objectClass=*)".to_string(),
+            filter: filter.to_string(),
             reason,
         };
         let verdict = self.verdict.clone();
@@ -318,7 +328,7 @@ impl Session {
         let mut stream = self
             .ldap
             .with_timeout(self.timeout)
-            .streaming_search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .streaming_search(dn, Scope::Base, filter, attrs.to_vec())
             .await
             .map_err(|e| err(op_error(e, &verdict)))?;
         let mut found = None;

@@ -38,7 +38,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 
 /// Waits for a child to listen on `port`; an error when it exits first (e.g. the port, free a
 /// moment ago, was taken by another test in between).
-fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
+pub(crate) fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -77,6 +77,7 @@ fn on_a_free_port(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (Child, u1
 }
 
 pub mod bad_ldap;
+pub mod ds389;
 pub mod faults;
 pub mod proxy;
 pub mod samba;

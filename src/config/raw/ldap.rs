@@ -28,8 +28,7 @@ pub(super) struct RawLdap {
     group_base: Option<String>,
     user_filter: Option<String>,
     group_filter: Option<String>,
-    #[serde(default = "default_membership")]
-    membership: Membership,
+    membership: Option<Membership>,
     #[serde(default)]
     nested_groups: bool,
     referenced_groups: Option<ReferencedGroups>,
@@ -236,7 +235,8 @@ impl RawLdap {
             profile: l.profile,
             user_filter,
             group_filter,
-            membership: l.membership,
+            membership: l.membership.unwrap_or(Membership::MemberOf),
+            membership_set: l.membership.is_some(),
             nested_groups: l.nested_groups,
             referenced_groups: l.referenced_groups.unwrap_or(defaults.referenced_groups),
             range_step: l.range_step,
@@ -253,10 +253,6 @@ impl RawLdap {
         };
         Ok((ldap, l_incremental_explicit))
     }
-}
-
-fn default_membership() -> Membership {
-    Membership::MemberOf
 }
 
 fn default_page_size() -> u32 {

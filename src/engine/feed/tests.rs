@@ -3,6 +3,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
+use crate::source::syncrepl::control::uuid_text;
 use crate::source::syncrepl::SyncInfo;
 
 const CONFIG: &str = r#"
@@ -480,4 +481,96 @@ fn an_old_and_a_new_name_of_one_member_are_one_value() {
         "{:?}",
         member_values(&f, 10)
     );
+}
+
+/// 389-DS: the sync UUID is the nsUniqueId, not the entryUUID (the key). After a restart the
+/// index still finds the entry by the identity the server sends.
+#[tokio::test]
+async fn the_sync_identity_is_kept_apart_from_the_key() {
+    let (_d, store) = store();
+    let mut f = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    f.begin(FeedScope::Users);
+    f.begin(FeedScope::Groups);
+    // Sync identity 7, entryUUID that of 1.
+    f.apply_entry(
+        FeedScope::Users,
+        EntryState::Add,
+        &uuid(7),
+        U1,
+        Some(user(1, "u1@x.org")),
+        None,
+    );
+    done(&mut f, FeedScope::Users, "c1");
+    done(&mut f, FeedScope::Groups, "g1");
+    f.save(&store).await.unwrap();
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    g.begin(FeedScope::Users);
+    g.apply_entry(
+        FeedScope::Users,
+        EntryState::Delete,
+        &uuid(7),
+        U1,
+        None,
+        None,
+    );
+    assert!(g.mirror().users.is_empty(), "deleted by its sync identity");
+}
+
+#[test]
+fn an_entry_without_its_key_never_replaces_what_is_known() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    let mut keyless = user(1, "changed@x.org");
+    keyless.attrs.remove("entryuuid");
+    modify(&mut f, FeedScope::Users, 1, keyless.clone());
+    assert!(f.awaiting_refetch());
+    assert_eq!(user_names(&mut f), vec!["u1", "u2"], "kept, not replaced");
+    let d = f.desired(&Default::default());
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert_eq!(
+        f.refetches(),
+        vec![(FeedScope::Users, uuid(1), U1.to_string())]
+    );
+
+    // Read again and still without the key: what was known stays.
+    assert_eq!(
+        f.apply_refetched(FeedScope::Users, &uuid(1), U1, Some(keyless.clone())),
+        Refetched::Unkeyed
+    );
+    assert!(!f.awaiting_refetch());
+    let d = f.desired(&Default::default());
+    let u1 = d.users.values().find(|u| u.user_name == "u1").unwrap();
+    assert_eq!(u1.email.as_deref(), Some("u1@x.org"));
+
+    // Gone since: nothing changes (its deletion comes through the feed).
+    modify(&mut f, FeedScope::Users, 1, keyless);
+    assert_eq!(
+        f.apply_refetched(FeedScope::Users, &uuid(1), U1, None),
+        Refetched::Missing
+    );
+    assert_eq!(user_names(&mut f), vec!["u1", "u2"]);
+
+    // Read again with its key: the change is applied.
+    let mut keyless = user(1, "changed@x.org");
+    keyless.attrs.remove("entryuuid");
+    modify(&mut f, FeedScope::Users, 1, keyless);
+    assert_eq!(
+        f.apply_refetched(
+            FeedScope::Users,
+            &uuid(1),
+            U1,
+            Some(user(1, "changed@x.org"))
+        ),
+        Refetched::Keyed
+    );
+    let d = f.desired(&Default::default());
+    let u1 = d.users.values().find(|u| u.user_name == "u1").unwrap();
+    assert_eq!(u1.email.as_deref(), Some("changed@x.org"));
+
+    // A search started again from the cookie supersedes what waited.
+    let mut keyless = user(2, "x@x.org");
+    keyless.attrs.remove("entryuuid");
+    modify(&mut f, FeedScope::Users, 2, keyless);
+    f.begin(FeedScope::Users);
+    assert!(!f.awaiting_refetch());
 }

@@ -172,6 +172,7 @@ pub(crate) fn decode_intermediate(t: StructureTag) -> Result<Option<SyncInfo>, S
 }
 
 /// An entryUUID as text (`8-4-4-4-12` lower-case hex), as OpenLDAP shows it.
+#[cfg(test)]
 pub(crate) fn uuid_text(b: &[u8]) -> String {
     let h = hex::encode(b);
     if h.len() != 32 {

@@ -125,6 +125,22 @@ impl Session {
         })
     }
 
+    /// True when the server says it is 389 Directory Server (root DSE `vendorName` /
+    /// `vendorVersion`), whose memberOf includes nested groups.
+    pub(crate) async fn is_389ds(&mut self) -> Result<bool, SourceError> {
+        let root = self
+            .read_entry("", &["vendorName".to_string(), "vendorVersion".to_string()])
+            .await?;
+        Ok(root.is_some_and(|r| {
+            ["vendorName", "vendorVersion"].iter().any(|a| {
+                r.texts(a)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|v| v.starts_with("389"))
+            })
+        }))
+    }
+
     /// True when the server's root DSE lists the content synchronization control (syncprov).
     pub(crate) async fn supports_syncrepl(&mut self) -> Result<bool, SourceError> {
         let root = self

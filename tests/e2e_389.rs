@@ -1,0 +1,182 @@
+//! 389 Directory Server, the second LDAP implementation with a change feed (Content
+//! Synchronization over Retro Changelog): `sync`, `resync` and `run` against it. Its sync UUID is
+//! the nsUniqueId (not the entryUUID), a refresh resumed from a cookie sends changed entries
+//! without operational attributes (entryUUID, the key), and its memberOf includes nested groups.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::ds389::{Ds389, DS_PW};
+use common::*;
+use serde_json::Value;
+
+fn gateway(ds: &Ds389) -> Gateway {
+    Gateway::with_scim(
+        Scim::start_default(),
+        ds.url(),
+        DS_PW,
+        ds.ldap_settings(),
+        String::new(),
+    )
+}
+
+/// A group `all` whose only member is the engineering group: 389-DS puts it in alice's and bob's
+/// memberOf (nested), which is not a direct membership.
+fn add_nested_group(ds: &mut Ds389) {
+    ds.add(
+        "dn: cn=all,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: all\n\
+         member: cn=engineering,ou=groups,dc=example,dc=org\n",
+    );
+}
+
+fn following(port: u16) -> bool {
+    http_get(port, "/status")
+        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+        .map(|d| d["change_feed"] == "following" && d["ready"] == true)
+        .unwrap_or(false)
+}
+
+fn family_of(gw: &Gateway, user: &str) -> Option<String> {
+    gw.scim
+        .user(user)
+        .and_then(|u| u["name"]["familyName"].as_str().map(str::to_string))
+}
+
+fn active(gw: &Gateway, user: &str) -> Option<bool> {
+    gw.scim.user(user).and_then(|u| u["active"].as_bool())
+}
+
+#[test]
+fn sync_and_resync_read_direct_memberships_by_default() {
+    let mut ds = Ds389::start();
+    add_nested_group(&mut ds);
+    let mut gw = gateway(&ds);
+    let r = gw.sync();
+    assert_eq!(count(&r, "users", "created"), 3, "{r:?}");
+    assert!(r.all().contains("389 Directory Server"), "says why: {r:?}");
+    assert_eq!(gw.scim.member_names("engineering"), vec!["alice", "bob"]);
+    assert_eq!(gw.scim.member_names("sales"), vec!["carol"]);
+    // memberOf says alice and bob are in `all` (through engineering): not pushed as direct.
+    assert!(gw.scim.member_names("all").is_empty());
+
+    // A rename keeps the object and its groups (389-DS's referential integrity).
+    ds.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=robert\n\
+         deleteoldrdn: 1\nnewsuperior: ou=staff,dc=example,dc=org\n",
+    );
+    let r = gw.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(gw.scim.member_names("engineering"), vec!["alice", "robert"]);
+    let r = gw.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    assert_eq!(count(&r, "groups", "updated"), 0, "{r:?}");
+
+    // Nested groups flattened when asked for.
+    gw.ldap_extra = "nested_groups = true\n".into();
+    let r = gw.sync();
+    assert_eq!(count(&r, "members", "added"), 2, "{r:?}");
+    assert_eq!(gw.scim.member_names("all"), vec!["alice", "robert"]);
+}
+
+/// `run` follows 389-DS's content synchronization; changes made while the gateway is stopped
+/// (modify, delete, rename, a membership) arrive from the cookie, although 389-DS sends those
+/// entries without their entryUUID; 389-DS killed and restarted mid-run is reconnected to.
+/// At the end a one-shot `sync` finds nothing to do: `run` and `sync` agree.
+#[test]
+fn run_follows_changes_across_restarts_and_reconnects() {
+    let mut ds = Ds389::start();
+    add_nested_group(&mut ds);
+    let mut gw = gateway(&ds);
+    let port = free_port();
+    gw.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    gw.extra = format!(
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(gw.spawn(&["run"]));
+    assert!(
+        wait_until(30, || gw.scim.users().len() == 3 && following(port)),
+        "{}",
+        gw.spawned_log()
+    );
+    assert_eq!(gw.scim.member_names("engineering"), vec!["alice", "bob"]);
+    assert!(gw.scim.member_names("all").is_empty());
+    set_family(&ds, "bob", "Persisted");
+    assert!(
+        wait_until(30, || family_of(&gw, "bob").as_deref() == Some("Persisted")),
+        "{}",
+        gw.spawned_log()
+    );
+
+    // Stopped; meanwhile alice is only modified, carol deleted, bob renamed and moved, and a
+    // newcomer joins sales.
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", gw.spawned_log());
+    set_family(&ds, "alice", "Modified");
+    ds.delete("uid=carol,ou=people,dc=example,dc=org");
+    ds.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=robert\n\
+         deleteoldrdn: 1\nnewsuperior: ou=staff,dc=example,dc=org\n",
+    );
+    ds.add(
+        "dn: uid=dave,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: dave\n\
+         cn: Dave Doe\nsn: Doe\ngivenName: Dave\nmail: dave@example.org\n",
+    );
+    ds.modify(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\n\
+         member: uid=dave,ou=people,dc=example,dc=org\n",
+    );
+    let mut child = Guard(gw.spawn(&["run"]));
+    assert!(
+        wait_until(30, || {
+            family_of(&gw, "alice").as_deref() == Some("Modified")
+                && active(&gw, "carol") == Some(false)
+                && gw.scim.user("robert").is_some()
+                && gw.scim.member_names("sales") == vec!["dave"]
+        }),
+        "{}",
+        gw.spawned_log()
+    );
+    let log = gw.spawned_log();
+    assert!(log.contains("resume=true"), "{log}");
+    assert_eq!(active(&gw, "alice"), Some(true), "{log}");
+    assert_eq!(gw.scim.member_names("engineering"), vec!["alice", "robert"]);
+    assert_eq!(gw.scim.groups().len(), 3, "no group deleted: {log}");
+    assert_eq!(gw.scim.users().len(), 4, "no duplicate: {log}");
+
+    // 389-DS killed and back: the feed reconnects and resumes from its cookie.
+    ds.kill();
+    ds.restart();
+    set_family(&ds, "robert", "Reconnected");
+    ds.modify(
+        "dn: cn=engineering,ou=groups,dc=example,dc=org\nchangetype: modify\ndelete: member\n\
+         member: uid=alice,ou=people,dc=example,dc=org\n",
+    );
+    assert!(
+        wait_until(60, || family_of(&gw, "robert").as_deref()
+            == Some("Reconnected")
+            && gw.scim.member_names("engineering") == vec!["robert"]),
+        "{}",
+        gw.spawned_log()
+    );
+    assert_eq!(active(&gw, "alice"), Some(true));
+    assert_eq!(active(&gw, "robert"), Some(true));
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", gw.spawned_log());
+
+    let r = gw.sync();
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    assert_eq!(count(&r, "groups", "updated"), 0, "{r:?}");
+}
+
+fn set_family(ds: &Ds389, user: &str, value: &str) {
+    let dn = match user {
+        "robert" => "uid=robert,ou=staff,dc=example,dc=org".to_string(),
+        u => format!("uid={u},ou=people,dc=example,dc=org"),
+    };
+    ds.modify(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: sn\nsn: {value}\n"
+    ));
+}
