@@ -371,15 +371,15 @@ impl Feed {
         match (state, entry) {
             (EntryState::Add | EntryState::Modify, Some(e)) => {
                 self.see(scope, uuid);
-                if self.mapper.key_of_entry(&e).is_none() {
+                let Some(key) = self.mapper.key_of_entry(&e) else {
                     // Without its key the entry cannot be placed: never in place of what is
                     // known, nor as a newcomer or a departure. Read it again by DN.
                     tracing::info!(scope = scope.name(), dn = %e.dn, "an entry came without its key attribute: reading it again");
                     self.refetch.insert((scope, uuid.to_vec()), e.dn.clone());
                     self.set_cookie(scope, cookie);
                     return;
-                }
-                self.put(scope, state, uuid, e, persisting);
+                };
+                self.put(scope, state, uuid, e, key, persisting);
             }
             (EntryState::Add | EntryState::Modify, None) | (EntryState::Present, _) => {
                 self.see(scope, uuid)
@@ -392,22 +392,24 @@ impl Feed {
         self.set_cookie(scope, cookie);
     }
 
-    /// Puts an entry with its key into the mirror (a change unless it is the same again).
+    /// Puts an entry under `key` into the mirror (a change unless it is the same again).
     fn put(
         &mut self,
         scope: FeedScope,
         state: EntryState,
         uuid: &[u8],
         mut e: RawEntry,
+        key: Key,
         persisting: bool,
     ) {
         e.attrs.insert(SYNC_ID.into(), vec![uuid.to_vec()]);
-        let key = self
-            .mapper
-            .key_of_entry(&e)
-            .unwrap_or_else(|| format!("dn:{}", e.dn));
         if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
-            let old_dn = self.map_of(scope).get(&old_key).map(|o| o.dn.clone());
+            // Most changes keep the DN: compared as sent first, normalized only when it differs.
+            let old_dn = self
+                .map_of(scope)
+                .get(&old_key)
+                .filter(|o| o.dn != e.dn)
+                .map(|o| o.dn.clone());
             if let Some(old_dn) = old_dn {
                 self.renamed(&old_dn, &e.dn, persisting);
             }
@@ -464,6 +466,7 @@ impl Feed {
         entry: Option<RawEntry>,
     ) -> Refetched {
         self.refetch.remove(&(scope, uuid.to_vec()));
+        self.events += 1;
         let Some(e) = entry else {
             tracing::info!(
                 scope = scope.name(),
@@ -472,7 +475,7 @@ impl Feed {
             );
             return Refetched::Missing;
         };
-        if self.mapper.key_of_entry(&e).is_none() {
+        let Some(key) = self.mapper.key_of_entry(&e) else {
             let known = self.index.contains_key(&(scope, uuid.to_vec()));
             tracing::warn!(
                 scope = scope.name(),
@@ -482,12 +485,12 @@ impl Feed {
             );
             if !known {
                 // Reported as rejected, as a full read does.
-                self.put(scope, EntryState::Modify, uuid, e, true);
+                let key = format!("dn:{}", e.dn);
+                self.put(scope, EntryState::Modify, uuid, e, key, true);
             }
             return Refetched::Unkeyed;
-        }
-        self.events += 1;
-        self.put(scope, EntryState::Modify, uuid, e, true);
+        };
+        self.put(scope, EntryState::Modify, uuid, e, key, true);
         Refetched::Keyed
     }
 

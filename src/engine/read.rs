@@ -160,15 +160,29 @@ async fn membership_for_server<'c>(
     session: &mut Session,
     l: &'c LdapConfig,
 ) -> Result<std::borrow::Cow<'c, LdapConfig>, SourceError> {
-    if l.membership_set || l.membership != Membership::MemberOf || !session.is_389ds().await? {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // Asked once per process (the configured server does not change while it runs): 0 not yet
+    // known, 1 another server, 2 389-DS. A failed read is not remembered.
+    static SERVER: AtomicU8 = AtomicU8::new(0);
+    if l.membership_set || l.membership != Membership::MemberOf {
         return Ok(std::borrow::Cow::Borrowed(l));
     }
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(
-            "389 Directory Server: its memberOf includes nested groups, so memberships are read \
-             from the groups' member values (set ldap.membership to choose)"
-        );
+    let is_389 = match SERVER.load(Ordering::Relaxed) {
+        0 => {
+            let yes = session.is_389ds().await?;
+            SERVER.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            if yes {
+                tracing::info!(
+                    "389 Directory Server: its memberOf includes nested groups, so memberships are \
+                     read from the groups' member values (set ldap.membership to choose)"
+                );
+            }
+            yes
+        }
+        known => known == 2,
+    };
+    if !is_389 {
+        return Ok(std::borrow::Cow::Borrowed(l));
     }
     let mut ldap = l.clone();
     ldap.membership = Membership::Member;
