@@ -587,3 +587,60 @@ fn a_renamed_user_keeps_its_groups_with_memberof_and_refint() {
 fn a_renamed_user_keeps_its_groups_with_refint_alone() {
     a_renamed_user_keeps_its_groups(Slapd::start_with_refint_only(), "member");
 }
+
+/// Two users swap their DNs while the gateway is killed (alice -> tmp, carol -> alice,
+/// tmp -> carol): the refresh reports both renames at once, and each keeps its own groups.
+#[test]
+fn a_swap_of_dns_while_killed_keeps_each_in_its_own_groups() {
+    let mut env = Env::with_slapd(Slapd::start());
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    // userNames that do not move with the DN (a swap of userNames is another matter).
+    env.sections_fixed
+        .push_str("[mapping]\nuser_name = \"mail\"\n");
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3 && following(port)),
+        "{}",
+        env.spawned_log()
+    );
+    let (alice, carol) = ("alice@example.org", "carol@example.org");
+    assert_eq!(env.scim.member_names("sales"), vec![carol]);
+    child.stop();
+    for (from, to) in [
+        ("alice", "swaptmp"),
+        ("carol", "alice"),
+        ("swaptmp", "carol"),
+    ] {
+        env.slapd.modify(&format!(
+            "dn: uid={from},ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid={to}\n\
+             deleteoldrdn: 1\n"
+        ));
+    }
+    let groups_before = group_versions(&env);
+    let mut child = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || following(port) && feed_passes(port) >= 1),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(
+        env.scim.member_names("engineering"),
+        vec![alice, "bob@example.org"]
+    );
+    assert_eq!(env.scim.member_names("sales"), vec![carol]);
+    assert_eq!(
+        group_versions(&env),
+        groups_before,
+        "a membership was written"
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
+    let r = env.sync();
+    assert_eq!(count(&r, "members", "added"), 0, "{r:?}");
+    assert_eq!(count(&r, "members", "removed"), 0, "{r:?}");
+}

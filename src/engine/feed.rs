@@ -95,9 +95,9 @@ pub(crate) struct Feed {
     dirty: bool,
     /// Events applied so far: each event's number, for ordering renames and group receipts.
     events: u64,
-    /// The event number when the groups search last began: groups received after it describe
-    /// the directory as it is now.
-    groups_began: u64,
+    /// The event number when each search last began: what its refresh sends after it
+    /// describes the directory as it is now.
+    began: [u64; 2],
     renames: renames::Renames,
     /// The groups' attribute naming their members (what a rename rewrites).
     member_attribute: String,
@@ -201,7 +201,7 @@ impl Feed {
             // failed before the restart and settles what a one-shot sync left behind.
             dirty: true,
             events: 0,
-            groups_began: 0,
+            began: [0, 0],
             renames: renames::Renames::default(),
             member_attribute: cfg.mapping.member_attribute.clone(),
             refetch: BTreeMap::new(),
@@ -234,9 +234,7 @@ impl Feed {
     /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
     pub(crate) fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
         let cookie = self.cookies[scope.index()].clone();
-        if scope == FeedScope::Groups {
-            self.groups_began = self.events;
-        }
+        self.began[scope.index()] = self.events;
         // The search starts again from the saved cookie: what it sends supersedes these.
         self.refetch.retain(|(s, _), _| *s != scope);
         self.refresh[scope.index()] = Refresh {
@@ -411,7 +409,7 @@ impl Feed {
                 .filter(|o| o.dn != e.dn)
                 .map(|o| o.dn.clone());
             if let Some(old_dn) = old_dn {
-                self.renamed(&old_dn, &e.dn, persisting);
+                self.renamed(scope, &old_dn, &e.dn, persisting);
             }
             if old_key != key {
                 self.map_of(scope).remove(&old_key);
@@ -497,15 +495,21 @@ impl Feed {
     /// An entry now at `new_dn` was at `old_dn` (the same DN is no rename). A rename seen while
     /// following happened after every group held; one seen in a refresh happened before the
     /// groups that refresh sends, which name the entry as the server does now.
-    fn renamed(&mut self, old_dn: &str, new_dn: &str, persisting: bool) {
+    /// The renames one refresh reports happened together, from the mirror as saved.
+    fn renamed(&mut self, scope: FeedScope, old_dn: &str, new_dn: &str, persisting: bool) {
         let groups_refreshed_here =
             self.kind == FeedKind::Syncrepl || self.refresh[FeedScope::Groups.index()].active;
         let current_after = if persisting || !groups_refreshed_here {
             self.events
         } else {
-            self.groups_began
+            self.began[FeedScope::Groups.index()]
         };
-        self.renames.note(old_dn, new_dn, current_after);
+        let generation = if persisting {
+            self.events
+        } else {
+            self.began[scope.index()]
+        };
+        self.renames.note(old_dn, new_dn, current_after, generation);
     }
 
     /// Applies the renames seen since the last call to the groups' member values.

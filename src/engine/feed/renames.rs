@@ -25,6 +25,10 @@ struct Rename {
     to_normal: String,
     /// Groups received after this event number already name the entry as the server does now.
     current_after: u64,
+    /// Renames of one generation happened together (all the renames one refresh reports are
+    /// from the mirror as it was to the directory as it is): they never chain into each other.
+    /// Each rename seen while following is a generation of its own, after the ones before it.
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +50,8 @@ impl Renames {
     }
 
     /// Notes that the entry at `old_dn` is now at `new_dn`; groups received after event number
-    /// `current_after` already reflect it.
-    pub(super) fn note(&mut self, old_dn: &str, new_dn: &str, current_after: u64) {
+    /// `current_after` already reflect it; `generation` orders it among the others.
+    pub(super) fn note(&mut self, old_dn: &str, new_dn: &str, current_after: u64, generation: u64) {
         let from = normalize(old_dn);
         let to_normal = normalize(new_dn);
         if from == to_normal {
@@ -58,6 +62,7 @@ impl Renames {
             to: new_dn.to_string(),
             to_normal,
             current_after,
+            generation,
         });
     }
 
@@ -93,18 +98,20 @@ impl Renames {
                     continue;
                 };
                 let mut normal = normalize(text);
-                let mut last: Option<usize> = None;
+                let mut last: Option<u64> = None;
                 let mut to: Option<&str> = None;
-                // Follow renames in arrival order (A -> B, then B -> C), each once: the indices
-                // only grow, so a rename back and forth ends.
+                // Follow renames generation after generation (A -> B, then B -> C); within one
+                // generation they are simultaneous (a swap stays a swap). Generations only grow,
+                // so a rename back and forth ends.
                 while let Some(&i) = by_from.get(normal.as_str()).and_then(|ix| {
                     ix.iter().find(|&&i| {
-                        last.is_none_or(|l| i > l) && received <= pending[i].current_after
+                        last.is_none_or(|l| pending[i].generation > l)
+                            && received <= pending[i].current_after
                     })
                 }) {
                     to = Some(&pending[i].to);
                     normal.clone_from(&pending[i].to_normal);
-                    last = Some(i);
+                    last = Some(pending[i].generation);
                 }
                 if let Some(to) = to {
                     *v = to.as_bytes().to_vec();

@@ -574,3 +574,32 @@ fn an_entry_without_its_key_never_replaces_what_is_known() {
     f.begin(FeedScope::Users);
     assert!(!f.awaiting_refetch());
 }
+
+/// Two users swapped their DNs while the gateway was away (alice -> tmp, carol -> alice,
+/// tmp -> carol). The refresh reports each entry at its new DN, in no particular order: the
+/// renames are simultaneous and must not chain into each other.
+#[tokio::test]
+async fn a_swap_of_dns_reported_by_one_refresh_is_a_swap() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    let u2 = "uid=u2,ou=people,dc=example,dc=org";
+    // g10 has u1 only; g11 has u2 only.
+    add(&mut f, FeedScope::Groups, 11, group(11, &[2]), "g6");
+    f.save(&store).await.unwrap();
+
+    for order in [[2u8, 1], [1, 2]] {
+        let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+        g.begin(FeedScope::Users);
+        g.begin(FeedScope::Groups);
+        for n in order {
+            let dn = if n == 1 { u2 } else { U1 };
+            modify(&mut g, FeedScope::Users, n, user_at(n, dn));
+        }
+        done(&mut g, FeedScope::Users, "c30");
+        done(&mut g, FeedScope::Groups, "g30");
+        assert_eq!(members_of(&mut g, 10), vec!["u1"], "order {order:?}");
+        assert_eq!(members_of(&mut g, 11), vec!["u2"], "order {order:?}");
+        assert_eq!(member_values(&g, 10), vec![u2]);
+        assert_eq!(member_values(&g, 11), vec![U1]);
+    }
+}
