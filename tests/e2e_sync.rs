@@ -832,3 +832,40 @@ fn a_member_naming_no_entry_is_reported_not_dropped_silently() {
         "the DN at debug level: {r:?}"
     );
 }
+
+/// bob is renamed to bob2 and a newcomer takes the name `bob` in the same pass. The look-up by
+/// userName finds bob's object (still named bob until its rename lands): it is this gateway's
+/// for another entry, so it is never taken over; the newcomer gets its own object.
+#[test]
+fn a_newcomer_never_takes_over_the_object_of_a_renamed_user() {
+    let env = Env::start();
+    env.sync();
+    let bob = env.scim.user("bob").unwrap();
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=bob2\ndeleteoldrdn: 1\n",
+    );
+    env.slapd.add(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: bob\n\
+         cn: New Bob\nsn: Newman\ngivenName: New\nmail: newbob@example.org\n",
+    );
+    env.slapd.modify(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\n\
+         member: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    // One pass, or two when the create was looked up before the rename landed (deferred).
+    let first = env.run(&["sync"]);
+    assert!(first.code == 0 || first.code == 1, "{first:?}");
+    let bob2 = env.scim.user("bob2").expect("renamed");
+    assert_eq!(bob2["id"], bob["id"], "{first:?}");
+    assert_eq!(bob2["emails"], bob["emails"], "not taken over: {first:?}");
+    let again = env.sync();
+    let newbob = env.scim.user("bob").expect("the newcomer has its own object");
+    assert_ne!(newbob["id"], bob["id"]);
+    assert_eq!(newbob["emails"][0]["value"], "newbob@example.org");
+    assert_eq!(env.scim.users().len(), 4, "{again:?}");
+    assert_eq!(env.scim.member_names("sales"), vec!["bob", "carol"]);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob2"]);
+    let third = env.sync();
+    assert_eq!(count(&third, "users", "updated"), 0, "{third:?}");
+    assert_eq!(count(&third, "users", "created"), 0, "{third:?}");
+}

@@ -255,6 +255,19 @@ impl<T: Target> Executor<'_, T> {
                 return Ok(None);
             }
         };
+        // Found by name, but it is the object of another entry this gateway manages (renamed
+        // away from that name, or leaving, in this same pass): never taken over. The create
+        // waits for a later pass, when the name is free or the object gone.
+        if let Some(owner) = self.owned_by_another(&sent, req.key()) {
+            self.store.clear_intent(req.key())?;
+            self.summary.deferred += 1;
+            let why = format!(
+                "the object found on the target by name is this gateway's for {owner}: not adopted; created in a later pass"
+            );
+            tracing::info!(op = op.name(), object = op.label(), reason = %why, "deferred");
+            self.journal(&op, "deferred", Some(why), None);
+            return Ok(None);
+        }
         let mut conf = sent.confirm(&self.records);
         // Found on the target after our own create was interrupted: it is ours.
         if let Confirmation::Created { origin, .. } = &mut conf {
@@ -324,6 +337,26 @@ impl<T: Target> Executor<'_, T> {
         };
         if let Err(e) = self.store.journal(&entry) {
             tracing::warn!(error = %e, "cannot write the operations journal");
+        }
+    }
+
+    /// The key of another record whose target object is the one `sent` would adopt.
+    fn owned_by_another(&self, sent: &Sent, key: &Key) -> Option<Key> {
+        let other = |k: &&Key, id: &str, target_id: &str| *k != key && target_id == id;
+        match sent {
+            Sent::AdoptUser(r) | Sent::FoundUser(r) => self
+                .records
+                .users
+                .iter()
+                .find(|(k, u)| other(k, &r.id, &u.target_id))
+                .map(|(k, _)| k.clone()),
+            Sent::AdoptGroup(g) | Sent::FoundGroup(g) => self
+                .records
+                .groups
+                .iter()
+                .find(|(k, rec)| other(k, &g.id, &rec.target_id))
+                .map(|(k, _)| k.clone()),
+            Sent::Confirmed(_) => None,
         }
     }
 
