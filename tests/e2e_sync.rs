@@ -869,3 +869,39 @@ fn a_newcomer_never_takes_over_the_object_of_a_renamed_user() {
     assert_eq!(count(&third, "users", "updated"), 0, "{third:?}");
     assert_eq!(count(&third, "users", "created"), 0, "{third:?}");
 }
+
+/// bob leaves the directory and a new entry with his name arrives (deleted and created again).
+/// The new bob gets the deactivated object back (a re-hire, as the target allows one userName
+/// per object), active and with his own attributes — never the other way round, the newcomer's
+/// object deactivated by the old bob's departure.
+#[test]
+fn a_user_created_again_after_leaving_takes_over_the_deactivated_object() {
+    let env = Env::start();
+    env.sync();
+    let bob = env.scim.user("bob").unwrap();
+    env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
+    env.slapd.add(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: bob\n\
+         cn: New Bob\nsn: Newman\ngivenName: New\nmail: newbob@example.org\n",
+    );
+    env.slapd.modify(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\n\
+         member: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    // The departure and the newcomer in one pass: the newcomer waits until the old bob is
+    // deactivated (the same pass, or the next).
+    let first = env.run(&["sync"]);
+    assert!(first.code == 0 || first.code == 1, "{first:?}");
+    let second = env.sync();
+    let newbob = env.scim.user("bob").expect("bob");
+    assert_eq!(newbob["id"], bob["id"], "{first:?}\n{second:?}");
+    assert_eq!(newbob["active"], true, "{first:?}\n{second:?}");
+    assert_eq!(newbob["emails"][0]["value"], "newbob@example.org");
+    assert_eq!(env.scim.users().len(), 3);
+    assert_eq!(env.scim.member_names("sales"), vec!["bob", "carol"]);
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice"]);
+    let third = env.sync();
+    assert_eq!(count(&third, "users", "updated"), 0, "{third:?}");
+    assert_eq!(count(&third, "users", "created"), 0, "{third:?}");
+    assert_eq!(count(&third, "members", "added"), 0, "{third:?}");
+}

@@ -13,7 +13,7 @@ use super::{now, EngineError, Summary};
 use crate::model::{DesiredState, Key};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
 use crate::plan::Operation;
-use crate::state::records::{Origin, Snapshot};
+use crate::state::records::{Origin, Snapshot, StateChange};
 use crate::state::{ObjectError, Store};
 use crate::target::{Target, TargetError};
 
@@ -258,7 +258,16 @@ impl<T: Target> Executor<'_, T> {
         // Found by name, but it is the object of another entry this gateway manages (renamed
         // away from that name, or leaving, in this same pass): never taken over. The create
         // waits for a later pass, when the name is free or the object gone.
-        if let Some(owner) = self.owned_by_another(&sent, req.key()) {
+        let owner = self.owned_by_another(&sent, req.key());
+        if let Some(owner) = owner.as_ref().filter(|o| self.departed_user(o)) {
+            // A user who left (deactivated, gone from the directory) held the name: the
+            // newcomer with that name takes the object over, as for a re-hire. The old record
+            // goes first, in its own transaction, so the object is never recorded twice.
+            tracing::info!(object = op.label(), from = %owner, "taking over the deactivated object of a user who left, found by name");
+            let drop = [StateChange::RemoveUser(owner.clone())];
+            self.store.commit(&drop, None).await?;
+            self.records.apply(&drop[0]);
+        } else if let Some(owner) = owner {
             self.store.clear_intent(req.key())?;
             self.summary.deferred += 1;
             let why = format!(
@@ -338,6 +347,17 @@ impl<T: Target> Executor<'_, T> {
         if let Err(e) = self.store.journal(&entry) {
             tracing::warn!(error = %e, "cannot write the operations journal");
         }
+    }
+
+    /// A user no longer in the directory whose deactivation the target has confirmed.
+    fn departed_user(&self, key: &Key) -> bool {
+        !self.desired.users.contains_key(key)
+            && !self.desired.held.contains(key)
+            && self
+                .records
+                .users
+                .get(key)
+                .is_some_and(|r| !r.pushed.active)
     }
 
     /// The key of another record whose target object is the one `sent` would adopt.
