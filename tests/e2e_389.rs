@@ -179,3 +179,67 @@ fn set_family(ds: &Ds389, user: &str, value: &str) {
         "dn: {dn}\nchangetype: modify\nreplace: sn\nsn: {value}\n"
     ));
 }
+
+/// A user who leaves the user filter while the gateway is away: 389-DS's refresh from the
+/// cookie does not say so, the check against a listing of the scope does. `run` deactivates
+/// her as `sync` would, and a restart does not bring her back.
+#[test]
+fn a_user_who_left_the_filter_while_the_gateway_was_away_is_deactivated() {
+    let ds = Ds389::start();
+    let mut gw = gateway(&ds);
+    gw.ldap_fixed = gw.ldap_fixed.replace(
+        "user_filter = \"(objectClass=inetOrgPerson)\"",
+        "user_filter = \"(&(objectClass=inetOrgPerson)(!(description=out)))\"",
+    );
+    let port = free_port();
+    gw.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    gw.extra = format!(
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut child = Guard(gw.spawn(&["run"]));
+    assert!(
+        wait_until(30, || gw.scim.users().len() == 3 && following(port)),
+        "{}",
+        gw.spawned_log()
+    );
+    child.stop();
+    ds.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: description\n\
+         description: out\n",
+    );
+    let mut child = Guard(gw.spawn(&["run"]));
+    assert!(
+        wait_until(30, || active(&gw, "carol") == Some(false)),
+        "{}",
+        gw.spawned_log()
+    );
+    assert!(gw.scim.member_names("sales").is_empty());
+    assert_eq!(active(&gw, "alice"), Some(true));
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", gw.spawned_log());
+    let r = gw.sync();
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    assert_eq!(count(&r, "members", "added"), 0, "{r:?}");
+    let mut child = Guard(gw.spawn(&["run"]));
+    // The first pass after a start runs whether or not anything changed.
+    assert!(
+        wait_until(30, || following(port) && feed_passes(port) >= 1),
+        "{}",
+        gw.spawned_log()
+    );
+    assert_eq!(active(&gw, "carol"), Some(false), "{}", gw.spawned_log());
+    let status = terminate(&mut child.0);
+    assert!(status.success());
+}
+
+/// Feed passes that ended well so far (from `/metrics`).
+fn feed_passes(port: u16) -> u64 {
+    http_get(port, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("dirbridge_runs_total{kind=\"feed\",outcome=\"ok\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}

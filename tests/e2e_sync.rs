@@ -859,7 +859,10 @@ fn a_newcomer_never_takes_over_the_object_of_a_renamed_user() {
     assert_eq!(bob2["id"], bob["id"], "{first:?}");
     assert_eq!(bob2["emails"], bob["emails"], "not taken over: {first:?}");
     let again = env.sync();
-    let newbob = env.scim.user("bob").expect("the newcomer has its own object");
+    let newbob = env
+        .scim
+        .user("bob")
+        .expect("the newcomer has its own object");
     assert_ne!(newbob["id"], bob["id"]);
     assert_eq!(newbob["emails"][0]["value"], "newbob@example.org");
     assert_eq!(env.scim.users().len(), 4, "{again:?}");

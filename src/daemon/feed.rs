@@ -201,10 +201,15 @@ pub(super) async fn run<T: Target>(
             }
         }
 
-        // Entries that came without their key are read again before anything is pushed.
-        if feed.awaiting_refetch() {
+        // Entries that came without their key are read again, and a refresh resumed from a
+        // cookie is checked against a listing of the scope, before anything is pushed.
+        if feed.awaiting_refetch() || !feed.unchecked_scopes().is_empty() {
             if let Some(l) = link.as_mut() {
-                if let Err(e) = engine::feed::refetch(&mut l.session, cfg, &mut feed).await {
+                let checked = match engine::feed::refetch(&mut l.session, cfg, &mut feed).await {
+                    Ok(()) => engine::feed::check_listed(&mut l.session, cfg, &mut feed).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checked {
                     tracing::warn!(error = %e, "change feed: reading entries again failed; reconnecting");
                     board.set_feed(FeedState::Down(e.to_string()));
                     link = None;
@@ -225,6 +230,7 @@ pub(super) async fn run<T: Target>(
         if feed.dirty()
             && !feed.refreshing()
             && !feed.awaiting_refetch()
+            && !feed.awaiting_check()
             && may_pass
             && (quiet || long || leading)
         {

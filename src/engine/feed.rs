@@ -73,6 +73,9 @@ struct Refresh {
     replace: bool,
     /// entryUUIDs mentioned so far (present phase).
     seen: Option<HashSet<Vec<u8>>>,
+    /// Resumed from a cookie and not yet checked against a listing of the scope (see
+    /// `feed/present.rs`).
+    unchecked: bool,
 }
 
 /// The feed's view of the directory.
@@ -241,6 +244,7 @@ impl Feed {
             active: true,
             replace: cookie.is_none(),
             seen: Some(HashSet::new()),
+            unchecked: cookie.is_some() && self.kind == FeedKind::Syncrepl,
         };
         cookie
     }
@@ -254,6 +258,39 @@ impl Feed {
     /// pass now could take what is still to come for deletions.
     pub(crate) fn refreshing(&self) -> bool {
         self.refresh.iter().any(|r| r.active)
+    }
+
+    /// The scopes whose refresh, resumed from a cookie, is over but not yet checked against a
+    /// listing of what is in scope.
+    pub(crate) fn unchecked_scopes(&self) -> Vec<FeedScope> {
+        FeedScope::ALL
+            .into_iter()
+            .filter(|s| {
+                let r = &self.refresh[s.index()];
+                r.unchecked && !r.active
+            })
+            .collect()
+    }
+
+    /// True while a resumed refresh waits for its check: no pass before it.
+    pub(crate) fn awaiting_check(&self) -> bool {
+        self.refresh.iter().any(|r| r.unchecked)
+    }
+
+    /// What the mirror holds in `scope` beyond `listed` (the keys a search of the scope
+    /// returned) left the scope: dropped, as a departure. Returns how many.
+    pub(crate) fn keep_listed(&mut self, scope: FeedScope, listed: &BTreeSet<Key>) -> usize {
+        self.refresh[scope.index()].unchecked = false;
+        let gone: Vec<Vec<u8>> = self
+            .index
+            .iter()
+            .filter(|((s, _), k)| *s == scope && !listed.contains(*k))
+            .map(|((_, u), _)| u.clone())
+            .collect();
+        for u in &gone {
+            self.remove_uuid(scope, u);
+        }
+        gone.len()
     }
 
     /// True when the mirror holds changes not pushed yet.
@@ -601,8 +638,10 @@ impl Feed {
     }
 }
 
+mod present;
 mod refetch;
 mod renames;
+pub(crate) use present::check_listed;
 pub(crate) use refetch::refetch;
 pub(crate) mod timestamp;
 

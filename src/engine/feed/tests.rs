@@ -603,3 +603,31 @@ async fn a_swap_of_dns_reported_by_one_refresh_is_a_swap() {
         assert_eq!(member_values(&g, 11), vec![U1]);
     }
 }
+
+/// A refresh resumed from a cookie is checked against a listing of the scope before any pass:
+/// what the listing does not name left the scope.
+#[tokio::test]
+async fn a_resumed_refresh_waits_for_its_check_and_the_check_drops_the_unlisted() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    assert!(!f.awaiting_check(), "a refresh from nothing lists everything itself");
+    f.save(&store).await.unwrap();
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    g.begin(FeedScope::Users);
+    g.begin(FeedScope::Groups);
+    assert!(g.awaiting_check());
+    assert!(g.unchecked_scopes().is_empty(), "not before the refresh is over");
+    done(&mut g, FeedScope::Users, "c40");
+    done(&mut g, FeedScope::Groups, "g40");
+    assert_eq!(
+        g.unchecked_scopes(),
+        vec![FeedScope::Users, FeedScope::Groups]
+    );
+    let u1 = g.mirror().users.keys().next().unwrap().clone();
+    let listed: BTreeSet<Key> = [u1].into_iter().collect();
+    assert_eq!(g.keep_listed(FeedScope::Users, &listed), 1);
+    let groups: BTreeSet<Key> = g.mirror().groups.keys().cloned().collect();
+    assert_eq!(g.keep_listed(FeedScope::Groups, &groups), 0);
+    assert!(!g.awaiting_check());
+    assert_eq!(user_names(&mut g), vec!["u1"]);
+}
