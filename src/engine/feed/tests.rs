@@ -610,13 +610,19 @@ async fn a_swap_of_dns_reported_by_one_refresh_is_a_swap() {
 async fn a_resumed_refresh_waits_for_its_check_and_the_check_drops_the_unlisted() {
     let (_d, store) = store();
     let mut f = refreshed(&store);
-    assert!(!f.awaiting_check(), "a refresh from nothing lists everything itself");
+    assert!(
+        !f.awaiting_check(),
+        "a refresh from nothing lists everything itself"
+    );
     f.save(&store).await.unwrap();
     let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     g.begin(FeedScope::Users);
     g.begin(FeedScope::Groups);
     assert!(g.awaiting_check());
-    assert!(g.unchecked_scopes().is_empty(), "not before the refresh is over");
+    assert!(
+        g.unchecked_scopes().is_empty(),
+        "not before the refresh is over"
+    );
     done(&mut g, FeedScope::Users, "c40");
     done(&mut g, FeedScope::Groups, "g40");
     assert_eq!(
