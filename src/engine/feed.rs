@@ -106,7 +106,9 @@ pub(crate) struct Feed {
     member_attribute: String,
     /// Entries that arrived without their key (389-DS sends changed entries so in a refresh
     /// resumed from a cookie): to be read again by DN before the next pass.
-    refetch: BTreeMap<(FeedScope, Vec<u8>), String>,
+    /// With the DN, whether the entry came while following (else in a refresh: a rename it
+    /// carries belongs with the refresh's other renames, whenever it is read again).
+    refetch: BTreeMap<(FeedScope, Vec<u8>), (String, bool)>,
 }
 
 /// What an entry read again by DN turned out to be.
@@ -410,7 +412,8 @@ impl Feed {
                     // Without its key the entry cannot be placed: never in place of what is
                     // known, nor as a newcomer or a departure. Read it again by DN.
                     tracing::info!(scope = scope.name(), dn = %e.dn, "an entry came without its key attribute: reading it again");
-                    self.refetch.insert((scope, uuid.to_vec()), e.dn.clone());
+                    self.refetch
+                        .insert((scope, uuid.to_vec()), (e.dn.clone(), persisting));
                     self.set_cookie(scope, cookie);
                     return;
                 };
@@ -488,7 +491,7 @@ impl Feed {
     pub(crate) fn refetches(&self) -> Vec<(FeedScope, Vec<u8>, String)> {
         self.refetch
             .iter()
-            .map(|((s, u), dn)| (*s, u.clone(), dn.clone()))
+            .map(|((s, u), (dn, _))| (*s, u.clone(), dn.clone()))
             .collect()
     }
 
@@ -500,7 +503,10 @@ impl Feed {
         dn: &str,
         entry: Option<RawEntry>,
     ) -> Refetched {
-        self.refetch.remove(&(scope, uuid.to_vec()));
+        let persisting = self
+            .refetch
+            .remove(&(scope, uuid.to_vec()))
+            .is_none_or(|(_, p)| p);
         self.events += 1;
         let Some(e) = entry else {
             tracing::info!(
@@ -521,18 +527,18 @@ impl Feed {
             if !known {
                 // Reported as rejected, as a full read does.
                 let key = format!("dn:{}", e.dn);
-                self.put(scope, EntryState::Modify, uuid, e, key, true);
+                self.put(scope, EntryState::Modify, uuid, e, key, persisting);
             }
             return Refetched::Unkeyed;
         };
-        self.put(scope, EntryState::Modify, uuid, e, key, true);
+        self.put(scope, EntryState::Modify, uuid, e, key, persisting);
         Refetched::Keyed
     }
 
     /// An entry now at `new_dn` was at `old_dn` (the same DN is no rename). A rename seen while
     /// following happened after every group held; one seen in a refresh happened before the
-    /// groups that refresh sends, which name the entry as the server does now.
-    /// The renames one refresh reports happened together, from the mirror as saved.
+    /// groups that refresh sends, which name the entry as the server does now. The renames one
+    /// refresh reports happened together, from the mirror as saved.
     fn renamed(&mut self, scope: FeedScope, old_dn: &str, new_dn: &str, persisting: bool) {
         let groups_refreshed_here =
             self.kind == FeedKind::Syncrepl || self.refresh[FeedScope::Groups.index()].active;

@@ -98,6 +98,12 @@ impl Summary {
             self.waiting,
             self.deletions_held,
         );
+        if self.deferred > 0 {
+            line.push_str(&format!(
+                "; {} operations deferred to a later pass (waiting for another object)",
+                self.deferred
+            ));
+        }
         if self.members_unresolved > 0 {
             line.push_str(&format!(
                 "; {} member references to no user or group read",

@@ -9,7 +9,9 @@
 //! it is now), already says what the server has, even when a new entry took the old DN.
 //!
 //! Renames are collected as they arrive and applied in one sweep of the groups before the mirror
-//! is used (a pass, a save): a move of a whole OU costs one sweep, not one per entry.
+//! is used (a pass, a save): a move of a whole OU costs one sweep, not one per entry. A sweep
+//! needs every rename of a generation: passes wait for the refresh and for the entries read
+//! again by DN, so a refresh's renames are always swept together.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -637,3 +637,45 @@ async fn a_resumed_refresh_waits_for_its_check_and_the_check_drops_the_unlisted(
     assert!(!g.awaiting_check());
     assert_eq!(user_names(&mut g), vec!["u1"]);
 }
+
+/// The same swap reported by 389-DS: the entries come without their key and are read again by
+/// DN, one at a time, possibly after the refresh is over. Their renames still belong together.
+#[tokio::test]
+async fn a_swap_read_again_entry_by_entry_is_still_a_swap() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    let u2 = "uid=u2,ou=people,dc=example,dc=org";
+    add(&mut f, FeedScope::Groups, 11, group(11, &[2]), "g6");
+    f.save(&store).await.unwrap();
+
+    for order in [[2u8, 1], [1, 2]] {
+        let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+        g.begin(FeedScope::Users);
+        g.begin(FeedScope::Groups);
+        let at = |n: u8| if n == 1 { u2 } else { U1 };
+        for n in [1u8, 2] {
+            let mut keyless = user_at(n, at(n));
+            keyless.attrs.remove("entryuuid");
+            modify(&mut g, FeedScope::Users, n, keyless);
+        }
+        done(&mut g, FeedScope::Users, "c50");
+        done(&mut g, FeedScope::Groups, "g50");
+        for n in order {
+            // Read again after other events (no pass in between: passes wait for the reads).
+            g.apply_entry(
+                FeedScope::Groups,
+                EntryState::Present,
+                &uuid(10),
+                "",
+                None,
+                None,
+            );
+            assert_eq!(
+                g.apply_refetched(FeedScope::Users, &uuid(n), at(n), Some(user_at(n, at(n)))),
+                Refetched::Keyed
+            );
+        }
+        assert_eq!(members_of(&mut g, 10), vec!["u1"], "order {order:?}");
+        assert_eq!(members_of(&mut g, 11), vec!["u2"], "order {order:?}");
+    }
+}
