@@ -336,9 +336,11 @@ fn a_target_that_is_really_down_stops_the_run() {
         started.elapsed()
     );
     let after = proxy.requests() - at_down;
-    // At most what was in flight (4), each with its retries (4), and the probes.
+    // At most what was in flight (4), and one sent as an answer freed its slot just as the
+    // target went away (the count starts after the switch), each with its retries (4), and the
+    // probes: far below the hundreds a run that went on would send.
     assert!(
-        after <= 4 * 5 + 4,
+        after <= 5 * 5 + 5,
         "{after} requests after the target went down"
     );
     assert!(moved() < USERS, "the run went on");
