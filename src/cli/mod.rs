@@ -15,7 +15,7 @@ use crate::engine::{self, RunKind};
 use crate::plan::guard::Approval;
 use crate::state::records::Snapshot;
 use crate::state::{approvals, Store};
-use crate::target::scim::ScimClient;
+use crate::target::AnyTarget;
 use crate::target::Target;
 
 #[derive(Parser, Debug)]
@@ -210,8 +210,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
 async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
     let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
-    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
-    let target = ScimClient::new(&cfg.target, custom)
+    let target = AnyTarget::from_config(&cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
     let report = engine::run(&cfg, &store, &target, kind)
@@ -264,8 +263,7 @@ async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
         &cfg.state.path,
         cfg.state.cache_capacity_bytes,
     )?);
-    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
-    let target = ScimClient::new(&cfg.target, custom)
+    let target = AnyTarget::from_config(&cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
     crate::daemon::run(&cfg, store, &target).await?;
@@ -274,9 +272,8 @@ async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
 
 /// What a dry run needs, without contacting the target or creating the store: the records,
 /// if there are any, and the target client with the quirks earlier runs found on it.
-fn offline(cfg: &Config) -> anyhow::Result<(Snapshot, ScimClient)> {
-    let custom: Vec<String> = cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
-    let target = ScimClient::new(&cfg.target, custom)
+fn offline(cfg: &Config) -> anyhow::Result<(Snapshot, AnyTarget)> {
+    let target = AnyTarget::from_config(cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
     if !Store::exists(&cfg.state.path) {

@@ -160,6 +160,8 @@ pub(crate) enum UpdateMethod {
 
 #[derive(Debug, Clone)]
 pub(crate) struct TargetConfig {
+    /// Which client pushes: [`crate::target::AnyTarget`] is built from it.
+    pub kind: TargetKind,
     pub url: url::Url,
     pub update_method: UpdateMethod,
     pub token: Option<Secret>,

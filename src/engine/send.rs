@@ -290,7 +290,7 @@ mod tests {
                 request: "POST /Users".into(),
                 kind: TargetErrorKind::Http {
                     status: 409,
-                    scim_type: Some("uniqueness".into()),
+                    code: Some("uniqueness".into()),
                     detail: None,
                 },
             })
@@ -313,7 +313,7 @@ mod tests {
                 request: "DELETE /Users/x".into(),
                 kind: TargetErrorKind::Http {
                     status: 404,
-                    scim_type: None,
+                    code: None,
                     detail: None,
                 },
             })

@@ -1,11 +1,16 @@
-//! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives; the
-//! SCIM 2.0 client is the first implementation, a configurable REST client comes later.
+//! Targets: where users and groups are pushed. [`Target`] is the contract the engine drives
+//! (its futures are `Send`, so a pass can run on any task); [`AnyTarget`] is the configured
+//! client. The SCIM 2.0 client is the first implementation, a configurable REST client comes later.
 
+mod any;
 pub(crate) mod quirks;
 pub(crate) mod retry;
 pub(crate) mod scim;
 
 use std::fmt;
+use std::future::Future;
+
+pub(crate) use any::AnyTarget;
 
 use crate::model::{FieldChange, Key, User};
 
@@ -27,7 +32,10 @@ pub(crate) struct RemoteGroup {
     pub member_ids: Vec<String>,
 }
 
-/// A failed request, with what an administrator needs to act on it.
+/// A failed request, with what an administrator needs to act on it, in a shape every protocol
+/// fills (HTTP status, the protocol's error code and message, or why no answer came). The
+/// cause of a transport failure is kept as text with the URL's query removed: the HTTP client's
+/// own error carries the URL, whose query may hold the values looked up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("target {request}: {kind}")]
 pub(crate) struct TargetError {
@@ -38,10 +46,11 @@ pub(crate) struct TargetError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TargetErrorKind {
-    /// The target answered with an error status.
+    /// The target answered with an error status. `code` is the protocol's own error code
+    /// (SCIM's scimType, a REST API's error code), `detail` its message.
     Http {
         status: u16,
-        scim_type: Option<String>,
+        code: Option<String>,
         detail: Option<String>,
     },
     /// No answer: connection refused, reset, DNS, TLS.
@@ -60,21 +69,21 @@ impl fmt::Display for TargetErrorKind {
         match self {
             TargetErrorKind::Http {
                 status,
-                scim_type,
+                code,
                 detail,
             } => {
                 write!(f, "HTTP {status}")?;
                 if let Some(reason) = http_reason(*status) {
                     write!(f, " {reason}")?;
                 }
-                if let Some(t) = scim_type {
-                    write!(f, " (scimType {t})")?;
+                if let Some(t) = code {
+                    write!(f, " ({t})")?;
                 }
                 if let Some(d) = detail {
                     write!(f, ": {d}")?;
                 }
                 if *status == 401 {
-                    write!(f, " — check target.token")?;
+                    write!(f, " — check the target's credentials")?;
                 }
                 Ok(())
             }
@@ -149,21 +158,22 @@ impl TargetError {
 
 /// What the engine needs from a target. Methods take resolved target ids; keys are passed only
 /// to be stored as the target's external id.
-#[allow(async_fn_in_trait)]
-pub(crate) trait Target {
+pub(crate) trait Target: Send + Sync {
     /// Where it is, for messages and to tie the state store to one target.
     fn describe(&self) -> String;
     /// Checks that the target answers, and learns what it can do.
-    async fn preflight(&self) -> Result<(), TargetError>;
+    fn preflight(&self) -> impl Future<Output = Result<(), TargetError>> + Send;
     /// Whether the target answers at all right now (one cheap request, no retries): tells "the
     /// target is down" from "this object's requests keep failing" after a transport error.
-    async fn reachable(&self) -> bool {
-        true
+    fn reachable(&self) -> impl Future<Output = bool> + Send {
+        async { true }
     }
     /// Called at the start of each pass: what the client cached of the target's content (the
     /// look-up index of a provider that cannot filter) is read again when next needed, once it
     /// is older than a few minutes.
-    async fn begin_pass(&self) {}
+    fn begin_pass(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// What the target was found to do differently from its protocol, and what is done about it.
     fn quirks(&self) -> Vec<quirks::Quirk> {
         Vec::new()
@@ -173,34 +183,97 @@ pub(crate) trait Target {
     /// Leaves out of a desired user what this target has said it cannot hold, so that it is
     /// neither sent nor seen as drift.
     fn fit_user(&self, _user: &mut User) {}
-    async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError>;
+    fn find_user(
+        &self,
+        user_name: &str,
+    ) -> impl Future<Output = Result<Option<RemoteUser>, TargetError>> + Send;
     /// The user or group whose externalId is `key` (what dirbridge sets on everything it
     /// creates), if any.
-    async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError>;
-    async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError>;
-    async fn create_user(
+    fn find_user_by_key(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<RemoteUser>, TargetError>> + Send;
+    fn find_group_by_key(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<RemoteGroup>, TargetError>> + Send;
+    fn create_user(
         &self,
         key: &Key,
         user: &User,
         manager_id: Option<&str>,
-    ) -> Result<String, TargetError>;
+    ) -> impl Future<Output = Result<String, TargetError>> + Send;
     /// `before` is the user as last pushed, `user` as it is once the changes are applied.
-    async fn update_user(
+    fn update_user(
         &self,
         id: &str,
         changes: &[FieldChange],
         before: &User,
         user: &User,
         manager_id: Option<&str>,
-    ) -> Result<(), TargetError>;
-    async fn deactivate_user(&self, id: &str) -> Result<(), TargetError>;
-    async fn delete_user(&self, id: &str) -> Result<(), TargetError>;
-    async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError>;
-    async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError>;
-    async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError>;
-    async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError>;
-    async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError>;
-    async fn delete_group(&self, id: &str) -> Result<(), TargetError>;
-    async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError>;
-    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError>;
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn deactivate_user(&self, id: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn delete_user(&self, id: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn find_group(
+        &self,
+        display_name: &str,
+    ) -> impl Future<Output = Result<Option<RemoteGroup>, TargetError>> + Send;
+    fn create_group(
+        &self,
+        key: &Key,
+        display_name: &str,
+    ) -> impl Future<Output = Result<String, TargetError>> + Send;
+    fn rename_group(
+        &self,
+        id: &str,
+        display_name: &str,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn add_members(
+        &self,
+        id: &str,
+        member_ids: &[String],
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn remove_members(
+        &self,
+        id: &str,
+        member_ids: &[String],
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn delete_group(&self, id: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn list_users(&self) -> impl Future<Output = Result<Vec<RemoteUser>, TargetError>> + Send;
+    fn list_groups(&self) -> impl Future<Output = Result<Vec<RemoteGroup>, TargetError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_error_reads_the_same_whatever_the_protocol() {
+        let e = TargetError {
+            request: "POST /Users".into(),
+            kind: TargetErrorKind::Http {
+                status: 409,
+                code: Some("uniqueness".into()),
+                detail: Some("userName taken".into()),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "target POST /Users: HTTP 409 Conflict (uniqueness): userName taken"
+        );
+        assert!(e.is_conflict() && !e.is_fatal());
+        let e = TargetError {
+            request: "GET /users".into(),
+            kind: TargetErrorKind::Http {
+                status: 401,
+                code: None,
+                detail: None,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "target GET /users: HTTP 401 Unauthorized — check the target's credentials"
+        );
+        assert!(e.is_fatal());
+    }
 }

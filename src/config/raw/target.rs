@@ -9,8 +9,6 @@ use super::*;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
-    // Checked by serde (only the kinds there are parse); nothing else depends on it yet.
-    #[allow(dead_code)]
     kind: TargetKind,
     url: String,
     token: Option<Secret>,
@@ -110,6 +108,7 @@ impl RawTarget {
             None => None,
         };
         let target = TargetConfig {
+            kind: t.kind,
             url,
             update_method: t.update_method,
             token,

@@ -502,14 +502,15 @@ fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
             }
             d
         });
-    let scim_type = doc.as_ref().and_then(|d| {
+    // SCIM's error code.
+    let code = doc.as_ref().and_then(|d| {
         d.get("scimType")
             .and_then(Value::as_str)
             .map(str::to_string)
     });
     TargetErrorKind::Http {
         status: status.as_u16(),
-        scim_type,
+        code,
         detail,
     }
 }
