@@ -8,6 +8,9 @@
 #   - 389 Directory Server (389-ds-base, with python3-lib389 to create test instances): the
 #     second LDAP server with a change feed (Content Synchronization over Retro Changelog),
 #   - Chromium, headless, to test the status dashboard as an administrator's browser shows it,
+#   - json-server and oidc-provider (npm, versions pinned in tests/fixtures/rest/package-lock.json)
+#     in tests/fixtures/rest/node_modules: a real generic REST server and a real OAuth 2.0
+#     authorization server for the REST target's tests (Node 20 must be on the machine),
 #   - a Python venv in .venv with scim2-server, a real SCIM 2.0 server, and django-scim2 (with
 #     Django and waitress, pinned in tests/fixtures/scim_django/requirements.txt), a second one.
 # Safe to run again: it only installs what is missing.
@@ -48,6 +51,16 @@ if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("dj
     echo "setup: installing django-scim2 $DJANGO_SCIM_VERSION in .venv"
     .venv/bin/pip install -q --disable-pip-version-check -r tests/fixtures/scim_django/requirements.txt
 fi
+# The REST fixture's npm packages, exactly as locked (npm ci), again only when the lock changed.
+rest_fixture=tests/fixtures/rest
+lock_sum=$(sha256sum "$rest_fixture/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$rest_fixture/node_modules/.dirbridge-lock" 2>/dev/null)" != "$lock_sum" ]; then
+    command -v node >/dev/null || { echo "setup: Node.js 20 is needed for the REST target's tests" >&2; exit 1; }
+    echo "setup: installing json-server and oidc-provider (npm ci) in $rest_fixture"
+    (cd "$rest_fixture" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" > "$rest_fixture/node_modules/.dirbridge-lock"
+fi
 echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2)," \
     "samba $(samba --version 2>/dev/null | cut -d' ' -f2)," \
-    "389-ds $(dpkg-query -W -f='${Version}' 389-ds-base 2>/dev/null), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION ready"
+    "389-ds $(dpkg-query -W -f='${Version}' 389-ds-base 2>/dev/null), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION," \
+    "node $(node --version), json-server and oidc-provider ready"

@@ -3,6 +3,7 @@
 //! line; no error ever shows a secret's value.
 
 mod raw;
+pub(crate) mod rest;
 mod secret;
 
 use std::path::{Path, PathBuf};
@@ -145,6 +146,11 @@ pub(crate) enum ReferencedGroups {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum TargetKind {
     Scim,
+    /// A REST API configured per event (`[target.events.*]`).
+    Rest,
+    /// miniOrange's admin REST API: the shipped events, any of which the file may override.
+    #[serde(rename = "miniorange")]
+    MiniOrange,
 }
 
 /// How updates are sent to a SCIM target.
@@ -164,7 +170,10 @@ pub(crate) struct TargetConfig {
     pub kind: TargetKind,
     pub url: url::Url,
     pub update_method: UpdateMethod,
-    pub token: Option<Secret>,
+    /// How every request is authorized (`target.token` is a bearer token).
+    pub auth: rest::AuthConfig,
+    /// The events of a REST target (`kind = "rest"` or `"miniorange"`).
+    pub rest: Option<rest::RestConfig>,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub timeout: Duration,

@@ -149,6 +149,10 @@ async fn dry_run_inner<T: Target>(
 /// Leaves out of the desired users and of the records what the target cannot hold, so that it
 /// is neither sent nor seen as a difference.
 pub(crate) fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
+    if !target.holds_groups() {
+        desired.groups.clear();
+        records.groups.clear();
+    }
     for user in desired.users.values_mut() {
         target.fit_user(user);
     }
@@ -411,7 +415,11 @@ async fn run_inner<T: Target>(
         store.set_target_identity(&configured).await?;
     }
 
-    if kind == RunKind::Resync {
+    if kind == RunKind::Resync && !target.can_list() {
+        tracing::warn!(
+            "the target cannot be read back (no list_users event): this resync cannot see drift made on the target, so it sends what differs from the state store, as a sync does"
+        );
+    } else if kind == RunKind::Resync {
         let users = target.list_users().await?;
         let groups = target.list_groups().await?;
         let seen = observed(&desired, &records, &users, &groups);

@@ -2,6 +2,7 @@
 //! daemon are generic over [`Target`]; the command line hands them an [`AnyTarget`].
 
 use super::quirks::Quirk;
+use super::rest::RestClient;
 use super::scim::ScimClient;
 use super::{RemoteGroup, RemoteUser, Target, TargetError};
 use crate::config::{Config, TargetKind};
@@ -11,6 +12,7 @@ use crate::model::{FieldChange, Key, User};
 #[derive(Debug)]
 pub(crate) enum AnyTarget {
     Scim(ScimClient),
+    Rest(RestClient),
 }
 
 impl AnyTarget {
@@ -22,6 +24,9 @@ impl AnyTarget {
                     cfg.mapping.custom.iter().map(|(p, _)| p.clone()).collect();
                 Ok(AnyTarget::Scim(ScimClient::new(&cfg.target, custom)?))
             }
+            TargetKind::Rest | TargetKind::MiniOrange => {
+                Ok(AnyTarget::Rest(RestClient::new(&cfg.target)?))
+            }
         }
     }
 }
@@ -31,6 +36,7 @@ macro_rules! each {
     ($self:ident, $t:ident => $call:expr) => {
         match $self {
             AnyTarget::Scim($t) => $call,
+            AnyTarget::Rest($t) => $call,
         }
     };
 }
@@ -47,6 +53,12 @@ impl Target for AnyTarget {
     }
     async fn begin_pass(&self) {
         each!(self, t => t.begin_pass().await)
+    }
+    fn holds_groups(&self) -> bool {
+        each!(self, t => t.holds_groups())
+    }
+    fn can_list(&self) -> bool {
+        each!(self, t => t.can_list())
     }
     fn quirks(&self) -> Vec<Quirk> {
         each!(self, t => t.quirks())

@@ -3,7 +3,10 @@
 //! client. The SCIM 2.0 client is the first implementation, a configurable REST client comes later.
 
 mod any;
+pub(crate) mod auth;
+pub(crate) mod http;
 pub(crate) mod quirks;
+pub(crate) mod rest;
 pub(crate) mod retry;
 pub(crate) mod scim;
 
@@ -62,6 +65,15 @@ pub(crate) enum TargetErrorKind {
     Lost(String),
     /// An answer that is not what the protocol promises (not JSON, no id, ...).
     BadResponse(String),
+    /// The target said the object already exists (in its own words, whatever the status).
+    Exists { status: u16, detail: Option<String> },
+    /// The target said the object does not exist (in its own words, whatever the status).
+    Missing { status: u16, detail: Option<String> },
+    /// The request could not be built for this object (a value a URL needs is missing, a
+    /// header value holds a line break): not sent.
+    Request(String),
+    /// No credentials could be obtained (the OAuth 2.0 token endpoint refused or failed).
+    Auth(String),
 }
 
 impl fmt::Display for TargetErrorKind {
@@ -94,6 +106,22 @@ impl fmt::Display for TargetErrorKind {
                 "the answer was lost ({e}); the request may have been carried out, so the object is looked up before it is sent again"
             ),
             TargetErrorKind::BadResponse(e) => write!(f, "unexpected answer: {e}"),
+            TargetErrorKind::Exists { status, detail } | TargetErrorKind::Missing { status, detail } => {
+                let what = if matches!(self, TargetErrorKind::Exists { .. }) {
+                    "already exists"
+                } else {
+                    "not found"
+                };
+                write!(f, "HTTP {status}, {what}")?;
+                if let Some(d) = detail {
+                    write!(f, ": {d}")?;
+                }
+                Ok(())
+            }
+            TargetErrorKind::Request(e) => write!(f, "not sent: {e}"),
+            TargetErrorKind::Auth(e) => {
+                write!(f, "no access token: {e} — check target.auth")
+            }
         }
     }
 }
@@ -129,19 +157,23 @@ impl TargetError {
     pub(crate) fn is_fatal(&self) -> bool {
         match &self.kind {
             TargetErrorKind::Http { status, .. } => matches!(status, 401 | 403),
-            TargetErrorKind::Transport(_) => true,
+            TargetErrorKind::Transport(_) | TargetErrorKind::Auth(_) => true,
             TargetErrorKind::Timeout
             | TargetErrorKind::BadResponse(_)
-            | TargetErrorKind::Lost(_) => false,
+            | TargetErrorKind::Lost(_)
+            | TargetErrorKind::Request(_)
+            | TargetErrorKind::Exists { .. }
+            | TargetErrorKind::Missing { .. } => false,
         }
     }
 
     pub(crate) fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        self.status() == Some(404) || matches!(self.kind, TargetErrorKind::Missing { .. })
     }
 
+    /// The object already exists: looked up and adopted.
     pub(crate) fn is_conflict(&self) -> bool {
-        self.status() == Some(409)
+        self.status() == Some(409) || matches!(self.kind, TargetErrorKind::Exists { .. })
     }
 
     /// No answer came (connection refused or reset, DNS, TLS): the target may be down, or only
@@ -173,6 +205,15 @@ pub(crate) trait Target: Send + Sync {
     /// is older than a few minutes.
     fn begin_pass(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+    /// Whether groups and memberships are pushed to this target (a REST target without group
+    /// events holds users only).
+    fn holds_groups(&self) -> bool {
+        true
+    }
+    /// Whether the target's users can be listed (what `resync` reads).
+    fn can_list(&self) -> bool {
+        true
     }
     /// What the target was found to do differently from its protocol, and what is done about it.
     fn quirks(&self) -> Vec<quirks::Quirk> {

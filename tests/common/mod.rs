@@ -80,6 +80,7 @@ pub mod bad_ldap;
 pub mod ds389;
 pub mod faults;
 pub mod proxy;
+pub mod rest;
 pub mod samba;
 
 pub fn repo() -> PathBuf {

@@ -7,9 +7,11 @@ use serde::Deserialize;
 
 use super::*;
 
+mod auth;
 mod daemon;
 mod ldap;
 mod mapping;
+mod rest;
 mod target;
 
 use daemon::RawDaemon;
@@ -18,7 +20,14 @@ use mapping::RawMapping;
 use target::RawTarget;
 
 /// Keys whose values are secrets; used to keep parse errors from echoing them.
-const SECRET_KEYS: &[&str] = &["bind_password", "token", "client_secret", "password"];
+const SECRET_KEYS: &[&str] = &[
+    "bind_password",
+    "token",
+    "client_secret",
+    "password",
+    "api_key",
+    "value",
+];
 
 /// True when a line of the file assigns a secret inline.
 pub(super) fn is_secret_line(line: &str) -> bool {
@@ -179,7 +188,6 @@ impl RawConfig {
         let invalid = |key: &str, reason: String| cx.invalid(key, reason);
         let defaults = self.ldap.profile.defaults();
         let (ldap, l_incremental_explicit) = self.ldap.check(&cx)?;
-        let target = self.target.check(&cx)?;
 
         // --- [state]
         if self.state.path.trim().is_empty() {
@@ -197,6 +205,29 @@ impl RawConfig {
         };
 
         let mapping = self.mapping.check(&cx, &defaults)?;
+        let custom: Vec<String> = mapping.custom.iter().map(|(p, _)| p.clone()).collect();
+        let target = self.target.check(&cx, &custom)?;
+        if let Some(rest) = &target.rest {
+            use crate::config::rest::Event;
+            let deletes = self.sync.on_remove == RemovalAction::Delete
+                || self.sync.on_disable == RemovalAction::Delete;
+            if deletes && !rest.events.contains_key(&Event::DeleteUser) {
+                return Err(invalid(
+                    "target.events.delete_user",
+                    "sync.on_remove or sync.on_disable is \"delete\", but the target has no delete_user event".into(),
+                ));
+            }
+            let deactivates = self.sync.on_remove == RemovalAction::Deactivate
+                || self.sync.on_disable == RemovalAction::Deactivate;
+            if deactivates && !rest.events.contains_key(&Event::DeactivateUser) {
+                return Err(invalid(
+                    "target.events.deactivate_user",
+                    "users who leave or are disabled are deactivated (sync.on_remove / on_disable), \
+                     but the target has no deactivate_user event: configure one, or set them to \"delete\""
+                        .into(),
+                ));
+            }
+        }
 
         // Change tracking reports objectGUIDs: incremental reads need them as keys.
         let guid_keys =

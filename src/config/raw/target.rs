@@ -1,10 +1,14 @@
 //! `[target]`: where users and groups are pushed, with what credentials and limits.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::auth::RawAuth;
+use super::rest::{RawEvent, RawFields, RawResponse, RawRest};
 use super::*;
+use crate::config::rest::{AuthConfig, Missing};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,10 +35,17 @@ pub(super) struct RawTarget {
     allow_plaintext: bool,
     #[serde(default = "default_max_response_kib")]
     max_response_kib: usize,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    events: BTreeMap<String, RawEvent>,
+    response: Option<RawResponse>,
+    fields: Option<RawFields>,
+    missing_values: Option<Missing>,
 }
 
 impl RawTarget {
-    pub(super) fn check(self, cx: &Cx) -> Result<TargetConfig, ConfigError> {
+    /// `custom`: the custom attributes `[mapping]` maps (names a REST template may use).
+    pub(super) fn check(self, cx: &Cx, custom: &[String]) -> Result<TargetConfig, ConfigError> {
         let (path, base) = (cx.path, &cx.base);
         let invalid = |key: &str, reason: String| cx.invalid(key, reason);
         let t = self;
@@ -58,24 +69,78 @@ impl RawTarget {
             env: t.token_env,
         }
         .resolve(path, "target.token", base)?;
-        if token.is_none() {
-            return Err(invalid(
-                "target.token",
-                "a bearer token is required: set token, token_file or token_env".into(),
-            ));
-        }
-        // The token in clear over the network: refused like an LDAP password in clear text.
-        if url.scheme() == "http" && !url.host_str().map(is_loopback_host).unwrap_or(false) {
+        let plaintext =
+            url.scheme() == "http" && !url.host_str().map(is_loopback_host).unwrap_or(false);
+        let auth = match (token, t.auth) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "target.token",
+                    "set target.token or [target.auth], not both".into(),
+                ))
+            }
+            (Some(token), None) => AuthConfig::Bearer { token },
+            (None, Some(a)) => a.check(cx, t.allow_plaintext)?,
+            (None, None) => {
+                return Err(invalid(
+                    "target.token",
+                    "credentials are required: set token, token_file or token_env (a bearer \
+                     token), or a [target.auth] table (type = \"none\" for an API without any)"
+                        .into(),
+                ))
+            }
+        };
+        let has_credentials = !matches!(auth, AuthConfig::None);
+        // Credentials in clear over the network: refused like an LDAP password in clear text.
+        if plaintext && has_credentials {
             if !t.allow_plaintext {
                 return Err(invalid(
                     "target.url",
-                    "the bearer token would be sent in clear text: use https://, or set \
+                    "the target's credentials would be sent in clear text: use https://, or set \
                      target.allow_plaintext = true to accept the risk"
                         .into(),
                 ));
             }
-            tracing::warn!("target.url uses plain http: the bearer token travels unencrypted (allow_plaintext)");
+            tracing::warn!(
+                "target.url uses plain http: the credentials travel unencrypted (allow_plaintext)"
+            );
         }
+        let rest_keys = !t.events.is_empty()
+            || t.response.is_some()
+            || t.fields.is_some()
+            || t.missing_values.is_some();
+        let rest = match t.kind {
+            TargetKind::Scim => {
+                if rest_keys {
+                    return Err(invalid(
+                        "target.events",
+                        "events, response, fields and missing_values are for kind = \"rest\" or \"miniorange\"".into(),
+                    ));
+                }
+                None
+            }
+            TargetKind::Rest | TargetKind::MiniOrange => {
+                let customer_key = match &auth {
+                    AuthConfig::MiniOrange { customer_key, .. } => Some(customer_key.clone()),
+                    _ if t.kind == TargetKind::MiniOrange => {
+                        return Err(invalid(
+                            "target.auth.type",
+                            "kind = \"miniorange\" is authorized with type = \"miniorange\" (customer_key and api_key)".into(),
+                        ))
+                    }
+                    _ => None,
+                };
+                let mut rest = RawRest {
+                    kind: t.kind,
+                    events: t.events,
+                    response: t.response,
+                    fields: t.fields,
+                    missing: t.missing_values,
+                }
+                .check(cx, custom, customer_key.is_some())?;
+                rest.customer_key = customer_key;
+                Some(rest)
+            }
+        };
         if !t.tls_verify {
             tracing::warn!("target.tls_verify = false: the target's certificate is NOT checked");
         }
@@ -111,7 +176,8 @@ impl RawTarget {
             kind: t.kind,
             url,
             update_method: t.update_method,
-            token,
+            auth,
+            rest,
             ca_file: target_ca,
             tls_verify: t.tls_verify,
             timeout: Duration::from_secs(t.timeout_secs),

@@ -1,6 +1,5 @@
-//! HTTP side of the SCIM client: requests, status handling, paging.
+//! HTTP side of the SCIM client: requests, SCIM's error answers, PATCH or GET + PUT.
 
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -11,27 +10,20 @@ use super::find::Paging;
 use super::local_patch;
 use super::lookup::{Attr, Index};
 use crate::config::{TargetConfig, UpdateMethod};
+use crate::target::http::{body_text, clean_detail, Body, ErrorShape, HttpCore, Outgoing};
 use crate::target::quirks::Quirks;
-use crate::target::retry::{self, Failure, Pacer};
 use crate::target::{TargetError, TargetErrorKind};
 
 const SCIM_JSON: &str = "application/scim+json";
-/// Longest error detail kept from a target answer.
-const MAX_DETAIL: usize = 500;
 
 /// A SCIM 2.0 service provider.
 pub(crate) struct ScimClient {
-    http: reqwest::Client,
+    core: HttpCore,
     pub(super) base: url::Url,
     pub(super) custom_paths: Vec<String>,
     method: UpdateMethod,
     /// Updates go as GET + PUT instead of PATCH (configured, or found at preflight).
     use_put: AtomicBool,
-    /// Further attempts after a retryable failure.
-    retries: u32,
-    /// Largest answer body read, in bytes.
-    max_body: usize,
-    pacer: Option<Pacer>,
     pub(super) quirks: Quirks,
     /// `/ServiceProviderConfig` says the provider cannot filter: every look-up is local.
     pub(super) filter_unsupported: AtomicBool,
@@ -67,59 +59,18 @@ impl std::fmt::Debug for ScimClient {
 impl ScimClient {
     /// Builds the client. `custom_paths` are the custom attributes mapped, read back on resync.
     pub(crate) fn new(cfg: &TargetConfig, custom_paths: Vec<String>) -> Result<ScimClient, String> {
-        let mut headers = HeaderMap::new();
-        if let Some(token) = &cfg.token {
-            let mut v =
-                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                    "target.token holds characters not allowed in an HTTP header".to_string()
-                })?;
-            v.set_sensitive(true);
-            headers.insert(AUTHORIZATION, v);
-        }
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/scim+json, application/json"),
-        );
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_native()
-            .default_headers(headers)
-            .user_agent(concat!("dirbridge/", env!("CARGO_PKG_VERSION")))
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(std::time::Duration::from_secs(10)))
-            .tcp_keepalive(std::time::Duration::from_secs(30))
-            .tls_version_min(reqwest::tls::Version::TLS_1_2)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &cfg.ca_file {
-            for block in crate::tls::pem_blocks(ca)? {
-                let cert = reqwest::Certificate::from_pem(&block).map_err(|e| {
-                    format!(
-                        "CA file {} holds an unreadable certificate: {e}",
-                        ca.display()
-                    )
-                })?;
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if !cfg.tls_verify {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let core = HttpCore::new(cfg, "application/scim+json, application/json")?;
         let mut base = cfg.url.clone();
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
         Ok(ScimClient {
-            http,
+            core,
             base,
             custom_paths,
             method: cfg.update_method,
             use_put: AtomicBool::new(cfg.update_method == UpdateMethod::Put),
-            retries: cfg.retries,
-            max_body: cfg.max_response_bytes,
-            pacer: cfg.rate_limit.map(Pacer::new),
             quirks: Quirks::default(),
             filter_unsupported: AtomicBool::new(false),
             unfilterable: Default::default(),
@@ -148,8 +99,8 @@ impl ScimClient {
         Ok(u)
     }
 
-    /// Sends a request, retrying what may be retried (see [`retry::retryable`]) up to
-    /// `target.retries` times, and returns the JSON body (`Value::Null` for an empty one).
+    /// Sends a request (with the retries of [`HttpCore::call`]) and returns the JSON body
+    /// (`Value::Null` for an empty one).
     pub(super) async fn call(
         &self,
         method: Method,
@@ -157,41 +108,18 @@ impl ScimClient {
         body: Option<&Value>,
         label: &str,
     ) -> Result<Value, TargetError> {
-        let mut attempt = 0u32;
-        loop {
-            if let Some(p) = &self.pacer {
-                p.wait().await;
-            }
-            let (error, failure, retry_after) = match self
-                .call_once(method.clone(), url.clone(), body, label)
-                .await
-            {
-                Ok(v) => return Ok(v),
-                Err(f) => f,
-            };
-            attempt += 1;
-            let too_long = retry_after.is_some_and(|d| d > retry::LONGEST_RETRY_AFTER);
-            if !retry::retryable(&method, failure) && failure == Failure::Unanswered {
-                // A POST whose answer was lost: one object's problem, not the target's.
-                let kind = match error.kind {
-                    TargetErrorKind::Transport(m) | TargetErrorKind::BadResponse(m) => {
-                        TargetErrorKind::Lost(m)
-                    }
-                    TargetErrorKind::Timeout => TargetErrorKind::Lost("no answer in time".into()),
-                    other => other,
-                };
-                return Err(TargetError {
-                    request: error.request,
-                    kind,
-                });
-            }
-            if attempt > self.retries || too_long || !retry::retryable(&method, failure) {
-                return Err(error);
-            }
-            let wait = retry::delay(attempt, retry_after);
-            tracing::warn!(request = label, error = %error, attempt, retry_in = ?wait, "target request failed; retrying");
-            tokio::time::sleep(wait).await;
-        }
+        let body = body
+            .map(|b| Body::json(b, SCIM_JSON))
+            .transpose()
+            .map_err(|e| Self::bad(label, e))?;
+        let req = Outgoing {
+            method,
+            url,
+            headers: &[],
+            body: body.as_ref(),
+            label,
+        };
+        self.core.call(&req, &ScimAnswers).await
     }
 
     /// True when the provider answers a request at all (any HTTP status but 401/403): one GET
@@ -200,10 +128,18 @@ impl ScimClient {
         let Ok(url) = self.url("ServiceProviderConfig", None) else {
             return false;
         };
-        match self
-            .call_once(Method::GET, url, None, "GET /ServiceProviderConfig")
-            .await
-        {
+        let auth = match self.core.auth_headers().await {
+            Ok(a) => a,
+            Err(_) => return false,
+        };
+        let req = Outgoing {
+            method: Method::GET,
+            url,
+            headers: &[],
+            body: None,
+            label: "GET /ServiceProviderConfig",
+        };
+        match self.core.call_once(&req, &ScimAnswers, &auth).await {
             Ok(_) => true,
             // An answer, even an error or not JSON, is an answer; a refused credential stops.
             Err((e, _, _)) => match e.kind {
@@ -212,93 +148,6 @@ impl ScimClient {
                 _ => false,
             },
         }
-    }
-
-    /// One attempt: the body, or the error with what retrying needs to know.
-    async fn call_once(
-        &self,
-        method: Method,
-        url: url::Url,
-        body: Option<&Value>,
-        label: &str,
-    ) -> Result<Value, (TargetError, Failure, Option<std::time::Duration>)> {
-        let err = |kind| TargetError {
-            request: label.to_string(),
-            kind,
-        };
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            // Never an empty body in place of one that could not be encoded.
-            let bytes = serde_json::to_vec(b).map_err(|e| {
-                (
-                    err(TargetErrorKind::BadResponse(format!(
-                        "the request body could not be encoded: {e}"
-                    ))),
-                    Failure::Status(0),
-                    None,
-                )
-            })?;
-            req = req.header(CONTENT_TYPE, SCIM_JSON).body(bytes);
-        }
-        let resp = req.send().await.map_err(|e| {
-            let f = if e.is_connect() {
-                Failure::NotSent
-            } else {
-                Failure::Unanswered
-            };
-            (err(transport_kind(&e)), f, None)
-        })?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, time::OffsetDateTime::now_utc()));
-        // Read in chunks, and never more than target.max_response_kib: a server's answer cannot
-        // make the gateway hold an unbounded body.
-        let mut resp = resp;
-        let mut bytes: Vec<u8> = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    if bytes.len() + c.len() > self.max_body {
-                        return Err((
-                            err(TargetErrorKind::BadResponse(format!(
-                                "an answer larger than target.max_response_kib ({} KiB)",
-                                self.max_body / 1024
-                            ))),
-                            // Not resent: the same request would bring the same answer.
-                            Failure::Status(0),
-                            None,
-                        ));
-                    }
-                    bytes.extend_from_slice(&c);
-                }
-                Ok(None) => break,
-                Err(e) => return Err((err(transport_kind(&e)), Failure::Unanswered, None)),
-            }
-        }
-        if !status.is_success() {
-            return Err((
-                err(http_kind(status, &bytes)),
-                Failure::Status(status.as_u16()),
-                retry_after,
-            ));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            (
-                err(TargetErrorKind::BadResponse(format!(
-                    "HTTP {} with a body that is not JSON ({e})",
-                    status.as_u16()
-                ))),
-                // A success whose body broke on the way (truncated): carried out, answer lost.
-                Failure::Unanswered,
-                None,
-            )
-        })
     }
 
     /// Applies a PatchOp to `{resource}/{id}`: with PATCH, or, where the provider does not
@@ -466,52 +315,26 @@ impl ScimClient {
     }
 }
 
-fn transport_kind(e: &reqwest::Error) -> TargetErrorKind {
-    if e.is_timeout() {
-        return TargetErrorKind::Timeout;
-    }
-    // The error chain holds the useful part (connection refused, certificate unknown, ...);
-    // reqwest errors carry the URL, which holds no secret (credentials in URLs are refused).
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    TargetErrorKind::Transport(without_query(msg, e.url()))
-}
+/// How a SCIM error answer reads (RFC 7644 §3.12: `detail` and `scimType`).
+struct ScimAnswers;
 
-fn http_kind(status: StatusCode, body: &[u8]) -> TargetErrorKind {
-    let doc: Option<Value> = serde_json::from_slice(body).ok();
-    let detail = doc
-        .as_ref()
-        .and_then(|d| d.get("detail").and_then(Value::as_str).map(str::to_string))
-        .or_else(|| {
-            let t = String::from_utf8_lossy(body).trim().to_string();
-            (!t.is_empty()).then_some(t)
-        })
-        .map(|d| {
-            let mut d: String = d
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_DETAIL)
-                .collect();
-            if d.len() >= MAX_DETAIL {
-                d.push('…');
-            }
-            d
+impl ErrorShape for ScimAnswers {
+    fn http_error(&self, status: StatusCode, body: &[u8]) -> TargetErrorKind {
+        let doc: Option<Value> = serde_json::from_slice(body).ok();
+        let detail = doc
+            .as_ref()
+            .and_then(|d| d.get("detail").and_then(Value::as_str).map(clean_detail))
+            .or_else(|| body_text(body));
+        let code = doc.as_ref().and_then(|d| {
+            d.get("scimType")
+                .and_then(Value::as_str)
+                .map(str::to_string)
         });
-    // SCIM's error code.
-    let code = doc.as_ref().and_then(|d| {
-        d.get("scimType")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    TargetErrorKind::Http {
-        status: status.as_u16(),
-        code,
-        detail,
+        TargetErrorKind::Http {
+            status: status.as_u16(),
+            code,
+            detail,
+        }
     }
 }
 
@@ -531,34 +354,4 @@ fn op_keys(resource: &str, body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// An error text without the request's query: a look-up's query holds a userName or a key,
-/// which have no place in logs and `status` (the method and path say which request it was).
-fn without_query(msg: String, url: Option<&url::Url>) -> String {
-    match url {
-        Some(u) if u.query().is_some() => {
-            let mut bare = u.clone();
-            bare.set_query(None);
-            msg.replace(u.as_str(), bare.as_str())
-        }
-        _ => msg,
-    }
-}
-
-#[cfg(test)]
-mod query_tests {
-    use super::*;
-
-    #[test]
-    fn error_texts_carry_no_query() {
-        let u = url::Url::parse("http://idp.example.com/v2/Users?filter=userName+eq+%22ann%22")
-            .unwrap();
-        let msg = format!("error sending request for url ({u}): connection reset");
-        let out = without_query(msg, Some(&u));
-        assert_eq!(
-            out,
-            "error sending request for url (http://idp.example.com/v2/Users): connection reset"
-        );
-    }
 }

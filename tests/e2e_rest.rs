@@ -1,0 +1,312 @@
+//! The REST target end to end: slapd into a real generic REST server (json-server, npm) behind
+//! real credentials (OAuth 2.0 client credentials from oidc-provider, Basic, a bearer token, a
+//! custom header), configured per event as a newcomer would from the README.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::rest::{RestAuth, RestEnv, API_KEY, API_PASSWORD, API_TOKEN, CLIENT_SECRET};
+use common::{count, set_attribute};
+use serde_json::Value;
+
+fn names(users: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = users
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap_or("").to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn first_sync_pushes_users_groups_and_members_and_a_second_sends_nothing() {
+    let env = RestEnv::start(RestAuth::OAuth2 { ttl: 3600 });
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 3, "{r:?}");
+    let rest = &env.rest;
+    assert_eq!(names(&rest.users()), ["alice", "bob", "carol"]);
+    let alice = rest.user("alice").unwrap();
+    assert_eq!(alice["email"], "alice@example.org");
+    assert_eq!(alice["title"], "CTO");
+    assert_eq!(alice["active"], true);
+    assert!(alice["externalId"].as_str().is_some_and(|k| !k.is_empty()));
+    assert_eq!(alice["name"]["family"], "Archer");
+    assert_eq!(rest.member_names("engineering"), ["alice", "bob"]);
+    assert_eq!(rest.member_names("sales"), ["carol"]);
+    // One token for the whole run.
+    assert_eq!(rest.tokens_issued(), 1);
+
+    // Nothing changed: nothing is written, and the plan is empty.
+    let before = rest.stats()["forwarded_by_method"].clone();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    let after = rest.stats()["forwarded_by_method"].clone();
+    for m in ["POST", "PATCH", "PUT", "DELETE"] {
+        assert_eq!(before[m], after[m], "{m} sent by a sync with nothing to do");
+    }
+    let plan = env.run(&["plan", "--json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(doc["operations"], serde_json::json!([]), "{plan:?}");
+    // The client secret never shows.
+    let debug = env.run(&["--log-level", "debug", "sync"]);
+    assert!(!debug.all().contains(CLIENT_SECRET), "{debug:?}");
+}
+
+#[test]
+fn changes_renames_departures_and_memberships_reach_the_api() {
+    let env = RestEnv::start(RestAuth::Basic);
+    env.sync();
+    let rest = &env.rest;
+    let bob_id = rest.user("bob").unwrap()["id"].clone();
+
+    set_attribute(&env.slapd, "bob", "title", "Staff Engineer");
+    env.slapd.modify(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=caroline\ndeleteoldrdn: 1\n",
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 2, "{r:?}");
+    let bob = rest.user("bob").unwrap();
+    assert_eq!(bob["title"], "Staff Engineer");
+    assert_eq!(bob["id"], bob_id, "an update keeps the object");
+    assert!(rest.user("carol").is_none());
+    assert!(rest.user("caroline").is_some());
+    assert_eq!(rest.member_names("sales"), ["bob", "caroline"]);
+
+    // A title removed in the directory is removed on the target (null, as configured).
+    env.slapd
+        .modify("dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\ndelete: title\n");
+    // Bob leaves the filter: deactivated, and out of his groups.
+    set_attribute(&env.slapd, "alice", "employeeType", "disabled");
+    env.sync();
+    assert_eq!(rest.user("bob").unwrap()["title"], Value::Null);
+    assert_eq!(rest.user("alice").unwrap()["active"], false);
+    // Enabled again: reactivated by the update.
+    set_attribute(&env.slapd, "alice", "employeeType", "staff");
+    env.sync();
+    assert_eq!(rest.user("alice").unwrap()["active"], true);
+
+    env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
+    env.sync();
+    assert_eq!(rest.user("bob").unwrap()["active"], false);
+    assert_eq!(rest.member_names("engineering"), ["alice"]);
+    assert_eq!(rest.member_names("sales"), ["caroline"]);
+    let plan = env.run(&["plan", "--json"]);
+    let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(doc["operations"], serde_json::json!([]), "{plan:?}");
+}
+
+#[test]
+fn with_on_remove_delete_a_departed_user_is_deleted() {
+    let mut env = RestEnv::start(RestAuth::Bearer);
+    env.extra.push_str("[sync]\non_remove = \"delete\"\n");
+    env.sync();
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    env.sync();
+    assert!(env.rest.user("carol").is_none());
+    assert_eq!(names(&env.rest.users()), ["alice", "bob"]);
+    assert!(env.rest.member_names("sales").is_empty());
+}
+
+#[test]
+fn resync_repairs_drift_made_on_the_server_and_a_lost_state_is_adopted_back() {
+    let env = RestEnv::start(RestAuth::Header);
+    env.sync();
+    let rest = &env.rest;
+    let alice = rest.user("alice").unwrap();
+    let carol = rest.user("carol").unwrap();
+    let eng = rest.group("engineering").unwrap();
+    // Drift behind the gateway's back: a changed title, a deleted user, bob put in sales, and a
+    // stranger (not ours) in engineering.
+    let id = alice["id"].as_str().unwrap();
+    rest.http(
+        "PATCH",
+        &format!("/__raw/users/{id}"),
+        Some(&serde_json::json!({"title": "Intern"})),
+    );
+    rest.http(
+        "DELETE",
+        &format!("/__raw/users/{}", carol["id"].as_str().unwrap()),
+        None,
+    );
+    let (_, stranger) = rest.http(
+        "POST",
+        "/__raw/users",
+        Some(&serde_json::json!({"userName": "mallory", "active": true})),
+    );
+    let mut members = eng["members"].as_array().unwrap().clone();
+    members.push(stranger["id"].clone());
+    rest.http(
+        "PATCH",
+        &format!("/__raw/groups/{}", eng["id"].as_str().unwrap()),
+        Some(&serde_json::json!({"members": members})),
+    );
+    let sales = rest.group("sales").unwrap();
+    let bob = rest.user("bob").unwrap();
+    let mut members = sales["members"].as_array().unwrap().clone();
+    members.push(bob["id"].clone());
+    rest.http(
+        "PATCH",
+        &format!("/__raw/groups/{}", sales["id"].as_str().unwrap()),
+        Some(&serde_json::json!({"members": members})),
+    );
+    // A sync trusts its records; a resync reads the target.
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(rest.user("alice").unwrap()["title"], "CTO");
+    assert!(
+        rest.user("carol").is_some(),
+        "deleted behind our back: created again"
+    );
+    assert_eq!(rest.member_names("sales"), ["carol"]);
+    // The stranger is not ours: left alone, and so is its membership.
+    assert_eq!(
+        rest.member_names("engineering"),
+        ["alice", "bob", "mallory"]
+    );
+    assert_eq!(rest.user("mallory").unwrap()["active"], true);
+
+    // The state folder lost: everything is found again, nothing duplicated.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let users_before = rest.users().len();
+    let groups_before = rest.groups().len();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(rest.users().len(), users_before);
+    assert_eq!(rest.groups().len(), groups_before);
+    let plan = env.run(&["plan", "--json"]);
+    let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(doc["operations"], serde_json::json!([]), "{plan:?}");
+}
+
+#[test]
+fn hostile_values_reach_the_server_byte_exact() {
+    let env = RestEnv::start(RestAuth::None);
+    let hostile = [
+        ("o'brien \"q\" {x}", "a&b=c?d#e/f"),
+        ("100% {{userName}}", "line\\two"),
+        ("emoji 🧑‍💻 ünï", "plus+and space"),
+    ];
+    for (i, (cn, title)) in hostile.iter().enumerate() {
+        let uid = format!("h{i}");
+        env.slapd.add(&format!(
+            "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\ngivenName: {cn}\nsn: {cn}\ntitle: {title}\nmail: {uid}@example.org\n"
+        ));
+    }
+    // A userName with a slash, a question mark and quotes: a path and a query stay theirs.
+    env.slapd.add(
+        "dn: uid=x/y?z#\\\"w\\\",ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: x/y?z#\"w\"\ncn: Odd Name\ngivenName: Odd\nsn: Name\nmail: odd@example.org\n",
+    );
+    let r = env.sync();
+    assert_eq!(r.code, 0, "{r:?}");
+    for (i, (cn, title)) in hostile.iter().enumerate() {
+        let u = env.rest.user(&format!("h{i}")).unwrap();
+        assert_eq!(u["displayName"], *cn, "{u}");
+        assert_eq!(u["title"], *title, "{u}");
+    }
+    let odd = env
+        .rest
+        .user("x/y?z#\"w\"")
+        .expect("the odd userName, byte-exact");
+    assert_eq!(odd["name"]["family"], "Name");
+    // Nothing to do afterwards: the look-ups found each by its exact name.
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(env.rest.users().len(), 7);
+}
+
+#[test]
+fn the_oauth2_token_is_reused_renewed_after_expiry_and_after_revocation() {
+    let env = RestEnv::start(RestAuth::OAuth2 { ttl: 3 });
+    env.sync();
+    assert_eq!(env.rest.tokens_issued(), 1, "one token for a whole run");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    set_attribute(&env.slapd, "bob", "title", "Lead");
+    env.sync();
+    assert_eq!(env.rest.tokens_issued(), 2);
+    assert_eq!(env.rest.user("bob").unwrap()["title"], "Lead");
+
+    // A service keeps its token across passes; revoked, it is refused once, renewed once.
+    let mut env = env;
+    env.rest.stop();
+    let slapd = env.slapd;
+    let rest = common::rest::RestServer::start(RestAuth::OAuth2 { ttl: 3600 });
+    let mut env2 = RestEnv::with(slapd, rest);
+    env2.extra.push_str(&format!(
+        "[daemon]\npoll_interval = \"1s\"\nlisten = \"127.0.0.1:{}\"\n",
+        common::free_port()
+    ));
+    let mut child = env2.spawn(&["run"]);
+    assert!(
+        common::wait_until(30, || env2.rest.user("carol").is_some()),
+        "{}",
+        env2.spawned_log()
+    );
+    assert_eq!(env2.rest.tokens_issued(), 1);
+    assert!(env2.rest.revoke() >= 1);
+    set_attribute(&env2.slapd, "carol", "title", "VP Sales");
+    assert!(
+        common::wait_until(30, || env2.rest.user("carol").unwrap()["title"]
+            == "VP Sales"),
+        "{}",
+        env2.spawned_log()
+    );
+    assert_eq!(
+        env2.rest.tokens_issued(),
+        2,
+        "renewed once after the refusal"
+    );
+    common::terminate(&mut child);
+    let log = env2.spawned_log();
+    assert!(log.contains("a new one was fetched"), "{log}");
+    assert!(!log.contains(CLIENT_SECRET), "{log}");
+}
+
+#[test]
+fn refused_credentials_stop_the_run_and_say_so_without_the_secret() {
+    for auth in [
+        RestAuth::Basic,
+        RestAuth::Bearer,
+        RestAuth::Header,
+        RestAuth::OAuth2 { ttl: 60 },
+    ] {
+        let mut env = RestEnv::start(auth);
+        let (wrong, secret) = match auth {
+            RestAuth::Basic => (
+                "[target.auth]\ntype = \"basic\"\nuser = \"gateway\"\npassword = \"wrong-pass\"\n".to_string(),
+                API_PASSWORD,
+            ),
+            RestAuth::Bearer => (
+                "[target.auth]\ntype = \"bearer\"\ntoken = \"wrong-token\"\n".to_string(),
+                API_TOKEN,
+            ),
+            RestAuth::Header => (
+                "[target.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue = \"wrong-key\"\n".to_string(),
+                API_KEY,
+            ),
+            _ => (
+                format!(
+                    "[target.auth]\ntype = \"oauth2\"\ntoken_url = \"{}\"\nclient_id = \"dirbridge-gw\"\nclient_secret = \"wrong-secret\"\n",
+                    env.rest.token_url()
+                ),
+                CLIENT_SECRET,
+            ),
+        };
+        env.auth = Some(wrong);
+        let r = env.run(&["sync"]);
+        assert_ne!(r.code, 0, "{auth:?}: {r:?}");
+        let all = r.all();
+        assert!(
+            all.contains("401") || all.contains("invalid_client"),
+            "{auth:?}: {r:?}"
+        );
+        assert!(
+            !all.contains("wrong-") && !all.contains(secret),
+            "{auth:?}: {r:?}"
+        );
+        assert!(env.rest.users().is_empty());
+    }
+}
