@@ -257,6 +257,13 @@ async fn fetch_token(
         )));
     }
     let doc: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if status.as_u16() == 429 || status.is_server_error() {
+        // Not a refusal of the credentials: the endpoint is busy or failing, so asked again.
+        return Err(fail(TargetErrorKind::Transport(format!(
+            "the token endpoint answered HTTP {}",
+            status.as_u16()
+        ))));
+    }
     if !status.is_success() {
         // RFC 6749 §5.2: `error` and `error_description`; never the request (it holds the secret).
         let text = doc
@@ -276,8 +283,10 @@ async fn fetch_token(
             if text.is_empty() { "" } else { ": " }
         ))));
     }
+    // Not JSON: most likely cut on the way, so asked again (a token endpoint that never
+    // answers JSON fails after the retries with this message).
     let doc = doc.ok_or_else(|| {
-        fail(TargetErrorKind::Auth(
+        fail(TargetErrorKind::Transport(
             "the token endpoint's answer is not JSON".into(),
         ))
     })?;

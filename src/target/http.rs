@@ -100,7 +100,22 @@ impl HttpCore {
             if let Some(p) = &self.pacer {
                 p.wait().await;
             }
-            let (auth, generation) = self.auth.headers().await?;
+            let (auth, generation) = match self.auth.headers().await {
+                Ok(a) => a,
+                // The token endpoint did not answer (or answered 429 / 5xx): waited for and
+                // asked again like any request; a refusal of the credentials is final.
+                Err(e) if e.is_transport() || e.kind == TargetErrorKind::Timeout => {
+                    attempt += 1;
+                    if attempt > self.retries {
+                        return Err(e);
+                    }
+                    let wait = retry::delay(attempt, None);
+                    tracing::warn!(request = req.label, error = %e, attempt, retry_in = ?wait, "no access token; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (error, failure, retry_after) = match self.call_once(req, shape, &auth).await {
                 Ok(v) => return Ok(v),
                 Err(f) => f,

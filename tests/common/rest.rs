@@ -343,10 +343,43 @@ next = "next"
 start_page = 1
 "#;
 
-/// slapd with the base fixture, json-server as the target, and a config folder.
-pub struct RestEnv {
+/// What a REST target's test server says about itself to the config.
+pub trait Served {
+    /// `target.url`.
+    fn base(&self) -> String;
+    /// `target.kind`.
+    fn kind(&self) -> &'static str;
+    /// The `[target.auth]` table the server accepts.
+    fn default_auth(&self) -> String;
+}
+
+impl Served for RestServer {
+    fn base(&self) -> String {
+        RestServer::base(self)
+    }
+    fn kind(&self) -> &'static str {
+        "rest"
+    }
+    fn default_auth(&self) -> String {
+        match self.auth {
+            RestAuth::None => "[target.auth]\ntype = \"none\"\n".into(),
+            RestAuth::Basic => format!(
+                "[target.auth]\ntype = \"basic\"\nuser = \"{API_USER}\"\npassword_file = \"api.password\"\n"
+            ),
+            RestAuth::Bearer => "[target.auth]\ntype = \"bearer\"\ntoken_file = \"api.token\"\n".into(),
+            RestAuth::Header => "[target.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"DIRBRIDGE_TEST_API_KEY\"\n".into(),
+            RestAuth::OAuth2 { .. } => format!(
+                "[target.auth]\ntype = \"oauth2\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"client.secret\"\n",
+                self.token_url()
+            ),
+        }
+    }
+}
+
+/// slapd with the base fixture, a REST server as the target, and a config folder.
+pub struct RestEnv<S: Served = RestServer> {
     pub slapd: Slapd,
-    pub rest: RestServer,
+    pub rest: S,
     pub dir: tempfile::TempDir,
     /// `[target]` keys after kind and url (auth comes from the server's mode unless set here).
     pub target_extra: String,
@@ -358,14 +391,21 @@ pub struct RestEnv {
     pub extra: String,
 }
 
-impl RestEnv {
+impl RestEnv<RestServer> {
     pub fn start(auth: RestAuth) -> RestEnv {
         let slapd = Slapd::start();
         slapd.load("base.ldif");
         RestEnv::with(slapd, RestServer::start(auth))
     }
+}
 
-    pub fn with(slapd: Slapd, rest: RestServer) -> RestEnv {
+impl<S: Served> RestEnv<S> {
+    pub fn with(slapd: Slapd, rest: S) -> RestEnv<S> {
+        let events = if rest.kind() == "rest" {
+            JSON_SERVER_EVENTS.to_string()
+        } else {
+            String::new()
+        };
         let dir = tempfile::Builder::new()
             .prefix("dirbridge-restenv")
             .tempdir()
@@ -380,26 +420,8 @@ impl RestEnv {
             dir,
             target_extra: String::new(),
             auth: None,
-            events: JSON_SERVER_EVENTS.to_string(),
+            events,
             extra: String::new(),
-        }
-    }
-
-    /// The `[target.auth]` table the server's mode accepts.
-    pub fn default_auth(&self) -> String {
-        match self.rest.auth {
-            RestAuth::None => "[target.auth]\ntype = \"none\"\n".into(),
-            RestAuth::Basic => format!(
-                "[target.auth]\ntype = \"basic\"\nuser = \"{API_USER}\"\npassword_file = \"api.password\"\n"
-            ),
-            RestAuth::Bearer => "[target.auth]\ntype = \"bearer\"\ntoken_file = \"api.token\"\n".into(),
-            RestAuth::Header => format!(
-                "[target.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"DIRBRIDGE_TEST_API_KEY\"\n# {API_KEY} comes from the environment\n"
-            ),
-            RestAuth::OAuth2 { .. } => format!(
-                "[target.auth]\ntype = \"oauth2\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"client.secret\"\n",
-                self.rest.token_url()
-            ),
         }
     }
 
@@ -412,7 +434,15 @@ impl RestEnv {
     }
 
     pub fn write_config(&self) {
-        let auth = self.auth.clone().unwrap_or_else(|| self.default_auth());
+        self.write_config_via(&self.rest.base());
+    }
+
+    /// The config with `target.url` = `url` (a proxy in front of the server).
+    pub fn write_config_via(&self, url: &str) {
+        let auth = self
+            .auth
+            .clone()
+            .unwrap_or_else(|| self.rest.default_auth());
         let text = format!(
             "[ldap]\n\
              url = \"{url}\"\n\
@@ -422,7 +452,7 @@ impl RestEnv {
              user_filter = \"(&(objectClass=inetOrgPerson)(!(description=excluded)))\"\n\
              page_size = 2\n\
              [target]\n\
-             kind = \"rest\"\n\
+             kind = \"{kind}\"\n\
              url = \"{target}\"\n\
              timeout_secs = 10\n\
              {target_extra}\n\
@@ -436,7 +466,8 @@ impl RestEnv {
              inactive_values = [\"disabled\"]\n\
              {extra}\n",
             url = self.slapd.url(),
-            target = self.rest.base(),
+            target = url,
+            kind = self.rest.kind(),
             target_extra = self.target_extra,
             events = self.events,
             extra = self.extra,
@@ -448,14 +479,25 @@ impl RestEnv {
         self.run_env(args, &[])
     }
 
+    /// Runs with `target.url` = `url`.
+    pub fn run_via(&self, url: &str, args: &[&str]) -> Run {
+        self.write_config_via(url);
+        self.exec(args, &[])
+    }
+
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         self.write_config();
+        self.exec(args, env)
+    }
+
+    fn exec(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
             .arg("--config")
             .arg(self.config_path())
             .args(args)
             .env_remove("RUST_LOG")
             .env("DIRBRIDGE_TEST_API_KEY", API_KEY)
+            .env("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY)
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -474,6 +516,7 @@ impl RestEnv {
             .args(args)
             .env_remove("RUST_LOG")
             .env("DIRBRIDGE_TEST_API_KEY", API_KEY)
+            .env("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::from(
                 std::fs::File::create(self.dir.path().join("run.out")).unwrap(),
@@ -493,5 +536,90 @@ impl RestEnv {
         let r = self.run(&["sync"]);
         assert_eq!(r.code, 0, "{r:?}");
         r
+    }
+}
+
+pub const MO_CUSTOMER_KEY: &str = "248751";
+pub const MO_API_KEY: &str = "mo-api-k3y-never-logged";
+
+/// The strict miniOrange API emulator (tests/fixtures/rest/miniorange.mjs).
+pub struct MiniOrange {
+    child: Guard,
+    pub port: u16,
+}
+
+impl MiniOrange {
+    pub fn start() -> MiniOrange {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("node")
+                .arg(repo().join("tests/fixtures/rest/miniorange.mjs"))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--customer-key",
+                    MO_CUSTOMER_KEY,
+                    "--api-key",
+                    MO_API_KEY,
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("node: run scripts/setup.sh");
+            let mut out = child.stdout.take().unwrap();
+            let mut buf = [0u8; 6];
+            if out.read_exact(&mut buf).is_ok() && &buf == b"ready\n" {
+                return MiniOrange {
+                    child: Guard(child),
+                    port,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("the miniOrange emulator did not start");
+    }
+
+    pub fn users(&self) -> Vec<Value> {
+        http_json(self.port, "GET", "/__users", None, &[])
+            .1
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn user(&self, name: &str) -> Option<Value> {
+        self.users().into_iter().find(|u| u["username"] == name)
+    }
+
+    pub fn stats(&self) -> Value {
+        http_json(self.port, "GET", "/__stats", None, &[]).1
+    }
+
+    pub fn seed(&self, user: &Value) {
+        http_json(self.port, "POST", "/__seed", Some(user), &[]);
+    }
+
+    pub fn edit(&self, change: &Value) {
+        http_json(self.port, "POST", "/__edit", Some(change), &[]);
+    }
+
+    pub fn stop(&mut self) {
+        self.child.stop();
+    }
+}
+
+impl Served for MiniOrange {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/moas", self.port)
+    }
+    fn kind(&self) -> &'static str {
+        "miniorange"
+    }
+    fn default_auth(&self) -> String {
+        format!(
+            "[target.auth]\ntype = \"miniorange\"\ncustomer_key = \"{MO_CUSTOMER_KEY}\"\napi_key_env = \"DIRBRIDGE_TEST_MO_KEY\"\n"
+        )
     }
 }
