@@ -310,3 +310,59 @@ fn refused_credentials_stop_the_run_and_say_so_without_the_secret() {
         assert!(env.rest.users().is_empty());
     }
 }
+
+/// The json-server events without the named ones.
+fn events_without(names: &[&str]) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in common::rest::json_server_events().lines() {
+        if let Some(name) = line
+            .strip_prefix("[target.events.")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            skip = names.contains(&name);
+        }
+        if !skip {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn without_look_up_events_users_are_matched_in_a_listing_and_never_duplicated() {
+    let mut env = RestEnv::start(RestAuth::None);
+    env.events = events_without(&["find_user", "find_user_by_key", "find_group"]);
+    // bob is already there (made by hand): found in the listing, adopted, not created again.
+    env.rest.http(
+        "POST",
+        "/__raw/users",
+        Some(&serde_json::json!({"userName": "bob", "active": true})),
+    );
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 2, "{r:?}");
+    assert_eq!(count(&r, "users", "adopted"), 1, "{r:?}");
+    assert_eq!(names(&env.rest.users()), ["alice", "bob", "carol"]);
+    assert_eq!(env.rest.user("bob").unwrap()["title"], "Engineer");
+    // The state lost: the listing finds every user by its key again.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(env.rest.users().len(), 3);
+    assert_eq!(env.rest.groups().len(), 2);
+}
+
+#[test]
+fn without_list_events_resync_says_it_cannot_read_the_target_and_runs_as_a_sync() {
+    let mut env = RestEnv::start(RestAuth::None);
+    env.events = events_without(&["list_users", "list_groups"]);
+    env.sync();
+    set_attribute(&env.slapd, "bob", "title", "Lead");
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.all().contains("cannot be read back"), "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(env.rest.user("bob").unwrap()["title"], "Lead");
+    assert_eq!(env.rest.users().len(), 3);
+}

@@ -421,4 +421,6 @@ fn warn_if_world_readable(path: &Path, text: &str) {
 fn warn_if_world_readable(_path: &Path, _text: &str) {}
 
 #[cfg(test)]
+mod rest_tests;
+#[cfg(test)]
 mod tests;

@@ -266,82 +266,37 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// The `[target]` events of a json-server API: users and groups as JSON documents, members as a
-/// list of user ids set as a whole, pages by `_page` with the next page in `next`.
-pub const JSON_SERVER_EVENTS: &str = r#"
-missing_values = "null"
-
-[target.events.create_user]
-method = "POST"
-path = "/users"
-id = "id"
-expect = [201]
-body = { userName = "{userName}", externalId = "{externalId}", name = { given = "{givenName}", family = "{familyName}" }, displayName = "{displayName}", email = "{email}", active = "{active}", title = "{title}", manager = "{manager}" }
-
-[target.events.update_user]
-method = "PATCH"
-path = "/users/{id}"
-body = { userName = "{userName}", name = { given = "{givenName}", family = "{familyName}" }, displayName = "{displayName}", email = "{email}", active = "{active}", title = "{title}", manager = "{manager}" }
-
-[target.events.deactivate_user]
-method = "PATCH"
-path = "/users/{id}"
-body = { active = false }
-
-[target.events.delete_user]
-method = "DELETE"
-path = "/users/{id}"
-
-[target.events.find_user]
-method = "GET"
-path = "/users?userName={userName}"
-
-[target.events.find_user_by_key]
-method = "GET"
-path = "/users?externalId={externalId}"
-
-[target.events.list_users]
-method = "GET"
-path = "/users?_page={page}&_per_page=2"
-data = "data"
-next = "next"
-start_page = 1
-
-[target.events.create_group]
-method = "POST"
-path = "/groups"
-id = "id"
-body = { displayName = "{displayName}", externalId = "{externalId}", members = "{members}" }
-
-[target.events.rename_group]
-method = "PATCH"
-path = "/groups/{id}"
-body = { displayName = "{displayName}" }
-
-[target.events.delete_group]
-method = "DELETE"
-path = "/groups/{id}"
-
-[target.events.get_group]
-method = "GET"
-path = "/groups/{id}"
-
-[target.events.set_members]
-method = "PATCH"
-path = "/groups/{id}"
-body = { members = "{members}" }
-
-[target.events.find_group]
-method = "GET"
-path = "/groups?displayName={displayName}"
-
-[target.events.list_groups]
-method = "GET"
-path = "/groups?_page={page}&_per_page=2"
-data = "data"
-next = "next"
-start_page = 1
-"#;
+/// The README's example events for a json-server-style API (the `# example: rest` block, from
+/// `missing_values` to the end of the events), with pages of 2 so that small tests page too:
+/// what a newcomer copies is what is tested.
+pub fn json_server_events() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = readme
+        .split("```toml\n# example: rest\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's `# example: rest` block");
+    let mut out = String::new();
+    let mut keep = false;
+    for line in block.lines() {
+        if line.starts_with("missing_values") {
+            out.push_str(line);
+            out.push_str("\n\n");
+            continue;
+        }
+        if line.starts_with('[') {
+            keep = line.starts_with("[target.events.");
+        }
+        if keep {
+            out.push_str(&line.replace("_per_page=100", "_per_page=2"));
+            out.push('\n');
+        }
+    }
+    assert!(out.contains("[target.events.create_user]"), "{out}");
+    // Look-ups of groups by name, which the README leaves to the listing.
+    out.push_str("\n[target.events.find_group]\nmethod = \"GET\"\npath = \"/groups?displayName={displayName}\"\n");
+    out
+}
 
 /// What a REST target's test server says about itself to the config.
 pub trait Served {
@@ -402,7 +357,7 @@ impl RestEnv<RestServer> {
 impl<S: Served> RestEnv<S> {
     pub fn with(slapd: Slapd, rest: S) -> RestEnv<S> {
         let events = if rest.kind() == "rest" {
-            JSON_SERVER_EVENTS.to_string()
+            json_server_events()
         } else {
             String::new()
         };
