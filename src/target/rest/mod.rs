@@ -458,14 +458,20 @@ impl Target for RestClient {
     }
 
     async fn begin_pass(&self) {
-        for slot in [&self.users] {
-            let mut held = slot.lock().await;
-            if held
-                .as_ref()
-                .is_some_and(|(at, _)| at.elapsed() >= INDEX_AGE)
-            {
-                *held = None;
-            }
+        let mut users = self.users.lock().await;
+        if users
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() >= INDEX_AGE)
+        {
+            *users = None;
+        }
+        drop(users);
+        let mut groups = self.groups.lock().await;
+        if groups
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() >= INDEX_AGE)
+        {
+            *groups = None;
         }
     }
 
