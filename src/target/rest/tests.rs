@@ -160,10 +160,11 @@ mod requests {
         body: String,
     }
 
-    /// A server answering `answer(method, path, headers)`; returns its port and what it saw.
-    fn recorder(
-        answer: fn(&str, &str, &[(String, String)]) -> (u16, String),
-    ) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    /// How the recorder answers: (method, path, headers) -> (status, body).
+    type Answer = fn(&str, &str, &[(String, String)]) -> (u16, String);
+
+    /// A server answering with `answer`; returns its port and what it saw.
+    fn recorder(answer: Answer) -> (u16, Arc<Mutex<Vec<Seen>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
