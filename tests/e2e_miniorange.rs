@@ -144,3 +144,26 @@ fn an_already_exists_answer_is_looked_up_afresh_and_adopted() {
         serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(doc["users_adopted"], 1, "{doc}");
 }
+
+#[test]
+fn a_renamed_user_keeps_its_miniorange_username_and_nothing_is_duplicated() {
+    let env = env();
+    env.sync();
+    env.slapd.modify(
+        "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=caroline\ndeleteoldrdn: 1\n",
+    );
+    set_attribute(&env.slapd, "caroline", "mail", "caroline@example.org");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
+    assert_eq!(count(&r, "", "errors"), 0, "{r:?}");
+    // The update names the user by its id (the old username); the other fields follow.
+    let carol = env.rest.user("carol").unwrap();
+    assert_eq!(carol["email"], "caroline@example.org");
+    assert!(env.rest.user("caroline").is_none());
+    assert_eq!(env.rest.users().len(), 3);
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(env.rest.users().len(), 3);
+    assert_eq!(env.rest.stats()["rejected"], 0);
+}
