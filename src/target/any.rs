@@ -127,3 +127,22 @@ impl Target for AnyTarget {
         each!(self, t => t.list_groups().await)
     }
 }
+
+/// Passes are `Send`: a pass with the configured target can run on any task of the runtime
+/// (checked when this compiles; nothing runs).
+#[allow(dead_code)]
+fn passes_are_send(
+    cfg: &'static Config,
+    store: &'static crate::state::Store,
+    target: &'static AnyTarget,
+    feed: &'static mut crate::engine::feed::Feed,
+) {
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    spawnable(crate::engine::run(
+        cfg,
+        store,
+        target,
+        crate::engine::RunKind::Resync,
+    ));
+    spawnable(crate::engine::run_feed(cfg, store, target, feed));
+}
