@@ -48,6 +48,29 @@ fn first_sync_pushes_users_groups_and_members_and_a_second_sends_nothing() {
     assert_eq!(plan.code, 0, "{plan:?}");
     let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(doc["operations"], serde_json::json!([]), "{plan:?}");
+    // A resync reads the target back and finds it equal: fields the events do not send
+    // (department, employeeNumber) are not drift.
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    let again = rest.stats()["forwarded_by_method"].clone();
+    for m in ["POST", "PATCH", "PUT", "DELETE"] {
+        assert_eq!(
+            after[m], again[m],
+            "{m} sent by a resync with nothing to repair"
+        );
+    }
+    // test-mapping shows the configured requests, not SCIM's.
+    set_attribute(&env.slapd, "carol", "title", "VP");
+    let t = env.run(&["test-mapping", "carol", "--json"]);
+    let doc: Value = serde_json::from_str(&t.stdout).unwrap();
+    let req = &doc["requests"][0];
+    assert_eq!(req["method"], "PATCH", "{t:?}");
+    assert!(
+        req["path"].as_str().unwrap().starts_with("/api/users/"),
+        "{t:?}"
+    );
+    assert_eq!(req["body"]["title"], "VP", "{t:?}");
     // The client secret never shows.
     let debug = env.run(&["--log-level", "debug", "sync"]);
     assert!(!debug.all().contains(CLIENT_SECRET), "{debug:?}");
@@ -318,7 +341,7 @@ fn events_without(names: &[&str]) -> String {
     for line in common::rest::json_server_events().lines() {
         if let Some(name) = line
             .strip_prefix("[target.events.")
-            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|l| l.split(']').next())
         {
             skip = names.contains(&name);
         }
@@ -365,4 +388,108 @@ fn without_list_events_resync_says_it_cannot_read_the_target_and_runs_as_a_sync(
     assert_eq!(count(&r, "users", "updated"), 1, "{r:?}");
     assert_eq!(env.rest.user("bob").unwrap()["title"], "Lead");
     assert_eq!(env.rest.users().len(), 3);
+}
+
+#[test]
+fn numeric_and_boolean_looking_user_names_are_found_again_after_the_state_is_lost() {
+    let env = RestEnv::start(RestAuth::None);
+    for uid in ["12345", "true", "0x10"] {
+        env.slapd.add(&format!(
+            "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: N {uid}\ngivenName: N\nsn: {uid}\nmail: n{uid}@example.org\n"
+        ));
+    }
+    env.sync();
+    assert_eq!(env.rest.users().len(), 6);
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "created"), 0, "{r:?}");
+    assert_eq!(count(&r, "users", "adopted"), 6, "{r:?}");
+    assert_eq!(env.rest.users().len(), 6);
+}
+
+#[test]
+fn a_manager_stays_through_updates_and_a_wrong_path_is_an_error_not_a_departure() {
+    // bob's manager is alice (base.ldif).
+    let mut env = RestEnv::start(RestAuth::None);
+    env.sync();
+    let alice_id = env.rest.user("alice").unwrap()["id"].clone();
+    assert_eq!(env.rest.user("bob").unwrap()["manager"], alice_id);
+    // Any other change sends the whole user: the manager goes with it.
+    set_attribute(&env.slapd, "bob", "title", "Architect");
+    env.sync();
+    let bob = env.rest.user("bob").unwrap();
+    assert_eq!(bob["title"], "Architect");
+    assert_eq!(bob["manager"], alice_id, "{bob}");
+
+    // A typo in the deactivation's path: the server answers 404, but carol is still listed,
+    // so it is an error of that user (kept, retried), never taken for "already gone".
+    env.events = env.events.replace(
+        "[target.events.deactivate_user]\nmethod = \"PATCH\"\npath = \"/users/{id}\"",
+        "[target.events.deactivate_user]\nmethod = \"PATCH\"\npath = \"/user/{id}\"",
+    );
+    assert!(env.events.contains("/user/{id}"));
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    let r = env.run(&["sync"]);
+    assert_eq!(count(&r, "", "errors"), 1, "{r:?}");
+    assert!(r.all().contains("still lists"), "{r:?}");
+    assert_eq!(env.rest.user("carol").unwrap()["active"], true);
+    // Fixed: the next run deactivates her.
+    env.events = common::rest::json_server_events();
+    env.sync();
+    assert_eq!(env.rest.user("carol").unwrap()["active"], false);
+}
+
+#[test]
+fn answers_that_do_not_fit_the_config_stop_the_run_instead_of_duplicating() {
+    let mut env = RestEnv::start(RestAuth::None);
+    env.sync();
+    let readme_events = env.events.clone();
+    // A listing whose array is not where `data` says (here: left out): the target must not
+    // look empty, so neither the run nor a resync creates anyone again.
+    env.events = readme_events.replace("data = \"data\"\n", "");
+    for cmd in ["sync", "resync"] {
+        let r = env.run(&[cmd]);
+        assert_eq!(r.code, 2, "{cmd}: {r:?}");
+        assert!(r.all().contains("set the event's `data`"), "{cmd}: {r:?}");
+    }
+    assert_eq!(env.rest.users().len(), 3);
+
+    // A create answered without an id where `id` says: the run stops at the first one, and
+    // once fixed, the user it made is found, not made again.
+    env.events = readme_events.replacen("id = \"id\"", "id = \"data.id\"", 1);
+    env.slapd.add(
+        "dn: uid=dora,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: dora\ncn: Dora D\ngivenName: Dora\nsn: D\nmail: dora@example.org\n",
+    );
+    env.slapd.add(
+        "dn: uid=emil,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: emil\ncn: Emil E\ngivenName: Emil\nsn: E\nmail: emil@example.org\n",
+    );
+    // (Here the users already listed show the path is wrong before anything is sent.)
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.all().contains("`data.id`"), "{r:?}");
+    assert_eq!(env.rest.users().len(), 3);
+    env.events = readme_events.clone();
+    let r = env.sync();
+    assert_eq!(count(&r, "", "errors"), 0, "{r:?}");
+    assert_eq!(
+        names(&env.rest.users()),
+        ["alice", "bob", "carol", "dora", "emil"]
+    );
+}
+
+#[test]
+fn a_create_answered_without_its_id_stops_the_run_and_is_found_once_fixed() {
+    // An empty target: nothing listed shows the wrong path, the first create does.
+    let mut env = RestEnv::start(RestAuth::None);
+    let readme_events = env.events.clone();
+    env.events = readme_events.replacen("id = \"id\"", "id = \"data.id\"", 1);
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.all().contains("target.events.create_user.id"), "{r:?}");
+    let made = env.rest.users().len();
+    assert!((1..=4).contains(&made), "{made} users made before the stop");
+    env.events = readme_events;
+    let r = env.sync();
+    assert_eq!(count(&r, "", "errors"), 0, "{r:?}");
+    assert_eq!(names(&env.rest.users()), ["alice", "bob", "carol"]);
 }

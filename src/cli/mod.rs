@@ -308,11 +308,7 @@ async fn test_mapping(cli: &Cli, who: &str, json: bool) -> anyhow::Result<u8> {
     let p = engine::preview::preview(&cfg, &records, &target, who)
         .await
         .context("test-mapping failed")?;
-    let requests: Vec<_> = p
-        .requests
-        .iter()
-        .flat_map(crate::target::scim::preview::render)
-        .collect();
+    let requests: Vec<_> = p.requests.iter().flat_map(|r| target.render(r)).collect();
     if json {
         let mut doc = serde_json::to_value(&p)?;
         doc["requests"] = serde_json::to_value(&requests)?;

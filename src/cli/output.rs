@@ -74,7 +74,7 @@ pub(super) fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
 /// `test-mapping` for people: the entry, the mapped user, the requests.
 pub(super) fn preview_text(
     p: &crate::engine::preview::Preview,
-    requests: &[crate::target::scim::preview::Rendered],
+    requests: &[crate::target::Rendered],
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Entry: {}", p.dn);

@@ -298,3 +298,40 @@ fn the_readme_rest_examples_are_valid() {
     let mo = read(block("miniorange")).unwrap();
     assert!(matches!(mo.target.auth, AuthConfig::MiniOrange { .. }));
 }
+
+#[test]
+fn paths_headers_ids_and_member_events_that_cannot_work_are_refused() {
+    let e = err(&BASE.replace("path = \"/users\"", "path = \"/users#x\""));
+    assert!(e.contains("fragment"), "{e}");
+    let e = err(&BASE.replace("path = \"/users\"", "path = \"/api/../users\""));
+    assert!(e.contains("`..`"), "{e}");
+    let e = err(&BASE.replace(
+        "path = \"/users\"",
+        "path = \"/users\"\nheaders = { X-A = \"a\\r\\nX-Injected: 1\" }",
+    ));
+    assert!(e.contains("control character"), "{e}");
+    let e = err(&BASE.replace(
+        "id = \"data.id\"",
+        "id = \"data.id\"\nid_from = \"userName\"",
+    ));
+    assert!(e.contains("not both"), "{e}");
+    let e = err(&BASE.replace(
+        "https://api.example.com/v1",
+        "https://api.example.com/v1?tenant=a",
+    ));
+    assert!(e.contains("target.url") && e.contains("query"), "{e}");
+    let groups = format!(
+        "{BASE}\n[target.events.create_group]\nmethod = \"POST\"\npath = \"/groups\"\nid = \"id\"\n\
+         [target.events.rename_group]\nmethod = \"PATCH\"\npath = \"/groups/{{id}}\"\n\
+         [target.events.delete_group]\nmethod = \"DELETE\"\npath = \"/groups/{{id}}\"\n\
+         [target.events.add_members]\nmethod = \"POST\"\npath = \"/groups/{{id}}/members\"\n\
+         [target.events.remove_members]\nmethod = \"DELETE\"\npath = \"/groups/{{id}}/members/{{member}}\"\n"
+    );
+    let e = err(&groups);
+    assert!(e.contains("add_members") && e.contains("{member}"), "{e}");
+    parse(&groups.replace(
+        "path = \"/groups/{id}/members\"\n",
+        "path = \"/groups/{id}/members\"\nbody = { ids = \"{members}\" }\n",
+    ))
+    .unwrap();
+}

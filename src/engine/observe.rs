@@ -37,26 +37,35 @@ pub(crate) fn observed(
         .chain(desired.users.keys())
         .chain(desired.held.iter())
         .collect();
+    // Matched in three rounds over all keys, not key by key: an object the store knows for one
+    // key is never taken by another key's externalId or name first (a renamed user's old
+    // username taken by a newcomer whose key happens to sort first).
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
     let mut matched: Vec<(&Key, &RemoteUser, Origin)> = Vec::new();
-    for key in keys {
-        let rec = known.users.get(key);
-        let found = rec
-            .and_then(|r| user_by_id.get(r.target_id.as_str()).copied())
-            .or_else(|| user_by_ext.get(key.as_str()).copied())
-            .or_else(|| {
-                desired
+    let mut done: BTreeSet<&Key> = BTreeSet::new();
+    for round in 0..3 {
+        for key in &keys {
+            if done.contains(key) {
+                continue;
+            }
+            let rec = known.users.get(*key);
+            let found = match round {
+                0 => rec.and_then(|r| user_by_id.get(r.target_id.as_str()).copied()),
+                1 => user_by_ext.get(key.as_str()).copied(),
+                _ => desired
                     .users
-                    .get(key)
-                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied())
-            });
-        if let Some(remote) = found {
-            if claimed.insert(remote.id.as_str()) {
-                matched.push((
-                    key,
-                    remote,
-                    rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
-                ));
+                    .get(*key)
+                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied()),
+            };
+            if let Some(remote) = found {
+                if claimed.insert(remote.id.as_str()) {
+                    done.insert(key);
+                    matched.push((
+                        key,
+                        remote,
+                        rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
+                    ));
+                }
             }
         }
     }
@@ -92,40 +101,46 @@ pub(crate) fn observed(
     let group_by_name = unique(groups.iter().map(|g| (g.display_name.as_str(), g)));
     let gkeys: BTreeSet<&Key> = known.groups.keys().chain(desired.groups.keys()).collect();
     let mut gclaimed: BTreeSet<&str> = BTreeSet::new();
-    for key in gkeys {
-        let rec = known.groups.get(key);
-        let found = rec
-            .and_then(|r| group_by_id.get(r.target_id.as_str()).copied())
-            .or_else(|| group_by_ext.get(key.as_str()).copied())
-            .or_else(|| {
-                desired
+    let mut gdone: BTreeSet<&Key> = BTreeSet::new();
+    for round in 0..3 {
+        for key in &gkeys {
+            if gdone.contains(key) {
+                continue;
+            }
+            let rec = known.groups.get(*key);
+            let found = match round {
+                0 => rec.and_then(|r| group_by_id.get(r.target_id.as_str()).copied()),
+                1 => group_by_ext.get(key.as_str()).copied(),
+                _ => desired
                     .groups
-                    .get(key)
-                    .and_then(|g| group_by_name.get(g.display_name.as_str()).copied())
-            });
-        let Some(remote) = found else { continue };
-        if !gclaimed.insert(remote.id.as_str()) {
-            continue;
+                    .get(*key)
+                    .and_then(|g| group_by_name.get(g.display_name.as_str()).copied()),
+            };
+            let Some(remote) = found else { continue };
+            if !gclaimed.insert(remote.id.as_str()) {
+                continue;
+            }
+            gdone.insert(key);
+            let members = remote
+                .member_ids
+                .iter()
+                .filter_map(|id| {
+                    key_by_id
+                        .get(id.as_str())
+                        .or_else(|| key_by_name.get(&id.to_ascii_lowercase()))
+                        .map(|k| (*k).clone())
+                })
+                .collect();
+            out.groups.insert(
+                (*key).clone(),
+                GroupRecord {
+                    target_id: remote.id.clone(),
+                    origin: rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
+                    display_name: remote.display_name.clone(),
+                    members,
+                },
+            );
         }
-        let members = remote
-            .member_ids
-            .iter()
-            .filter_map(|id| {
-                key_by_id
-                    .get(id.as_str())
-                    .or_else(|| key_by_name.get(&id.to_ascii_lowercase()))
-                    .map(|k| (*k).clone())
-            })
-            .collect();
-        out.groups.insert(
-            key.clone(),
-            GroupRecord {
-                target_id: remote.id.clone(),
-                origin: rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
-                display_name: remote.display_name.clone(),
-                members,
-            },
-        );
     }
     out
 }
@@ -256,6 +271,41 @@ mod tests {
         assert_eq!(eng.members, ["k-ann".to_string()].into());
         // Members listed by userName are not dangling: resync must not remove them.
         assert!(dangling_members(&seen, &users, &groups).is_empty());
+    }
+
+    #[test]
+    fn an_object_the_store_knows_is_never_taken_by_another_key_first() {
+        // "a-new" (sorting first) wants the userName "carol"; the object named carol is the
+        // one the store holds for "z-old" (renamed to carol2 in the directory; the target
+        // could not rename it).
+        let mut d = DesiredState::default();
+        for (k, n) in [("a-new", "carol"), ("z-old", "carol2")] {
+            d.users.insert(
+                k.into(),
+                User {
+                    user_name: n.into(),
+                    active: true,
+                    ..Default::default()
+                },
+            );
+        }
+        let mut known = Snapshot::default();
+        known.users.insert(
+            "z-old".into(),
+            UserRecord::new(
+                "carol".into(),
+                Origin::Created,
+                User {
+                    user_name: "carol2".into(),
+                    active: true,
+                    ..Default::default()
+                },
+            ),
+        );
+        let users = vec![remote("carol", "carol", None)];
+        let seen = observed(&d, &known, &users, &[]);
+        assert_eq!(seen.users["z-old"].target_id, "carol");
+        assert!(!seen.users.contains_key("a-new"));
     }
 
     proptest::proptest! {

@@ -137,6 +137,15 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
             }
             let mut user = r.pushed.clone();
             user.apply(&changes);
+            // The manager's id goes with every update, not only when it changed: a target that
+            // is sent the whole user (a REST API) must not be told the manager is gone.
+            if manager_id.is_none() {
+                manager_id = user
+                    .manager
+                    .as_ref()
+                    .and_then(|m| s.user_id(m))
+                    .map(str::to_string);
+            }
             Ok(Request::UpdateUser {
                 key: key.clone(),
                 target_id: r.target_id.clone(),

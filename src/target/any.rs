@@ -31,6 +31,16 @@ impl AnyTarget {
     }
 }
 
+impl AnyTarget {
+    /// The requests an operation becomes with this client, for `test-mapping`.
+    pub(crate) fn render(&self, req: &crate::plan::apply::Request) -> Vec<super::Rendered> {
+        match self {
+            AnyTarget::Scim(_) => super::scim::preview::render(req),
+            AnyTarget::Rest(t) => t.render(req),
+        }
+    }
+}
+
 /// Calls the same method on whichever client this is.
 macro_rules! each {
     ($self:ident, $t:ident => $call:expr) => {

@@ -19,7 +19,15 @@ pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 /// What a request carries to be let in.
 pub(crate) struct Auth {
     scheme: Scheme,
+    /// Every secret value and every header value made from one (and the last access tokens):
+    /// removed from any text a server sends back before it reaches an error, a log or
+    /// `status` (a server may echo the request in its error message).
+    secrets: Vec<String>,
+    tokens: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many access tokens are remembered for scrubbing.
+const TOKENS_REMEMBERED: usize = 4;
 
 enum Scheme {
     Fixed(Headers),
@@ -68,6 +76,27 @@ fn sensitive(value: &str, what: &str) -> Result<HeaderValue, String> {
 impl Auth {
     /// `http` fetches tokens (same TLS settings as the target).
     pub(crate) fn new(cfg: &AuthConfig, http: reqwest::Client) -> Result<Auth, String> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let form = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let secrets: Vec<String> = match cfg {
+            AuthConfig::None => Vec::new(),
+            AuthConfig::Bearer { token } => vec![token.expose().to_string()],
+            AuthConfig::Basic { user, password } => vec![
+                password.expose().to_string(),
+                b64(&format!("{user}:{}", password.expose())),
+            ],
+            AuthConfig::Header { value, .. } => vec![value.expose().to_string()],
+            AuthConfig::OAuth2(o) => vec![
+                o.client_secret.expose().to_string(),
+                form(o.client_secret.expose()),
+                b64(&format!(
+                    "{}:{}",
+                    form(&o.client_id),
+                    form(o.client_secret.expose())
+                )),
+            ],
+            AuthConfig::MiniOrange { api_key, .. } => vec![api_key.expose().to_string()],
+        };
         let scheme = match cfg {
             AuthConfig::None => Scheme::Fixed(Vec::new()),
             AuthConfig::Bearer { token } => Scheme::Fixed(vec![(
@@ -108,7 +137,71 @@ impl Auth {
                 api_key: api_key.clone(),
             },
         };
-        Ok(Auth { scheme })
+        Ok(Auth {
+            scheme,
+            secrets,
+            tokens: Default::default(),
+        })
+    }
+
+    /// `text` with every secret this authorization knows replaced by `<redacted>`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = text.to_string();
+        for s in self
+            .secrets
+            .iter()
+            .chain(tokens.iter())
+            .filter(|s| s.len() >= 4)
+        {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+
+    /// An error with every text it carries scrubbed (see [`Auth::scrub`]).
+    pub(crate) fn scrub_error(&self, e: TargetError) -> TargetError {
+        let s = |t: String| self.scrub(&t);
+        let kind = match e.kind {
+            TargetErrorKind::Http {
+                status,
+                code,
+                detail,
+            } => TargetErrorKind::Http {
+                status,
+                code: code.map(s),
+                detail: detail.map(s),
+            },
+            TargetErrorKind::Exists { status, detail } => TargetErrorKind::Exists {
+                status,
+                detail: detail.map(s),
+            },
+            TargetErrorKind::Missing { status, detail } => TargetErrorKind::Missing {
+                status,
+                detail: detail.map(s),
+            },
+            TargetErrorKind::Transport(t) => TargetErrorKind::Transport(s(t)),
+            TargetErrorKind::Lost(t) => TargetErrorKind::Lost(s(t)),
+            TargetErrorKind::BadResponse(t) => TargetErrorKind::BadResponse(s(t)),
+            TargetErrorKind::Request(t) => TargetErrorKind::Request(s(t)),
+            TargetErrorKind::Config(t) => TargetErrorKind::Config(s(t)),
+            TargetErrorKind::Auth(t) => TargetErrorKind::Auth(s(t)),
+            TargetErrorKind::Timeout => TargetErrorKind::Timeout,
+        };
+        TargetError {
+            request: self.scrub(&e.request),
+            kind,
+        }
+    }
+
+    fn remember_token(&self, token: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.push_back(token.to_string());
+        if tokens.len() > TOKENS_REMEMBERED {
+            tokens.pop_front();
+        }
     }
 
     /// The headers for one attempt, and which token they carry (see [`Auth::renew`]).
@@ -130,7 +223,8 @@ impl Auth {
                     }
                 }
                 let gen = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                let t = fetch_token(cfg, http, gen).await?;
+                let (t, raw) = fetch_token(cfg, http, gen).await?;
+                self.remember_token(&raw);
                 let out = (vec![(AUTHORIZATION, t.header.clone())], gen);
                 *held = Some(t);
                 Ok(out)
@@ -195,7 +289,7 @@ async fn fetch_token(
     cfg: &OAuth2Config,
     http: &reqwest::Client,
     generation: u64,
-) -> Result<Token, TargetError> {
+) -> Result<(Token, String), TargetError> {
     let label = format!("POST {}", cfg.token_url.path());
     let fail = |kind| TargetError {
         request: label.clone(),
@@ -318,9 +412,52 @@ async fn fetch_token(
     // never leaves with a token about to expire.
     let renew_at = lifetime.map(|l| Instant::now() + l - (l / 5).min(Duration::from_secs(60)));
     tracing::debug!(lifetime = ?lifetime, "access token obtained");
-    Ok(Token {
-        header,
-        renew_at,
-        generation,
-    })
+    Ok((
+        Token {
+            header,
+            renew_at,
+            generation,
+        },
+        token.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn secrets_a_server_echoes_back_are_scrubbed_from_errors() {
+        let auth = Auth::new(
+            &AuthConfig::Basic {
+                user: "gw".into(),
+                password: Secret::new("pa:ss-w0rd"),
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let e = TargetError {
+            request: "POST /users".into(),
+            kind: TargetErrorKind::Http {
+                status: 400,
+                code: None,
+                detail: Some(
+                    "bad request: Authorization: Basic Z3c6cGE6c3MtdzByZA== (password pa:ss-w0rd)"
+                        .into(),
+                ),
+            },
+        };
+        let text = auth.scrub_error(e).to_string();
+        assert!(
+            !text.contains("pa:ss-w0rd") && !text.contains("Z3c6cGE6c3MtdzByZA=="),
+            "{text}"
+        );
+        assert!(text.contains("<redacted>"), "{text}");
+        auth.remember_token("tok-abc-123");
+        assert_eq!(
+            auth.scrub("token tok-abc-123 expired"),
+            "token <redacted> expired"
+        );
+    }
 }

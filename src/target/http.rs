@@ -94,6 +94,16 @@ impl HttpCore {
         req: &Outgoing<'_>,
         shape: &dyn ErrorShape,
     ) -> Result<Value, TargetError> {
+        self.call_retried(req, shape)
+            .await
+            .map_err(|e| self.auth.scrub_error(e))
+    }
+
+    async fn call_retried(
+        &self,
+        req: &Outgoing<'_>,
+        shape: &dyn ErrorShape,
+    ) -> Result<Value, TargetError> {
         let mut attempt = 0u32;
         let mut renewed = false;
         loop {
@@ -155,7 +165,10 @@ impl HttpCore {
 
     /// What the next request carries to be let in.
     pub(crate) async fn auth_headers(&self) -> Result<Headers, TargetError> {
-        Ok(self.auth.headers().await?.0)
+        match self.auth.headers().await {
+            Ok((h, _)) => Ok(h),
+            Err(e) => Err(self.auth.scrub_error(e)),
+        }
     }
 
     /// One attempt: the body, or the error with what retrying needs to know.

@@ -17,6 +17,17 @@ pub(crate) use any::AnyTarget;
 
 use crate::model::{FieldChange, Key, User};
 
+/// One request as `test-mapping` shows it: what the client would send for an operation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Rendered {
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+}
+
 /// A user as the target holds it, in canonical form. `manager` holds the manager's *target
 /// id* here, not a key: only the caller knows how ids map to keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +83,9 @@ pub(crate) enum TargetErrorKind {
     /// The request could not be built for this object (a value a URL needs is missing, a
     /// header value holds a line break): not sent.
     Request(String),
+    /// The target's answers do not fit its configuration (a create answered without an id
+    /// where `id` says it is): every further request would go the same way, so the run stops.
+    Config(String),
     /// No credentials could be obtained (the OAuth 2.0 token endpoint refused or failed).
     Auth(String),
 }
@@ -95,7 +109,7 @@ impl fmt::Display for TargetErrorKind {
                     write!(f, ": {d}")?;
                 }
                 if *status == 401 {
-                    write!(f, " — check the target's credentials")?;
+                    write!(f, " — check the target's credentials (target.token or [target.auth])")?;
                 }
                 Ok(())
             }
@@ -119,6 +133,7 @@ impl fmt::Display for TargetErrorKind {
                 Ok(())
             }
             TargetErrorKind::Request(e) => write!(f, "not sent: {e}"),
+            TargetErrorKind::Config(e) => write!(f, "{e}"),
             TargetErrorKind::Auth(e) => {
                 write!(f, "no access token: {e} — check target.auth")
             }
@@ -157,7 +172,9 @@ impl TargetError {
     pub(crate) fn is_fatal(&self) -> bool {
         match &self.kind {
             TargetErrorKind::Http { status, .. } => matches!(status, 401 | 403),
-            TargetErrorKind::Transport(_) | TargetErrorKind::Auth(_) => true,
+            TargetErrorKind::Transport(_)
+            | TargetErrorKind::Auth(_)
+            | TargetErrorKind::Config(_) => true,
             TargetErrorKind::Timeout
             | TargetErrorKind::BadResponse(_)
             | TargetErrorKind::Lost(_)
@@ -313,7 +330,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "target GET /users: HTTP 401 Unauthorized — check the target's credentials"
+            "target GET /users: HTTP 401 Unauthorized — check the target's credentials (target.token or [target.auth])"
         );
         assert!(e.is_fatal());
     }

@@ -277,6 +277,24 @@ fn check_event(
     let path = raw
         .path
         .ok_or_else(|| invalid(".path", "required (relative to target.url)".into()))?;
+    if path.contains('#') {
+        return Err(invalid(
+            ".path",
+            format!("`{path}`: a fragment (`#`) is never sent to a server"),
+        ));
+    }
+    if path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .any(|seg| seg == "." || seg == "..")
+    {
+        return Err(invalid(
+            ".path",
+            format!("`{path}`: `.` and `..` segments are not allowed"),
+        ));
+    }
     if !(path.is_empty() || path.starts_with('/') || path.starts_with('?')) {
         return Err(invalid(
             ".path",
@@ -319,6 +337,12 @@ fn check_event(
             return Err(invalid(&hk, format!("`{name}` is not an HTTP header name")));
         }
         allowed(template::names(&value).map_err(|e| invalid(&hk, e))?, &hk)?;
+        if value.chars().any(char::is_control) {
+            return Err(invalid(
+                &hk,
+                "a header value cannot hold a control character (a line break?)".into(),
+            ));
+        }
         headers.push((name, value));
     }
     let body = match (raw.body, raw.body_json) {
@@ -367,6 +391,9 @@ fn check_event(
                 .into(),
         ));
     }
+    if raw.id.is_some() && raw.id_from.is_some() {
+        return Err(invalid(".id_from", "set id or id_from, not both".into()));
+    }
     if let Some(f) = &raw.id_from {
         if !creates || !event.placeholders().contains(&f.as_str()) {
             return Err(invalid(
@@ -381,6 +408,28 @@ fn check_event(
             ".next",
             "pagination (next, start_page) is for list_users and list_groups".into(),
         ));
+    }
+    // Member events must say which members.
+    let mut named: Vec<String> = template::names(&path).unwrap_or_default();
+    for (_, v) in &headers {
+        named.extend(template::names(v).unwrap_or_default());
+    }
+    if let Some(b) = &body {
+        named.extend(template::body_names(b).unwrap_or_default());
+    }
+    let names_any = |n: &[&str]| named.iter().any(|x| n.contains(&x.as_str()));
+    match event {
+        Event::AddMembers | Event::RemoveMembers if !names_any(&["member", "members"]) => {
+            return Err(invalid(
+                "",
+                "names neither {member} (one request per member) nor {members} (one per batch)"
+                    .into(),
+            ));
+        }
+        Event::SetMembers if !names_any(&["members"]) => {
+            return Err(invalid("", "must send the whole list as {members}".into()));
+        }
+        _ => {}
     }
     if let Some(codes) = &raw.expect {
         if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
@@ -454,13 +503,13 @@ fn read_back(
     known: &[&str],
     custom: &[String],
 ) -> Result<FieldPaths, ConfigError> {
-    let (create, members) = if what == "user" {
-        (Event::CreateUser, None)
+    let (create, more) = if what == "user" {
+        (Event::CreateUser, Event::UpdateUser)
     } else {
-        (Event::CreateGroup, Some(Event::SetMembers))
+        (Event::CreateGroup, Event::SetMembers)
     };
     let mut paths = BTreeMap::new();
-    for e in [Some(create), members].into_iter().flatten() {
+    for e in [create, more] {
         if let Some(b) = events.get(&e).and_then(|c| c.body.as_ref()) {
             for (name, at) in template::placements(b) {
                 paths.entry(name).or_insert(at);

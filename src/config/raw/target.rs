@@ -57,6 +57,13 @@ impl RawTarget {
                 "must be an http:// or https:// URL".into(),
             ));
         }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                "target.url",
+                "must not carry a query or a fragment (a REST event's path can have a query)"
+                    .into(),
+            ));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid(
                 "target.url",

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::answer::{items, text_of};
+use super::answer::text_of;
 use super::template::{lookup, Vars};
 use super::RestClient;
 use crate::config::rest::Event;
@@ -27,7 +27,7 @@ impl RestClient {
         };
         let mut out = Vec::new();
         let mut page: Option<Value> = ev.start_page.map(Value::from);
-        let mut previous: Option<Vec<Value>> = None;
+        let mut previous_pages = std::collections::HashSet::new();
         let mut seen_cursors = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
             let mut vars = Vars::default();
@@ -41,17 +41,26 @@ impl RestClient {
                 Some(u) => self.get_url(event, u).await?,
                 None => self.send(event, &vars).await?,
             };
-            let batch = items(&doc, ev.data.as_deref()).map_err(&bad)?;
+            let first = previous_pages.is_empty();
+            let batch = page_items(&doc, ev.data.as_deref(), first).map_err(&bad)?;
             if batch.is_empty() {
                 break;
             }
-            if previous.as_ref() == Some(&batch) {
+            // A page seen before (not only the one just before: pages that alternate too).
+            let digest = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                serde_json::to_string(&batch)
+                    .unwrap_or_default()
+                    .hash(&mut h);
+                h.finish()
+            };
+            if !previous_pages.insert(digest) {
                 return Err(bad(
-                    "the next page repeats the one before: the server ignores the page asked for (check the list event's {page})".into(),
+                    "a page repeats one read before: the server ignores the page asked for (check the list event's {page})".into(),
                 ));
             }
-            out.extend(batch.iter().cloned());
-            previous = Some(batch);
+            out.extend(batch);
             match &ev.next {
                 Some(path) => {
                     let next = lookup(&doc, path).filter(|v| match v {
@@ -98,5 +107,36 @@ impl RestClient {
             });
         }
         self.send_to(event, url, &Vars::default(), true).await
+    }
+}
+
+/// The objects of one page of a listing. Stricter than a look-up's answer: an object where a
+/// list was expected, or nothing where `data` says the list is on the first page, is a
+/// configuration that does not fit the API, never an empty target (a resync would take every
+/// user for gone); on a later page, nothing at `data` ends the listing.
+pub(super) fn page_items(
+    doc: &Value,
+    data: Option<&str>,
+    first: bool,
+) -> Result<Vec<Value>, String> {
+    let at = match data {
+        Some(p) => lookup(doc, p).unwrap_or(Value::Null),
+        None => doc.clone(),
+    };
+    match at {
+        Value::Array(a) => Ok(a),
+        Value::Null if !first => Ok(Vec::new()),
+        Value::Null => Err(match data {
+            Some(p) => format!("the first page has no list at `{p}` (the event's data)"),
+            None => "the first page is empty, not a list".into(),
+        }),
+        Value::Object(_) => Err(match data {
+            Some(p) => format!("`{p}` holds an object, not a list (the event's data)"),
+            None => "the answer is an object, not a list: set the event's `data` to where the array is (e.g. data = \"users\")".into(),
+        }),
+        _ => Err(format!(
+            "expected a list{}, found a single value",
+            data.map(|d| format!(" at `{d}`")).unwrap_or_default()
+        )),
     }
 }

@@ -5,6 +5,7 @@
 
 mod answer;
 mod list;
+mod preview;
 pub(crate) mod template;
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub(crate) struct RestClient {
     /// `target.url` without a trailing slash: event paths are appended to it.
     base: url::Url,
     cfg: RestConfig,
+    /// The user fields some user event sends (the others cannot reach the target).
+    sent: std::collections::BTreeSet<String>,
     users: tokio::sync::Mutex<Option<(Instant, Vec<RemoteUser>)>>,
     groups: tokio::sync::Mutex<Option<(Instant, Vec<RemoteGroup>)>>,
     /// One membership change per group at a time where members are set as a whole list (read,
@@ -68,9 +71,23 @@ impl RestClient {
         if !has(Event::FindUser) && !has(Event::ListUsers) {
             tracing::warn!("the target has neither find_user nor list_users: a user is created without first looking for an account of that name, and a create whose answer is lost may leave a duplicate");
         }
+        let mut sent = std::collections::BTreeSet::new();
+        for e in [Event::CreateUser, Event::UpdateUser] {
+            if let Some(ev) = rest.events.get(&e) {
+                let mut names = template::names(&ev.path).unwrap_or_default();
+                for (_, h) in &ev.headers {
+                    names.extend(template::names(h).unwrap_or_default());
+                }
+                if let Some(b) = &ev.body {
+                    names.extend(template::body_names(b).unwrap_or_default());
+                }
+                sent.extend(names);
+            }
+        }
         Ok(RestClient {
             core,
             base,
+            sent,
             cfg: rest,
             users: Default::default(),
             groups: Default::default(),
@@ -115,7 +132,11 @@ impl RestClient {
         let label = format!("{} {}", ev.method, url.path());
         let mut headers = Vec::new();
         for (name, value) in &ev.headers {
-            let v = template::header_value(value, &vars).map_err(|e| request_error(&label, e))?;
+            let Some(v) =
+                template::header_value(value, &vars).map_err(|e| request_error(&label, e))?
+            else {
+                continue;
+            };
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| request_error(&label, e.to_string()))?;
             let v = HeaderValue::from_str(&v).map_err(|e| request_error(&label, e.to_string()))?;
@@ -193,8 +214,10 @@ impl RestClient {
         id.filter(|s| !s.is_empty() && s != "null")
             .ok_or_else(|| TargetError {
                 request: label,
-                kind: TargetErrorKind::BadResponse(format!(
-                    "the answer to a create has no id at `{}` (target.events.{}.id)",
+                kind: TargetErrorKind::Config(format!(
+                    "the target answered the create, but its answer has no id at `{}`: fix \
+                     target.events.{}.id (the object was probably created; the next run finds \
+                     it by its name or key instead of creating it again)",
                     ev.id.as_deref().unwrap_or(""),
                     event.name()
                 )),
@@ -285,17 +308,8 @@ impl RestClient {
         } else {
             Event::RemoveMembers
         };
-        if let Some(ev) = self.cfg.events.get(&event) {
-            let per_member = template::names(&ev.path)
-                .map(|n| n.iter().any(|n| n == "member"))
-                .unwrap_or(false)
-                || ev.headers.iter().any(|(_, v)| {
-                    template::names(v).is_ok_and(|n| n.iter().any(|n| n == "member"))
-                })
-                || ev
-                    .body
-                    .as_ref()
-                    .is_some_and(template::names_member_outside_lists);
+        if self.has(event) {
+            let per_member = self.per_member(event);
             if per_member {
                 for m in ids {
                     let mut v = Vars::default();
@@ -359,6 +373,138 @@ impl RestClient {
         self.send(Event::SetMembers, &v).await.map(|_| ())
     }
 
+    /// The requests an update becomes: the update event (unless the only change is a
+    /// reactivation its body cannot say), then the activation event where the update body does
+    /// not carry `{active}`.
+    fn update_steps(
+        &self,
+        id: &str,
+        changes: &[FieldChange],
+        user: &User,
+        manager_id: Option<&str>,
+    ) -> Vec<(Event, Vars)> {
+        let reactivated = changes
+            .iter()
+            .any(|c| c.field == UserField::Active && c.value == FieldValue::Bool(true));
+        let update_names_active = self
+            .cfg
+            .events
+            .get(&Event::UpdateUser)
+            .and_then(|e| e.body.as_ref())
+            .and_then(|b| template::body_names(b).ok())
+            .is_some_and(|n| n.iter().any(|n| n == "active"));
+        let only_active = changes.iter().all(|c| c.field == UserField::Active);
+        let mut steps = Vec::new();
+        if !(only_active && reactivated && !update_names_active) {
+            let mut v = self.user_vars(user, manager_id);
+            v.set("id", id);
+            steps.push((Event::UpdateUser, v));
+        }
+        if reactivated && !update_names_active {
+            let mut v = Vars::default();
+            v.set("id", id);
+            steps.push((Event::ActivateUser, v));
+        }
+        steps
+    }
+
+    /// Whether members are added (or removed) one request per member: the event names
+    /// `{member}` in its path, a header, or its body outside a per-member list.
+    fn per_member(&self, event: Event) -> bool {
+        let Some(ev) = self.cfg.events.get(&event) else {
+            return false;
+        };
+        let names_member =
+            |t: &str| template::names(t).is_ok_and(|n| n.iter().any(|n| n == "member"));
+        names_member(&ev.path)
+            || ev.headers.iter().any(|(_, v)| names_member(v))
+            || ev
+                .body
+                .as_ref()
+                .is_some_and(template::names_member_outside_lists)
+    }
+
+    /// A "not found" answer about an object the gateway holds is believed only if the object
+    /// is not listed either (a wrong path answers 404 too): otherwise it is an error of that
+    /// object, and the record is kept.
+    async fn gone_checked(
+        &self,
+        r: Result<(), TargetError>,
+        id: &str,
+        group: bool,
+    ) -> Result<(), TargetError> {
+        let e = match r {
+            Err(e) if e.is_not_found() => e,
+            other => return other,
+        };
+        let listed = if group && self.has(Event::ListGroups) {
+            self.forget_index().await;
+            Some(self.group_index().await?.iter().any(|g| g.id == id))
+        } else if !group && self.has(Event::ListUsers) {
+            self.forget_index().await;
+            Some(self.user_index().await?.iter().any(|u| u.id == id))
+        } else {
+            None
+        };
+        if listed == Some(true) {
+            // Not "not found" (that would drop the record): an error of this object.
+            return Err(TargetError {
+                request: e.request.clone(),
+                kind: TargetErrorKind::BadResponse(format!(
+                    "HTTP {} (not found) about {} {id}, which the target still lists: check this event's path",
+                    e.status().unwrap_or(404),
+                    if group { "group" } else { "user" }
+                )),
+            });
+        }
+        Err(e)
+    }
+
+    /// A listing none of whose objects can be read (no id or name where the field paths say)
+    /// is a configuration that does not fit the API: an error that stops the run, never an
+    /// empty target (a resync would create everyone again). Objects that cannot be read among
+    /// others that can are left out (they cannot be matched, so they are never touched).
+    fn decoded(
+        &self,
+        event: Event,
+        listed: usize,
+        read: usize,
+        what: &str,
+        name: &str,
+    ) -> Result<(), TargetError> {
+        if listed == 0 || read > 0 {
+            if read < listed {
+                tracing::debug!(
+                    listed,
+                    read,
+                    "listed objects without an id or a name left out"
+                );
+            }
+            return Ok(());
+        }
+        let paths = if what == "user" {
+            &self.cfg.user_fields
+        } else {
+            &self.cfg.group_fields
+        };
+        let at = |f: &str| {
+            paths
+                .paths
+                .get(f)
+                .map(|p| format!("`{p}`"))
+                .unwrap_or_else(|| "(no path)".into())
+        };
+        Err(TargetError {
+            request: event.name().to_string(),
+            kind: TargetErrorKind::Config(format!(
+                "none of the {listed} {what}s listed has an id at {} and a {name} at {}: fix \
+                 [target.fields.{what}] (or the event's data)",
+                at("id"),
+                at(name)
+            )),
+        })
+    }
+
     /// The one user among `found` whose `field` is `value`; an error when several are.
     fn only_match(
         found: Vec<RemoteUser>,
@@ -416,7 +562,8 @@ impl Target for RestClient {
 
     async fn preflight(&self) -> Result<(), TargetError> {
         // Credentials first (an OAuth 2.0 token is fetched now), then one page of users when
-        // the API can list them: a wrong data key is found before anything is sent.
+        // the API can list them: a wrong data key or field path is found before anything is
+        // sent.
         self.core.auth_headers().await?;
         if let Some(ev) = self.cfg.events.get(&Event::ListUsers) {
             let mut v = Vars::default();
@@ -424,10 +571,16 @@ impl Target for RestClient {
                 v.set("page", p);
             }
             let doc = self.send(Event::ListUsers, &v).await?;
-            answer::items(&doc, ev.data.as_deref()).map_err(|m| TargetError {
-                request: format!("{} {}", ev.method, ev.path),
-                kind: TargetErrorKind::BadResponse(m),
-            })?;
+            let page =
+                list::page_items(&doc, ev.data.as_deref(), true).map_err(|m| TargetError {
+                    request: format!("{} {}", ev.method, ev.path),
+                    kind: TargetErrorKind::Config(m),
+                })?;
+            let read = page
+                .iter()
+                .filter(|i| answer::user(i, &self.cfg.user_fields, &self.cfg.custom).is_some())
+                .count();
+            self.decoded(Event::ListUsers, page.len(), read, "user", "userName")?;
         }
         Ok(())
     }
@@ -477,6 +630,27 @@ impl Target for RestClient {
 
     fn holds_groups(&self) -> bool {
         self.has(Event::CreateGroup)
+    }
+
+    /// Fields no user event sends cannot reach the target: left out of both sides, so a
+    /// resync does not take them for drift.
+    fn fit_user(&self, user: &mut User) {
+        let sent = |f: &str| self.sent.contains(f);
+        for (name, field) in [
+            ("givenName", &mut user.given_name),
+            ("familyName", &mut user.family_name),
+            ("displayName", &mut user.display_name),
+            ("email", &mut user.email),
+            ("title", &mut user.title),
+            ("department", &mut user.department),
+            ("employeeNumber", &mut user.employee_number),
+            ("manager", &mut user.manager),
+        ] {
+            if !sent(name) {
+                *field = None;
+            }
+        }
+        user.custom.retain(|k, _| self.sent.contains(k));
     }
 
     fn can_list(&self) -> bool {
@@ -560,26 +734,9 @@ impl Target for RestClient {
         user: &User,
         manager_id: Option<&str>,
     ) -> Result<(), TargetError> {
-        let reactivated = changes
-            .iter()
-            .any(|c| c.field == UserField::Active && c.value == FieldValue::Bool(true));
-        let update_names_active = self
-            .cfg
-            .events
-            .get(&Event::UpdateUser)
-            .and_then(|e| e.body.as_ref())
-            .and_then(|b| template::body_names(b).ok())
-            .is_some_and(|n| n.iter().any(|n| n == "active"));
-        let only_active = changes.iter().all(|c| c.field == UserField::Active);
-        if !(only_active && reactivated && !update_names_active) {
-            let mut v = self.user_vars(user, manager_id);
-            v.set("id", id);
-            self.send(Event::UpdateUser, &v).await?;
-        }
-        if reactivated && !update_names_active {
-            let mut v = Vars::default();
-            v.set("id", id);
-            self.send(Event::ActivateUser, &v).await?;
+        for (event, vars) in self.update_steps(id, changes, user, manager_id) {
+            let r = self.send(event, &vars).await.map(|_| ());
+            self.gone_checked(r, id, false).await?;
         }
         Ok(())
     }
@@ -587,13 +744,15 @@ impl Target for RestClient {
     async fn deactivate_user(&self, id: &str) -> Result<(), TargetError> {
         let mut v = Vars::default();
         v.set("id", id);
-        self.send(Event::DeactivateUser, &v).await.map(|_| ())
+        let r = self.send(Event::DeactivateUser, &v).await.map(|_| ());
+        self.gone_checked(r, id, false).await
     }
 
     async fn delete_user(&self, id: &str) -> Result<(), TargetError> {
         let mut v = Vars::default();
         v.set("id", id);
-        self.send(Event::DeleteUser, &v).await.map(|_| ())
+        let r = self.send(Event::DeleteUser, &v).await.map(|_| ());
+        self.gone_checked(r, id, false).await
     }
 
     async fn find_group(&self, display_name: &str) -> Result<Option<RemoteGroup>, TargetError> {
@@ -626,39 +785,51 @@ impl Target for RestClient {
     async fn rename_group(&self, id: &str, display_name: &str) -> Result<(), TargetError> {
         let mut v = Vars::default();
         v.set("id", id).set("displayName", display_name);
-        self.send(Event::RenameGroup, &v).await.map(|_| ())
+        let r = self.send(Event::RenameGroup, &v).await.map(|_| ());
+        self.gone_checked(r, id, true).await
     }
 
     async fn add_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        self.change_members(id, member_ids, true).await
+        let r = self.change_members(id, member_ids, true).await;
+        self.gone_checked(r, id, true).await
     }
 
     async fn remove_members(&self, id: &str, member_ids: &[String]) -> Result<(), TargetError> {
-        self.change_members(id, member_ids, false).await
+        let r = self.change_members(id, member_ids, false).await;
+        self.gone_checked(r, id, true).await
     }
 
     async fn delete_group(&self, id: &str) -> Result<(), TargetError> {
         let mut v = Vars::default();
         v.set("id", id);
-        self.send(Event::DeleteGroup, &v).await.map(|_| ())
+        let r = self.send(Event::DeleteGroup, &v).await.map(|_| ());
+        self.gone_checked(r, id, true).await
     }
 
     async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
-        Ok(self
-            .list_raw(Event::ListUsers)
-            .await?
+        let raw = self.list_raw(Event::ListUsers).await?;
+        let users: Vec<RemoteUser> = raw
             .iter()
             .filter_map(|i| answer::user(i, &self.cfg.user_fields, &self.cfg.custom))
-            .collect())
+            .collect();
+        self.decoded(Event::ListUsers, raw.len(), users.len(), "user", "userName")?;
+        Ok(users)
     }
 
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
-        Ok(self
-            .list_raw(Event::ListGroups)
-            .await?
+        let raw = self.list_raw(Event::ListGroups).await?;
+        let groups: Vec<RemoteGroup> = raw
             .iter()
             .filter_map(|i| answer::group(i, &self.cfg.group_fields))
-            .collect())
+            .collect();
+        self.decoded(
+            Event::ListGroups,
+            raw.len(),
+            groups.len(),
+            "group",
+            "displayName",
+        )?;
+        Ok(groups)
     }
 }
 

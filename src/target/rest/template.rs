@@ -77,15 +77,42 @@ fn flush(text: &mut String, parts: &mut Vec<Part>) {
     }
 }
 
-/// The placeholders a string names.
+/// The values a string names (without their modifiers; an unknown modifier is an error).
 pub(crate) fn names(template: &str) -> Result<Vec<String>, String> {
-    Ok(parse(template)?
-        .into_iter()
-        .filter_map(|p| match p {
-            Part::Value(n) => Some(n),
-            Part::Text(_) => None,
-        })
-        .collect())
+    let mut out = Vec::new();
+    for p in parse(template)? {
+        if let Part::Value(n) = p {
+            let (base, modifier) = split_modifier(&n);
+            if let Some(m) = modifier {
+                if m != "json" {
+                    return Err(format!(
+                        "`{{{n}}}`: `|{m}` is not a modifier (`|json` writes the value as JSON text)"
+                    ));
+                }
+            }
+            out.push(base.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `userName|json` -> (`userName`, `json`).
+fn split_modifier(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('|') {
+        Some((b, m)) => (b.trim(), Some(m.trim())),
+        None => (name, None),
+    }
+}
+
+/// The value a placeholder stands for: `{x|json}` is the value written as JSON text (a string
+/// with its quotes and escapes), for APIs that take JSON inside a query parameter.
+fn resolve(vars: &Vars, name: &str) -> Option<Value> {
+    let (base, modifier) = split_modifier(name);
+    let v = vars.get(base)?;
+    Some(match modifier {
+        Some("json") => Value::String(v.to_string()),
+        _ => v.clone(),
+    })
 }
 
 /// Every placeholder a body names, with where (for messages).
@@ -147,21 +174,29 @@ pub(crate) fn interpolate(template: &str, vars: &Vars) -> Result<String, String>
     for p in parse(template)? {
         match p {
             Part::Text(t) => out.push_str(&t),
-            Part::Value(n) => out.push_str(&vars.get(&n).map(as_text).unwrap_or_default()),
+            Part::Value(n) => {
+                out.push_str(&resolve(vars, &n).map(|v| as_text(&v)).unwrap_or_default())
+            }
         }
     }
     Ok(out)
 }
 
-/// A header's value. Control characters (CR, LF) in a value are refused, never sent.
-pub(crate) fn header_value(template: &str, vars: &Vars) -> Result<String, String> {
+/// A header's value; `None` when the header is exactly one value the object lacks (the header
+/// is left out, not sent empty). Control characters (CR, LF) are refused, never sent.
+pub(crate) fn header_value(template: &str, vars: &Vars) -> Result<Option<String>, String> {
+    if let [Part::Value(n)] = parse(template)?.as_slice() {
+        if resolve(vars, n).is_none() {
+            return Ok(None);
+        }
+    }
     let v = interpolate(template, vars)?;
     if v.chars().any(char::is_control) {
         return Err(format!(
             "a header built from `{template}` would hold a control character (a line break?)"
         ));
     }
-    Ok(v)
+    Ok(Some(v))
 }
 
 /// The path and query of a request, relative to the base URL: every value percent-encoded. A
@@ -202,12 +237,12 @@ pub(crate) fn url_path(template: &str, vars: &Vars) -> Result<String, String> {
                 }
             }
             Part::Value(n) => {
-                let v = vars.get(&n).ok_or_else(|| {
+                let v = resolve(vars, &n).ok_or_else(|| {
                     format!(
                         "the URL `{template}` needs `{{{n}}}`, which this object has no value for"
                     )
                 })?;
-                let text = as_text(v);
+                let text = as_text(&v);
                 if text.is_empty() && !in_query {
                     return Err(format!(
                         "the URL `{template}` needs `{{{n}}}`, which is empty for this object"
@@ -237,8 +272,8 @@ fn render(t: &Value, vars: &Vars, missing: Missing) -> Result<Option<Value>, Str
         Value::String(s) => {
             let parts = parse(s)?;
             match parts.as_slice() {
-                [Part::Value(n)] => match vars.get(n) {
-                    Some(v) => v.clone(),
+                [Part::Value(n)] => match resolve(vars, n) {
+                    Some(v) => v,
                     None => match missing {
                         Missing::Omit => return Ok(None),
                         Missing::Null => Value::Null,
@@ -381,6 +416,9 @@ pub(crate) fn placements(body: &Value) -> BTreeMap<String, String> {
             Value::String(s) => {
                 if let Ok(parts) = parse(s) {
                     if let [Part::Value(n)] = parts.as_slice() {
+                        if split_modifier(n).1.is_some() {
+                            return;
+                        }
                         let name = if n == "member" { "members" } else { n };
                         out.entry(name.to_string())
                             .or_insert_with(|| at.to_string());

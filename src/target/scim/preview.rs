@@ -2,25 +2,15 @@
 //! client sends with, so what is shown is what is sent (before the adaptations a provider's
 //! detected quirks call for, which `status` lists).
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::encode;
 use crate::plan::apply::Request;
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Rendered {
-    pub method: &'static str,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<&'static str>,
-}
+use crate::target::Rendered;
 
 fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
     Rendered {
-        method,
+        method: method.into(),
         path,
         body,
         note: None,
@@ -36,7 +26,7 @@ pub(crate) fn render(req: &Request) -> Vec<Rendered> {
             manager_id,
         } => vec![
             Rendered {
-                method: "GET",
+                method: "GET".into(),
                 path: format!(
                     "/Users?filter=userName eq {}",
                     super::filter_literal(&user.user_name)

@@ -108,8 +108,14 @@ fn hostile_values_stay_values_in_json_form_url_and_headers() {
         if h.chars().any(char::is_control) {
             assert!(hv.is_err(), "{h}");
         } else {
-            assert_eq!(hv.unwrap(), format!("Name {h}"));
+            assert_eq!(hv.unwrap(), Some(format!("Name {h}")));
         }
+        // As JSON text inside a query (json-server's `_where`), still one value.
+        let p = url_path("/u?w={{\"n\":{userName|json}}}", &v).unwrap();
+        let u = url::Url::parse(&format!("http://h{p}")).unwrap();
+        let (_, w) = u.query_pairs().next().unwrap();
+        let doc: Value = serde_json::from_str(&w).unwrap();
+        assert_eq!(doc["n"], json!(h));
     }
 }
 
@@ -174,4 +180,20 @@ fn placements_read_a_create_body_back() {
     assert_eq!(p["givenName"], "name.given");
     assert!(!p.contains_key("familyName"));
     assert_eq!(p["members"], "ids");
+}
+
+#[test]
+fn a_header_without_its_value_is_left_out_and_modifiers_are_checked() {
+    let v = vars("ann");
+    assert_eq!(header_value("{title}", &v).unwrap(), None);
+    assert_eq!(header_value("x {title}", &v).unwrap(), Some("x ".into()));
+    assert_eq!(
+        names("{userName|json}").unwrap(),
+        vec!["userName".to_string()]
+    );
+    assert!(names("{userName|sql}").is_err());
+    assert_eq!(
+        body(&json!({"q": "{userName|json}"}), &v, Missing::Omit).unwrap(),
+        json!({"q": "\"ann\""})
+    );
 }
