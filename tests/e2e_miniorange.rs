@@ -167,3 +167,15 @@ fn a_renamed_user_keeps_its_miniorange_username_and_nothing_is_duplicated() {
     assert_eq!(env.rest.users().len(), 3);
     assert_eq!(env.rest.stats()["rejected"], 0);
 }
+
+#[test]
+fn a_user_disabled_in_the_directory_is_created_disabled() {
+    let env = env();
+    set_attribute(&env.slapd, "carol", "employeeType", "disabled");
+    env.sync();
+    // The create call cannot say it: the disable call follows at once.
+    assert_eq!(env.rest.user("carol").unwrap()["status"], "DISABLED");
+    assert_eq!(env.rest.user("bob").unwrap()["status"], "ACTIVE");
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "deactivated"), 0, "{r:?}");
+}

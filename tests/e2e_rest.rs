@@ -493,3 +493,83 @@ fn a_create_answered_without_its_id_stops_the_run_and_is_found_once_fixed() {
     assert_eq!(count(&r, "", "errors"), 0, "{r:?}");
     assert_eq!(names(&env.rest.users()), ["alice", "bob", "carol"]);
 }
+
+#[test]
+fn after_a_lost_state_a_newcomer_never_takes_the_object_of_a_renamed_user() {
+    let env = RestEnv::start(RestAuth::None);
+    env.sync();
+    let bob = env.rest.user("bob").unwrap();
+    // bob renamed to bob2 and a newcomer named bob, then the state folder lost before a run.
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=bob2\ndeleteoldrdn: 1\n",
+    );
+    env.slapd.add(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: bob\ncn: New Bob\nsn: Newman\ngivenName: New\nmail: newbob@example.org\n",
+    );
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    for cmd in ["sync", "sync", "resync", "sync"] {
+        let r = env.run(&[cmd]);
+        assert!(r.code == 0 || r.code == 1, "{cmd}: {r:?}");
+        // Bob Original's object keeps his data, whatever runs.
+        let old = env
+            .rest
+            .users()
+            .into_iter()
+            .find(|u| u["id"] == bob["id"])
+            .expect("bob's object is still there");
+        assert_eq!(old["email"], "bob@example.org", "{cmd}: {old}");
+        assert_eq!(old["name"]["family"], bob["name"]["family"], "{cmd}: {old}");
+    }
+}
+
+#[test]
+fn a_group_deleted_and_made_again_is_never_bound_to_the_deleted_object() {
+    // Look-ups of groups through the listing the service keeps for a while.
+    let mut env = RestEnv::start(RestAuth::None);
+    env.events = events_without(&["find_group"]);
+    env.extra = format!(
+        "[daemon]\npoll_interval = \"1s\"\nlisten = \"127.0.0.1:{}\"\n",
+        common::free_port()
+    );
+    // Made by a one-shot sync, so the service's first listing holds them.
+    env.sync();
+    let mut child = env.spawn(&["run"]);
+    let old = env.rest.group("sales").unwrap();
+    // A new group makes the service read the listing (sales in it)...
+    env.slapd.add(
+        "dn: cn=ops,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: ops\nmember: uid=alice,ou=people,dc=example,dc=org\n",
+    );
+    assert!(
+        common::wait_until(30, || env.rest.group("ops").is_some()),
+        "{}",
+        env.spawned_log()
+    );
+    // ...then sales is deleted.
+    env.slapd.delete("cn=sales,ou=groups,dc=example,dc=org");
+    assert!(
+        common::wait_until(30, || env.rest.group("sales").is_none()),
+        "{}",
+        env.spawned_log()
+    );
+    // Later than the listing's freshness: made again with the same name.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    env.slapd.add(
+        "dn: cn=sales,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: sales\nmember: uid=carol,ou=people,dc=example,dc=org\nmember: uid=bob,ou=people,dc=example,dc=org\n",
+    );
+    assert!(
+        common::wait_until(30, || env
+            .rest
+            .group("sales")
+            .is_some_and(|g| g["members"].as_array().is_some_and(|m| m.len() == 2))),
+        "{}",
+        env.spawned_log()
+    );
+    common::terminate(&mut child);
+    let log = env.spawned_log();
+    assert!(
+        !log.contains("op=\"create_group\" object=\"sales\" outcome=adopted"),
+        "bound to the deleted object: {log}"
+    );
+    assert_ne!(env.rest.group("sales").unwrap()["id"], old["id"]);
+    assert_eq!(env.rest.member_names("sales"), ["bob", "carol"]);
+}

@@ -32,6 +32,10 @@ body = { login = "{userName}", profile = { first = "{givenName}" }, enabled = "{
 [target.events.deactivate_user]
 method = "POST"
 path = "/users/{id}/deactivate"
+
+[target.events.find_user]
+method = "GET"
+path = "/users?login={userName}"
 "#;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -120,7 +124,7 @@ fn bodies_methods_and_formats_are_checked() {
     let e = err(&BASE.replace("method = \"PUT\"", "method = \"TRACE\""));
     assert!(e.contains("update_user.method"), "{e}");
     let e = err(&format!(
-        "{BASE}\n[target.events.find_user]\nmethod = \"GET\"\npath = \"/users\"\nbody = {{ q = \"{{userName}}\" }}\n"
+        "{BASE}\n[target.events.find_user_by_key]\nmethod = \"GET\"\npath = \"/users\"\nbody = {{ q = \"{{externalId}}\" }}\n"
     ));
     assert!(e.contains("GET request carries no body"), "{e}");
     let e = err(&BASE.replace(
@@ -131,7 +135,7 @@ fn bodies_methods_and_formats_are_checked() {
     let e = err(&BASE.replace("path = \"/users\"", "path = \"users\""));
     assert!(e.contains("must start with `/`"), "{e}");
     let e = err(&format!(
-        "{BASE}\n[target.events.find_user]\nmethod = \"GET\"\npath = \"/users?q={{userName}}\"\nnext = \"next\"\n"
+        "{BASE}\n[target.events.find_user_by_key]\nmethod = \"GET\"\npath = \"/users?q={{externalId}}\"\nnext = \"next\"\n"
     ));
     assert!(e.contains("pagination"), "{e}");
 }
@@ -305,6 +309,12 @@ fn paths_headers_ids_and_member_events_that_cannot_work_are_refused() {
     assert!(e.contains("fragment"), "{e}");
     let e = err(&BASE.replace("path = \"/users\"", "path = \"/api/../users\""));
     assert!(e.contains("`..`"), "{e}");
+    let e = err(&BASE.replace("path = \"/users\"", "path = \"/api/%2E%2e/users\""));
+    assert!(e.contains("`..`"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[target.events.list_users]\nmethod = \"GET\"\npath = \"/users?p={{page}}\"\n"
+    ));
+    assert!(e.contains("start_page"), "{e}");
     let e = err(&BASE.replace(
         "path = \"/users\"",
         "path = \"/users\"\nheaders = { X-A = \"a\\r\\nX-Injected: 1\" }",
@@ -321,7 +331,8 @@ fn paths_headers_ids_and_member_events_that_cannot_work_are_refused() {
     ));
     assert!(e.contains("target.url") && e.contains("query"), "{e}");
     let groups = format!(
-        "{BASE}\n[target.events.create_group]\nmethod = \"POST\"\npath = \"/groups\"\nid = \"id\"\n\
+        "{BASE}\n[target.events.find_group]\nmethod = \"GET\"\npath = \"/groups?n={{displayName}}\"\n\
+         [target.events.create_group]\nmethod = \"POST\"\npath = \"/groups\"\nid = \"id\"\n\
          [target.events.rename_group]\nmethod = \"PATCH\"\npath = \"/groups/{{id}}\"\n\
          [target.events.delete_group]\nmethod = \"DELETE\"\npath = \"/groups/{{id}}\"\n\
          [target.events.add_members]\nmethod = \"POST\"\npath = \"/groups/{{id}}/members\"\n\
@@ -334,4 +345,24 @@ fn paths_headers_ids_and_member_events_that_cannot_work_are_refused() {
         "path = \"/groups/{id}/members\"\nbody = { ids = \"{members}\" }\n",
     ))
     .unwrap();
+}
+
+#[test]
+fn a_create_without_any_look_up_is_refused() {
+    let e = err(&BASE.replace(
+        "[target.events.find_user]\nmethod = \"GET\"\npath = \"/users?login={userName}\"",
+        "[target.events.delete_user]\nmethod = \"DELETE\"\npath = \"/users/{id}\"",
+    ));
+    assert!(
+        e.contains("target.events.find_user") && e.contains("list_users"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BASE}\n[target.events.create_group]\nmethod = \"POST\"\npath = \"/groups\"\nid = \"id\"\n\
+         [target.events.rename_group]\nmethod = \"PATCH\"\npath = \"/groups/{{id}}\"\n\
+         [target.events.delete_group]\nmethod = \"DELETE\"\npath = \"/groups/{{id}}\"\n\
+         [target.events.get_group]\nmethod = \"GET\"\npath = \"/groups/{{id}}\"\n\
+         [target.events.set_members]\nmethod = \"PATCH\"\npath = \"/groups/{{id}}\"\nbody = {{ m = \"{{members}}\" }}\n"
+    ));
+    assert!(e.contains("find_group"), "{e}");
 }

@@ -360,11 +360,26 @@ impl<T: Target> Executor<'_, T> {
                 .is_some_and(|r| !r.pushed.active)
     }
 
-    /// The key of another record whose target object is the one `sent` would adopt.
+    /// The key of another record whose target object is the one `sent` would adopt; or, for
+    /// an object found by name, the other directory entry whose key it carries as externalId
+    /// (its own object, renamed in the directory since: after a lost state folder the records
+    /// cannot say so).
     fn owned_by_another(&self, sent: &Sent, key: &Key) -> Option<Key> {
         let other = |k: &&Key, id: &str, target_id: &str| *k != key && target_id == id;
         match sent {
-            Sent::AdoptUser(r) | Sent::FoundUser(r) => self
+            Sent::AdoptUser(r) => self
+                .records
+                .users
+                .iter()
+                .find(|(k, u)| other(k, &r.id, &u.target_id))
+                .map(|(k, _)| k.clone())
+                .or_else(|| {
+                    r.external_id
+                        .as_ref()
+                        .filter(|e| *e != key && self.desired.users.contains_key(*e))
+                        .cloned()
+                }),
+            Sent::FoundUser(r) => self
                 .records
                 .users
                 .iter()

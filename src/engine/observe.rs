@@ -52,10 +52,17 @@ pub(crate) fn observed(
             let found = match round {
                 0 => rec.and_then(|r| user_by_id.get(r.target_id.as_str()).copied()),
                 1 => user_by_ext.get(key.as_str()).copied(),
+                // By name, never an object that carries another live entry's key (that
+                // entry's own object, renamed in the directory since).
                 _ => desired
                     .users
                     .get(*key)
-                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied()),
+                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied())
+                    .filter(|r| {
+                        r.external_id
+                            .as_ref()
+                            .is_none_or(|e| e == *key || !desired.users.contains_key(e))
+                    }),
             };
             if let Some(remote) = found {
                 if claimed.insert(remote.id.as_str()) {
@@ -306,6 +313,22 @@ mod tests {
         let seen = observed(&d, &known, &users, &[]);
         assert_eq!(seen.users["z-old"].target_id, "carol");
         assert!(!seen.users.contains_key("a-new"));
+        // The store lost: the object still carries z-old's key, so a-new never takes it by
+        // name (it is created; z-old's object is left as it is).
+        let users = vec![remote("carol", "carol", Some("z-old"))];
+        let seen = observed(&d, &Snapshot::default(), &users, &[]);
+        assert_eq!(seen.users["z-old"].target_id, "carol");
+        assert!(!seen.users.contains_key("a-new"));
+        let seen = observed(
+            &d,
+            &Snapshot::default(),
+            &[
+                remote("c2", "carol", Some("z-old")),
+                remote("c3", "carol2", Some("z-old")),
+            ],
+            &[],
+        );
+        assert!(!seen.users.contains_key("a-new"), "{:?}", seen.users);
     }
 
     proptest::proptest! {

@@ -244,6 +244,8 @@ impl Auth {
                 h.update(ms.as_bytes());
                 h.update(api_key.expose().as_bytes());
                 let hash = hex::encode(h.finalize());
+                // Replayable while the timestamp is fresh: scrubbed like a token.
+                self.remember_token(&hash);
                 let mut hv = HeaderValue::from_str(&hash).map_err(|_| TargetError {
                     request: "authorization".into(),
                     kind: TargetErrorKind::Auth("the hash is not a header value".into()),

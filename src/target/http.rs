@@ -120,7 +120,7 @@ impl HttpCore {
                         return Err(e);
                     }
                     let wait = retry::delay(attempt, None);
-                    tracing::warn!(request = req.label, error = %e, attempt, retry_in = ?wait, "no access token; retrying");
+                    tracing::warn!(request = req.label, error = %self.auth.scrub_error(e.clone()), attempt, retry_in = ?wait, "no access token; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -158,7 +158,7 @@ impl HttpCore {
                 return Err(error);
             }
             let wait = retry::delay(attempt, retry_after);
-            tracing::warn!(request = req.label, error = %error, attempt, retry_in = ?wait, "target request failed; retrying");
+            tracing::warn!(request = req.label, error = %self.auth.scrub_error(error.clone()), attempt, retry_in = ?wait, "target request failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }

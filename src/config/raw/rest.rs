@@ -192,6 +192,29 @@ impl RawRest {
             }
         }
         check_groups(cx, &events)?;
+        // A create is preceded by a look-up, so that a user (or group) already there, or made
+        // by a create whose answer was lost, is adopted rather than made twice.
+        for (create, find, list) in [
+            (Event::CreateUser, Event::FindUser, Event::ListUsers),
+            (Event::CreateGroup, Event::FindGroup, Event::ListGroups),
+        ] {
+            if events.contains_key(&create)
+                && !events.contains_key(&find)
+                && !events.contains_key(&list)
+            {
+                return Err(invalid(
+                    &format!("target.events.{}", find.name()),
+                    format!(
+                        "{} needs a way to look first: configure {} (a look-up by name) or {} \
+                         (a listing matched locally); without one, what is already on the target \
+                         would be created twice",
+                        create.name(),
+                        find.name(),
+                        list.name()
+                    ),
+                ));
+            }
+        }
         let update_names_active = events
             .get(&Event::UpdateUser)
             .and_then(|e| e.body.as_ref())
@@ -288,6 +311,11 @@ fn check_event(
         .next()
         .unwrap_or("")
         .split('/')
+        .map(|seg| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .any(|seg| seg == "." || seg == "..")
     {
         return Err(invalid(
@@ -403,6 +431,23 @@ fn check_event(
         }
     }
     let lists = matches!(event, Event::ListUsers | Event::ListGroups);
+    if lists && raw.start_page.is_none() && raw.next.is_none() {
+        let mut all = template::names(&path).unwrap_or_default();
+        for (_, v) in &headers {
+            all.extend(template::names(v).unwrap_or_default());
+        }
+        if let Some(b) = &body {
+            all.extend(template::body_names(b).unwrap_or_default());
+        }
+        if all.iter().any(|n| n == "page") {
+            return Err(invalid(
+                ".start_page",
+                "{page} is named, so set start_page (pages by number) or next (where the answer \
+                 names the next page)"
+                    .into(),
+            ));
+        }
+    }
     if !lists && (raw.next.is_some() || raw.start_page.is_some()) {
         return Err(invalid(
             ".next",

@@ -117,7 +117,12 @@ pub(super) fn text_of(v: &Value) -> String {
 
 fn scalar(item: &Value, paths: &FieldPaths, field: &str) -> Option<String> {
     let p = paths.paths.get(field)?;
-    match lookup(item, p)? {
+    let v = match lookup(item, p)? {
+        // A path through a list (`emails.*.value`) that finds one value: that value.
+        Value::Array(mut a) if a.len() == 1 => a.pop()?,
+        v => v,
+    };
+    match v {
         Value::Null => None,
         Value::String(s) => Some(s),
         v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),

@@ -25,6 +25,8 @@ use crate::model::{FieldChange, FieldValue, Key, User, UserField};
 
 /// How long a listing used for look-ups is reused within the service's passes.
 const INDEX_AGE: Duration = Duration::from_secs(300);
+/// A listing younger than this is taken as the target's present state for an adoption.
+const FRESH: Duration = Duration::from_secs(5);
 
 /// A REST API driven by `[target.events.*]`.
 pub(crate) struct RestClient {
@@ -67,9 +69,6 @@ impl RestClient {
         }
         if !has(Event::ListUsers) {
             tracing::warn!("the target has no list_users event: it cannot be read back, so resync cannot see drift made on the target (it runs as a sync)");
-        }
-        if !has(Event::FindUser) && !has(Event::ListUsers) {
-            tracing::warn!("the target has neither find_user nor list_users: a user is created without first looking for an account of that name, and a create whose answer is lost may leave a duplicate");
         }
         let mut sent = std::collections::BTreeSet::new();
         for e in [Event::CreateUser, Event::UpdateUser] {
@@ -250,6 +249,14 @@ impl RestClient {
         Ok(groups)
     }
 
+    /// Whether a listing used as a look-up index was read more than a few seconds ago.
+    async fn index_is_old<T>(&self, slot: &tokio::sync::Mutex<Option<(Instant, Vec<T>)>>) -> bool {
+        slot.lock()
+            .await
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() > FRESH)
+    }
+
     /// After a create failed or its answer was lost, the next look-up must see the target as
     /// it is now, not a listing from before.
     async fn forget_index(&self) {
@@ -373,6 +380,21 @@ impl RestClient {
         self.send(Event::SetMembers, &v).await.map(|_| ())
     }
 
+    /// Whether an event's body (or path, or headers) names `name`.
+    fn event_names(&self, event: Event, name: &str) -> bool {
+        let Some(ev) = self.cfg.events.get(&event) else {
+            return false;
+        };
+        let has = |t: &str| template::names(t).is_ok_and(|n| n.iter().any(|x| x == name));
+        has(&ev.path)
+            || ev.headers.iter().any(|(_, v)| has(v))
+            || ev
+                .body
+                .as_ref()
+                .and_then(|b| template::body_names(b).ok())
+                .is_some_and(|n| n.iter().any(|x| x == name))
+    }
+
     /// The requests an update becomes: the update event (unless the only change is a
     /// reactivation its body cannot say), then the activation event where the update body does
     /// not carry `{active}`.
@@ -383,27 +405,28 @@ impl RestClient {
         user: &User,
         manager_id: Option<&str>,
     ) -> Vec<(Event, Vars)> {
-        let reactivated = changes
-            .iter()
-            .any(|c| c.field == UserField::Active && c.value == FieldValue::Bool(true));
-        let update_names_active = self
-            .cfg
-            .events
-            .get(&Event::UpdateUser)
-            .and_then(|e| e.body.as_ref())
-            .and_then(|b| template::body_names(b).ok())
-            .is_some_and(|n| n.iter().any(|n| n == "active"));
+        let switched = |on: bool| {
+            changes
+                .iter()
+                .any(|c| c.field == UserField::Active && c.value == FieldValue::Bool(on))
+        };
+        let update_names_active = self.event_names(Event::UpdateUser, "active");
         let only_active = changes.iter().all(|c| c.field == UserField::Active);
         let mut steps = Vec::new();
-        if !(only_active && reactivated && !update_names_active) {
+        if !(only_active && !update_names_active) {
             let mut v = self.user_vars(user, manager_id);
             v.set("id", id);
             steps.push((Event::UpdateUser, v));
         }
-        if reactivated && !update_names_active {
-            let mut v = Vars::default();
-            v.set("id", id);
-            steps.push((Event::ActivateUser, v));
+        // Where the update cannot say it, switching a user on or off is its own event.
+        if !update_names_active {
+            for (on, event) in [(true, Event::ActivateUser), (false, Event::DeactivateUser)] {
+                if switched(on) && self.has(event) {
+                    let mut v = Vars::default();
+                    v.set("id", id);
+                    steps.push((event, v));
+                }
+            }
         }
         steps
     }
@@ -663,6 +686,14 @@ impl Target for RestClient {
             v.set("userName", user_name);
             self.looked_up_users(Event::FindUser, &v).await?
         } else if self.has(Event::ListUsers) {
+            let matches = |u: &RemoteUser| same_user_name(&u.user.user_name, user_name);
+            let hit = Self::only_match(self.user_index().await?, "a userName", matches)?;
+            if hit.is_none() || !self.index_is_old(&self.users).await {
+                return Ok(hit);
+            }
+            // About to be adopted from a listing read a while ago: read again, so a deleted
+            // object is never taken for the one to adopt.
+            self.forget_index().await;
             self.user_index().await?
         } else {
             return Ok(None);
@@ -717,13 +748,23 @@ impl Target for RestClient {
     ) -> Result<String, TargetError> {
         let mut v = self.user_vars(user, manager_id);
         v.set("externalId", key.as_str());
-        match self.send(Event::CreateUser, &v).await {
-            Ok(doc) => self.created_id(Event::CreateUser, &doc, &v),
+        let id = match self.send(Event::CreateUser, &v).await {
+            Ok(doc) => self.created_id(Event::CreateUser, &doc, &v)?,
             Err(e) => {
                 self.forget_index().await;
-                Err(e)
+                return Err(e);
             }
+        };
+        // Created disabled where the create cannot say so: switched off at once.
+        if !user.active
+            && !self.event_names(Event::CreateUser, "active")
+            && self.has(Event::DeactivateUser)
+        {
+            let mut d = Vars::default();
+            d.set("id", id.as_str());
+            self.send(Event::DeactivateUser, &d).await?;
         }
+        Ok(id)
     }
 
     async fn update_user(
@@ -761,6 +802,12 @@ impl Target for RestClient {
             v.set("displayName", display_name);
             self.looked_up_groups(Event::FindGroup, &v).await?
         } else if self.has(Event::ListGroups) {
+            let matches = |g: &RemoteGroup| g.display_name == display_name;
+            let hit = Self::only_group(self.group_index().await?, "a group name", matches)?;
+            if hit.is_none() || !self.index_is_old(&self.groups).await {
+                return Ok(hit);
+            }
+            self.forget_index().await;
             self.group_index().await?
         } else {
             return Ok(None);

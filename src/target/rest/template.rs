@@ -431,8 +431,15 @@ pub(crate) fn placements(body: &Value) -> BTreeMap<String, String> {
                 }
             }
             Value::Array(items) => {
+                // A per-member list maps over the array; a literal one-element list (an
+                // `emails = [{ value = "{email}" }]`) holds its value at index 0.
                 if let [one] = items.as_slice() {
-                    go(one, &join("*"), out);
+                    let at = if names_member(one).unwrap_or(false) {
+                        "*"
+                    } else {
+                        "0"
+                    };
+                    go(one, &join(at), out);
                 }
             }
             _ => {}

@@ -230,6 +230,11 @@ mod requests {
     /// `update_active`: whether the update body names `{active}` (else activation is its own
     /// event).
     fn client_with(port: u16, events: &str, update_active: bool) -> RestClient {
+        let find_user = if events.contains("[target.events.find_user]") {
+            ""
+        } else {
+            "[target.events.find_user]\nmethod = \"GET\"\npath = \"/users?login={userName}\"\n"
+        };
         let update_body = if update_active {
             r#"{ login = "{userName}", active = "{active}" }"#
         } else {
@@ -282,7 +287,12 @@ body = {{ name = "{{displayName}}" }}
 [target.events.delete_group]
 method = "DELETE"
 path = "/groups/{{id}}"
+
+[target.events.find_group]
+method = "GET"
+path = "/groups?name={{displayName}}"
 {events}
+{find_user}
 "#
         );
         let cfg = Config::parse(&text, Path::new("/tmp/c.toml")).unwrap();

@@ -176,6 +176,10 @@ fn placements_read_a_create_body_back() {
         "ids": "{members}",
     });
     let p = placements(&t);
+    assert_eq!(
+        placements(&json!({"emails": [{"value": "{email}"}]}))["email"],
+        "emails.0.value"
+    );
     assert_eq!(p["userName"], "userName");
     assert_eq!(p["givenName"], "name.given");
     assert!(!p.contains_key("familyName"));
