@@ -413,7 +413,7 @@ impl RestClient {
         let update_names_active = self.event_names(Event::UpdateUser, "active");
         let only_active = changes.iter().all(|c| c.field == UserField::Active);
         let mut steps = Vec::new();
-        if !(only_active && !update_names_active) {
+        if !only_active || update_names_active {
             let mut v = self.user_vars(user, manager_id);
             v.set("id", id);
             steps.push((Event::UpdateUser, v));
