@@ -396,3 +396,20 @@ fn the_answer_size_limit_has_a_range() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.target.max_response_bytes, 64 * 1024 * 1024);
 }
+
+#[test]
+fn an_active_attribute_without_inactive_values_is_refused() {
+    let e = parse(&format!(
+        "{MINIMAL}\n[mapping.active]\nattribute = \"employeeType\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mapping.active.attribute") && e.contains("inactive_values"),
+        "{e}"
+    );
+    parse(&format!(
+        "{MINIMAL}\n[mapping.active]\nattribute = \"pwdAccountLockedTime\"\npresent_means_inactive = true\n"
+    ))
+    .unwrap();
+}

@@ -230,7 +230,21 @@ impl RawMapping {
                 None => names(None, &["manager"]),
             },
             active: ActiveRule {
-                attribute: m.active.attribute.filter(|a| !a.is_empty()),
+                attribute: {
+                    let a = m.active.attribute.filter(|a| !a.is_empty());
+                    if a.is_some()
+                        && m.active.inactive_values.is_empty()
+                        && !m.active.present_means_inactive
+                    {
+                        return Err(cx.invalid(
+                            "mapping.active.attribute",
+                            "is read, but no value of it means disabled: set inactive_values \
+                             (e.g. [\"disabled\"]) or present_means_inactive = true"
+                                .into(),
+                        ));
+                    }
+                    a
+                },
                 inactive_values: m.active.inactive_values,
                 present_means_inactive: m.active.present_means_inactive,
                 user_account_control: m
