@@ -772,6 +772,42 @@ impl Scim {
     }
 }
 
+/// Runs the dirbridge binary with `config` and waits for it.
+pub fn run_dirbridge(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts the dirbridge binary in the background, its output to `run.out` / `run.err` in `dir`.
+pub fn spawn_dirbridge(config: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.join("run.out")).unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("run.err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap()
+}
+
 /// The gateway side of a test: a SCIM server, a folder with secrets, the config, and the binary.
 pub struct Gateway {
     pub scim: Scim,
@@ -894,37 +930,13 @@ impl Gateway {
     /// Runs the dirbridge binary with the generated config.
     pub fn run(&self, args: &[&str]) -> Run {
         self.write_config();
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_dirbridge(&self.config_path(), args, &[])
     }
 
     /// Starts the dirbridge binary in the background (for `run`), output to files in the folder.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.write_config();
-        Command::new(env!("CARGO_BIN_EXE_dirbridge"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(self.dir.path().join("run.out")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("run.err")).unwrap(),
-            ))
-            .spawn()
-            .unwrap()
+        spawn_dirbridge(&self.config_path(), args, &[], self.dir.path())
     }
 
     /// What a background dirbridge printed on standard error.

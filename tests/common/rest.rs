@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{free_port, repo, Guard, Run, Slapd, ADMIN_DN, ADMIN_PW, BASE_DN};
+use super::{
+    free_port, repo, run_dirbridge, spawn_dirbridge, Guard, Run, Slapd, ADMIN_DN, ADMIN_PW, BASE_DN,
+};
 
 pub const CLIENT_ID: &str = "dirbridge-gw";
 pub const CLIENT_SECRET: &str = "cl1ent-s3cret-never-logged";
@@ -446,41 +448,25 @@ impl<S: Served> RestEnv<S> {
     }
 
     fn exec(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("DIRBRIDGE_TEST_API_KEY", API_KEY)
-            .env("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let mut all = vec![
+            ("DIRBRIDGE_TEST_API_KEY", API_KEY),
+            ("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY),
+        ];
+        all.extend_from_slice(env);
+        run_dirbridge(&self.config_path(), args, &all)
     }
 
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.write_config();
-        Command::new(env!("CARGO_BIN_EXE_dirbridge"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("DIRBRIDGE_TEST_API_KEY", API_KEY)
-            .env("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(self.dir.path().join("run.out")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("run.err")).unwrap(),
-            ))
-            .spawn()
-            .unwrap()
+        spawn_dirbridge(
+            &self.config_path(),
+            args,
+            &[
+                ("DIRBRIDGE_TEST_API_KEY", API_KEY),
+                ("DIRBRIDGE_TEST_MO_KEY", MO_API_KEY),
+            ],
+            self.dir.path(),
+        )
     }
 
     pub fn spawned_log(&self) -> String {
