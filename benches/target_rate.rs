@@ -81,7 +81,7 @@ fn main() {
     for _ in 0..3 {
         scim = scim.min(sync("scim"));
         rest = rest.min(sync("rest"));
-        raw = raw.min(sink::raw_ingest(port, n, CONCURRENCY, "/api"));
+        raw = raw.min(sink::raw_ingest(port, n, CONCURRENCY, "/api", true));
     }
     let users = (n + 3) as f64;
     println!(

@@ -90,8 +90,15 @@ fn route(method: &str, path: &str, body: &[u8], ids: &AtomicU64) -> (&'static st
     }
 }
 
-/// The sink's own capacity: `n` POSTs at the same concurrency, one client per worker.
-pub(crate) fn raw_ingest(port: u16, n: usize, concurrency: usize, prefix: &str) -> f64 {
+/// The sink's own capacity: `n` POSTs at the given concurrency (each preceded by a look-up GET
+/// when `lookups`, as the gateway sends today), one client per worker.
+pub(crate) fn raw_ingest(
+    port: u16,
+    n: usize,
+    concurrency: usize,
+    prefix: &str,
+    lookups: bool,
+) -> f64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
@@ -102,14 +109,15 @@ pub(crate) fn raw_ingest(port: u16, n: usize, concurrency: usize, prefix: &str) 
             let (http, next, prefix) = (http.clone(), next.clone(), prefix.to_string());
             tasks.push(tokio::spawn(async move {
                 while (next.fetch_add(1, Ordering::Relaxed) as usize) < n {
-                    // A look-up and a create per user, as both targets send.
-                    http.get(format!("http://127.0.0.1:{port}{prefix}/users?userName=x"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .bytes()
-                        .await
-                        .unwrap();
+                    if lookups {
+                        http.get(format!("http://127.0.0.1:{port}{prefix}/users?userName=x"))
+                            .send()
+                            .await
+                            .unwrap()
+                            .bytes()
+                            .await
+                            .unwrap();
+                    }
                     http.post(format!("http://127.0.0.1:{port}{prefix}/users"))
                         .header("content-type", "application/json")
                         .body(r#"{"userName":"x","active":true}"#)
