@@ -112,7 +112,8 @@ fn an_already_exists_answer_is_looked_up_afresh_and_adopted() {
         "[daemon]\npoll_interval = \"1s\"\nlisten = \"127.0.0.1:{}\"\n",
         common::free_port()
     );
-    let mut child = env.spawn(&["run"]);
+    // Killed if the test fails before it stops it.
+    let mut child = common::Guard(env.spawn(&["run"]));
     assert!(
         common::wait_until(30, || env.rest.users().len() == 3),
         "{}",
@@ -131,7 +132,7 @@ fn an_already_exists_answer_is_looked_up_afresh_and_adopted() {
         "{}",
         env.spawned_log()
     );
-    common::terminate(&mut child);
+    common::terminate(&mut child.0);
     // Four creates: three made users, the fourth was answered "already exists".
     assert_eq!(
         env.rest.stats()["by_endpoint"]["create"],

@@ -262,7 +262,8 @@ fn the_oauth2_token_is_reused_renewed_after_expiry_and_after_revocation() {
         "[daemon]\npoll_interval = \"1s\"\nlisten = \"127.0.0.1:{}\"\n",
         common::free_port()
     ));
-    let mut child = env2.spawn(&["run"]);
+    // Killed if the test fails before it stops it.
+    let mut child = common::Guard(env2.spawn(&["run"]));
     assert!(
         common::wait_until(30, || env2.rest.user("carol").is_some()),
         "{}",
@@ -282,7 +283,7 @@ fn the_oauth2_token_is_reused_renewed_after_expiry_and_after_revocation() {
         2,
         "renewed once after the refusal"
     );
-    common::terminate(&mut child);
+    common::terminate(&mut child.0);
     let log = env2.spawned_log();
     assert!(log.contains("a new one was fetched"), "{log}");
     assert!(!log.contains(CLIENT_SECRET), "{log}");
@@ -533,7 +534,8 @@ fn a_group_deleted_and_made_again_is_never_bound_to_the_deleted_object() {
     );
     // Made by a one-shot sync, so the service's first listing holds them.
     env.sync();
-    let mut child = env.spawn(&["run"]);
+    // Killed if the test fails before it stops it.
+    let mut child = common::Guard(env.spawn(&["run"]));
     let old = env.rest.group("sales").unwrap();
     // A new group makes the service read the listing (sales in it)...
     env.slapd.add(
@@ -564,7 +566,7 @@ fn a_group_deleted_and_made_again_is_never_bound_to_the_deleted_object() {
         "{}",
         env.spawned_log()
     );
-    common::terminate(&mut child);
+    common::terminate(&mut child.0);
     let log = env.spawned_log();
     assert!(
         !log.contains("op=\"create_group\" object=\"sales\" outcome=adopted"),
