@@ -29,6 +29,8 @@ use crate::model::{FieldChange, FieldValue, Key, User, UserField};
 const INDEX_AGE: Duration = Duration::from_secs(300);
 /// A listing younger than this is taken as the target's present state for an adoption.
 const FRESH: Duration = Duration::from_secs(5);
+/// How long a preflight's check of the listing is reused.
+const RECHECK: Duration = Duration::from_secs(600);
 
 /// A REST API driven by `[target.events.*]`.
 pub(crate) struct RestClient {
@@ -36,6 +38,8 @@ pub(crate) struct RestClient {
     /// `target.url` without a trailing slash: event paths are appended to it.
     base: url::Url,
     cfg: RestConfig,
+    /// When the first page of users was last checked to read as configured (preflight).
+    listing_checked: std::sync::Mutex<Option<Instant>>,
     /// The user fields some user event sends (the others cannot reach the target).
     sent: std::collections::BTreeSet<String>,
     users: tokio::sync::Mutex<Option<(Instant, Vec<RemoteUser>)>>,
@@ -89,6 +93,7 @@ impl RestClient {
             core,
             base,
             sent,
+            listing_checked: Default::default(),
             cfg: rest,
             users: Default::default(),
             groups: Default::default(),
@@ -299,6 +304,16 @@ impl Target for RestClient {
         // the API can list them: a wrong data key or field path is found before anything is
         // sent.
         self.core.auth_headers().await?;
+        // The service's passes (one per change burst) reuse a recent check: a listing request
+        // per pass would be latency for nothing.
+        if self
+            .listing_checked
+            .lock()
+            .map(|at| at.is_some_and(|at| at.elapsed() < RECHECK))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
         if let Some(ev) = self.cfg.events.get(&Event::ListUsers) {
             let mut v = Vars::default();
             if let Some(p) = ev.start_page {
@@ -315,6 +330,9 @@ impl Target for RestClient {
                 .filter(|i| answer::user(i, &self.cfg.user_fields, &self.cfg.custom).is_some())
                 .count();
             self.decoded(Event::ListUsers, page.len(), read, "user", "userName")?;
+        }
+        if let Ok(mut at) = self.listing_checked.lock() {
+            *at = Some(Instant::now());
         }
         Ok(())
     }
