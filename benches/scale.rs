@@ -18,7 +18,7 @@ mod sink;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -122,11 +122,16 @@ fn raw_read(slapd: &Slapd) -> f64 {
 fn timed(config: &Path, args: &[&str]) -> (f64, f64) {
     let report = config.with_extension("time");
     let start = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&report);
+    if let Ok(wrap) = std::env::var("BENCH_WRAP") {
+        // Profiling: each command run under BENCH_WRAP, `{n}` replaced by its number (e.g.
+        // BENCH_WRAP='perf record -g -o /tmp/perf-{n}').
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cmd.args(wrap.replace("{n}", &n.to_string()).split_whitespace());
+    }
+    let out = cmd
         .arg(env!("CARGO_BIN_EXE_dirbridge"))
         .arg("--config")
         .arg(config)
@@ -164,11 +169,216 @@ fn dir_bytes(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A bound LDAP connection to the bench's slapd.
+async fn bind(url: &str) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(ADMIN_DN, ADMIN_PW)
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let per_sec = *TCK.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(100.0)
+    });
+    ticks / per_sec
+}
+
+/// Peak RSS of a running process in MiB, from /proc.
+fn peak_rss(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0
+}
+
+/// What `dirbridge run` following the directory by syncrepl costs per change, one change at a
+/// time: change-to-push p50 and p99 (ms, from before the LDAP modify to the sink receiving the
+/// PATCH), CPU per change (ms), and the process's peak RSS (MiB).
+struct Follow {
+    p50: f64,
+    p99: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
+    static MARK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mark = || {
+        format!(
+            "Mark-{}",
+            MARK.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    };
+    let run_config = config.with_file_name("run.toml");
+    std::fs::write(
+        &run_config,
+        // syncrepl follows the group search only: groups memberOf names outside it are ignored
+        // (all the bench's groups are inside it).
+        std::fs::read_to_string(config)
+            .unwrap()
+            .replacen("page_size = 500\n", "page_size = 500\nreferenced_groups = \"ignore\"\n", 1)
+            + "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\nlisten = \"off\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(config.with_file_name("run.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+        .arg("--config")
+        .arg(&run_config)
+        .args(["--log-level", "warn", "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = Guard(child);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ldap = rt.block_on(bind(&slapd.url()));
+    let mut modify = |i: usize, title: &str| {
+        rt.block_on(ldap.modify(
+            &format!("uid=u{i:06},ou=people,dc=example,dc=org"),
+            vec![ldap3::Mod::Replace(
+                "title",
+                std::collections::HashSet::from([title]),
+            )],
+        ))
+        .unwrap()
+        .success()
+        .unwrap();
+    };
+    // The first change also waits for the service's start (its refresh of the whole directory).
+    let warm = mark();
+    modify(0, &warm);
+    assert!(
+        sink::marked(&warm, Duration::from_secs(600)).is_some(),
+        "run did not push the first change: {}",
+        std::fs::read_to_string(config.with_file_name("run.log")).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu_before = cpu_secs(pid);
+    let mut ms = Vec::with_capacity(changes);
+    for k in 0..changes {
+        let title = mark();
+        let t = Instant::now();
+        modify((k * 7919 + 1) % n, &title);
+        let at = sink::marked(&title, Duration::from_secs(60)).expect("change pushed");
+        ms.push(at.duration_since(t).as_secs_f64() * 1000.0);
+        // Each change a pass of its own.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu = (cpu_secs(pid) - cpu_before) * 1000.0 / changes as f64;
+    let rss = peak_rss(pid);
+    child.stop();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Follow {
+        p50: percentile(&ms, 0.5),
+        p99: percentile(&ms, 0.99),
+        cpu,
+        rss,
+    }
+}
+
+/// scim2-server's own capacity: `n` user POSTs at the gateway's concurrency, one client per
+/// worker (the server speaks HTTP/1.0: a connection per request, as for the gateway). Seconds.
+fn scim_capacity(base: &str, n: usize) -> f64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let (http, next, base) = (http.clone(), next.clone(), base.to_string());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let body = serde_json::json!({
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "userName": format!("raw{i}"),
+                        "externalId": format!("raw-key-{i}"),
+                        "active": true,
+                    });
+                    let r = http
+                        .post(format!("{base}/Users"))
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/scim+json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                    r.bytes().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        start.elapsed().as_secs_f64()
+    })
+}
+
+/// The first sync of the directory into scim2-server, as a fraction of the server's own POST
+/// capacity (measured on another instance, so neither run sees the other's users):
+/// (capacity POSTs/s, gateway objects/s, fraction).
+fn into_scim2_server(config: &Path, objects: usize) -> (f64, f64, f64) {
+    let raw = Scim::start();
+    let capacity = objects as f64 / scim_capacity(&raw.base(), objects);
+    drop(raw);
+    let scim = Scim::start();
+    let dir = config.parent().unwrap();
+    std::fs::write(dir.join("scim.token"), TOKEN).unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
+    let start = text.find("[target]").unwrap();
+    let end = text.find("[state]").unwrap();
+    let cfg = dir.join("scim2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[target]\nkind = \"scim\"\nurl = \"{}\"\ntoken_file = \"scim.token\"\nmax_concurrency = {CONCURRENCY}\n\
+             [state]\npath = \"state-scim2\"\n{}",
+            &text[..start],
+            scim.base(),
+            &text[end..].replacen("[state]\npath = \"state\"\n", "", 1)
+        ),
+    )
+    .unwrap();
+    let (secs, _) = timed(&cfg, &["sync"]);
+    let rate = objects as f64 / secs;
+    (capacity, rate, rate / capacity)
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let sizes: Vec<usize> = if bench {
         std::env::var("BENCH_SIZES")
-            .unwrap_or_else(|_| "10000,100000".into())
+            .unwrap_or_else(|_| "1000,10000,100000".into())
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect()
@@ -189,6 +399,9 @@ fn main() {
         "RSS again",
         "store/obj"
     );
+    let sizes_max = sizes.iter().copied().max().unwrap_or(0);
+    let mut follows = Vec::new();
+    let mut scim2 = None;
     for n in sizes {
         let (slapd, groups) = directory(n);
         let dir = tempfile::tempdir().unwrap();
@@ -221,6 +434,11 @@ fn main() {
         slapd.modify(&ldif);
         let (changed, _) = timed(&config, &["sync"]);
         let per_object = dir_bytes(&dir.path().join("state")) as f64 / (n + groups) as f64;
+        let changes = if bench { 50 } else { 5 };
+        follows.push((n, follow(&config, &slapd, n, changes)));
+        if n == sizes_max.min(10_000) {
+            scim2 = Some((n, into_scim2_server(&config, n + groups)));
+        }
         let slower = read.max(ingest);
         println!(
             "{n:>8} {groups:>8} | {read:>8.2}s {ingest:>8.2}s | {first:>8.2}s ({:>5.1}x) {again:>11.2}s ({:>5.1}x) {changed:>11.2}s ({:>5.1}x) | {rss_first:>6.0} MiB {rss_again:>5.0} MiB | {per_object:>7.0} B",
@@ -232,4 +450,33 @@ fn main() {
     println!(
         "ratios: first sync to the slower of raw read and raw ingest; the other passes to the raw read (goals: first sync <= 1.5x, no-change pass <= 1.5x, RSS <= 150 MiB at 100k, store <= 1 KB per object)"
     );
+    println!();
+    println!(
+        "`run` (syncrepl), one title change at a time, change-to-push (LDAP modify sent -> sink has the PATCH):"
+    );
+    println!(
+        "{:>8} | {:>9} {:>9} {:>12} | {:>14} | {:>9}",
+        "users", "p50", "p99", "p50 / first", "CPU per change", "RSS run"
+    );
+    let first_p50 = follows.first().map(|(_, f)| f.p50).unwrap_or(f64::NAN);
+    for (n, f) in &follows {
+        println!(
+            "{n:>8} | {:>6.1} ms {:>6.1} ms {:>11.1}x | {:>11.1} ms | {:>5.0} MiB",
+            f.p50,
+            f.p99,
+            f.p50 / first_p50,
+            f.cpu,
+            f.rss
+        );
+    }
+    println!(
+        "(goals: p50 at 100k within 2x of 1k, CPU per change independent of size, RSS <= 150 MiB)"
+    );
+    if let Some((n, (capacity, rate, fraction))) = scim2 {
+        println!();
+        println!(
+            "first sync of {n} users into scim2-server: {rate:.0} objects/s against the server's own {capacity:.0} POSTs/s at concurrency {CONCURRENCY} = {:.0}% of its capacity (goal >= 90%)",
+            fraction * 100.0
+        );
+    }
 }

@@ -573,3 +573,64 @@ fn a_listing_that_never_ends_is_bounded_by_the_first_total_and_changes_nothing()
     assert!(proxy.requests() < 200, "{} requests", proxy.requests());
     assert_eq!((env.scim.users(), env.scim.groups()), before);
 }
+
+static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Passes everything on, counting look-ups of users by userName.
+fn counting_lookups(line: &str, _body: &str) -> Route {
+    if line.starts_with("GET ") && line.contains("filter=userName") {
+        LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Route::Forward(line.to_string())
+}
+
+#[test]
+fn many_creates_go_without_a_look_up_each_yet_adopt_what_is_there() {
+    let mut env = Env::start();
+    add_strangers(&env.scim);
+    let before = strangers(&env.scim);
+    let mut ldif = String::new();
+    for i in 0..60 {
+        ldif += &format!(
+            "dn: uid=n{i:03},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: n{i:03}\n\
+             cn: New {i}\nsn: New\ngivenName: N{i}\nmail: n{i:03}@example.org\n\n"
+        );
+    }
+    env.slapd.add(&ldif);
+    // Made by hand before the gateway ran: the same userName (in another case) is adopted.
+    let (status, _) = env.scim.http(
+        "POST",
+        "/Users",
+        Some(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "N007", "active": true
+        })),
+    );
+    assert_eq!(status, 201);
+    let proxy = quirky(&mut env);
+    proxy.set_rule(counting_lookups);
+    let r = env.sync();
+    assert!(
+        r.stderr.contains("listed the target once"),
+        "63 creates list the target: {r:?}"
+    );
+    assert_eq!(count(&r, "users", "created"), 62, "{r:?}");
+    assert_eq!(count(&r, "users", "adopted"), 1, "{r:?}");
+    // Only the name the listing holds is looked up (not one request per create; the two
+    // groups, too few to list for, are looked up by name).
+    let lookups = LOOKUPS.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        lookups == 1,
+        "{lookups} filtered look-ups for 63 creates: {r:?}"
+    );
+    let users = env.scim.users();
+    assert_eq!(
+        users.len(),
+        6 + 1 + 62,
+        "no duplicate, nothing else created"
+    );
+    assert_eq!(strangers(&env.scim), before, "a look-alike was touched");
+    let r = env.run(&["plan", "--json"]);
+    let plan: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["operations"], json!([]), "{r:?}");
+}

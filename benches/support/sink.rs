@@ -2,11 +2,52 @@
 //! gateway's own cost is measured), and that sink's raw ingest as a baseline.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// When each change marked `Mark-<digits>` (in the body of a write) reached the sink.
+static MARKS: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+static MARKED: Condvar = Condvar::new();
+
+/// Notes the markers a write carries.
+fn note_marks(body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    let now = Instant::now();
+    let mut found = Vec::new();
+    for (i, _) in text.match_indices("Mark-") {
+        let digits: String = text[i + 5..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        found.push(format!("Mark-{digits}"));
+    }
+    if found.is_empty() {
+        return;
+    }
+    let mut marks = MARKS.lock().unwrap();
+    let map = marks.get_or_insert_with(HashMap::new);
+    for m in found {
+        map.entry(m).or_insert(now);
+    }
+    MARKED.notify_all();
+}
+
+/// When a write carrying `marker` reached the sink, waiting for it at most `timeout`.
+pub(crate) fn marked(marker: &str, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    let mut marks = MARKS.lock().unwrap();
+    loop {
+        if let Some(at) = marks.as_ref().and_then(|m| m.get(marker)) {
+            return Some(*at);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        marks = MARKED.wait_timeout(marks, left).unwrap().0;
+    }
+}
 
 /// A sink on loopback: every POST is created (201, the body with an id), every look-up or
 /// listing is empty, every change accepted. SCIM under `/scim`, REST under `/api`.
@@ -67,6 +108,9 @@ fn serve(conn: TcpStream, ids: &AtomicU64) {
 
 fn route(method: &str, path: &str, body: &[u8], ids: &AtomicU64) -> (&'static str, String) {
     let scim = path.starts_with("/scim");
+    if method != "GET" {
+        note_marks(body);
+    }
     match method {
         "POST" => {
             let mut doc: serde_json::Value =

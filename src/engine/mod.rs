@@ -451,22 +451,23 @@ async fn run_inner<T: Target>(
         summary.rejected += 1;
         tracing::warn!(dn = %r.dn, reason = %r.reason, "entry not synced");
         let key = r.key.clone().unwrap_or_else(|| format!("dn:{}", r.dn));
-        store
-            .record_error(ObjectError {
-                key,
-                kind: "entry".into(),
-                label: r.dn.clone(),
-                operation: "read".into(),
-                reason: r.reason.clone(),
-                http_status: None,
-                first_seen: now(),
-                last_seen: now(),
-                attempts: 1,
-                run,
-                retry_after: None,
-                attempted: None,
-            })
-            .await?;
+        store.note_error(ObjectError {
+            key,
+            kind: "entry".into(),
+            label: r.dn.clone(),
+            operation: "read".into(),
+            reason: r.reason.clone(),
+            http_status: None,
+            first_seen: now(),
+            last_seen: now(),
+            attempts: 1,
+            run,
+            retry_after: None,
+            attempted: None,
+        })?;
+    }
+    if !desired.rejected.is_empty() {
+        store.flush_now().await?;
     }
 
     // What the target cannot hold is neither sent nor compared: left out of both sides (after
@@ -520,6 +521,23 @@ async fn run_inner<T: Target>(
             "writes interrupted by a crash or a lost answer: their objects are looked up on the target before anything is sent again"
         );
     }
+    // Many creates: the target is listed once, so that creates of free names go without a
+    // look-up each. A listing that fails costs only the look-ups, unless the target is down.
+    let creates = |user: bool| {
+        ops.iter()
+            .filter(|op| match op {
+                crate::plan::Operation::CreateUser { .. } => user,
+                crate::plan::Operation::CreateGroup { .. } => !user,
+                _ => false,
+            })
+            .count()
+    };
+    if let Err(e) = target.expect_creates(creates(true), creates(false)).await {
+        if stops_run(target, &e).await {
+            return Err(EngineError::Target(e));
+        }
+        tracing::warn!(error = %e, "listing the target for this run's creates failed: each create is looked up first");
+    }
     let mut exec = execute::Executor {
         store,
         target,
@@ -531,8 +549,9 @@ async fn run_inner<T: Target>(
         changed_since,
         waiting,
         interrupted,
+        window: Default::default(),
     };
-    let sent = exec.run_all(&ops, cfg.target.max_concurrency).await;
+    let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
     exec.summary.census = Some(crate::status::Census::of(&exec.records));
     sent?;
     store.prune_errors(run).await?;

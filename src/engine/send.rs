@@ -66,9 +66,12 @@ pub(super) async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, T
             manager_id,
         } => {
             // Look before creating: a user with this userName may already be there (created by
-            // hand, by another tool, or by a run whose answer was lost).
-            if let Some(remote) = target.find_user(&user.user_name).await? {
-                return Ok(Sent::AdoptUser(remote));
+            // hand, by another tool, or by a run whose answer was lost), unless a listing of
+            // this pass says the name is free.
+            if !target.user_surely_free(&user.user_name) {
+                if let Some(remote) = target.find_user(&user.user_name).await? {
+                    return Ok(Sent::AdoptUser(remote));
+                }
             }
             let created = create_checked(
                 "user",
@@ -107,8 +110,10 @@ pub(super) async fn send<T: Target>(target: &T, req: &Request) -> Result<Sent, T
         }
         Request::DeleteUser { target_id, .. } => gone_ok(target.delete_user(target_id).await),
         Request::CreateGroup { key, display_name } => {
-            if let Some(remote) = target.find_group(display_name).await? {
-                return Ok(Sent::AdoptGroup(remote));
+            if !target.group_surely_free(display_name) {
+                if let Some(remote) = target.find_group(display_name).await? {
+                    return Ok(Sent::AdoptGroup(remote));
+                }
             }
             let created = create_checked(
                 "group",

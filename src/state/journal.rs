@@ -32,19 +32,25 @@ impl Store {
     /// Appends an entry. It is written with the next flush (the next commit), which is soon
     /// enough for a display; losing the last lines in a crash loses nothing that matters.
     pub fn journal(&self, entry: &JournalEntry) -> Result<(), StateError> {
-        let next = match self.journal.last().map_err(|e| self.io(e))? {
+        self.journal_all(std::slice::from_ref(entry))
+    }
+
+    /// Appends entries, newest last; of a long run only the last [`JOURNAL_LENGTH`] are
+    /// written, as only they would be kept.
+    pub fn journal_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        let skip = entries.len().saturating_sub(JOURNAL_LENGTH as usize);
+        let first = match self.journal.last().map_err(|e| self.io(e))? {
             Some((k, _)) => key_number(&k).saturating_add(1),
             None => 1,
         };
-        self.journal
-            .insert(next.to_be_bytes(), encode(entry))
-            .map_err(|e| self.io(e))?;
-        if next > JOURNAL_LENGTH {
-            self.journal
-                .remove((next - JOURNAL_LENGTH).to_be_bytes())
-                .map_err(|e| self.io(e))?;
+        let mut batch = sled::Batch::default();
+        for (next, entry) in (first..).zip(&entries[skip..]) {
+            batch.insert(&next.to_be_bytes(), encode(entry));
+            if next > JOURNAL_LENGTH {
+                batch.remove(&(next - JOURNAL_LENGTH).to_be_bytes());
+            }
         }
-        Ok(())
+        self.journal.apply_batch(batch).map_err(|e| self.io(e))
     }
 
     /// The last `n` entries, newest first.
@@ -98,5 +104,29 @@ mod tests {
         let all = store.recent_operations(usize::MAX).unwrap();
         assert_eq!(all.len() as u64, JOURNAL_LENGTH);
         assert_eq!(all.last().unwrap().run, 6);
+    }
+
+    #[test]
+    fn a_window_longer_than_the_journal_keeps_its_last_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), 1 << 20).unwrap();
+        let first: Vec<JournalEntry> = (1..=10).map(entry).collect();
+        store.journal_all(&first).unwrap();
+        let window: Vec<JournalEntry> = (11..=10 + JOURNAL_LENGTH + 500).map(entry).collect();
+        store.journal_all(&window).unwrap();
+        let all = store.recent_operations(usize::MAX).unwrap();
+        assert_eq!(all.len() as u64, JOURNAL_LENGTH);
+        assert_eq!(
+            all.first().unwrap().run,
+            10 + JOURNAL_LENGTH + 500,
+            "newest first"
+        );
+        assert_eq!(all.last().unwrap().run, 511);
+        store.journal(&entry(7)).unwrap();
+        assert_eq!(store.recent_operations(1).unwrap()[0].run, 7);
+        assert_eq!(
+            store.recent_operations(usize::MAX).unwrap().len() as u64,
+            JOURNAL_LENGTH
+        );
     }
 }

@@ -11,4 +11,4 @@ mod store;
 
 pub use journal::JournalEntry;
 pub use mirror::{Mirror, Watermark};
-pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store};
+pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};

@@ -233,31 +233,11 @@ impl Store {
         changes: &[StateChange],
         resolved: Option<&Key>,
     ) -> Result<(), StateError> {
-        let res: Result<(), TransactionError<()>> =
-            (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
-                for c in changes {
-                    match c {
-                        StateChange::PutUser(k, r) => {
-                            u.insert(k.as_bytes(), encode(r))?;
-                        }
-                        StateChange::RemoveUser(k) => {
-                            u.remove(k.as_bytes())?;
-                        }
-                        StateChange::PutGroup(k, r) => {
-                            g.insert(k.as_bytes(), encode(r))?;
-                        }
-                        StateChange::RemoveGroup(k) => {
-                            g.remove(k.as_bytes())?;
-                        }
-                    }
-                }
-                if let Some(k) = resolved {
-                    e.remove(k.as_bytes())?;
-                    i.remove(k.as_bytes())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        res.map_err(|e| self.io(format!("{e:?}")))?;
+        self.write_window(&Window {
+            changes: changes.to_vec(),
+            resolved: resolved.into_iter().cloned().collect(),
+            ..Window::default()
+        })?;
         self.flush().await
     }
 
@@ -314,8 +294,14 @@ impl Store {
         Ok(())
     }
 
-    /// Records (or updates) an object's error.
-    pub async fn record_error(&self, mut err: ObjectError) -> Result<(), StateError> {
+    /// Records (or updates) an object's error, and waits until it is on disk.
+    pub async fn record_error(&self, err: ObjectError) -> Result<(), StateError> {
+        self.note_error(err)?;
+        self.flush().await
+    }
+
+    /// Records (or updates) an object's error; the next flush makes it durable.
+    pub fn note_error(&self, mut err: ObjectError) -> Result<(), StateError> {
         if let Some(prev) = self
             .errors
             .get(err.key.as_bytes())
@@ -335,7 +321,7 @@ impl Store {
         self.errors
             .insert(err.key.as_bytes(), encode(&err))
             .map_err(|e| self.io(e))?;
-        self.flush().await
+        Ok(())
     }
 
     pub fn errors(&self) -> Result<Vec<ObjectError>, StateError> {
@@ -518,3 +504,6 @@ fn restrict_files(_path: &Path) {}
 
 #[cfg(test)]
 mod tests;
+mod window;
+
+pub use window::Window;

@@ -64,6 +64,15 @@ impl Target for AnyTarget {
     async fn begin_pass(&self) {
         each!(self, t => t.begin_pass().await)
     }
+    async fn expect_creates(&self, users: usize, groups: usize) -> Result<(), TargetError> {
+        each!(self, t => t.expect_creates(users, groups).await)
+    }
+    fn user_surely_free(&self, user_name: &str) -> bool {
+        each!(self, t => t.user_surely_free(user_name))
+    }
+    fn group_surely_free(&self, display_name: &str) -> bool {
+        each!(self, t => t.group_surely_free(display_name))
+    }
     fn holds_groups(&self) -> bool {
         each!(self, t => t.holds_groups())
     }

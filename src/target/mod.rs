@@ -9,6 +9,7 @@ pub(crate) mod quirks;
 pub(crate) mod rest;
 pub(crate) mod retry;
 pub(crate) mod scim;
+pub(crate) mod taken;
 
 use std::fmt;
 use std::future::Future;
@@ -222,6 +223,25 @@ pub(crate) trait Target: Send + Sync {
     /// is older than a few minutes.
     fn begin_pass(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+    /// Before a run that creates `users` users and `groups` groups: a client that can list
+    /// what the target holds in fewer requests than looking each one up reads it once, so
+    /// that creates of names it does not hold go without a look-up (`taken.rs`).
+    fn expect_creates(
+        &self,
+        _users: usize,
+        _groups: usize,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send {
+        async { Ok(()) }
+    }
+    /// True only when a listing of this pass shows no user with this userName and none was
+    /// tried since: its create needs no look-up first. False when unknown.
+    fn user_surely_free(&self, _user_name: &str) -> bool {
+        false
+    }
+    /// The same for a group name.
+    fn group_surely_free(&self, _display_name: &str) -> bool {
+        false
     }
     /// Whether groups and memberships are pushed to this target (a REST target without group
     /// events holds users only).

@@ -33,6 +33,41 @@ impl RestClient {
             .is_some_and(|(at, _)| at.elapsed() > FRESH)
     }
 
+    /// Before a run with many creates: the users (and groups) listed once, where the API can
+    /// list them, so that creates of names the target does not hold go without a look-up
+    /// (`target/taken.rs`). Without a look-up event every look-up reads the listing anyway; with
+    /// one, the API does not say how many objects it holds, so only many creates list.
+    pub(super) async fn list_for_creates(
+        &self,
+        users: usize,
+        groups: usize,
+    ) -> Result<(), TargetError> {
+        use crate::target::taken::worth_listing;
+        let worth =
+            |creates: usize, find: Event| worth_listing(creates, (!self.has(find)).then_some(0), 1);
+        if self.has(Event::ListUsers) && worth(users, Event::FindUser) {
+            self.forget_index().await;
+            let names: Vec<String> = self
+                .user_index()
+                .await?
+                .into_iter()
+                .map(|u| u.user.user_name)
+                .collect();
+            tracing::info!(listed = names.len(), creates = users, "listed the users once: creates of names the target does not hold go without a look-up");
+            self.taken.with(|t| t.set_users(names));
+        }
+        if self.has(Event::ListGroups) && worth(groups, Event::FindGroup) {
+            let names: Vec<String> = self
+                .group_index()
+                .await?
+                .into_iter()
+                .map(|g| g.display_name)
+                .collect();
+            self.taken.with(|t| t.set_groups(names));
+        }
+        Ok(())
+    }
+
     /// After a create failed or its answer was lost, the next look-up must see the target as
     /// it is now, not a listing from before.
     pub(super) async fn forget_index(&self) {

@@ -47,6 +47,8 @@ pub(crate) struct RestClient {
     /// One membership change per group at a time where members are set as a whole list (read,
     /// change, write back).
     member_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Names listed in this pass for creates without look-ups.
+    pub(super) taken: crate::target::taken::SharedTaken,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -98,6 +100,7 @@ impl RestClient {
             users: Default::default(),
             groups: Default::default(),
             member_locks: Default::default(),
+            taken: Default::default(),
         })
     }
 
@@ -363,6 +366,7 @@ impl Target for RestClient {
     }
 
     async fn begin_pass(&self) {
+        self.taken.clear();
         let mut users = self.users.lock().await;
         if users
             .as_ref()
@@ -407,6 +411,18 @@ impl Target for RestClient {
 
     fn can_list(&self) -> bool {
         self.has(Event::ListUsers)
+    }
+
+    async fn expect_creates(&self, users: usize, groups: usize) -> Result<(), TargetError> {
+        self.list_for_creates(users, groups).await
+    }
+
+    fn user_surely_free(&self, user_name: &str) -> bool {
+        self.taken.user_free(user_name)
+    }
+
+    fn group_surely_free(&self, display_name: &str) -> bool {
+        self.taken.group_free(display_name)
     }
 
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
@@ -477,6 +493,7 @@ impl Target for RestClient {
     ) -> Result<String, TargetError> {
         let mut v = self.user_vars(user, manager_id);
         v.set("externalId", key.as_str());
+        self.taken.with(|t| t.trying_user(&user.user_name));
         let id = match self.send(Event::CreateUser, &v).await {
             Ok(doc) => self.created_id(Event::CreateUser, &doc, &v)?,
             Err(e) => {
@@ -549,6 +566,7 @@ impl Target for RestClient {
         v.set("displayName", display_name)
             .set("externalId", key.as_str())
             .set("members", Vec::<String>::new());
+        self.taken.with(|t| t.trying_group(display_name));
         match self.send(Event::CreateGroup, &v).await {
             Ok(doc) => self.created_id(Event::CreateGroup, &doc, &v),
             Err(e) => {

@@ -43,6 +43,10 @@ pub(crate) struct ScimClient {
     pub(super) not_kept: std::sync::Mutex<BTreeSet<String>>,
     /// When the discovery documents were last read.
     discovered: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The user attributes whose keeping a create's answer is checked for, parsed once.
+    pub(super) kept_paths: Vec<(String, super::path::ScimPath)>,
+    /// Names listed in this pass for creates without look-ups.
+    pub(super) taken: crate::target::taken::SharedTaken,
 }
 
 /// How long a discovery of the provider's abilities is reused.
@@ -65,7 +69,23 @@ impl ScimClient {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
+        let kept_paths = [
+            "title",
+            "displayName",
+            "name.givenName",
+            "name.familyName",
+            "emails",
+            super::ENT_DEPARTMENT,
+            super::ENT_EMPLOYEE_NUMBER,
+            super::ENT_MANAGER,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(custom_paths.iter().cloned())
+        .filter_map(|p| Some((p.clone(), super::path::ScimPath::parse(&p).ok()?)))
+        .collect();
         Ok(ScimClient {
+            kept_paths,
             core,
             base,
             custom_paths,
@@ -82,6 +102,7 @@ impl ScimClient {
             remove_by_value: AtomicBool::new(false),
             not_kept: Default::default(),
             discovered: Default::default(),
+            taken: Default::default(),
         })
     }
 

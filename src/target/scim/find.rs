@@ -213,6 +213,62 @@ impl ScimClient {
         *self.index_slot(resource).lock().await = Some(index);
     }
 
+    /// How many resources of a type the provider holds, from a one-resource page (`None` when
+    /// it does not say or refuses the question).
+    async fn total(&self, resource: &str) -> Option<u64> {
+        let mut url = self.url(resource, None).ok()?;
+        url.query_pairs_mut()
+            .append_pair("startIndex", "1")
+            .append_pair("count", "1");
+        let label = format!("GET /{resource}?startIndex=1&count=1");
+        let doc = self.call(Method::GET, url, None, &label).await.ok()?;
+        decode::list(&doc).ok().and_then(|(_, total)| total)
+    }
+
+    /// Before `creates` creates of a resource type: lists it once if that costs fewer requests
+    /// than a look-up per create, and keeps the names it holds (`target/taken.rs`).
+    pub(super) async fn list_for_creates(
+        &self,
+        resource: &str,
+        creates: usize,
+    ) -> Result<(), TargetError> {
+        if creates < crate::target::taken::MIN_CREATES {
+            return Ok(());
+        }
+        let total = self.total(resource).await;
+        if !crate::target::taken::worth_listing(creates, total, LIST_PAGE) {
+            return Ok(());
+        }
+        let attr = if resource == "Groups" {
+            Attr::DisplayName
+        } else {
+            Attr::UserName
+        };
+        let listed = self
+            .list_all(resource, |d| {
+                Ok(d.get(attr.scim_name())
+                    .and_then(Value::as_str)
+                    .map(str::to_string))
+            })
+            .await?;
+        tracing::info!(
+            resource,
+            listed = listed.items.len(),
+            creates,
+            "listed the target once: creates of names it does not hold go without a look-up"
+        );
+        let names = listed.items.into_iter().flatten();
+        self.taken.with(|t| {
+            if resource == "Groups" {
+                t.set_groups(names)
+            } else {
+                t.set_users(names)
+            }
+        });
+        self.set_index(resource, listed.index).await;
+        Ok(())
+    }
+
     /// Every resource of a type, each handed to `decode` as its page arrives.
     pub(super) async fn list_all<R>(
         &self,

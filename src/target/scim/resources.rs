@@ -116,28 +116,11 @@ impl ScimClient {
         if answer.get("userName") != sent.get("userName") {
             return;
         }
-        let mut paths: Vec<String> = [
-            "title",
-            "displayName",
-            "name.givenName",
-            "name.familyName",
-            "emails",
-            super::ENT_DEPARTMENT,
-            super::ENT_EMPLOYEE_NUMBER,
-            super::ENT_MANAGER,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        paths.extend(self.custom_paths.iter().cloned());
-        for path in paths {
-            let Ok(p) = ScimPath::parse(&path) else {
-                continue;
-            };
-            let altered = compared_by_value(&path)
+        for (path, p) in &self.kept_paths {
+            let altered = compared_by_value(path)
                 && matches!((p.get(sent), p.get(answer)), (Some(a), Some(b)) if a != b);
             if (p.present(sent) && !p.present(answer)) || altered {
-                self.not_kept(&path, "a created user");
+                self.not_kept(path, "a created user");
             }
         }
     }
@@ -242,10 +225,24 @@ impl Target for ScimClient {
     }
 
     async fn begin_pass(&self) {
+        self.taken.clear();
         self.forget_index_older_than("Users", super::find::INDEX_MAX_AGE)
             .await;
         self.forget_index_older_than("Groups", super::find::INDEX_MAX_AGE)
             .await;
+    }
+
+    async fn expect_creates(&self, users: usize, groups: usize) -> Result<(), TargetError> {
+        self.list_for_creates("Users", users).await?;
+        self.list_for_creates("Groups", groups).await
+    }
+
+    fn user_surely_free(&self, user_name: &str) -> bool {
+        self.taken.user_free(user_name)
+    }
+
+    fn group_surely_free(&self, display_name: &str) -> bool {
+        self.taken.group_free(display_name)
     }
 
     fn quirks(&self) -> Vec<Quirk> {
@@ -339,6 +336,7 @@ impl Target for ScimClient {
                 }
             }
         }
+        self.taken.with(|t| t.trying_user(&user.user_name));
         let doc = self.create("Users", &body).await?;
         Self::created_id(&doc, "POST /Users")
     }
@@ -388,6 +386,7 @@ impl Target for ScimClient {
     }
 
     async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError> {
+        self.taken.with(|t| t.trying_group(display_name));
         let doc = self
             .create("Groups", &encode::group_resource(key, display_name))
             .await?;

@@ -1,20 +1,24 @@
-//! Sending a plan: each operation prepared against the records as they are, sent, and its
-//! confirmation recorded before anything that depends on it is sent. Up to
-//! `target.max_concurrency` requests are in flight; an operation waits while one about the same
-//! object, or an object it refers to (its group, members, manager), is still in flight, and
-//! nothing overtakes an operation that waits, so the plan's order holds where it matters.
+//! Sending a plan: each operation prepared against the records as they are, its intent made
+//! durable before it is sent, and its confirmation made durable before anything that depends on
+//! it is sent. Both are written by group commit (`pipeline.rs`): one transaction and one flush per
+//! window of operations. Up to `target.max_concurrency` requests are in flight; an operation
+//! waits while one about the same object, or an object it refers to (its group, members,
+//! manager), is in flight or not yet durably confirmed, and nothing overtakes an operation that
+//! waits, so the plan's order holds where it matters.
+
+mod pipeline;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::send::{self, Sent};
+use super::send::Sent;
 use super::{now, EngineError, Summary};
 use crate::model::{DesiredState, Key};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
 use crate::plan::Operation;
 use crate::state::records::{Origin, Snapshot, StateChange};
-use crate::state::{ObjectError, Store};
+use crate::state::{ObjectError, Store, Window};
 use crate::target::{Target, TargetError};
 
 pub(super) struct Executor<'a, T: Target> {
@@ -34,6 +38,8 @@ pub(super) struct Executor<'a, T: Target> {
     pub(super) waiting: BTreeMap<Key, ObjectError>,
     /// Intents left by earlier runs.
     pub(super) interrupted: BTreeMap<Key, crate::state::Intent>,
+    /// The open window: intents and confirmations written by the next group commit.
+    pub(super) window: Window,
 }
 
 /// Awaits `work` (recording an intent, a look-up, a probe of the target) while the requests in
@@ -69,85 +75,7 @@ fn op_digest(op: &Operation) -> String {
 }
 
 impl<T: Target> Executor<'_, T> {
-    /// Sends the operations in order, up to `max` at a time (see the module's comment).
-    /// Returns an error only for a failure that stops the run, once what is in flight is done.
-    pub(super) async fn run_all(
-        &mut self,
-        ops: &[Operation],
-        max: usize,
-    ) -> Result<(), EngineError> {
-        let target = self.target;
-        let mut queue: VecDeque<Operation> = ops.iter().cloned().collect();
-        let mut flights = FuturesUnordered::new();
-        // Requests that ended while the executor was busy with something else (see `alongside`).
-        let mut landed = VecDeque::new();
-        let mut busy: BTreeMap<Key, usize> = BTreeMap::new();
-        let mut stop: Option<EngineError> = None;
-        loop {
-            while stop.is_none() && flights.len() + landed.len() < max.max(1) {
-                let Some(front) = queue.front() else { break };
-                if refs(front).iter().any(|k| busy.contains_key(k)) {
-                    break;
-                }
-                let Some(op) = queue.pop_front() else { break };
-                match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
-                    Ok(Some((req, Some(found)))) => {
-                        // Settled by a look-up, nothing to send.
-                        match alongside(
-                            self.complete(op, req, Ok(found)),
-                            &mut flights,
-                            &mut landed,
-                        )
-                        .await
-                        {
-                            Ok(Some(follow_up)) => queue.push_front(follow_up),
-                            Ok(None) => {}
-                            Err(e) => stop = Some(e),
-                        }
-                    }
-                    Ok(Some((req, None))) => {
-                        for k in refs(&op) {
-                            *busy.entry(k).or_default() += 1;
-                        }
-                        flights.push(async move {
-                            let result = send::send(target, &req).await;
-                            (op, req, result)
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => stop = Some(e),
-                }
-            }
-            let next = match landed.pop_front() {
-                Some(done) => Some(done),
-                None => flights.next().await,
-            };
-            let Some((op, req, result)) = next else {
-                break;
-            };
-            for k in refs(&op) {
-                if let Some(n) = busy.get_mut(&k) {
-                    *n -= 1;
-                    if *n == 0 {
-                        busy.remove(&k);
-                    }
-                }
-            }
-            match alongside(self.complete(op, req, result), &mut flights, &mut landed).await {
-                Ok(Some(follow_up)) => queue.push_front(follow_up),
-                Ok(None) => {}
-                Err(e) => {
-                    stop.get_or_insert(e);
-                }
-            }
-        }
-        match stop {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Resolves an operation into a request and records the intent; `None` when there is
+    /// Resolves an operation into a request and adds its intent to the open window; `None` when there is
     /// nothing to send now (already done, waiting for a reference, or for its retry time). A
     /// create interrupted by a crash (or whose answer was lost) is first looked up by its key,
     /// the externalId it was sent with: found, it comes back as the answer, and nothing is sent.
@@ -175,17 +103,15 @@ impl<T: Target> Executor<'_, T> {
         if let Some(found) = self.look_up_interrupted(op, &req).await? {
             return Ok(Some((req, Some(found))));
         }
-        self.store
-            .record_intent(
-                req.key(),
-                &crate::state::Intent {
-                    operation: op.name().to_string(),
-                    label: op.label().to_string(),
-                    run: self.run,
-                    at: now(),
-                },
-            )
-            .await?;
+        self.window.intents.push((
+            req.key().clone(),
+            crate::state::Intent {
+                operation: op.name().to_string(),
+                label: op.label().to_string(),
+                run: self.run,
+                at: now(),
+            },
+        ));
         Ok(Some((req, None)))
     }
 
@@ -249,9 +175,7 @@ impl<T: Target> Executor<'_, T> {
                 self.summary.errors += 1;
                 tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
                 self.journal(&op, "failed", Some(e.to_string()), None);
-                self.store
-                    .record_error(self.object_error(&op, &req, &e))
-                    .await?;
+                self.store.note_error(self.object_error(&op, &req, &e))?;
                 return Ok(None);
             }
         };
@@ -262,11 +186,11 @@ impl<T: Target> Executor<'_, T> {
         if let Some(owner) = owner.as_ref().filter(|o| self.departed_user(o)) {
             // A user who left (deactivated, gone from the directory) held the name: the
             // newcomer with that name takes the object over, as for a re-hire. The old record
-            // goes first, in its own transaction, so the object is never recorded twice.
+            // goes first, in the same transaction, so the object is never recorded twice.
             tracing::info!(object = op.label(), from = %owner, "taking over the deactivated object of a user who left, found by name");
-            let drop = [StateChange::RemoveUser(owner.clone())];
-            self.store.commit(&drop, None).await?;
-            self.records.apply(&drop[0]);
+            let drop = StateChange::RemoveUser(owner.clone());
+            self.records.apply(&drop);
+            self.window.changes.push(drop);
         } else if let Some(owner) = owner {
             self.store.clear_intent(req.key())?;
             self.summary.deferred += 1;
@@ -294,10 +218,11 @@ impl<T: Target> Executor<'_, T> {
             }
         }
         let changes = confirm(&self.records, &req, conf.clone());
-        self.store.commit(&changes, Some(req.key())).await?;
         for c in &changes {
             self.records.apply(c);
         }
+        self.window.changes.extend(changes);
+        self.window.resolved.push(req.key().clone());
         self.summary.count(&req, &conf);
         let latency = self
             .changed_at
@@ -332,9 +257,14 @@ impl<T: Target> Executor<'_, T> {
         Ok(None)
     }
 
-    /// Notes the operation in the journal; a journal that cannot be written is not worth
-    /// stopping the run for.
-    fn journal(&self, op: &Operation, outcome: &str, detail: Option<String>, latency: Option<f64>) {
+    /// Notes the operation in the journal (written with the window).
+    fn journal(
+        &mut self,
+        op: &Operation,
+        outcome: &str,
+        detail: Option<String>,
+        latency: Option<f64>,
+    ) {
         let entry = crate::state::JournalEntry {
             at: now(),
             run: self.run,
@@ -344,9 +274,7 @@ impl<T: Target> Executor<'_, T> {
             detail,
             latency,
         };
-        if let Err(e) = self.store.journal(&entry) {
-            tracing::warn!(error = %e, "cannot write the operations journal");
-        }
+        self.window.journal.push(entry);
     }
 
     /// A user no longer in the directory whose deactivation the target has confirmed.
@@ -451,162 +379,4 @@ fn refs(op: &Operation) -> Vec<Key> {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The executor's timing cannot be staged with a real server on demand, so a scripted target
-    //! plays a request whose answer arrives while the executor is busy with another object.
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::model::{FieldChange, User};
-    use crate::target::{RemoteGroup, RemoteUser, TargetErrorKind};
-
-    /// "a" fails after 5 ms with no answer (a probe of the target follows, and takes 300 ms);
-    /// "b" answers after 20 ms, and like reqwest, a request not read within 100 ms of being
-    /// started counts as lost.
-    #[derive(Default)]
-    struct Busy {
-        creates: Mutex<BTreeMap<String, u32>>,
-    }
-
-    fn err(kind: TargetErrorKind) -> TargetError {
-        TargetError {
-            request: "POST /Users".into(),
-            kind,
-        }
-    }
-
-    impl Target for Busy {
-        fn describe(&self) -> String {
-            "busy".into()
-        }
-        async fn reachable(&self) -> bool {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            true
-        }
-        async fn find_user_by_key(&self, _: &Key) -> Result<Option<RemoteUser>, TargetError> {
-            Ok(None)
-        }
-        async fn find_group_by_key(&self, _: &Key) -> Result<Option<RemoteGroup>, TargetError> {
-            Ok(None)
-        }
-        async fn preflight(&self) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn find_user(&self, _: &str) -> Result<Option<RemoteUser>, TargetError> {
-            Ok(None)
-        }
-        async fn create_user(
-            &self,
-            key: &Key,
-            _: &User,
-            _: Option<&str>,
-        ) -> Result<String, TargetError> {
-            *self
-                .creates
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key.to_string())
-                .or_default() += 1;
-            if key.as_str() == "a" {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                return Err(err(TargetErrorKind::Transport("connection reset".into())));
-            }
-            let started = tokio::time::Instant::now();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if started.elapsed() > Duration::from_millis(100) {
-                return Err(err(TargetErrorKind::Lost("answer not read in time".into())));
-            }
-            Ok(format!("id-{key}"))
-        }
-        async fn update_user(
-            &self,
-            _: &str,
-            _: &[FieldChange],
-            _: &User,
-            _: &User,
-            _: Option<&str>,
-        ) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn deactivate_user(&self, _: &str) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn delete_user(&self, _: &str) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn find_group(&self, _: &str) -> Result<Option<RemoteGroup>, TargetError> {
-            Ok(None)
-        }
-        async fn create_group(&self, _: &Key, _: &str) -> Result<String, TargetError> {
-            Ok("g".into())
-        }
-        async fn rename_group(&self, _: &str, _: &str) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn add_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn remove_members(&self, _: &str, _: &[String]) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn delete_group(&self, _: &str) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn list_users(&self) -> Result<Vec<RemoteUser>, TargetError> {
-            Ok(Vec::new())
-        }
-        async fn list_groups(&self) -> Result<Vec<RemoteGroup>, TargetError> {
-            Ok(Vec::new())
-        }
-    }
-
-    fn create(key: &str) -> Operation {
-        Operation::CreateUser {
-            key: key.into(),
-            user_name: key.into(),
-            user: User {
-                user_name: key.into(),
-                active: true,
-                ..Default::default()
-            },
-        }
-    }
-
-    #[tokio::test]
-    async fn an_answer_that_arrives_while_another_object_is_handled_is_read_in_time() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store =
-            Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-        let target = Busy::default();
-        let desired = DesiredState::default();
-        let mut summary = Summary::default();
-        let mut exec = Executor {
-            store: &store,
-            target: &target,
-            records: Snapshot::default(),
-            desired: &desired,
-            summary: &mut summary,
-            run: 1,
-            changed_at: BTreeMap::new(),
-            changed_since: None,
-            waiting: BTreeMap::new(),
-            interrupted: BTreeMap::new(),
-        };
-        exec.run_all(&[create("a"), create("b")], 2)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            exec.records.users.get("b").map(|r| r.target_id.as_str()),
-            Some("id-b")
-        );
-        let creates = target
-            .creates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        // Read in time: sent once, never taken for lost and sent again.
-        assert_eq!(creates.get("b"), Some(&1), "{creates:?}");
-        assert_eq!(summary.errors, 1, "a's failure only");
-    }
-}
+mod tests;

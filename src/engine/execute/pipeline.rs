@@ -1,0 +1,226 @@
+//! The executor's loop, with group commit. Operations are prepared into an open window (their
+//! intents, and the confirmations of the answers handled meanwhile); a window is written in one
+//! transaction and made durable by one flush while the requests already durable go on being
+//! sent. Only when that flush returns are the window's requests sent and the objects its
+//! confirmations are about released to the operations that wait for them. So each request is
+//! sent after its intent is on disk, and each operation that depends on an answer is prepared
+//! after that answer is on disk, exactly as with one flush per operation; a flush costs the same
+//! for one operation as for hundreds, and requests keep flowing while it runs.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::{alongside, refs, Executor};
+use crate::engine::send;
+use crate::engine::EngineError;
+use crate::model::Key;
+use crate::plan::apply::Request;
+use crate::plan::Operation;
+use crate::state::StateError;
+use crate::target::Target;
+
+/// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
+/// most this many intents, each looked up before anything is sent again.
+const WINDOW: usize = 256;
+/// A window closes (is flushed) when fewer requests than this are ready to send.
+const LOW_WATER: usize = WINDOW / 2;
+
+/// What a window's flush makes safe: requests to send, objects to release.
+#[derive(Default)]
+struct Durable {
+    send: Vec<(Operation, Request)>,
+    release: Vec<Key>,
+}
+
+impl Durable {
+    fn is_empty(&self) -> bool {
+        self.send.is_empty() && self.release.is_empty()
+    }
+}
+
+enum Event<A> {
+    Landed(A),
+    Flushed(Result<(), StateError>),
+}
+
+fn hold(busy: &mut BTreeMap<Key, usize>, keys: &[Key]) {
+    for k in keys {
+        *busy.entry(k.clone()).or_default() += 1;
+    }
+}
+
+fn release(busy: &mut BTreeMap<Key, usize>, keys: &[Key]) {
+    for k in keys {
+        if let Some(n) = busy.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(k);
+            }
+        }
+    }
+}
+
+impl<'a, T: Target> Executor<'a, T> {
+    /// Sends the operations in order, up to `max` at a time (see the module's comment).
+    /// Returns an error only for a failure that stops the run, once what is in flight is done
+    /// and everything confirmed is on disk.
+    pub(in crate::engine) async fn run_all(
+        &mut self,
+        ops: Vec<Operation>,
+        max: usize,
+    ) -> Result<(), EngineError> {
+        let target = self.target;
+        let store: &'a crate::state::Store = self.store;
+        let max = max.max(1);
+        let mut queue: VecDeque<Operation> = ops.into();
+        let mut flights = FuturesUnordered::new();
+        // Answers that arrived while the executor was busy with something else (`alongside`).
+        let mut landed = VecDeque::new();
+        // Objects an operation is about or refers to, while it is prepared, in flight, or its
+        // confirmation is not yet on disk: operations about them wait.
+        let mut busy: BTreeMap<Key, usize> = BTreeMap::new();
+        // Intents on disk: may be sent.
+        let mut ready: VecDeque<(Operation, Request)> = VecDeque::new();
+        // What the open window (in `self.window`) and the window being flushed make safe.
+        let mut open = Durable::default();
+        let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
+        let mut stop: Option<EngineError> = None;
+        loop {
+            // Prepare operations into the open window.
+            loop {
+                let staged = ready.len()
+                    + open.send.len()
+                    + flushing.as_ref().map_or(0, |(d, _)| d.send.len());
+                if stop.is_some() || staged >= WINDOW {
+                    break;
+                }
+                let Some(front) = queue.front() else { break };
+                let keys = refs(front);
+                if keys.iter().any(|k| busy.contains_key(k)) {
+                    break;
+                }
+                let Some(op) = queue.pop_front() else { break };
+                match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
+                    Ok(Some((req, Some(found)))) => {
+                        // Settled by a look-up, nothing to send.
+                        hold(&mut busy, &keys);
+                        open.release.extend(keys);
+                        match alongside(
+                            self.complete(op, req, Ok(found)),
+                            &mut flights,
+                            &mut landed,
+                        )
+                        .await
+                        {
+                            Ok(Some(follow_up)) => queue.push_front(follow_up),
+                            Ok(None) => {}
+                            Err(e) => stop = Some(e),
+                        }
+                    }
+                    Ok(Some((req, None))) => {
+                        // Held until its answer is on disk (released when it lands).
+                        hold(&mut busy, &keys);
+                        open.send.push((op, req));
+                    }
+                    Ok(None) => {}
+                    Err(e) => stop = Some(e),
+                }
+            }
+            // One flush at a time; what is written while it runs waits for the next one. A
+            // window closes when the requests ready to send run low, when nothing else can go
+            // on, or when the next operation waits for one of its confirmations: so a flush
+            // covers many operations while requests keep flowing, and a lone change is not
+            // kept waiting.
+            let pending = !(open.is_empty() && self.window.is_empty());
+            let starved = ready.len() < LOW_WATER || (flights.is_empty() && landed.is_empty());
+            let waited_for = || {
+                queue
+                    .front()
+                    .is_some_and(|op| refs(op).iter().any(|k| open.release.contains(k)))
+            };
+            if flushing.is_none() && pending && (starved || waited_for()) {
+                let window = std::mem::take(&mut self.window);
+                match store.write_window(&window) {
+                    Ok(()) => {
+                        flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
+                    }
+                    Err(e) => {
+                        // Nothing of this window is sent.
+                        stop.get_or_insert(e.into());
+                        for (_, req) in std::mem::take(&mut open.send) {
+                            let _ = store.clear_intent(req.key());
+                        }
+                    }
+                }
+            }
+            // Send what is on disk.
+            while stop.is_none() && flights.len() + landed.len() < max {
+                let Some((op, req)) = ready.pop_front() else {
+                    break;
+                };
+                flights.push(async move {
+                    let result = send::send(target, &req).await;
+                    (op, req, result)
+                });
+            }
+            if landed.is_empty() {
+                if flights.is_empty() && flushing.is_none() {
+                    break;
+                }
+                let event = tokio::select! {
+                    biased;
+                    r = async {
+                        match flushing.as_mut() {
+                            Some((_, f)) => f.as_mut().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Flushed(r),
+                    Some(done) = flights.next(), if !flights.is_empty() => Event::Landed(done),
+                };
+                match event {
+                    Event::Landed(done) => landed.push_back(done),
+                    Event::Flushed(r) => {
+                        let Some((durable, _)) = flushing.take() else {
+                            continue;
+                        };
+                        match r {
+                            Ok(()) => {
+                                ready.extend(durable.send);
+                                release(&mut busy, &durable.release);
+                            }
+                            Err(e) => {
+                                stop.get_or_insert(e.into());
+                            }
+                        }
+                    }
+                }
+            }
+            while let Some((op, req, result)) = landed.pop_front() {
+                open.release.extend(refs(&op));
+                match alongside(self.complete(op, req, result), &mut flights, &mut landed).await {
+                    Ok(Some(follow_up)) => queue.push_front(follow_up),
+                    Ok(None) => {}
+                    Err(e) => {
+                        stop.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        // Stopped: what was prepared but never sent leaves no intent behind.
+        for (_, req) in ready.drain(..) {
+            let _ = store.clear_intent(req.key());
+        }
+        // The open window's intents are those of operations never sent.
+        let mut window = std::mem::take(&mut self.window);
+        window.intents.clear();
+        let written = store.write_window(&window);
+        let flushed = store.flush_now().await.and(written);
+        match (stop, flushed) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Group commit: what a window of the executor's work writes, in one transaction, made durable
+//! by one flush. The executor sends nothing a window holds an intent for, and nothing that
+//! depends on a confirmation it holds, before that flush has returned; so the crash rules are
+//! those of one flush per operation, at the cost of one flush per window.
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{encode, Intent, StateError, Store};
+use crate::model::Key;
+use crate::state::records::StateChange;
+
+/// The writes of one window, in the order they were made.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// Confirmed operations' changes to the records.
+    pub changes: Vec<StateChange>,
+    /// Objects whose operation was confirmed: their error and intent are cleared.
+    pub resolved: Vec<Key>,
+    /// Writes about to be sent.
+    pub intents: Vec<(Key, Intent)>,
+    /// Operations for the journal (written with the window, outside its transaction: the
+    /// journal is a display).
+    pub journal: Vec<crate::state::JournalEntry>,
+}
+
+impl Window {
+    /// True when there is nothing to make durable (the journal does not count).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.resolved.is_empty() && self.intents.is_empty()
+    }
+}
+
+impl Store {
+    /// Writes a window in one transaction (not flushed: [`Store::flush_now`] makes it durable).
+    /// Confirmations go first, new intents last: an intent recorded after an object's earlier
+    /// operation was confirmed is never cleared by that confirmation.
+    pub fn write_window(&self, w: &Window) -> Result<(), StateError> {
+        if let Err(e) = self.journal_all(&w.journal) {
+            tracing::warn!(error = %e, "cannot write the operations journal");
+        }
+        if w.is_empty() {
+            return Ok(());
+        }
+        let res: Result<(), TransactionError<()>> =
+            (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
+                for c in &w.changes {
+                    match c {
+                        StateChange::PutUser(k, r) => {
+                            u.insert(k.as_bytes(), encode(r))?;
+                        }
+                        StateChange::RemoveUser(k) => {
+                            u.remove(k.as_bytes())?;
+                        }
+                        StateChange::PutGroup(k, r) => {
+                            g.insert(k.as_bytes(), encode(r))?;
+                        }
+                        StateChange::RemoveGroup(k) => {
+                            g.remove(k.as_bytes())?;
+                        }
+                    }
+                }
+                for k in &w.resolved {
+                    e.remove(k.as_bytes())?;
+                    i.remove(k.as_bytes())?;
+                }
+                for (k, intent) in &w.intents {
+                    i.insert(k.as_bytes(), encode(intent))?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| self.io(format!("{e:?}")))
+    }
+}
