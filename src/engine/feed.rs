@@ -23,6 +23,7 @@ use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
 use crate::source::syncrepl::{EntryState, SyncInfo};
+use crate::state::records::Snapshot;
 use crate::state::{Mirror, StateError, Store};
 
 /// Where each mirror entry keeps the identity its change feed knows it by (the Sync State
@@ -85,8 +86,11 @@ pub(crate) struct Feed {
     mapper: Mapper,
     fingerprint: String,
     mirror: Mirror,
-    /// The mirror as stored, to write only what differs.
-    saved: Mirror,
+    /// Keys whose mirror entry changed since the last save, per scope: what the next save
+    /// writes (or removes). No second copy of the mirror is kept to compare against.
+    unsaved: [BTreeSet<Key>; 2],
+    /// The records the last pass ended with, and the store's records generation then.
+    records: Option<(u64, Snapshot)>,
     /// (scope, entryUUID) -> the entry's key in that scope's mirror. Per scope: a delete in
     /// one search means "no longer in this search's results", nothing about the other.
     index: HashMap<(FeedScope, Vec<u8>), Key>,
@@ -181,23 +185,25 @@ impl Feed {
         let fingerprint = super::fingerprint(cfg, &format!("{kind:?}/v2"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
-        let (mirror, cookies) = match usable {
+        let (mirror, cookies, unsaved) = match usable {
             Some(c) => {
                 let decode = |s: &Option<String>| s.as_deref().and_then(|h| hex::decode(h).ok());
                 (
                     store.mirror()?,
                     [decode(&c.cookies[0]), decode(&c.cookies[1])],
+                    Default::default(),
                 )
             }
-            None => (Mirror::default(), [None, None]),
+            // Made for another server or configuration: what is stored goes at the next save.
+            None => (Mirror::default(), [None, None], store.mirror_keys()?),
         };
-        let saved = store.mirror()?;
         let mut feed = Feed {
             kind,
             mapper,
             fingerprint,
             mirror,
-            saved,
+            unsaved,
+            records: None,
             index: HashMap::new(),
             cookies,
             refresh: Default::default(),
@@ -325,6 +331,7 @@ impl Feed {
                 self.renames.group_gone(&key);
             }
             if self.map_of(scope).remove(&key).is_some() {
+                self.unsaved[scope.index()].insert(key.clone());
                 self.dirty = true;
                 self.changed_at.entry(key).or_insert_with(SystemTime::now);
             }
@@ -364,6 +371,7 @@ impl Feed {
         }
         for k in unindexed {
             self.map_of(scope).remove(&k);
+            self.unsaved[scope.index()].insert(k);
             self.dirty = true;
         }
     }
@@ -453,6 +461,7 @@ impl Feed {
             }
             if old_key != key {
                 self.map_of(scope).remove(&old_key);
+                self.unsaved[scope.index()].insert(old_key.clone());
                 if scope == FeedScope::Groups {
                     self.renames.group_gone(&old_key);
                 }
@@ -475,6 +484,7 @@ impl Feed {
                     .unwrap_or_else(SystemTime::now)
             });
             map.insert(key.clone(), e);
+            self.unsaved[scope.index()].insert(key.clone());
             self.dirty = true;
             if let Some(at) = at {
                 self.changed_at.entry(key).or_insert(at);
@@ -568,6 +578,7 @@ impl Feed {
                 groups = changed.len(),
                 "member values follow renamed entries"
             );
+            self.unsaved[FeedScope::Groups.index()].extend(changed);
             self.dirty = true;
         }
     }
@@ -621,6 +632,19 @@ impl Feed {
         builder.finish(known_users)
     }
 
+    /// The records the last pass ended with, if the store has not written any since
+    /// (`generation`): the next pass starts from them instead of decoding the store.
+    pub(crate) fn take_records(&mut self, generation: u64) -> Option<Snapshot> {
+        match self.records.take() {
+            Some((g, r)) if g == generation => Some(r),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn keep_records(&mut self, generation: u64, records: Snapshot) {
+        self.records = Some((generation, records));
+    }
+
     /// When each object with an unpushed change changed.
     pub(crate) fn changed_at(&self) -> &BTreeMap<Key, SystemTime> {
         &self.changed_at
@@ -635,9 +659,9 @@ impl Feed {
             cookies: [hexed(&self.cookies[0]), hexed(&self.cookies[1])],
         };
         store
-            .save_feed(&self.mirror, &self.saved, &checkpoint)
+            .save_feed(&self.mirror, &self.unsaved, &checkpoint)
             .await?;
-        self.saved = self.mirror.clone();
+        self.unsaved = Default::default();
         self.changed_at.clear();
         self.dirty = false;
         Ok(())

@@ -365,7 +365,15 @@ async fn run_inner<T: Target>(
     } = mode;
     // The records describe one target: refuse to apply them to another (its ids would be
     // meaningless there), unless there are none yet or a resync is about to rebuild them.
-    let mut records = store.snapshot()?;
+    // The service keeps the records of its last pass, as long as nothing else wrote them.
+    let kept = match input {
+        Input::Feed(feed) => feed.take_records(store.records_generation()),
+        Input::Directory | Input::Notified(_) => None,
+    };
+    let mut records = match kept {
+        Some(r) => r,
+        None => store.snapshot()?,
+    };
     let configured = target.describe();
     let stored = store.target_identity()?;
     let has_records = !records.users.is_empty() || !records.groups.is_empty();
@@ -553,6 +561,7 @@ async fn run_inner<T: Target>(
     };
     let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
     exec.summary.census = Some(crate::status::Census::of(&exec.records));
+    let records = std::mem::take(&mut exec.records);
     sent?;
     store.prune_errors(run).await?;
     store.prune_intents(run).await?;
@@ -567,6 +576,7 @@ async fn run_inner<T: Target>(
     }
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
+        feed.keep_records(store.records_generation(), records);
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! always built from the whole mirror. The mirror describes the directory, not the target, so it
 //! may move forward as soon as a read is complete: what was pushed is kept apart, in the records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -78,11 +78,47 @@ impl Store {
     pub async fn save_feed<T: Serialize>(
         &self,
         m: &Mirror,
-        saved: &Mirror,
+        unsaved: &[BTreeSet<Key>; 2],
         checkpoint: &T,
     ) -> Result<(), StateError> {
-        self.save_mirror_with(m, Some(saved), "feed_checkpoint", encode(checkpoint))
-            .await
+        // Encoded before the transaction (which may run its closure more than once).
+        let writes =
+            |keys: &BTreeSet<Key>, map: &BTreeMap<Key, RawEntry>| -> Vec<(Key, Option<Vec<u8>>)> {
+                keys.iter()
+                    .map(|k| (k.clone(), map.get(k).map(encode)))
+                    .collect()
+            };
+        let users = writes(&unsaved[0], &m.users);
+        let groups = writes(&unsaved[1], &m.groups);
+        let meta_value = encode(checkpoint);
+        let res: Result<(), TransactionError<()>> =
+            (&self.mirror_users, &self.mirror_groups, &self.meta).transaction(|(u, g, meta)| {
+                for (tree, list) in [(u, &users), (g, &groups)] {
+                    for (k, v) in list {
+                        match v {
+                            Some(v) => tree.insert(k.as_bytes(), v.clone())?,
+                            None => tree.remove(k.as_bytes())?,
+                        };
+                    }
+                }
+                meta.insert("feed_checkpoint", meta_value.clone())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| self.io(format!("{e:?}")))?;
+        self.flush().await
+    }
+
+    /// The keys the stored mirror holds, users then groups.
+    pub fn mirror_keys(&self) -> Result<[BTreeSet<Key>; 2], StateError> {
+        let keys = |tree: &sled::Tree| -> Result<BTreeSet<Key>, StateError> {
+            let mut out = BTreeSet::new();
+            for k in tree.iter().keys() {
+                let k = k.map_err(|e| self.io(e))?;
+                out.insert(String::from_utf8_lossy(&k).into_owned());
+            }
+            Ok(out)
+        };
+        Ok([keys(&self.mirror_users)?, keys(&self.mirror_groups)?])
     }
 
     async fn save_mirror_with(

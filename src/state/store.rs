@@ -99,6 +99,9 @@ pub struct Store {
     pub(super) mirror_groups: sled::Tree,
     pub(super) journal: sled::Tree,
     intents: sled::Tree,
+    /// Counts the writes to the records, so a copy of them kept in memory between the passes
+    /// of the service can tell whether it is still what the store holds.
+    pub(super) records_generation: std::sync::atomic::AtomicU64,
 }
 
 /// A write about to be sent: recorded (and flushed) before the request, removed with the
@@ -174,6 +177,7 @@ impl Store {
             mirror_groups: tree("mirror_groups")?,
             journal: tree("journal")?,
             intents: tree("intents")?,
+            records_generation: Default::default(),
             path: path.to_path_buf(),
             db,
         };
@@ -243,6 +247,7 @@ impl Store {
 
     /// Replaces every record at once (a resync rebuilds the records from the target).
     pub async fn replace_all(&self, s: &Snapshot) -> Result<(), StateError> {
+        self.records_written();
         // A transaction cannot iterate (and iterating the tree inside one blocks), so the keys
         // to drop are listed first.
         let stale = |tree: &sled::Tree,
@@ -277,6 +282,17 @@ impl Store {
             });
         res.map_err(|e| self.io(format!("{e:?}")))?;
         self.flush().await
+    }
+
+    /// How many times the records were written since the store was opened.
+    pub fn records_generation(&self) -> u64 {
+        self.records_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(super) fn records_written(&self) {
+        self.records_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The store's folder.

@@ -679,3 +679,25 @@ async fn a_swap_read_again_entry_by_entry_is_still_a_swap() {
         assert_eq!(members_of(&mut g, 11), vec!["u2"], "order {order:?}");
     }
 }
+
+#[test]
+fn the_records_a_pass_kept_are_used_only_while_the_store_has_not_written_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let mut feed = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    let mut records = crate::state::records::Snapshot::default();
+    records.groups.insert(
+        "g".into(),
+        crate::state::records::GroupRecord {
+            target_id: "id-g".into(),
+            display_name: "g".into(),
+            members: Default::default(),
+            origin: crate::state::records::Origin::Created,
+        },
+    );
+    feed.keep_records(7, records.clone());
+    assert_eq!(feed.take_records(8), None, "written since: read again");
+    assert_eq!(feed.take_records(7), None, "taken once");
+    feed.keep_records(7, records.clone());
+    assert_eq!(feed.take_records(7), Some(records));
+}

@@ -210,3 +210,39 @@ async fn an_intent_lives_until_its_confirmation_or_a_later_run_prunes_it() {
     store.prune_intents(2).await.unwrap();
     assert!(store.intents().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn every_write_of_the_records_moves_their_generation_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let g0 = store.records_generation();
+    // Intents, errors and the journal are not the records.
+    let mut w = super::Window::default();
+    w.intents.push((
+        "k1".to_string(),
+        Intent {
+            operation: "create_user".into(),
+            label: "alice".into(),
+            run: 1,
+            at: "t".into(),
+        },
+    ));
+    store.write_window(&w).unwrap();
+    store.note_error(error("k1", 1)).unwrap();
+    assert_eq!(store.records_generation(), g0);
+    let mut w = super::Window::default();
+    w.changes
+        .push(StateChange::PutUser("k1".into(), rec("id-1")));
+    w.resolved.push("k1".into());
+    store.write_window(&w).unwrap();
+    let g1 = store.records_generation();
+    assert!(g1 > g0);
+    store
+        .commit(&[StateChange::RemoveUser("k1".into())], None)
+        .await
+        .unwrap();
+    let g2 = store.records_generation();
+    assert!(g2 > g1);
+    store.replace_all(&Snapshot::default()).await.unwrap();
+    assert!(store.records_generation() > g2);
+}

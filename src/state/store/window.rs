@@ -42,6 +42,9 @@ impl Store {
         if w.is_empty() {
             return Ok(());
         }
+        if !w.changes.is_empty() {
+            self.records_written();
+        }
         let res: Result<(), TransactionError<()>> =
             (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
                 for c in &w.changes {
