@@ -115,6 +115,17 @@ impl<T: Target> Executor<'_, T> {
         Ok(Some((req, None)))
     }
 
+    /// Drops the intent of an operation that was not carried out (answered with an error, or
+    /// never sent). An intent an earlier run left (a crash, a lost answer) stays: that run's
+    /// request may have been carried out, so the object is looked up again next time, whatever
+    /// this run's request came to; only a confirmation clears it.
+    pub(super) fn forget_intent(&self, key: &Key) -> Result<(), crate::state::StateError> {
+        if self.interrupted.contains_key(key) {
+            return Ok(());
+        }
+        self.store.clear_intent(key)
+    }
+
     /// For a create that an earlier run started and never saw confirmed: the object, if the
     /// target has one with this key as its externalId (found even if its name changed since).
     async fn look_up_interrupted(
@@ -170,7 +181,7 @@ impl<T: Target> Executor<'_, T> {
             Err(e) => {
                 // Answered with an error: not carried out. A lost answer stays an intent.
                 if !matches!(e.kind, crate::target::TargetErrorKind::Lost(_)) {
-                    self.store.clear_intent(req.key())?;
+                    self.forget_intent(req.key())?;
                 }
                 self.summary.errors += 1;
                 tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
@@ -192,7 +203,7 @@ impl<T: Target> Executor<'_, T> {
             self.records.apply(&drop);
             self.window.changes.push(drop);
         } else if let Some(owner) = owner {
-            self.store.clear_intent(req.key())?;
+            self.forget_intent(req.key())?;
             self.summary.deferred += 1;
             let why = format!(
                 "the object found on the target by name is this gateway's for {owner}: not adopted; created in a later pass"

@@ -147,11 +147,11 @@ impl<'a, T: Target> Executor<'a, T> {
                         flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
                     }
                     Err(e) => {
-                        // Nothing of this window is sent.
+                        // Nothing of this window was written (one transaction) and nothing of
+                        // it is sent; its confirmations are tried again by the last write.
                         stop.get_or_insert(e.into());
-                        for (_, req) in std::mem::take(&mut open.send) {
-                            let _ = store.clear_intent(req.key());
-                        }
+                        self.window = window;
+                        open.send.clear();
                     }
                 }
             }
@@ -191,7 +191,11 @@ impl<'a, T: Target> Executor<'a, T> {
                                 release(&mut busy, &durable.release);
                             }
                             Err(e) => {
+                                // Written, maybe not on disk: never sent, so not kept.
                                 stop.get_or_insert(e.into());
+                                for (_, req) in &durable.send {
+                                    let _ = self.forget_intent(req.key());
+                                }
                             }
                         }
                     }
@@ -208,11 +212,13 @@ impl<'a, T: Target> Executor<'a, T> {
                 }
             }
         }
-        // Stopped: what was prepared but never sent leaves no intent behind.
+        // Stopped: what was prepared but never sent leaves no intent behind (but one an
+        // earlier run left: see `forget_intent`).
         for (_, req) in ready.drain(..) {
-            let _ = store.clear_intent(req.key());
+            let _ = self.forget_intent(req.key());
         }
-        // The open window's intents are those of operations never sent.
+        // The open window's intents are those of operations never sent (the intents an
+        // earlier run left are on disk already).
         let mut window = std::mem::take(&mut self.window);
         window.intents.clear();
         let written = store.write_window(&window);

@@ -370,3 +370,51 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
     assert_eq!(sent.len(), ops.len(), "each operation sent once");
     assert_eq!(summary.errors + summary.deferred, 0);
 }
+
+#[tokio::test]
+async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_does_not() {
+    for earlier in [false, true] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let target = Busy::default();
+        let desired = DesiredState::default();
+        let mut summary = Summary::default();
+        let mut interrupted = BTreeMap::new();
+        if earlier {
+            // A crash after "a"'s create was sent: it may have been carried out.
+            interrupted.insert(
+                "a".to_string(),
+                crate::state::Intent {
+                    operation: "create_user".into(),
+                    label: "a".into(),
+                    run: 1,
+                    at: "t".into(),
+                },
+            );
+        }
+        let mut exec = Executor {
+            store: &store,
+            target: &target,
+            records: Snapshot::default(),
+            desired: &desired,
+            summary: &mut summary,
+            run: 2,
+            changed_at: BTreeMap::new(),
+            changed_since: None,
+            waiting: BTreeMap::new(),
+            interrupted,
+            window: Default::default(),
+        };
+        // "a" is answered with an error (no answer, the target reachable): not carried out.
+        exec.run_all(vec![create("a")], 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let intents = store.intents().unwrap_or_default();
+        assert_eq!(
+            intents.contains_key("a"),
+            earlier,
+            "earlier: {earlier}: {intents:?}"
+        );
+    }
+}

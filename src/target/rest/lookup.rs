@@ -57,6 +57,8 @@ impl RestClient {
             self.taken.with(|t| t.set_users(names));
         }
         if self.has(Event::ListGroups) && worth(groups, Event::FindGroup) {
+            // Listed now, not taken from a listing an earlier pass kept.
+            self.forget_index().await;
             let names: Vec<String> = self
                 .group_index()
                 .await?
