@@ -194,15 +194,17 @@ pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -
 /// Orders user creations so that a manager is created before the people who report to it; a
 /// user whose manager cannot come first (a reporting cycle) gets its manager in a follow-up
 /// update once everyone exists.
-fn order_creates(to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operation>) {
-    let mut placed: BTreeSet<Key> = BTreeSet::new();
-    let mut creates = Vec::new();
+fn order_creates(mut to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operation>) {
+    // Each user moves from `to_create` into its operation once placed (no second copy of every
+    // user at once): "still in `to_create`" means "not placed yet".
+    let starts: Vec<&Key> = to_create.keys().copied().collect();
+    let mut creates = Vec::with_capacity(starts.len());
     let mut follow_ups = Vec::new();
-    for start in to_create.keys() {
+    for start in starts {
         let mut path: Vec<&Key> = Vec::new();
-        let mut cur = Some(*start);
+        let mut cur = Some(start);
         while let Some(k) = cur {
-            if placed.contains(k) || path.contains(&k) {
+            if path.contains(&k) {
                 break;
             }
             let Some(u) = to_create.get(k) else { break };
@@ -213,18 +215,14 @@ fn order_creates(to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operat
                 .and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
         }
         for k in path.into_iter().rev() {
-            let Some(u) = to_create.get(k) else { continue };
-            let manager_later = u
-                .manager
-                .as_ref()
-                .map(|m| to_create.contains_key(m) && !placed.contains(m))
-                .unwrap_or(false);
-            placed.insert(k.clone());
-            creates.push(Operation::CreateUser {
-                key: k.clone(),
-                user_name: u.user_name.clone(),
-                user: u.clone(),
-            });
+            // Not placed yet: still in `to_create` (the user itself included, before it moves).
+            let manager_later = to_create
+                .get(k)
+                .and_then(|u| u.manager.as_ref())
+                .is_some_and(|m| to_create.contains_key(m));
+            let Some(u) = to_create.remove(k) else {
+                continue;
+            };
             if manager_later {
                 follow_ups.push(Operation::UpdateUser {
                     key: k.clone(),
@@ -236,6 +234,11 @@ fn order_creates(to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operat
                     desired: u.clone(),
                 });
             }
+            creates.push(Operation::CreateUser {
+                key: k.clone(),
+                user_name: u.user_name.clone(),
+                user: u,
+            });
         }
     }
     (creates, follow_ups)

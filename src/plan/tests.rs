@@ -383,3 +383,69 @@ proptest! {
         }
     }
 }
+
+/// The order of creates as it was computed before users moved into their operations (kept to
+/// prove the leaner version orders exactly the same).
+fn reference_order(to_create: &BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operation>) {
+    let mut placed: BTreeSet<Key> = BTreeSet::new();
+    let mut creates = Vec::new();
+    let mut follow_ups = Vec::new();
+    for start in to_create.keys() {
+        let mut path: Vec<&Key> = Vec::new();
+        let mut cur = Some(*start);
+        while let Some(k) = cur {
+            if placed.contains(k) || path.contains(&k) {
+                break;
+            }
+            let Some(u) = to_create.get(k) else { break };
+            path.push(k);
+            cur = u
+                .manager
+                .as_ref()
+                .and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
+        }
+        for k in path.into_iter().rev() {
+            let Some(u) = to_create.get(k) else { continue };
+            let manager_later = u
+                .manager
+                .as_ref()
+                .map(|m| to_create.contains_key(m) && !placed.contains(m))
+                .unwrap_or(false);
+            placed.insert(k.clone());
+            creates.push(Operation::CreateUser {
+                key: k.clone(),
+                user_name: u.user_name.clone(),
+                user: u.clone(),
+            });
+            if manager_later {
+                follow_ups.push(Operation::UpdateUser {
+                    key: k.clone(),
+                    user_name: u.user_name.clone(),
+                    changes: vec![crate::model::FieldChange {
+                        field: UserField::Manager,
+                        value: FieldValue::Text(u.manager.clone()),
+                    }],
+                    desired: u.clone(),
+                });
+            }
+        }
+    }
+    (creates, follow_ups)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Managers in chains, cycles and trees, with managers outside the creates: the same
+    /// operations in the same order as the reference.
+    #[test]
+    fn creates_are_ordered_as_the_reference_orders_them(
+        users in proptest::collection::btree_map(0..12usize, arb_user(12), 0..12)
+    ) {
+        let keys: BTreeMap<usize, Key> = users.keys().map(|k| (*k, format!("u{k}"))).collect();
+        let to_create: BTreeMap<&Key, User> =
+            users.iter().map(|(k, u)| (&keys[k], u.clone())).collect();
+        let want = reference_order(&to_create);
+        prop_assert_eq!(order_creates(to_create), want);
+    }
+}
