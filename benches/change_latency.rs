@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ldap3::{LdapConnAsync, Mod};
+use ldap3::Mod;
 use serde_json::json;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -75,21 +75,9 @@ fn baseline(env: &Env, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// A bound LDAP connection to the test slapd.
-async fn bind(url: &str) -> ldap3::Ldap {
-    let (conn, mut ldap) = LdapConnAsync::new(url).await.unwrap();
-    ldap3::drive!(conn);
-    ldap.simple_bind(ADMIN_DN, ADMIN_PW)
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    ldap
-}
-
 /// Milliseconds from each LDAP modify to the target showing it, one change at a time.
 fn follow(env: &Env, rt: &tokio::runtime::Runtime, n: usize, tag: &str) -> Vec<f64> {
-    let mut ldap = rt.block_on(bind(&env.slapd.url()));
+    let mut ldap = rt.block_on(bind_admin(&env.slapd.url()));
     let id = id_of(env, "bob");
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -123,7 +111,7 @@ fn burst(env: &Env, rt: &tokio::runtime::Runtime, n: usize) -> f64 {
     let id = id_of(env, "alice");
     let t = Instant::now();
     rt.block_on(async {
-        let mut ldap = bind(&url).await;
+        let mut ldap = bind_admin(&url).await;
         for i in 0..n {
             ldap.modify(
                 "uid=alice,ou=people,dc=example,dc=org",

@@ -183,18 +183,6 @@ fn dir_bytes(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A bound LDAP connection to the bench's slapd.
-async fn bind(url: &str) -> ldap3::Ldap {
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
-    ldap3::drive!(conn);
-    ldap.simple_bind(ADMIN_DN, ADMIN_PW)
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    ldap
-}
-
 /// CPU seconds a process has used (user + system), from /proc.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -270,7 +258,7 @@ fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
     let pid = child.id();
     let mut child = Guard(child);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut ldap = rt.block_on(bind(&slapd.url()));
+    let mut ldap = rt.block_on(bind_admin(&slapd.url()));
     let mut modify = |i: usize, title: &str| {
         rt.block_on(ldap.modify(
             &format!("uid=u{i:06},ou=people,dc=example,dc=org"),

@@ -60,16 +60,7 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
         "the sync was too quick to be killed mid-way ({kills} kills)"
     );
     // Restarted: it completes (bounded).
-    let mut last = None;
-    for _ in 0..3 {
-        let r = env.run(&["sync"]);
-        let done = r.code == 0;
-        last = Some(r);
-        if done {
-            break;
-        }
-    }
-    let last = last.unwrap();
+    let last = until_ok(3, || env.run(&["sync"]));
     assert_eq!(last.code, 0, "{last:?}");
 
     let users = env.scim.users();

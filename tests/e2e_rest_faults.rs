@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::faults::{self, FaultProxy};
 use common::rest::{RestAuth, RestEnv, CLIENT_ID};
-use common::Run;
+use common::{until_ok, Run};
 
 fn populate(env: &RestEnv, users: usize, groups: usize, prefix: &str) {
     let mut ldif = String::new();
@@ -151,16 +151,7 @@ fn kill_9_during_a_2000_user_rest_sync_then_a_restart_duplicates_nothing() {
         kills >= 3,
         "the sync was too quick to be killed mid-way ({kills} kills)"
     );
-    let mut last = None;
-    for _ in 0..3 {
-        let r = env.run(&["sync"]);
-        let done = r.code == 0;
-        last = Some(r);
-        if done {
-            break;
-        }
-    }
-    let last = last.unwrap();
+    let last = until_ok(3, || env.run(&["sync"]));
     assert_eq!(last.code, 0, "{last:?}");
     assert_target_equals_directory(&env, USERS, GROUPS, "c");
     let r = env.run(&["plan", "--json"]);

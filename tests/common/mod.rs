@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -706,26 +707,42 @@ impl Scim {
 
     /// userNames of a group's members, sorted.
     pub fn member_names(&self, group: &str) -> Vec<String> {
+        self.members_by_group()
+            .remove(group)
+            .unwrap_or_else(|| panic!("no group {group} on the SCIM server"))
+    }
+
+    /// Every group's members as sorted userNames (a member that names no user as
+    /// `<dangling id>`), from one listing of each resource type.
+    pub fn members_by_group(&self) -> BTreeMap<String, Vec<String>> {
         let users = self.users();
-        let g = self
-            .group(group)
-            .unwrap_or_else(|| panic!("no group {group} on the SCIM server"));
-        let mut names: Vec<String> = g["members"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let names: std::collections::HashMap<&str, &str> = users
             .iter()
-            .map(|m| {
-                let id = m["value"].as_str().unwrap();
-                users
-                    .iter()
-                    .find(|u| u["id"] == id)
-                    .map(|u| u["userName"].as_str().unwrap().to_string())
-                    .unwrap_or_else(|| format!("<dangling {id}>"))
-            })
+            .filter_map(|u| Some((u["id"].as_str()?, u["userName"].as_str()?)))
             .collect();
-        names.sort();
-        names
+        self.groups()
+            .iter()
+            .map(|g| {
+                let mut members: Vec<String> = g["members"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| {
+                        let id = m["value"].as_str().unwrap_or_default();
+                        names
+                            .get(id)
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| format!("<dangling {id}>"))
+                    })
+                    .collect();
+                members.sort();
+                (
+                    g["displayName"].as_str().unwrap_or_default().to_string(),
+                    members,
+                )
+            })
+            .collect()
     }
 
     /// `meta.version` of every resource: unchanged versions prove nothing was written. A server
@@ -950,6 +967,31 @@ impl Gateway {
         assert_eq!(r.code, 0, "{r:?}");
         r
     }
+}
+
+/// Runs `run` until it exits 0, `attempts` times at most (after a crash a run may need another
+/// to complete); the last run.
+pub fn until_ok(attempts: usize, mut run: impl FnMut() -> Run) -> Run {
+    let mut last = run();
+    for _ in 1..attempts {
+        if last.code == 0 {
+            break;
+        }
+        last = run();
+    }
+    last
+}
+
+/// An LDAP connection to the test slapd, bound as its administrator.
+pub async fn bind_admin(url: &str) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(ADMIN_DN, ADMIN_PW)
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
 }
 
 /// A test environment: slapd with the base fixture, a SCIM server, and a config for dirbridge.
