@@ -265,7 +265,11 @@ impl ScimClient {
                 t.set_users(names)
             }
         });
-        self.set_index(resource, listed.index).await;
+        // A provider that cannot filter looks names up in this same listing; one that can
+        // needs no index kept (and none grown by every create).
+        if !self.filter_usable(resource, attr) {
+            self.set_index(resource, listed.index).await;
+        }
         Ok(())
     }
 
