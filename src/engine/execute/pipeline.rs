@@ -102,6 +102,11 @@ impl<'a, T: Target> Executor<'a, T> {
                     break;
                 }
                 let Some(op) = queue.pop_front() else { break };
+                // The queue gives back what it no longer needs: a first sync's records grow
+                // while its operations are sent, and both at full size would be the peak.
+                if queue.capacity() > 4 * queue.len() + 1024 {
+                    queue.shrink_to_fit();
+                }
                 match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
                     Ok(Some((req, Some(found)))) => {
                         // Settled by a look-up, nothing to send.
