@@ -44,15 +44,11 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
     .iter()
     .enumerate()
     {
-        let mut child = env.spawn(&["sync"]);
-        std::thread::sleep(Duration::from_millis(*ms));
-        if child.try_wait().unwrap().is_some() {
+        if !kill_9_after(env.spawn(&["sync"]), Duration::from_millis(*ms)) {
             // Finished before the kill: the rest of the points have nothing left to hit.
             eprintln!("sync finished before kill point {k} ({ms} ms)");
             break;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
         kills += 1;
     }
     assert!(

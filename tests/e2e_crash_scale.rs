@@ -87,13 +87,9 @@ fn kill_9_at_random_points_of_a_20000_user_first_sync_loses_and_duplicates_nothi
     for _ in 0..KILLS {
         // Anywhere from the read of the directory to well into the creates.
         let ms = 300 + next(&mut seed) % 6000;
-        let mut child = env.spawn(&["sync"]);
-        std::thread::sleep(Duration::from_millis(ms));
-        if child.try_wait().unwrap().is_some() {
+        if !kill_9_after(env.spawn(&["sync"]), Duration::from_millis(ms)) {
             break;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
         kills += 1;
     }
     assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::faults::{self, FaultProxy};
 use common::rest::{RestAuth, RestEnv, CLIENT_ID};
-use common::{until_ok, Run};
+use common::{kill_9_after, until_ok, Run};
 
 fn populate(env: &RestEnv, users: usize, groups: usize, prefix: &str) {
     let mut ldif = String::new();
@@ -137,14 +137,10 @@ fn kill_9_during_a_2000_user_rest_sync_then_a_restart_duplicates_nothing() {
     populate(&env, USERS, GROUPS, "c");
     let mut kills = 0;
     for ms in [300u64, 800, 1500, 2500, 4000, 6000, 9000, 13000] {
-        let mut child = env.spawn(&["sync"]);
-        std::thread::sleep(Duration::from_millis(ms));
-        if child.try_wait().unwrap().is_some() {
+        if !kill_9_after(env.spawn(&["sync"]), Duration::from_millis(ms)) {
             eprintln!("sync finished before the kill at {ms} ms");
             break;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
         kills += 1;
     }
     assert!(

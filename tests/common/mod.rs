@@ -982,6 +982,18 @@ pub fn until_ok(attempts: usize, mut run: impl FnMut() -> Run) -> Run {
     last
 }
 
+/// `kill -9` of a gateway process `after` it started, unless it has ended by then: whether it
+/// was killed (waited for either way).
+pub fn kill_9_after(mut child: Child, after: Duration) -> bool {
+    std::thread::sleep(after);
+    if child.try_wait().unwrap().is_some() {
+        return false;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    true
+}
+
 /// An LDAP connection to the test slapd, bound as its administrator.
 pub async fn bind_admin(url: &str) -> ldap3::Ldap {
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
