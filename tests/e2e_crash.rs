@@ -59,24 +59,20 @@ fn kill_9_at_many_points_then_a_restart_loses_and_duplicates_nothing() {
     let last = until_ok(3, || env.run(&["sync"]));
     assert_eq!(last.code, 0, "{last:?}");
 
-    let users = env.scim.users();
-    let names: Vec<String> = users
-        .iter()
-        .map(|u| u["userName"].as_str().unwrap().to_string())
-        .collect();
-    let unique: BTreeSet<&String> = names.iter().collect();
-    assert_eq!(names.len(), unique.len(), "duplicates after {kills} kills");
-    assert_eq!(names.len(), USERS + 3, "missing users after {kills} kills");
-    let groups = env.scim.groups();
-    assert_eq!(groups.len(), GROUPS + 2, "duplicate or missing groups");
+    env.scim
+        .assert_users_once(USERS + 3, &format!("after {kills} kills"));
+    let members = env.scim.members_by_group();
+    assert_eq!(members.len(), GROUPS + 2, "duplicate or missing groups");
     for g in 0..GROUPS {
-        let mut got = env.scim.member_names(&format!("crew{g}"));
-        got.sort();
         let want: Vec<String> = (g..USERS)
             .step_by(GROUPS)
             .map(|i| format!("c{i:04}"))
             .collect();
-        assert_eq!(got, want, "members of crew{g} after {kills} kills");
+        assert_eq!(
+            members.get(&format!("crew{g}")),
+            Some(&want),
+            "members of crew{g} after {kills} kills"
+        );
     }
     // And the records agree: nothing left to do.
     let r = env.run(&["plan", "--json"]);

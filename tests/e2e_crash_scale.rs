@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -104,14 +103,8 @@ fn kill_9_at_random_points_of_a_20000_user_first_sync_loses_and_duplicates_nothi
         started.elapsed().as_secs_f64()
     );
 
-    let users = env.scim.users();
-    let names: Vec<String> = users
-        .iter()
-        .map(|u| u["userName"].as_str().unwrap().to_string())
-        .collect();
-    let unique: BTreeSet<&String> = names.iter().collect();
-    assert_eq!(names.len(), unique.len(), "seed {first_seed}: duplicates");
-    assert_eq!(names.len(), USERS + 3, "seed {first_seed}: missing users");
+    env.scim
+        .assert_users_once(USERS + 3, &format!("(seed {first_seed})"));
     let members = env.scim.members_by_group();
     assert_eq!(members.len(), GROUPS + 2, "seed {first_seed}: groups");
     for g in 0..GROUPS {

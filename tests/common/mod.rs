@@ -705,6 +705,18 @@ impl Scim {
         self.groups().into_iter().find(|g| g["displayName"] == name)
     }
 
+    /// Asserts that the server holds `expected` users, no userName twice (`context` says when).
+    pub fn assert_users_once(&self, expected: usize, context: &str) {
+        let names: Vec<String> = self
+            .users()
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(names.len(), unique.len(), "duplicates {context}");
+        assert_eq!(names.len(), expected, "missing users {context}");
+    }
+
     /// userNames of a group's members, sorted.
     pub fn member_names(&self, group: &str) -> Vec<String> {
         self.members_by_group()
