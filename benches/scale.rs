@@ -247,10 +247,25 @@ fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
     )
     .unwrap();
     let log = std::fs::File::create(config.with_file_name("run.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_dirbridge"))
+    // BENCH_RUN_LOG=<file>: `run` logs at info level, copied there at the end (one file per
+    // size, `{n}` replaced by the size).
+    let keep_log = std::env::var("BENCH_RUN_LOG").ok();
+    let level = if keep_log.is_some() { "info" } else { "warn" };
+    // BENCH_RUN_WRAP: `run` started under this command (e.g. `heaptrack -o /tmp/ht-{n}`).
+    let mut cmd = match std::env::var("BENCH_RUN_WRAP") {
+        Ok(wrap) => {
+            let wrap = wrap.replace("{n}", &n.to_string());
+            let mut parts = wrap.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(env!("CARGO_BIN_EXE_dirbridge"));
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_dirbridge")),
+    };
+    let child = cmd
         .arg("--config")
         .arg(&run_config)
-        .args(["--log-level", "warn", "run"])
+        .args(["--log-level", level, "run"])
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -279,7 +294,32 @@ fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
         "run did not push the first change: {}",
         std::fs::read_to_string(config.with_file_name("run.log")).unwrap_or_default()
     );
+    // A second one, pushed by the pass after the first: what the first pass does after its
+    // push (saving the whole mirror it refreshed) is over before anything is measured.
+    let warm = mark();
+    modify(1, &warm);
+    assert!(sink::marked(&warm, Duration::from_secs(600)).is_some());
     std::thread::sleep(Duration::from_millis(200));
+    // BENCH_RUN_PERF=<file>: the measured changes profiled (`perf record` attached to `run`).
+    let perf = std::env::var("BENCH_RUN_PERF").ok().map(|to| {
+        Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "1999",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(to.replace("{n}", &n.to_string()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300 * u64::from(perf.is_some())));
     let cpu_before = cpu_secs(pid);
     let mut ms = Vec::with_capacity(changes);
     for k in 0..changes {
@@ -292,8 +332,19 @@ fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cpu = (cpu_secs(pid) - cpu_before) * 1000.0 / changes as f64;
+    if let Some(mut perf) = perf {
+        Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status()
+            .unwrap();
+        perf.wait().unwrap();
+    }
     let rss = peak_rss(pid);
     child.stop();
+    if let Some(to) = keep_log {
+        let from = config.with_file_name("run.log");
+        std::fs::copy(from, to.replace("{n}", &n.to_string())).unwrap();
+    }
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Follow {
         p50: percentile(&ms, 0.5),

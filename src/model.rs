@@ -188,6 +188,36 @@ pub(crate) struct DesiredState {
     pub unresolved_members: usize,
 }
 
+/// The desired state as the plan and the executor read it, one key at a time: a
+/// [`DesiredState`] built by a full read, or the state a change feed keeps between passes
+/// (`mapping::live`).
+pub(crate) trait Desired {
+    /// The user the directory wants under `key` (its manager resolved), unless held or absent.
+    fn user(&self, key: &Key) -> Option<&User>;
+    fn group(&self, key: &Key) -> Option<&Group>;
+    /// True for an entry in the directory that could not be mapped this time.
+    fn held(&self, key: &Key) -> bool;
+    /// The DN a desired object came from, for messages.
+    fn dn(&self, key: &Key) -> Option<&str>;
+    /// Leaves out of a user what the target cannot hold (applied to the copy the plan sends).
+    fn fit(&self, _user: &mut User) {}
+}
+
+impl Desired for DesiredState {
+    fn user(&self, key: &Key) -> Option<&User> {
+        self.users.get(key)
+    }
+    fn group(&self, key: &Key) -> Option<&Group> {
+        self.groups.get(key)
+    }
+    fn held(&self, key: &Key) -> bool {
+        self.held.contains(key)
+    }
+    fn dn(&self, key: &Key) -> Option<&str> {
+        self.dns.get(key).map(String::as_str)
+    }
+}
+
 /// A directory entry that was read but not turned into a user or group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Rejected {

@@ -54,6 +54,48 @@ impl Census {
             memberships: s.groups.values().map(|g| g.members.len()).sum(),
         }
     }
+
+    /// The census after `change` is applied to `s` (before it is): counted by the change, not
+    /// by the whole records.
+    pub(crate) fn follow(
+        &mut self,
+        s: &crate::state::records::Snapshot,
+        change: &crate::state::records::StateChange,
+    ) {
+        use crate::state::records::StateChange;
+        let user = |c: &mut Census, r: &crate::state::records::UserRecord, n: isize| {
+            c.users = c.users.saturating_add_signed(n);
+            if r.pushed.active {
+                c.users_active = c.users_active.saturating_add_signed(n);
+            }
+            if r.origin == Origin::Adopted {
+                c.users_adopted = c.users_adopted.saturating_add_signed(n);
+            }
+        };
+        let group = |c: &mut Census, r: &crate::state::records::GroupRecord, n: isize| {
+            c.groups = c.groups.saturating_add_signed(n);
+            let m = r.members.len() as isize;
+            c.memberships = c.memberships.saturating_add_signed(n * m);
+        };
+        match change {
+            StateChange::PutUser(k, _) | StateChange::RemoveUser(k) => {
+                if let Some(old) = s.users.get(k) {
+                    user(self, old, -1);
+                }
+                if let StateChange::PutUser(_, r) = change {
+                    user(self, r, 1);
+                }
+            }
+            StateChange::PutGroup(k, _) | StateChange::RemoveGroup(k) => {
+                if let Some(old) = s.groups.get(k) {
+                    group(self, old, -1);
+                }
+                if let StateChange::PutGroup(_, r) = change {
+                    group(self, r, 1);
+                }
+            }
+        }
+    }
 }
 
 impl StatusView {

@@ -23,7 +23,6 @@ use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
 use crate::source::syncrepl::{EntryState, SyncInfo};
-use crate::state::records::Snapshot;
 use crate::state::{Mirror, StateError, Store};
 
 /// Where each mirror entry keeps the identity its change feed knows it by (the Sync State
@@ -89,8 +88,8 @@ pub(crate) struct Feed {
     /// Keys whose mirror entry changed since the last save, per scope: what the next save
     /// writes (or removes). No second copy of the mirror is kept to compare against.
     unsaved: [BTreeSet<Key>; 2],
-    /// The records the last pass ended with, and the store's records generation then.
-    records: Option<(u64, Snapshot)>,
+    /// What the last pass ended with (records, desired state), while valid.
+    kept: Option<super::live::Kept>,
     /// (scope, entryUUID) -> the entry's key in that scope's mirror. Per scope: a delete in
     /// one search means "no longer in this search's results", nothing about the other.
     index: HashMap<(FeedScope, Vec<u8>), Key>,
@@ -203,7 +202,7 @@ impl Feed {
             fingerprint,
             mirror,
             unsaved,
-            records: None,
+            kept: None,
             index: HashMap::new(),
             cookies,
             refresh: Default::default(),
@@ -632,17 +631,22 @@ impl Feed {
         builder.finish(known_users)
     }
 
-    /// The records the last pass ended with, if the store has not written any since
-    /// (`generation`): the next pass starts from them instead of decoding the store.
-    pub(crate) fn take_records(&mut self, generation: u64) -> Option<Snapshot> {
-        match self.records.take() {
-            Some((g, r)) if g == generation => Some(r),
-            _ => None,
-        }
+    /// What the last pass ended with, if the store has not written records since
+    /// (`generation`): the next pass starts from it instead of decoding the store and
+    /// mapping the whole mirror.
+    pub(crate) fn take_kept(&mut self, generation: u64) -> Option<super::live::Kept> {
+        self.kept.take().filter(|k| k.generation == generation)
     }
 
-    pub(crate) fn keep_records(&mut self, generation: u64, records: Snapshot) {
-        self.records = Some((generation, records));
+    pub(crate) fn keep(&mut self, kept: super::live::Kept) {
+        self.kept = Some(kept);
+    }
+
+    /// The mirror, and the keys of its entries changed since the last save (users, groups),
+    /// renames applied to the member values first.
+    pub(crate) fn changes(&mut self) -> (&Mirror, &[BTreeSet<Key>; 2]) {
+        self.settle_renames();
+        (&self.mirror, &self.unsaved)
     }
 
     /// When each object with an unpushed change changed.
@@ -675,5 +679,7 @@ pub(crate) use present::check_listed;
 pub(crate) use refetch::refetch;
 pub(crate) mod timestamp;
 
+#[cfg(test)]
+mod pass_tests;
 #[cfg(test)]
 mod tests;

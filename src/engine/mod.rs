@@ -4,6 +4,7 @@
 mod execute;
 pub(crate) mod feed;
 mod incremental;
+pub(crate) mod live;
 mod observe;
 pub(crate) mod preview;
 mod read;
@@ -186,14 +187,19 @@ fn policy(cfg: &Config) -> Policy {
 /// A search that returns nothing where there used to be objects is far more often a broken
 /// filter, base or ACL than a directory emptied on purpose: never act on it.
 fn guard_empty_read(desired: &DesiredState, records: &Snapshot) -> Result<(), EngineError> {
-    if desired.users.is_empty() && desired.held.is_empty() && !records.users.is_empty() {
+    let no_users = desired.users.is_empty() && desired.held.is_empty();
+    guard_empty(no_users, desired.groups.is_empty(), records)
+}
+
+fn guard_empty(no_users: bool, no_groups: bool, records: &Snapshot) -> Result<(), EngineError> {
+    if no_users && !records.users.is_empty() {
         return Err(EngineError::EmptyRead {
             what: "users",
             what_key: "user",
             known: records.users.len(),
         });
     }
-    if desired.groups.is_empty() && !records.groups.is_empty() {
+    if no_groups && !records.groups.is_empty() {
         return Err(EngineError::EmptyRead {
             what: "groups",
             what_key: "group",
@@ -367,12 +373,14 @@ async fn run_inner<T: Target>(
     // meaningless there), unless there are none yet or a resync is about to rebuild them.
     // The service keeps the records of its last pass, as long as nothing else wrote them.
     let kept = match input {
-        Input::Feed(feed) => feed.take_records(store.records_generation()),
+        Input::Feed(feed) => feed.take_kept(store.records_generation()),
         Input::Directory | Input::Notified(_) => None,
     };
-    let mut records = match kept {
-        Some(r) => r,
-        None => store.snapshot()?,
+    // Records read from the store are fitted to the target below; kept ones were, as
+    // `fit_state` says.
+    let (mut records, mut census, mut fitted_as, follow) = match kept {
+        Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),
+        None => (store.snapshot()?, None, None, None),
     };
     let configured = target.describe();
     let stored = store.target_identity()?;
@@ -390,31 +398,34 @@ async fn run_inner<T: Target>(
         target.remember_quirks(&store.quirks()?);
     }
 
-    let known: BTreeSet<Key> = records.users.keys().cloned().collect();
-    let desired = if let Input::Feed(feed) = input {
-        let desired = feed.desired(&known);
+    let mut wanted = if let Input::Feed(feed) = input {
+        let wanted = live::from_feed(feed, follow, &records);
         tracing::info!(
             mode = "feed",
             users = feed.mirror().users.len(),
             groups = feed.mirror().groups.len(),
             changed = feed.changed_at().len(),
-            rejected = desired.rejected.len(),
+            planned = ?wanted.scope_size(),
+            rejected = wanted.rejected().len(),
             "directory changes"
         );
-        guard_empty_read(&desired, &records)?;
-        desired
-    } else if cfg.ldap.incremental {
-        let read = incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
-        log_read(&read.stats, &read.desired);
-        guard_empty_read(&read.desired, &records)?;
-        read.save(store).await?;
-        read.desired
+        wanted
     } else {
-        let (desired, stats) = read_desired(cfg, &known).await?;
-        log_read(&stats, &desired);
-        guard_empty_read(&desired, &records)?;
-        desired
+        let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+        if cfg.ldap.incremental {
+            let read =
+                incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
+            log_read(&read.stats, &read.desired);
+            guard_empty_read(&read.desired, &records)?;
+            read.save(store).await?;
+            live::Wanted::Full(read.desired)
+        } else {
+            let (desired, stats) = read_desired(cfg, &known).await?;
+            log_read(&stats, &desired);
+            live::Wanted::Full(desired)
+        }
     };
+    guard_empty(wanted.no_users(), wanted.no_groups(), &records)?;
 
     // After the directory read (and so its bind): a wrong directory password never reaches the
     // target, and a wrong token is found before anything is planned.
@@ -422,15 +433,32 @@ async fn run_inner<T: Target>(
     if stored.as_deref() != Some(configured.as_str()) {
         store.set_target_identity(&configured).await?;
     }
+    // What the target holds changed since the kept records were fitted (a quirk learned, its
+    // schema read again): they are read again, fitted anew, and every key is planned.
+    if fitted_as.is_some_and(|f| f != target.fit_state()) {
+        tracing::info!(
+            "what the target holds changed: the records are read again and every object compared"
+        );
+        records = store.snapshot()?;
+        (census, fitted_as) = (None, None);
+        if let live::Wanted::Live { scope, .. } = &mut wanted {
+            *scope = None;
+        }
+    }
 
     if kind == RunKind::Resync && !target.can_list() {
         tracing::warn!(
             "the target cannot be read back (no list_users event): this resync cannot see drift made on the target, so it sends what differs from the state store, as a sync does"
         );
     } else if kind == RunKind::Resync {
+        let live::Wanted::Full(desired) = &wanted else {
+            return Err(EngineError::Defect(
+                "a resync planned from a change feed".into(),
+            ));
+        };
         let users = target.list_users().await?;
         let groups = target.list_groups().await?;
-        let seen = observed(&desired, &records, &users, &groups);
+        let seen = observed(desired, &records, &users, &groups);
         tracing::info!(
             target_users = users.len(),
             target_groups = groups.len(),
@@ -454,9 +482,12 @@ async fn run_inner<T: Target>(
         records = seen;
     }
 
-    summary.members_unresolved = desired.unresolved_members as u64;
-    for r in &desired.rejected {
-        summary.rejected += 1;
+    summary.members_unresolved = wanted.unresolved() as u64;
+    // Noted for the objects planned; counted for all (an entry still not synced keeps the
+    // outcome at "errors").
+    let rejected = wanted.rejected();
+    summary.rejected = wanted.rejected_total() as u64;
+    for r in &rejected {
         tracing::warn!(dn = %r.dn, reason = %r.reason, "entry not synced");
         let key = r.key.clone().unwrap_or_else(|| format!("dn:{}", r.dn));
         store.note_error(ObjectError {
@@ -474,15 +505,43 @@ async fn run_inner<T: Target>(
             attempted: None,
         })?;
     }
-    if !desired.rejected.is_empty() {
+    if !rejected.is_empty() {
         store.flush_now().await?;
     }
 
     // What the target cannot hold is neither sent nor compared: left out of both sides (after
     // a resync's read of the target, which is what the records now are).
-    let mut desired = desired;
-    fit(target, &mut desired, &mut records);
-    let ops = plan(&desired, &records, &policy(cfg));
+    let policy = policy(cfg);
+    let fit_state = target.fit_state();
+    // A pass of some keys settles the errors of those keys only; None: of every key.
+    let mut prune_scope: Option<live::Scope> = None;
+    let ops = match &mut wanted {
+        live::Wanted::Full(desired) => {
+            fit(target, desired, &mut records);
+            plan(desired, &records, &policy)
+        }
+        live::Wanted::Live { desired, scope } => {
+            if fitted_as.is_none() {
+                fit(target, &mut DesiredState::default(), &mut records);
+            }
+            let all = scope.is_none();
+            let mut s = scope
+                .take()
+                .unwrap_or_else(|| live::everything(desired, &records));
+            if !all {
+                prune_scope = Some(s.clone());
+            }
+            if !target.holds_groups() {
+                s.groups.clear();
+            }
+            let view = live::Fitted { desired, target };
+            let ops = crate::plan::plan_keys(&view, &records, &policy, &s.users, &s.groups);
+            *scope = Some(s);
+            ops
+        }
+    };
+    // The keys planned, to find what is still to do once the pass has run.
+    let planned = live::keys_of(&ops);
     let managed = records.users.len() + records.groups.len();
     let approval = crate::state::approvals::deletion_approval(store.path())?;
     let verdict = crate::plan::guard::hold(ops, managed, &cfg.sync.guard, approval.as_ref());
@@ -546,11 +605,19 @@ async fn run_inner<T: Target>(
         }
         tracing::warn!(error = %e, "listing the target for this run's creates failed: each create is looked up first");
     }
+    let fitted;
+    let desired: &(dyn crate::model::Desired + Sync) = match &wanted {
+        live::Wanted::Full(d) => d,
+        live::Wanted::Live { desired, .. } => {
+            fitted = live::Fitted { desired, target };
+            &fitted
+        }
+    };
     let mut exec = execute::Executor {
         store,
         target,
         records,
-        desired: &desired,
+        desired,
         summary,
         run,
         changed_at,
@@ -558,12 +625,25 @@ async fn run_inner<T: Target>(
         waiting,
         interrupted,
         window: Default::default(),
+        moved: Default::default(),
+        census: Default::default(),
     };
+    // Counted once from the records, then followed change by change.
+    exec.census = census.unwrap_or_else(|| crate::status::Census::of(&exec.records));
     let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
-    exec.summary.census = Some(crate::status::Census::of(&exec.records));
+    exec.summary.census = Some(exec.census);
+    let census = exec.census;
     let records = std::mem::take(&mut exec.records);
+    let moved = std::mem::take(&mut exec.moved);
     sent?;
-    store.prune_errors(run).await?;
+    match &prune_scope {
+        Some(s) => {
+            store
+                .prune_errors_of(run, s.users.iter().chain(&s.groups))
+                .await?
+        }
+        None => store.prune_errors(run).await?,
+    }
     store.prune_intents(run).await?;
     // An approval serves the run that uses it; a set approved but no longer planned (or
     // replaced by another held set) is dropped too.
@@ -576,7 +656,29 @@ async fn run_inner<T: Target>(
     }
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
-        feed.keep_records(store.records_generation(), records);
+        let follow = match wanted {
+            live::Wanted::Live { desired, .. } => {
+                let view = live::Fitted {
+                    desired: &desired,
+                    target,
+                };
+                let pending =
+                    live::still_pending(&view, &records, &policy, &planned, &moved.records);
+                Some(live::Follow {
+                    desired,
+                    pending,
+                    known_changed: moved.known,
+                })
+            }
+            live::Wanted::Full(_) => None,
+        };
+        feed.keep(live::Kept {
+            generation: store.records_generation(),
+            records,
+            fit_state,
+            census,
+            follow,
+        });
     }
     Ok(())
 }

@@ -124,6 +124,20 @@ impl DesiredBuilder {
             }
         }
 
+        // Held entries by normalized DN and by key as a GUID token: a manager that is held
+        // but already on the target stays the manager (the first such key).
+        let mut held_refs: HashMap<String, BTreeSet<Key>> = HashMap::new();
+        for r in &rejected {
+            if let Some(k) = &r.key {
+                for name in [
+                    crate::source::dn::normalize(&r.dn),
+                    crate::source::dn::guid_token(k),
+                ] {
+                    held_refs.entry(name).or_default().insert(k.clone());
+                }
+            }
+        }
+
         let mut user_dns: HashMap<String, Key> = HashMap::new();
         for u in users.values() {
             user_dns.insert(crate::source::dn::normalize(&u.dn), u.key.clone());
@@ -234,10 +248,11 @@ impl DesiredBuilder {
                 .as_deref()
                 .map(crate::source::dn::normalize)
                 .and_then(|d| {
-                    user_dns
-                        .get(&d)
-                        .cloned()
-                        .or_else(|| held_known(&d, &rejected, known_users))
+                    user_dns.get(&d).cloned().or_else(|| {
+                        held_refs
+                            .get(&d)
+                            .and_then(|ks| ks.iter().find(|k| known_users.contains(*k)).cloned())
+                    })
                 });
             out.dns.insert(k.clone(), u.dn.clone());
             out.users.insert(k, u.user);
@@ -245,22 +260,6 @@ impl DesiredBuilder {
         out.rejected = rejected;
         out
     }
-}
-
-/// The key of a held (rejected this time) user already on the target, by DN.
-fn held_known(dn: &str, rejected: &[Rejected], known: &BTreeSet<Key>) -> Option<Key> {
-    rejected
-        .iter()
-        .find(|r| {
-            crate::source::dn::normalize(&r.dn) == dn
-                || r.key
-                    .as_deref()
-                    .map(crate::source::dn::guid_token)
-                    .as_deref()
-                    == Some(dn)
-        })
-        .and_then(|r| r.key.clone())
-        .filter(|k| known.contains(k))
 }
 
 /// Every user in `group` and, transitively, in its child groups; cycles are cut.

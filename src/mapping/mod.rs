@@ -9,6 +9,7 @@ pub(crate) mod desired;
 pub(crate) mod expr;
 mod field;
 pub(crate) mod key;
+pub(crate) mod live;
 
 pub(crate) use field::FieldSource;
 

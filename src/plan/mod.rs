@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) use ops::{Operation, RemovalReason, MEMBER_BATCH};
 
 use crate::config::RemovalAction;
-use crate::model::{DesiredState, FieldValue, Key, User, UserField};
+use crate::model::{Desired, DesiredState, FieldValue, Key, User, UserField};
 use crate::state::records::{user_hash, Snapshot};
 
 /// What to do with users that are disabled or leave the directory.
@@ -27,92 +27,164 @@ pub(crate) struct Policy {
 /// Computes the operations that bring the target from `pushed` to `desired`, in the order they
 /// must be sent: users before the groups that list them, member changes before deletions.
 pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
-    let held_known: BTreeSet<&Key> = desired
-        .held
-        .iter()
-        .filter(|k| pushed.users.contains_key(*k))
-        .collect();
-    let deleted_when_disabled = |u: &User| !u.active && policy.on_disable == RemovalAction::Delete;
+    let users: BTreeSet<&Key> = desired.users.keys().chain(pushed.users.keys()).collect();
+    let groups: BTreeSet<&Key> = desired.groups.keys().chain(pushed.groups.keys()).collect();
+    plan_keys(desired, pushed, policy, users, groups)
+}
 
-    // Users that will be on the target, live, once the plan has run: the only valid member and
-    // manager references.
-    let provisioned: BTreeSet<&Key> = desired
-        .users
-        .iter()
-        .filter(|(_, u)| !deleted_when_disabled(u))
-        .map(|(k, _)| k)
-        .chain(held_known.iter().copied())
-        .collect();
-
-    let sanitize = |key: &Key, u: &User| -> User {
-        let mut u = u.clone();
-        u.manager = u.manager.filter(|m| m != key && provisioned.contains(m));
-        u
+/// [`plan`] for the given keys only (each set in key order): the operations the full plan
+/// has for them, in the same order. A change-feed pass plans the keys its changes reach.
+pub(crate) fn plan_keys<'k>(
+    desired: &dyn Desired,
+    pushed: &Snapshot,
+    policy: &Policy,
+    users: impl IntoIterator<Item = &'k Key>,
+    groups: impl IntoIterator<Item = &'k Key>,
+) -> Vec<Operation> {
+    let mut p = Planner {
+        desired,
+        pushed,
+        policy,
+        out: Sorted::default(),
     };
-
     let mut to_create: BTreeMap<&Key, User> = BTreeMap::new();
-    let mut updates = Vec::new();
-    let mut deactivations = Vec::new();
-    let mut user_deletions = Vec::new();
+    for key in users {
+        if let Some(u) = p.user_create(key) {
+            to_create.insert(key, u);
+        }
+    }
+    for key in groups {
+        p.group(key);
+    }
+    let (creates, follow_ups) = order_creates(to_create);
+    let o = p.out;
+    let mut out = creates;
+    out.extend(follow_ups);
+    for part in [
+        o.updates,
+        o.group_creates,
+        o.group_updates,
+        o.adds,
+        o.removes,
+        o.disabled_deactivations,
+        o.removed_deactivations,
+        o.disabled_deletions,
+        o.removed_deletions,
+        o.group_deletions,
+    ] {
+        out.extend(part);
+    }
+    out
+}
 
-    for (key, u) in &desired.users {
-        let record = pushed.users.get(key);
-        if deleted_when_disabled(u) {
+/// The operations of a plan by kind, each in key order.
+#[derive(Default)]
+struct Sorted {
+    updates: Vec<Operation>,
+    group_creates: Vec<Operation>,
+    group_updates: Vec<Operation>,
+    adds: Vec<Operation>,
+    removes: Vec<Operation>,
+    disabled_deactivations: Vec<Operation>,
+    removed_deactivations: Vec<Operation>,
+    disabled_deletions: Vec<Operation>,
+    removed_deletions: Vec<Operation>,
+    group_deletions: Vec<Operation>,
+}
+
+struct Planner<'a> {
+    desired: &'a dyn Desired,
+    pushed: &'a Snapshot,
+    policy: &'a Policy,
+    out: Sorted,
+}
+
+impl Planner<'_> {
+    fn deleted_when_disabled(&self, u: &User) -> bool {
+        !u.active && self.policy.on_disable == RemovalAction::Delete
+    }
+
+    /// A held user already on the target: it keeps what it has.
+    fn held_known(&self, key: &Key) -> bool {
+        self.desired.held(key) && self.pushed.users.contains_key(key)
+    }
+
+    /// True for a user that will be on the target, live, once the plan has run: the only
+    /// valid member and manager references.
+    fn provisioned(&self, key: &Key) -> bool {
+        match self.desired.user(key) {
+            Some(u) => !self.deleted_when_disabled(u),
+            None => self.held_known(key),
+        }
+    }
+
+    /// Plans one user; returns it when it is to be created (creates are ordered together).
+    fn user_create(&mut self, key: &Key) -> Option<User> {
+        let record = self.pushed.users.get(key);
+        let Some(u) = self.desired.user(key) else {
+            if let Some(r) = record.filter(|_| !self.desired.held(key)) {
+                self.removed(key, r);
+            }
+            return None;
+        };
+        if self.deleted_when_disabled(u) {
             if let Some(r) = record {
-                user_deletions.push(Operation::DeleteUser {
+                self.out.disabled_deletions.push(Operation::DeleteUser {
                     key: key.clone(),
                     user_name: r.pushed.user_name.clone(),
                     reason: RemovalReason::Disabled,
                 });
             }
-            continue;
+            return None;
         }
-        let want = sanitize(key, u);
+        let mut want = u.clone();
+        want.manager = want.manager.filter(|m| m != key && self.provisioned(m));
+        self.desired.fit(&mut want);
         let Some(r) = record else {
-            to_create.insert(key, want);
-            continue;
+            return Some(want);
         };
         if user_hash(&want) == r.hash {
-            continue;
+            return None;
         }
         let mut changes = r.pushed.changes_to(&want);
         if !want.active {
             // Switching a user off is the deactivation's job, so it is counted as one.
             changes.retain(|c| c.field != UserField::Active);
             if r.pushed.active {
-                deactivations.push(Operation::DeactivateUser {
-                    key: key.clone(),
-                    user_name: r.pushed.user_name.clone(),
-                    reason: RemovalReason::Disabled,
-                });
+                self.out
+                    .disabled_deactivations
+                    .push(Operation::DeactivateUser {
+                        key: key.clone(),
+                        user_name: r.pushed.user_name.clone(),
+                        reason: RemovalReason::Disabled,
+                    });
             }
         }
         if !changes.is_empty() {
-            updates.push(Operation::UpdateUser {
+            self.out.updates.push(Operation::UpdateUser {
                 key: key.clone(),
                 user_name: want.user_name.clone(),
                 changes,
                 desired: want,
             });
         }
+        None
     }
 
-    let (creates, follow_ups) = order_creates(to_create);
-
-    for (key, r) in &pushed.users {
-        if desired.users.contains_key(key) || desired.held.contains(key) {
-            continue;
-        }
-        match policy.on_remove {
+    /// A user pushed before that the directory no longer has.
+    fn removed(&mut self, key: &Key, r: &crate::state::records::UserRecord) {
+        match self.policy.on_remove {
             RemovalAction::Deactivate if r.pushed.active => {
-                deactivations.push(Operation::DeactivateUser {
-                    key: key.clone(),
-                    user_name: r.pushed.user_name.clone(),
-                    reason: RemovalReason::Removed,
-                })
+                self.out
+                    .removed_deactivations
+                    .push(Operation::DeactivateUser {
+                        key: key.clone(),
+                        user_name: r.pushed.user_name.clone(),
+                        reason: RemovalReason::Removed,
+                    })
             }
             RemovalAction::Deactivate => {}
-            RemovalAction::Delete => user_deletions.push(Operation::DeleteUser {
+            RemovalAction::Delete => self.out.removed_deletions.push(Operation::DeleteUser {
                 key: key.clone(),
                 user_name: r.pushed.user_name.clone(),
                 reason: RemovalReason::Removed,
@@ -120,31 +192,36 @@ pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -
         }
     }
 
-    let mut group_creates = Vec::new();
-    let mut group_updates = Vec::new();
-    let mut adds = Vec::new();
-    let mut removes = Vec::new();
-    let mut group_deletions = Vec::new();
-    for (key, g) in &desired.groups {
-        let record = pushed.groups.get(key);
+    fn group(&mut self, key: &Key) {
+        let record = self.pushed.groups.get(key);
+        let Some(g) = self.desired.group(key) else {
+            if let Some(r) = record.filter(|_| !self.desired.held(key)) {
+                self.out.group_deletions.push(Operation::DeleteGroup {
+                    key: key.clone(),
+                    display_name: r.display_name.clone(),
+                });
+            }
+            return;
+        };
         let mut want: BTreeSet<Key> = g
             .members
             .iter()
-            .filter(|m| provisioned.contains(m))
+            .filter(|m| self.provisioned(m))
             .cloned()
             .collect();
         if let Some(r) = record {
             // A held user keeps the memberships it had: a bad entry is not a departure.
-            want.extend(r.members.iter().filter(|m| held_known.contains(m)).cloned());
+            want.extend(r.members.iter().filter(|m| self.held_known(m)).cloned());
         }
-        let have = record.map(|r| r.members.clone()).unwrap_or_default();
+        let empty = BTreeSet::new();
+        let have = record.map(|r| &r.members).unwrap_or(&empty);
         match record {
-            None => group_creates.push(Operation::CreateGroup {
+            None => self.out.group_creates.push(Operation::CreateGroup {
                 key: key.clone(),
                 display_name: g.display_name.clone(),
             }),
             Some(r) if r.display_name != g.display_name => {
-                group_updates.push(Operation::UpdateGroup {
+                self.out.group_updates.push(Operation::UpdateGroup {
                     key: key.clone(),
                     display_name: g.display_name.clone(),
                     previous: r.display_name.clone(),
@@ -152,43 +229,23 @@ pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -
             }
             Some(_) => {}
         }
-        let add: Vec<Key> = want.difference(&have).cloned().collect();
+        let add: Vec<Key> = want.difference(have).cloned().collect();
         let remove: Vec<Key> = have.difference(&want).cloned().collect();
         for chunk in add.chunks(MEMBER_BATCH) {
-            adds.push(Operation::AddMembers {
+            self.out.adds.push(Operation::AddMembers {
                 group: key.clone(),
                 display_name: g.display_name.clone(),
                 members: chunk.to_vec(),
             });
         }
         for chunk in remove.chunks(MEMBER_BATCH) {
-            removes.push(Operation::RemoveMembers {
+            self.out.removes.push(Operation::RemoveMembers {
                 group: key.clone(),
                 display_name: g.display_name.clone(),
                 members: chunk.to_vec(),
             });
         }
     }
-    for (key, r) in &pushed.groups {
-        if !desired.groups.contains_key(key) && !desired.held.contains(key) {
-            group_deletions.push(Operation::DeleteGroup {
-                key: key.clone(),
-                display_name: r.display_name.clone(),
-            });
-        }
-    }
-
-    let mut out = creates;
-    out.extend(follow_ups);
-    out.extend(updates);
-    out.extend(group_creates);
-    out.extend(group_updates);
-    out.extend(adds);
-    out.extend(removes);
-    out.extend(deactivations);
-    out.extend(user_deletions);
-    out.extend(group_deletions);
-    out
 }
 
 /// Orders user creations so that a manager is created before the people who report to it; a

@@ -428,6 +428,30 @@ impl Store {
         self.flush().await
     }
 
+    /// [`Store::prune_errors`] for the errors of `keys` only: a pass that planned some keys
+    /// says nothing of the others' errors.
+    pub async fn prune_errors_of<'k>(
+        &self,
+        run: u64,
+        keys: impl IntoIterator<Item = &'k Key>,
+    ) -> Result<(), StateError> {
+        let mut pruned = false;
+        for key in keys {
+            let Some(v) = self.errors.get(key.as_bytes()).map_err(|e| self.io(e))? else {
+                continue;
+            };
+            let e: ObjectError = decode(&self.path, key.as_bytes(), &v)?;
+            if e.run < run {
+                self.errors.remove(key.as_bytes()).map_err(|e| self.io(e))?;
+                pruned = true;
+            }
+        }
+        if pruned {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Starts a run: returns its number.
     pub async fn next_run(&self) -> Result<u64, StateError> {
         let n = self.meta_get::<u64>("run_counter")?.unwrap_or(0) + 1;

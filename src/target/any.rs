@@ -88,6 +88,9 @@ impl Target for AnyTarget {
     fn fit_user(&self, user: &mut User) {
         each!(self, t => t.fit_user(user))
     }
+    fn fit_state(&self) -> u64 {
+        each!(self, t => t.fit_state())
+    }
     async fn find_user(&self, user_name: &str) -> Result<Option<RemoteUser>, TargetError> {
         each!(self, t => t.find_user(user_name).await)
     }

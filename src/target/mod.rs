@@ -261,6 +261,11 @@ pub(crate) trait Target: Send + Sync {
     /// Leaves out of a desired user what this target has said it cannot hold, so that it is
     /// neither sent nor seen as drift.
     fn fit_user(&self, _user: &mut User) {}
+    /// Changes whenever what `fit_user` leaves out may have changed (a quirk learned, the
+    /// provider's schema read again): records kept fitted the old way are read again.
+    fn fit_state(&self) -> u64 {
+        0
+    }
     fn find_user(
         &self,
         user_name: &str,

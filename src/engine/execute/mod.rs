@@ -14,7 +14,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::send::Sent;
 use super::{now, EngineError, Summary};
-use crate::model::{DesiredState, Key};
+use crate::model::{Desired, Key};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request, Skip};
 use crate::plan::Operation;
 use crate::state::records::{Origin, Snapshot, StateChange};
@@ -25,7 +25,7 @@ pub(super) struct Executor<'a, T: Target> {
     pub(super) store: &'a Store,
     pub(super) target: &'a T,
     pub(super) records: Snapshot,
-    pub(super) desired: &'a DesiredState,
+    pub(super) desired: &'a (dyn Desired + Sync),
     pub(super) summary: &'a mut Summary,
     pub(super) run: u64,
     /// When the objects of a change-feed pass changed: their first confirmation gives the
@@ -40,6 +40,10 @@ pub(super) struct Executor<'a, T: Target> {
     pub(super) interrupted: BTreeMap<Key, crate::state::Intent>,
     /// The open window: intents and confirmations written by the next group commit.
     pub(super) window: Window,
+    /// What the run changed in the records.
+    pub(super) moved: super::live::Moved,
+    /// The records' counts, kept up to date change by change.
+    pub(super) census: crate::status::Census,
 }
 
 /// Awaits `work` (recording an intent, a look-up, a probe of the target) while the requests in
@@ -200,7 +204,7 @@ impl<T: Target> Executor<'_, T> {
             // goes first, in the same transaction, so the object is never recorded twice.
             tracing::info!(object = op.label(), from = %owner, "taking over the deactivated object of a user who left, found by name");
             let drop = StateChange::RemoveUser(owner.clone());
-            self.records.apply(&drop);
+            self.apply(&drop);
             self.window.changes.push(drop);
         } else if let Some(owner) = owner {
             self.forget_intent(req.key())?;
@@ -230,7 +234,7 @@ impl<T: Target> Executor<'_, T> {
         }
         let changes = confirm(&self.records, &req, conf.clone());
         for c in &changes {
-            self.records.apply(c);
+            self.apply(c);
         }
         self.window.changes.extend(changes);
         self.window.resolved.push(req.key().clone());
@@ -288,10 +292,17 @@ impl<T: Target> Executor<'_, T> {
         self.window.journal.push(entry);
     }
 
+    /// Applies a confirmed change to the records in memory.
+    fn apply(&mut self, c: &StateChange) {
+        self.moved.note(&self.records, c);
+        self.census.follow(&self.records, c);
+        self.records.apply(c);
+    }
+
     /// A user no longer in the directory whose deactivation the target has confirmed.
     fn departed_user(&self, key: &Key) -> bool {
-        !self.desired.users.contains_key(key)
-            && !self.desired.held.contains(key)
+        self.desired.user(key).is_none()
+            && !self.desired.held(key)
             && self
                 .records
                 .users
@@ -315,7 +326,7 @@ impl<T: Target> Executor<'_, T> {
                 .or_else(|| {
                     r.external_id
                         .as_ref()
-                        .filter(|e| *e != key && self.desired.users.contains_key(*e))
+                        .filter(|e| *e != key && self.desired.user(e).is_some())
                         .cloned()
                 }),
             Sent::FoundUser(r) => self
@@ -336,7 +347,7 @@ impl<T: Target> Executor<'_, T> {
 
     fn object_error(&self, op: &Operation, req: &Request, e: &TargetError) -> ObjectError {
         let kind = if op.is_user_op() { "user" } else { "group" };
-        let dn = self.desired.dns.get(req.key());
+        let dn = self.desired.dn(req.key());
         let label = match dn {
             Some(dn) => format!("{} ({dn})", op.label()),
             None => op.label().to_string(),

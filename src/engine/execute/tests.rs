@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::model::DesiredState;
 use crate::model::{FieldChange, User};
 use crate::target::{RemoteGroup, RemoteUser, TargetErrorKind};
 
@@ -138,6 +139,8 @@ async fn an_answer_that_arrives_while_another_object_is_handled_is_read_in_time(
         waiting: BTreeMap::new(),
         interrupted: BTreeMap::new(),
         window: Default::default(),
+        moved: Default::default(),
+        census: Default::default(),
     };
     exec.run_all(vec![create("a"), create("b")], 2)
         .await
@@ -349,6 +352,8 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
         waiting: BTreeMap::new(),
         interrupted: BTreeMap::new(),
         window: Default::default(),
+        moved: Default::default(),
+        census: Default::default(),
     };
     exec.run_all(ops.clone(), 4)
         .await
@@ -405,6 +410,8 @@ async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_do
             waiting: BTreeMap::new(),
             interrupted,
             window: Default::default(),
+            moved: Default::default(),
+            census: Default::default(),
         };
         // "a" is answered with an error (no answer, the target reachable): not carried out.
         exec.run_all(vec![create("a")], 2)

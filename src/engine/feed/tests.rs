@@ -18,15 +18,15 @@ url = "http://127.0.0.1:8080/scim/v2"
 token = "t"
 "#;
 
-fn cfg() -> Config {
+pub(super) fn cfg() -> Config {
     Config::parse(CONFIG, Path::new("/tmp/dirbridge.toml")).unwrap()
 }
 
-fn uuid(n: u8) -> Vec<u8> {
+pub(super) fn uuid(n: u8) -> Vec<u8> {
     vec![n; 16]
 }
 
-fn user(n: u8, mail: &str) -> RawEntry {
+pub(super) fn user(n: u8, mail: &str) -> RawEntry {
     let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     let mut put = |k: &str, v: &str| {
         attrs.insert(k.to_string(), vec![v.as_bytes().to_vec()]);
@@ -45,7 +45,7 @@ fn user(n: u8, mail: &str) -> RawEntry {
     }
 }
 
-fn group(n: u8, members: &[u8]) -> RawEntry {
+pub(super) fn group(n: u8, members: &[u8]) -> RawEntry {
     let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     attrs.insert("entryuuid".into(), vec![uuid_text(&uuid(n)).into_bytes()]);
     attrs.insert("cn".into(), vec![format!("g{n}").into_bytes()]);
@@ -94,7 +94,7 @@ fn user_names(f: &mut Feed) -> Vec<String> {
 }
 
 /// A feed loaded from a fresh store, both scopes refreshed from nothing.
-fn refreshed(store: &Store) -> Feed {
+pub(super) fn refreshed(store: &Store) -> Feed {
     let mut f = Feed::load(&cfg(), store, FeedKind::Syncrepl).unwrap();
     assert!(f.begin(FeedScope::Users).is_none());
     assert!(f.begin(FeedScope::Groups).is_none());
@@ -109,7 +109,7 @@ fn refreshed(store: &Store) -> Feed {
     f
 }
 
-fn store() -> (tempfile::TempDir, Store) {
+pub(super) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("state"), 1 << 20).unwrap();
     (dir, s)
@@ -300,7 +300,7 @@ fn a_delete_in_one_search_does_not_touch_the_other() {
 }
 
 /// User `n` at another DN (renamed or moved).
-fn user_at(n: u8, dn: &str) -> RawEntry {
+pub(super) fn user_at(n: u8, dn: &str) -> RawEntry {
     let mut e = user(n, &format!("u{n}@x.org"));
     e.dn = dn.to_string();
     e
@@ -316,7 +316,7 @@ fn group_of(n: u8, members: &[&str]) -> RawEntry {
     e
 }
 
-fn modify(f: &mut Feed, scope: FeedScope, n: u8, e: RawEntry) {
+pub(super) fn modify(f: &mut Feed, scope: FeedScope, n: u8, e: RawEntry) {
     let dn = e.dn.clone();
     f.apply_entry(scope, EntryState::Modify, &uuid(n), &dn, Some(e), None);
 }
@@ -351,7 +351,7 @@ fn member_values(f: &Feed, n: u8) -> Vec<String> {
 }
 
 const U1: &str = "uid=u1,ou=people,dc=example,dc=org";
-const U1_MOVED: &str = "uid=one,ou=staff,dc=example,dc=org";
+pub(super) const U1_MOVED: &str = "uid=one,ou=staff,dc=example,dc=org";
 
 #[test]
 fn a_renamed_member_stays_in_its_groups() {
@@ -695,9 +695,16 @@ fn the_records_a_pass_kept_are_used_only_while_the_store_has_not_written_any() {
             origin: crate::state::records::Origin::Created,
         },
     );
-    feed.keep_records(7, records.clone());
-    assert_eq!(feed.take_records(8), None, "written since: read again");
-    assert_eq!(feed.take_records(7), None, "taken once");
-    feed.keep_records(7, records.clone());
-    assert_eq!(feed.take_records(7), Some(records));
+    let kept = |generation| crate::engine::live::Kept {
+        generation,
+        records: records.clone(),
+        fit_state: 0,
+        census: Default::default(),
+        follow: None,
+    };
+    feed.keep(kept(7));
+    assert!(feed.take_kept(8).is_none(), "written since: read again");
+    assert!(feed.take_kept(7).is_none(), "taken once");
+    feed.keep(kept(7));
+    assert_eq!(feed.take_kept(7).map(|k| k.records), Some(records));
 }

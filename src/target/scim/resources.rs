@@ -266,6 +266,19 @@ impl Target for ScimClient {
         }
     }
 
+    fn fit_state(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Ok(paths) = self.not_kept.lock() {
+            paths.hash(&mut h);
+        }
+        if let Ok(c) = self.caps.read() {
+            c.user_attrs.hash(&mut h);
+            c.user_extensions.hash(&mut h);
+        }
+        h.finish()
+    }
+
     fn fit_user(&self, user: &mut User) {
         if let Ok(paths) = self.not_kept.lock() {
             for path in paths.iter() {

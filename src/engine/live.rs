@@ -1,0 +1,287 @@
+//! What a change-feed pass plans. The first pass of a feed (and any pass after the records were
+//! written by something else, or after a pass that failed) builds the desired state from the
+//! whole mirror and plans every key. The passes after it update that state by the keys that
+//! changed and plan only what the changes reached, what the last pass left to do, and the
+//! groups whose records list a user whose standing changed: the full plan restricted to those
+//! keys, which is the full plan (the property test in `live/tests.rs` checks it on random
+//! sequences of changes, refusals and policies).
+
+use std::collections::BTreeSet;
+
+use super::feed::Feed;
+use crate::mapping::live::{LiveDesired, Reached};
+use crate::model::{Desired, DesiredState, Group, Key, Rejected, User};
+use crate::plan::{plan_keys, Operation, Policy};
+use crate::state::records::{Snapshot, StateChange};
+use crate::target::Target;
+
+/// Where a pass's desired state comes from, and which keys it plans.
+pub(crate) enum Wanted {
+    /// Built in full: a directory read, or a feed whose mapping the live state cannot follow.
+    Full(DesiredState),
+    /// The feed's live state; `scope` None plans every key.
+    Live {
+        desired: Box<LiveDesired>,
+        scope: Option<Scope>,
+    },
+}
+
+impl Wanted {
+    pub(crate) fn no_users(&self) -> bool {
+        match self {
+            Wanted::Full(d) => d.users.is_empty() && d.held.is_empty(),
+            Wanted::Live { desired, .. } => desired.no_users(),
+        }
+    }
+
+    pub(crate) fn no_groups(&self) -> bool {
+        match self {
+            Wanted::Full(d) => d.groups.is_empty(),
+            Wanted::Live { desired, .. } => desired.no_groups(),
+        }
+    }
+
+    pub(crate) fn unresolved(&self) -> usize {
+        match self {
+            Wanted::Full(d) => d.unresolved_members,
+            Wanted::Live { desired, .. } => desired.unresolved(),
+        }
+    }
+
+    /// The keys planned, when not every key is.
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        match self {
+            Wanted::Full(_) => None,
+            Wanted::Live { scope, .. } => scope.as_ref(),
+        }
+    }
+
+    /// How many users and groups are planned (None: all).
+    pub(crate) fn scope_size(&self) -> Option<(usize, usize)> {
+        self.scope().map(|s| (s.users.len(), s.groups.len()))
+    }
+
+    /// How many entries are not synced, planned or not.
+    pub(crate) fn rejected_total(&self) -> usize {
+        match self {
+            Wanted::Full(d) => d.rejected.len(),
+            Wanted::Live { desired, .. } => desired.rejected_count(),
+        }
+    }
+
+    /// The entries not synced among those planned.
+    pub(crate) fn rejected(&self) -> Vec<&Rejected> {
+        match self {
+            Wanted::Full(d) => d.rejected.iter().collect(),
+            Wanted::Live {
+                desired,
+                scope: None,
+            } => desired.rejected().collect(),
+            Wanted::Live {
+                desired,
+                scope: Some(s),
+            } => {
+                let keys: BTreeSet<&Key> = s.users.iter().chain(&s.groups).collect();
+                keys.into_iter()
+                    .flat_map(|k| desired.rejected_of(k))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The desired state of a change-feed pass: the kept live state updated by what changed, or
+/// (first pass, records written by something else, a mapping it cannot follow) built afresh.
+pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: &Snapshot) -> Wanted {
+    if !LiveDesired::supports(feed.mapper()) {
+        let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+        return Wanted::Full(feed.desired(&known));
+    }
+    let mapper = feed.mapper().clone();
+    let (mirror, changed) = feed.changes();
+    let known = |k: &Key| records.users.contains_key(k);
+    let mirrored = (&mirror.users, &mirror.groups);
+    match kept {
+        Some(Follow {
+            mut desired,
+            pending,
+            known_changed,
+        }) => {
+            let reached =
+                desired.update(mirrored, (&changed[0], &changed[1]), &known, &known_changed);
+            let scope = scope(reached, &pending, records);
+            Wanted::Live {
+                desired,
+                scope: Some(scope),
+            }
+        }
+        None => {
+            let mut desired = LiveDesired::new(mapper);
+            let all = (mirror.users.keys(), mirror.groups.keys());
+            desired.update(mirrored, all, &known, std::iter::empty());
+            Wanted::Live {
+                desired: Box::new(desired),
+                scope: None,
+            }
+        }
+    }
+}
+
+/// What a feed keeps from one pass to the next, while nothing else writes the records.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    /// The store's records generation after the pass.
+    pub generation: u64,
+    /// The records, fitted to the target as `fit_state` says.
+    pub records: Snapshot,
+    /// `Target::fit_state` when the records were fitted: what the target is known not to hold
+    /// changed since, they are read again.
+    pub fit_state: u64,
+    /// The records' counts.
+    pub census: crate::status::Census,
+    /// The live desired state (None: a mapping it cannot follow).
+    pub follow: Option<Follow>,
+}
+
+/// The live desired state, and what the next pass plans with it besides what changes reach.
+#[derive(Debug)]
+pub(crate) struct Follow {
+    pub desired: Box<LiveDesired>,
+    pub pending: Pending,
+    /// Users the target gained or lost in the pass.
+    pub known_changed: BTreeSet<Key>,
+}
+
+/// What a pass changed in the records, besides the keys it planned (a 404 on a user's update
+/// takes it out of its groups' records too).
+#[derive(Debug, Default)]
+pub(crate) struct Moved {
+    /// Users whose record appeared or went.
+    pub known: BTreeSet<Key>,
+    /// Every key whose record changed.
+    pub records: Scope,
+}
+
+impl Moved {
+    /// Notes `change`, about to be applied to `records`.
+    pub(crate) fn note(&mut self, records: &Snapshot, change: &StateChange) {
+        match change {
+            StateChange::PutUser(k, _) | StateChange::RemoveUser(k) => {
+                let put = matches!(change, StateChange::PutUser(..));
+                if records.users.contains_key(k) != put {
+                    self.known.insert(k.clone());
+                }
+                self.records.users.insert(k.clone());
+            }
+            StateChange::PutGroup(k, _) | StateChange::RemoveGroup(k) => {
+                self.records.groups.insert(k.clone());
+            }
+        }
+    }
+}
+
+/// Keys whose plan was not empty after a pass: refused, deferred or held operations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub users: BTreeSet<Key>,
+    pub groups: BTreeSet<Key>,
+}
+
+/// The keys a pass plans.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Scope {
+    pub users: BTreeSet<Key>,
+    pub groups: BTreeSet<Key>,
+}
+
+/// The keys an incremental pass plans: what the changes reached, what was pending, and the
+/// groups whose records list a user whose standing changed (a held user keeps the memberships
+/// its record has).
+pub(crate) fn scope(reached: Reached, pending: &Pending, records: &Snapshot) -> Scope {
+    let Reached {
+        mut users,
+        mut groups,
+        flipped,
+    } = reached;
+    users.extend(pending.users.iter().cloned());
+    groups.extend(pending.groups.iter().cloned());
+    let known: Vec<&Key> = flipped
+        .iter()
+        .filter(|k| records.users.contains_key(*k))
+        .collect();
+    if !known.is_empty() {
+        for (g, r) in &records.groups {
+            if known.iter().any(|k| r.members.contains(*k)) {
+                groups.insert(g.clone());
+            }
+        }
+    }
+    Scope { users, groups }
+}
+
+/// Every key, for a pass that plans everything.
+pub(crate) fn everything(desired: &LiveDesired, records: &Snapshot) -> Scope {
+    let (users, groups) = desired.keys();
+    Scope {
+        users: users.chain(records.users.keys()).cloned().collect(),
+        groups: groups.chain(records.groups.keys()).cloned().collect(),
+    }
+}
+
+/// The keys the operations are about (users, groups).
+pub(crate) fn keys_of(ops: &[Operation]) -> Scope {
+    let mut out = Scope::default();
+    for op in ops {
+        if op.is_user_op() {
+            out.users.insert(op.key().clone());
+        } else {
+            out.groups.insert(op.key().clone());
+        }
+    }
+    out
+}
+
+/// The keys among those planned or whose records moved whose plan is still not empty once
+/// the pass has run.
+pub(crate) fn still_pending(
+    desired: &dyn Desired,
+    records: &Snapshot,
+    policy: &Policy,
+    planned: &Scope,
+    moved: &Scope,
+) -> Pending {
+    let users: BTreeSet<&Key> = planned.users.iter().chain(&moved.users).collect();
+    let groups: BTreeSet<&Key> = planned.groups.iter().chain(&moved.groups).collect();
+    let left = keys_of(&plan_keys(desired, records, policy, users, groups));
+    Pending {
+        users: left.users,
+        groups: left.groups,
+    }
+}
+
+/// The live state as the plan reads it, each user fitted to what the target can hold.
+pub(crate) struct Fitted<'a, T> {
+    pub desired: &'a LiveDesired,
+    pub target: &'a T,
+}
+
+impl<T: Target> Desired for Fitted<'_, T> {
+    fn user(&self, key: &Key) -> Option<&User> {
+        self.desired.user(key)
+    }
+    fn group(&self, key: &Key) -> Option<&Group> {
+        self.desired.group(key)
+    }
+    fn held(&self, key: &Key) -> bool {
+        self.desired.held(key)
+    }
+    fn dn(&self, key: &Key) -> Option<&str> {
+        self.desired.dn(key)
+    }
+    fn fit(&self, user: &mut User) {
+        self.target.fit_user(user)
+    }
+}
+
+#[cfg(test)]
+mod tests;

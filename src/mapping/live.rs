@@ -1,0 +1,780 @@
+//! The desired state a change feed keeps between passes, updated by the entries that changed
+//! instead of rebuilt from the whole mirror. It resolves what `desired.rs` resolves (manager
+//! DNs, groups' member values, nested groups, userNames used twice) through indexes kept up to
+//! date, and says which keys a change reached: the only ones the next plan has to look at.
+//!
+//! Memberships come from the groups' member values, as the feed maps them. `desired.rs` stays
+//! the reference: the property tests build both from the same entries and compare.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{MappedGroup, MappedUser, Mapper};
+use crate::config::Membership;
+#[cfg(test)]
+use crate::model::DesiredState;
+use crate::model::{Desired, Group, Key, Rejected, User};
+use crate::source::dn::{guid_token, normalize};
+use crate::source::entry::RawEntry;
+
+/// Name -> the keys under it, sorted: nearly always one, so a vector rather than a tree node
+/// per name (a third of the memory per user).
+type Index = HashMap<String, Vec<Key>>;
+
+/// The kinds of rejection, each indexed apart.
+const USERS: usize = 0;
+const GROUPS: usize = 1;
+const COLLIDED: usize = 2;
+
+/// A group as mapped, with what its member values resolve to.
+#[derive(Debug)]
+struct LiveGroup {
+    mapped: MappedGroup,
+    /// The group as the target should hold it (nested: its descendants' users too).
+    out: Group,
+    /// Nested only: the users the group itself lists.
+    direct: BTreeSet<Key>,
+    /// Nested only: the groups it lists.
+    children: BTreeSet<Key>,
+    /// Member values that name nothing read.
+    unresolved: usize,
+}
+
+/// What a user's change can change for the plan of others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Status {
+    accepted: bool,
+    active: bool,
+    held: bool,
+}
+
+/// What one name (a normalized DN, a GUID token) resolves to.
+#[derive(Debug, PartialEq, Eq)]
+struct Resolution {
+    user: Option<Key>,
+    group: Option<Key>,
+    rejected: bool,
+    held: BTreeSet<Key>,
+}
+
+/// The keys a change reached: the users and groups to plan, and the users whose standing
+/// (desired, active, held) changed, so that groups whose records list them are planned too.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Reached {
+    pub users: BTreeSet<Key>,
+    pub groups: BTreeSet<Key>,
+    pub flipped: BTreeSet<Key>,
+}
+
+/// The desired state of a mirror, kept up to date entry by entry.
+#[derive(Debug)]
+pub(crate) struct LiveDesired {
+    mapper: Mapper,
+    users: BTreeMap<Key, Result<MappedUser, Rejected>>,
+    groups: BTreeMap<Key, Result<LiveGroup, Rejected>>,
+    /// Lower-cased userName -> the mapped users carrying it.
+    names: Index,
+    /// Names carried by more than one mapped user.
+    crowded: BTreeSet<String>,
+    /// Users held because their userName is used twice, with the reason.
+    collided: BTreeMap<Key, Rejected>,
+    /// Normalized DN or GUID token -> mapped users (collided ones too: resolution skips them).
+    user_dns: Index,
+    group_dns: Index,
+    /// Normalized DN -> rejected entries, per kind of rejection (users, groups, users held for
+    /// their userName: apart, as a user and a group may share a key, and a user be in both).
+    rejected_dns: [Index; 3],
+    /// Normalized DN, or the key as a GUID token -> held keys, per kind: a held manager
+    /// already on the target stays the manager.
+    held_refs: [Index; 3],
+    /// Entries not synced, of any kind.
+    rejected_count: usize,
+    /// Member value -> the groups listing it.
+    named_by: Index,
+    /// Normalized manager DN -> the users naming it.
+    managed_by: Index,
+    /// Resolved manager key -> the users it manages.
+    reports: Index,
+    /// Nested groups: a group -> the groups listing it.
+    parents: HashMap<Key, BTreeSet<Key>>,
+    unresolved: usize,
+    /// Entries rejected by the mapping with a key.
+    held_count: usize,
+    mapped_users: usize,
+    accepted_groups: usize,
+}
+
+fn add(index: &mut Index, name: String, key: &Key) {
+    let keys = index.entry(name).or_default();
+    if let Err(at) = keys.binary_search(key) {
+        keys.insert(at, key.clone());
+    }
+}
+
+fn remove(index: &mut Index, name: &str, key: &Key) {
+    if let Some(keys) = index.get_mut(name) {
+        if let Ok(at) = keys.binary_search(key) {
+            keys.remove(at);
+        }
+        if keys.is_empty() {
+            index.remove(name);
+        }
+    }
+}
+
+/// The names an entry can be referred to by, and is indexed under.
+fn names_of(key: &Key, dn: &str, dn_guid: Option<&str>) -> Vec<String> {
+    let mut out = vec![normalize(dn), guid_token(key)];
+    out.extend(dn_guid.map(guid_token));
+    out
+}
+
+fn user_names_of(key: &Key, u: &Result<MappedUser, Rejected>) -> Vec<String> {
+    match u {
+        Ok(m) => names_of(key, &m.dn, m.dn_guid.as_deref()),
+        Err(r) => names_of(key, &r.dn, None),
+    }
+}
+
+fn group_names_of(key: &Key, g: &Result<LiveGroup, Rejected>) -> Vec<String> {
+    match g {
+        Ok(l) => names_of(key, &l.mapped.dn, l.mapped.dn_guid.as_deref()),
+        Err(r) => names_of(key, &r.dn, None),
+    }
+}
+
+impl LiveDesired {
+    /// Whether this mapping can be kept up to date entry by entry (memberships from member
+    /// values, no primary groups).
+    pub(crate) fn supports(mapper: &Mapper) -> bool {
+        mapper.membership() == Membership::Member && !mapper.primary_group
+    }
+
+    pub(crate) fn new(mapper: Mapper) -> LiveDesired {
+        LiveDesired {
+            mapper,
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            names: Index::new(),
+            crowded: BTreeSet::new(),
+            collided: BTreeMap::new(),
+            user_dns: Index::new(),
+            group_dns: Index::new(),
+            rejected_dns: Default::default(),
+            held_refs: Default::default(),
+            rejected_count: 0,
+            named_by: Index::new(),
+            managed_by: Index::new(),
+            reports: Index::new(),
+            parents: HashMap::new(),
+            unresolved: 0,
+            held_count: 0,
+            mapped_users: 0,
+            accepted_groups: 0,
+        }
+    }
+
+    /// Every user and group key the mirror had when last updated.
+    pub(crate) fn keys(&self) -> (impl Iterator<Item = &Key>, impl Iterator<Item = &Key>) {
+        (self.users.keys(), self.groups.keys())
+    }
+
+    /// Member values that name no user or group read.
+    pub(crate) fn unresolved(&self) -> usize {
+        self.unresolved
+    }
+
+    /// True when no user is desired or held.
+    pub(crate) fn no_users(&self) -> bool {
+        self.mapped_users == 0 && self.held_count == 0
+    }
+
+    pub(crate) fn no_groups(&self) -> bool {
+        self.accepted_groups == 0
+    }
+
+    /// How many entries are not synced.
+    pub(crate) fn rejected_count(&self) -> usize {
+        self.rejected_count + self.collided.len()
+    }
+
+    /// Every entry not synced, with the reason.
+    pub(crate) fn rejected(&self) -> impl Iterator<Item = &Rejected> {
+        let users = self.users.values().filter_map(|u| u.as_ref().err());
+        let groups = self.groups.values().filter_map(|g| g.as_ref().err());
+        users.chain(groups).chain(self.collided.values())
+    }
+
+    /// The entries under `key` not synced (a user and a group entry may share a key).
+    pub(crate) fn rejected_of<'a>(&'a self, key: &Key) -> impl Iterator<Item = &'a Rejected> {
+        let user = self.users.get(key).and_then(|u| u.as_ref().err());
+        let group = self.groups.get(key).and_then(|g| g.as_ref().err());
+        user.into_iter().chain(group).chain(self.collided.get(key))
+    }
+
+    fn user_winner(&self, name: &str) -> Option<&Key> {
+        self.user_dns
+            .get(name)?
+            .iter()
+            .rev()
+            .find(|k| !self.collided.contains_key(*k))
+    }
+
+    fn group_winner(&self, name: &str) -> Option<&Key> {
+        self.group_dns.get(name)?.last()
+    }
+
+    fn rejected_dn(&self, name: &str) -> bool {
+        self.rejected_dns.iter().any(|i| i.contains_key(name))
+    }
+
+    /// The held keys an entry can be referred to by `name`.
+    fn held_by(&self, name: &str) -> BTreeSet<&Key> {
+        self.held_refs
+            .iter()
+            .flat_map(|i| i.get(name).into_iter().flatten())
+            .collect()
+    }
+
+    fn resolution(&self, name: &str) -> Resolution {
+        Resolution {
+            user: self.user_winner(name).cloned(),
+            group: self.group_winner(name).cloned(),
+            rejected: self.rejected_dn(name),
+            held: self.held_by(name).into_iter().cloned().collect(),
+        }
+    }
+
+    fn status(&self, key: &Key) -> Status {
+        match self.users.get(key) {
+            Some(Ok(m)) => {
+                let collided = self.collided.contains_key(key);
+                Status {
+                    accepted: !collided,
+                    active: m.user.active,
+                    held: collided,
+                }
+            }
+            Some(Err(r)) => Status {
+                accepted: false,
+                active: false,
+                held: r.key.is_some(),
+            },
+            None => Status {
+                accepted: false,
+                active: false,
+                held: false,
+            },
+        }
+    }
+
+    fn index_user(&mut self, key: &Key, u: &Result<MappedUser, Rejected>, on: bool) {
+        match u {
+            Ok(m) => {
+                let name = m.user.user_name.to_lowercase();
+                let mut dns = vec![normalize(&m.dn)];
+                dns.extend(m.dn_guid.as_deref().map(guid_token));
+                for d in dns {
+                    if on {
+                        add(&mut self.user_dns, d, key);
+                    } else {
+                        remove(&mut self.user_dns, &d, key);
+                    }
+                }
+                if let Some(mgr) = &m.manager_dn {
+                    let d = normalize(mgr);
+                    if on {
+                        add(&mut self.managed_by, d, key);
+                    } else {
+                        remove(&mut self.managed_by, &d, key);
+                    }
+                }
+                // Set by `resolve_manager` once indexed, so only ever taken out here.
+                if let (Some(mgr), false) = (&m.user.manager, on) {
+                    remove(&mut self.reports, mgr, key);
+                }
+                if on {
+                    add(&mut self.names, name.clone(), key);
+                    self.mapped_users += 1;
+                } else {
+                    remove(&mut self.names, &name, key);
+                    self.mapped_users -= 1;
+                }
+                if self.names.get(&name).is_some_and(|s| s.len() > 1) {
+                    self.crowded.insert(name);
+                } else {
+                    self.crowded.remove(&name);
+                }
+            }
+            Err(r) => self.index_rejected(key, r, on, USERS),
+        }
+    }
+
+    /// Indexes a rejected entry (`kind`: USERS, GROUPS or COLLIDED).
+    fn index_rejected(&mut self, key: &Key, r: &Rejected, on: bool, kind: usize) {
+        let dn = normalize(&r.dn);
+        let (dns, refs) = (&mut self.rejected_dns[kind], &mut self.held_refs[kind]);
+        if on {
+            add(dns, dn.clone(), key);
+        } else {
+            remove(dns, &dn, key);
+        }
+        let counted = kind != COLLIDED;
+        if counted {
+            if on {
+                self.rejected_count += 1;
+            } else {
+                self.rejected_count -= 1;
+            }
+        }
+        if let Some(k) = &r.key {
+            for name in [dn, guid_token(k)] {
+                if on {
+                    add(refs, name, k);
+                } else {
+                    remove(refs, &name, k);
+                }
+            }
+            if counted {
+                if on {
+                    self.held_count += 1;
+                } else {
+                    self.held_count -= 1;
+                }
+            }
+        }
+    }
+
+    fn index_group(&mut self, key: &Key, g: &Result<LiveGroup, Rejected>, on: bool) {
+        match g {
+            Ok(l) => {
+                let mut dns = vec![normalize(&l.mapped.dn)];
+                dns.extend(l.mapped.dn_guid.as_deref().map(guid_token));
+                for d in dns {
+                    if on {
+                        add(&mut self.group_dns, d, key);
+                    } else {
+                        remove(&mut self.group_dns, &d, key);
+                    }
+                }
+                for m in &l.mapped.member_dns {
+                    if on {
+                        add(&mut self.named_by, m.clone(), key);
+                    } else {
+                        remove(&mut self.named_by, m, key);
+                    }
+                }
+                if on {
+                    self.accepted_groups += 1;
+                } else {
+                    self.accepted_groups -= 1;
+                    self.unresolved -= l.unresolved;
+                    for c in &l.children {
+                        if let Some(p) = self.parents.get_mut(c) {
+                            p.remove(key);
+                            if p.is_empty() {
+                                self.parents.remove(c);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(r) => self.index_rejected(key, r, on, GROUPS),
+        }
+    }
+
+    /// Holds the users whose userName another user carries too, unless exactly one of them is
+    /// already on the target (`known`): that one keeps it. Returns the users whose standing or
+    /// reason changed.
+    fn settle_collisions(&mut self, known: &dyn Fn(&Key) -> bool) -> BTreeSet<Key> {
+        let mut now: BTreeMap<Key, Rejected> = BTreeMap::new();
+        for name in &self.crowded {
+            let Some(keys) = self.names.get(name) else {
+                continue;
+            };
+            let kept: Vec<&Key> = keys.iter().filter(|k| known(k)).collect();
+            let keep = (kept.len() == 1).then(|| kept[0]);
+            let dn = |k: &Key| match self.users.get(k) {
+                Some(Ok(m)) => Some(m.dn.clone()),
+                _ => None,
+            };
+            let dns: Vec<String> = keys.iter().filter_map(dn).collect();
+            for k in keys.iter().filter(|k| Some(*k) != keep) {
+                if let Some(d) = dn(k) {
+                    now.insert(
+                        k.clone(),
+                        Rejected {
+                            dn: d,
+                            key: Some(k.clone()),
+                            reason: format!(
+                                "userName \"{name}\" is used by more than one entry: {}",
+                                dns.join("; ")
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+        let mut moved = BTreeSet::new();
+        let before = std::mem::take(&mut self.collided);
+        for (k, r) in &before {
+            if now.get(k) != Some(r) {
+                moved.insert(k.clone());
+                self.index_rejected(k, r, false, COLLIDED);
+            }
+        }
+        for (k, r) in &now {
+            if before.get(k) != Some(r) {
+                moved.insert(k.clone());
+                self.index_rejected(k, r, true, COLLIDED);
+            }
+        }
+        self.collided = now;
+        moved
+    }
+
+    /// Takes in the entries under the changed keys as the mirror now holds them (absent:
+    /// gone), and returns the keys whose plan may differ. `known` says which users the target
+    /// already has (it decides who keeps a userName used twice, and whether a held manager
+    /// stays one); `known_changed`, the users it has gained or lost since the last update.
+    pub(crate) fn update<'k>(
+        &mut self,
+        mirror: (&BTreeMap<Key, RawEntry>, &BTreeMap<Key, RawEntry>),
+        changed: (
+            impl IntoIterator<Item = &'k Key>,
+            impl IntoIterator<Item = &'k Key>,
+        ),
+        known: &dyn Fn(&Key) -> bool,
+        known_changed: impl IntoIterator<Item = &'k Key>,
+    ) -> Reached {
+        let (mirror_users, mirror_groups) = mirror;
+        let (changed_users, changed_groups) = changed;
+        let fresh = self.users.is_empty() && self.groups.is_empty();
+        let mut reached = Reached::default();
+        let new_users: Vec<(Key, Option<Result<MappedUser, Rejected>>)> = changed_users
+            .into_iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    mirror_users.get(k).map(|e| self.mapper.map_user(e)),
+                )
+            })
+            .collect();
+        let new_groups: Vec<(Key, Option<Result<LiveGroup, Rejected>>)> = changed_groups
+            .into_iter()
+            .map(|k| {
+                let g = mirror_groups.get(k).map(|e| {
+                    self.mapper.map_group(e).map(|mapped| LiveGroup {
+                        out: Group {
+                            display_name: mapped.display_name.clone(),
+                            members: BTreeSet::new(),
+                        },
+                        mapped,
+                        direct: BTreeSet::new(),
+                        children: BTreeSet::new(),
+                        unresolved: 0,
+                    })
+                });
+                (k.clone(), g)
+            })
+            .collect();
+
+        // The names whose resolution may change, and what they resolve to before.
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut standing: BTreeMap<Key, Status> = BTreeMap::new();
+        if !fresh {
+            let mut crowd: BTreeSet<Key> = BTreeSet::new();
+            for (k, new) in &new_users {
+                for u in self.users.get(k).into_iter().chain(new.as_ref()) {
+                    touched.extend(user_names_of(k, u));
+                    if let Ok(m) = u {
+                        if let Some(ks) = self.names.get(&m.user.user_name.to_lowercase()) {
+                            crowd.extend(ks.iter().cloned());
+                        }
+                    }
+                }
+                standing.insert(k.clone(), self.status(k));
+            }
+            for (k, new) in &new_groups {
+                for g in self.groups.get(k).into_iter().chain(new.as_ref()) {
+                    touched.extend(group_names_of(k, g));
+                }
+            }
+            for name in &self.crowded {
+                crowd.extend(self.names.get(name).into_iter().flatten().cloned());
+            }
+            for k in crowd {
+                if let Some(u) = self.users.get(&k) {
+                    touched.extend(user_names_of(&k, u));
+                }
+                let s = self.status(&k);
+                standing.entry(k).or_insert(s);
+            }
+        }
+        let before: Vec<Resolution> = touched.iter().map(|n| self.resolution(n)).collect();
+
+        // A user and a group may share a key: whether either is held decides whether the
+        // other's record is removed, so each change reaches both.
+        for (k, new) in new_users {
+            if let Some(old) = self.users.remove(&k) {
+                self.index_user(&k, &old, false);
+            }
+            if let Some(new) = new {
+                self.index_user(&k, &new, true);
+                self.users.insert(k.clone(), new);
+            }
+            reached.groups.insert(k.clone());
+            reached.users.insert(k);
+        }
+        let group_held =
+            |g: Option<&Result<LiveGroup, Rejected>>| matches!(g, Some(Err(r)) if r.key.is_some());
+        for (k, new) in new_groups {
+            let old = self.groups.remove(&k);
+            if group_held(old.as_ref()) != group_held(new.as_ref()) {
+                // The key's standing as a held object: a user record under it is kept or not.
+                reached.flipped.insert(k.clone());
+            }
+            if let Some(old) = old {
+                self.index_group(&k, &old, false);
+            }
+            if let Some(new) = new {
+                self.index_group(&k, &new, true);
+                self.groups.insert(k.clone(), new);
+            }
+            reached.users.insert(k.clone());
+            reached.groups.insert(k);
+        }
+        // Those whose standing moves carry a crowded name, old or new: their names and
+        // standing were taken above.
+        let moved = self.settle_collisions(known);
+        reached.users.extend(moved);
+
+        if fresh {
+            reached.users.extend(self.users.keys().cloned());
+            reached.groups.extend(self.groups.keys().cloned());
+            reached.flipped.extend(self.users.keys().cloned());
+        } else {
+            let mut before = before.into_iter();
+            for name in &touched {
+                let was = before.next();
+                if was.as_ref() != Some(&self.resolution(name)) {
+                    let named = self.named_by.get(name).into_iter().flatten();
+                    reached.groups.extend(named.cloned());
+                    let managed = self.managed_by.get(name).into_iter().flatten();
+                    reached.users.extend(managed.cloned());
+                }
+            }
+        }
+
+        // A held entry the target gained or lost as a user: the users naming it as their
+        // manager (a held entry already on the target stays the manager).
+        for k in known_changed {
+            let user = self.users.get(k).map(|u| user_names_of(k, u));
+            let group = self.groups.get(k).map(|g| group_names_of(k, g));
+            for name in user.into_iter().chain(group).flatten() {
+                let managed = self.managed_by.get(&name).into_iter().flatten();
+                reached.users.extend(managed.cloned());
+            }
+        }
+
+        // Users whose standing changed: the groups listing them and the users they manage.
+        for (k, was) in standing {
+            if self.status(&k) == was {
+                continue;
+            }
+            if let Some(u) = self.users.get(&k) {
+                for name in user_names_of(&k, u) {
+                    let named = self.named_by.get(&name).into_iter().flatten();
+                    reached.groups.extend(named.cloned());
+                }
+            }
+            reached.flipped.insert(k);
+        }
+        // Whether a key is held decides, for a user and a group alike, whether its record is
+        // removed, and whether it stays a manager of those it manages.
+        let flipped: Vec<Key> = reached.flipped.iter().cloned().collect();
+        for k in flipped {
+            let reports = self.reports.get(&k).into_iter().flatten();
+            reached.users.extend(reports.cloned());
+            reached.users.insert(k.clone());
+            reached.groups.insert(k);
+        }
+
+        // Resolve what was reached, then (nested) what contains it.
+        let users: Vec<Key> = reached.users.iter().cloned().collect();
+        for k in &users {
+            self.resolve_manager(k, known);
+        }
+        let groups: Vec<Key> = reached.groups.iter().cloned().collect();
+        for g in &groups {
+            self.resolve_members(g);
+        }
+        if self.mapper.nested() {
+            let mut stack: Vec<Key> = reached.groups.iter().cloned().collect();
+            while let Some(g) = stack.pop() {
+                for p in self.parents.get(&g).into_iter().flatten() {
+                    if reached.groups.insert(p.clone()) {
+                        stack.push(p.clone());
+                    }
+                }
+            }
+            let groups: Vec<Key> = reached.groups.iter().cloned().collect();
+            for g in groups {
+                self.flatten(&g);
+            }
+        }
+        reached
+    }
+
+    /// Resolves a user's manager DN: a user synced, else a held user already on the target.
+    fn resolve_manager(&mut self, key: &Key, known: &dyn Fn(&Key) -> bool) {
+        let Some(Ok(m)) = self.users.get(key) else {
+            return;
+        };
+        let manager = m.manager_dn.as_deref().map(normalize).and_then(|d| {
+            self.user_winner(&d)
+                .cloned()
+                .or_else(|| self.held_by(&d).into_iter().find(|k| known(k)).cloned())
+        });
+        let Some(Ok(m)) = self.users.get_mut(key) else {
+            return;
+        };
+        let old = std::mem::replace(&mut m.user.manager, manager.clone());
+        if old != manager {
+            if let Some(o) = old {
+                remove(&mut self.reports, &o, key);
+            }
+            if let Some(n) = manager {
+                add(&mut self.reports, n, key);
+            }
+        }
+    }
+
+    /// Resolves a group's member values into users (and child groups when nested).
+    fn resolve_members(&mut self, key: &Key) {
+        let Some(Ok(l)) = self.groups.get(key) else {
+            return;
+        };
+        let nested = self.mapper.nested();
+        let mut direct = BTreeSet::new();
+        let mut children = BTreeSet::new();
+        let mut unresolved = 0;
+        for m in &l.mapped.member_dns {
+            let group = self.group_winner(m);
+            if let Some(u) = self.user_winner(m) {
+                direct.insert(u.clone());
+            } else if group.is_none() && !self.rejected_dn(m) {
+                unresolved += 1;
+            }
+            if let Some(g) = group.filter(|_| nested) {
+                children.insert(g.clone());
+            }
+        }
+        let old_children = l.children.clone();
+        let old_unresolved = l.unresolved;
+        for c in old_children.difference(&children) {
+            if let Some(p) = self.parents.get_mut(c) {
+                p.remove(key);
+                if p.is_empty() {
+                    self.parents.remove(c);
+                }
+            }
+        }
+        for c in children.difference(&old_children) {
+            self.parents
+                .entry(c.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.unresolved = self.unresolved + unresolved - old_unresolved;
+        if let Some(Ok(l)) = self.groups.get_mut(key) {
+            l.unresolved = unresolved;
+            l.children = children;
+            if nested {
+                l.direct = direct;
+            } else {
+                l.out.members = direct;
+            }
+        }
+    }
+
+    /// Nested: a group's members are its own users and, transitively, its child groups'.
+    fn flatten(&mut self, key: &Key) {
+        if !matches!(self.groups.get(key), Some(Ok(_))) {
+            return;
+        }
+        let mut members = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![key];
+        while let Some(g) = stack.pop() {
+            if !seen.insert(g) {
+                continue;
+            }
+            if let Some(Ok(l)) = self.groups.get(g) {
+                members.extend(l.direct.iter().cloned());
+                stack.extend(l.children.iter());
+            }
+        }
+        if let Some(Ok(l)) = self.groups.get_mut(key) {
+            l.out.members = members;
+        }
+    }
+
+    /// The whole desired state, as `desired.rs` would build it (for comparisons).
+    #[cfg(test)]
+    pub(crate) fn to_state(&self) -> DesiredState {
+        let mut out = DesiredState {
+            unresolved_members: self.unresolved,
+            rejected: self.rejected().cloned().collect(),
+            ..Default::default()
+        };
+        out.held = out.rejected.iter().filter_map(|r| r.key.clone()).collect();
+        for (k, g) in &self.groups {
+            if let Ok(l) = g {
+                out.groups.insert(k.clone(), l.out.clone());
+                out.dns.insert(k.clone(), l.mapped.dn.clone());
+            }
+        }
+        for (k, u) in &self.users {
+            if let (Ok(m), false) = (u, self.collided.contains_key(k)) {
+                out.users.insert(k.clone(), m.user.clone());
+                out.dns.insert(k.clone(), m.dn.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Desired for LiveDesired {
+    fn user(&self, key: &Key) -> Option<&User> {
+        match self.users.get(key) {
+            Some(Ok(m)) if !self.collided.contains_key(key) => Some(&m.user),
+            _ => None,
+        }
+    }
+
+    fn group(&self, key: &Key) -> Option<&Group> {
+        match self.groups.get(key) {
+            Some(Ok(l)) => Some(&l.out),
+            _ => None,
+        }
+    }
+
+    fn held(&self, key: &Key) -> bool {
+        self.collided.contains_key(key) || self.rejected_of(key).any(|r| r.key.is_some())
+    }
+
+    fn dn(&self, key: &Key) -> Option<&str> {
+        if let Some(Ok(m)) = self.users.get(key) {
+            if !self.collided.contains_key(key) {
+                return Some(&m.dn);
+            }
+        }
+        match self.groups.get(key) {
+            Some(Ok(l)) => Some(&l.mapped.dn),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
