@@ -203,10 +203,15 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// Peak RSS of a running process in MiB, from /proc.
 fn peak_rss(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status_mib(pid, "VmHWM:")
+}
+
+/// A size from /proc/<pid>/status, in MiB (NaN once the process is gone).
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(f64::NAN)
         / 1024.0
@@ -272,6 +277,23 @@ fn follow(config: &Path, slapd: &Slapd, n: usize, changes: usize) -> Follow {
         .unwrap();
     let pid = child.id();
     let mut child = Guard(child);
+    // BENCH_RUN_RSS=<file>: `run`'s RSS every 50 ms ("ms MiB" lines) until it stops.
+    if let Ok(to) = std::env::var("BENCH_RUN_RSS") {
+        let to = to.replace("{n}", &n.to_string());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = std::fs::File::create(to).unwrap();
+            let start = Instant::now();
+            loop {
+                let rss = status_mib(pid, "VmRSS:");
+                if rss.is_nan() {
+                    break;
+                }
+                let _ = writeln!(out, "{} {rss:.0}", start.elapsed().as_millis());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ldap = rt.block_on(bind_admin(&slapd.url()));
     let mut modify = |i: usize, title: &str| {

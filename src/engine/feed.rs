@@ -84,6 +84,9 @@ pub(crate) struct Feed {
     kind: FeedKind,
     mapper: Mapper,
     fingerprint: String,
+    /// A checkpoint this feed can resume from is stored (else the next save writes the mirror
+    /// in batches, the checkpoint last).
+    stored: bool,
     mirror: Mirror,
     /// Keys whose mirror entry changed since the last save, per scope: what the next save
     /// writes (or removes). No second copy of the mirror is kept to compare against.
@@ -184,6 +187,7 @@ impl Feed {
         let fingerprint = super::fingerprint(cfg, &format!("{kind:?}/v2"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
+        let stored = usable.is_some();
         let (mirror, cookies, unsaved) = match usable {
             Some(c) => {
                 let decode = |s: &Option<String>| s.as_deref().and_then(|h| hex::decode(h).ok());
@@ -200,6 +204,7 @@ impl Feed {
             kind,
             mapper,
             fingerprint,
+            stored,
             mirror,
             unsaved,
             kept: None,
@@ -662,9 +667,16 @@ impl Feed {
             fingerprint: self.fingerprint.clone(),
             cookies: [hexed(&self.cookies[0]), hexed(&self.cookies[1])],
         };
-        store
-            .save_feed(&self.mirror, &self.unsaved, &checkpoint)
-            .await?;
+        if self.stored {
+            store
+                .save_feed(&self.mirror, &self.unsaved, &checkpoint)
+                .await?;
+        } else {
+            store
+                .save_feed_in_batches(&self.mirror, &self.unsaved, &checkpoint)
+                .await?;
+            self.stored = true;
+        }
         self.unsaved = Default::default();
         self.changed_at.clear();
         self.dirty = false;

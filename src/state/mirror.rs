@@ -108,6 +108,45 @@ impl Store {
         self.flush().await
     }
 
+    /// [`Store::save_feed`] for a feed whose stored checkpoint is not usable (a first start,
+    /// another server or configuration): nothing stored is consistent with anything yet, so the
+    /// mirror is written in batches, each flushed, and the checkpoint last. A crash midway
+    /// leaves no usable checkpoint, and the next start refreshes from nothing as this one did.
+    /// (One transaction for a whole directory held several times its size in memory.)
+    pub async fn save_feed_in_batches<T: Serialize>(
+        &self,
+        m: &Mirror,
+        unsaved: &[BTreeSet<Key>; 2],
+        checkpoint: &T,
+    ) -> Result<(), StateError> {
+        const BATCH: usize = 5000;
+        self.meta
+            .remove("feed_checkpoint")
+            .map_err(|e| self.io(e))?;
+        self.flush().await?;
+        for (tree, keys, map) in [
+            (&self.mirror_users, &unsaved[0], &m.users),
+            (&self.mirror_groups, &unsaved[1], &m.groups),
+        ] {
+            let keys: Vec<&Key> = keys.iter().collect();
+            for chunk in keys.chunks(BATCH) {
+                let mut batch = sled::Batch::default();
+                for k in chunk {
+                    match map.get(*k) {
+                        Some(e) => batch.insert(k.as_bytes(), encode(e)),
+                        None => batch.remove(k.as_bytes()),
+                    }
+                }
+                tree.apply_batch(batch).map_err(|e| self.io(e))?;
+                self.flush().await?;
+            }
+        }
+        self.meta
+            .insert("feed_checkpoint", encode(checkpoint))
+            .map_err(|e| self.io(e))?;
+        self.flush().await
+    }
+
     /// The keys the stored mirror holds, users then groups.
     pub fn mirror_keys(&self) -> Result<[BTreeSet<Key>; 2], StateError> {
         let keys = |tree: &sled::Tree| -> Result<BTreeSet<Key>, StateError> {

@@ -246,3 +246,45 @@ async fn every_write_of_the_records_moves_their_generation_and_nothing_else_does
     store.replace_all(&Snapshot::default()).await.unwrap();
     assert!(store.records_generation() > g2);
 }
+
+#[tokio::test]
+async fn a_feed_saved_in_batches_is_all_there_and_its_checkpoint_last() {
+    use crate::source::entry::RawEntry;
+    use crate::state::Mirror;
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s"), 1 << 20).unwrap();
+    let entry = |i: usize| RawEntry {
+        dn: format!("uid=u{i},dc=x"),
+        dn_guid: None,
+        attrs: [("uid".to_string(), vec![format!("u{i}").into_bytes()])].into(),
+    };
+    // What an earlier configuration stored: gone at the save, being among the unsaved keys.
+    let mut stale = Mirror::default();
+    stale.users.insert("stale".into(), entry(0));
+    let keys = [BTreeSet::from(["stale".to_string()]), BTreeSet::new()];
+    store.save_feed(&stale, &keys, &"old").await.unwrap();
+
+    let mut m = Mirror::default();
+    for i in 0..12_000 {
+        m.users.insert(format!("k{i:05}"), entry(i));
+    }
+    m.groups.insert("g".into(), entry(99_999));
+    let mut unsaved = [
+        m.users.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::new(),
+    ];
+    unsaved[0].insert("stale".into());
+    unsaved[1].insert("g".into());
+    store
+        .save_feed_in_batches(&m, &unsaved, &"new")
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("s"), 1 << 20).unwrap();
+    assert_eq!(store.mirror().unwrap(), m);
+    assert_eq!(
+        store.feed_checkpoint::<String>().unwrap().as_deref(),
+        Some("new")
+    );
+}
