@@ -205,13 +205,19 @@ pub(crate) fn scope(reached: Reached, pending: &Pending, records: &Snapshot) -> 
     } = reached;
     users.extend(pending.users.iter().cloned());
     groups.extend(pending.groups.iter().cloned());
-    let known: Vec<&Key> = flipped
+    let known: BTreeSet<&Key> = flipped
         .iter()
         .filter(|k| records.users.contains_key(*k))
         .collect();
     if !known.is_empty() {
         for (g, r) in &records.groups {
-            if known.iter().any(|k| r.members.contains(*k)) {
+            // Whichever side is smaller is walked.
+            let lists = if r.members.len() < known.len() {
+                r.members.iter().any(|m| known.contains(m))
+            } else {
+                known.iter().any(|k| r.members.contains(*k))
+            };
+            if lists {
                 groups.insert(g.clone());
             }
         }
@@ -239,6 +245,16 @@ pub(crate) fn keys_of(ops: &[Operation]) -> Scope {
         }
     }
     out
+}
+
+/// Fits the user records a pass wrote to what the target holds (an adopted user is recorded
+/// as the target has it): kept records are otherwise fitted only when read from the store.
+pub(crate) fn refit(records: &mut Snapshot, moved: &Scope, fit: &dyn Fn(&mut User)) {
+    for k in &moved.users {
+        if let Some(r) = records.users.get_mut(k) {
+            fit(&mut r.pushed);
+        }
+    }
 }
 
 /// The keys among those planned or whose records moved whose plan is still not empty once

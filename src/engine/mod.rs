@@ -633,7 +633,7 @@ async fn run_inner<T: Target>(
     let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
     exec.summary.census = Some(exec.census);
     let census = exec.census;
-    let records = std::mem::take(&mut exec.records);
+    let mut records = std::mem::take(&mut exec.records);
     let moved = std::mem::take(&mut exec.moved);
     sent?;
     match &prune_scope {
@@ -656,6 +656,7 @@ async fn run_inner<T: Target>(
     }
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
+        live::refit(&mut records, &moved.records, &|u| target.fit_user(u));
         let follow = match wanted {
             live::Wanted::Live { desired, .. } => {
                 let view = live::Fitted {

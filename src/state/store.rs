@@ -416,6 +416,19 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps the intent of a write whose retry was put off by run `run` (so pruning does not
+    /// take it for settled: its object is still to be looked up before anything is sent).
+    pub fn defer_intent(&self, key: &str, run: u64) -> Result<(), StateError> {
+        if let Some(v) = self.intents.get(key.as_bytes()).map_err(|e| self.io(e))? {
+            let mut i: Intent = decode(&self.path, key.as_bytes(), &v)?;
+            i.run = run;
+            self.intents
+                .insert(key.as_bytes(), encode(&i))
+                .map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
     /// Drops errors that a complete run `run` did not see again.
     pub async fn prune_errors(&self, run: u64) -> Result<(), StateError> {
         for e in self.errors()? {

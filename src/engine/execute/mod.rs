@@ -101,6 +101,10 @@ impl<T: Target> Executor<'_, T> {
                 self.summary.waiting += 1;
                 tracing::debug!(op = op.name(), object = op.label(), retry_after = ?e.retry_after, "refused before; waiting to retry");
                 self.store.defer_error(req.key(), self.run).await?;
+                // A write interrupted before it waits with it: still to be looked up.
+                if self.interrupted.contains_key(req.key()) {
+                    self.store.defer_intent(req.key(), self.run)?;
+                }
                 return Ok(None);
             }
         }

@@ -97,6 +97,8 @@ fn send(
                 *next_id += 1;
                 let mut there = user.clone();
                 there.title = Some("set on the target".into());
+                // What the target is not known to hold comes back too.
+                there.email = Some("kept@target".into());
                 Confirmation::Created {
                     target_id: format!("id-{next_id}"),
                     origin: Origin::Adopted,
@@ -163,7 +165,12 @@ fn full_plan(
     for u in desired.users.values_mut() {
         fit(u);
     }
-    plan(&desired, records, policy)
+    // As read from the store: fitted whole.
+    let mut records = records.clone();
+    for r in records.users.values_mut() {
+        fit(&mut r.pushed);
+    }
+    plan(&desired, &records, policy)
 }
 
 proptest! {
@@ -221,6 +228,7 @@ proptest! {
             prop_assert_eq!(&ops, &full_plan(&m, &users, &groups, &records, &policy));
 
             let moved = send(&mut records, &mut census, &ops, &answers, &mut next_id);
+            refit(&mut records, &moved.records, &fit);
             // The counts followed change by change are the counts of the records.
             prop_assert_eq!(census, crate::status::Census::of(&records));
             pending = still_pending(&view, &records, &policy, &keys_of(&ops), &moved.records);
