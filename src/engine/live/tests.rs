@@ -1,32 +1,21 @@
 //! The incremental plan is the full plan: random sequences of directory changes, each pass
 //! planned both ways against the same records, then sent to an imaginary target that refuses
-//! some operations (they stay pending), under every removal policy.
+//! some operations (they stay pending), answers others with a 404 or an object to adopt, under
+//! every removal policy, with restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{Config, RemovalAction};
-use crate::mapping::live::tests::{apply, change, Change};
+use crate::config::RemovalAction;
+use crate::mapping::live::tests::{apply, change, mapper, Change};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{Desired, DesiredState, Group, User};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request};
 use crate::plan::plan;
 use crate::source::entry::RawEntry;
 use crate::state::records::Origin;
-
-fn mapper(nested: bool) -> Mapper {
-    let text = format!(
-        "[ldap]\nurl = \"ldap://127.0.0.1:389\"\nbase_dn = \"dc=x\"\nmembership = \"member\"\n\
-         nested_groups = {nested}\n\
-         [mapping.active]\nattribute = \"employeeType\"\ninactive_values = [\"off\"]\n\
-         [target]\nkind = \"scim\"\nurl = \"http://127.0.0.1/scim\"\ntoken = \"t\"\n"
-    );
-    let c = Config::parse(&text, Path::new("t.toml")).unwrap();
-    Mapper::new(&c.mapping, &c.ldap)
-}
 
 /// What the imaginary target answers to one request.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use super::*;
 use crate::config::Config;
 use crate::mapping::DesiredBuilder;
 
-fn mapper(nested: bool) -> Mapper {
+pub(crate) fn mapper(nested: bool) -> Mapper {
     let text = format!(
         "[ldap]\nurl = \"ldap://127.0.0.1:389\"\nbase_dn = \"dc=x\"\nmembership = \"member\"\n\
          nested_groups = {nested}\n\
@@ -193,23 +193,17 @@ pub(crate) fn apply(
     groups: &mut BTreeMap<Key, RawEntry>,
 ) -> (Vec<Key>, Vec<Key>) {
     match c {
-        // Slot 7: an entry without its key attribute, kept under its (fixed) DN.
-        Change::User(7, s) => {
-            let dn = 5;
-            let k = format!("dn:{}", user_dn(dn));
-            match s {
-                Some(s) => {
-                    let s = UserSpec { dn, ..s.clone() };
-                    users.insert(k.clone(), user_entry(&k, &s))
-                }
-                None => users.remove(&k),
-            };
-            (vec![k], vec![])
-        }
         Change::User(i, s) => {
-            let k = user_key(*i);
+            // Slot 7: an entry without its key attribute, kept under its (fixed) DN.
+            let (k, s) = match i {
+                7 => (
+                    format!("dn:{}", user_dn(5)),
+                    s.as_ref().map(|s| UserSpec { dn: 5, ..s.clone() }),
+                ),
+                _ => (user_key(*i), s.clone()),
+            };
             match s {
-                Some(s) => users.insert(k.clone(), user_entry(&k, s)),
+                Some(s) => users.insert(k.clone(), user_entry(&k, &s)),
                 None => users.remove(&k),
             };
             (vec![k], vec![])
