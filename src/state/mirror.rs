@@ -102,6 +102,8 @@ impl Store {
                     }
                 }
                 meta.insert("feed_checkpoint", meta_value.clone())?;
+                // The mirror trees now follow the feed: an AD watermark no longer describes them.
+                meta.remove("watermark")?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| self.io(format!("{e:?}")))?;
@@ -120,9 +122,9 @@ impl Store {
         checkpoint: &T,
     ) -> Result<(), StateError> {
         const BATCH: usize = 5000;
-        self.meta
-            .remove("feed_checkpoint")
-            .map_err(|e| self.io(e))?;
+        for stale in ["feed_checkpoint", "watermark"] {
+            self.meta.remove(stale).map_err(|e| self.io(e))?;
+        }
         self.flush().await?;
         for (tree, keys, map) in [
             (&self.mirror_users, &unsaved[0], &m.users),
@@ -223,6 +225,8 @@ impl Store {
                     g.insert(k.as_bytes(), v.clone())?;
                 }
                 meta.insert(meta_key, meta_value.clone())?;
+                // The mirror trees now describe this read: a feed checkpoint no longer does.
+                meta.remove("feed_checkpoint")?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| self.io(format!("{e:?}")))?;

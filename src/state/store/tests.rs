@@ -308,3 +308,41 @@ async fn a_feed_saved_in_batches_is_all_there_and_its_checkpoint_last() {
         Some("new")
     );
 }
+
+#[tokio::test]
+async fn the_mirror_trees_describe_one_reader_at_a_time() {
+    use crate::state::{Mirror, Watermark};
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s"), 1 << 20).unwrap();
+    let wm = Watermark {
+        dc: "dc1".into(),
+        invocation_id: "inv".into(),
+        usn: 7,
+        fingerprint: "f".into(),
+    };
+    let none: [BTreeSet<Key>; 2] = Default::default();
+    // An AD read's mirror, then a feed's: the watermark no longer describes the trees.
+    store
+        .save_mirror(&Mirror::default(), None, &wm)
+        .await
+        .unwrap();
+    assert!(store.watermark().unwrap().is_some());
+    store
+        .save_feed(&Mirror::default(), &none, &"c")
+        .await
+        .unwrap();
+    assert!(store.watermark().unwrap().is_none());
+    assert!(store.feed_checkpoint::<String>().unwrap().is_some());
+    // And the other way round; a first feed save in batches forgets it too.
+    store
+        .save_mirror(&Mirror::default(), None, &wm)
+        .await
+        .unwrap();
+    assert!(store.feed_checkpoint::<String>().unwrap().is_none());
+    store
+        .save_feed_in_batches(&Mirror::default(), &none, &"c")
+        .await
+        .unwrap();
+    assert!(store.watermark().unwrap().is_none());
+}
