@@ -13,7 +13,6 @@ use crate::mapping::live::{LiveDesired, Reached};
 use crate::model::{Desired, DesiredState, Group, Key, Rejected, User};
 use crate::plan::{plan_keys, Operation, Policy};
 use crate::state::records::{Snapshot, StateChange};
-use crate::target::Target;
 
 /// Where a pass's desired state comes from, and which keys it plans.
 pub(crate) enum Wanted {
@@ -276,12 +275,12 @@ pub(crate) fn still_pending(
 }
 
 /// The live state as the plan reads it, each user fitted to what the target can hold.
-pub(crate) struct Fitted<'a, T> {
+pub(crate) struct Fitted<'a> {
     pub desired: &'a LiveDesired,
-    pub target: &'a T,
+    pub fit: &'a (dyn Fn(&mut User) + Sync),
 }
 
-impl<T: Target> Desired for Fitted<'_, T> {
+impl Desired for Fitted<'_> {
     fn user(&self, key: &Key) -> Option<&User> {
         self.desired.user(key)
     }
@@ -295,7 +294,7 @@ impl<T: Target> Desired for Fitted<'_, T> {
         self.desired.dn(key)
     }
     fn fit(&self, user: &mut User) {
-        self.target.fit_user(user)
+        (self.fit)(user)
     }
 }
 

@@ -152,10 +152,17 @@ async fn dry_run_inner<T: Target>(
 pub(crate) fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
     if !target.holds_groups() {
         desired.groups.clear();
-        records.groups.clear();
     }
     for user in desired.users.values_mut() {
         target.fit_user(user);
+    }
+    fit_records(target, records);
+}
+
+/// [`fit`]'s half for the records.
+fn fit_records<T: Target>(target: &T, records: &mut Snapshot) {
+    if !target.holds_groups() {
+        records.groups.clear();
     }
     for rec in records.users.values_mut() {
         target.fit_user(&mut rec.pushed);
@@ -513,6 +520,7 @@ async fn run_inner<T: Target>(
     // a resync's read of the target, which is what the records now are).
     let policy = policy(cfg);
     let fit_state = target.fit_state();
+    let fit_user = |u: &mut crate::model::User| target.fit_user(u);
     // A pass of some keys settles the errors of those keys only; None: of every key.
     let mut prune_scope: Option<live::Scope> = None;
     let ops = match &mut wanted {
@@ -522,7 +530,7 @@ async fn run_inner<T: Target>(
         }
         live::Wanted::Live { desired, scope } => {
             if fitted_as.is_none() {
-                fit(target, &mut DesiredState::default(), &mut records);
+                fit_records(target, &mut records);
             }
             let all = scope.is_none();
             let mut s = scope
@@ -534,7 +542,10 @@ async fn run_inner<T: Target>(
             if !target.holds_groups() {
                 s.groups.clear();
             }
-            let view = live::Fitted { desired, target };
+            let view = live::Fitted {
+                desired,
+                fit: &fit_user,
+            };
             let ops = crate::plan::plan_keys(&view, &records, &policy, &s.users, &s.groups);
             *scope = Some(s);
             ops
@@ -609,7 +620,10 @@ async fn run_inner<T: Target>(
     let desired: &(dyn crate::model::Desired + Sync) = match &wanted {
         live::Wanted::Full(d) => d,
         live::Wanted::Live { desired, .. } => {
-            fitted = live::Fitted { desired, target };
+            fitted = live::Fitted {
+                desired,
+                fit: &fit_user,
+            };
             &fitted
         }
     };
@@ -656,12 +670,12 @@ async fn run_inner<T: Target>(
     }
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
-        live::refit(&mut records, &moved.records, &|u| target.fit_user(u));
+        live::refit(&mut records, &moved.records, &fit_user);
         let follow = match wanted {
             live::Wanted::Live { desired, .. } => {
                 let view = live::Fitted {
                     desired: &desired,
-                    target,
+                    fit: &fit_user,
                 };
                 let pending =
                     live::still_pending(&view, &records, &policy, &planned, &moved.records);

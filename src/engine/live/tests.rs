@@ -11,7 +11,7 @@ use super::*;
 use crate::config::RemovalAction;
 use crate::mapping::live::tests::{apply, change, mapper, Change};
 use crate::mapping::{DesiredBuilder, Mapper};
-use crate::model::{Desired, DesiredState, Group, User};
+use crate::model::{DesiredState, User};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request};
 use crate::plan::plan;
 use crate::source::entry::RawEntry;
@@ -41,27 +41,6 @@ fn answer() -> impl Strategy<Value = Answer> {
 /// The target holds no email: left out of what is planned, on both sides.
 fn fit(u: &mut User) {
     u.email = None;
-}
-
-/// The live state as the engine plans it: fitted to the target.
-struct Fitted<'a>(&'a LiveDesired);
-
-impl Desired for Fitted<'_> {
-    fn user(&self, key: &Key) -> Option<&User> {
-        self.0.user(key)
-    }
-    fn group(&self, key: &Key) -> Option<&Group> {
-        self.0.group(key)
-    }
-    fn held(&self, key: &Key) -> bool {
-        self.0.held(key)
-    }
-    fn dn(&self, key: &Key) -> Option<&str> {
-        self.0.dn(key)
-    }
-    fn fit(&self, user: &mut User) {
-        fit(user)
-    }
 }
 
 /// Sends the operations, each answered as `answers` says (cycled), applying what is
@@ -212,7 +191,7 @@ proptest! {
                 scope(reached, &pending, &records)
             };
             first = false;
-            let view = Fitted(&live);
+            let view = Fitted { desired: &live, fit: &fit };
             let ops = plan_keys(&view, &records, &policy, &planned.users, &planned.groups);
             prop_assert_eq!(&ops, &full_plan(&m, &users, &groups, &records, &policy));
 
