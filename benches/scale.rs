@@ -133,11 +133,12 @@ fn raw_read(slapd: &Slapd) -> f64 {
 }
 
 /// One dirbridge command under GNU time: (seconds, peak RSS in MiB).
-fn timed(config: &Path, args: &[&str]) -> (f64, f64) {
+/// Wall seconds, peak RSS (MiB) and CPU seconds (user + system) of one command.
+fn timed(config: &Path, args: &[&str]) -> (f64, f64, f64) {
     let report = config.with_extension("time");
     let start = Instant::now();
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-f").arg("%M").arg("-o").arg(&report);
+    cmd.arg("-f").arg("%U %S %M").arg("-o").arg(&report);
     if let Ok(wrap) = std::env::var("BENCH_WRAP") {
         // Profiling: each command run under BENCH_WRAP, `{n}` replaced by its number (e.g.
         // BENCH_WRAP='perf record -g -o /tmp/perf-{n}').
@@ -160,13 +161,16 @@ fn timed(config: &Path, args: &[&str]) -> (f64, f64) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let kib: f64 = std::fs::read_to_string(&report)
-        .unwrap()
+    let report = std::fs::read_to_string(&report).unwrap();
+    let figures: Vec<f64> = report
         .lines()
         .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    (secs, kib / 1024.0)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(f64::NAN))
+        .collect();
+    let figure = |i: usize| figures.get(i).copied().unwrap_or(f64::NAN);
+    (secs, figure(2) / 1024.0, figure(0) + figure(1))
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -501,7 +505,7 @@ fn into_scim2_server(config: &Path, n: usize, groups: usize) -> (f64, f64, f64) 
         ),
     )
     .unwrap();
-    let (secs, _) = timed(&cfg, &["sync"]);
+    let (secs, _, _) = timed(&cfg, &["sync"]);
     let rate = objects as f64 / secs;
     (capacity, rate, rate / capacity)
 }
@@ -555,8 +559,8 @@ fn main() {
         let read = raw_read(&slapd);
         // The ideal: one write per object (no look-up), at the gateway's concurrency.
         let ingest = sink::raw_ingest(port, n + groups, CONCURRENCY, "/scim", false);
-        let (first, rss_first) = timed(&config, &["sync"]);
-        let (again, rss_again) = timed(&config, &["sync"]);
+        let (first, rss_first, cpu_first) = timed(&config, &["sync"]);
+        let (again, rss_again, cpu_again) = timed(&config, &["sync"]);
         let mut ldif = String::new();
         for i in (0..n).step_by(100) {
             ldif += &format!(
@@ -564,11 +568,15 @@ fn main() {
             );
         }
         slapd.modify(&ldif);
-        let (changed, _) = timed(&config, &["sync"]);
+        let (changed, _, cpu_changed) = timed(&config, &["sync"]);
         let per_object = dir_bytes(&dir.path().join("state")) as f64 / (n + groups) as f64;
+        // BENCH_PASSES_ONLY: the one-shot passes only (to profile them without waiting).
+        let passes_only = bench && std::env::var_os("BENCH_PASSES_ONLY").is_some();
         let changes = if bench { 50 } else { 5 };
-        follows.push((n, follow(&config, &slapd, n, changes)));
-        if n == sizes_max.min(10_000) {
+        if !passes_only {
+            follows.push((n, follow(&config, &slapd, n, changes)));
+        }
+        if n == sizes_max.min(10_000) && !passes_only {
             scim2 = Some((n, into_scim2_server(&config, n, groups)));
         }
         let slower = read.max(ingest);
@@ -577,6 +585,10 @@ fn main() {
             first / slower,
             again / read,
             changed / read,
+        );
+        println!(
+            "{:>8} {:>8} | CPU (user + system) of the passes: first {cpu_first:.2}s, no-change {cpu_again:.2}s, 1% changed {cpu_changed:.2}s",
+            "", ""
         );
     }
     println!(

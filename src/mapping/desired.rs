@@ -90,15 +90,22 @@ impl DesiredBuilder {
         } = self;
         let mut held: BTreeSet<Key> = rejected.iter().filter_map(|r| r.key.clone()).collect();
 
-        // userName must be unique (case-insensitively, as SCIM compares it).
-        let mut by_name: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        // userName must be unique (case-insensitively, as SCIM compares it). Only the names
+        // used twice are collected with their keys, in name order.
+        let mut by_name: HashMap<String, Vec<&Key>> = HashMap::with_capacity(users.len());
         for (k, u) in &users {
             by_name
                 .entry(u.user.user_name.to_lowercase())
                 .or_default()
-                .push(k.clone());
+                .push(k);
         }
-        for (name, keys) in by_name.into_iter().filter(|(_, ks)| ks.len() > 1) {
+        let mut shared: Vec<(String, Vec<Key>)> = by_name
+            .into_iter()
+            .filter(|(_, ks)| ks.len() > 1)
+            .map(|(name, ks)| (name, ks.into_iter().cloned().collect()))
+            .collect();
+        shared.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, keys) in shared {
             let keeper: Vec<&Key> = keys.iter().filter(|k| known_users.contains(*k)).collect();
             let keep = if keeper.len() == 1 {
                 Some(keeper[0].clone())
@@ -225,22 +232,32 @@ impl DesiredBuilder {
             }
         }
 
-        for (k, g) in &groups {
-            let members = if mapper.nested() {
-                flatten(k, &direct, &children)
-            } else {
-                direct.get(k).cloned().unwrap_or_default()
-            };
-            out.dns.insert(k.clone(), g.dn.clone());
-            out.groups.insert(
-                k.clone(),
+        drop(group_sids);
+        // Without nesting, each group's direct members are its members: moved, not copied.
+        let flat: Option<BTreeMap<Key, BTreeSet<Key>>> = mapper.nested().then(|| {
+            groups
+                .keys()
+                .map(|k| (k.clone(), flatten(k, &direct, &children)))
+                .collect()
+        });
+        let mut members_of = flat.unwrap_or(direct);
+        // The maps are built from sorted lists (a bulk build), not key by key.
+        let mut dns: Vec<(Key, String)> = Vec::with_capacity(groups.len() + users.len());
+        let mut group_list: Vec<(Key, Group)> = Vec::with_capacity(groups.len());
+        for (k, g) in groups {
+            let members = members_of.remove(&k).unwrap_or_default();
+            dns.push((k.clone(), g.dn));
+            group_list.push((
+                k,
                 Group {
-                    display_name: g.display_name.clone(),
+                    display_name: g.display_name,
                     members,
                 },
-            );
+            ));
         }
+        out.groups = group_list.into_iter().collect();
 
+        let mut user_list: Vec<(Key, crate::model::User)> = Vec::with_capacity(users.len());
         for (k, mut u) in std::mem::take(&mut users) {
             // A manager is referenced only when it is a user the gateway pushes or holds.
             u.user.manager = u
@@ -254,9 +271,20 @@ impl DesiredBuilder {
                             .and_then(|ks| ks.iter().find(|k| known_users.contains(*k)).cloned())
                     })
                 });
-            out.dns.insert(k.clone(), u.dn.clone());
-            out.users.insert(k, u.user);
+            dns.push((k.clone(), u.dn));
+            user_list.push((k, u.user));
         }
+        out.users = user_list.into_iter().collect();
+        // A user and a group may share a key: the user's DN (pushed last) is the one kept.
+        dns.sort_by(|a, b| a.0.cmp(&b.0));
+        dns.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        out.dns = dns.into_iter().collect();
         out.rejected = rejected;
         out
     }

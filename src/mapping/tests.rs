@@ -229,3 +229,22 @@ fn ad_accounts_are_disabled_by_the_flag_or_by_expiry() {
     assert!(!active(&[("accountExpires", "126227808000000000")]));
     assert!(active(&[("accountExpires", "157766400000000000")]));
 }
+
+#[test]
+fn a_user_and_a_group_sharing_a_key_are_named_by_the_users_dn() {
+    let mut b = DesiredBuilder::new(mapper("", ""));
+    b.add_user(&person("ann", &[]));
+    b.add_group(&entry(
+        "cn=eng,ou=groups,dc=x",
+        &[("entryUUID", "key-ann"), ("cn", "eng")],
+    ));
+    b.add_group(&entry(
+        "cn=ops,ou=groups,dc=x",
+        &[("entryUUID", "key-ops"), ("cn", "ops")],
+    ));
+    let d = b.finish(&BTreeSet::new());
+    assert_eq!(d.dns["key-ann"], "uid=ann,ou=people,dc=x");
+    assert_eq!(d.dns["key-ops"], "cn=ops,ou=groups,dc=x");
+    assert_eq!(d.dns.len(), 2);
+    assert!(d.groups.contains_key("key-ann") && d.users.contains_key("key-ann"));
+}

@@ -36,35 +36,60 @@ pub(crate) fn normalize(dn: &str) -> String {
     normalize_plain(dn)
 }
 
+/// One pass into one string (the DNs of every membership of every user go through here).
 fn normalize_plain(dn: &str) -> String {
-    let mut rdns: Vec<String> = Vec::new();
-    let mut current = String::new();
+    let mut out = String::with_capacity(dn.len());
+    let mut rdn = String::with_capacity(dn.len());
     let mut chars = dn.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                current.push('\\');
-                if let Some(n) = chars.next() {
-                    current.extend(n.to_lowercase());
+    loop {
+        rdn.clear();
+        let mut last = true;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    rdn.push('\\');
+                    if let Some(n) = chars.next() {
+                        push_lower(&mut rdn, n);
+                    }
                 }
+                ',' | ';' => {
+                    last = false;
+                    break;
+                }
+                _ => push_lower(&mut rdn, c),
             }
-            ',' | ';' => rdns.push(std::mem::take(&mut current)),
-            _ => current.extend(c.to_lowercase()),
+        }
+        push_rdn(&mut out, &rdn);
+        if last {
+            return out;
+        }
+        out.push(',');
+    }
+}
+
+fn push_lower(out: &mut String, c: char) {
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+    } else {
+        out.extend(c.to_lowercase());
+    }
+}
+
+/// An RDN's attribute-value assertions with the spaces around `=` and `+` removed.
+fn push_rdn(out: &mut String, rdn: &str) {
+    for (i, ava) in rdn.split('+').enumerate() {
+        if i > 0 {
+            out.push('+');
+        }
+        match ava.split_once('=') {
+            Some((t, v)) => {
+                out.push_str(t.trim());
+                out.push('=');
+                out.push_str(v.trim());
+            }
+            None => out.push_str(ava.trim()),
         }
     }
-    rdns.push(current);
-    rdns.iter()
-        .map(|rdn| {
-            rdn.split('+')
-                .map(|ava| match ava.split_once('=') {
-                    Some((t, v)) => format!("{}={}", t.trim(), v.trim()),
-                    None => ava.trim().to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The value of the first RDN (`Engineering` for `cn=Engineering,ou=groups,...`), unescaped
@@ -117,6 +142,46 @@ mod tests {
             guid_token("303162a8-3274-4125-8a40-1784251b8fa9")
         );
         assert_eq!(split_extended("CN=x,DC=y"), (None, "CN=x,DC=y"));
+    }
+
+    /// The first, plainer form of [`normalize_plain`]: the one-pass version must agree.
+    fn normalize_reference(dn: &str) -> String {
+        let mut rdns: Vec<String> = Vec::new();
+        let mut current = String::new();
+        let mut chars = dn.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    current.push('\\');
+                    if let Some(n) = chars.next() {
+                        current.extend(n.to_lowercase());
+                    }
+                }
+                ',' | ';' => rdns.push(std::mem::take(&mut current)),
+                _ => current.extend(c.to_lowercase()),
+            }
+        }
+        rdns.push(current);
+        rdns.iter()
+            .map(|rdn| {
+                rdn.split('+')
+                    .map(|ava| match ava.split_once('=') {
+                        Some((t, v)) => format!("{}={}", t.trim(), v.trim()),
+                        None => ava.trim().to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn one_pass_normalize_agrees(dn in "([a-zA-Z =,;+\\\\\u{e9}\u{130}\u{3a3}\u{2003}\u{a0}]|[a-z]{1,5}=[A-Za-z ]{0,6}){0,12}") {
+            proptest::prop_assert_eq!(normalize_plain(&dn), normalize_reference(&dn));
+        }
     }
 
     #[test]
