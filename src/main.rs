@@ -1,6 +1,5 @@
-// glibc's malloc was a quarter of a large sync's CPU: its arena locks contend between the
-// executor and sled's threads, and the heap it leaves after a large read fragments (see
-// ARCHITECTURE.md, "Memory").
+// glibc's malloc was a quarter of a large sync's CPU, much of it lock contention between the
+// executor and sled's threads (ARCHITECTURE.md, "Where the time goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

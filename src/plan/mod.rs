@@ -15,7 +15,7 @@ pub(crate) use ops::{Operation, RemovalReason, MEMBER_BATCH};
 
 use crate::config::RemovalAction;
 use crate::model::{Desired, DesiredState, FieldValue, Key, User, UserField};
-use crate::state::records::{user_hash, Snapshot};
+use crate::state::records::Snapshot;
 
 /// What to do with users that are disabled or leave the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Planner<'_> {
         let Some(r) = record else {
             return Some(want);
         };
-        if user_hash(&want) == r.hash {
+        if want == r.pushed {
             return None;
         }
         let mut changes = r.pushed.changes_to(&want);

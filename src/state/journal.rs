@@ -7,7 +7,7 @@ use super::store::{decode, encode};
 use super::{StateError, Store};
 
 /// How many operations the journal keeps.
-pub(super) const JOURNAL_LENGTH: u64 = 1000;
+pub const JOURNAL_LENGTH: u64 = 1000;
 
 /// One operation and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

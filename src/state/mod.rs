@@ -9,6 +9,6 @@ mod mirror;
 pub(crate) mod records;
 mod store;
 
-pub use journal::JournalEntry;
+pub use journal::{JournalEntry, JOURNAL_LENGTH};
 pub use mirror::{Mirror, Watermark};
 pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};

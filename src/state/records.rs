@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::model::{Key, User};
 
@@ -23,20 +22,17 @@ pub enum Origin {
 pub struct UserRecord {
     pub target_id: String,
     pub origin: Origin,
-    /// The user as last confirmed by the target.
+    /// The user as last confirmed by the target. (Records written before 2026-11-26 also
+    /// hold a hash of it, which is ignored: comparing the fields is cheaper than hashing.)
     pub pushed: User,
-    /// Hash of `pushed`, to skip unchanged users without comparing every field.
-    pub hash: String,
 }
 
 impl UserRecord {
     pub fn new(target_id: String, origin: Origin, pushed: User) -> Self {
-        let hash = user_hash(&pushed);
         UserRecord {
             target_id,
             origin,
             pushed,
-            hash,
         }
     }
 }
@@ -48,16 +44,6 @@ pub struct GroupRecord {
     pub display_name: String,
     /// User keys confirmed as members on the target.
     pub members: BTreeSet<Key>,
-}
-
-/// A stable hash of a user's pushed representation.
-// An invariant, not input: a silent default would give every user the same hash.
-#[allow(clippy::expect_used)]
-pub(crate) fn user_hash(u: &User) -> String {
-    // serde_json writes struct fields in declaration order and BTreeMaps sorted: stable.
-    let bytes = serde_json::to_vec(u)
-        .expect("a User is plain data with string-keyed maps: serializing it cannot fail");
-    hex::encode(Sha256::digest(&bytes))
 }
 
 /// One change to the records, applied in memory and persisted in one transaction.
@@ -118,5 +104,19 @@ impl Snapshot {
             .iter()
             .map(|(k, r)| (r.target_id.clone(), k.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_with_a_hash_still_reads() {
+        let old = r#"{"target_id":"id-1","origin":"created","pushed":{"user_name":"ann","active":true},"hash":"00ff"}"#;
+        let r: UserRecord = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.pushed.user_name, "ann");
+        let again = serde_json::to_string(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!again.contains("hash"), "{again}");
     }
 }

@@ -214,20 +214,23 @@ impl Store {
 
     /// Every record, in memory.
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
-        let mut s = Snapshot::default();
+        // sled iterates in key order: the maps are built from sorted lists (a bulk build).
+        let mut users = Vec::new();
         for item in self.users.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let rec: UserRecord = decode(&self.path, &k, &v)?;
-            s.users
-                .insert(String::from_utf8_lossy(&k).into_owned(), rec);
+            users.push((String::from_utf8_lossy(&k).into_owned(), rec));
         }
+        let mut groups = Vec::new();
         for item in self.groups.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let rec: GroupRecord = decode(&self.path, &k, &v)?;
-            s.groups
-                .insert(String::from_utf8_lossy(&k).into_owned(), rec);
+            groups.push((String::from_utf8_lossy(&k).into_owned(), rec));
         }
-        Ok(s)
+        Ok(Snapshot {
+            users: users.into_iter().collect(),
+            groups: groups.into_iter().collect(),
+        })
     }
 
     /// Records the changes of one confirmed operation and clears the error of `resolved`, in one

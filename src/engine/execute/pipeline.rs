@@ -8,6 +8,7 @@
 //! for one operation as for hundreds, and requests keep flowing while it runs.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -18,7 +19,7 @@ use crate::engine::EngineError;
 use crate::model::Key;
 use crate::plan::apply::Request;
 use crate::plan::Operation;
-use crate::state::StateError;
+use crate::state::{JournalEntry, StateError, Store, Window, JOURNAL_LENGTH};
 use crate::target::Target;
 
 /// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
@@ -26,6 +27,42 @@ use crate::target::Target;
 const WINDOW: usize = 256;
 /// A window closes (is flushed) when fewer requests than this are ready to send.
 const LOW_WATER: usize = WINDOW / 2;
+
+/// The journal is a display (the dashboard's recent operations): its lines are written at most
+/// once a second, and at the end, the last [`JOURNAL_LENGTH`] only. Written with every window,
+/// a first sync spent a twelfth of its executor's time on lines the journal dropped at once.
+struct JournalLines {
+    lines: Vec<JournalEntry>,
+    written: Instant,
+}
+
+impl JournalLines {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        JournalLines {
+            lines: Vec::new(),
+            written: Instant::now(),
+        }
+    }
+
+    /// Takes the window's lines; writes them all when a second has passed, or when `now`.
+    fn add(&mut self, store: &Store, window: &mut Window, now: bool) {
+        self.lines.append(&mut window.journal);
+        let keep = JOURNAL_LENGTH as usize;
+        if self.lines.len() > 2 * keep {
+            self.lines.drain(..self.lines.len() - keep);
+        }
+        if self.lines.is_empty() || !(now || self.written.elapsed() >= Self::EVERY) {
+            return;
+        }
+        if let Err(e) = store.journal_all(&self.lines) {
+            tracing::warn!(error = %e, "cannot write the operations journal");
+        }
+        self.lines.clear();
+        self.written = Instant::now();
+    }
+}
 
 /// What a window's flush makes safe: requests to send, objects to release.
 #[derive(Default)]
@@ -87,6 +124,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let mut open = Durable::default();
         let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
         let mut stop: Option<EngineError> = None;
+        let mut journal = JournalLines::new();
         loop {
             // Prepare operations into the open window.
             loop {
@@ -146,7 +184,8 @@ impl<'a, T: Target> Executor<'a, T> {
                     .is_some_and(|op| refs(op).iter().any(|k| open.release.contains(k)))
             };
             if flushing.is_none() && pending && (starved || waited_for()) {
-                let window = std::mem::take(&mut self.window);
+                let mut window = std::mem::take(&mut self.window);
+                journal.add(store, &mut window, false);
                 match store.write_window(&window) {
                     Ok(()) => {
                         flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
@@ -226,6 +265,7 @@ impl<'a, T: Target> Executor<'a, T> {
         // earlier run left are on disk already).
         let mut window = std::mem::take(&mut self.window);
         window.intents.clear();
+        journal.add(store, &mut window, true);
         let written = store.write_window(&window);
         let flushed = store.flush_now().await.and(written);
         match (stop, flushed) {

@@ -374,6 +374,15 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
     let sent = target.sent.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(sent.len(), ops.len(), "each operation sent once");
     assert_eq!(summary.errors + summary.deferred, 0);
+    // The journal, written at most once a second, holds every operation once the run is over.
+    let journal = store
+        .recent_operations(usize::MAX)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        journal.len(),
+        ops.len().min(crate::state::JOURNAL_LENGTH as usize)
+    );
+    assert!(journal.iter().all(|j| j.run == 1));
 }
 
 #[tokio::test]
