@@ -29,8 +29,8 @@ pub struct JournalEntry {
 }
 
 impl Store {
-    /// Appends an entry. It is written with the next flush (the next commit), which is soon
-    /// enough for a display; losing the last lines in a crash loses nothing that matters.
+    /// Appends an entry. It is made durable by the next flush, which is soon enough for a
+    /// display; losing the last lines in a crash loses nothing that matters.
     pub fn journal(&self, entry: &JournalEntry) -> Result<(), StateError> {
         self.journal_all(std::slice::from_ref(entry))
     }
@@ -38,6 +38,9 @@ impl Store {
     /// Appends entries, newest last; of a long run only the last [`JOURNAL_LENGTH`] are
     /// written, as only they would be kept.
     pub fn journal_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let skip = entries.len().saturating_sub(JOURNAL_LENGTH as usize);
         let first = match self.journal.last().map_err(|e| self.io(e))? {
             Some((k, _)) => key_number(&k).saturating_add(1),

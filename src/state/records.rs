@@ -22,9 +22,23 @@ pub enum Origin {
 pub struct UserRecord {
     pub target_id: String,
     pub origin: Origin,
-    /// The user as last confirmed by the target. (Records written before 2026-11-26 also
-    /// hold a hash of it, which is ignored: comparing the fields is cheaper than hashing.)
+    /// The user as last confirmed by the target.
     pub pushed: User,
+    /// Records used to hold a hash of `pushed`; the plan now compares the fields (cheaper than
+    /// hashing every user). The hash an older record holds is ignored, and an empty one is
+    /// written so that a binary from before the change still reads these records after a
+    /// downgrade (it then compares every user's fields once and finds nothing to send).
+    #[serde(
+        rename = "hash",
+        default,
+        skip_deserializing,
+        serialize_with = "empty_hash"
+    )]
+    legacy_hash: (),
+}
+
+fn empty_hash<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("")
 }
 
 impl UserRecord {
@@ -33,6 +47,7 @@ impl UserRecord {
             target_id,
             origin,
             pushed,
+            legacy_hash: (),
         }
     }
 }
@@ -117,6 +132,9 @@ mod tests {
         let r: UserRecord = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.pushed.user_name, "ann");
         let again = serde_json::to_string(&r).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!again.contains("hash"), "{again}");
+        // An empty hash, for a binary from before the change after a downgrade.
+        assert!(again.ends_with(r#","hash":""}"#), "{again}");
+        let back: UserRecord = serde_json::from_str(&again).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, r);
     }
 }

@@ -28,39 +28,58 @@ const WINDOW: usize = 256;
 /// A window closes (is flushed) when fewer requests than this are ready to send.
 const LOW_WATER: usize = WINDOW / 2;
 
-/// The journal is a display (the dashboard's recent operations): its lines are written at most
-/// once a second, and at the end, the last [`JOURNAL_LENGTH`] only. Written with every window,
-/// a first sync spent a twelfth of its executor's time on lines the journal dropped at once.
-struct JournalLines {
+/// The journal is a display (the dashboard's recent operations): a pass's lines are written
+/// with its windows while they are few, then at most once a second, and at the end (or when
+/// the pass is dropped: a stopped service keeps the lines of what it confirmed), the last
+/// [`JOURNAL_LENGTH`] only. Written with every window, a first sync spent a twelfth of its
+/// executor's time on lines the journal dropped at once.
+struct JournalLines<'s> {
+    store: &'s Store,
     lines: Vec<JournalEntry>,
     written: Instant,
 }
 
-impl JournalLines {
+impl<'s> JournalLines<'s> {
     const EVERY: Duration = Duration::from_secs(1);
+    /// Up to this many lines are written with each window (a change feed's pass).
+    const FEW: usize = 32;
 
-    fn new() -> Self {
+    fn new(store: &'s Store) -> Self {
         JournalLines {
+            store,
             lines: Vec::new(),
             written: Instant::now(),
         }
     }
 
-    /// Takes the window's lines; writes them all when a second has passed, or when `now`.
-    fn add(&mut self, store: &Store, window: &mut Window, now: bool) {
+    /// Takes the window's lines; writes what is buffered if it is little, if a second has
+    /// passed, or if `now`.
+    fn add(&mut self, window: &mut Window, now: bool) {
         self.lines.append(&mut window.journal);
         let keep = JOURNAL_LENGTH as usize;
         if self.lines.len() > 2 * keep {
             self.lines.drain(..self.lines.len() - keep);
         }
-        if self.lines.is_empty() || !(now || self.written.elapsed() >= Self::EVERY) {
+        if now || self.lines.len() <= Self::FEW || self.written.elapsed() >= Self::EVERY {
+            self.write();
+        }
+    }
+
+    fn write(&mut self) {
+        if self.lines.is_empty() {
             return;
         }
-        if let Err(e) = store.journal_all(&self.lines) {
+        if let Err(e) = self.store.journal_all(&self.lines) {
             tracing::warn!(error = %e, "cannot write the operations journal");
         }
         self.lines.clear();
         self.written = Instant::now();
+    }
+}
+
+impl Drop for JournalLines<'_> {
+    fn drop(&mut self) {
+        self.write();
     }
 }
 
@@ -124,7 +143,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let mut open = Durable::default();
         let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
         let mut stop: Option<EngineError> = None;
-        let mut journal = JournalLines::new();
+        let mut journal = JournalLines::new(store);
         loop {
             // Prepare operations into the open window.
             loop {
@@ -185,7 +204,7 @@ impl<'a, T: Target> Executor<'a, T> {
             };
             if flushing.is_none() && pending && (starved || waited_for()) {
                 let mut window = std::mem::take(&mut self.window);
-                journal.add(store, &mut window, false);
+                journal.add(&mut window, false);
                 match store.write_window(&window) {
                     Ok(()) => {
                         flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
@@ -265,7 +284,7 @@ impl<'a, T: Target> Executor<'a, T> {
         // earlier run left are on disk already).
         let mut window = std::mem::take(&mut self.window);
         window.intents.clear();
-        journal.add(store, &mut window, true);
+        journal.add(&mut window, true);
         let written = store.write_window(&window);
         let flushed = store.flush_now().await.and(written);
         match (stop, flushed) {
@@ -273,5 +292,53 @@ impl<'a, T: Target> Executor<'a, T> {
             (None, Err(e)) => Err(e.into()),
             (None, Ok(())) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(lines: usize) -> Window {
+        Window {
+            journal: (0..lines)
+                .map(|i| JournalEntry {
+                    at: "t".into(),
+                    run: i as u64,
+                    operation: "create_user".into(),
+                    object: format!("u{i}"),
+                    outcome: "created".into(),
+                    detail: None,
+                    latency: None,
+                })
+                .collect(),
+            ..Window::default()
+        }
+    }
+
+    #[test]
+    fn journal_lines_are_written_while_few_batched_when_many_and_kept_when_dropped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(&dir.path().join("s"), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let recent = || {
+            store
+                .recent_operations(usize::MAX)
+                .unwrap_or_default()
+                .len()
+        };
+        let mut lines = JournalLines::new(&store);
+        // A change feed's pass: written with its window.
+        lines.add(&mut window(3), false);
+        assert_eq!(recent(), 3);
+        // A large pass: held until a second has passed...
+        lines.add(&mut window(JournalLines::FEW + 1), false);
+        assert_eq!(recent(), 3);
+        // ...or until the pass ends or is dropped (a service stopped mid-pass).
+        drop(lines);
+        assert_eq!(recent(), 3 + JournalLines::FEW + 1);
+        let mut lines = JournalLines::new(&store);
+        lines.add(&mut window(3 * JOURNAL_LENGTH as usize), false);
+        lines.add(&mut window(1), true);
+        assert_eq!(recent(), JOURNAL_LENGTH as usize);
     }
 }

@@ -19,8 +19,8 @@ pub struct Window {
     pub resolved: Vec<Key>,
     /// Writes about to be sent.
     pub intents: Vec<(Key, Intent)>,
-    /// Operations for the journal (written with the window, outside its transaction: the
-    /// journal is a display).
+    /// Operations for the journal (outside the transaction: the journal is a display). The
+    /// executor takes them out and writes them a second's worth at a time (`JournalLines`).
     pub journal: Vec<crate::state::JournalEntry>,
 }
 
