@@ -639,6 +639,7 @@ async fn run_inner<T: Target>(
         waiting,
         interrupted,
         window: Default::default(),
+        journal: Vec::new(),
         moved: Default::default(),
         census: Default::default(),
     };

@@ -409,24 +409,26 @@ impl Store {
     /// Keeps an error whose retry was put off by run `run` (so pruning does not take it for
     /// fixed).
     pub async fn defer_error(&self, key: &str, run: u64) -> Result<(), StateError> {
-        if let Some(v) = self.errors.get(key.as_bytes()).map_err(|e| self.io(e))? {
-            let mut e: ObjectError = decode(&self.path, key.as_bytes(), &v)?;
-            e.run = run;
-            self.errors
-                .insert(key.as_bytes(), encode(&e))
-                .map_err(|e| self.io(e))?;
-        }
-        Ok(())
+        self.update_stored(&self.errors, key, |e: &mut ObjectError| e.run = run)
     }
 
     /// Keeps the intent of a write whose retry was put off by run `run` (so pruning does not
     /// take it for settled: its object is still to be looked up before anything is sent).
     pub fn defer_intent(&self, key: &str, run: u64) -> Result<(), StateError> {
-        if let Some(v) = self.intents.get(key.as_bytes()).map_err(|e| self.io(e))? {
-            let mut i: Intent = decode(&self.path, key.as_bytes(), &v)?;
-            i.run = run;
-            self.intents
-                .insert(key.as_bytes(), encode(&i))
+        self.update_stored(&self.intents, key, |i: &mut Intent| i.run = run)
+    }
+
+    /// Changes the value stored under `key` in `tree`, if there is one.
+    fn update_stored<T: Serialize + DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<(), StateError> {
+        if let Some(v) = tree.get(key.as_bytes()).map_err(|e| self.io(e))? {
+            let mut value: T = decode(&self.path, key.as_bytes(), &v)?;
+            change(&mut value);
+            tree.insert(key.as_bytes(), encode(&value))
                 .map_err(|e| self.io(e))?;
         }
         Ok(())

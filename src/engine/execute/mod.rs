@@ -40,6 +40,8 @@ pub(super) struct Executor<'a, T: Target> {
     pub(super) interrupted: BTreeMap<Key, crate::state::Intent>,
     /// The open window: intents and confirmations written by the next group commit.
     pub(super) window: Window,
+    /// Lines for the journal, taken by the loop (`pipeline.rs`, `JournalLines`).
+    pub(super) journal: Vec<crate::state::JournalEntry>,
     /// What the run changed in the records.
     pub(super) moved: super::live::Moved,
     /// The records' counts, kept up to date change by change.
@@ -276,7 +278,7 @@ impl<T: Target> Executor<'_, T> {
         Ok(None)
     }
 
-    /// Notes the operation in the journal (written with the window).
+    /// Notes the operation in the journal.
     fn journal(
         &mut self,
         op: &Operation,
@@ -293,7 +295,7 @@ impl<T: Target> Executor<'_, T> {
             detail,
             latency,
         };
-        self.window.journal.push(entry);
+        self.journal.push(entry);
     }
 
     /// Applies a confirmed change to the records in memory.

@@ -19,7 +19,7 @@ use crate::engine::EngineError;
 use crate::model::Key;
 use crate::plan::apply::Request;
 use crate::plan::Operation;
-use crate::state::{JournalEntry, StateError, Store, Window, JOURNAL_LENGTH};
+use crate::state::{JournalEntry, StateError, Store, JOURNAL_LENGTH};
 use crate::target::Target;
 
 /// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
@@ -52,10 +52,10 @@ impl<'s> JournalLines<'s> {
         }
     }
 
-    /// Takes the window's lines; writes what is buffered if it is little, if a second has
+    /// Takes the executor's lines; writes what is buffered if it is little, if a second has
     /// passed, or if `now`.
-    fn add(&mut self, window: &mut Window, now: bool) {
-        self.lines.append(&mut window.journal);
+    fn add(&mut self, lines: &mut Vec<JournalEntry>, now: bool) {
+        self.lines.append(lines);
         let keep = JOURNAL_LENGTH as usize;
         if self.lines.len() > 2 * keep {
             self.lines.drain(..self.lines.len() - keep);
@@ -203,8 +203,8 @@ impl<'a, T: Target> Executor<'a, T> {
                     .is_some_and(|op| refs(op).iter().any(|k| open.release.contains(k)))
             };
             if flushing.is_none() && pending && (starved || waited_for()) {
-                let mut window = std::mem::take(&mut self.window);
-                journal.add(&mut window, false);
+                journal.add(&mut self.journal, false);
+                let window = std::mem::take(&mut self.window);
                 match store.write_window(&window) {
                     Ok(()) => {
                         flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
@@ -284,7 +284,7 @@ impl<'a, T: Target> Executor<'a, T> {
         // earlier run left are on disk already).
         let mut window = std::mem::take(&mut self.window);
         window.intents.clear();
-        journal.add(&mut window, true);
+        journal.add(&mut self.journal, true);
         let written = store.write_window(&window);
         let flushed = store.flush_now().await.and(written);
         match (stop, flushed) {
@@ -299,21 +299,18 @@ impl<'a, T: Target> Executor<'a, T> {
 mod tests {
     use super::*;
 
-    fn window(lines: usize) -> Window {
-        Window {
-            journal: (0..lines)
-                .map(|i| JournalEntry {
-                    at: "t".into(),
-                    run: i as u64,
-                    operation: "create_user".into(),
-                    object: format!("u{i}"),
-                    outcome: "created".into(),
-                    detail: None,
-                    latency: None,
-                })
-                .collect(),
-            ..Window::default()
-        }
+    fn entries(n: usize) -> Vec<JournalEntry> {
+        (0..n)
+            .map(|i| JournalEntry {
+                at: "t".into(),
+                run: i as u64,
+                operation: "create_user".into(),
+                object: format!("u{i}"),
+                outcome: "created".into(),
+                detail: None,
+                latency: None,
+            })
+            .collect()
     }
 
     #[test]
@@ -328,17 +325,17 @@ mod tests {
         };
         let mut lines = JournalLines::new(&store);
         // A change feed's pass: written with its window.
-        lines.add(&mut window(3), false);
+        lines.add(&mut entries(3), false);
         assert_eq!(recent(), 3);
         // A large pass: held until a second has passed...
-        lines.add(&mut window(JournalLines::FEW + 1), false);
+        lines.add(&mut entries(JournalLines::FEW + 1), false);
         assert_eq!(recent(), 3);
         // ...or until the pass ends or is dropped (a service stopped mid-pass).
         drop(lines);
         assert_eq!(recent(), 3 + JournalLines::FEW + 1);
         let mut lines = JournalLines::new(&store);
-        lines.add(&mut window(3 * JOURNAL_LENGTH as usize), false);
-        lines.add(&mut window(1), true);
+        lines.add(&mut entries(3 * JOURNAL_LENGTH as usize), false);
+        lines.add(&mut entries(1), true);
         assert_eq!(recent(), JOURNAL_LENGTH as usize);
     }
 }

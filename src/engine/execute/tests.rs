@@ -139,6 +139,7 @@ async fn an_answer_that_arrives_while_another_object_is_handled_is_read_in_time(
         waiting: BTreeMap::new(),
         interrupted: BTreeMap::new(),
         window: Default::default(),
+        journal: Vec::new(),
         moved: Default::default(),
         census: Default::default(),
     };
@@ -352,6 +353,7 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
         waiting: BTreeMap::new(),
         interrupted: BTreeMap::new(),
         window: Default::default(),
+        journal: Vec::new(),
         moved: Default::default(),
         census: Default::default(),
     };
@@ -419,6 +421,7 @@ async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_do
             waiting: BTreeMap::new(),
             interrupted,
             window: Default::default(),
+            journal: Vec::new(),
             moved: Default::default(),
             census: Default::default(),
         };

@@ -19,13 +19,10 @@ pub struct Window {
     pub resolved: Vec<Key>,
     /// Writes about to be sent.
     pub intents: Vec<(Key, Intent)>,
-    /// Operations for the journal (outside the transaction: the journal is a display). The
-    /// executor takes them out and writes them a second's worth at a time (`JournalLines`).
-    pub journal: Vec<crate::state::JournalEntry>,
 }
 
 impl Window {
-    /// True when there is nothing to make durable (the journal does not count).
+    /// True when there is nothing to make durable.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.resolved.is_empty() && self.intents.is_empty()
     }
@@ -36,9 +33,6 @@ impl Store {
     /// Confirmations go first, new intents last: an intent recorded after an object's earlier
     /// operation was confirmed is never cleared by that confirmation.
     pub fn write_window(&self, w: &Window) -> Result<(), StateError> {
-        if let Err(e) = self.journal_all(&w.journal) {
-            tracing::warn!(error = %e, "cannot write the operations journal");
-        }
         if w.is_empty() {
             return Ok(());
         }
