@@ -550,9 +550,11 @@ fn main() {
                  base_dn = \"{BASE_DN}\"\npage_size = 500\n\
                  [target]\nkind = \"scim\"\nurl = \"http://127.0.0.1:{port}/scim\"\ntoken = \"t\"\n\
                  max_concurrency = {CONCURRENCY}\n\
-                 [state]\npath = \"state\"\n\
+                 [state]\npath = \"state\"\n{}\n\
                  [sync]\nmax_deletion_percent = 100\n",
-                slapd.url()
+                slapd.url(),
+                // BENCH_STATE: more keys of [state] (e.g. `cache_capacity_mib = 8`).
+                std::env::var("BENCH_STATE").unwrap_or_default()
             ),
         )
         .unwrap();

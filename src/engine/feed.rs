@@ -233,7 +233,7 @@ impl Feed {
         ] {
             for (k, e) in map {
                 if let Some(u) = e.values(SYNC_ID).first() {
-                    self.index.insert((scope, u.clone()), k.clone());
+                    self.index.insert((scope, u.to_vec()), k.clone());
                 }
             }
         }
@@ -452,7 +452,7 @@ impl Feed {
         key: Key,
         persisting: bool,
     ) {
-        e.attrs.insert(SYNC_ID.into(), vec![uuid.to_vec()]);
+        e.attrs.insert(SYNC_ID, vec![uuid.to_vec()]);
         if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
             // Most changes keep the DN: compared as sent first, normalized only when it differs.
             let old_dn = self

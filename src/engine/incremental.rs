@@ -279,7 +279,7 @@ async fn read_delta(
             if let Some(b) = e
                 .values("objectGUID")
                 .first()
-                .and_then(|b| <&[u8; 16]>::try_from(b.as_slice()).ok())
+                .and_then(|b| <&[u8; 16]>::try_from(b).ok())
             {
                 changed.insert(crate::mapping::guid_string(b));
             }

@@ -62,9 +62,8 @@ fn looks_like_dn(s: &str) -> bool {
     s.contains('=') && (s.contains(',') || s.to_ascii_lowercase().starts_with("cn="))
 }
 
-fn shown(values: &[Vec<u8>]) -> Vec<String> {
+fn shown(values: crate::source::entry::Values<'_>) -> Vec<String> {
     values
-        .iter()
         .map(|v| match std::str::from_utf8(v) {
             Ok(t) if !t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => t.to_string(),
             _ => format!("hex:{}", hex::encode(v)),
@@ -145,7 +144,7 @@ pub(crate) async fn preview<T: crate::target::Target>(
         attributes: entry
             .attrs
             .iter()
-            .map(|(k, v)| (k.clone(), shown(v)))
+            .map(|(k, v)| (k.to_string(), shown(v)))
             .collect(),
         rejected,
         user,

@@ -116,7 +116,7 @@ async fn complete(
                 .read_ranges(&e.dn, &attr, next, step, budget)
                 .await?;
             stats.range_reads += 1;
-            e.attrs.entry(attr).or_default().extend(rest);
+            e.attrs.extend(&attr, rest);
         }
         out.push(e);
     }

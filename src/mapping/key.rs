@@ -10,7 +10,7 @@ pub(crate) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<
     let value = e.values(attr).first()?;
     match format {
         KeyFormat::Guid => {
-            return <&[u8; 16]>::try_from(value.as_slice())
+            return <&[u8; 16]>::try_from(value)
                 .ok()
                 .map(guid_string)
         }
@@ -23,7 +23,7 @@ pub(crate) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<
             return Some(t.to_ascii_lowercase());
         }
     }
-    if let Ok(guid) = <&[u8; 16]>::try_from(value.as_slice()) {
+    if let Ok(guid) = <&[u8; 16]>::try_from(value) {
         return Some(guid_string(guid));
     }
     if value.is_empty() {

@@ -24,10 +24,7 @@ fn entry(dn: &str, attrs: &[(&str, &str)]) -> RawEntry {
         ..Default::default()
     };
     for (k, v) in attrs {
-        e.attrs
-            .entry(k.to_ascii_lowercase())
-            .or_default()
-            .push(v.as_bytes().to_vec());
+        e.attrs.extend(k, vec![v.as_bytes().to_vec()]);
     }
     e
 }

@@ -4,9 +4,9 @@
 //! `bin_attrs`; decoding the entry here avoids both, so a hostile or broken server answer becomes
 //! an error, and a binary key (objectGUID) is read from one map.
 
-use std::collections::BTreeMap;
-
 use ldap3::asn1::{StructureTag, PL};
+
+pub(crate) use super::attrs::{Attrs, Values};
 
 /// One entry: its DN and its attributes, names lower-cased (LDAP names are case-insensitive).
 /// Serialized (for the directory mirror) with text values as strings and other values as hex.
@@ -16,14 +16,34 @@ pub struct RawEntry {
     /// The object's GUID, when the server sent the DN in extended form (AD).
     pub dn_guid: Option<String>,
     #[serde(with = "values")]
-    pub attrs: BTreeMap<String, Vec<Vec<u8>>>,
+    pub attrs: Attrs,
 }
 
 /// Attribute values as JSON: `"text"` when UTF-8, `{"hex": "..."}` otherwise.
 mod values {
-    use std::collections::BTreeMap;
-
+    use serde::de::{MapAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Attrs;
+
+    /// A JSON object read as its pairs, in order (no map built only to be packed).
+    struct Pairs;
+
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = Vec<(String, Vec<Value>)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of attribute names to values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(pair) = map.next_entry()? {
+                out.push(pair);
+            }
+            Ok(out)
+        }
+    }
 
     #[derive(Serialize, Deserialize)]
     #[serde(untagged)]
@@ -32,15 +52,12 @@ mod values {
         Bytes { hex: String },
     }
 
-    pub(super) fn serialize<S: Serializer>(
-        attrs: &BTreeMap<String, Vec<Vec<u8>>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let out: BTreeMap<&String, Vec<Value>> = attrs
+    pub(super) fn serialize<S: Serializer>(attrs: &Attrs, s: S) -> Result<S::Ok, S::Error> {
+        // Names come in order, as the map this replaced wrote them.
+        let out: Vec<(&str, Vec<Value>)> = attrs
             .iter()
             .map(|(k, vs)| {
                 let vs = vs
-                    .iter()
                     .map(|v| match std::str::from_utf8(v) {
                         Ok(t) => Value::Text(t.to_string()),
                         Err(_) => Value::Bytes {
@@ -51,13 +68,13 @@ mod values {
                 (k, vs)
             })
             .collect();
-        out.serialize(s)
+        s.collect_map(out)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<BTreeMap<String, Vec<Vec<u8>>>, D::Error> {
-        let raw: BTreeMap<String, Vec<Value>> = BTreeMap::deserialize(d)?;
+    ) -> Result<Attrs, D::Error> {
+        let raw: Vec<(String, Vec<Value>)> = d.deserialize_map(Pairs)?;
         raw.into_iter()
             .map(|(k, vs)| {
                 let vs = vs
@@ -90,19 +107,17 @@ impl RawEntry {
             + self
                 .attrs
                 .iter()
-                .map(|(k, v)| k.len() + v.iter().map(|x| x.len() + PER_VALUE).sum::<usize>())
+                .map(|(k, v)| k.len() + v.map(|x| x.len() + PER_VALUE).sum::<usize>())
                 .sum::<usize>()
     }
 
-    pub fn values(&self, name: &str) -> &[Vec<u8>] {
-        self.attrs
-            .get(&name.to_ascii_lowercase())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    /// The values of one attribute (its name in any case); none when the entry lacks it.
+    pub fn values(&self, name: &str) -> Values<'_> {
+        self.attrs.get(name).unwrap_or_else(Values::none)
     }
 
     pub fn has(&self, name: &str) -> bool {
-        !self.values(name).is_empty()
+        self.values(name).len() > 0
     }
 
     /// The first value of the first attribute in `names` that has one, as text, byte for byte
@@ -125,7 +140,6 @@ impl RawEntry {
     /// Every value of one attribute, as text.
     pub fn texts(&self, name: &str) -> Result<Vec<String>, NotText> {
         self.values(name)
-            .iter()
             .map(|v| {
                 std::str::from_utf8(v)
                     .map(|s| s.to_string())
@@ -164,7 +178,7 @@ pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
     let dn_bytes = primitive(parts.next().ok_or("malformed search entry: no DN")?, "DN")?;
     let dn = String::from_utf8(dn_bytes)
         .map_err(|_| "malformed search entry: DN is not UTF-8".to_string())?;
-    let mut attrs: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut attrs: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
     if let Some(list) = parts.next() {
         for partial in constructed(list, "attribute list")? {
             let mut pa = constructed(partial, "attribute")?.into_iter();
@@ -173,8 +187,7 @@ pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
                 .ok_or_else(|| format!("malformed attribute in {dn}: no type"))
                 .and_then(|t| primitive(t, "attribute type"))?;
             let name = String::from_utf8(name)
-                .map_err(|_| format!("malformed attribute in {dn}: type is not UTF-8"))?
-                .to_ascii_lowercase();
+                .map_err(|_| format!("malformed attribute in {dn}: type is not UTF-8"))?;
             let values = match pa.next() {
                 Some(set) => constructed(set, "value set")?
                     .into_iter()
@@ -182,12 +195,16 @@ pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
                     .collect::<Result<Vec<_>, _>>()?,
                 None => Vec::new(),
             };
-            attrs.entry(name).or_default().extend(values);
+            attrs.push((name, values));
         }
     }
     let (dn_guid, plain) = super::dn::split_extended(&dn);
     let dn = plain.to_string();
-    Ok(RawEntry { dn, dn_guid, attrs })
+    Ok(RawEntry {
+        dn,
+        dn_guid,
+        attrs: Attrs::from_pairs(attrs),
+    })
 }
 
 #[cfg(test)]
@@ -231,7 +248,7 @@ mod tests {
         );
         let e = decode_entry(entry).unwrap();
         assert_eq!(e.dn, "uid=a,dc=x");
-        assert_eq!(e.values("OBJECTGUID"), &[guid.to_vec()]);
+        assert_eq!(e.values("OBJECTGUID").to_vecs(), [guid.to_vec()]);
         assert_eq!(
             e.first_text(&["cn".into()]).unwrap().as_deref(),
             Some("Ann")
@@ -246,12 +263,15 @@ mod tests {
             dn_guid: Some("g".into()),
             ..Default::default()
         };
-        e.attrs
-            .insert("objectguid".into(), vec![vec![0xff, 0x00, 0x41]]);
-        e.attrs
-            .insert("cn".into(), vec![b"x".to_vec(), b"y".to_vec()]);
+        e.attrs.insert("objectguid", vec![vec![0xff, 0x00, 0x41]]);
+        e.attrs.insert("cn", vec![b"x".to_vec(), b"y".to_vec()]);
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"ff0041\""), "{json}");
+        // The layout the mirror has always been stored in: names in order, values as sent.
+        assert!(
+            json.contains(r#""attrs":{"cn":["x","y"],"objectguid":[{"hex":"ff0041"}]}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<RawEntry>(&json).unwrap(), e);
     }
 

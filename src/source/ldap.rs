@@ -399,10 +399,7 @@ impl Session {
                 break;
             };
             let pending = super::range::fold(&mut entry);
-            let got = entry
-                .attrs
-                .remove(&attr.to_ascii_lowercase())
-                .unwrap_or_default();
+            let got = entry.attrs.remove(attr).unwrap_or_default();
             budget.spend(
                 got.iter()
                     .map(|v| (v.len() + std::mem::size_of::<Vec<u8>>()) as u64)
@@ -470,7 +467,7 @@ impl Session {
         let invocation_id = ntds
             .values("invocationId")
             .first()
-            .and_then(|v| <&[u8; 16]>::try_from(v.as_slice()).ok())
+            .and_then(|v| <&[u8; 16]>::try_from(v).ok())
             .map(crate::mapping::guid_string)
             .ok_or_else(|| err(format!("{dc} has no readable invocationId")))?;
         Ok(UsnPosition {

@@ -3,6 +3,7 @@
 
 pub(crate) mod ber;
 pub(crate) mod dn;
+pub(crate) mod attrs;
 pub(crate) mod entry;
 pub(crate) mod filter;
 pub(crate) mod ldap;

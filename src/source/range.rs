@@ -11,7 +11,7 @@ pub(crate) fn fold(e: &mut RawEntry) -> Vec<(String, u32)> {
         .attrs
         .keys()
         .filter(|k| k.contains(";range="))
-        .cloned()
+        .map(str::to_string)
         .collect();
     let mut pending = Vec::new();
     for name in ranged {
@@ -21,7 +21,7 @@ pub(crate) fn fold(e: &mut RawEntry) -> Vec<(String, u32)> {
         let Some((base, range)) = name.split_once(";range=") else {
             continue;
         };
-        e.attrs.entry(base.to_string()).or_default().extend(values);
+        e.attrs.extend(base, values);
         if let Some(next) = next_start(range) {
             pending.push((base.to_string(), next));
         }

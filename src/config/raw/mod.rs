@@ -119,8 +119,10 @@ fn default_state_path() -> String {
     "/var/lib/dirbridge".into()
 }
 
+// Measured at 100k users: a no-change pass takes the same time with 4, 16 or 64 MiB, and
+// 64 MiB kept ~58 MiB more resident in `run`.
 fn default_cache_mib() -> u64 {
-    64
+    16
 }
 
 fn default_removal() -> RemovalAction {

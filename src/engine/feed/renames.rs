@@ -91,11 +91,12 @@ impl Renames {
         let mut changed = Vec::new();
         for (key, entry) in groups.iter_mut() {
             let received = self.received.get(key).copied().unwrap_or(0);
-            let Some(values) = entry.attrs.get_mut(&attr) else {
+            let Some(current) = entry.attrs.get(&attr) else {
                 continue;
             };
-            let mut rewritten = false;
-            for v in values.iter_mut() {
+            // (position, new value) of the values to rewrite; the rest are kept as they are.
+            let mut rewrites: Vec<(usize, &str)> = Vec::new();
+            for (at, v) in current.enumerate() {
                 let Ok(text) = std::str::from_utf8(v) else {
                     continue;
                 };
@@ -116,17 +117,21 @@ impl Renames {
                     last = Some(pending[i].generation);
                 }
                 if let Some(to) = to {
-                    *v = to.as_bytes().to_vec();
-                    rewritten = true;
+                    rewrites.push((at, to));
                 }
             }
-            if rewritten {
+            if !rewrites.is_empty() {
+                let mut values = entry.values(&attr).to_vecs();
+                for (at, to) in rewrites {
+                    values[at] = to.as_bytes().to_vec();
+                }
                 // Two old names of one entry (or an old name next to the new one) are one member.
                 let mut seen = std::collections::HashSet::new();
                 values.retain(|v| {
                     let n = std::str::from_utf8(v).map(normalize).ok();
                     n.is_none() || seen.insert(n)
                 });
+                entry.attrs.insert(&attr, values);
                 changed.push(key.clone());
             }
         }

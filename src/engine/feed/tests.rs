@@ -41,7 +41,7 @@ pub(super) fn user(n: u8, mail: &str) -> RawEntry {
     RawEntry {
         dn: format!("uid=u{n},ou=people,dc=example,dc=org"),
         dn_guid: None,
-        attrs,
+        attrs: attrs.into(),
     }
 }
 
@@ -59,7 +59,7 @@ pub(super) fn group(n: u8, members: &[u8]) -> RawEntry {
     RawEntry {
         dn: format!("cn=g{n},ou=groups,dc=example,dc=org"),
         dn_guid: None,
-        attrs,
+        attrs: attrs.into(),
     }
 }
 

@@ -59,10 +59,7 @@ pub(crate) fn group_dn(d: u8) -> String {
 }
 
 fn push(e: &mut RawEntry, attr: &str, v: &[u8]) {
-    e.attrs
-        .entry(attr.to_ascii_lowercase())
-        .or_default()
-        .push(v.to_vec());
+    e.attrs.extend(attr, vec![v.to_vec()]);
 }
 
 pub(crate) fn user_entry(key: &str, s: &UserSpec) -> RawEntry {
