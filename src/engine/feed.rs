@@ -540,7 +540,7 @@ impl Feed {
             );
             if !known {
                 // Reported as rejected, as a full read does.
-                let key = format!("dn:{}", e.dn);
+                let key = format!("dn:{}", e.dn).into();
                 self.put(scope, EntryState::Modify, uuid, e, key, persisting);
             }
             return Refetched::Unkeyed;

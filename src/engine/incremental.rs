@@ -148,7 +148,7 @@ fn keyed(mapper: &Mapper, entries: Vec<RawEntry>) -> BTreeMap<Key, RawEntry> {
             // An entry without a readable key is kept under its DN, so it is still reported.
             let k = mapper
                 .key_of_entry(&e)
-                .unwrap_or_else(|| format!("dn:{}", e.dn));
+                .unwrap_or_else(|| format!("dn:{}", e.dn).into());
             (k, e)
         })
         .collect()
@@ -249,6 +249,7 @@ fn member_keys(cfg: &Config, e: Option<&RawEntry>) -> BTreeSet<Key> {
         .unwrap_or_default()
         .iter()
         .filter_map(|v| dn::split_extended(v).0)
+        .map(Key::from)
         .collect()
 }
 
@@ -281,7 +282,7 @@ async fn read_delta(
                 .first()
                 .and_then(|b| <&[u8; 16]>::try_from(b).ok())
             {
-                changed.insert(crate::mapping::guid_string(b));
+                changed.insert(crate::mapping::guid_string(b).into());
             }
         })
         .await?;

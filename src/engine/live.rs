@@ -281,13 +281,13 @@ pub(crate) struct Fitted<'a> {
 }
 
 impl Desired for Fitted<'_> {
-    fn user(&self, key: &Key) -> Option<&User> {
+    fn user(&self, key: &str) -> Option<&User> {
         self.desired.user(key)
     }
-    fn group(&self, key: &Key) -> Option<&Group> {
+    fn group(&self, key: &str) -> Option<&Group> {
         self.desired.group(key)
     }
-    fn held(&self, key: &Key) -> bool {
+    fn held(&self, key: &str) -> bool {
         self.desired.held(key)
     }
     fn dn(&self, key: &Key) -> Option<&str> {

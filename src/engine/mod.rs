@@ -496,7 +496,10 @@ async fn run_inner<T: Target>(
     summary.rejected = wanted.rejected_total() as u64;
     for r in &rejected {
         tracing::warn!(dn = %r.dn, reason = %r.reason, "entry not synced");
-        let key = r.key.clone().unwrap_or_else(|| format!("dn:{}", r.dn));
+        let key = match &r.key {
+            Some(k) => k.to_string(),
+            None => format!("dn:{}", r.dn),
+        };
         store.note_error(ObjectError {
             key,
             kind: "entry".into(),
@@ -584,7 +587,7 @@ async fn run_inner<T: Target>(
             .errors()?
             .into_iter()
             .filter(|e| e.retry_time().is_some_and(|t| t > now))
-            .map(|e| (e.key.clone(), e))
+            .map(|e| (Key::from(e.key.as_str()), e))
             .collect()
     } else {
         Default::default()

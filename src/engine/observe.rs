@@ -51,7 +51,7 @@ pub(crate) fn observed(
             let rec = known.users.get(*key);
             let found = match round {
                 0 => rec.and_then(|r| user_by_id.get(r.target_id.as_str()).copied()),
-                1 => user_by_ext.get(key.as_str()).copied(),
+                1 => user_by_ext.get(&***key).copied(),
                 // By name, never an object that carries another live entry's key (that
                 // entry's own object, renamed in the directory since).
                 _ => desired
@@ -59,9 +59,9 @@ pub(crate) fn observed(
                     .get(*key)
                     .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied())
                     .filter(|r| {
-                        r.external_id
-                            .as_ref()
-                            .is_none_or(|e| e == *key || !desired.users.contains_key(e))
+                        r.external_id.as_ref().is_none_or(|e| {
+                            e.as_str() == &***key || !desired.users.contains_key(e.as_str())
+                        })
                     }),
             };
             if let Some(remote) = found {
@@ -91,7 +91,7 @@ pub(crate) fn observed(
             .manager
             .as_deref()
             .and_then(|id| key_by_id.get(id))
-            .map(|k| (*k).clone());
+            .map(|k| k.to_string());
         out.users.insert(
             key.clone(),
             UserRecord::new(remote.id.clone(), origin, pushed),
@@ -117,7 +117,7 @@ pub(crate) fn observed(
             let rec = known.groups.get(*key);
             let found = match round {
                 0 => rec.and_then(|r| group_by_id.get(r.target_id.as_str()).copied()),
-                1 => group_by_ext.get(key.as_str()).copied(),
+                1 => group_by_ext.get(&***key).copied(),
                 _ => desired
                     .groups
                     .get(*key)
@@ -247,7 +247,7 @@ mod tests {
             "g-eng".into(),
             Group {
                 display_name: "Engineering".into(),
-                members: ["k-ann".to_string()].into(),
+                members: [crate::model::Key::from("k-ann")].into(),
             },
         );
         d
@@ -270,12 +270,12 @@ mod tests {
         let ids: BTreeMap<&str, &str> = seen
             .users
             .iter()
-            .map(|(k, r)| (k.as_str(), r.target_id.as_str()))
+            .map(|(k, r)| (&**k, r.target_id.as_str()))
             .collect();
         assert_eq!(ids, BTreeMap::from([("k-ann", "1")]));
         let eng = &seen.groups["g-eng"];
         assert_eq!(eng.target_id, "g2");
-        assert_eq!(eng.members, ["k-ann".to_string()].into());
+        assert_eq!(eng.members, [Key::from("k-ann")].into());
         // Members listed by userName are not dangling: resync must not remove them.
         assert!(dangling_members(&seen, &users, &groups).is_empty());
     }
@@ -341,7 +341,7 @@ mod tests {
         ) {
             let mut d = DesiredState::default();
             for (k, n) in &wanted {
-                d.users.insert(k.clone(), User { user_name: n.clone(), active: true, ..Default::default() });
+                d.users.insert(k.as_str().into(), User { user_name: n.clone(), active: true, ..Default::default() });
             }
             let users: Vec<RemoteUser> = present
                 .iter()
@@ -351,7 +351,7 @@ mod tests {
             let seen = observed(&d, &Snapshot::default(), &users, &[]);
             for (key, rec) in &seen.users {
                 let r = users.iter().find(|u| u.id == rec.target_id).unwrap();
-                let by_key = r.external_id.as_deref() == Some(key.as_str());
+                let by_key = r.external_id.as_deref() == Some(&**key);
                 let name = d.users[key].user_name.to_ascii_lowercase();
                 let same_name = users.iter().filter(|u| u.user.user_name.to_ascii_lowercase() == name).count();
                 let by_name = r.user.user_name.to_ascii_lowercase() == name && same_name == 1;

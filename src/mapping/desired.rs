@@ -265,10 +265,12 @@ impl DesiredBuilder {
                 .as_deref()
                 .map(crate::source::dn::normalize)
                 .and_then(|d| {
-                    user_dns.get(&d).cloned().or_else(|| {
-                        held_refs
-                            .get(&d)
-                            .and_then(|ks| ks.iter().find(|k| known_users.contains(*k)).cloned())
+                    user_dns.get(&d).map(|k| k.to_string()).or_else(|| {
+                        held_refs.get(&d).and_then(|ks| {
+                            ks.iter()
+                                .find(|k| known_users.contains(*k))
+                                .map(|k| k.to_string())
+                        })
                     })
                 });
             dns.push((k.clone(), u.dn));

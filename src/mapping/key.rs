@@ -9,11 +9,7 @@ use crate::source::entry::RawEntry;
 pub(crate) fn stable_key(e: &RawEntry, attr: &str, format: KeyFormat) -> Option<String> {
     let value = e.values(attr).first()?;
     match format {
-        KeyFormat::Guid => {
-            return <&[u8; 16]>::try_from(value)
-                .ok()
-                .map(guid_string)
-        }
+        KeyFormat::Guid => return <&[u8; 16]>::try_from(value).ok().map(guid_string),
         KeyFormat::Hex => return (!value.is_empty()).then(|| hex(value)),
         KeyFormat::Auto => {}
     }
@@ -98,19 +94,19 @@ mod tests {
     fn text_keys_are_lower_cased_and_binary_keys_formatted() {
         let mut e = RawEntry::default();
         e.attrs.insert(
-            "entryuuid".into(),
+            "entryuuid",
             vec![b"5A1B2C3D-0000-1111-2222-333344445555".to_vec()],
         );
         assert_eq!(
             stable_key(&e, "entryUUID", KeyFormat::Auto).as_deref(),
             Some("5a1b2c3d-0000-1111-2222-333344445555")
         );
-        e.attrs.insert("objectguid".into(), vec![vec![0xff; 16]]);
+        e.attrs.insert("objectguid", vec![vec![0xff; 16]]);
         assert_eq!(
             stable_key(&e, "objectGUID", KeyFormat::Auto).as_deref(),
             Some("ffffffff-ffff-ffff-ffff-ffffffffffff")
         );
-        e.attrs.insert("odd".into(), vec![vec![0xff, 0x01]]);
+        e.attrs.insert("odd", vec![vec![0xff, 0x01]]);
         assert_eq!(
             stable_key(&e, "odd", KeyFormat::Auto).as_deref(),
             Some("ff01")
@@ -122,12 +118,12 @@ mod tests {
     fn a_guid_whose_bytes_look_like_text_is_still_a_guid() {
         let mut e = RawEntry::default();
         e.attrs
-            .insert("objectguid".into(), vec![b"ABCDEFGHIJKLMNOP".to_vec()]);
+            .insert("objectguid", vec![b"ABCDEFGHIJKLMNOP".to_vec()]);
         assert_eq!(
             stable_key(&e, "objectGUID", KeyFormat::Guid).as_deref(),
             Some("44434241-4645-4847-494a-4b4c4d4e4f50")
         );
-        e.attrs.insert("short".into(), vec![b"abc".to_vec()]);
+        e.attrs.insert("short", vec![b"abc".to_vec()]);
         assert_eq!(stable_key(&e, "short", KeyFormat::Guid), None);
         assert_eq!(
             stable_key(&e, "short", KeyFormat::Hex).as_deref(),

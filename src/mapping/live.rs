@@ -205,7 +205,7 @@ impl LiveDesired {
     }
 
     /// The entries under `key` not synced (a user and a group entry may share a key).
-    pub(crate) fn rejected_of<'a>(&'a self, key: &Key) -> impl Iterator<Item = &'a Rejected> {
+    pub(crate) fn rejected_of<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Rejected> {
         let user = self.users.get(key).and_then(|u| u.as_ref().err());
         let group = self.groups.get(key).and_then(|g| g.as_ref().err());
         user.into_iter().chain(group).chain(self.collided.get(key))
@@ -593,7 +593,7 @@ impl LiveDesired {
         // removed, and whether it stays a manager of those it manages.
         let flipped: Vec<Key> = reached.flipped.iter().cloned().collect();
         for k in flipped {
-            let reports = self.reports.get(&k).into_iter().flatten();
+            let reports = self.reports.get(&*k).into_iter().flatten();
             reached.users.extend(reports.cloned());
             reached.users.insert(k.clone());
             reached.groups.insert(k);
@@ -631,9 +631,12 @@ impl LiveDesired {
             return;
         };
         let manager = m.manager_dn.as_deref().map(normalize).and_then(|d| {
-            self.user_winner(&d)
-                .cloned()
-                .or_else(|| self.held_by(&d).into_iter().find(|k| known(k)).cloned())
+            self.user_winner(&d).map(|k| k.to_string()).or_else(|| {
+                self.held_by(&d)
+                    .into_iter()
+                    .find(|k| known(k))
+                    .map(|k| k.to_string())
+            })
         });
         let Some(Ok(m)) = self.users.get_mut(key) else {
             return;
@@ -745,21 +748,21 @@ impl LiveDesired {
 }
 
 impl Desired for LiveDesired {
-    fn user(&self, key: &Key) -> Option<&User> {
+    fn user(&self, key: &str) -> Option<&User> {
         match self.users.get(key) {
             Some(Ok(m)) if !self.collided.contains_key(key) => Some(&m.user),
             _ => None,
         }
     }
 
-    fn group(&self, key: &Key) -> Option<&Group> {
+    fn group(&self, key: &str) -> Option<&Group> {
         match self.groups.get(key) {
             Some(Ok(l)) => Some(&l.out),
             _ => None,
         }
     }
 
-    fn held(&self, key: &Key) -> bool {
+    fn held(&self, key: &str) -> bool {
         self.collided.contains_key(key) || self.rejected_of(key).any(|r| r.key.is_some())
     }
 

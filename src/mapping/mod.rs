@@ -159,18 +159,20 @@ impl Mapper {
 
     /// The entry's stable key, if it has one.
     pub(crate) fn key_of_entry(&self, e: &RawEntry) -> Option<Key> {
-        key::stable_key(e, &self.m.key, self.m.key_format)
+        key::stable_key(e, &self.m.key, self.m.key_format).map(Key::from)
     }
 
     fn key_of(&self, e: &RawEntry) -> Result<Key, Rejected> {
-        key::stable_key(e, &self.m.key, self.m.key_format).ok_or_else(|| Rejected {
-            dn: e.dn.clone(),
-            key: None,
-            reason: format!(
+        key::stable_key(e, &self.m.key, self.m.key_format)
+            .map(Key::from)
+            .ok_or_else(|| Rejected {
+                dn: e.dn.clone(),
+                key: None,
+                reason: format!(
                 "has no {} (the stable key); check that the attribute is readable by the bind DN",
                 self.m.key
             ),
-        })
+            })
     }
 
     pub(crate) fn map_user(&self, e: &RawEntry) -> Result<MappedUser, Rejected> {
@@ -242,10 +244,7 @@ impl Mapper {
                 .first_text(&["primaryGroupID".to_string()])
                 .map_err(|nt| reject(nt.to_string()))?
                 .and_then(|r| r.parse::<u32>().ok());
-            let sid = e
-                .values("objectSid")
-                .first()
-                .and_then(|b| sid::to_string(b));
+            let sid = e.values("objectSid").first().and_then(sid::to_string);
             rid.zip(sid).and_then(|(rid, sid)| sid::sibling(&sid, rid))
         } else {
             None
@@ -298,11 +297,7 @@ impl Mapper {
             member_of: dns(&self.m.member_of_attribute)?,
             sid: self
                 .primary_group
-                .then(|| {
-                    e.values("objectSid")
-                        .first()
-                        .and_then(|b| sid::to_string(b))
-                })
+                .then(|| e.values("objectSid").first().and_then(sid::to_string))
                 .flatten(),
         })
     }

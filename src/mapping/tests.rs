@@ -71,7 +71,7 @@ fn an_entry_without_a_key_is_rejected_and_a_binary_name_is_not_text() {
     e.attrs.remove("entryuuid");
     assert!(m.map_user(&e).unwrap_err().reason.contains("entryUUID"));
     let mut e = person("bob", &[]);
-    e.attrs.insert("givenname".into(), vec![vec![0xff, 0xfe]]);
+    e.attrs.insert("givenname", vec![vec![0xff, 0xfe]]);
     let r = m.map_user(&e).unwrap_err();
     assert!(
         r.reason.contains("givenName") && r.reason.contains("UTF-8"),
@@ -117,11 +117,14 @@ fn a_shared_user_name_stays_with_the_user_already_pushed() {
     let mut b = DesiredBuilder::new(m.clone());
     b.add_user(&person("ann", &[]));
     let mut twin = person("ann2", &[]);
-    twin.attrs.insert("uid".into(), vec![b"ANN".to_vec()]);
+    twin.attrs.insert("uid", vec![b"ANN".to_vec()]);
     b.add_user(&twin);
-    let known: BTreeSet<String> = ["key-ann".to_string()].into();
+    let known: BTreeSet<Key> = ["key-ann".into()].into();
     let d = b.finish(&known);
-    assert_eq!(d.users.keys().collect::<Vec<_>>(), vec!["key-ann"]);
+    assert_eq!(
+        d.users.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["key-ann"]
+    );
     assert!(d.held.contains("key-ann2"));
     // With neither pushed, neither is taken.
     let mut b = DesiredBuilder::new(m);
@@ -176,7 +179,7 @@ fn managers_memberships_and_nesting_are_resolved_across_the_set() {
         d.users["key-zed"].manager, None,
         "a manager outside the set is not referenced"
     );
-    let members = |g: &str| d.groups[g].members.iter().cloned().collect::<Vec<_>>();
+    let members = |g: &str| d.groups[g].members.iter().map(|k| &**k).collect::<Vec<_>>();
     assert_eq!(members("g-eng"), vec!["key-ann"]);
     assert_eq!(members("g-all"), vec!["key-ann", "key-boss"]);
     assert_eq!(members("g-leads"), vec!["key-ann", "key-boss"]);

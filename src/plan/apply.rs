@@ -247,7 +247,7 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
     }
 }
 
-fn resolve_manager(s: &Snapshot, manager: &mut Option<Key>) -> Option<String> {
+fn resolve_manager(s: &Snapshot, manager: &mut Option<String>) -> Option<String> {
     let id = manager
         .as_ref()
         .and_then(|m| s.user_id(m))

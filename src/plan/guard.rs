@@ -163,7 +163,7 @@ mod tests {
 
     fn deactivate(n: usize) -> Operation {
         Operation::DeactivateUser {
-            key: format!("k{n}"),
+            key: format!("k{n}").into(),
             user_name: format!("u{n}"),
             reason: RemovalReason::Removed,
         }
@@ -215,7 +215,7 @@ mod tests {
             .any(|o| matches!(o, Operation::CreateGroup { .. })));
         match &ops[0] {
             Operation::RemoveMembers { members, .. } => {
-                assert_eq!(members, &vec!["stays-in-plan".to_string()])
+                assert_eq!(members, &vec![Key::from("stays-in-plan")])
             }
             other => panic!("{other:?}"),
         }

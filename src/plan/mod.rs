@@ -47,10 +47,10 @@ pub(crate) fn plan_keys<'k>(
         policy,
         out: Sorted::default(),
     };
-    let mut to_create: BTreeMap<&Key, User> = BTreeMap::new();
+    let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();
     for key in users {
         if let Some(u) = p.user_create(key) {
-            to_create.insert(key, u);
+            to_create.insert(key, (key, u));
         }
     }
     for key in groups {
@@ -105,13 +105,13 @@ impl Planner<'_> {
     }
 
     /// A held user already on the target: it keeps what it has.
-    fn held_known(&self, key: &Key) -> bool {
+    fn held_known(&self, key: &str) -> bool {
         self.desired.held(key) && self.pushed.users.contains_key(key)
     }
 
     /// True for a user that will be on the target, live, once the plan has run: the only
     /// valid member and manager references.
-    fn provisioned(&self, key: &Key) -> bool {
+    fn provisioned(&self, key: &str) -> bool {
         match self.desired.user(key) {
             Some(u) => !self.deleted_when_disabled(u),
             None => self.held_known(key),
@@ -138,7 +138,9 @@ impl Planner<'_> {
             return None;
         }
         let mut want = u.clone();
-        want.manager = want.manager.filter(|m| m != key && self.provisioned(m));
+        want.manager = want
+            .manager
+            .filter(|m| m.as_str() != &**key && self.provisioned(m));
         self.desired.fit(&mut want);
         let Some(r) = record else {
             return Some(want);
@@ -251,33 +253,35 @@ impl Planner<'_> {
 /// Orders user creations so that a manager is created before the people who report to it; a
 /// user whose manager cannot come first (a reporting cycle) gets its manager in a follow-up
 /// update once everyone exists.
-fn order_creates(mut to_create: BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operation>) {
+fn order_creates(mut to_create: BTreeMap<&str, (&Key, User)>) -> (Vec<Operation>, Vec<Operation>) {
     // Each user moves from `to_create` into its operation once placed (no second copy of every
     // user at once): "still in `to_create`" means "not placed yet".
-    let starts: Vec<&Key> = to_create.keys().copied().collect();
+    let starts: Vec<&str> = to_create.keys().copied().collect();
     let mut creates = Vec::with_capacity(starts.len());
     let mut follow_ups = Vec::new();
     for start in starts {
-        let mut path: Vec<&Key> = Vec::new();
+        let mut path: Vec<&str> = Vec::new();
         let mut cur = Some(start);
         while let Some(k) = cur {
             if path.contains(&k) {
                 break;
             }
-            let Some(u) = to_create.get(k) else { break };
+            let Some((_, u)) = to_create.get(k) else {
+                break;
+            };
             path.push(k);
             cur = u
                 .manager
-                .as_ref()
+                .as_deref()
                 .and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
         }
         for k in path.into_iter().rev() {
             // Not placed yet: still in `to_create` (the user itself included, before it moves).
             let manager_later = to_create
                 .get(k)
-                .and_then(|u| u.manager.as_ref())
+                .and_then(|(_, u)| u.manager.as_deref())
                 .is_some_and(|m| to_create.contains_key(m));
-            let Some(u) = to_create.remove(k) else {
+            let Some((k, u)) = to_create.remove(k) else {
                 continue;
             };
             if manager_later {

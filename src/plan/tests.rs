@@ -61,7 +61,11 @@ fn first_plan_creates_managers_before_their_reports_and_groups_after_users() {
         "g1".into(),
         Group {
             display_name: "Eng".into(),
-            members: ["k-ann".to_string(), "k-zed".to_string()].into(),
+            members: [
+                crate::model::Key::from("k-ann"),
+                crate::model::Key::from("k-zed"),
+            ]
+            .into(),
         },
     );
     let ops = plan(&d, &Snapshot::default(), &deactivate());
@@ -134,7 +138,7 @@ fn a_departure_removes_memberships_before_deleting_under_delete_policy() {
         "g".into(),
         Group {
             display_name: "G".into(),
-            members: ["k1".to_string(), "k2".to_string()].into(),
+            members: [crate::model::Key::from("k1"), crate::model::Key::from("k2")].into(),
         },
     );
     let s = synced(&d, &p);
@@ -177,7 +181,7 @@ fn held_entries_keep_their_object_and_memberships() {
         "g".into(),
         Group {
             display_name: "G".into(),
-            members: ["k1".to_string()].into(),
+            members: [crate::model::Key::from("k1")].into(),
         },
     );
     let s = synced(&d, &deactivate());
@@ -192,8 +196,9 @@ fn members_go_in_batches_of_at_most_one_hundred() {
     let mut d = DesiredState::default();
     let mut members = BTreeSet::new();
     for i in 0..250 {
-        d.users.insert(format!("k{i:03}"), user(&format!("u{i}")));
-        members.insert(format!("k{i:03}"));
+        d.users
+            .insert(format!("k{i:03}").into(), user(&format!("u{i}")));
+        members.insert(format!("k{i:03}").into());
     }
     d.groups.insert(
         "g".into(),
@@ -259,19 +264,22 @@ fn arb_desired() -> impl Strategy<Value = DesiredState> {
         .prop_map(|(users, groups, held)| {
             let mut d = DesiredState::default();
             for (k, u) in users {
-                d.users.insert(format!("u{k}"), u);
+                d.users.insert(format!("u{k}").into(), u);
             }
             for (k, (name, members)) in groups {
                 d.groups.insert(
-                    format!("g{k}"),
+                    format!("g{k}").into(),
                     Group {
                         display_name: format!("group{name}"),
-                        members: members.into_iter().map(|m| format!("u{m}")).collect(),
+                        members: members
+                            .into_iter()
+                            .map(|m| format!("u{m}").into())
+                            .collect(),
                     },
                 );
             }
             for h in held {
-                let k = format!("u{h}");
+                let k: Key = format!("u{h}").into();
                 if !d.users.contains_key(&k) {
                     d.held.insert(k);
                 }
@@ -294,18 +302,21 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
             let mut s = Snapshot::default();
             for (k, u) in users {
                 s.users.insert(
-                    format!("u{k}"),
+                    format!("u{k}").into(),
                     UserRecord::new(format!("uid-{k}"), Origin::Created, u),
                 );
             }
             for (k, (name, members)) in groups {
                 s.groups.insert(
-                    format!("g{k}"),
+                    format!("g{k}").into(),
                     GroupRecord {
                         target_id: format!("gid-{k}"),
                         origin: Origin::Adopted,
                         display_name: format!("group{name}"),
-                        members: members.into_iter().map(|m| format!("u{m}")).collect(),
+                        members: members
+                            .into_iter()
+                            .map(|m| format!("u{m}").into())
+                            .collect(),
                     },
                 );
             }
@@ -338,9 +349,9 @@ proptest! {
     #[test]
     fn the_plan_touches_only_owned_objects(d in arb_desired(), s in arb_snapshot(), p in arb_policy()) {
         let ops = plan(&d, &s, &p);
-        let created_users: BTreeSet<&String> = ops.iter().filter_map(|o| match o {
+        let created_users: BTreeSet<&Key> = ops.iter().filter_map(|o| match o {
             Operation::CreateUser { key, .. } => Some(key), _ => None }).collect();
-        let created_groups: BTreeSet<&String> = ops.iter().filter_map(|o| match o {
+        let created_groups: BTreeSet<&Key> = ops.iter().filter_map(|o| match o {
             Operation::CreateGroup { key, .. } => Some(key), _ => None }).collect();
         for op in &ops {
             match op {
@@ -386,12 +397,12 @@ proptest! {
 
 /// The order of creates as it was computed before users moved into their operations (kept to
 /// prove the leaner version orders exactly the same).
-fn reference_order(to_create: &BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Operation>) {
-    let mut placed: BTreeSet<Key> = BTreeSet::new();
+fn reference_order(to_create: &BTreeMap<&str, User>) -> (Vec<Operation>, Vec<Operation>) {
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
     let mut creates = Vec::new();
     let mut follow_ups = Vec::new();
     for start in to_create.keys() {
-        let mut path: Vec<&Key> = Vec::new();
+        let mut path: Vec<&str> = Vec::new();
         let mut cur = Some(*start);
         while let Some(k) = cur {
             if placed.contains(k) || path.contains(&k) {
@@ -401,25 +412,25 @@ fn reference_order(to_create: &BTreeMap<&Key, User>) -> (Vec<Operation>, Vec<Ope
             path.push(k);
             cur = u
                 .manager
-                .as_ref()
+                .as_deref()
                 .and_then(|m| to_create.get_key_value(m).map(|(k, _)| *k));
         }
         for k in path.into_iter().rev() {
             let Some(u) = to_create.get(k) else { continue };
             let manager_later = u
                 .manager
-                .as_ref()
+                .as_deref()
                 .map(|m| to_create.contains_key(m) && !placed.contains(m))
                 .unwrap_or(false);
-            placed.insert(k.clone());
+            placed.insert(k);
             creates.push(Operation::CreateUser {
-                key: k.clone(),
+                key: k.into(),
                 user_name: u.user_name.clone(),
                 user: u.clone(),
             });
             if manager_later {
                 follow_ups.push(Operation::UpdateUser {
-                    key: k.clone(),
+                    key: k.into(),
                     user_name: u.user_name.clone(),
                     changes: vec![crate::model::FieldChange {
                         field: UserField::Manager,
@@ -442,10 +453,12 @@ proptest! {
     fn creates_are_ordered_as_the_reference_orders_them(
         users in proptest::collection::btree_map(0..12usize, arb_user(12), 0..12)
     ) {
-        let keys: BTreeMap<usize, Key> = users.keys().map(|k| (*k, format!("u{k}"))).collect();
-        let to_create: BTreeMap<&Key, User> =
-            users.iter().map(|(k, u)| (&keys[k], u.clone())).collect();
-        let want = reference_order(&to_create);
+        let keys: BTreeMap<usize, Key> = users.keys().map(|k| (*k, format!("u{k}").into())).collect();
+        let reference: BTreeMap<&str, User> =
+            users.iter().map(|(k, u)| (&*keys[k], u.clone())).collect();
+        let to_create: BTreeMap<&str, (&Key, User)> =
+            users.iter().map(|(k, u)| (&*keys[k], (&keys[k], u.clone()))).collect();
+        let want = reference_order(&reference);
         prop_assert_eq!(order_creates(to_create), want);
     }
 }

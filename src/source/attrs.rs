@@ -347,7 +347,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_their_edges() {
-        for n in [0, 1, 127, 128, 300, 16_383, 16_384, usize::MAX >> 1, usize::MAX] {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            usize::MAX >> 1,
+            usize::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, n);
             assert_eq!(out.len(), varint_len(n), "{n}");
@@ -380,12 +390,21 @@ mod tests {
     #[test]
     fn names_are_lower_cased_and_look_ups_ignore_case() {
         let mut a = Attrs::from_pairs(vec![("memberof".into(), vec![b"x".to_vec()])]);
-        assert_eq!(a.get("memberOf").map(|v| v.to_vecs()), Some(vec![b"x".to_vec()]));
+        assert_eq!(
+            a.get("memberOf").map(|v| v.to_vecs()),
+            Some(vec![b"x".to_vec()])
+        );
         a.insert("MEMBEROF", vec![b"y".to_vec()]);
         a.insert("CN", vec![]);
         assert_eq!(a.keys().collect::<Vec<_>>(), ["cn", "memberof"]);
-        assert_eq!(Attrs::from_pairs(vec![("CN".into(), vec![])]), Attrs::from_pairs(vec![("cn".into(), vec![])]));
-        assert_eq!(a.get("memberof").map(|v| v.to_vecs()), Some(vec![b"y".to_vec()]));
+        assert_eq!(
+            Attrs::from_pairs(vec![("CN".into(), vec![])]),
+            Attrs::from_pairs(vec![("cn".into(), vec![])])
+        );
+        assert_eq!(
+            a.get("memberof").map(|v| v.to_vecs()),
+            Some(vec![b"y".to_vec()])
+        );
         assert!(a.get("member").is_none());
     }
 

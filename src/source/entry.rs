@@ -71,9 +71,7 @@ mod values {
         s.collect_map(out)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Attrs, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
         let raw: Vec<(String, Vec<Value>)> = d.deserialize_map(Pairs)?;
         raw.into_iter()
             .map(|(k, vs)| {

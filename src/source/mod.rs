@@ -1,9 +1,9 @@
 //! Directory readers: connect, bind, and read users and groups as [`entry::RawEntry`] values.
 //! Mapping them into canonical objects is the [`crate::mapping`] module's job.
 
+pub(crate) mod attrs;
 pub(crate) mod ber;
 pub(crate) mod dn;
-pub(crate) mod attrs;
 pub(crate) mod entry;
 pub(crate) mod filter;
 pub(crate) mod ldap;

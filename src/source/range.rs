@@ -54,15 +54,12 @@ mod tests {
     #[test]
     fn ranges_fold_into_the_attribute_and_say_what_is_left() {
         let mut e = RawEntry::default();
-        e.attrs.insert(
-            "member;range=0-1".into(),
-            vec![b"a".to_vec(), b"b".to_vec()],
-        );
-        e.attrs.insert("cn".into(), vec![b"g".to_vec()]);
+        e.attrs
+            .insert("member;range=0-1", vec![b"a".to_vec(), b"b".to_vec()]);
+        e.attrs.insert("cn", vec![b"g".to_vec()]);
         assert_eq!(fold(&mut e), vec![("member".to_string(), 2)]);
         assert_eq!(e.values("member").len(), 2);
-        e.attrs
-            .insert("member;range=2-*".into(), vec![b"c".to_vec()]);
+        e.attrs.insert("member;range=2-*", vec![b"c".to_vec()]);
         assert!(fold(&mut e).is_empty());
         assert_eq!(e.values("member").len(), 3);
         assert_eq!(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::store::{decode, encode};
+use super::store::{decode, encode, key_of};
 use super::{StateError, Store};
 use crate::model::Key;
 use crate::source::entry::RawEntry;
@@ -43,10 +43,7 @@ impl Store {
         ] {
             for item in tree.iter() {
                 let (k, v) = item.map_err(|e| self.io(e))?;
-                out.insert(
-                    String::from_utf8_lossy(&k).into_owned(),
-                    decode(&self.path, &k, &v)?,
-                );
+                out.insert(key_of(&k), decode(&self.path, &k, &v)?);
             }
         }
         Ok(m)
@@ -155,7 +152,7 @@ impl Store {
             let mut out = BTreeSet::new();
             for k in tree.iter().keys() {
                 let k = k.map_err(|e| self.io(e))?;
-                out.insert(String::from_utf8_lossy(&k).into_owned());
+                out.insert(key_of(&k));
             }
             Ok(out)
         };
@@ -189,13 +186,13 @@ impl Store {
             .collect();
         if previous.is_none() {
             for k in self.mirror_users.iter().keys() {
-                let k = String::from_utf8_lossy(&k.map_err(|e| self.io(e))?).into_owned();
+                let k = key_of(&k.map_err(|e| self.io(e))?);
                 if !m.users.contains_key(&k) {
                     stale_users.push(k);
                 }
             }
             for k in self.mirror_groups.iter().keys() {
-                let k = String::from_utf8_lossy(&k.map_err(|e| self.io(e))?).into_owned();
+                let k = key_of(&k.map_err(|e| self.io(e))?);
                 if !m.groups.contains_key(&k) {
                     stale_groups.push(k);
                 }

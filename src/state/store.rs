@@ -122,6 +122,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A stored key as a [`Key`] (keys are written from strings; a damaged one reads lossily).
+pub(super) fn key_of(bytes: &[u8]) -> Key {
+    String::from_utf8_lossy(bytes).into()
+}
+
 pub(super) fn decode<T: DeserializeOwned>(
     path: &Path,
     key: &[u8],
@@ -219,16 +224,22 @@ impl Store {
         for item in self.users.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let rec: UserRecord = decode(&self.path, &k, &v)?;
-            users.push((String::from_utf8_lossy(&k).into_owned(), rec));
+            users.push((key_of(&k), rec));
         }
+        let users: std::collections::BTreeMap<Key, UserRecord> = users.into_iter().collect();
         let mut groups = Vec::new();
         for item in self.groups.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            let rec: GroupRecord = decode(&self.path, &k, &v)?;
-            groups.push((String::from_utf8_lossy(&k).into_owned(), rec));
+            let mut rec: GroupRecord = decode(&self.path, &k, &v)?;
+            // A member is the user record's own key, not a copy of it.
+            rec.members = std::mem::take(&mut rec.members)
+                .into_iter()
+                .map(|m| users.get_key_value(&m).map_or(m, |(k, _)| k.clone()))
+                .collect();
+            groups.push((key_of(&k), rec));
         }
         Ok(Snapshot {
-            users: users.into_iter().collect(),
+            users,
             groups: groups.into_iter().collect(),
         })
     }
@@ -387,10 +398,7 @@ impl Store {
         let mut out = std::collections::BTreeMap::new();
         for item in self.intents.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            out.insert(
-                String::from_utf8_lossy(&k).into_owned(),
-                decode(&self.path, &k, &v)?,
-            );
+            out.insert(key_of(&k), decode(&self.path, &k, &v)?);
         }
         Ok(out)
     }

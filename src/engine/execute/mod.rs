@@ -332,8 +332,8 @@ impl<T: Target> Executor<'_, T> {
                 .or_else(|| {
                     r.external_id
                         .as_ref()
-                        .filter(|e| *e != key && self.desired.user(e).is_some())
-                        .cloned()
+                        .filter(|e| e.as_str() != &**key && self.desired.user(e).is_some())
+                        .map(|e| Key::from(e.as_str()))
                 }),
             Sent::FoundUser(r) => self
                 .records
@@ -359,7 +359,7 @@ impl<T: Target> Executor<'_, T> {
             None => op.label().to_string(),
         };
         ObjectError {
-            key: req.key().clone(),
+            key: req.key().to_string(),
             kind: kind.into(),
             label,
             operation: op.name().into(),
@@ -396,8 +396,10 @@ impl std::fmt::Debug for OutcomeName<'_> {
 fn refs(op: &Operation) -> Vec<Key> {
     let mut out = vec![op.key().clone()];
     match op {
-        Operation::CreateUser { user, .. } => out.extend(user.manager.iter().cloned()),
-        Operation::UpdateUser { desired, .. } => out.extend(desired.manager.iter().cloned()),
+        Operation::CreateUser { user, .. } => out.extend(user.manager.as_deref().map(Key::from)),
+        Operation::UpdateUser { desired, .. } => {
+            out.extend(desired.manager.as_deref().map(Key::from))
+        }
         Operation::AddMembers { members, .. } | Operation::RemoveMembers { members, .. } => {
             out.extend(members.iter().cloned())
         }

@@ -55,7 +55,7 @@ impl Target for Busy {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_string())
             .or_default() += 1;
-        if key.as_str() == "a" {
+        if &**key == "a" {
             tokio::time::sleep(Duration::from_millis(5)).await;
             return Err(err(TargetErrorKind::Transport("connection reset".into())));
         }
@@ -309,7 +309,7 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
     for i in 0..700 {
         let manager = (i % 5 != 0).then(|| format!("k{:04}", i - 1));
         desired.users.insert(
-            format!("k{i:04}"),
+            format!("k{i:04}").into(),
             User {
                 user_name: format!("user{i}"),
                 active: true,
@@ -320,12 +320,12 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
     }
     for g in 0..4 {
         desired.groups.insert(
-            format!("g{g}"),
+            format!("g{g}").into(),
             Group {
                 display_name: format!("group {g}"),
                 members: (0..700)
                     .filter(|i| i % 4 == g || i % 4 == (g + 1) % 4)
-                    .map(|i| format!("k{i:04}"))
+                    .map(|i| format!("k{i:04}").into())
                     .collect(),
             },
         );
@@ -400,7 +400,7 @@ async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_do
         if earlier {
             // A crash after "a"'s create was sent: it may have been carried out.
             interrupted.insert(
-                "a".to_string(),
+                "a".into(),
                 crate::state::Intent {
                     operation: "create_user".into(),
                     label: "a".into(),

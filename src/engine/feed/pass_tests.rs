@@ -117,7 +117,7 @@ impl Target for Recording {
 /// User `n` with a title.
 fn titled(n: u8, mail: &str) -> RawEntry {
     let mut e = user(n, mail);
-    e.attrs.insert("title".into(), vec![b"Engineer".to_vec()]);
+    e.attrs.insert("title", vec![b"Engineer".to_vec()]);
     e
 }
 

@@ -264,7 +264,7 @@ fn membership_changes_arrive_as_group_changes() {
 fn entry_csn_gives_the_change_time() {
     let mut e = user(1, "a@b.c");
     e.attrs.insert(
-        "entrycsn".into(),
+        "entrycsn",
         vec![b"20261123101112.123456Z#000000#000#000000".to_vec()],
     );
     let t = csn_time(&e).unwrap();
@@ -310,7 +310,7 @@ pub(super) fn user_at(n: u8, dn: &str) -> RawEntry {
 fn group_of(n: u8, members: &[&str]) -> RawEntry {
     let mut e = group(n, &[]);
     e.attrs.insert(
-        "member".into(),
+        "member",
         members.iter().map(|m| m.as_bytes().to_vec()).collect(),
     );
     e

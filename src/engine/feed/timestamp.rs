@@ -27,7 +27,7 @@ fn identity(feed: &Feed, e: &RawEntry) -> Vec<u8> {
     let key = feed
         .mapper()
         .key_of_entry(e)
-        .unwrap_or_else(|| format!("dn:{}", crate::source::dn::normalize(&e.dn)));
+        .unwrap_or_else(|| format!("dn:{}", crate::source::dn::normalize(&e.dn)).into());
     Sha256::digest(key.as_bytes())[..16].to_vec()
 }
 

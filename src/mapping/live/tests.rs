@@ -171,7 +171,7 @@ pub(crate) fn change() -> impl Strategy<Value = Change> {
 }
 
 pub(crate) fn user_key(i: u8) -> Key {
-    format!("ku{i}")
+    format!("ku{i}").into()
 }
 
 /// Group slot 3 shares its key with user slot 1 (a text key such as cn, or one entry in both
@@ -179,7 +179,7 @@ pub(crate) fn user_key(i: u8) -> Key {
 pub(crate) fn group_key(i: u8) -> Key {
     match i {
         3 => user_key(1),
-        _ => format!("kg{i}"),
+        _ => format!("kg{i}").into(),
     }
 }
 
@@ -194,7 +194,7 @@ pub(crate) fn apply(
             // Slot 7: an entry without its key attribute, kept under its (fixed) DN.
             let (k, s) = match i {
                 7 => (
-                    format!("dn:{}", user_dn(5)),
+                    format!("dn:{}", user_dn(5)).into(),
                     s.as_ref().map(|s| UserSpec { dn: 5, ..s.clone() }),
                 ),
                 _ => (user_key(*i), s.clone()),

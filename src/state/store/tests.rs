@@ -93,7 +93,7 @@ async fn committed_changes_survive_a_reopen() {
                             target_id: "g1".into(),
                             origin: Origin::Adopted,
                             display_name: "G".into(),
-                            members: ["k1".to_string()].into(),
+                            members: [crate::model::Key::from("k1")].into(),
                         },
                     ),
                 ],
@@ -110,7 +110,7 @@ async fn committed_changes_survive_a_reopen() {
     assert!(Store::exists(&path));
     let store = reopen(&path);
     let s = store.snapshot().unwrap();
-    assert_eq!(s.users.keys().collect::<Vec<_>>(), vec!["k1"]);
+    assert_eq!(s.users.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["k1"]);
     assert_eq!(s.users["k1"], rec("1"));
     assert_eq!(s.groups["g"].members.len(), 1);
     assert_eq!(
@@ -134,7 +134,7 @@ async fn errors_count_attempts_are_cleared_on_success_and_pruned_by_run() {
     store
         .commit(
             &[StateChange::PutUser("k2".into(), rec("2"))],
-            Some(&"k2".to_string()),
+            Some(&"k2".into()),
         )
         .await
         .unwrap();
@@ -211,12 +211,17 @@ async fn an_intent_lives_until_its_confirmation_or_a_later_run_prunes_it() {
     store
         .commit(
             &[StateChange::PutUser("k1".into(), rec("id-1"))],
-            Some(&"k1".to_string()),
+            Some(&"k1".into()),
         )
         .await
         .unwrap();
     assert_eq!(
-        store.intents().unwrap().keys().collect::<Vec<_>>(),
+        store
+            .intents()
+            .unwrap()
+            .keys()
+            .map(|k| &**k)
+            .collect::<Vec<_>>(),
         vec!["k2"]
     );
     // Survives a reopen (a crash), then a later run that did not need it drops it.
@@ -239,7 +244,7 @@ async fn every_write_of_the_records_moves_their_generation_and_nothing_else_does
     // Intents, errors and the journal are not the records.
     let mut w = super::Window::default();
     w.intents.push((
-        "k1".to_string(),
+        "k1".into(),
         Intent {
             operation: "create_user".into(),
             label: "alice".into(),
@@ -282,12 +287,12 @@ async fn a_feed_saved_in_batches_is_all_there_and_its_checkpoint_last() {
     // What an earlier configuration stored: gone at the save, being among the unsaved keys.
     let mut stale = Mirror::default();
     stale.users.insert("stale".into(), entry(0));
-    let keys = [BTreeSet::from(["stale".to_string()]), BTreeSet::new()];
+    let keys = [BTreeSet::from(["stale".into()]), BTreeSet::new()];
     store.save_feed(&stale, &keys, &"old").await.unwrap();
 
     let mut m = Mirror::default();
     for i in 0..12_000 {
-        m.users.insert(format!("k{i:05}"), entry(i));
+        m.users.insert(format!("k{i:05}").into(), entry(i));
     }
     m.groups.insert("g".into(), entry(99_999));
     let mut unsaved = [

@@ -451,7 +451,7 @@ impl Target for RestClient {
     async fn find_user_by_key(&self, key: &Key) -> Result<Option<RemoteUser>, TargetError> {
         let found = if self.has(Event::FindUserByKey) {
             let mut v = Vars::default();
-            v.set("externalId", key.as_str());
+            v.set("externalId", &key[..]);
             self.looked_up_users(Event::FindUserByKey, &v).await?
         } else if self.has(Event::ListUsers)
             && self.cfg.user_fields.paths.contains_key("externalId")
@@ -463,14 +463,14 @@ impl Target for RestClient {
             return Ok(None);
         };
         Self::only_match(found, "an externalId", |u| {
-            u.external_id.as_deref() == Some(key.as_str())
+            u.external_id.as_deref() == Some(&key[..])
         })
     }
 
     async fn find_group_by_key(&self, key: &Key) -> Result<Option<RemoteGroup>, TargetError> {
         let found = if self.has(Event::FindGroupByKey) {
             let mut v = Vars::default();
-            v.set("externalId", key.as_str());
+            v.set("externalId", &key[..]);
             self.looked_up_groups(Event::FindGroupByKey, &v).await?
         } else if self.has(Event::ListGroups)
             && self.cfg.group_fields.paths.contains_key("externalId")
@@ -481,7 +481,7 @@ impl Target for RestClient {
             return Ok(None);
         };
         Self::only_group(found, "an externalId", |g| {
-            g.external_id.as_deref() == Some(key.as_str())
+            g.external_id.as_deref() == Some(&key[..])
         })
     }
 
@@ -492,7 +492,7 @@ impl Target for RestClient {
         manager_id: Option<&str>,
     ) -> Result<String, TargetError> {
         let mut v = self.user_vars(user, manager_id);
-        v.set("externalId", key.as_str());
+        v.set("externalId", &key[..]);
         self.taken.with(|t| t.trying_user(&user.user_name));
         let id = match self.send(Event::CreateUser, &v).await {
             Ok(doc) => self.created_id(Event::CreateUser, &doc, &v)?,
@@ -564,7 +564,7 @@ impl Target for RestClient {
     async fn create_group(&self, key: &Key, display_name: &str) -> Result<String, TargetError> {
         let mut v = Vars::default();
         v.set("displayName", display_name)
-            .set("externalId", key.as_str())
+            .set("externalId", &key[..])
             .set("members", Vec::<String>::new());
         self.taken.with(|t| t.trying_group(display_name));
         match self.send(Event::CreateGroup, &v).await {

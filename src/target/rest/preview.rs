@@ -41,7 +41,7 @@ impl RestClient {
                     ));
                 }
                 let mut v = self.user_vars(user, manager_id.as_deref());
-                v.set("externalId", key.as_str());
+                v.set("externalId", &key[..]);
                 out.push(self.rendered(Event::CreateUser, &v, None));
                 out
             }
@@ -65,7 +65,7 @@ impl RestClient {
             Request::CreateGroup { key, display_name } => {
                 let mut v = Vars::default();
                 v.set("displayName", display_name.as_str())
-                    .set("externalId", key.as_str())
+                    .set("externalId", &key[..])
                     .set("members", Vec::<String>::new());
                 vec![self.rendered(Event::CreateGroup, &v, None)]
             }
@@ -90,7 +90,12 @@ impl RestClient {
         }
     }
 
-    fn rendered_members(&self, id: &str, members: &[(String, String)], add: bool) -> Vec<Rendered> {
+    fn rendered_members(
+        &self,
+        id: &str,
+        members: &[(crate::model::Key, String)],
+        add: bool,
+    ) -> Vec<Rendered> {
         let event = if add {
             Event::AddMembers
         } else {

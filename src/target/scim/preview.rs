@@ -18,7 +18,8 @@ fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
 }
 
 pub(crate) fn render(req: &Request) -> Vec<Rendered> {
-    let ids = |m: &[(String, String)]| m.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    let ids =
+        |m: &[(crate::model::Key, String)]| m.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
     match req {
         Request::CreateUser {
             key,
