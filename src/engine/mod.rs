@@ -385,13 +385,21 @@ async fn run_inner<T: Target>(
     };
     // Records read from the store are fitted to the target below; kept ones were, as
     // `fit_state` says.
+    // A directory read needs only the keys of the records before it, and the records after:
+    // the entries being mapped and every record are never held at once.
+    let after_read = kept.is_none() && !matches!(input, Input::Feed(_));
     let (mut records, mut census, mut fitted_as, follow) = match kept {
         Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),
+        None if after_read => (Snapshot::default(), None, None, None),
         None => (store.snapshot()?, None, None, None),
     };
     let configured = target.describe();
     let stored = store.target_identity()?;
-    let has_records = !records.users.is_empty() || !records.groups.is_empty();
+    let has_records = if after_read {
+        store.has_records()?
+    } else {
+        !records.users.is_empty() || !records.groups.is_empty()
+    };
     if let Some(stored) = &stored {
         if stored != &configured && kind != RunKind::Resync && has_records {
             return Err(EngineError::TargetMismatch {
@@ -418,17 +426,29 @@ async fn run_inner<T: Target>(
         );
         wanted
     } else {
-        let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+        let known: BTreeSet<Key> = if after_read {
+            store.user_keys()?
+        } else {
+            records.users.keys().cloned().collect()
+        };
         if cfg.ldap.incremental {
             let read =
                 incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
             log_read(&read.stats, &read.desired);
+            drop(known);
+            if after_read {
+                records = store.snapshot()?;
+            }
             guard_empty_read(&read.desired, &records)?;
             read.save(store).await?;
             live::Wanted::Full(read.desired)
         } else {
             let (desired, stats) = read_desired(cfg, &known).await?;
             log_read(&stats, &desired);
+            drop(known);
+            if after_read {
+                records = store.snapshot()?;
+            }
             live::Wanted::Full(desired)
         }
     };

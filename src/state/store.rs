@@ -218,6 +218,23 @@ impl Store {
     }
 
     /// Every record, in memory.
+    /// Whether any user or group record exists.
+    pub fn has_records(&self) -> Result<bool, StateError> {
+        let user = self.users.first().map_err(|e| self.io(e))?;
+        let group = self.groups.first().map_err(|e| self.io(e))?;
+        Ok(user.is_some() || group.is_some())
+    }
+
+    /// The keys of the user records (what a directory read needs before the records).
+    pub fn user_keys(&self) -> Result<std::collections::BTreeSet<Key>, StateError> {
+        // sled iterates in key order: a bulk build.
+        let mut keys = Vec::new();
+        for k in self.users.iter().keys() {
+            keys.push(key_of(&k.map_err(|e| self.io(e))?));
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         // sled iterates in key order: the maps are built from sorted lists (a bulk build).
         let mut users = Vec::new();
