@@ -90,7 +90,8 @@ fn put_attr<'v>(out: &mut Vec<u8>, name: &str, values: impl Iterator<Item = &'v 
 
 /// One attribute as found in the buffer: its name, its values, and where it starts and ends.
 struct Slot<'a> {
-    name: &'a str,
+    /// Written from a `str` (read as one by [`Slot::name`]); compared as bytes.
+    name: &'a [u8],
     values: Values<'a>,
     start: usize,
     end: usize,
@@ -111,7 +112,7 @@ impl<'a> Iterator for Slots<'a> {
             return None;
         }
         let name_len = take_varint(&mut rest)?;
-        let name = std::str::from_utf8(take(&mut rest, name_len)?).ok()?;
+        let name = take(&mut rest, name_len)?;
         let body_len = take_varint(&mut rest)?;
         let mut body = take(&mut rest, body_len)?;
         let left = take_varint(&mut body)?;
@@ -125,12 +126,21 @@ impl<'a> Iterator for Slots<'a> {
     }
 }
 
-/// `stored` against `wanted` with ASCII case ignored, in the order of lower-cased names.
-fn compare(stored: &str, wanted: &str) -> std::cmp::Ordering {
-    stored
-        .bytes()
-        .map(|b| b.to_ascii_lowercase())
-        .cmp(wanted.bytes().map(|b| b.to_ascii_lowercase()))
+impl<'a> Slot<'a> {
+    fn name(&self) -> &'a str {
+        std::str::from_utf8(self.name).unwrap_or_default()
+    }
+
+    /// Whether this is `wanted` (stored names are lower-case; `wanted` may be in any case).
+    fn is(&self, wanted: &str) -> bool {
+        self.name.len() == wanted.len() && self.name.eq_ignore_ascii_case(wanted.as_bytes())
+    }
+
+    /// Whether this comes after `wanted` in the order of lower-cased names.
+    fn after(&self, wanted: &str) -> bool {
+        let wanted = wanted.bytes().map(|b| b.to_ascii_lowercase());
+        self.name.iter().copied().cmp(wanted).is_gt()
+    }
 }
 
 impl Attrs {
@@ -142,7 +152,7 @@ impl Attrs {
     }
 
     fn find(&self, name: &str) -> Option<Slot<'_>> {
-        self.slots().find(|s| compare(s.name, name).is_eq())
+        self.slots().find(|s| s.is(name))
     }
 
     /// Packs `(name, values)` pairs; values of a name given twice are joined, in order.
@@ -182,11 +192,11 @@ impl Attrs {
 
     /// Every attribute, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Values<'_>)> {
-        self.slots().map(|s| (s.name, s.values))
+        self.slots().map(|s| (s.name(), s.values))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.slots().map(|s| s.name)
+        self.slots().map(|s| s.name())
     }
 
     pub fn len(&self) -> usize {
@@ -232,16 +242,11 @@ impl Attrs {
     /// ones (none when missing). The buffer is rebuilt around the one attribute.
     pub fn replace(&mut self, name: &str, edit: impl FnOnce(Vec<Vec<u8>>) -> Vec<Vec<u8>>) {
         let (start, end, old, stored) = match self.find(name) {
-            Some(s) => (
-                s.start,
-                s.end,
-                s.values.map(<[u8]>::to_vec).collect(),
-                s.name.to_string(),
-            ),
+            Some(s) => (s.start, s.end, s.values.to_vecs(), s.name().to_string()),
             None => {
                 let at = self
                     .slots()
-                    .find(|s| compare(s.name, name).is_gt())
+                    .find(|s| s.after(name))
                     .map_or(self.buf.len(), |s| s.start);
                 (at, at, Vec::new(), name.to_ascii_lowercase())
             }

@@ -153,7 +153,8 @@ async fn relay(
     verdict: Verdict,
 ) {
     let (server_read, mut server_write) = tokio::io::split(server);
-    let (client_read, mut client_write) = client.into_split();
+    let (client_read, client_write) = client.into_split();
+    let mut client_write = tokio::io::BufWriter::with_capacity(64 * 1024, client_write);
     let mut server_read = BufReader::with_capacity(64 * 1024, server_read);
     let mut client_read = BufReader::new(client_read);
     let ids: Mutex<HashMap<i64, u8>> = Mutex::new(HashMap::new());
@@ -175,20 +176,32 @@ async fn relay(
         Ok::<(), String>(())
     };
     let down = async {
-        while let Some(msg) = read_message(&mut server_read, max).await? {
-            let checked = match ids.lock() {
-                Ok(known) => check(&msg, Some(&known), most).map(|_| ()),
-                Err(_) => Err("the relay's state is unusable".to_string()),
-            };
-            if let Err(why) = checked {
-                return Err(format!("the server sent an unsound message: {why}"));
+        let passed = async {
+            while let Some(msg) = read_message(&mut server_read, max).await? {
+                let checked = match ids.lock() {
+                    Ok(known) => check(&msg, Some(&known), most).map(|_| ()),
+                    Err(_) => Err("the relay's state is unusable".to_string()),
+                };
+                if let Err(why) = checked {
+                    return Err(format!("the server sent an unsound message: {why}"));
+                }
+                client_write
+                    .write_all(&msg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Passed on at once unless another whole message is already here: a search's
+                // entries reach ldap3 in a few writes, not one system call each, and a lone
+                // message (a change notice) is never held back.
+                if !whole_message(server_read.buffer()) {
+                    client_write.flush().await.map_err(|e| e.to_string())?;
+                }
             }
-            client_write
-                .write_all(&msg)
-                .await
-                .map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
         }
-        Ok::<(), String>(())
+        .await;
+        // What was sound reaches ldap3 before the connection ends, as before batching.
+        let _ = client_write.flush().await;
+        passed
     };
     // The client closing its end (or failing to write) ends the session; only what the
     // server sent can be a verdict.
@@ -203,6 +216,26 @@ async fn relay(
             verdict.set(why);
         }
     }
+}
+
+/// Whether `buf` begins with a whole message (framed as [`read_message`] frames it; anything
+/// it would refuse counts as not whole, so what came before is passed on first).
+fn whole_message(buf: &[u8]) -> bool {
+    let (header, len) = match buf.get(1) {
+        None | Some(0x80) => return false,
+        Some(&n) if n < 0x80 => (2, usize::from(n)),
+        Some(&n) => {
+            let k = usize::from(n & 0x7f);
+            let Some(bytes) = buf.get(2..2 + k).filter(|_| k <= 4) else {
+                return false;
+            };
+            let len = bytes
+                .iter()
+                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
+            (2 + k, len)
+        }
+    };
+    buf.len() >= header.saturating_add(len)
 }
 
 /// Reads one whole message (`None` at a clean end of stream). A declared length over `max`, an
@@ -252,10 +285,10 @@ async fn read_message<R: AsyncRead + Unpin>(
             max / 1024
         ));
     }
-    let mut body = Vec::new();
+    msg.reserve_exact(len);
     let got = r
         .take(len as u64)
-        .read_to_end(&mut body)
+        .read_to_end(&mut msg)
         .await
         .map_err(|e| e.to_string())?;
     if got < len {
@@ -263,7 +296,6 @@ async fn read_message<R: AsyncRead + Unpin>(
             "the server sent {got} of a message's {len} bytes and closed the connection"
         ));
     }
-    msg.extend_from_slice(&body);
     Ok(Some(msg))
 }
 
@@ -276,6 +308,24 @@ mod tests {
         vec![
             0x30, 0x0c, 0x02, 0x01, id, 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
         ]
+    }
+
+    #[test]
+    fn a_message_is_whole_only_when_every_byte_it_declares_is_there() {
+        let ok = bind_ok(1);
+        assert!(whole_message(&ok));
+        assert!(whole_message(&[ok.clone(), ok.clone()].concat()));
+        for cut in 0..ok.len() {
+            assert!(!whole_message(&ok[..cut]), "{cut}");
+        }
+        // Long-form lengths: 0x81 0x80 is 128 bytes of body.
+        let mut long = vec![0x30, 0x81, 0x80];
+        long.extend(std::iter::repeat_n(0u8, 128));
+        assert!(whole_message(&long));
+        assert!(!whole_message(&long[..long.len() - 1]));
+        // What framing refuses is never "whole": indefinite, or a length of over 4 bytes.
+        assert!(!whole_message(&[0x30, 0x80, 0x00, 0x00]));
+        assert!(!whole_message(&[0x30, 0x85, 0, 0, 0, 0, 1, 0]));
     }
 
     #[tokio::test]
