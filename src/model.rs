@@ -206,6 +206,11 @@ pub(crate) trait Desired {
     fn dn(&self, key: &Key) -> Option<&str>;
     /// Leaves out of a user what the target cannot hold (applied to the copy the plan sends).
     fn fit(&self, _user: &mut User) {}
+    /// True when [`Desired::fit`] changes nothing (the users were fitted before): the plan
+    /// then compares a user with its record without copying it first.
+    fn fitted(&self) -> bool {
+        true
+    }
 }
 
 impl Desired for DesiredState {

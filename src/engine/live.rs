@@ -296,6 +296,9 @@ impl Desired for Fitted<'_> {
     fn fit(&self, user: &mut User) {
         (self.fit)(user)
     }
+    fn fitted(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

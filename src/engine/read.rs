@@ -31,9 +31,17 @@ pub(crate) async fn read_desired(
     cfg: &Config,
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
+    let (builder, stats) = read_directory(cfg).await?;
+    Ok((builder.finish(known_users), stats))
+}
+
+/// [`read_desired`] up to what needs the records' keys: every entry read and mapped.
+pub(crate) async fn read_directory(
+    cfg: &Config,
+) -> Result<(DesiredBuilder, ReadStats), SourceError> {
     let mut session = Session::open(&cfg.ldap).await?;
     let result = match check_mapping(&mut session, cfg).await {
-        Ok(()) => read_with(&mut session, cfg, known_users).await,
+        Ok(()) => read_with(&mut session, cfg).await,
         Err(e) => Err(e),
     };
     session.close().await;
@@ -192,8 +200,7 @@ async fn membership_for_server<'c>(
 async fn read_with(
     session: &mut Session,
     cfg: &Config,
-    known_users: &BTreeSet<Key>,
-) -> Result<(DesiredState, ReadStats), SourceError> {
+) -> Result<(DesiredBuilder, ReadStats), SourceError> {
     let ldap = membership_for_server(session, &cfg.ldap).await?;
     let mapper = Mapper::new(&cfg.mapping, &ldap);
     let user_attrs = ranged(mapper.user_attributes(), cfg);
@@ -258,5 +265,5 @@ async fn read_with(
             }
         }
     }
-    Ok((builder.finish(known_users), stats))
+    Ok((builder, stats))
 }

@@ -5,17 +5,31 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{MappedGroup, MappedUser, Mapper};
 use crate::config::Membership;
-use crate::model::{DesiredState, Group, Key, Rejected};
+use crate::model::{DesiredState, Group, Key, Rejected, User};
 use crate::source::entry::RawEntry;
 
 /// Accumulates users and groups as a search streams them.
 #[derive(Debug)]
 pub(crate) struct DesiredBuilder {
     mapper: Mapper,
-    users: BTreeMap<Key, MappedUser>,
+    /// The users as the desired state holds them: `finish` moves the map there whole (at 100k
+    /// users, copying it into a second map was a third of the pass's memory at its peak).
+    users: BTreeMap<Key, User>,
+    /// What `finish` needs of each user besides the user, by the same keys.
+    extras: BTreeMap<Key, Extras>,
     groups: BTreeMap<Key, MappedGroup>,
     group_dns: HashMap<String, Key>,
     rejected: Vec<Rejected>,
+}
+
+/// A mapped user's DN and references, resolved by `finish`.
+#[derive(Debug)]
+struct Extras {
+    dn: String,
+    dn_guid: Option<String>,
+    manager_dn: Option<String>,
+    member_of: Vec<String>,
+    primary_group_sid: Option<String>,
 }
 
 impl DesiredBuilder {
@@ -23,6 +37,7 @@ impl DesiredBuilder {
         DesiredBuilder {
             mapper,
             users: BTreeMap::new(),
+            extras: BTreeMap::new(),
             groups: BTreeMap::new(),
             group_dns: HashMap::new(),
             rejected: Vec::new(),
@@ -32,14 +47,33 @@ impl DesiredBuilder {
     pub(crate) fn add_user(&mut self, e: &RawEntry) {
         match self.mapper.map_user(e) {
             Ok(u) => {
-                if let Some(prev) = self.users.get(&u.key) {
+                if let Some(prev) = self.extras.get(&u.key) {
                     self.rejected.push(Rejected {
                         dn: u.dn.clone(),
                         key: Some(u.key.clone()),
                         reason: format!("has the same stable key as {}", prev.dn),
                     });
                 } else {
-                    self.users.insert(u.key.clone(), u);
+                    let MappedUser {
+                        key,
+                        dn,
+                        dn_guid,
+                        user,
+                        manager_dn,
+                        member_of,
+                        primary_group_sid,
+                    } = u;
+                    self.users.insert(key.clone(), user);
+                    self.extras.insert(
+                        key,
+                        Extras {
+                            dn,
+                            dn_guid,
+                            manager_dn,
+                            member_of,
+                            primary_group_sid,
+                        },
+                    );
                 }
             }
             Err(r) => self.rejected.push(r),
@@ -67,7 +101,7 @@ impl DesiredBuilder {
     /// DNs named in users' `memberOf` that no group read so far has: the groups to create on
     /// the fly, as DNs a base search accepts (a GUID reference as `<GUID=...>`).
     pub(crate) fn unknown_group_dns(&self) -> BTreeSet<String> {
-        self.users
+        self.extras
             .values()
             .flat_map(|u| u.member_of.iter())
             .filter(|dn| !self.group_dns.contains_key(*dn))
@@ -84,6 +118,7 @@ impl DesiredBuilder {
         let DesiredBuilder {
             mapper,
             mut users,
+            mut extras,
             groups,
             group_dns,
             mut rejected,
@@ -95,7 +130,7 @@ impl DesiredBuilder {
         let mut by_name: HashMap<String, Vec<&Key>> = HashMap::with_capacity(users.len());
         for (k, u) in &users {
             by_name
-                .entry(u.user.user_name.to_lowercase())
+                .entry(u.user_name.to_lowercase())
                 .or_default()
                 .push(k);
         }
@@ -114,10 +149,11 @@ impl DesiredBuilder {
             };
             let dns: Vec<String> = keys
                 .iter()
-                .filter_map(|k| users.get(k).map(|u| u.dn.clone()))
+                .filter_map(|k| extras.get(k).map(|u| u.dn.clone()))
                 .collect();
             for k in keys.iter().filter(|k| Some(*k) != keep.as_ref()) {
-                if let Some(u) = users.remove(k) {
+                users.remove(k);
+                if let Some(u) = extras.remove(k) {
                     rejected.push(Rejected {
                         dn: u.dn.clone(),
                         key: Some(k.clone()),
@@ -146,10 +182,10 @@ impl DesiredBuilder {
         }
 
         let mut user_dns: HashMap<String, Key> = HashMap::new();
-        for u in users.values() {
-            user_dns.insert(crate::source::dn::normalize(&u.dn), u.key.clone());
+        for (k, u) in &extras {
+            user_dns.insert(crate::source::dn::normalize(&u.dn), k.clone());
             if let Some(guid) = &u.dn_guid {
-                user_dns.insert(crate::source::dn::guid_token(guid), u.key.clone());
+                user_dns.insert(crate::source::dn::guid_token(guid), k.clone());
             }
         }
 
@@ -167,10 +203,10 @@ impl DesiredBuilder {
         let mut children: BTreeMap<Key, BTreeSet<Key>> = BTreeMap::new();
         match mapper.membership() {
             Membership::MemberOf => {
-                for u in users.values() {
+                for (k, u) in &extras {
                     for gdn in &u.member_of {
                         if let Some(gk) = group_dns.get(gdn) {
-                            direct.entry(gk.clone()).or_default().insert(u.key.clone());
+                            direct.entry(gk.clone()).or_default().insert(k.clone());
                         }
                     }
                 }
@@ -207,16 +243,13 @@ impl DesiredBuilder {
             .values()
             .filter_map(|g| g.sid.as_deref().map(|s| (s, &g.key)))
             .collect();
-        for u in users.values() {
+        for (k, u) in &extras {
             if let Some(gk) = u
                 .primary_group_sid
                 .as_deref()
                 .and_then(|s| group_sids.get(s))
             {
-                direct
-                    .entry((*gk).clone())
-                    .or_default()
-                    .insert(u.key.clone());
+                direct.entry((*gk).clone()).or_default().insert(k.clone());
             }
         }
         if mapper.nested() {
@@ -257,10 +290,9 @@ impl DesiredBuilder {
         }
         out.groups = group_list.into_iter().collect();
 
-        let mut user_list: Vec<(Key, crate::model::User)> = Vec::with_capacity(users.len());
-        for (k, mut u) in std::mem::take(&mut users) {
+        for (k, u) in std::mem::take(&mut extras) {
             // A manager is referenced only when it is a user the gateway pushes or holds.
-            u.user.manager = u
+            let manager = u
                 .manager_dn
                 .as_deref()
                 .map(crate::source::dn::normalize)
@@ -273,10 +305,12 @@ impl DesiredBuilder {
                         })
                     })
                 });
-            dns.push((k.clone(), u.dn));
-            user_list.push((k, u.user));
+            if let Some(user) = users.get_mut(&k).filter(|_| manager.is_some()) {
+                user.manager = manager;
+            }
+            dns.push((k, u.dn));
         }
-        out.users = user_list.into_iter().collect();
+        out.users = users;
         // A user and a group may share a key: the user's DN (pushed last) is the one kept.
         dns.sort_by(|a, b| a.0.cmp(&b.0));
         dns.dedup_by(|later, kept| {

@@ -137,6 +137,14 @@ impl Planner<'_> {
             }
             return None;
         }
+        // Most users are as last pushed: compared as they are, copied only to be changed.
+        let manager_kept = u
+            .manager
+            .as_deref()
+            .is_none_or(|m| m != &**key && self.provisioned(m));
+        if manager_kept && self.desired.fitted() && record.is_some_and(|r| *u == r.pushed) {
+            return None;
+        }
         let mut want = u.clone();
         want.manager = want
             .manager
