@@ -436,9 +436,7 @@ async fn run_inner<T: Target>(
                 (desired, records.join())
             });
             let desired = desired?;
-            records = read.map_err(|_| {
-                EngineError::Defect("the thread reading the records stopped".into())
-            })??;
+            records = read.map_err(|p| EngineError::Defect(panic_text(p.as_ref())))??;
             log_read(&stats, &desired);
             live::Wanted::Full(desired)
         } else {

@@ -217,7 +217,6 @@ impl Store {
         Ok(())
     }
 
-    /// Every record, in memory.
     /// Whether any user or group record exists.
     pub fn has_records(&self) -> Result<bool, StateError> {
         let user = self.users.first().map_err(|e| self.io(e))?;
@@ -235,6 +234,7 @@ impl Store {
         Ok(keys.into_iter().collect())
     }
 
+    /// Every record, in memory.
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         // sled iterates in key order: the maps are built from sorted lists (a bulk build).
         let mut users = Vec::new();

@@ -285,7 +285,8 @@ async fn read_message<R: AsyncRead + Unpin>(
             max / 1024
         ));
     }
-    msg.reserve_exact(len);
+    // Grown as the bytes come (a declared length alone does not get its memory).
+    msg.reserve(len.min(64 * 1024));
     let got = r
         .take(len as u64)
         .read_to_end(&mut msg)
