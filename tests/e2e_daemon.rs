@@ -31,6 +31,11 @@ fn the_service_follows_changes_serves_status_and_stops_cleanly() {
         (200, "ok\n".to_string())
     );
     assert!(wait_until(10, || http_get(port, "/readyz").map(|r| r.0) == Some(200)));
+    // Transparent huge pages are off for the service (each 2 MiB page is resident whole).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
 
     // A change in the directory reaches the target without anyone running a command.
     env.slapd.modify(
