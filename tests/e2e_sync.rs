@@ -437,6 +437,20 @@ fn bad_entries_are_reported_while_the_rest_syncs() {
             .contains("Users:        4 (4 active, 0 adopted)"),
         "{text:?}"
     );
+    // Once alice is on the target, an entry taking her userName is held and she keeps it.
+    env.slapd.add(
+        "dn: uid=alice2,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: ALICE\ncn: Alice Two\nsn: Two\ngivenName: Alice\nmail: a2@example.org\n",
+    );
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{doc}");
+    assert_eq!(
+        errors[0]["label"], "uid=alice2,ou=people,dc=example,dc=org",
+        "{doc}"
+    );
+    assert_eq!(doc["users"], 4, "{doc}");
 }
 
 #[test]

@@ -429,13 +429,22 @@ async fn run_inner<T: Target>(
         if !cfg.ldap.incremental && after_read {
             let (builder, stats) = read_directory(cfg).await?;
             // The records are read on a second thread while the entries are resolved (both
-            // take a few tenths of a second at 100k users).
+            // take a few tenths of a second at 100k users); the few keys `finish` asks about
+            // (users sharing a userName, held managers) are looked up one by one.
+            let failed = std::cell::Cell::new(None);
+            let known = |k: &str| {
+                store.has_user(k).unwrap_or_else(|e| {
+                    failed.set(Some(e));
+                    false
+                })
+            };
             let (desired, read) = std::thread::scope(|s| {
                 let records = s.spawn(|| store.snapshot());
-                let desired = store.user_keys().map(|known| builder.finish(&known));
-                (desired, records.join())
+                (builder.finish_with(&known), records.join())
             });
-            let desired = desired?;
+            if let Some(e) = failed.take() {
+                return Err(e.into());
+            }
             records = read.map_err(|p| EngineError::Defect(panic_text(p.as_ref())))??;
             log_read(&stats, &desired);
             live::Wanted::Full(desired)

@@ -75,6 +75,12 @@ pub(crate) async fn check_mapping(session: &mut Session, cfg: &Config) -> Result
     Ok(())
 }
 
+/// Where a full read's entries are mapped.
+enum Mapping {
+    Thread(std::thread::JoinHandle<DesiredBuilder>),
+    Inline(Box<DesiredBuilder>),
+}
+
 /// Entries whose ranged attributes still have values to fetch.
 type Incomplete = Vec<(RawEntry, Vec<(String, u32)>)>;
 
@@ -206,12 +212,46 @@ async fn read_with(
     let user_attrs = ranged(mapper.user_attributes(), cfg);
     let group_attrs = ranged(mapper.group_attributes(), cfg);
     let step = cfg.ldap.range_step;
-    let mut builder = DesiredBuilder::new(mapper);
     let mut stats = ReadStats {
         mode: "full",
         ..Default::default()
     };
 
+    // Entries are mapped on a thread of their own as they arrive: a paged search asks for its
+    // next page once the last one is consumed, and mapping each entry in turn kept the
+    // directory waiting at every page (at 100k users the read took 1.3 s where the directory
+    // needs 0.9). In order, users then groups, as mapped inline before (and inline still if
+    // no thread can be started).
+    let (to_map, arrived) = std::sync::mpsc::sync_channel::<(bool, RawEntry)>(1024);
+    let thread_mapper = mapper.clone();
+    let mapping = std::thread::Builder::new()
+        .name("dirbridge-map".into())
+        .spawn(move || {
+            let mut builder = DesiredBuilder::new(thread_mapper);
+            for (user, e) in arrived {
+                if user {
+                    builder.add_user(&e);
+                } else {
+                    builder.add_group(&e);
+                }
+            }
+            builder
+        });
+    let mut mapping = match mapping {
+        Ok(thread) => Mapping::Thread(thread),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread to map entries on: mapped as they are read");
+            Mapping::Inline(Box::new(DesiredBuilder::new(mapper)))
+        }
+    };
+    let mut add = |user: bool, e: RawEntry| match &mut mapping {
+        Mapping::Inline(b) if user => b.add_user(&e),
+        Mapping::Inline(b) => b.add_group(&e),
+        // The thread only stops early by panicking: the panic is raised below.
+        Mapping::Thread(_) => {
+            let _ = to_map.send((user, e));
+        }
+    };
     stats.user_entries = search(
         session,
         &cfg.ldap.user_base,
@@ -219,7 +259,7 @@ async fn read_with(
         &user_attrs,
         step,
         &mut stats,
-        |e| builder.add_user(&e),
+        |e| add(true, e),
     )
     .await?;
     stats.group_entries = search(
@@ -229,9 +269,17 @@ async fn read_with(
         &group_attrs,
         step,
         &mut stats,
-        |e| builder.add_group(&e),
+        |e| add(false, e),
     )
     .await?;
+    drop(to_map);
+    let mut builder = match mapping {
+        Mapping::Inline(b) => *b,
+        Mapping::Thread(thread) => match thread.join() {
+            Ok(b) => b,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+    };
 
     if ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create

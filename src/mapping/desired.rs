@@ -115,6 +115,13 @@ impl DesiredBuilder {
     /// Resolves everything into the desired state. `known_users` are the keys already pushed:
     /// when two entries share a userName, the one already on the target keeps it.
     pub(crate) fn finish(self, known_users: &BTreeSet<Key>) -> DesiredState {
+        self.finish_with(&|k: &str| known_users.contains(k))
+    }
+
+    /// [`DesiredBuilder::finish`] asking `known` whether a key was pushed: it is asked only
+    /// about users that share a userName and held managers (rarely), so a caller can look
+    /// each up rather than gather every key first.
+    pub(crate) fn finish_with(self, known: &dyn Fn(&str) -> bool) -> DesiredState {
         let DesiredBuilder {
             mapper,
             mut users,
@@ -141,7 +148,7 @@ impl DesiredBuilder {
             .collect();
         shared.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, keys) in shared {
-            let keeper: Vec<&Key> = keys.iter().filter(|k| known_users.contains(*k)).collect();
+            let keeper: Vec<&Key> = keys.iter().filter(|k| known(k)).collect();
             let keep = if keeper.len() == 1 {
                 Some(keeper[0].clone())
             } else {
@@ -298,11 +305,9 @@ impl DesiredBuilder {
                 .map(crate::source::dn::normalize)
                 .and_then(|d| {
                     user_dns.get(&d).map(|k| k.to_string()).or_else(|| {
-                        held_refs.get(&d).and_then(|ks| {
-                            ks.iter()
-                                .find(|k| known_users.contains(*k))
-                                .map(|k| k.to_string())
-                        })
+                        held_refs
+                            .get(&d)
+                            .and_then(|ks| ks.iter().find(|k| known(k)).map(|k| k.to_string()))
                     })
                 });
             if let Some(user) = users.get_mut(&k).filter(|_| manager.is_some()) {

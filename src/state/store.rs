@@ -224,6 +224,13 @@ impl Store {
         Ok(user.is_some() || group.is_some())
     }
 
+    /// Whether a user record exists under `key`.
+    pub fn has_user(&self, key: &str) -> Result<bool, StateError> {
+        self.users
+            .contains_key(key.as_bytes())
+            .map_err(|e| self.io(e))
+    }
+
     /// The keys of the user records (what a directory read needs before the records).
     pub fn user_keys(&self) -> Result<std::collections::BTreeSet<Key>, StateError> {
         // sled iterates in key order: a bulk build.
