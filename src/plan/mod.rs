@@ -9,7 +9,7 @@ pub(crate) mod apply;
 pub(crate) mod guard;
 mod ops;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub(crate) use ops::{Operation, RemovalReason, MEMBER_BATCH};
 
@@ -27,9 +27,62 @@ pub(crate) struct Policy {
 /// Computes the operations that bring the target from `pushed` to `desired`, in the order they
 /// must be sent: users before the groups that list them, member changes before deletions.
 pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
-    let users: BTreeSet<&Key> = desired.users.keys().chain(pushed.users.keys()).collect();
+    // Every key is planned: the users and their records are walked side by side (no look-up
+    // per key), and who is provisioned is hashed once (each group asks it of every member).
+    let deleted = |u: &User| !u.active && policy.on_disable == RemovalAction::Delete;
+    let provisioned: HashSet<&str> = desired
+        .users
+        .iter()
+        .filter(|(_, u)| !deleted(u))
+        .map(|(k, _)| &**k)
+        .chain(
+            desired
+                .held
+                .iter()
+                .filter(|k| !desired.users.contains_key(*k) && pushed.users.contains_key(*k))
+                .map(|k| &**k),
+        )
+        .collect();
+    let mut p = Planner {
+        desired,
+        pushed,
+        policy,
+        provisioned: Some(provisioned),
+        out: Sorted::default(),
+    };
     let groups: BTreeSet<&Key> = desired.groups.keys().chain(pushed.groups.keys()).collect();
-    plan_keys(desired, pushed, policy, users, groups)
+    let users = side_by_side(&desired.users, &pushed.users);
+    let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();
+    for (key, u, record) in users {
+        if let Some(u) = p.user_create_with(key, u, record) {
+            to_create.insert(key, (key, u));
+        }
+    }
+    p.finish(to_create, groups)
+}
+
+/// The keys of two maps in order, each with its value in either (a merge of sorted lists).
+fn side_by_side<'a, A, B>(
+    a: &'a BTreeMap<Key, A>,
+    b: &'a BTreeMap<Key, B>,
+) -> impl Iterator<Item = (&'a Key, Option<&'a A>, Option<&'a B>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return None,
+        };
+        match order {
+            std::cmp::Ordering::Less => a.next().map(|(k, x)| (k, Some(x), None)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, y)| (k, None, Some(y))),
+            std::cmp::Ordering::Equal => {
+                let (k, x) = a.next()?;
+                Some((k, Some(x), b.next().map(|(_, y)| y)))
+            }
+        }
+    })
 }
 
 /// [`plan`] for the given keys only (each set in key order): the operations the full plan
@@ -45,36 +98,49 @@ pub(crate) fn plan_keys<'k>(
         desired,
         pushed,
         policy,
+        provisioned: None,
         out: Sorted::default(),
     };
     let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();
     for key in users {
-        if let Some(u) = p.user_create(key) {
+        let u = p.desired.user(key);
+        if let Some(u) = p.user_create_with(key, u, pushed.users.get(key)) {
             to_create.insert(key, (key, u));
         }
     }
-    for key in groups {
-        p.group(key);
+    p.finish(to_create, groups)
+}
+
+impl<'a> Planner<'a> {
+    /// Plans the groups and puts every operation in sending order.
+    fn finish<'k>(
+        mut self,
+        to_create: BTreeMap<&str, (&Key, User)>,
+        groups: impl IntoIterator<Item = &'k Key>,
+    ) -> Vec<Operation> {
+        for key in groups {
+            self.group(key);
+        }
+        let (creates, follow_ups) = order_creates(to_create);
+        let o = self.out;
+        let mut out = creates;
+        out.extend(follow_ups);
+        for part in [
+            o.updates,
+            o.group_creates,
+            o.group_updates,
+            o.adds,
+            o.removes,
+            o.disabled_deactivations,
+            o.removed_deactivations,
+            o.disabled_deletions,
+            o.removed_deletions,
+            o.group_deletions,
+        ] {
+            out.extend(part);
+        }
+        out
     }
-    let (creates, follow_ups) = order_creates(to_create);
-    let o = p.out;
-    let mut out = creates;
-    out.extend(follow_ups);
-    for part in [
-        o.updates,
-        o.group_creates,
-        o.group_updates,
-        o.adds,
-        o.removes,
-        o.disabled_deactivations,
-        o.removed_deactivations,
-        o.disabled_deletions,
-        o.removed_deletions,
-        o.group_deletions,
-    ] {
-        out.extend(part);
-    }
-    out
 }
 
 /// The operations of a plan by kind, each in key order.
@@ -96,6 +162,8 @@ struct Planner<'a> {
     desired: &'a dyn Desired,
     pushed: &'a Snapshot,
     policy: &'a Policy,
+    /// Who [`Planner::provisioned`] says yes for, when the whole plan is made.
+    provisioned: Option<HashSet<&'a str>>,
     out: Sorted,
 }
 
@@ -112,16 +180,24 @@ impl Planner<'_> {
     /// True for a user that will be on the target, live, once the plan has run: the only
     /// valid member and manager references.
     fn provisioned(&self, key: &str) -> bool {
+        if let Some(set) = &self.provisioned {
+            return set.contains(key);
+        }
         match self.desired.user(key) {
             Some(u) => !self.deleted_when_disabled(u),
             None => self.held_known(key),
         }
     }
 
-    /// Plans one user; returns it when it is to be created (creates are ordered together).
-    fn user_create(&mut self, key: &Key) -> Option<User> {
-        let record = self.pushed.users.get(key);
-        let Some(u) = self.desired.user(key) else {
+    /// Plans one user (`desired` and `record` are what the desired state and the records hold
+    /// under `key`); returns it when it is to be created (creates are ordered together).
+    fn user_create_with(
+        &mut self,
+        key: &Key,
+        desired: Option<&User>,
+        record: Option<&crate::state::records::UserRecord>,
+    ) -> Option<User> {
+        let Some(u) = desired else {
             if let Some(r) = record.filter(|_| !self.desired.held(key)) {
                 self.removed(key, r);
             }
