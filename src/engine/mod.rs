@@ -434,7 +434,9 @@ async fn run_inner<T: Target>(
             let failed = std::cell::Cell::new(None);
             let known = |k: &str| {
                 store.has_user(k).unwrap_or_else(|e| {
-                    failed.set(Some(e));
+                    // The first error is the one reported.
+                    let first = failed.take().unwrap_or(e);
+                    failed.set(Some(first));
                     false
                 })
             };

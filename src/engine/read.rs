@@ -252,27 +252,33 @@ async fn read_with(
             let _ = to_map.send((user, e));
         }
     };
-    stats.user_entries = search(
-        session,
-        &cfg.ldap.user_base,
-        &cfg.ldap.user_filter,
-        &user_attrs,
-        step,
-        &mut stats,
-        |e| add(true, e),
-    )
-    .await?;
-    stats.group_entries = search(
-        session,
-        &cfg.ldap.group_base,
-        &cfg.ldap.group_filter,
-        &group_attrs,
-        step,
-        &mut stats,
-        |e| add(false, e),
-    )
-    .await?;
+    let searched = async {
+        stats.user_entries = search(
+            session,
+            &cfg.ldap.user_base,
+            &cfg.ldap.user_filter,
+            &user_attrs,
+            step,
+            &mut stats,
+            |e| add(true, e),
+        )
+        .await?;
+        stats.group_entries = search(
+            session,
+            &cfg.ldap.group_base,
+            &cfg.ldap.group_filter,
+            &group_attrs,
+            step,
+            &mut stats,
+            |e| add(false, e),
+        )
+        .await?;
+        Ok::<(), SourceError>(())
+    }
+    .await;
     drop(to_map);
+    // Joined whatever the searches' outcome: a panic while mapping (a defect) is raised as it
+    // was when mapping was inline, not hidden behind a later search error.
     let mut builder = match mapping {
         Mapping::Inline(b) => *b,
         Mapping::Thread(thread) => match thread.join() {
@@ -280,6 +286,7 @@ async fn read_with(
             Err(panic) => std::panic::resume_unwind(panic),
         },
     };
+    searched?;
 
     if ldap.membership == Membership::MemberOf
         && cfg.ldap.referenced_groups == ReferencedGroups::Create
