@@ -387,7 +387,8 @@ async fn run_inner<T: Target>(
     // `fit_state` says.
     // A directory read needs only the keys of the records before it, and the records after:
     // the entries being mapped and every record are never held at once.
-    let after_read = kept.is_none() && !matches!(input, Input::Feed(_));
+    // (Only a change feed keeps records between passes.)
+    let after_read = !matches!(input, Input::Feed(_));
     let (mut records, mut census, mut fitted_as, follow) = match kept {
         Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),
         None if after_read => (Snapshot::default(), None, None, None),
@@ -425,54 +426,39 @@ async fn run_inner<T: Target>(
             "directory changes"
         );
         wanted
+    } else if cfg.ldap.incremental {
+        let known = store.user_keys()?;
+        let read = incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
+        log_read(&read.stats, &read.desired);
+        drop(known);
+        records = store.snapshot()?;
+        guard_empty_read(&read.desired, &records)?;
+        read.save(store).await?;
+        live::Wanted::Full(read.desired)
     } else {
-        if !cfg.ldap.incremental && after_read {
-            let (builder, stats) = read_directory(cfg).await?;
-            // The records are read on a second thread while the entries are resolved (both
-            // take a few tenths of a second at 100k users); the few keys `finish` asks about
-            // (users sharing a userName, held managers) are looked up one by one.
-            let failed = std::cell::Cell::new(None);
-            let known = |k: &str| {
-                store.has_user(k).unwrap_or_else(|e| {
-                    // The first error is the one reported.
-                    let first = failed.take().unwrap_or(e);
-                    failed.set(Some(first));
-                    false
-                })
-            };
-            let (desired, read) = std::thread::scope(|s| {
-                let records = s.spawn(|| store.snapshot());
-                (builder.finish_with(&known), records.join())
-            });
-            if let Some(e) = failed.take() {
-                return Err(e.into());
-            }
-            records = read.map_err(|p| EngineError::Defect(panic_text(p.as_ref())))??;
-            log_read(&stats, &desired);
-            live::Wanted::Full(desired)
-        } else {
-            let known: BTreeSet<Key> = if after_read {
-                store.user_keys()?
-            } else {
-                records.users.keys().cloned().collect()
-            };
-            if cfg.ldap.incremental {
-                let read =
-                    incremental::read_tracked(cfg, store, &known, kind == RunKind::Resync).await?;
-                log_read(&read.stats, &read.desired);
-                drop(known);
-                if after_read {
-                    records = store.snapshot()?;
-                }
-                guard_empty_read(&read.desired, &records)?;
-                read.save(store).await?;
-                live::Wanted::Full(read.desired)
-            } else {
-                let (desired, stats) = read_desired(cfg, &known).await?;
-                log_read(&stats, &desired);
-                live::Wanted::Full(desired)
-            }
+        let (builder, stats) = read_directory(cfg).await?;
+        // The records are read on a second thread while the entries are resolved (both
+        // take a few tenths of a second at 100k users); the few keys `finish` asks about
+        // (users sharing a userName, held managers) are looked up one by one.
+        let failed = std::cell::Cell::new(None);
+        let known = |k: &str| {
+            store.has_user(k).unwrap_or_else(|e| {
+                // The first error is the one reported.
+                let first = failed.take().unwrap_or(e);
+                failed.set(Some(first));
+                false
+            })
+        };
+        let (desired, read) = std::thread::scope(|s| {
+            let records = s.spawn(|| store.snapshot());
+            (builder.finish_with(&known), records.join())
+        });
+        if let Some(e) = failed.take() {
+            return Err(e.into());
         }
+        records = read.map_err(|p| EngineError::Defect(panic_text(p.as_ref())))??;
+        log_read(&stats, &desired);
+        live::Wanted::Full(desired)
     };
     guard_empty(wanted.no_users(), wanted.no_groups(), &records)?;
 
