@@ -29,27 +29,28 @@ pub(crate) struct Policy {
 pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -> Vec<Operation> {
     // Every key is planned: the users and their records are walked side by side (no look-up
     // per key), and who is provisioned is hashed once (each group asks it of every member).
-    let deleted = |u: &User| !u.active && policy.on_disable == RemovalAction::Delete;
+    let mut p = Planner {
+        desired,
+        pushed,
+        policy,
+        provisioned: None,
+        out: Sorted::default(),
+    };
+    // What `provisioned` answers key by key, for every key at once.
     let provisioned: HashSet<&str> = desired
         .users
         .iter()
-        .filter(|(_, u)| !deleted(u))
+        .filter(|(_, u)| !p.deleted_when_disabled(u))
         .map(|(k, _)| &**k)
         .chain(
             desired
                 .held
                 .iter()
-                .filter(|k| !desired.users.contains_key(*k) && pushed.users.contains_key(*k))
+                .filter(|k| !desired.users.contains_key(*k) && p.held_known(k))
                 .map(|k| &**k),
         )
         .collect();
-    let mut p = Planner {
-        desired,
-        pushed,
-        policy,
-        provisioned: Some(provisioned),
-        out: Sorted::default(),
-    };
+    p.provisioned = Some(provisioned);
     let groups: BTreeSet<&Key> = desired.groups.keys().chain(pushed.groups.keys()).collect();
     let users = side_by_side(&desired.users, &pushed.users);
     let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();

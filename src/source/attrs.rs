@@ -186,10 +186,6 @@ impl Attrs {
         self.find(name).map(|s| s.values)
     }
 
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.find(name).is_some()
-    }
-
     /// Every attribute, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Values<'_>)> {
         self.slots().map(|s| (s.name(), s.values))
@@ -197,19 +193,6 @@ impl Attrs {
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.slots().map(|s| s.name())
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The bytes held (what the mirror costs, less the entry's DN and fixed fields).
-    pub fn packed_len(&self) -> usize {
-        self.buf.len()
     }
 
     /// Sets the values of `name`, replacing any it had.
@@ -257,13 +240,6 @@ impl Attrs {
         put_attr(&mut out, &stored, values.iter().map(Vec::as_slice));
         out.extend_from_slice(&self.buf[end..]);
         self.buf = out.into_boxed_slice();
-    }
-
-    /// As a map of vectors (for tests and the rare caller that edits many values).
-    pub fn to_map(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
-        self.iter()
-            .map(|(n, vs)| (n.to_string(), vs.map(<[u8]>::to_vec).collect()))
-            .collect()
     }
 }
 
@@ -347,7 +323,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn map(a: &Attrs) -> BTreeMap<String, Vec<Vec<u8>>> {
-        a.to_map()
+        a.iter()
+            .map(|(n, vs)| (n.to_string(), vs.map(<[u8]>::to_vec).collect()))
+            .collect()
     }
 
     #[test]
@@ -458,7 +436,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(map(&a), want.clone());
-                prop_assert_eq!(a.len(), want.len());
+                prop_assert_eq!(a.iter().count(), want.len());
                 for (n, vs) in &want {
                     let got = a.get(&n.to_ascii_uppercase()).map(|v| (v.len(), v.to_vecs()));
                     prop_assert_eq!(got, Some((vs.len(), vs.clone())));
