@@ -221,14 +221,16 @@ async fn read_with(
     // next page once the last one is consumed, and mapping each entry in turn kept the
     // directory waiting at every page (at 100k users the read took 1.3 s where the directory
     // needs 0.9). In order, users then groups, as mapped inline before (and inline still if
-    // no thread can be started).
-    let (to_map, arrived) = std::sync::mpsc::sync_channel::<(bool, RawEntry)>(1024);
+    // no thread can be started). Handed over in batches: one wake-up of the thread per entry
+    // cost as much as mapping it.
+    const BATCH: usize = 64;
+    let (to_map, arrived) = std::sync::mpsc::sync_channel::<Vec<(bool, RawEntry)>>(16);
     let thread_mapper = mapper.clone();
     let mapping = std::thread::Builder::new()
         .name("dirbridge-map".into())
         .spawn(move || {
             let mut builder = DesiredBuilder::new(thread_mapper);
-            for (user, e) in arrived {
+            for (user, e) in arrived.into_iter().flatten() {
                 if user {
                     builder.add_user(&e);
                 } else {
@@ -244,12 +246,16 @@ async fn read_with(
             Mapping::Inline(Box::new(DesiredBuilder::new(mapper)))
         }
     };
+    let mut batch = Vec::with_capacity(BATCH);
     let mut add = |user: bool, e: RawEntry| match &mut mapping {
         Mapping::Inline(b) if user => b.add_user(&e),
         Mapping::Inline(b) => b.add_group(&e),
         // The thread only stops early by panicking: the panic is raised below.
         Mapping::Thread(_) => {
-            let _ = to_map.send((user, e));
+            batch.push((user, e));
+            if batch.len() == BATCH {
+                let _ = to_map.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            }
         }
     };
     let searched = async {
@@ -276,6 +282,9 @@ async fn read_with(
         Ok::<(), SourceError>(())
     }
     .await;
+    if !batch.is_empty() {
+        let _ = to_map.send(batch);
+    }
     drop(to_map);
     // Joined whatever the searches' outcome: a panic while mapping (a defect) is raised as it
     // was when mapping was inline, not hidden behind a later search error.

@@ -130,8 +130,8 @@ impl<'a> Planner<'a> {
             o.updates,
             o.group_creates,
             o.group_updates,
-            o.adds,
-            o.removes,
+            by_round(o.adds),
+            by_round(o.removes),
             o.disabled_deactivations,
             o.removed_deactivations,
             o.disabled_deletions,
@@ -142,6 +142,27 @@ impl<'a> Planner<'a> {
         }
         out
     }
+}
+
+/// A group's membership changes in rounds: every group's first batch, then every group's
+/// second, and so on (each in key order). A group's batches go one at a time, each waiting for
+/// the last to be confirmed; sent group by group, a first sync's large groups went one batch at
+/// a time.
+fn by_round(ops: Vec<Operation>) -> Vec<Operation> {
+    let mut round = 0usize;
+    let mut last: Option<Key> = None;
+    let mut numbered: Vec<(usize, Operation)> = Vec::with_capacity(ops.len());
+    for op in ops {
+        round = match &last {
+            Some(k) if k == op.key() => round + 1,
+            _ => 0,
+        };
+        last = Some(op.key().clone());
+        numbered.push((round, op));
+    }
+    // Stable: each round keeps the key order.
+    numbered.sort_by_key(|(round, _)| *round);
+    numbered.into_iter().map(|(_, op)| op).collect()
 }
 
 /// The operations of a plan by kind, each in key order.

@@ -101,7 +101,7 @@ pub struct Store {
     intents: sled::Tree,
     /// Counts the writes to the records, so a copy of them kept in memory between the passes
     /// of the service can tell whether it is still what the store holds.
-    pub(super) records_generation: std::sync::atomic::AtomicU64,
+    pub(super) records_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A write about to be sent: recorded (and flushed) before the request, removed with the
@@ -599,4 +599,4 @@ fn restrict_files(_path: &Path) {}
 mod tests;
 mod window;
 
-pub use window::Window;
+pub use window::{Window, WindowFailed};

@@ -6,6 +6,7 @@
 //! manager), is in flight or not yet durably confirmed, and nothing overtakes an operation that
 //! waits, so the plan's order holds where it matters.
 
+mod holds;
 mod pipeline;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -390,22 +391,6 @@ impl std::fmt::Debug for OutcomeName<'_> {
             Confirmation::Gone => "gone",
         })
     }
-}
-
-/// The objects an operation is about or refers to: it waits while any of them is in flight.
-fn refs(op: &Operation) -> Vec<Key> {
-    let mut out = vec![op.key().clone()];
-    match op {
-        Operation::CreateUser { user, .. } => out.extend(user.manager.as_deref().map(Key::from)),
-        Operation::UpdateUser { desired, .. } => {
-            out.extend(desired.manager.as_deref().map(Key::from))
-        }
-        Operation::AddMembers { members, .. } | Operation::RemoveMembers { members, .. } => {
-            out.extend(members.iter().cloned())
-        }
-        _ => {}
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,19 +7,19 @@
 //! after that answer is on disk, exactly as with one flush per operation; a flush costs the same
 //! for one operation as for hundreds, and requests keep flowing while it runs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::{alongside, refs, Executor};
+use super::holds::{Holds, Refs};
+use super::{alongside, Executor};
 use crate::engine::send;
 use crate::engine::EngineError;
-use crate::model::Key;
 use crate::plan::apply::Request;
 use crate::plan::Operation;
-use crate::state::{JournalEntry, StateError, Store, JOURNAL_LENGTH};
+use crate::state::{JournalEntry, StateError, Store, WindowFailed, JOURNAL_LENGTH};
 use crate::target::Target;
 
 /// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
@@ -87,7 +87,9 @@ impl Drop for JournalLines<'_> {
 #[derive(Default)]
 struct Durable {
     send: Vec<(Operation, Request)>,
-    release: Vec<Key>,
+    release: Vec<Refs>,
+    /// What `release` holds (does the next operation wait for this window?).
+    holds: Holds,
 }
 
 impl Durable {
@@ -96,25 +98,19 @@ impl Durable {
     }
 }
 
+/// A window written and flushed, or given back.
+type Written = Result<(), Box<WindowFailed>>;
+
 enum Event<A> {
     Landed(A),
-    Flushed(Result<(), StateError>),
+    Flushed(Written),
 }
 
-fn hold(busy: &mut BTreeMap<Key, usize>, keys: &[Key]) {
-    for k in keys {
-        *busy.entry(k.clone()).or_default() += 1;
-    }
-}
-
-fn release(busy: &mut BTreeMap<Key, usize>, keys: &[Key]) {
-    for k in keys {
-        if let Some(n) = busy.get_mut(k) {
-            *n -= 1;
-            if *n == 0 {
-                busy.remove(k);
-            }
-        }
+impl Durable {
+    /// Releases `refs` once this window is on disk.
+    fn release_after(&mut self, refs: Refs) {
+        self.holds.hold(&refs);
+        self.release.push(refs);
     }
 }
 
@@ -136,12 +132,12 @@ impl<'a, T: Target> Executor<'a, T> {
         let mut landed = VecDeque::new();
         // Objects an operation is about or refers to, while it is prepared, in flight, or its
         // confirmation is not yet on disk: operations about them wait.
-        let mut busy: BTreeMap<Key, usize> = BTreeMap::new();
+        let mut busy = Holds::default();
         // Intents on disk: may be sent.
         let mut ready: VecDeque<(Operation, Request)> = VecDeque::new();
         // What the open window (in `self.window`) and the window being flushed make safe.
         let mut open = Durable::default();
-        let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
+        let mut flushing: Option<(Durable, BoxFuture<'static, Written>)> = None;
         let mut stop: Option<EngineError> = None;
         let mut journal = JournalLines::new(store);
         loop {
@@ -154,8 +150,8 @@ impl<'a, T: Target> Executor<'a, T> {
                     break;
                 }
                 let Some(front) = queue.front() else { break };
-                let keys = refs(front);
-                if keys.iter().any(|k| busy.contains_key(k)) {
+                let refs = Refs::of(front);
+                if busy.blocks(&refs) {
                     break;
                 }
                 let Some(op) = queue.pop_front() else { break };
@@ -167,8 +163,8 @@ impl<'a, T: Target> Executor<'a, T> {
                 match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
                     Ok(Some((req, Some(found)))) => {
                         // Settled by a look-up, nothing to send.
-                        hold(&mut busy, &keys);
-                        open.release.extend(keys);
+                        busy.hold(&refs);
+                        open.release_after(refs);
                         match alongside(
                             self.complete(op, req, Ok(found)),
                             &mut flights,
@@ -183,7 +179,7 @@ impl<'a, T: Target> Executor<'a, T> {
                     }
                     Ok(Some((req, None))) => {
                         // Held until its answer is on disk (released when it lands).
-                        hold(&mut busy, &keys);
+                        busy.hold(&refs);
                         open.send.push((op, req));
                     }
                     Ok(None) => {}
@@ -200,23 +196,27 @@ impl<'a, T: Target> Executor<'a, T> {
             let waited_for = || {
                 queue
                     .front()
-                    .is_some_and(|op| refs(op).iter().any(|k| open.release.contains(k)))
+                    .is_some_and(|op| open.holds.blocks(&Refs::of(op)))
             };
             if flushing.is_none() && pending && (starved || waited_for()) {
                 journal.add(&mut self.journal, false);
+                // Written and flushed on a blocking thread while this one goes on sending.
                 let window = std::mem::take(&mut self.window);
-                match store.write_window(&window) {
-                    Ok(()) => {
-                        flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
-                    }
-                    Err(e) => {
-                        // Nothing of this window was written (one transaction) and nothing of
-                        // it is sent; its confirmations are tried again by the last write.
-                        stop.get_or_insert(e.into());
-                        self.window = window;
-                        open.send.clear();
-                    }
-                }
+                let writer = store.window_writer();
+                let task = tokio::task::spawn_blocking(move || writer.write_durably(window));
+                let path = store.path().to_path_buf();
+                let written = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(Box::new(WindowFailed {
+                            error: StateError::Io {
+                                path,
+                                reason: format!("the window writer stopped: {e}"),
+                            },
+                            window: Default::default(),
+                        }))
+                    })
+                };
+                flushing = Some((std::mem::take(&mut open), Box::pin(written)));
             }
             // Send what is on disk.
             while stop.is_none() && flights.len() + landed.len() < max {
@@ -251,21 +251,32 @@ impl<'a, T: Target> Executor<'a, T> {
                         match r {
                             Ok(()) => {
                                 ready.extend(durable.send);
-                                release(&mut busy, &durable.release);
+                                for refs in &durable.release {
+                                    busy.release(refs);
+                                }
                             }
-                            Err(e) => {
-                                // Written, maybe not on disk: never sent, so not kept.
-                                stop.get_or_insert(e.into());
+                            Err(mut failed) => {
+                                // Not written, or maybe not on disk: its requests are never
+                                // sent, so their intents are not kept; its confirmations are
+                                // written again by the last write, before the open window's
+                                // (which holds none about the same objects: they waited).
+                                stop.get_or_insert(failed.error.into());
                                 for (_, req) in &durable.send {
                                     let _ = self.forget_intent(req.key());
                                 }
+                                let mut again = std::mem::take(&mut failed.window);
+                                again.intents.clear();
+                                again.changes.append(&mut self.window.changes);
+                                again.resolved.append(&mut self.window.resolved);
+                                again.intents.append(&mut self.window.intents);
+                                self.window = again;
                             }
                         }
                     }
                 }
             }
             while let Some((op, req, result)) = landed.pop_front() {
-                open.release.extend(refs(&op));
+                open.release_after(Refs::of(&op));
                 match alongside(self.complete(op, req, result), &mut flights, &mut landed).await {
                     Ok(Some(follow_up)) => queue.push_front(follow_up),
                     Ok(None) => {}

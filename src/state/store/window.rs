@@ -5,6 +5,8 @@
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{encode, Intent, StateError, Store};
 use crate::model::Key;
@@ -28,16 +30,73 @@ impl Window {
     }
 }
 
+/// A window that could not be made durable, given back so that its confirmations can be
+/// written again by the last write of the pass.
+#[derive(Debug)]
+pub struct WindowFailed {
+    pub error: StateError,
+    pub window: Window,
+}
+
+/// What a window is written through, on a thread of its own: the executor goes on preparing
+/// and sending while sled works (sled's transactions were a sixth of a first sync's executor
+/// thread).
+#[derive(Clone)]
+pub struct WindowWriter {
+    path: std::path::PathBuf,
+    db: sled::Db,
+    users: sled::Tree,
+    groups: sled::Tree,
+    errors: sled::Tree,
+    intents: sled::Tree,
+    generation: Arc<AtomicU64>,
+}
+
 impl Store {
+    /// A writer of windows into this store, to move to another thread.
+    pub fn window_writer(&self) -> WindowWriter {
+        WindowWriter {
+            path: self.path.clone(),
+            db: self.db.clone(),
+            users: self.users.clone(),
+            groups: self.groups.clone(),
+            errors: self.errors.clone(),
+            intents: self.intents.clone(),
+            generation: self.records_generation.clone(),
+        }
+    }
+
     /// Writes a window in one transaction (not flushed: [`Store::flush_now`] makes it durable).
-    /// Confirmations go first, new intents last: an intent recorded after an object's earlier
-    /// operation was confirmed is never cleared by that confirmation.
     pub fn write_window(&self, w: &Window) -> Result<(), StateError> {
+        self.window_writer().write(w)
+    }
+}
+
+impl WindowWriter {
+    fn io(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Writes a window and waits until it is on disk (blocking: run it on a blocking thread).
+    pub fn write_durably(&self, window: Window) -> Result<(), Box<WindowFailed>> {
+        let written = self
+            .write(&window)
+            .and_then(|()| self.db.flush().map(drop).map_err(|e| self.io(e)));
+        written.map_err(|error| Box::new(WindowFailed { error, window }))
+    }
+
+    /// Writes a window in one transaction. Confirmations go first, new intents last: an intent
+    /// recorded after an object's earlier operation was confirmed is never cleared by that
+    /// confirmation.
+    pub fn write(&self, w: &Window) -> Result<(), StateError> {
         if w.is_empty() {
             return Ok(());
         }
         if !w.changes.is_empty() {
-            self.records_written();
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
         let res: Result<(), TransactionError<()>> =
             (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
