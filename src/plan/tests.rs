@@ -218,6 +218,49 @@ fn members_go_in_batches_of_at_most_one_hundred() {
     assert_eq!(sizes, vec![100, 100, 50]);
 }
 
+#[test]
+fn membership_batches_go_in_rounds_across_groups() {
+    // A group's batches wait for each other; sent group by group, they went one at a time.
+    let mut d = DesiredState::default();
+    let mut big = BTreeSet::new();
+    for i in 0..250 {
+        d.users
+            .insert(format!("k{i:03}").into(), user(&format!("u{i}")));
+        big.insert(Key::from(format!("k{i:03}")));
+    }
+    let small: BTreeSet<Key> = big.iter().take(120).cloned().collect();
+    for (g, members) in [("a", big.clone()), ("b", small), ("c", big)] {
+        d.groups.insert(
+            g.into(),
+            Group {
+                display_name: g.into(),
+                members,
+            },
+        );
+    }
+    let ops = plan(&d, &Snapshot::default(), &deactivate());
+    let adds: Vec<(&str, usize)> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Operation::AddMembers { group, members, .. } => Some((&**group, members.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        adds,
+        vec![
+            ("a", 100),
+            ("b", 100),
+            ("c", 100),
+            ("a", 100),
+            ("b", 20),
+            ("c", 100),
+            ("a", 50),
+            ("c", 50)
+        ]
+    );
+}
+
 // ---- property tests
 
 fn arb_text() -> impl Strategy<Value = Option<String>> {

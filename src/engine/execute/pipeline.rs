@@ -264,12 +264,8 @@ impl<'a, T: Target> Executor<'a, T> {
                                 for (_, req) in &durable.send {
                                     let _ = self.forget_intent(req.key());
                                 }
-                                let mut again = std::mem::take(&mut failed.window);
-                                again.intents.clear();
-                                again.changes.append(&mut self.window.changes);
-                                again.resolved.append(&mut self.window.resolved);
-                                again.intents.append(&mut self.window.intents);
-                                self.window = again;
+                                let open = std::mem::take(&mut self.window);
+                                self.window = std::mem::take(&mut failed.window).retry_before(open);
                             }
                         }
                     }

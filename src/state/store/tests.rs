@@ -351,3 +351,81 @@ async fn the_mirror_trees_describe_one_reader_at_a_time() {
         .unwrap();
     assert!(store.watermark().unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_window_written_on_another_thread_is_on_disk_and_moves_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let store = Store::open(&path, 1 << 20).unwrap();
+    let g0 = store.records_generation();
+    let mut w = super::Window::default();
+    w.changes
+        .push(StateChange::PutUser("k1".into(), rec("id-1")));
+    w.resolved.push("k1".into());
+    w.intents.push((
+        "k2".into(),
+        Intent {
+            operation: "create_user".into(),
+            label: "bob".into(),
+            run: 1,
+            at: "t".into(),
+        },
+    ));
+    let writer = store.window_writer();
+    std::thread::spawn(move || writer.write_durably(w))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(store.records_generation() > g0);
+    drop(store);
+    let store = reopen(&path);
+    assert_eq!(store.snapshot().unwrap().users["k1"].target_id, "id-1");
+    assert_eq!(
+        store
+            .intents()
+            .unwrap()
+            .keys()
+            .map(|k| &**k)
+            .collect::<Vec<_>>(),
+        vec!["k2"]
+    );
+}
+
+#[test]
+fn a_failed_window_is_written_again_before_the_next_without_its_intents() {
+    let intent = || Intent {
+        operation: "create_user".into(),
+        label: "x".into(),
+        run: 1,
+        at: "t".into(),
+    };
+    let mut failed = super::Window::default();
+    failed
+        .changes
+        .push(StateChange::PutUser("a".into(), rec("id-a")));
+    failed.resolved.push("a".into());
+    failed.intents.push(("b".into(), intent()));
+    let mut next = super::Window::default();
+    next.changes
+        .push(StateChange::PutUser("c".into(), rec("id-c")));
+    next.resolved.push("c".into());
+    next.intents.push(("d".into(), intent()));
+    let again = failed.retry_before(next);
+    let keys = |c: &[StateChange]| {
+        c.iter()
+            .map(|c| match c {
+                StateChange::PutUser(k, _) => k.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&again.changes), ["a", "c"]);
+    assert_eq!(
+        again.resolved.iter().map(|k| &**k).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert_eq!(
+        again.intents.iter().map(|(k, _)| &**k).collect::<Vec<_>>(),
+        ["d"]
+    );
+}

@@ -24,6 +24,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// A window that could not be made durable, to be written again before `next`: its
+    /// confirmations first, then `next`'s writes; its intents are dropped (their requests are
+    /// never sent).
+    pub fn retry_before(mut self, mut next: Window) -> Window {
+        self.intents.clear();
+        self.changes.append(&mut next.changes);
+        self.resolved.append(&mut next.resolved);
+        self.intents.append(&mut next.intents);
+        self
+    }
+
     /// True when there is nothing to make durable.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.resolved.is_empty() && self.intents.is_empty()
