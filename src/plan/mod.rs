@@ -165,7 +165,8 @@ fn by_round(ops: Vec<Operation>) -> Vec<Operation> {
     numbered.into_iter().map(|(_, op)| op).collect()
 }
 
-/// The operations of a plan by kind, each in key order.
+/// The operations of a plan by kind, each in key order (membership changes are then put in
+/// rounds by [`by_round`]).
 #[derive(Default)]
 struct Sorted {
     updates: Vec<Operation>,

@@ -11,6 +11,4 @@ mod store;
 
 pub use journal::{JournalEntry, JOURNAL_LENGTH};
 pub use mirror::{Mirror, Watermark};
-pub use store::{
-    retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window, WindowFailed,
-};
+pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};

@@ -101,7 +101,10 @@ pub struct Store {
     intents: sled::Tree,
     /// Counts the writes to the records, so a copy of them kept in memory between the passes
     /// of the service can tell whether it is still what the store holds.
-    pub(super) records_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(super) records_generation: std::sync::atomic::AtomicU64,
+    /// Tests: which window writes fail.
+    #[cfg(test)]
+    pub(super) window_faults: window::Faults,
 }
 
 /// A write about to be sent: recorded (and flushed) before the request, removed with the
@@ -183,6 +186,8 @@ impl Store {
             journal: tree("journal")?,
             intents: tree("intents")?,
             records_generation: Default::default(),
+            #[cfg(test)]
+            window_faults: Default::default(),
             path: path.to_path_buf(),
             db,
         };
@@ -599,4 +604,4 @@ fn restrict_files(_path: &Path) {}
 mod tests;
 mod window;
 
-pub use window::{Window, WindowFailed};
+pub use window::Window;

@@ -2,9 +2,9 @@
 //! durable before it is sent, and its confirmation made durable before anything that depends on
 //! it is sent. Both are written by group commit (`pipeline.rs`): one transaction and one flush per
 //! window of operations. Up to `target.max_concurrency` requests are in flight; an operation
-//! waits while one about the same object, or an object it refers to (its group, members,
-//! manager), is in flight or not yet durably confirmed, and nothing overtakes an operation that
-//! waits, so the plan's order holds where it matters.
+//! waits while one about the same object, or about an object it refers to (its group, members,
+//! manager), is in flight or not yet durably confirmed (`holds.rs`), and nothing overtakes an
+//! operation that waits, so the plan's order holds where it matters.
 
 mod holds;
 mod pipeline;

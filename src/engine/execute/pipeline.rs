@@ -19,7 +19,7 @@ use crate::engine::send;
 use crate::engine::EngineError;
 use crate::plan::apply::Request;
 use crate::plan::Operation;
-use crate::state::{JournalEntry, StateError, Store, WindowFailed, JOURNAL_LENGTH};
+use crate::state::{JournalEntry, StateError, Store, JOURNAL_LENGTH};
 use crate::target::Target;
 
 /// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
@@ -98,12 +98,9 @@ impl Durable {
     }
 }
 
-/// A window written and flushed, or given back.
-type Written = Result<(), Box<WindowFailed>>;
-
 enum Event<A> {
     Landed(A),
-    Flushed(Written),
+    Flushed(Result<(), StateError>),
 }
 
 impl Durable {
@@ -137,7 +134,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let mut ready: VecDeque<(Operation, Request)> = VecDeque::new();
         // What the open window (in `self.window`) and the window being flushed make safe.
         let mut open = Durable::default();
-        let mut flushing: Option<(Durable, BoxFuture<'static, Written>)> = None;
+        let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
         let mut stop: Option<EngineError> = None;
         let mut journal = JournalLines::new(store);
         loop {
@@ -198,25 +195,23 @@ impl<'a, T: Target> Executor<'a, T> {
                     .front()
                     .is_some_and(|op| open.holds.blocks(&Refs::of(op)))
             };
-            if flushing.is_none() && pending && (starved || waited_for()) {
+            // Once the pass stops, only the last write (after the loop) writes: a store that
+            // failed keeps failing, and the loop ends when what is in flight has landed.
+            if flushing.is_none() && stop.is_none() && pending && (starved || waited_for()) {
                 journal.add(&mut self.journal, false);
-                // Written and flushed on a blocking thread while this one goes on sending.
                 let window = std::mem::take(&mut self.window);
-                let writer = store.window_writer();
-                let task = tokio::task::spawn_blocking(move || writer.write_durably(window));
-                let path = store.path().to_path_buf();
-                let written = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(Box::new(WindowFailed {
-                            error: StateError::Io {
-                                path,
-                                reason: format!("the window writer stopped: {e}"),
-                            },
-                            window: Default::default(),
-                        }))
-                    })
-                };
-                flushing = Some((std::mem::take(&mut open), Box::pin(written)));
+                match store.write_window(&window) {
+                    Ok(()) => {
+                        flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
+                    }
+                    Err(e) => {
+                        // Nothing of this window was written (one transaction) and nothing of
+                        // it is sent; its confirmations are tried again by the last write.
+                        stop.get_or_insert(e.into());
+                        self.window = window;
+                        open.send.clear();
+                    }
+                }
             }
             // Send what is on disk.
             while stop.is_none() && flights.len() + landed.len() < max {
@@ -255,17 +250,12 @@ impl<'a, T: Target> Executor<'a, T> {
                                     busy.release(refs);
                                 }
                             }
-                            Err(mut failed) => {
-                                // Not written, or maybe not on disk: its requests are never
-                                // sent, so their intents are not kept; its confirmations are
-                                // written again by the last write, before the open window's
-                                // (which holds none about the same objects: they waited).
-                                stop.get_or_insert(failed.error.into());
+                            Err(e) => {
+                                // Written, maybe not on disk: never sent, so not kept.
+                                stop.get_or_insert(e.into());
                                 for (_, req) in &durable.send {
                                     let _ = self.forget_intent(req.key());
                                 }
-                                let open = std::mem::take(&mut self.window);
-                                self.window = std::mem::take(&mut failed.window).retry_before(open);
                             }
                         }
                     }

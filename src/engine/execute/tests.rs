@@ -296,15 +296,10 @@ impl Target for Strict {
     }
 }
 
-#[tokio::test]
-async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
+/// 700 users (managers in chains: each a report of the one before it every fifth user), four
+/// groups of 350, and the plan of their first sync.
+fn first_sync() -> (DesiredState, Vec<Operation>, crate::plan::Policy) {
     use crate::model::Group;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = std::sync::Arc::new(
-        Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}")),
-    );
-    // More objects than a window, managers in chains (each a report of the one before it
-    // every fifth user), every user in two groups.
     let mut desired = DesiredState::default();
     for i in 0..700 {
         let manager = (i % 5 != 0).then(|| format!("k{:04}", i - 1));
@@ -335,18 +330,21 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
         on_remove: crate::config::RemovalAction::Deactivate,
     };
     let ops = crate::plan::plan(&desired, &Snapshot::default(), &policy);
-    let target = Strict {
-        store: store.clone(),
-        violations: Mutex::new(Vec::new()),
-        sent: Mutex::new(Vec::new()),
-    };
-    let mut summary = Summary::default();
-    let mut exec = Executor {
-        store: &store,
-        target: &target,
+    (desired, ops, policy)
+}
+
+fn executor<'a>(
+    store: &'a Store,
+    target: &'a Strict,
+    desired: &'a DesiredState,
+    summary: &'a mut Summary,
+) -> Executor<'a, Strict> {
+    Executor {
+        store,
+        target,
         records: Snapshot::default(),
-        desired: &desired,
-        summary: &mut summary,
+        desired,
+        summary,
         run: 1,
         changed_at: BTreeMap::new(),
         changed_since: None,
@@ -356,7 +354,27 @@ async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
         journal: Vec::new(),
         moved: Default::default(),
         census: Default::default(),
-    };
+    }
+}
+
+fn strict_target(store: &std::sync::Arc<Store>) -> Strict {
+    Strict {
+        store: store.clone(),
+        violations: Mutex::new(Vec::new()),
+        sent: Mutex::new(Vec::new()),
+    }
+}
+
+#[tokio::test]
+async fn group_commit_sends_nothing_before_what_it_depends_on_is_recorded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = std::sync::Arc::new(
+        Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let (desired, ops, policy) = first_sync();
+    let target = strict_target(&store);
+    let mut summary = Summary::default();
+    let mut exec = executor(&store, &target, &desired, &mut summary);
     exec.run_all(ops.clone(), 4)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -435,5 +453,52 @@ async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_do
             earlier,
             "earlier: {earlier}: {intents:?}"
         );
+    }
+}
+
+/// A store that stops taking writes mid-pass (a full disk): the pass ends with the store's
+/// error, having sent nothing whose intent is not on disk; when the failure passes, every
+/// answer the pass received is recorded by its last write, the failed window's included.
+#[tokio::test]
+async fn a_window_that_cannot_be_written_stops_the_pass_and_loses_no_confirmation() {
+    for sticky in [true, false] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = std::sync::Arc::new(
+            Store::open(&dir.path().join("state"), 1 << 20).unwrap_or_else(|e| panic!("{e}")),
+        );
+        store.fail_windows(3, if sticky { u64::MAX } else { 1 });
+        let (desired, ops, _) = first_sync();
+        let target = strict_target(&store);
+        let mut summary = Summary::default();
+        let mut exec = executor(&store, &target, &desired, &mut summary);
+        let ended = tokio::time::timeout(Duration::from_secs(30), exec.run_all(ops.clone(), 4))
+            .await
+            .unwrap_or_else(|_| panic!("sticky {sticky}: the pass did not end"));
+        let e = ended
+            .err()
+            .unwrap_or_else(|| panic!("sticky {sticky}: no error"));
+        assert!(e.to_string().contains("no space left"), "{e}");
+        let violations = target.violations.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            violations.is_empty(),
+            "{:#?}",
+            &violations[..violations.len().min(5)]
+        );
+        let sent = target
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        assert!(!sent.is_empty() && sent.len() < ops.len(), "{}", sent.len());
+        if sticky {
+            continue;
+        }
+        let on_disk = store.snapshot().unwrap_or_else(|e| panic!("{e}"));
+        for what in &sent {
+            if let Some(key) = what.strip_prefix("create user ") {
+                assert!(on_disk.users.contains_key(key), "{what}: not recorded");
+            }
+        }
+        assert!(store.intents().unwrap_or_default().is_empty());
     }
 }

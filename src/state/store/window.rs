@@ -5,8 +5,6 @@
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use super::{encode, Intent, StateError, Store};
 use crate::model::Key;
@@ -24,90 +22,52 @@ pub struct Window {
 }
 
 impl Window {
-    /// A window that could not be made durable, to be written again before `next`: its
-    /// confirmations first, then `next`'s writes; its intents are dropped (their requests are
-    /// never sent).
-    pub fn retry_before(mut self, mut next: Window) -> Window {
-        self.intents.clear();
-        self.changes.append(&mut next.changes);
-        self.resolved.append(&mut next.resolved);
-        self.intents.append(&mut next.intents);
-        self
-    }
-
     /// True when there is nothing to make durable.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.resolved.is_empty() && self.intents.is_empty()
     }
 }
 
-/// A window that could not be made durable, given back so that its confirmations can be
-/// written again by the last write of the pass.
-#[derive(Debug)]
-pub struct WindowFailed {
-    pub error: StateError,
-    pub window: Window,
-}
+/// Tests: window writes numbered from 0; those from `from` on, `count` of them, fail (as a
+/// full disk makes sled's writes fail).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Faults(std::sync::Mutex<(u64, u64, u64)>);
 
-/// What a window is written through, on a thread of its own: the executor goes on preparing
-/// and sending while sled works (sled's transactions were a sixth of a first sync's executor
-/// thread).
-#[derive(Clone)]
-pub struct WindowWriter {
-    path: std::path::PathBuf,
-    db: sled::Db,
-    users: sled::Tree,
-    groups: sled::Tree,
-    errors: sled::Tree,
-    intents: sled::Tree,
-    generation: Arc<AtomicU64>,
+#[cfg(test)]
+impl Faults {
+    fn next_fails(&self) -> bool {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, from, count) = *f;
+        f.0 += 1;
+        seen >= from && seen < from.saturating_add(count)
+    }
 }
 
 impl Store {
-    /// A writer of windows into this store, to move to another thread.
-    pub fn window_writer(&self) -> WindowWriter {
-        WindowWriter {
-            path: self.path.clone(),
-            db: self.db.clone(),
-            users: self.users.clone(),
-            groups: self.groups.clone(),
-            errors: self.errors.clone(),
-            intents: self.intents.clone(),
-            generation: self.records_generation.clone(),
-        }
+    /// Tests: makes window writes fail, `count` of them from the `from`th on.
+    #[cfg(test)]
+    pub(crate) fn fail_windows(&self, from: u64, count: u64) {
+        *self
+            .window_faults
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (0, from, count);
     }
 
     /// Writes a window in one transaction (not flushed: [`Store::flush_now`] makes it durable).
+    /// Confirmations go first, new intents last: an intent recorded after an object's earlier
+    /// operation was confirmed is never cleared by that confirmation.
     pub fn write_window(&self, w: &Window) -> Result<(), StateError> {
-        self.window_writer().write(w)
-    }
-}
-
-impl WindowWriter {
-    fn io(&self, e: impl std::fmt::Display) -> StateError {
-        StateError::Io {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
-    }
-
-    /// Writes a window and waits until it is on disk (blocking: run it on a blocking thread).
-    pub fn write_durably(&self, window: Window) -> Result<(), Box<WindowFailed>> {
-        let written = self
-            .write(&window)
-            .and_then(|()| self.db.flush().map(drop).map_err(|e| self.io(e)));
-        written.map_err(|error| Box::new(WindowFailed { error, window }))
-    }
-
-    /// Writes a window in one transaction. Confirmations go first, new intents last: an intent
-    /// recorded after an object's earlier operation was confirmed is never cleared by that
-    /// confirmation.
-    pub fn write(&self, w: &Window) -> Result<(), StateError> {
         if w.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        if self.window_faults.next_fails() {
+            return Err(self.io("no space left on device (a test's fault)"));
+        }
         if !w.changes.is_empty() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.records_written();
         }
         let res: Result<(), TransactionError<()>> =
             (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
