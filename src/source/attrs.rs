@@ -156,14 +156,14 @@ impl Attrs {
     }
 
     /// Packs `(name, values)` pairs; values of a name given twice are joined, in order.
-    pub fn from_pairs(mut pairs: Vec<(String, Vec<Vec<u8>>)>) -> Attrs {
+    pub fn from_pairs<V: AsRef<[u8]>>(mut pairs: Vec<(String, Vec<V>)>) -> Attrs {
         for (name, _) in &mut pairs {
             name.make_ascii_lowercase();
         }
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let size: usize = pairs
             .iter()
-            .map(|(n, vs)| 12 + n.len() + vs.iter().map(|v| 5 + v.len()).sum::<usize>())
+            .map(|(n, vs)| 12 + n.len() + vs.iter().map(|v| 5 + v.as_ref().len()).sum::<usize>())
             .sum();
         let mut out = Vec::with_capacity(size);
         let mut i = 0;
@@ -172,7 +172,7 @@ impl Attrs {
             let same = pairs[i..].iter().take_while(|(n, _)| n == name).count();
             let values = pairs[i..i + same]
                 .iter()
-                .flat_map(|(_, vs)| vs.iter().map(Vec::as_slice));
+                .flat_map(|(_, vs)| vs.iter().map(AsRef::as_ref));
             put_attr(&mut out, name, values);
             i += same;
         }
@@ -381,8 +381,8 @@ mod tests {
         a.insert("CN", vec![]);
         assert_eq!(a.keys().collect::<Vec<_>>(), ["cn", "memberof"]);
         assert_eq!(
-            Attrs::from_pairs(vec![("CN".into(), vec![])]),
-            Attrs::from_pairs(vec![("cn".into(), vec![])])
+            Attrs::from_pairs(vec![("CN".into(), Vec::<Vec<u8>>::new())]),
+            Attrs::from_pairs(vec![("cn".into(), Vec::<Vec<u8>>::new())])
         );
         assert_eq!(
             a.get("memberof").map(|v| v.to_vecs()),

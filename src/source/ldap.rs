@@ -76,6 +76,8 @@ pub(crate) struct Session {
     ldap: Ldap,
     /// Why the relay closed the connection, if the server sent something unsound.
     verdict: super::wire::Verdict,
+    /// Searches whose entries the relay decodes (paged reads).
+    diversion: super::wire::Diversion,
     timeout: Duration,
     page_size: u32,
     /// Bounds on one search, whatever the server sends: entries and references, and time.
@@ -101,7 +103,7 @@ impl Session {
         let socket = connect_tcp(cfg).await?;
         // ldap3 speaks over a local pair to our relay, which does TLS and checks every
         // message before ldap3's decoder sees it (see `wire/`).
-        let (local, verdict) = super::wire::open(cfg, socket).await?;
+        let (local, verdict, diversion) = super::wire::open(cfg, socket).await?;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(cfg.timeout)
             .set_std_stream(StdStream::Unix(local));
@@ -131,6 +133,7 @@ impl Session {
         Ok(Session {
             ldap,
             verdict,
+            diversion,
             timeout: cfg.timeout,
             page_size: cfg.page_size,
             max_entries: cfg.max_entries,
@@ -202,27 +205,66 @@ impl Session {
             }
             controls.push(paged::request(self.page_size, &cookie));
             self.ldap.with_controls(controls);
-            let mut stream = self
-                .ldap
-                .with_timeout(self.timeout)
-                .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
-                .await
-                .map_err(|e| err(op_error(e, &verdict)))?;
+            // The relay decodes this page's entries itself (see `wire::Diversion`); ldap3
+            // sees the rest. ldap3's own timeout is not asked for: it would time the result,
+            // which comes after the whole page; each answer is timed here instead.
+            let mut entries = self.diversion.next_search();
+            let started = tokio::time::timeout(
+                self.timeout,
+                self.ldap
+                    .streaming_search(base, Scope::Subtree, filter, attrs.to_vec()),
+            )
+            .await;
+            let mut stream = match started {
+                Ok(Ok(stream)) => stream,
+                failed => {
+                    self.diversion.cancel_next();
+                    return Err(err(match failed {
+                        Ok(Err(e)) => op_error(e, &verdict),
+                        _ => "no answer within ldap.timeout_secs".to_string(),
+                    }));
+                }
+            };
             let mut on_page = 0u64;
+            let mut searching = true;
             loop {
-                let item = next_within(&mut stream, self.timeout, deadline, &verdict)
-                    .await
-                    .map_err(|why| {
-                        err(match why {
-                            Late::Deadline => format!(
-                                "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
-                                self.search_time_limit.as_secs(),
-                                stats.entries
-                            ),
-                            Late::Failed(why) => why,
-                        })
-                    })?;
-                let Some(item) = item else { break };
+                let got = if searching {
+                    next_answer(&mut stream, &mut entries, self.timeout, deadline, &verdict)
+                        .await
+                        .map_err(|why| {
+                            err(match why {
+                                Late::Deadline => format!(
+                                    "the search did not end within ldap.search_time_limit_secs ({}s) after {} entries",
+                                    self.search_time_limit.as_secs(),
+                                    stats.entries
+                                ),
+                                Late::Failed(why) => why,
+                            })
+                        })?
+                } else {
+                    // The result came: every entry the relay decoded is in the channel.
+                    match entries.try_recv() {
+                        Ok(entry) => Answer::Entry(entry),
+                        Err(_) => break,
+                    }
+                };
+                let entry = match got {
+                    Answer::Done => {
+                        searching = false;
+                        continue;
+                    }
+                    Answer::Entry(entry) => Some(entry),
+                    Answer::Item(item) => {
+                        if item.is_ref() {
+                            stats.references += 1;
+                            None
+                        } else if item.is_intermediate() {
+                            None
+                        } else {
+                            Some(decode_entry(item.0).map_err(err)?)
+                        }
+                    }
+                };
                 on_page += 1;
                 items += 1;
                 if items > self.max_entries {
@@ -231,14 +273,7 @@ impl Session {
                         self.max_entries
                     )));
                 }
-                if item.is_ref() {
-                    stats.references += 1;
-                    continue;
-                }
-                if item.is_intermediate() {
-                    continue;
-                }
-                let entry = decode_entry(item.0).map_err(err)?;
+                let Some(entry) = entry else { continue };
                 read_bytes += entry.size() as u64;
                 if read_bytes > self.max_read_bytes {
                     return Err(err(format!(
@@ -249,6 +284,8 @@ impl Session {
                 stats.entries += 1;
                 on_entry(entry);
             }
+            // A request the relay never saw takes no later search's entries.
+            self.diversion.cancel_next();
             let res = stream.finish().await;
             if res.rc != 0 {
                 let mut reason = describe(res.rc, &res.text);
@@ -514,6 +551,45 @@ async fn next_within(
     match tokio::time::timeout(wait, stream.next()).await {
         Ok(Ok(item)) => Ok(item),
         Ok(Err(e)) => Err(Late::Failed(op_error(e, verdict))),
+        Err(_) if tokio::time::Instant::now() >= deadline => Err(Late::Deadline),
+        Err(_) => Err(Late::Failed(
+            "no answer within ldap.timeout_secs".to_string(),
+        )),
+    }
+}
+
+/// One answer of a search: an entry the relay decoded, something ldap3 passed on (an entry it
+/// decoded, a reference, an intermediate message), or the end of ldap3's stream.
+enum Answer {
+    Entry(RawEntry),
+    Item(ldap3::ResultEntry),
+    Done,
+}
+
+/// The next answer of a search whose entries the relay may divert, within the per-answer
+/// timeout and the search's deadline.
+async fn next_answer(
+    stream: &mut ldap3::SearchStream<'_, String, Vec<String>>,
+    entries: &mut super::wire::Entries,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    verdict: &super::wire::Verdict,
+) -> Result<Answer, Late> {
+    let wait = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let next = async {
+        tokio::select! {
+            // Entries first: the relay waits while their channel is full.
+            biased;
+            Some(entry) = entries.recv() => Ok(Answer::Entry(entry)),
+            item = stream.next() => match item {
+                Ok(Some(item)) => Ok(Answer::Item(item)),
+                Ok(None) => Ok(Answer::Done),
+                Err(e) => Err(Late::Failed(op_error(e, verdict))),
+            },
+        }
+    };
+    match tokio::time::timeout(wait, next).await {
+        Ok(answer) => answer,
         Err(_) if tokio::time::Instant::now() >= deadline => Err(Late::Deadline),
         Err(_) => Err(Late::Failed(
             "no answer within ldap.timeout_secs".to_string(),

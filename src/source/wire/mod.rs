@@ -10,17 +10,21 @@
 //! operation being an answer to the kind of request that id was (or, for id 0, an unsolicited
 //! notice). TLS (LDAPS and StartTLS) is the relay's, so what it
 //! checks is the plaintext. A message that fails a check closes the connection; the reason is
-//! kept in the [`Verdict`] and named in the error of the operation that was waiting.
+//! kept in the [`Verdict`] and named in the error of the operation that was waiting. The
+//! entries of a paged search skip ldap3 ([`Diversion`]): decoding them into ldap3's tree was
+//! most of the reading thread's work.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use super::entry::RawEntry;
 use super::SourceError;
 use crate::config::{LdapConfig, TlsMode};
 
 mod check;
+mod entry;
 
 use check::{check, result_code};
 
@@ -40,6 +44,67 @@ impl Verdict {
     }
 }
 
+/// Entries the relay decoded itself, for one search (see [`Diversion`]).
+pub(crate) type Entries = tokio::sync::mpsc::Receiver<RawEntry>;
+
+/// Entries waiting for the reader of a diverted search: the relay stops reading the server
+/// while they are full.
+const ENTRIES_BUFFERED: usize = 256;
+
+/// Searches whose entries the relay decodes itself ([`entry::decode`]) and hands over through a
+/// channel instead of passing them to ldap3, which still sees the rest of the search
+/// (references, the result and its controls). A search diverted or not reads the same: what
+/// the relay cannot divert goes to ldap3 as before, and the reader takes entries from both.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Diversion(Arc<Mutex<Routes>>);
+
+#[derive(Debug, Default)]
+struct Routes {
+    /// For the next search request the relay passes on.
+    next: Option<tokio::sync::mpsc::Sender<RawEntry>>,
+    /// By message id, until the search's result: dropped before the result reaches ldap3,
+    /// so every entry is in the channel when ldap3 says the search is over.
+    by_id: HashMap<i64, tokio::sync::mpsc::Sender<RawEntry>>,
+}
+
+impl Diversion {
+    fn with<T>(&self, f: impl FnOnce(&mut Routes) -> T) -> Option<T> {
+        self.0.lock().ok().map(|mut r| f(&mut r))
+    }
+
+    /// The entries of the next search request sent through the relay.
+    pub(crate) fn next_search(&self) -> Entries {
+        let (tx, rx) = tokio::sync::mpsc::channel(ENTRIES_BUFFERED);
+        self.with(|r| r.next = Some(tx));
+        rx
+    }
+
+    /// Forgets a diversion that no request took (its request was never sent).
+    pub(crate) fn cancel_next(&self) {
+        self.with(|r| r.next = None);
+    }
+
+    fn search_sent(&self, id: i64) {
+        self.with(|r| {
+            if let Some(tx) = r.next.take() {
+                r.by_id.insert(id, tx);
+            }
+        });
+    }
+
+    fn route(&self, id: i64) -> Option<tokio::sync::mpsc::Sender<RawEntry>> {
+        self.with(|r| r.by_id.get(&id).cloned()).flatten()
+    }
+
+    fn search_done(&self, id: i64) {
+        self.with(|r| r.by_id.remove(&id));
+    }
+
+    fn clear(&self) {
+        self.with(|r| *r = Routes::default());
+    }
+}
+
 /// What a stream must be to carry LDAP: both ways, owned by the relay task.
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
@@ -48,7 +113,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 pub(crate) async fn open(
     cfg: &LdapConfig,
     tcp: tokio::net::TcpStream,
-) -> Result<(std::os::unix::net::UnixStream, Verdict), SourceError> {
+) -> Result<(std::os::unix::net::UnixStream, Verdict, Diversion), SourceError> {
     let fail = |reason: String| SourceError::Connect {
         url: cfg.url.clone(),
         reason,
@@ -73,8 +138,16 @@ pub(crate) async fn open(
         .map_err(|e| fail(e.to_string()))?;
     let theirs = tokio::net::UnixStream::from_std(theirs).map_err(|e| fail(e.to_string()))?;
     let verdict = Verdict::default();
-    tokio::spawn(relay(server, theirs, max, cfg.timeout, verdict.clone()));
-    Ok((ours, verdict))
+    let diversion = Diversion::default();
+    tokio::spawn(relay(
+        server,
+        theirs,
+        max,
+        cfg.timeout,
+        verdict.clone(),
+        diversion.clone(),
+    ));
+    Ok((ours, verdict, diversion))
 }
 
 async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
@@ -151,6 +224,7 @@ async fn relay(
     max: usize,
     timeout: std::time::Duration,
     verdict: Verdict,
+    diversion: Diversion,
 ) {
     let (server_read, mut server_write) = tokio::io::split(server);
     let (client_read, client_write) = client.into_split();
@@ -168,6 +242,10 @@ async fn relay(
             if let Ok(mut known) = ids.lock() {
                 known.insert(id, op);
             }
+            // Before the server can answer it.
+            if op == 0x63 {
+                diversion.search_sent(id);
+            }
             match tokio::time::timeout(timeout, server_write.write_all(&msg)).await {
                 Ok(r) => r.map_err(|e| e.to_string())?,
                 Err(_) => return Err("the server does not take requests".to_string()),
@@ -179,11 +257,31 @@ async fn relay(
         let passed = async {
             while let Some(msg) = read_message(&mut server_read, max).await? {
                 let checked = match ids.lock() {
-                    Ok(known) => check(&msg, Some(&known), most).map(|_| ()),
+                    Ok(known) => check(&msg, Some(&known), most),
                     Err(_) => Err("the relay's state is unusable".to_string()),
                 };
-                if let Err(why) = checked {
-                    return Err(format!("the server sent an unsound message: {why}"));
+                let (id, op) = match checked {
+                    Ok(answer) => answer,
+                    Err(why) => return Err(format!("the server sent an unsound message: {why}")),
+                };
+                let diverted = match op {
+                    0x64 => diversion.route(id),
+                    0x65 => {
+                        diversion.search_done(id);
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(to) = diverted {
+                    let entry = entry::decode(&msg)
+                        .map_err(|why| format!("the server sent an unsound message: {why}"))?;
+                    // A reader that gave the search up has dropped its end: the entry goes
+                    // nowhere, as ldap3 would have dropped it.
+                    let _ = to.send(entry).await;
+                    if !whole_message(server_read.buffer()) {
+                        client_write.flush().await.map_err(|e| e.to_string())?;
+                    }
+                    continue;
                 }
                 client_write
                     .write_all(&msg)
@@ -209,6 +307,8 @@ async fn relay(
         _ = up => None,
         r = down => r.err(),
     };
+    // Readers of diverted searches see their channels close (and ldap3 the connection end).
+    diversion.clear();
     if let Some(why) = ended {
         // An I/O error is the network's, not a verdict on the server.
         if why.starts_with("the server sent") || why.starts_with("a message") {
@@ -327,6 +427,90 @@ mod tests {
         // What framing refuses is never "whole": indefinite, or a length of over 4 bytes.
         assert!(!whole_message(&[0x30, 0x80, 0x00, 0x00]));
         assert!(!whole_message(&[0x30, 0x85, 0, 0, 0, 0, 1, 0]));
+    }
+
+    /// `SEQUENCE { id, op }` with short lengths.
+    fn message(id: u8, op: &[u8]) -> Vec<u8> {
+        let mut m = vec![0x30, (3 + op.len()) as u8, 0x02, 0x01, id];
+        m.extend_from_slice(op);
+        m
+    }
+
+    fn entry_op(dn: &str, value: &str) -> Vec<u8> {
+        let (dn, value) = (dn.as_bytes(), value.as_bytes());
+        let set = [
+            &[0x31, (2 + value.len()) as u8, 0x04, value.len() as u8][..],
+            value,
+        ]
+        .concat();
+        let attr = [&[0x30, (4 + set.len()) as u8, 0x04, 0x02][..], b"cn", &set].concat();
+        let list = [&[0x30, attr.len() as u8][..], &attr].concat();
+        let body = [&[0x04, dn.len() as u8][..], dn, &list].concat();
+        [&[0x64, body.len() as u8][..], &body].concat()
+    }
+
+    /// The relay between a test "server" and a test "ldap3", a diverted search request sent
+    /// through it: the entries come through the diversion, the rest to ldap3's side, the
+    /// channel closed before the result is passed on; a second search, not diverted, reaches
+    /// ldap3 whole.
+    #[tokio::test]
+    async fn a_diverted_search_s_entries_reach_the_reader_and_the_rest_reaches_ldap3() {
+        let (server_end, mut server) = tokio::io::duplex(1 << 16);
+        let (ldap3_end, relay_end) =
+            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
+        let diversion = Diversion::default();
+        tokio::spawn(relay(
+            Box::new(server_end),
+            relay_end,
+            1 << 20,
+            std::time::Duration::from_secs(5),
+            Verdict::default(),
+            diversion.clone(),
+        ));
+        let search = |id| message(id, &[0x63, 0x00]);
+        let done = |id| message(id, &[0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]);
+        for (id, diverted) in [(2u8, true), (3, false)] {
+            let mut entries = diverted.then(|| diversion.next_search());
+            ldap3_write
+                .write_all(&search(id))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut request = vec![0u8; search(id).len()];
+            server
+                .read_exact(&mut request)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(request, search(id));
+            let (e1, e2) = (
+                message(id, &entry_op("cn=a", "a")),
+                message(id, &entry_op("cn=b", "b")),
+            );
+            let answers = [e1.clone(), e2.clone(), done(id)].concat();
+            server
+                .write_all(&answers)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let expected = if diverted { done(id) } else { answers.clone() };
+            let mut passed = vec![0u8; expected.len()];
+            ldap3_read
+                .read_exact(&mut passed)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(passed, expected, "search {id}");
+            if let Some(entries) = entries.as_mut() {
+                // Closed before the result was passed on: both entries are there, then the end.
+                let mut dns = Vec::new();
+                while let Ok(e) = entries.try_recv() {
+                    dns.push(e.dn);
+                }
+                assert_eq!(dns, ["cn=a", "cn=b"]);
+                assert!(matches!(
+                    entries.try_recv(),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+                ));
+            }
+        }
     }
 
     #[tokio::test]
