@@ -217,12 +217,16 @@ impl Session {
             .await;
             let mut stream = match started {
                 Ok(Ok(stream)) => stream,
-                failed => {
+                Ok(Err(e)) => {
                     self.diversion.cancel_next();
-                    return Err(err(match failed {
-                        Ok(Err(e)) => op_error(e, &verdict),
-                        _ => "no answer within ldap.timeout_secs".to_string(),
-                    }));
+                    return Err(err(op_error(e, &verdict)));
+                }
+                Err(_) => {
+                    // The request may still go out: it must not take a later search's channel.
+                    self.diversion.stop();
+                    return Err(err(verdict.get().unwrap_or_else(|| {
+                        "no answer within ldap.timeout_secs".to_string()
+                    })));
                 }
             };
             let mut on_page = 0u64;

@@ -47,19 +47,22 @@ impl Verdict {
 /// Entries the relay decoded itself, for one search (see [`Diversion`]).
 pub(crate) type Entries = tokio::sync::mpsc::Receiver<RawEntry>;
 
-/// Entries waiting for the reader of a diverted search: the relay stops reading the server
-/// while they are full.
-const ENTRIES_BUFFERED: usize = 256;
+/// Entries waiting for the reader of a diverted search (two pages of the default size): the
+/// relay stops reading the server while they are full.
+const ENTRIES_BUFFERED: usize = 1024;
 
 /// Searches whose entries the relay decodes itself ([`entry::decode`]) and hands over through a
 /// channel instead of passing them to ldap3, which still sees the rest of the search
 /// (references, the result and its controls). A search diverted or not reads the same: what
-/// the relay cannot divert goes to ldap3 as before, and the reader takes entries from both.
+/// the relay cannot divert (an entry its decoder refuses, which ldap3's path then reports as
+/// before) goes to ldap3, and the reader takes entries from both.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Diversion(Arc<Mutex<Routes>>);
 
 #[derive(Debug, Default)]
 struct Routes {
+    /// Nothing is diverted any more (see [`Diversion::stop`]).
+    stopped: bool,
     /// For the next search request the relay passes on.
     next: Option<tokio::sync::mpsc::Sender<RawEntry>>,
     /// By message id, until the search's result: dropped before the result reaches ldap3,
@@ -75,8 +78,21 @@ impl Diversion {
     /// The entries of the next search request sent through the relay.
     pub(crate) fn next_search(&self) -> Entries {
         let (tx, rx) = tokio::sync::mpsc::channel(ENTRIES_BUFFERED);
-        self.with(|r| r.next = Some(tx));
+        self.with(|r| {
+            if !r.stopped {
+                r.next = Some(tx);
+            }
+        });
         rx
+    }
+
+    /// Diverts nothing more on this connection: a search request may still be on its way
+    /// (its sending timed out), and it would take the next search's channel.
+    pub(crate) fn stop(&self) {
+        self.with(|r| {
+            r.stopped = true;
+            r.next = None;
+        });
     }
 
     /// Forgets a diversion that no request took (its request was never sent).
@@ -272,12 +288,22 @@ async fn relay(
                     }
                     _ => None,
                 };
-                if let Some(to) = diverted {
-                    let entry = entry::decode(&msg)
-                        .map_err(|why| format!("the server sent an unsound message: {why}"))?;
-                    // A reader that gave the search up has dropped its end: the entry goes
-                    // nowhere, as ldap3 would have dropped it.
-                    let _ = to.send(entry).await;
+                // A reader that gave the search up has dropped its end: its entries go nowhere,
+                // as ldap3 would have dropped them. An entry our decoder refuses goes on to
+                // ldap3, whose path reports it as it always did (an error of that search, the
+                // connection kept).
+                let taken = match diverted {
+                    Some(to) if to.is_closed() => true,
+                    Some(to) => match entry::decode(&msg) {
+                        Ok(entry) => {
+                            let _ = to.send(entry).await;
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if taken {
                     if !whole_message(server_read.buffer()) {
                         client_write.flush().await.map_err(|e| e.to_string())?;
                     }
@@ -470,7 +496,7 @@ mod tests {
         ));
         let search = |id| message(id, &[0x63, 0x00]);
         let done = |id| message(id, &[0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]);
-        for (id, diverted) in [(2u8, true), (3, false)] {
+        for (id, diverted) in [(2u8, true), (3, false), (4, true)] {
             let mut entries = diverted.then(|| diversion.next_search());
             ldap3_write
                 .write_all(&search(id))
@@ -482,16 +508,28 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(request, search(id));
-            let (e1, e2) = (
+            let (e1, mut e2) = (
                 message(id, &entry_op("cn=a", "a")),
                 message(id, &entry_op("cn=b", "b")),
             );
+            // The last search's second entry has a DN that is not UTF-8: refused by the relay's
+            // decoder, it goes to ldap3, whose path reports it (the connection stays).
+            let refused = id == 4;
+            if refused {
+                let at = 9; // message and operation headers, the id, the DN's header
+                assert_eq!(&e2[at..at + 4], b"cn=b");
+                e2[at + 3] = 0xff;
+            }
             let answers = [e1.clone(), e2.clone(), done(id)].concat();
             server
                 .write_all(&answers)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let expected = if diverted { done(id) } else { answers.clone() };
+            let expected = match (diverted, refused) {
+                (true, false) => done(id),
+                (true, true) => [e2.clone(), done(id)].concat(),
+                (false, _) => answers.clone(),
+            };
             let mut passed = vec![0u8; expected.len()];
             ldap3_read
                 .read_exact(&mut passed)
@@ -504,13 +542,37 @@ mod tests {
                 while let Ok(e) = entries.try_recv() {
                     dns.push(e.dn);
                 }
-                assert_eq!(dns, ["cn=a", "cn=b"]);
+                assert_eq!(
+                    dns,
+                    if refused {
+                        vec!["cn=a"]
+                    } else {
+                        vec!["cn=a", "cn=b"]
+                    }
+                );
                 assert!(matches!(
                     entries.try_recv(),
                     Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
                 ));
             }
         }
+    }
+
+    #[test]
+    fn a_stopped_diversion_diverts_nothing_and_a_cancelled_one_takes_no_request() {
+        let d = Diversion::default();
+        let _rx = d.next_search();
+        d.cancel_next();
+        d.search_sent(5);
+        assert!(d.route(5).is_none());
+        d.stop();
+        let mut rx = d.next_search();
+        d.search_sent(6);
+        assert!(d.route(6).is_none());
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 
     #[tokio::test]
