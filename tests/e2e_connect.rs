@@ -155,6 +155,16 @@ fn secrets_appear_nowhere_even_at_trace_level() {
         r.stderr.len() > 1000,
         "trace logging produced little output: {r:?}"
     );
+    // The users' paged search: every entry decoded by the relay, none by ldap3.
+    assert!(
+        r.stderr.contains("entries=3 by_relay=3"),
+        "{}",
+        r.stderr
+            .lines()
+            .filter(|l| l.contains("paged search read"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_no_secret(&r);
     let r = env.run(&["--log-level", "trace", "--log-format", "json", "resync"]);
     assert_eq!(r.code, 0, "{r:?}");

@@ -257,7 +257,10 @@ impl Session {
                         searching = false;
                         continue;
                     }
-                    Answer::Entry(entry) => Some(entry),
+                    Answer::Entry(entry) => {
+                        stats.by_relay += 1;
+                        Some(entry)
+                    }
                     Answer::Item(item) => {
                         if item.is_ref() {
                             stats.references += 1;
@@ -328,6 +331,12 @@ impl Session {
             cookie = page.cookie;
         }
         stats.bytes = read_bytes;
+        tracing::debug!(
+            base,
+            entries = stats.entries,
+            by_relay = stats.by_relay,
+            "paged search read"
+        );
         Ok(stats)
     }
 
@@ -642,6 +651,9 @@ impl ReadBudget {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SearchStats {
     pub entries: u64,
+    /// Of the entries, those the relay decoded (all of them, unless a decoder refused one or
+    /// diversion stopped).
+    pub by_relay: u64,
     pub references: u64,
     /// The size of the entries (see `RawEntry::size`).
     pub bytes: u64,
