@@ -135,7 +135,7 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
             if changes.is_empty() {
                 return Err(Skip::AlreadyDone);
             }
-            let mut user = r.pushed.clone();
+            let mut user = User::clone(&r.pushed);
             user.apply(&changes);
             // The manager's id goes with every update, not only when it changed: a target that
             // is sent the whole user (a REST API) must not be told the manager is gone.
@@ -150,7 +150,7 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
                 key: key.clone(),
                 target_id: r.target_id.clone(),
                 changes,
-                before: Box::new(r.pushed.clone()),
+                before: r.pushed.clone(),
                 user,
                 manager_id,
             })
@@ -291,7 +291,7 @@ pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<St
         Request::DeactivateUser { key, .. } => match s.users.get(key) {
             Some(_) if gone => forget_user(s, key),
             Some(r) => {
-                let mut pushed = r.pushed.clone();
+                let mut pushed = User::clone(&r.pushed);
                 pushed.active = false;
                 vec![StateChange::PutUser(
                     key.clone(),

@@ -241,7 +241,7 @@ impl Planner<'_> {
             .manager
             .as_deref()
             .is_none_or(|m| m != &**key && self.provisioned(m));
-        if manager_kept && self.desired.fitted() && record.is_some_and(|r| *u == r.pushed) {
+        if manager_kept && self.desired.fitted() && record.is_some_and(|r| *u == *r.pushed) {
             return None;
         }
         let mut want = u.clone();
@@ -252,7 +252,7 @@ impl Planner<'_> {
         let Some(r) = record else {
             return Some(want);
         };
-        if want == r.pushed {
+        if want == *r.pushed {
             return None;
         }
         let mut changes = r.pushed.changes_to(&want);
