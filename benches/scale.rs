@@ -1,11 +1,10 @@
 //! Directory scale: a private slapd filled with slapadd (memberOf written into the LDIF, as
 //! slapadd runs no overlays) with N users (8 attributes, 3 groups each) and N/100 groups, a sink
 //! that answers SCIM at once (so the gateway's own cost is measured), and, measured in one run:
-//! the raw paged read (ldapsearch) and the sink's raw ingest of one POST per object at the same
-//! concurrency, then the
-//! first sync, a no-change pass and a pass after 1% of the users changed, each with its peak RSS
-//! (GNU time), and the state store's bytes per object; every time also as a ratio to its raw
-//! baseline.
+//! the raw paged read (ldapsearch) and the sink's raw ingest of the first sync's own writes (a
+//! POST per user and group, the member PATCHes) at the same concurrency, then the first sync, a
+//! no-change pass and a pass after 1% of the users changed, each with its peak RSS (GNU time),
+//! and the state store's bytes per object; every time also as a ratio to its raw baseline.
 //!
 //! Run: `cargo bench --bench scale` (BENCH_SIZES=10000,100000 by default). Run as a test (no
 //! `--bench`), it goes through the same steps at 300 users, only to prove it works.
@@ -418,11 +417,12 @@ async fn at_concurrency(
     ids
 }
 
-/// scim2-server's own capacity for the writes a first sync of the bench directory makes: the
-/// same user resources (the same attributes), the groups, and the members added a hundred per
-/// PATCH, at the gateway's concurrency (the server speaks HTTP/1.0: a connection per request,
-/// for both). Seconds.
-fn scim_capacity(base: &str, n: usize, groups: usize) -> f64 {
+/// The writes a first sync of the bench directory makes, sent raw to the SCIM server at `base`:
+/// the same user resources (the same attributes, an externalId as long as an entryUUID), the
+/// groups, and the members added a hundred per PATCH, at the gateway's concurrency. Seconds.
+/// The raw ingest baseline (into the sink) and scim2-server's own capacity (which speaks
+/// HTTP/1.0: a connection per request, for both).
+fn same_writes(base: &str, n: usize, groups: usize) -> f64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
@@ -432,7 +432,7 @@ fn scim_capacity(base: &str, n: usize, groups: usize) -> f64 {
                 let body = serde_json::json!({
                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
                                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
-                    "externalId": format!("raw-key-{i}"),
+                    "externalId": format!("{i:08x}-0000-4000-8000-{i:012x}"),
                     "userName": format!("raw{i:06}"),
                     "name": {"givenName": "User", "familyName": format!("Number{i}")},
                     "displayName": format!("User {i}"),
@@ -485,7 +485,7 @@ fn scim_capacity(base: &str, n: usize, groups: usize) -> f64 {
 fn into_scim2_server(config: &Path, n: usize, groups: usize) -> (f64, f64, f64) {
     let objects = n + groups;
     let raw = Scim::start();
-    let capacity = objects as f64 / scim_capacity(&raw.base(), n, groups);
+    let capacity = objects as f64 / same_writes(&raw.base(), n, groups);
     drop(raw);
     let scim = Scim::start();
     let dir = config.parent().unwrap();
@@ -559,8 +559,9 @@ fn main() {
         )
         .unwrap();
         let read = raw_read(&slapd);
-        // The ideal: one write per object (no look-up), at the gateway's concurrency.
-        let ingest = sink::raw_ingest(port, n + groups, CONCURRENCY, "/scim", false);
+        // The ideal: the first sync's own writes (one per object, no look-up, and the member
+        // PATCHes), sent raw at the gateway's concurrency.
+        let ingest = same_writes(&format!("http://127.0.0.1:{port}/scim"), n, groups);
         let (first, rss_first, cpu_first) = timed(&config, &["sync"]);
         // BENCH_REPEAT=<n>: the no-change pass run n times, the fastest kept (the machine's
         // other load makes single runs swing by 10-20%).

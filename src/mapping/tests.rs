@@ -127,12 +127,31 @@ fn a_shared_user_name_stays_with_the_user_already_pushed() {
     );
     assert!(d.held.contains("key-ann2"));
     // With neither pushed, neither is taken.
-    let mut b = DesiredBuilder::new(m);
+    let mut b = DesiredBuilder::new(m.clone());
     b.add_user(&person("ann", &[]));
     b.add_user(&twin);
     let d = b.finish(&BTreeSet::new());
     assert!(d.users.is_empty());
     assert_eq!(d.rejected.len(), 2);
+    // Three entries, names differing in the case of a non-ASCII letter: one name, the pushed
+    // one keeps it; an unrelated name is untouched.
+    let mut b = DesiredBuilder::new(m);
+    for (i, name) in ["émile", "Émile", "ÉMILE"].into_iter().enumerate() {
+        let mut e = person(&format!("e{i}"), &[]);
+        e.attrs.insert("uid", vec![name.as_bytes().to_vec()]);
+        b.add_user(&e);
+    }
+    b.add_user(&person("zoe", &[]));
+    let known: BTreeSet<Key> = ["key-e1".into()].into();
+    let d = b.finish(&known);
+    assert_eq!(
+        d.users.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["key-e1", "key-zoe"]
+    );
+    assert_eq!(d.rejected.len(), 2);
+    assert!(d.rejected[0]
+        .reason
+        .contains("\"émile\" is used by more than one entry"));
 }
 
 #[test]

@@ -63,6 +63,42 @@ pub struct GroupRecord {
     pub members: BTreeSet<Key>,
 }
 
+/// A group record as the store holds it, its members borrowed from the stored bytes (unless
+/// they had to be unescaped): each becomes the key its user record already has, so the ~3
+/// members per user of a large directory are neither copied nor allocated one by one.
+#[derive(Deserialize)]
+pub(crate) struct StoredGroup<'a> {
+    target_id: String,
+    origin: Origin,
+    display_name: String,
+    #[serde(borrow)]
+    members: Vec<StoredMember<'a>>,
+}
+
+#[derive(Deserialize)]
+struct StoredMember<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl StoredGroup<'_> {
+    /// The record, each member the key `user_key` gives for it (a copy of the name if none).
+    pub(crate) fn into_record(self, user_key: impl Fn(&str) -> Option<Key>) -> GroupRecord {
+        let StoredGroup {
+            target_id,
+            origin,
+            display_name,
+            members,
+        } = self;
+        GroupRecord {
+            target_id,
+            origin,
+            display_name,
+            members: members
+                .iter()
+                .map(|m| user_key(&m.0).unwrap_or_else(|| Key::from(&*m.0)))
+                .collect(),
+        }
+    }
+}
+
 /// One change to the records, applied in memory and persisted in one transaction.
 // A handful exist at a time (one confirmed operation's worth): their size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -138,5 +174,30 @@ mod tests {
         assert!(again.ends_with(r#","hash":""}"#), "{again}");
         let back: UserRecord = serde_json::from_str(&again).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_stored_group_reads_as_the_record_it_was_members_shared_or_copied() {
+        let rec = GroupRecord {
+            target_id: "g-1".into(),
+            origin: Origin::Adopted,
+            display_name: "Eng \"core\"".into(),
+            members: ["a", "b\\c \"q\"", "é\n", "z"]
+                .into_iter()
+                .map(Key::from)
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&rec).unwrap_or_else(|e| panic!("{e}"));
+        let shared: Key = "a".into();
+        let stored: StoredGroup = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let back = stored.into_record(|m| (m == "a").then(|| shared.clone()));
+        assert_eq!(back, rec);
+        // "a" is the shared key itself, not a copy.
+        let a = back
+            .members
+            .iter()
+            .find(|m| &***m == "a")
+            .unwrap_or_else(|| panic!("a"));
+        assert!(std::sync::Arc::ptr_eq(a, &shared));
     }
 }

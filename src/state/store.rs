@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::records::{GroupRecord, Snapshot, StateChange, UserRecord};
+use super::records::{Snapshot, StateChange, StoredGroup, UserRecord};
 use crate::model::Key;
 
 /// Layout version of the store, so a later release can migrate or refuse an old one.
@@ -130,10 +130,10 @@ pub(super) fn key_of(bytes: &[u8]) -> Key {
     String::from_utf8_lossy(bytes).into()
 }
 
-pub(super) fn decode<T: DeserializeOwned>(
+pub(super) fn decode<'a, T: serde::Deserialize<'a>>(
     path: &Path,
     key: &[u8],
-    bytes: &[u8],
+    bytes: &'a [u8],
 ) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         path: path.to_path_buf(),
@@ -262,12 +262,9 @@ impl Store {
         let mut groups = Vec::new();
         for item in self.groups.iter() {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            let mut rec: GroupRecord = decode(&self.path, &k, &v)?;
             // A member is the user record's own key, not a copy of it.
-            rec.members = std::mem::take(&mut rec.members)
-                .into_iter()
-                .map(|m| shared.get(&*m).map_or(m, |k| Key::clone(k)))
-                .collect();
+            let stored: StoredGroup = decode(&self.path, &k, &v)?;
+            let rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
             groups.push((key_of(&k), rec));
         }
         Ok(Snapshot {

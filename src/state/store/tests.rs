@@ -141,6 +141,28 @@ async fn errors_count_attempts_are_cleared_on_success_and_pruned_by_run() {
     store.prune_errors(2).await.unwrap();
     let keys: Vec<String> = store.errors().unwrap().into_iter().map(|e| e.key).collect();
     assert_eq!(keys, vec!["k1"]);
+    // A window confirming objects with and without an error clears each one's intent and the
+    // errors there are, and no other.
+    store.record_error(error("k4", 2)).await.unwrap();
+    let mut w = super::Window::default();
+    for k in ["k0", "k1", "k9"] {
+        w.intents.push((
+            k.into(),
+            Intent {
+                operation: "update_user".into(),
+                label: k.into(),
+                run: 3,
+                at: "t".into(),
+            },
+        ));
+    }
+    store.write_window(&w).unwrap();
+    let mut w = super::Window::default();
+    w.resolved = vec!["k9".into(), "k1".into(), "k0".into()];
+    store.write_window(&w).unwrap();
+    let keys: Vec<String> = store.errors().unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, vec!["k4"]);
+    assert!(store.intents().unwrap().is_empty());
 }
 
 #[tokio::test]
