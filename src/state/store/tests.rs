@@ -157,8 +157,10 @@ async fn errors_count_attempts_are_cleared_on_success_and_pruned_by_run() {
         ));
     }
     store.write_window(&w).unwrap();
-    let mut w = super::Window::default();
-    w.resolved = vec!["k9".into(), "k1".into(), "k0".into()];
+    let w = super::Window {
+        resolved: vec!["k9".into(), "k1".into(), "k0".into()],
+        ..Default::default()
+    };
     store.write_window(&w).unwrap();
     let keys: Vec<String> = store.errors().unwrap().into_iter().map(|e| e.key).collect();
     assert_eq!(keys, vec!["k4"]);
