@@ -14,7 +14,7 @@ mod summary;
 use std::collections::BTreeSet;
 
 pub(crate) use observe::{dangling_members, observed};
-pub(crate) use read::{check_mapping, read_desired, read_directory, ReadStats};
+pub(crate) use read::{check_mapping, read_desired, ReadStats};
 pub(crate) use summary::Summary;
 
 use crate::config::Config;
@@ -436,27 +436,8 @@ async fn run_inner<T: Target>(
         read.save(store).await?;
         live::Wanted::Full(read.desired)
     } else {
-        let (builder, stats) = read_directory(cfg).await?;
-        // The records are read on a second thread while the entries are resolved (both
-        // take a few tenths of a second at 100k users); the few keys `finish` asks about
-        // (users sharing a userName, held managers) are looked up one by one.
-        let failed = std::cell::Cell::new(None);
-        let known = |k: &str| {
-            store.has_user(k).unwrap_or_else(|e| {
-                // The first error is the one reported.
-                let first = failed.take().unwrap_or(e);
-                failed.set(Some(first));
-                false
-            })
-        };
-        let (desired, read) = std::thread::scope(|s| {
-            let records = s.spawn(|| store.snapshot());
-            (builder.finish_with(&known), records.join())
-        });
-        if let Some(e) = failed.take() {
-            return Err(e.into());
-        }
-        records = read.map_err(|p| EngineError::Defect(panic_text(p.as_ref())))??;
+        let (desired, stats, read) = read::with_records(cfg, store).await?;
+        records = read;
         log_read(&stats, &desired);
         live::Wanted::Full(desired)
     };

@@ -4,12 +4,15 @@
 
 use std::collections::BTreeSet;
 
+use super::EngineError;
 use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
 use crate::source::ldap::{ReadBudget, Session};
 use crate::source::{range, SourceError};
+use crate::state::records::Snapshot;
+use crate::state::{StateError, Store};
 
 /// Figures of one read, for logs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,6 +49,49 @@ pub(crate) async fn read_directory(
     };
     session.close().await;
     result
+}
+
+/// The directory read into the desired state, and every record: the records are read on a
+/// thread of their own while the directory is read and its entries resolved (decoding 100k
+/// records takes a third of a second; the directory read waits on the server, and at the end
+/// only the longer of resolving and decoding is waited for). The few keys `finish` asks
+/// about (users sharing a userName, held managers) are looked up one by one.
+pub(super) async fn with_records(
+    cfg: &Config,
+    store: &Store,
+) -> Result<(DesiredState, ReadStats, Snapshot), EngineError> {
+    let reader = store.records_reader();
+    let records_read = std::thread::Builder::new()
+        .name("dirbridge-records".into())
+        .spawn(move || reader.read())
+        .map_err(|e| EngineError::Defect(format!("cannot start a thread: {e}")))?;
+    let joined = |h: std::thread::JoinHandle<Result<Snapshot, StateError>>| {
+        h.join()
+            .map_err(|p| EngineError::Defect(super::panic_text(p.as_ref())))
+    };
+    let (builder, stats) = match read_directory(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Not left reading a store this pass no longer uses.
+            let _ = joined(records_read);
+            return Err(e.into());
+        }
+    };
+    let failed = std::cell::Cell::new(None);
+    let known = |k: &str| {
+        store.has_user(k).unwrap_or_else(|e| {
+            // The first error is the one reported.
+            let first = failed.take().unwrap_or(e);
+            failed.set(Some(first));
+            false
+        })
+    };
+    let desired = builder.finish_with(&known);
+    let read = joined(records_read);
+    if let Some(e) = failed.take() {
+        return Err(e.into());
+    }
+    Ok((desired, stats, read??))
 }
 
 /// Every attribute the configuration names in `[mapping]` must exist in the directory's schema

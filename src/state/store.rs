@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::records::{Snapshot, StateChange, StoredGroup, UserRecord};
+use super::records::{Snapshot, StateChange};
 use crate::model::Key;
 
 /// Layout version of the store, so a later release can migrate or refuse an old one.
@@ -244,33 +244,6 @@ impl Store {
             keys.push(key_of(&k.map_err(|e| self.io(e))?));
         }
         Ok(keys.into_iter().collect())
-    }
-
-    /// Every record, in memory.
-    pub fn snapshot(&self) -> Result<Snapshot, StateError> {
-        // sled iterates in key order: the maps are built from sorted lists (a bulk build).
-        let mut users = Vec::new();
-        for item in self.users.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            let rec: UserRecord = decode(&self.path, &k, &v)?;
-            users.push((key_of(&k), rec));
-        }
-        let users: std::collections::BTreeMap<Key, UserRecord> = users.into_iter().collect();
-        // Hashed, not searched in the tree: a group record names ~3 users per user at 100k.
-        let shared: std::collections::HashMap<&str, &Key> =
-            users.keys().map(|k| (&**k, k)).collect();
-        let mut groups = Vec::new();
-        for item in self.groups.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            // A member is the user record's own key, not a copy of it.
-            let stored: StoredGroup = decode(&self.path, &k, &v)?;
-            let rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
-            groups.push((key_of(&k), rec));
-        }
-        Ok(Snapshot {
-            users,
-            groups: groups.into_iter().collect(),
-        })
     }
 
     /// Records the changes of one confirmed operation and clears the error of `resolved`, in one
@@ -597,6 +570,7 @@ fn restrict_files(path: &Path) {
 #[cfg(not(unix))]
 fn restrict_files(_path: &Path) {}
 
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod window;
