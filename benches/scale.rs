@@ -426,8 +426,9 @@ fn same_writes(base: &str, n: usize, groups: usize) -> f64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
-        let start = Instant::now();
-        let users = (0..n)
+        // What is known before anything is sent is built before the clock starts.
+        let members = memberships(n, groups);
+        let users: Vec<_> = (0..n)
             .map(|i| {
                 let body = serde_json::json!({
                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
@@ -445,8 +446,7 @@ fn same_writes(base: &str, n: usize, groups: usize) -> f64 {
                 (reqwest::Method::POST, format!("{base}/Users"), body)
             })
             .collect();
-        let user_ids = at_concurrency(&http, users).await;
-        let group_posts = (0..groups)
+        let group_posts: Vec<_> = (0..groups)
             .map(|g| {
                 let body = serde_json::json!({
                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
@@ -455,9 +455,11 @@ fn same_writes(base: &str, n: usize, groups: usize) -> f64 {
                 (reqwest::Method::POST, format!("{base}/Groups"), body)
             })
             .collect();
+        let start = Instant::now();
+        let user_ids = at_concurrency(&http, users).await;
         let group_ids = at_concurrency(&http, group_posts).await;
         let mut patches = Vec::new();
-        for (g, members) in memberships(n, groups).iter().enumerate() {
+        for (g, members) in members.iter().enumerate() {
             for chunk in members.chunks(100) {
                 let value: Vec<serde_json::Value> = chunk
                     .iter()

@@ -385,9 +385,8 @@ async fn run_inner<T: Target>(
     };
     // Records read from the store are fitted to the target below; kept ones were, as
     // `fit_state` says.
-    // A directory read needs only the keys of the records before it, and the records after:
-    // the entries being mapped and every record are never held at once.
-    // (Only a change feed keeps records between passes.)
+    // A directory pass reads the records beside the directory (`read::with_records`); a
+    // change feed keeps them between passes.
     let after_read = !matches!(input, Input::Feed(_));
     let (mut records, mut census, mut fitted_as, follow) = match kept {
         Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),

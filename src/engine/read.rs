@@ -61,22 +61,14 @@ pub(super) async fn with_records(
     store: &Store,
 ) -> Result<(DesiredState, ReadStats, Snapshot), EngineError> {
     let reader = store.records_reader();
-    let records_read = std::thread::Builder::new()
-        .name("dirbridge-records".into())
-        .spawn(move || reader.read())
-        .map_err(|e| EngineError::Defect(format!("cannot start a thread: {e}")))?;
-    let joined = |h: std::thread::JoinHandle<Result<Snapshot, StateError>>| {
-        h.join()
-            .map_err(|p| EngineError::Defect(super::panic_text(p.as_ref())))
-    };
-    let (builder, stats) = match read_directory(cfg).await {
-        Ok(r) => r,
-        Err(e) => {
-            // Not left reading a store this pass no longer uses.
-            let _ = joined(records_read);
-            return Err(e.into());
-        }
-    };
+    // No thread to be had: the records are read after the directory, as they once were.
+    let records_read = RecordsThread(
+        std::thread::Builder::new()
+            .name("dirbridge-records".into())
+            .spawn(move || reader.read())
+            .ok(),
+    );
+    let (builder, stats) = read_directory(cfg).await?;
     let failed = std::cell::Cell::new(None);
     let known = |k: &str| {
         store.has_user(k).unwrap_or_else(|e| {
@@ -87,11 +79,36 @@ pub(super) async fn with_records(
         })
     };
     let desired = builder.finish_with(&known);
-    let read = joined(records_read);
+    let read = match records_read.take() {
+        Some(h) => h
+            .join()
+            .map_err(|p| EngineError::Defect(super::panic_text(p.as_ref()))),
+        None => Ok(store.snapshot()),
+    };
     if let Some(e) = failed.take() {
         return Err(e.into());
     }
     Ok((desired, stats, read??))
+}
+
+/// The thread reading the records. Dropped unjoined (a pass that failed or was stopped), it
+/// waits for the thread: the thread's handles on the store's trees are gone before the pass is
+/// (sled's last references dropped on a thread of their own while the process exits was an
+/// abort once).
+struct RecordsThread(Option<std::thread::JoinHandle<Result<Snapshot, StateError>>>);
+
+impl RecordsThread {
+    fn take(mut self) -> Option<std::thread::JoinHandle<Result<Snapshot, StateError>>> {
+        self.0.take()
+    }
+}
+
+impl Drop for RecordsThread {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Every attribute the configuration names in `[mapping]` must exist in the directory's schema

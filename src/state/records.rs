@@ -67,6 +67,8 @@ pub struct GroupRecord {
 /// they had to be unescaped): each becomes the key its user record already has, so the ~3
 /// members per user of a large directory are neither copied nor allocated one by one.
 #[derive(Deserialize)]
+// Named as the record it is in the error a damaged one gives.
+#[serde(rename = "GroupRecord")]
 pub(crate) struct StoredGroup<'a> {
     target_id: String,
     origin: Origin,

@@ -42,7 +42,11 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 pub(crate) fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // Listening, and the listener is this child's (not another test's server that took
+        // the port first: this child then exits, and another port is tried).
+        if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && listener::owned_by(port, child.id()) != Some(false)
+        {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -80,6 +84,7 @@ fn on_a_free_port(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (Child, u1
 pub mod bad_ldap;
 pub mod ds389;
 pub mod faults;
+mod listener;
 pub mod proxy;
 pub mod rest;
 pub mod samba;
