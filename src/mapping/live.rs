@@ -514,16 +514,33 @@ impl LiveDesired {
 
         // A user and a group may share a key: whether either is held decides whether the
         // other's record is removed, so each change reaches both.
-        for (k, new) in new_users {
-            if let Some(old) = self.users.remove(&k) {
-                self.index_user(&k, &old, false);
+        if fresh {
+            // The whole directory: the map is built from the list, in key order, at once
+            // (inserted one by one in key order, its nodes end half empty: ~30 MB more for
+            // 100k users, kept for as long as the service runs).
+            let built: Vec<(Key, Result<MappedUser, Rejected>)> = new_users
+                .into_iter()
+                .filter_map(|(k, new)| {
+                    reached.groups.insert(k.clone());
+                    reached.users.insert(k.clone());
+                    let new = new?;
+                    self.index_user(&k, &new, true);
+                    Some((k, new))
+                })
+                .collect();
+            self.users = built.into_iter().collect();
+        } else {
+            for (k, new) in new_users {
+                if let Some(old) = self.users.remove(&k) {
+                    self.index_user(&k, &old, false);
+                }
+                if let Some(new) = new {
+                    self.index_user(&k, &new, true);
+                    self.users.insert(k.clone(), new);
+                }
+                reached.groups.insert(k.clone());
+                reached.users.insert(k);
             }
-            if let Some(new) = new {
-                self.index_user(&k, &new, true);
-                self.users.insert(k.clone(), new);
-            }
-            reached.groups.insert(k.clone());
-            reached.users.insert(k);
         }
         let group_held =
             |g: Option<&Result<LiveGroup, Rejected>>| matches!(g, Some(Err(r)) if r.key.is_some());
