@@ -16,9 +16,36 @@ use crate::model::{Desired, Group, Key, Rejected, User};
 use crate::source::dn::{guid_token, normalize};
 use crate::source::entry::RawEntry;
 
-/// Name -> the keys under it, sorted: nearly always one, so a vector rather than a tree node
-/// per name (a third of the memory per user).
-type Index = HashMap<String, Vec<Key>>;
+/// Name -> the keys under it, sorted: nearly always one, held without an allocation of its
+/// own (a vector per name, then a tree node per name before it, were the indexes' largest
+/// part at 100k users).
+type Index = HashMap<Box<str>, Keys>;
+
+/// The keys under one name, sorted.
+#[derive(Debug, Clone)]
+enum Keys {
+    One(Key),
+    /// Two or more.
+    Many(Vec<Key>),
+}
+
+impl std::ops::Deref for Keys {
+    type Target = [Key];
+    fn deref(&self) -> &[Key] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Keys {
+    type Item = &'a Key;
+    type IntoIter = std::slice::Iter<'a, Key>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
 
 /// The kinds of rejection, each indexed apart.
 const USERS: usize = 0;
@@ -104,20 +131,46 @@ pub(crate) struct LiveDesired {
 }
 
 fn add(index: &mut Index, name: String, key: &Key) {
-    let keys = index.entry(name).or_default();
-    if let Err(at) = keys.binary_search(key) {
-        keys.insert(at, key.clone());
+    let keys = match index.entry(name.into_boxed_str()) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(Keys::One(key.clone()));
+            return;
+        }
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+    };
+    match keys {
+        Keys::One(k) if k == key => {}
+        Keys::One(k) => {
+            let mut both = vec![k.clone(), key.clone()];
+            both.sort();
+            *keys = Keys::Many(both);
+        }
+        Keys::Many(v) => {
+            if let Err(at) = v.binary_search(key) {
+                v.insert(at, key.clone());
+            }
+        }
     }
 }
 
 fn remove(index: &mut Index, name: &str, key: &Key) {
-    if let Some(keys) = index.get_mut(name) {
-        if let Ok(at) = keys.binary_search(key) {
-            keys.remove(at);
+    let Some(keys) = index.get_mut(name) else {
+        return;
+    };
+    let last = match keys {
+        Keys::One(k) => k == key,
+        Keys::Many(v) => {
+            if let Ok(at) = v.binary_search(key) {
+                v.remove(at);
+            }
+            if let [only] = v.as_slice() {
+                *keys = Keys::One(only.clone());
+            }
+            false
         }
-        if keys.is_empty() {
-            index.remove(name);
-        }
+    };
+    if last {
+        index.remove(name);
     }
 }
 
@@ -299,7 +352,7 @@ impl LiveDesired {
                     remove(&mut self.names, &name, key);
                     self.mapped_users -= 1;
                 }
-                if self.names.get(&name).is_some_and(|s| s.len() > 1) {
+                if self.names.get(name.as_str()).is_some_and(|s| s.len() > 1) {
                     self.crowded.insert(name);
                 } else {
                     self.crowded.remove(&name);
@@ -388,7 +441,7 @@ impl LiveDesired {
     fn settle_collisions(&mut self, known: &dyn Fn(&Key) -> bool) -> BTreeSet<Key> {
         let mut now: BTreeMap<Key, Rejected> = BTreeMap::new();
         for name in &self.crowded {
-            let Some(keys) = self.names.get(name) else {
+            let Some(keys) = self.names.get(name.as_str()) else {
                 continue;
             };
             let kept: Vec<&Key> = keys.iter().filter(|k| known(k)).collect();
@@ -487,7 +540,7 @@ impl LiveDesired {
                 for u in self.users.get(k).into_iter().chain(new.as_ref()) {
                     touched.extend(user_names_of(k, u));
                     if let Ok(m) = u {
-                        if let Some(ks) = self.names.get(&m.user.user_name.to_lowercase()) {
+                        if let Some(ks) = self.names.get(m.user.user_name.to_lowercase().as_str()) {
                             crowd.extend(ks.iter().cloned());
                         }
                     }
@@ -500,7 +553,7 @@ impl LiveDesired {
                 }
             }
             for name in &self.crowded {
-                crowd.extend(self.names.get(name).into_iter().flatten().cloned());
+                crowd.extend(self.names.get(name.as_str()).into_iter().flatten().cloned());
             }
             for k in crowd {
                 if let Some(u) = self.users.get(&k) {
@@ -574,9 +627,9 @@ impl LiveDesired {
             for name in &touched {
                 let was = before.next();
                 if was.as_ref() != Some(&self.resolution(name)) {
-                    let named = self.named_by.get(name).into_iter().flatten();
+                    let named = self.named_by.get(name.as_str()).into_iter().flatten();
                     reached.groups.extend(named.cloned());
-                    let managed = self.managed_by.get(name).into_iter().flatten();
+                    let managed = self.managed_by.get(name.as_str()).into_iter().flatten();
                     reached.users.extend(managed.cloned());
                 }
             }
@@ -588,7 +641,7 @@ impl LiveDesired {
             let user = self.users.get(k).map(|u| user_names_of(k, u));
             let group = self.groups.get(k).map(|g| group_names_of(k, g));
             for name in user.into_iter().chain(group).flatten() {
-                let managed = self.managed_by.get(&name).into_iter().flatten();
+                let managed = self.managed_by.get(name.as_str()).into_iter().flatten();
                 reached.users.extend(managed.cloned());
             }
         }
@@ -600,7 +653,7 @@ impl LiveDesired {
             }
             if let Some(u) = self.users.get(&k) {
                 for name in user_names_of(&k, u) {
-                    let named = self.named_by.get(&name).into_iter().flatten();
+                    let named = self.named_by.get(name.as_str()).into_iter().flatten();
                     reached.groups.extend(named.cloned());
                 }
             }
