@@ -1,5 +1,5 @@
 // glibc's malloc was a quarter of a large sync's CPU, much of it lock contention between the
-// executor and sled's threads (ARCHITECTURE.md, "Where the time goes").
+// executor and the store's threads (ARCHITECTURE.md, "Where the time goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -92,9 +92,8 @@ pub(super) async fn with_records(
 }
 
 /// The thread reading the records. Dropped unjoined (a pass that failed or was stopped), it
-/// waits for the thread: the thread's handles on the store's trees are gone before the pass is
-/// (sled's last references dropped on a thread of their own while the process exits was an
-/// abort once).
+/// waits for the thread: the thread's read of the store is over before the pass is (no
+/// thread of a finished pass is left decoding while the process exits).
 struct RecordsThread(Option<std::thread::JoinHandle<Result<Snapshot, StateError>>>);
 
 impl RecordsThread {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::store::kv::Table;
 use super::store::{decode, encode};
 use super::{StateError, Store};
 
@@ -42,27 +43,39 @@ impl Store {
             return Ok(());
         }
         let skip = entries.len().saturating_sub(JOURNAL_LENGTH as usize);
-        let first = match self.journal.last().map_err(|e| self.io(e))? {
-            Some((k, _)) => key_number(&k).saturating_add(1),
-            None => 1,
-        };
-        let mut batch = sled::Batch::default();
-        for (next, entry) in (first..).zip(&entries[skip..]) {
-            batch.insert(&next.to_be_bytes(), encode(entry));
-            if next > JOURNAL_LENGTH {
-                batch.remove(&(next - JOURNAL_LENGTH).to_be_bytes());
+        let mut last = None;
+        self.reader()?
+            .each(Table::Journal, true, |k, _| {
+                last = Some(key_number(k));
+                Ok::<_, StateError>(false)
+            })
+            .map_err(|e| self.io(e))??;
+        let first = last.map_or(1, |n| n.saturating_add(1));
+        let values: Vec<Vec<u8>> = entries[skip..].iter().map(encode).collect();
+        self.write(|tx| {
+            let mut journal = tx.table(Table::Journal)?;
+            for (next, value) in (first..).zip(&values) {
+                journal.insert(next.to_be_bytes().as_slice(), value.as_slice())?;
+                if next > JOURNAL_LENGTH {
+                    journal.remove((next - JOURNAL_LENGTH).to_be_bytes().as_slice())?;
+                }
             }
-        }
-        self.journal.apply_batch(batch).map_err(|e| self.io(e))
+            Ok(())
+        })
     }
 
     /// The last `n` entries, newest first.
     pub fn recent_operations(&self, n: usize) -> Result<Vec<JournalEntry>, StateError> {
         let mut out = Vec::with_capacity(n.min(JOURNAL_LENGTH as usize));
-        for item in self.journal.iter().rev().take(n) {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            out.push(decode(&self.path, &k, &v)?);
+        if n == 0 {
+            return Ok(out);
         }
+        self.reader()?
+            .each(Table::Journal, true, |k, v| {
+                out.push(decode(&self.path, k, v)?);
+                Ok::<_, StateError>(out.len() < n)
+            })
+            .map_err(|e| self.io(e))??;
         Ok(out)
     }
 }

@@ -5,14 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
-use super::store::{decode, encode, key_of};
+use super::store::encode;
+use super::store::kv::Table;
 use super::{StateError, Store};
 use crate::model::Key;
 use crate::source::entry::RawEntry;
+use serde::{Deserialize, Serialize};
 
 /// Where the directory was when the mirror was last brought up to date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,17 +34,10 @@ pub struct Mirror {
 
 impl Store {
     pub fn mirror(&self) -> Result<Mirror, StateError> {
-        let mut m = Mirror::default();
-        for (tree, out) in [
-            (&self.mirror_users, &mut m.users),
-            (&self.mirror_groups, &mut m.groups),
-        ] {
-            for item in tree.iter() {
-                let (k, v) = item.map_err(|e| self.io(e))?;
-                out.insert(key_of(&k), decode(&self.path, &k, &v)?);
-            }
-        }
-        Ok(m)
+        Ok(Mirror {
+            users: self.all(Table::MirrorUsers)?.into_iter().collect(),
+            groups: self.all(Table::MirrorGroups)?.into_iter().collect(),
+        })
     }
 
     pub fn watermark(&self) -> Result<Option<Watermark>, StateError> {
@@ -88,22 +79,20 @@ impl Store {
         let users = writes(&unsaved[0], &m.users);
         let groups = writes(&unsaved[1], &m.groups);
         let meta_value = encode(checkpoint);
-        let res: Result<(), TransactionError<()>> =
-            (&self.mirror_users, &self.mirror_groups, &self.meta).transaction(|(u, g, meta)| {
-                for (tree, list) in [(u, &users), (g, &groups)] {
-                    for (k, v) in list {
-                        match v {
-                            Some(v) => tree.insert(k.as_bytes(), v.clone())?,
-                            None => tree.remove(k.as_bytes())?,
-                        };
-                    }
+        self.write(|tx| {
+            for (t, list) in [(Table::MirrorUsers, &users), (Table::MirrorGroups, &groups)] {
+                let mut table = tx.table(t)?;
+                for (k, v) in list {
+                    match v {
+                        Some(v) => table.insert(k.as_bytes(), v.as_slice())?,
+                        None => table.remove(k.as_bytes())?,
+                    };
                 }
-                meta.insert("feed_checkpoint", meta_value.clone())?;
-                // The mirror trees now follow the feed: an AD watermark no longer describes them.
-                meta.remove("watermark")?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        res.map_err(|e| self.io(format!("{e:?}")))?;
+            }
+            tx.insert(Table::Meta, b"feed_checkpoint", &meta_value)?;
+            // The mirror tables now follow the feed: an AD watermark no longer describes them.
+            tx.remove(Table::Meta, b"watermark")
+        })?;
         self.flush().await
     }
 
@@ -119,44 +108,42 @@ impl Store {
         checkpoint: &T,
     ) -> Result<(), StateError> {
         const BATCH: usize = 5000;
-        for stale in ["feed_checkpoint", "watermark"] {
-            self.meta.remove(stale).map_err(|e| self.io(e))?;
-        }
+        self.write(|tx| {
+            for stale in ["feed_checkpoint", "watermark"] {
+                tx.remove(Table::Meta, stale.as_bytes())?;
+            }
+            Ok(())
+        })?;
         self.flush().await?;
-        for (tree, keys, map) in [
-            (&self.mirror_users, &unsaved[0], &m.users),
-            (&self.mirror_groups, &unsaved[1], &m.groups),
+        for (t, keys, map) in [
+            (Table::MirrorUsers, &unsaved[0], &m.users),
+            (Table::MirrorGroups, &unsaved[1], &m.groups),
         ] {
             let keys: Vec<&Key> = keys.iter().collect();
             for chunk in keys.chunks(BATCH) {
-                let mut batch = sled::Batch::default();
-                for k in chunk {
-                    match map.get(*k) {
-                        Some(e) => batch.insert(k.as_bytes(), encode(e)),
-                        None => batch.remove(k.as_bytes()),
+                self.write(|tx| {
+                    let mut table = tx.table(t)?;
+                    for k in chunk {
+                        match map.get(*k) {
+                            Some(e) => table.insert(k.as_bytes(), encode(e).as_slice())?,
+                            None => table.remove(k.as_bytes())?,
+                        };
                     }
-                }
-                tree.apply_batch(batch).map_err(|e| self.io(e))?;
+                    Ok(())
+                })?;
                 self.flush().await?;
             }
         }
-        self.meta
-            .insert("feed_checkpoint", encode(checkpoint))
-            .map_err(|e| self.io(e))?;
+        let value = encode(checkpoint);
+        self.write(|tx| tx.insert(Table::Meta, b"feed_checkpoint", &value))?;
         self.flush().await
     }
 
     /// The keys the stored mirror holds, users then groups.
     pub fn mirror_keys(&self) -> Result<[BTreeSet<Key>; 2], StateError> {
-        let keys = |tree: &sled::Tree| -> Result<BTreeSet<Key>, StateError> {
-            let mut out = BTreeSet::new();
-            for k in tree.iter().keys() {
-                let k = k.map_err(|e| self.io(e))?;
-                out.insert(key_of(&k));
-            }
-            Ok(out)
-        };
-        Ok([keys(&self.mirror_users)?, keys(&self.mirror_groups)?])
+        let keys =
+            |t| -> Result<BTreeSet<Key>, StateError> { Ok(self.keys_of(t)?.into_iter().collect()) };
+        Ok([keys(Table::MirrorUsers)?, keys(Table::MirrorGroups)?])
     }
 
     async fn save_mirror_with(
@@ -185,14 +172,12 @@ impl Store {
             .cloned()
             .collect();
         if previous.is_none() {
-            for k in self.mirror_users.iter().keys() {
-                let k = key_of(&k.map_err(|e| self.io(e))?);
+            for k in self.keys_of(Table::MirrorUsers)? {
                 if !m.users.contains_key(&k) {
                     stale_users.push(k);
                 }
             }
-            for k in self.mirror_groups.iter().keys() {
-                let k = key_of(&k.map_err(|e| self.io(e))?);
+            for k in self.keys_of(Table::MirrorGroups)? {
                 if !m.groups.contains_key(&k) {
                     stale_groups.push(k);
                 }
@@ -207,32 +192,29 @@ impl Store {
             };
         let users = changed(&m.users, &old.users);
         let groups = changed(&m.groups, &old.groups);
-        let res: Result<(), TransactionError<()>> =
-            (&self.mirror_users, &self.mirror_groups, &self.meta).transaction(|(u, g, meta)| {
-                for k in &stale_users {
-                    u.remove(k.as_bytes())?;
+        self.write(|tx| {
+            for (t, stale, changed) in [
+                (Table::MirrorUsers, &stale_users, &users),
+                (Table::MirrorGroups, &stale_groups, &groups),
+            ] {
+                let mut table = tx.table(t)?;
+                for k in stale {
+                    table.remove(k.as_bytes())?;
                 }
-                for k in &stale_groups {
-                    g.remove(k.as_bytes())?;
+                for (k, v) in changed {
+                    table.insert(k.as_bytes(), v.as_slice())?;
                 }
-                for (k, v) in &users {
-                    u.insert(k.as_bytes(), v.clone())?;
-                }
-                for (k, v) in &groups {
-                    g.insert(k.as_bytes(), v.clone())?;
-                }
-                meta.insert(meta_key, meta_value.clone())?;
-                // The mirror trees now describe this read: a feed checkpoint no longer does.
-                meta.remove("feed_checkpoint")?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        res.map_err(|e| self.io(format!("{e:?}")))?;
+            }
+            tx.insert(Table::Meta, meta_key.as_bytes(), &meta_value)?;
+            // The mirror tables now describe this read: a feed checkpoint no longer does.
+            tx.remove(Table::Meta, b"feed_checkpoint")
+        })?;
         self.flush().await
     }
 
     /// Forgets the watermark, so the next read is a full one.
     pub async fn forget_watermark(&self) -> Result<(), StateError> {
-        self.meta.remove("watermark").map_err(|e| self.io(e))?;
+        self.write(|tx| tx.remove(Table::Meta, b"watermark"))?;
         self.flush().await
     }
 }

@@ -1,11 +1,12 @@
-//! sled persistence. Every confirmed operation is written in one transaction and flushed before
-//! the next request is sent, so a crash loses no confirmed change and repeats none.
+//! Persistence (redb, `store/kv.rs`). Every confirmed operation is written in one transaction and
+//! made durable before anything that depends on it is sent, so a crash loses no confirmed change
+//! and repeats none.
 
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+
+use kv::{Kv, Table};
 
 use super::records::{Snapshot, StateChange};
 use crate::model::Key;
@@ -90,15 +91,7 @@ pub struct RunRecord {
 
 pub struct Store {
     pub(super) path: PathBuf,
-    db: sled::Db,
-    users: sled::Tree,
-    groups: sled::Tree,
-    errors: sled::Tree,
-    pub(super) meta: sled::Tree,
-    pub(super) mirror_users: sled::Tree,
-    pub(super) mirror_groups: sled::Tree,
-    pub(super) journal: sled::Tree,
-    intents: sled::Tree,
+    pub(super) kv: Kv,
     /// Counts the writes to the records, so a copy of them kept in memory between the passes
     /// of the service can tell whether it is still what the store holds.
     pub(super) records_generation: std::sync::atomic::AtomicU64,
@@ -153,7 +146,7 @@ pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 impl Store {
     /// True when a store was created at `path` (so a dry run can avoid creating one).
     pub fn exists(path: &Path) -> bool {
-        path.join("conf").is_file() || path.join("db").is_file()
+        kv::file(path).is_file() || migrate::has_sled(path)
     }
 
     /// Opens (or creates) the store. The folder is created owner-only (0700).
@@ -163,33 +156,18 @@ impl Store {
             reason,
         };
         create_private_dir(path).map_err(|e| open_err(format!("cannot create the folder: {e}")))?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    open_err("it is in use by another dirbridge process".into())
-                }
-                other => open_err(other.to_string()),
-            })?;
+        migrate::from_sled(path, cache_capacity).map_err(open_err)?;
+        let kv = Kv::open(&kv::file(path), cache_capacity).map_err(|e| match e {
+            kv::OpenError::InUse => open_err("it is in use by another dirbridge process".into()),
+            kv::OpenError::Other(e) => open_err(e),
+        })?;
         restrict_files(path);
-        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
         let store = Store {
-            users: tree("users")?,
-            groups: tree("groups")?,
-            errors: tree("errors")?,
-            meta: tree("meta")?,
-            mirror_users: tree("mirror_users")?,
-            mirror_groups: tree("mirror_groups")?,
-            journal: tree("journal")?,
-            intents: tree("intents")?,
+            kv,
             records_generation: Default::default(),
             #[cfg(test)]
             window_faults: Default::default(),
             path: path.to_path_buf(),
-            db,
         };
         match store.meta_get::<String>("schema_version")? {
             None => store.meta_put("schema_version", &SCHEMA_VERSION.to_string())?,
@@ -210,40 +188,77 @@ impl Store {
         }
     }
 
+    /// A consistent view of what is committed, for reading.
+    pub(super) fn reader(&self) -> Result<kv::Reader, StateError> {
+        self.kv.read().map_err(|e| self.io(e))
+    }
+
+    /// Runs `f` in one write transaction (durable with the next flush).
+    pub(super) fn write<R>(
+        &self,
+        f: impl FnOnce(&kv::Tx<'_>) -> Result<R, redb::Error>,
+    ) -> Result<R, StateError> {
+        self.kv.write(f).map_err(|e| self.io(e))
+    }
+
+    /// Every key and value of a table, decoded, in key order.
+    pub(super) fn all<T: DeserializeOwned>(&self, t: Table) -> Result<Vec<(Key, T)>, StateError> {
+        let mut out = Vec::new();
+        self.reader()?
+            .each(t, false, |k, v| {
+                out.push((key_of(k), decode(&self.path, k, v)?));
+                Ok::<_, StateError>(true)
+            })
+            .map_err(|e| self.io(e))??;
+        Ok(out)
+    }
+
+    /// Every key of a table, in key order.
+    pub(super) fn keys_of(&self, t: Table) -> Result<Vec<Key>, StateError> {
+        let mut out = Vec::new();
+        self.reader()?
+            .each(t, false, |k, _| {
+                out.push(key_of(k));
+                Ok::<_, StateError>(true)
+            })
+            .map_err(|e| self.io(e))??;
+        Ok(out)
+    }
+
     pub(super) fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
-        match self.meta.get(key).map_err(|e| self.io(e))? {
+        match self
+            .reader()?
+            .get(Table::Meta, key.as_bytes())
+            .map_err(|e| self.io(e))?
+        {
             Some(v) => decode(&self.path, key.as_bytes(), &v).map(Some),
             None => Ok(None),
         }
     }
 
     fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), StateError> {
-        self.meta.insert(key, encode(v)).map_err(|e| self.io(e))?;
-        Ok(())
+        let value = encode(v);
+        self.write(|tx| tx.insert(Table::Meta, key.as_bytes(), &value))
     }
 
     /// Whether any user or group record exists.
     pub fn has_records(&self) -> Result<bool, StateError> {
-        let user = self.users.first().map_err(|e| self.io(e))?;
-        let group = self.groups.first().map_err(|e| self.io(e))?;
-        Ok(user.is_some() || group.is_some())
+        let r = self.reader()?;
+        let count = |t| r.len(t).map_err(|e| self.io(e));
+        Ok(count(Table::Users)? > 0 || count(Table::Groups)? > 0)
     }
 
     /// Whether a user record exists under `key`.
     pub fn has_user(&self, key: &str) -> Result<bool, StateError> {
-        self.users
-            .contains_key(key.as_bytes())
+        self.reader()?
+            .contains(Table::Users, key.as_bytes())
             .map_err(|e| self.io(e))
     }
 
     /// The keys of the user records (what a directory read needs before the records).
     pub fn user_keys(&self) -> Result<std::collections::BTreeSet<Key>, StateError> {
-        // sled iterates in key order: a bulk build.
-        let mut keys = Vec::new();
-        for k in self.users.iter().keys() {
-            keys.push(key_of(&k.map_err(|e| self.io(e))?));
-        }
-        Ok(keys.into_iter().collect())
+        // Listed in key order: a bulk build.
+        Ok(self.keys_of(Table::Users)?.into_iter().collect())
     }
 
     /// Records the changes of one confirmed operation and clears the error of `resolved`, in one
@@ -264,39 +279,28 @@ impl Store {
     /// Replaces every record at once (a resync rebuilds the records from the target).
     pub async fn replace_all(&self, s: &Snapshot) -> Result<(), StateError> {
         self.records_written();
-        // A transaction cannot iterate (and iterating the tree inside one blocks), so the keys
-        // to drop are listed first.
-        let stale = |tree: &sled::Tree,
-                     keep: &dyn Fn(&str) -> bool|
-         -> Result<Vec<sled::IVec>, StateError> {
-            let mut out = Vec::new();
-            for k in tree.iter().keys() {
-                let k = k.map_err(|e| self.io(e))?;
-                if !keep(String::from_utf8_lossy(&k).as_ref()) {
-                    out.push(k);
+        self.write(|tx| {
+            for k in tx.keys(Table::Users)? {
+                if !s.users.contains_key(String::from_utf8_lossy(&k).as_ref()) {
+                    tx.remove(Table::Users, &k)?;
                 }
             }
-            Ok(out)
-        };
-        let stale_users = stale(&self.users, &|k| s.users.contains_key(k))?;
-        let stale_groups = stale(&self.groups, &|k| s.groups.contains_key(k))?;
-        let res: Result<(), TransactionError<()>> =
-            (&self.users, &self.groups).transaction(|(u, g)| {
-                for k in &stale_users {
-                    u.remove(k.clone())?;
+            for k in tx.keys(Table::Groups)? {
+                if !s.groups.contains_key(String::from_utf8_lossy(&k).as_ref()) {
+                    tx.remove(Table::Groups, &k)?;
                 }
-                for k in &stale_groups {
-                    g.remove(k.clone())?;
-                }
-                for (k, r) in &s.users {
-                    u.insert(k.as_bytes(), encode(r))?;
-                }
-                for (k, r) in &s.groups {
-                    g.insert(k.as_bytes(), encode(r))?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        res.map_err(|e| self.io(format!("{e:?}")))?;
+            }
+            let mut users = tx.table(Table::Users)?;
+            for (k, r) in &s.users {
+                users.insert(k.as_bytes(), encode(r).as_slice())?;
+            }
+            drop(users);
+            let mut groups = tx.table(Table::Groups)?;
+            for (k, r) in &s.groups {
+                groups.insert(k.as_bytes(), encode(r).as_slice())?;
+            }
+            Ok(())
+        })?;
         self.flush().await
     }
 
@@ -322,8 +326,12 @@ impl Store {
     }
 
     pub(super) async fn flush(&self) -> Result<(), StateError> {
-        self.db.flush_async().await.map_err(|e| self.io(e))?;
-        Ok(())
+        // A sync waits for the disk: on a thread of its own, while the caller's thread goes on.
+        let kv = self.kv.clone();
+        match tokio::task::spawn_blocking(move || kv.sync()).await {
+            Ok(r) => r.map_err(|e| self.io(e)),
+            Err(e) => Err(self.io(format!("the sync stopped: {e}"))),
+        }
     }
 
     /// Records (or updates) an object's error, and waits until it is on disk.
@@ -334,40 +342,35 @@ impl Store {
 
     /// Records (or updates) an object's error; the next flush makes it durable.
     pub fn note_error(&self, mut err: ObjectError) -> Result<(), StateError> {
-        if let Some(prev) = self
-            .errors
-            .get(err.key.as_bytes())
-            .map_err(|e| self.io(e))?
-        {
-            if let Ok(prev) = serde_json::from_slice::<ObjectError>(&prev) {
-                err.first_seen = prev.first_seen;
-                err.attempts = prev.attempts.saturating_add(1);
+        self.write(|tx| {
+            if let Some(prev) = tx.get(Table::Errors, err.key.as_bytes())? {
+                if let Ok(prev) = serde_json::from_slice::<ObjectError>(&prev) {
+                    err.first_seen = prev.first_seen;
+                    err.attempts = prev.attempts.saturating_add(1);
+                }
             }
-        }
-        if err.attempted.is_some() {
-            let at = time::OffsetDateTime::now_utc() + retry_delay(err.attempts);
-            err.retry_after = at
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok();
-        }
-        self.errors
-            .insert(err.key.as_bytes(), encode(&err))
-            .map_err(|e| self.io(e))?;
-        Ok(())
+            if err.attempted.is_some() {
+                let at = time::OffsetDateTime::now_utc() + retry_delay(err.attempts);
+                err.retry_after = at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok();
+            }
+            tx.insert(Table::Errors, err.key.as_bytes(), &encode(&err))
+        })
     }
 
     pub fn errors(&self) -> Result<Vec<ObjectError>, StateError> {
-        let mut out = Vec::new();
-        for item in self.errors.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            out.push(decode(&self.path, &k, &v)?);
-        }
-        Ok(out)
+        Ok(self
+            .all(Table::Errors)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// How many objects are in error (counts keys; decodes nothing).
     pub fn error_count(&self) -> Result<usize, StateError> {
-        Ok(self.errors.len())
+        let n = self.reader()?.len(Table::Errors).map_err(|e| self.io(e))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// The earliest retry time of the objects in error, if any waits.
@@ -381,78 +384,85 @@ impl Store {
 
     /// Records a write about to be sent, durably, before it is sent.
     pub async fn record_intent(&self, key: &str, intent: &Intent) -> Result<(), StateError> {
-        self.intents
-            .insert(key.as_bytes(), encode(intent))
-            .map_err(|e| self.io(e))?;
+        let value = encode(intent);
+        self.write(|tx| tx.insert(Table::Intents, key.as_bytes(), &value))?;
         self.flush().await
     }
 
     /// Forgets an intent whose request was answered (with an error: nothing was carried out).
     pub fn clear_intent(&self, key: &str) -> Result<(), StateError> {
-        self.intents
-            .remove(key.as_bytes())
-            .map_err(|e| self.io(e))?;
-        Ok(())
+        self.write(|tx| tx.remove(Table::Intents, key.as_bytes()))
     }
 
     /// Intents left by earlier runs, by key.
     pub fn intents(&self) -> Result<std::collections::BTreeMap<Key, Intent>, StateError> {
-        let mut out = std::collections::BTreeMap::new();
-        for item in self.intents.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            out.insert(key_of(&k), decode(&self.path, &k, &v)?);
-        }
-        Ok(out)
+        Ok(self.all(Table::Intents)?.into_iter().collect())
     }
 
     /// Drops the intents of runs before `run` that this run did not need (their objects were
     /// settled by the plan, or no longer need anything).
     pub async fn prune_intents(&self, run: u64) -> Result<(), StateError> {
-        for (k, i) in self.intents()? {
-            if i.run < run {
-                self.intents.remove(k.as_bytes()).map_err(|e| self.io(e))?;
+        let stale: Vec<Key> = self
+            .intents()?
+            .into_iter()
+            .filter(|(_, i)| i.run < run)
+            .map(|(k, _)| k)
+            .collect();
+        self.write(|tx| {
+            for k in &stale {
+                tx.remove(Table::Intents, k.as_bytes())?;
             }
-        }
+            Ok(())
+        })?;
         self.flush().await
     }
 
     /// Keeps an error whose retry was put off by run `run` (so pruning does not take it for
     /// fixed).
     pub async fn defer_error(&self, key: &str, run: u64) -> Result<(), StateError> {
-        self.update_stored(&self.errors, key, |e: &mut ObjectError| e.run = run)
+        self.update_stored(Table::Errors, key, |e: &mut ObjectError| e.run = run)
     }
 
     /// Keeps the intent of a write whose retry was put off by run `run` (so pruning does not
     /// take it for settled: its object is still to be looked up before anything is sent).
     pub fn defer_intent(&self, key: &str, run: u64) -> Result<(), StateError> {
-        self.update_stored(&self.intents, key, |i: &mut Intent| i.run = run)
+        self.update_stored(Table::Intents, key, |i: &mut Intent| i.run = run)
     }
 
     /// Changes the value stored under `key` in `tree`, if there is one.
     fn update_stored<T: Serialize + DeserializeOwned>(
         &self,
-        tree: &sled::Tree,
+        t: Table,
         key: &str,
         change: impl FnOnce(&mut T),
     ) -> Result<(), StateError> {
-        if let Some(v) = tree.get(key.as_bytes()).map_err(|e| self.io(e))? {
-            let mut value: T = decode(&self.path, key.as_bytes(), &v)?;
-            change(&mut value);
-            tree.insert(key.as_bytes(), encode(&value))
-                .map_err(|e| self.io(e))?;
-        }
-        Ok(())
+        let Some(v) = self
+            .reader()?
+            .get(t, key.as_bytes())
+            .map_err(|e| self.io(e))?
+        else {
+            return Ok(());
+        };
+        let mut value: T = decode(&self.path, key.as_bytes(), &v)?;
+        change(&mut value);
+        let value = encode(&value);
+        self.write(|tx| tx.insert(t, key.as_bytes(), &value))
     }
 
     /// Drops errors that a complete run `run` did not see again.
     pub async fn prune_errors(&self, run: u64) -> Result<(), StateError> {
-        for e in self.errors()? {
-            if e.run < run {
-                self.errors
-                    .remove(e.key.as_bytes())
-                    .map_err(|e| self.io(e))?;
+        let stale: Vec<Key> = self
+            .all::<ObjectError>(Table::Errors)?
+            .into_iter()
+            .filter(|(_, e)| e.run < run)
+            .map(|(k, _)| k)
+            .collect();
+        self.write(|tx| {
+            for k in &stale {
+                tx.remove(Table::Errors, k.as_bytes())?;
             }
-        }
+            Ok(())
+        })?;
         self.flush().await
     }
 
@@ -463,18 +473,28 @@ impl Store {
         run: u64,
         keys: impl IntoIterator<Item = &'k Key>,
     ) -> Result<(), StateError> {
-        let mut pruned = false;
+        let r = self.reader()?;
+        let mut stale = Vec::new();
         for key in keys {
-            let Some(v) = self.errors.get(key.as_bytes()).map_err(|e| self.io(e))? else {
+            let Some(v) = r
+                .get(Table::Errors, key.as_bytes())
+                .map_err(|e| self.io(e))?
+            else {
                 continue;
             };
             let e: ObjectError = decode(&self.path, key.as_bytes(), &v)?;
             if e.run < run {
-                self.errors.remove(key.as_bytes()).map_err(|e| self.io(e))?;
-                pruned = true;
+                stale.push(key);
             }
         }
-        if pruned {
+        drop(r);
+        if !stale.is_empty() {
+            self.write(|tx| {
+                for k in &stale {
+                    tx.remove(Table::Errors, k.as_bytes())?;
+                }
+                Ok(())
+            })?;
             self.flush().await?;
         }
         Ok(())
@@ -547,7 +567,7 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)
 }
 
-/// Makes the store's files owner-only; sled creates them with the process umask.
+/// Makes the store's files owner-only; they are created with the process umask.
 #[cfg(unix)]
 fn restrict_files(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -570,6 +590,8 @@ fn restrict_files(path: &Path) {
 #[cfg(not(unix))]
 fn restrict_files(_path: &Path) {}
 
+pub(super) mod kv;
+mod migrate;
 mod snapshot;
 #[cfg(test)]
 mod tests;

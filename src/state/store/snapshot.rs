@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::kv::{Kv, Table};
 use super::{decode, key_of, StateError, Store};
 use crate::model::Key;
 use crate::state::records::{Snapshot, StoredGroup, UserRecord};
@@ -17,8 +18,7 @@ impl Store {
     pub fn records_reader(&self) -> RecordsReader {
         RecordsReader {
             path: self.path.clone(),
-            users: self.users.clone(),
-            groups: self.groups.clone(),
+            kv: self.kv.clone(),
         }
     }
 }
@@ -26,8 +26,7 @@ impl Store {
 /// Reads every record (see [`Store::records_reader`]).
 pub struct RecordsReader {
     path: PathBuf,
-    users: sled::Tree,
-    groups: sled::Tree,
+    kv: Kv,
 }
 
 impl RecordsReader {
@@ -40,25 +39,30 @@ impl RecordsReader {
 
     /// Every record, as the store holds them now.
     pub fn read(&self) -> Result<Snapshot, StateError> {
-        // sled iterates in key order: the maps are built from sorted lists (a bulk build).
+        // One read transaction: users and groups as one commit left them. Listed in key
+        // order: the maps are built from sorted lists (a bulk build).
+        let r = self.kv.read().map_err(|e| self.io(e))?;
         let mut users = Vec::new();
-        for item in self.users.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            let rec: UserRecord = decode(&self.path, &k, &v)?;
-            users.push((key_of(&k), rec));
-        }
+        r.each(Table::Users, false, |k, v| {
+            let rec: UserRecord = decode(&self.path, k, v)?;
+            users.push((key_of(k), rec));
+            Ok::<_, StateError>(true)
+        })
+        .map_err(|e| self.io(e))??;
         let users: std::collections::BTreeMap<Key, UserRecord> = users.into_iter().collect();
         // Hashed, not searched in the tree: a group record names ~3 users per user at 100k.
         let shared: std::collections::HashMap<&str, &Key> =
             users.keys().map(|k| (&**k, k)).collect();
         let mut groups = Vec::new();
-        for item in self.groups.iter() {
-            let (k, v) = item.map_err(|e| self.io(e))?;
+        r.each(Table::Groups, false, |k, v| {
             // A member is the user record's own key, not a copy of it.
-            let stored: StoredGroup = decode(&self.path, &k, &v)?;
+            let stored: StoredGroup = decode(&self.path, k, v)?;
             let rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
-            groups.push((key_of(&k), rec));
-        }
+            groups.push((key_of(k), rec));
+            Ok::<_, StateError>(true)
+        })
+        .map_err(|e| self.io(e))??;
+        drop(shared);
         Ok(Snapshot {
             users,
             groups: groups.into_iter().collect(),

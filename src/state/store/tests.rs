@@ -60,15 +60,16 @@ async fn a_refused_operation_waits_longer_after_each_attempt_and_a_deferral_keep
     assert!(store.errors().unwrap().is_empty());
 }
 
-/// Opens the store at `path` again once this process has closed it: sled's flusher thread
-/// lets go of its lock a moment after the store is dropped.
+/// Opens the store at `path` again once this process has closed it (a sled store of an earlier
+/// release, to migrate: sled's flusher thread lets go of its lock a moment after it is dropped).
 fn reopen(path: &std::path::Path) -> Store {
     let start = std::time::Instant::now();
     loop {
         match Store::open(path, 1 << 20) {
             Ok(s) => return s,
             Err(e) if start.elapsed() < std::time::Duration::from_secs(10) => {
-                assert!(e.to_string().contains("lock"), "{e}");
+                let text = e.to_string();
+                assert!(text.contains("lock") || text.contains("in use"), "{e}");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("{e}"),
@@ -213,7 +214,7 @@ async fn the_store_is_private_to_its_owner() {
 async fn a_second_process_cannot_open_the_same_store() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path(), 1 << 20).unwrap();
-    // sled locks the database file; a second open in the same process is refused the same way.
+    // The store file is locked; a second open in the same process is refused the same way.
     let second = Store::open(dir.path(), 1 << 20);
     assert!(second.is_err());
 }
@@ -374,4 +375,62 @@ async fn the_mirror_trees_describe_one_reader_at_a_time() {
         .await
         .unwrap();
     assert!(store.watermark().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_store_of_an_earlier_release_is_copied_once_and_its_files_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let intent = Intent {
+        operation: "create_user".into(),
+        label: "user-2".into(),
+        run: 7,
+        at: "t".into(),
+    };
+    {
+        let old = sled::open(&path).unwrap();
+        let tree = |name: &str| old.open_tree(name).unwrap();
+        tree("users").insert("k1", encode(&rec("1"))).unwrap();
+        tree("meta")
+            .insert("schema_version", encode(&SCHEMA_VERSION.to_string()))
+            .unwrap();
+        tree("meta")
+            .insert("target", encode(&"https://t/scim".to_string()))
+            .unwrap();
+        tree("intents").insert("k2", encode(&intent)).unwrap();
+        tree("errors")
+            .insert("k3", encode(&error("k3", 1)))
+            .unwrap();
+        old.flush().unwrap();
+    }
+    // An earlier attempt interrupted midway left a partial copy: it is made again.
+    std::fs::write(path.join(format!("{}.migrating", kv::FILE)), b"partial").unwrap();
+    assert!(Store::exists(&path));
+    let check = |store: &Store, target: &str| {
+        let s = store.snapshot().unwrap();
+        assert_eq!(s.users.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["k1"]);
+        assert_eq!(s.users["k1"], rec("1"));
+        assert_eq!(store.intents().unwrap().get("k2"), Some(&intent));
+        assert_eq!(store.errors().unwrap(), vec![error("k3", 1)]);
+        assert_eq!(store.target_identity().unwrap().as_deref(), Some(target));
+    };
+    {
+        let store = reopen(&path);
+        check(&store, "https://t/scim");
+        store.set_target_identity("https://t2/scim").await.unwrap();
+    }
+    let aside = path.join(migrate::ASIDE);
+    assert!(!path.join("db").exists() && !path.join("conf").exists());
+    assert!(aside.join("db").exists() || aside.join("conf").exists());
+    assert!(!path.join(format!("{}.migrating", kv::FILE)).exists());
+    // Not copied again: what was written since stays.
+    check(&reopen(&path), "https://t2/scim");
+    // Interrupted after the copy was in place but before the old files were moved: they are
+    // moved on the next open, and the copy stays as it is.
+    for entry in std::fs::read_dir(&aside).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::rename(entry.path(), path.join(entry.file_name())).unwrap();
+    }
+    check(&reopen(&path), "https://t2/scim");
+    assert!(!path.join("db").exists() && !path.join("conf").exists());
 }

@@ -3,9 +3,7 @@
 //! depends on a confirmation it holds, before that flush has returned; so the crash rules are
 //! those of one flush per operation, at the cost of one flush per window.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
+use super::kv::{Kv, Table};
 use super::{encode, Intent, StateError, Store};
 use crate::model::Key;
 use crate::state::records::StateChange;
@@ -29,7 +27,7 @@ impl Window {
 }
 
 /// Tests: window writes numbered from 0; those from `from` on, `count` of them, fail (as a
-/// full disk makes sled's writes fail).
+/// full disk makes the store's writes fail).
 #[cfg(test)]
 #[derive(Default)]
 pub(crate) struct Faults(std::sync::Mutex<(u64, u64, u64)>);
@@ -69,50 +67,42 @@ impl Store {
         if !w.changes.is_empty() {
             self.records_written();
         }
-        // Only the errors there are get removed: a removal in a transaction is a look-up and a
-        // write, and most confirmed objects never failed (a first sync spent a sixth of its
-        // store time removing errors that did not exist). Every writer of errors runs on the
-        // task of the pass that writes this window, and nothing here yields: no error appears
-        // between this look-up and the transaction.
-        let mut had_error = Vec::new();
-        for k in &w.resolved {
-            if self
-                .errors
-                .contains_key(k.as_bytes())
-                .map_err(|e| self.io(e))?
-            {
-                had_error.push(k);
+        write_in(&self.kv, w).map_err(|e| self.io(e))
+    }
+}
+
+/// One window in one transaction. Confirmations go first, new intents last: an intent recorded
+/// after an object's earlier operation was confirmed is never cleared by that confirmation.
+fn write_in(kv: &Kv, w: &Window) -> Result<(), String> {
+    kv.write(|tx| {
+        let mut users = tx.table(Table::Users)?;
+        let mut groups = tx.table(Table::Groups)?;
+        for c in &w.changes {
+            match c {
+                StateChange::PutUser(k, r) => {
+                    users.insert(k.as_bytes(), encode(r).as_slice())?;
+                }
+                StateChange::RemoveUser(k) => {
+                    users.remove(k.as_bytes())?;
+                }
+                StateChange::PutGroup(k, r) => {
+                    groups.insert(k.as_bytes(), encode(r).as_slice())?;
+                }
+                StateChange::RemoveGroup(k) => {
+                    groups.remove(k.as_bytes())?;
+                }
             }
         }
-        let res: Result<(), TransactionError<()>> =
-            (&self.users, &self.groups, &self.errors, &self.intents).transaction(|(u, g, e, i)| {
-                for c in &w.changes {
-                    match c {
-                        StateChange::PutUser(k, r) => {
-                            u.insert(k.as_bytes(), encode(r))?;
-                        }
-                        StateChange::RemoveUser(k) => {
-                            u.remove(k.as_bytes())?;
-                        }
-                        StateChange::PutGroup(k, r) => {
-                            g.insert(k.as_bytes(), encode(r))?;
-                        }
-                        StateChange::RemoveGroup(k) => {
-                            g.remove(k.as_bytes())?;
-                        }
-                    }
-                }
-                for k in &had_error {
-                    e.remove(k.as_bytes())?;
-                }
-                for k in &w.resolved {
-                    i.remove(k.as_bytes())?;
-                }
-                for (k, intent) in &w.intents {
-                    i.insert(k.as_bytes(), encode(intent))?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        res.map_err(|e| self.io(format!("{e:?}")))
-    }
+        drop((users, groups));
+        let mut errors = tx.table(Table::Errors)?;
+        let mut intents = tx.table(Table::Intents)?;
+        for k in &w.resolved {
+            errors.remove(k.as_bytes())?;
+            intents.remove(k.as_bytes())?;
+        }
+        for (k, intent) in &w.intents {
+            intents.insert(k.as_bytes(), encode(intent).as_slice())?;
+        }
+        Ok(())
+    })
 }
