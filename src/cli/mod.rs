@@ -103,7 +103,7 @@ pub fn main() -> ExitCode {
     // A one-shot command runs on one thread: its requests, their connections and the executor
     // then never wake each other across threads (a first sync of 100k users took a quarter
     // less time and CPU so). Its heavy parts that are not async (mapping entries, a directory
-    // pass's read of the records, writing and syncing the store) have threads of their own. The service keeps
+    // pass's read of the records, syncing the store) have threads of their own. The service keeps
     // a thread pool, so that its status server and change feeds answer while a pass works.
     let mut builder = match cli.command {
         Command::Run => tokio::runtime::Builder::new_multi_thread(),

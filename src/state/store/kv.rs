@@ -4,7 +4,8 @@
 //! buffered; [`Kv::sync`] is one durable commit, which makes everything committed before it
 //! durable (redb persists non-durable commits with the next durable one). A durable commit holds
 //! redb's write lock while it syncs: the executor writes a window only once the last sync has
-//! returned, so its writes never wait for one.
+//! returned, so its windows never wait for one; its other writes (an error, an intent dropped
+//! after a refusal) may wait for the one sync in progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

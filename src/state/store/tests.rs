@@ -433,4 +433,87 @@ async fn a_store_of_an_earlier_release_is_copied_once_and_its_files_kept_aside()
     }
     check(&reopen(&path), "https://t2/scim");
     assert!(!path.join("db").exists() && !path.join("conf").exists());
+    // Interrupted midway through the move (only `blobs` and a snapshot left) with a stale
+    // copy beside: the rest is moved, never over what is already aside, and the copy removed.
+    std::fs::create_dir(path.join("blobs")).unwrap();
+    std::fs::write(path.join("blobs/7"), b"blob").unwrap();
+    std::fs::write(path.join("snap.0001"), b"snap").unwrap();
+    std::fs::write(path.join(format!("{}.migrating", kv::FILE)), b"partial").unwrap();
+    assert!(aside.join("blobs").exists());
+    check(&reopen(&path), "https://t2/scim");
+    assert!(!path.join("blobs").exists() && !path.join("snap.0001").exists());
+    assert!(!path.join(format!("{}.migrating", kv::FILE)).exists());
+    assert_eq!(std::fs::read(aside.join("blobs.2/7")).unwrap(), b"blob");
+    assert!(aside.join("snap.0001").exists() || aside.join("snap.0001.2").exists());
+}
+
+/// A folder of an earlier release owned by another user is not migrated by this one: the new
+/// file would be this user's, and the service could not open it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_store_of_an_earlier_release_is_migrated_only_by_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    {
+        let old = sled::open(&path).unwrap();
+        old.open_tree("users")
+            .unwrap()
+            .insert("k1", encode(&rec("1")))
+            .unwrap();
+        old.flush().unwrap();
+    }
+    // Another owner: possible to arrange only as root (the CI machine runs as root). As
+    // another user, the folder is this user's and the migration must go through.
+    let me = rustix::process::geteuid();
+    if me.is_root() {
+        std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        let e = reopen_err(&path);
+        assert!(e.contains("uid 4242"), "{e}");
+        assert!(!kv::file(&path).exists() && path.join("db").exists());
+        std::os::unix::fs::chown(&path, Some(me.as_raw()), None).unwrap();
+    }
+    let store = reopen(&path);
+    assert_eq!(store.snapshot().unwrap().users.len(), 1);
+}
+
+/// Two commands started at once on a folder of an earlier release: one migrates, the other is
+/// refused until it is done (never two copies renamed over each other).
+#[test]
+fn a_store_being_migrated_is_refused_to_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    {
+        let old = sled::open(&path).unwrap();
+        old.open_tree("users")
+            .unwrap()
+            .insert("k1", encode(&rec("1")))
+            .unwrap();
+        old.flush().unwrap();
+    }
+    // The lock another process holds while it migrates.
+    let other = std::fs::File::create(path.join(".migrate.lock")).unwrap();
+    other.lock().unwrap();
+    let e = reopen_err(&path);
+    assert!(
+        e.contains("being migrated by another dirbridge process"),
+        "{e}"
+    );
+    assert!(!kv::file(&path).exists() && path.join("db").exists());
+    drop(other);
+    assert_eq!(reopen(&path).snapshot().unwrap().users.len(), 1);
+    assert!(!path.join(".migrate.lock").exists());
+}
+
+/// The error of opening the store at `path` (waiting for sled's lock as [`reopen`] does).
+fn reopen_err(path: &std::path::Path) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        match Store::open(path, 1 << 20) {
+            Ok(_) => panic!("opened"),
+            Err(e) if e.to_string().contains("lock") && start.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
 }
