@@ -408,12 +408,7 @@ impl Store {
             .filter(|(_, i)| i.run < run)
             .map(|(k, _)| k)
             .collect();
-        self.write(|tx| {
-            for k in &stale {
-                tx.remove(Table::Intents, k.as_bytes())?;
-            }
-            Ok(())
-        })?;
+        self.remove_all(Table::Intents, &stale)?;
         self.flush().await
     }
 
@@ -436,17 +431,35 @@ impl Store {
         key: &str,
         change: impl FnOnce(&mut T),
     ) -> Result<(), StateError> {
-        let Some(v) = self
-            .reader()?
-            .get(t, key.as_bytes())
-            .map_err(|e| self.io(e))?
-        else {
-            return Ok(());
-        };
-        let mut value: T = decode(&self.path, key.as_bytes(), &v)?;
-        change(&mut value);
-        let value = encode(&value);
-        self.write(|tx| tx.insert(t, key.as_bytes(), &value))
+        // Read and written in one transaction: nothing changes it in between.
+        let mut decoded = Ok(());
+        self.write(|tx| {
+            let Some(v) = tx.get(t, key.as_bytes())? else {
+                return Ok(());
+            };
+            match decode::<T>(&self.path, key.as_bytes(), &v) {
+                Ok(mut value) => {
+                    change(&mut value);
+                    tx.insert(t, key.as_bytes(), &encode(&value))
+                }
+                Err(e) => {
+                    decoded = Err(e);
+                    Ok(())
+                }
+            }
+        })?;
+        decoded
+    }
+
+    /// Removes `keys` from a table, in one transaction.
+    fn remove_all<K: AsRef<str>>(&self, t: Table, keys: &[K]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut table = tx.table(t)?;
+            for k in keys {
+                table.remove(k.as_ref().as_bytes())?;
+            }
+            Ok(())
+        })
     }
 
     /// Drops errors that a complete run `run` did not see again.
@@ -457,12 +470,7 @@ impl Store {
             .filter(|(_, e)| e.run < run)
             .map(|(k, _)| k)
             .collect();
-        self.write(|tx| {
-            for k in &stale {
-                tx.remove(Table::Errors, k.as_bytes())?;
-            }
-            Ok(())
-        })?;
+        self.remove_all(Table::Errors, &stale)?;
         self.flush().await
     }
 
@@ -489,12 +497,7 @@ impl Store {
         }
         drop(r);
         if !stale.is_empty() {
-            self.write(|tx| {
-                for k in &stale {
-                    tx.remove(Table::Errors, k.as_bytes())?;
-                }
-                Ok(())
-            })?;
+            self.remove_all(Table::Errors, &stale)?;
             self.flush().await?;
         }
         Ok(())

@@ -454,14 +454,7 @@ async fn a_store_of_an_earlier_release_is_copied_once_and_its_files_kept_aside()
 fn a_store_of_an_earlier_release_is_migrated_only_by_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    {
-        let old = sled::open(&path).unwrap();
-        old.open_tree("users")
-            .unwrap()
-            .insert("k1", encode(&rec("1")))
-            .unwrap();
-        old.flush().unwrap();
-    }
+    sled_store_with_one_user(&path);
     // Another owner: possible to arrange only as root (the CI machine runs as root). As
     // another user, the folder is this user's and the migration must go through.
     let me = rustix::process::geteuid();
@@ -482,14 +475,7 @@ fn a_store_of_an_earlier_release_is_migrated_only_by_its_owner() {
 fn a_store_being_migrated_is_refused_to_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    {
-        let old = sled::open(&path).unwrap();
-        old.open_tree("users")
-            .unwrap()
-            .insert("k1", encode(&rec("1")))
-            .unwrap();
-        old.flush().unwrap();
-    }
+    sled_store_with_one_user(&path);
     // The lock another process holds while it migrates.
     let other = std::fs::File::create(path.join(".migrate.lock")).unwrap();
     other.lock().unwrap();
@@ -502,6 +488,16 @@ fn a_store_being_migrated_is_refused_to_another_process() {
     drop(other);
     assert_eq!(reopen(&path).snapshot().unwrap().users.len(), 1);
     assert!(!path.join(".migrate.lock").exists());
+}
+
+/// Writes a store as an earlier release did (sled), holding one user record.
+fn sled_store_with_one_user(path: &std::path::Path) {
+    let old = sled::open(path).unwrap();
+    old.open_tree("users")
+        .unwrap()
+        .insert("k1", encode(&rec("1")))
+        .unwrap();
+    old.flush().unwrap();
 }
 
 /// The error of opening the store at `path` (waiting for sled's lock as [`reopen`] does).
