@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use redb::ReadableTable;
+
 use super::store::kv::Table;
 use super::store::{decode, encode};
 use super::{StateError, Store};
@@ -43,17 +45,14 @@ impl Store {
             return Ok(());
         }
         let skip = entries.len().saturating_sub(JOURNAL_LENGTH as usize);
-        let mut last = None;
-        self.reader()?
-            .each(Table::Journal, true, |k, _| {
-                last = Some(key_number(k));
-                Ok::<_, StateError>(false)
-            })
-            .map_err(|e| self.io(e))??;
-        let first = last.map_or(1, |n| n.saturating_add(1));
         let values: Vec<Vec<u8>> = entries[skip..].iter().map(encode).collect();
         self.write(|tx| {
             let mut journal = tx.table(Table::Journal)?;
+            // Numbered after the last line, read in the same transaction.
+            let first = match journal.last()? {
+                Some((k, _)) => key_number(k.value()).saturating_add(1),
+                None => 1,
+            };
             for (next, value) in (first..).zip(&values) {
                 journal.insert(next.to_be_bytes().as_slice(), value.as_slice())?;
                 if next > JOURNAL_LENGTH {
