@@ -159,7 +159,7 @@ impl Store {
         migrate::from_sled(path, cache_capacity).map_err(open_err)?;
         let kv = Kv::open(&kv::file(path), cache_capacity).map_err(|e| match e {
             kv::OpenError::InUse => open_err("it is in use by another dirbridge process".into()),
-            kv::OpenError::Other(e) => open_err(e),
+            kv::OpenError::Other(e) => open_err(format!("{}: {e}", kv::file(path).display())),
         })?;
         restrict_files(path);
         let store = Store {

@@ -7,7 +7,9 @@
 //! the next open). The records are a cache a resync can rebuild, but the intents, errors,
 //! cookies and mirror are not all recoverable from the target: nothing is dropped. Only the
 //! folder's owner migrates it (a first command run as another user, e.g. root, would leave a
-//! store the service cannot open).
+//! store the service cannot open). A sled store found beside the copy that ran after the copy
+//! was made (an earlier release started on the folder again) is neither used nor moved: the
+//! open is refused until the administrator moves one of the two away.
 
 use std::path::Path;
 
@@ -46,6 +48,8 @@ pub(super) fn from_sled(dir: &Path, cache_bytes: u64) -> Result<(), String> {
     if !has_sled(dir) && !(target.exists() && (copy.exists() || any_sled_file(dir))) {
         return Ok(());
     }
+    // Before anything is created: a file another user made here would shut the owner out.
+    check_owner(dir)?;
     let lock_path = dir.join(LOCK);
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -53,11 +57,17 @@ pub(super) fn from_sled(dir: &Path, cache_bytes: u64) -> Result<(), String> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.try_lock()
-        .map_err(|_| "it is being migrated by another dirbridge process".to_string())?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            "it is being migrated by another dirbridge process".to_string()
+        }
+        std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
+    })?;
     // Checked again under the lock: another process may have migrated it meanwhile.
     if !target.exists() && has_sled(dir) {
         copy_from_sled(dir, &copy, &target, cache_bytes)?;
+    } else if has_sled(dir) {
+        refuse_newer_sled(dir, &target, cache_bytes)?;
     }
     if copy.exists() {
         std::fs::remove_file(&copy)
@@ -70,7 +80,6 @@ pub(super) fn from_sled(dir: &Path, cache_bytes: u64) -> Result<(), String> {
 }
 
 fn copy_from_sled(dir: &Path, copy: &Path, target: &Path, cache_bytes: u64) -> Result<(), String> {
-    check_owner(dir)?;
     // A copy an interrupted migration left is made again from the start.
     if copy.exists() {
         std::fs::remove_file(copy).map_err(|e| format!("cannot remove {}: {e}", copy.display()))?;
@@ -89,6 +98,7 @@ fn copy_from_sled(dir: &Path, copy: &Path, target: &Path, cache_bytes: u64) -> R
         )))
     };
     let mut copied = 0usize;
+    let run = sled_run(&old)?;
     new.write(|tx| {
         for t in Table::ALL {
             let tree = old.open_tree(t.name()).map_err(|e| old_err(t.name(), e))?;
@@ -99,6 +109,10 @@ fn copy_from_sled(dir: &Path, copy: &Path, target: &Path, cache_bytes: u64) -> R
                 copied += 1;
             }
         }
+        // The run the copy was made at (written after meta is copied): a sled store found
+        // beside the copy later is a leftover if it has not run since, and an earlier release's
+        // store used after the copy if it has.
+        tx.insert(Table::Meta, MIGRATED_AT.as_bytes(), &super::encode(&run))?;
         Ok(())
     })?;
     new.sync()?;
@@ -114,6 +128,55 @@ fn copy_from_sled(dir: &Path, copy: &Path, target: &Path, cache_bytes: u64) -> R
         kv::FILE
     );
     Ok(())
+}
+
+/// The meta key of the run counter the sled store had when it was copied.
+const MIGRATED_AT: &str = "migrated_from_sled_at_run";
+
+/// The run counter of a sled store (0 when it never ran).
+fn sled_run(old: &sled::Db) -> Result<u64, String> {
+    let meta = old
+        .open_tree("meta")
+        .map_err(|e| format!("reading the old store's meta: {e}"))?;
+    let value = meta
+        .get("run_counter")
+        .map_err(|e| format!("reading the old store's meta: {e}"))?;
+    Ok(value
+        .and_then(|v| serde_json::from_slice::<u64>(&v).ok())
+        .unwrap_or(0))
+}
+
+/// A sled store beside the redb file is moved aside only if it has not run since it was copied:
+/// one that did (an earlier release started on the folder after the upgrade) holds changes the
+/// copy lacks, and which store to keep is the administrator's choice.
+fn refuse_newer_sled(dir: &Path, target: &Path, cache_bytes: u64) -> Result<(), String> {
+    let old = sled::Config::new().path(dir).open().map_err(|e| {
+        format!(
+            "cannot open the store of an earlier release beside {}: {e}",
+            kv::FILE
+        )
+    })?;
+    let run = sled_run(&old)?;
+    drop(old);
+    let new = Kv::open(target, cache_bytes).map_err(|e| match e {
+        kv::OpenError::InUse => "it is in use by another dirbridge process".to_string(),
+        kv::OpenError::Other(e) => format!("{}: {e}", target.display()),
+    })?;
+    let at = new
+        .read()?
+        .get(Table::Meta, MIGRATED_AT.as_bytes())?
+        .and_then(|v| serde_json::from_slice::<u64>(&v).ok());
+    drop(new);
+    match at {
+        Some(at) if run > at => Err(format!(
+            "it holds both {file} and a store of an earlier release (sled) that ran after it was copied (its run {run}, copied at run {at}): an earlier release was started on it. Keep one: move {file} away to go on from the earlier release's store (it is copied again), or move sled's files (conf, db, blobs, snap.*) away to keep the copy",
+            file = kv::FILE
+        )),
+        _ => {
+            tracing::warn!(store = %dir.display(), "files of an earlier release's store (sled) were found beside {}; they are moved into {ASIDE}/", kv::FILE);
+            Ok(())
+        }
+    }
 }
 
 /// Refuses to migrate a folder this process's user does not own: the new file would be theirs.

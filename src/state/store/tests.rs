@@ -463,6 +463,8 @@ fn a_store_of_an_earlier_release_is_migrated_only_by_its_owner() {
         let e = reopen_err(&path);
         assert!(e.contains("uid 4242"), "{e}");
         assert!(!kv::file(&path).exists() && path.join("db").exists());
+        // Nothing created that would shut the owner out.
+        assert!(!path.join(".migrate.lock").exists());
         std::os::unix::fs::chown(&path, Some(me.as_raw()), None).unwrap();
     }
     let store = reopen(&path);
@@ -488,6 +490,35 @@ fn a_store_being_migrated_is_refused_to_another_process() {
     drop(other);
     assert_eq!(reopen(&path).snapshot().unwrap().users.len(), 1);
     assert!(!path.join(".migrate.lock").exists());
+}
+
+/// An earlier release started on the folder after the upgrade wrote a sled store of its own:
+/// neither store is dropped silently; the administrator chooses.
+#[test]
+fn a_sled_store_that_ran_after_the_copy_is_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    sled_store_with_one_user(&path);
+    drop(reopen(&path));
+    // The earlier release finds no store, starts one and runs twice.
+    {
+        let old = sled::open(&path).unwrap();
+        let meta = old.open_tree("meta").unwrap();
+        meta.insert("run_counter", encode(&2u64)).unwrap();
+        old.open_tree("users")
+            .unwrap()
+            .insert("k9", encode(&rec("9")))
+            .unwrap();
+        old.flush().unwrap();
+    }
+    let e = reopen_err(&path);
+    assert!(e.contains("ran after it was copied"), "{e}");
+    assert!(path.join("db").exists() && kv::file(&path).exists());
+    // Going on from the earlier release's store: the copy is moved away, and made again.
+    std::fs::rename(kv::file(&path), dir.path().join("kept.redb")).unwrap();
+    let store = reopen(&path);
+    let users = store.snapshot().unwrap().users;
+    assert_eq!(users.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["k9"]);
 }
 
 /// Writes a store as an earlier release did (sled), holding one user record.
