@@ -168,6 +168,12 @@ fn refuse_newer_sled(dir: &Path, target: &Path, cache_bytes: u64) -> Result<(), 
         .and_then(|v| serde_json::from_slice::<u64>(&v).ok());
     drop(new);
     match at {
+        // A redb file not copied from sled (made by this release on an empty folder): any sled
+        // store that ran beside it was started later.
+        None if run > 0 => Err(format!(
+            "it holds both {file} and a store of an earlier release (sled) that ran (its run {run}) but was never copied into it: an earlier release was started on it. Keep one: move {file} away to go on from the earlier release's store (it is copied), or move sled's files (conf, db, blobs, snap.*) away to keep {file}",
+            file = kv::FILE
+        )),
         Some(at) if run > at => Err(format!(
             "it holds both {file} and a store of an earlier release (sled) that ran after it was copied (its run {run}, copied at run {at}): an earlier release was started on it. Keep one: move {file} away to go on from the earlier release's store (it is copied again), or move sled's files (conf, db, blobs, snap.*) away to keep the copy",
             file = kv::FILE

@@ -521,6 +521,23 @@ fn a_sled_store_that_ran_after_the_copy_is_not_moved_aside() {
     assert_eq!(users.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["k9"]);
 }
 
+/// The same with a store this release made on an empty folder (not copied from sled).
+#[test]
+fn a_sled_store_that_ran_beside_a_store_never_copied_from_it_is_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    drop(Store::open(&path, 1 << 20).unwrap());
+    {
+        let old = sled::open(&path).unwrap();
+        let meta = old.open_tree("meta").unwrap();
+        meta.insert("run_counter", encode(&1u64)).unwrap();
+        old.flush().unwrap();
+    }
+    let e = reopen_err(&path);
+    assert!(e.contains("never copied into it"), "{e}");
+    assert!(path.join("db").exists() && kv::file(&path).exists());
+}
+
 /// Writes a store as an earlier release did (sled), holding one user record.
 fn sled_store_with_one_user(path: &std::path::Path) {
     let old = sled::open(path).unwrap();
