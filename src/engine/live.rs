@@ -7,6 +7,7 @@
 //! sequences of changes, refusals and policies).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::feed::Feed;
 use crate::mapping::live::{LiveDesired, Reached};
@@ -246,12 +247,26 @@ pub(crate) fn keys_of(ops: &[Operation]) -> Scope {
     out
 }
 
+/// Makes each user record that holds what the directory wants hold that very user (`Arc`): the
+/// service then keeps one copy of it, not two (records read from the store are copies of the
+/// desired state, ~30 MB at 100k users for as long as `run` runs). Records confirmed by a pass
+/// share the user they were sent anyway.
+pub(crate) fn share_users(records: &mut Snapshot, desired: &LiveDesired) {
+    for (k, r) in &mut records.users {
+        if let Some(u) = desired.user(k) {
+            if !Arc::ptr_eq(u, &r.pushed) && **u == *r.pushed {
+                r.pushed = Arc::clone(u);
+            }
+        }
+    }
+}
+
 /// Fits the user records a pass wrote to what the target holds (an adopted user is recorded
 /// as the target has it): kept records are otherwise fitted only when read from the store.
 pub(crate) fn refit(records: &mut Snapshot, moved: &Scope, fit: &dyn Fn(&mut User)) {
     for k in &moved.users {
         if let Some(r) = records.users.get_mut(k) {
-            fit(&mut r.pushed);
+            crate::model::fit_shared(&mut r.pushed, fit);
         }
     }
 }
@@ -281,7 +296,7 @@ pub(crate) struct Fitted<'a> {
 }
 
 impl Desired for Fitted<'_> {
-    fn user(&self, key: &str) -> Option<&User> {
+    fn user(&self, key: &str) -> Option<&Arc<User>> {
         self.desired.user(key)
     }
     fn group(&self, key: &str) -> Option<&Group> {

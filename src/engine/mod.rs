@@ -154,7 +154,7 @@ pub(crate) fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &m
         desired.groups.clear();
     }
     for user in desired.users.values_mut() {
-        target.fit_user(user);
+        crate::model::fit_shared(user, &|u| target.fit_user(u));
     }
     fit_records(target, records);
 }
@@ -165,7 +165,7 @@ fn fit_records<T: Target>(target: &T, records: &mut Snapshot) {
         records.groups.clear();
     }
     for rec in records.users.values_mut() {
-        target.fit_user(&mut rec.pushed);
+        crate::model::fit_shared(&mut rec.pushed, &|u| target.fit_user(u));
     }
 }
 
@@ -542,6 +542,7 @@ async fn run_inner<T: Target>(
         live::Wanted::Live { desired, scope } => {
             if fitted_as.is_none() {
                 fit_records(target, &mut records);
+                live::share_users(&mut records, desired);
             }
             let all = scope.is_none();
             let mut s = scope

@@ -240,7 +240,8 @@ mod tests {
                     user_name: n.into(),
                     active: true,
                     ..Default::default()
-                },
+                }
+                .into(),
             );
         }
         d.groups.insert(
@@ -293,7 +294,8 @@ mod tests {
                     user_name: n.into(),
                     active: true,
                     ..Default::default()
-                },
+                }
+                .into(),
             );
         }
         let mut known = Snapshot::default();
@@ -341,7 +343,7 @@ mod tests {
         ) {
             let mut d = DesiredState::default();
             for (k, n) in &wanted {
-                d.users.insert(k.as_str().into(), User { user_name: n.clone(), active: true, ..Default::default() });
+                d.users.insert(k.as_str().into(), User { user_name: n.clone(), active: true, ..Default::default() }.into());
             }
             let users: Vec<RemoteUser> = present
                 .iter()

@@ -137,7 +137,10 @@ pub(crate) async fn preview<T: crate::target::Target>(
         .iter()
         .find(|r| dn::normalize(&r.dn) == norm || (r.key.is_some() && r.key == key))
         .map(|r| r.reason.clone());
-    let user = key.as_ref().and_then(|k| desired.users.get(k)).cloned();
+    let user = key
+        .as_ref()
+        .and_then(|k| desired.users.get(k))
+        .map(|u| User::clone(u));
     let mut preview = Preview {
         dn: entry.dn.clone(),
         key: key.clone(),

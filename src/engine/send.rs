@@ -368,7 +368,8 @@ mod tests {
                 user_name: "ann".into(),
                 active: true,
                 ..Default::default()
-            },
+            }
+            .into(),
             manager_id: None,
         };
         let conf = send(&Racing::default(), &req)

@@ -7,6 +7,7 @@
 //! the reference: the property tests build both from the same entries and compare.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::{MappedGroup, MappedUser, Mapper};
 use crate::config::Membership;
@@ -711,8 +712,12 @@ impl LiveDesired {
         let Some(Ok(m)) = self.users.get_mut(key) else {
             return;
         };
-        let old = std::mem::replace(&mut m.user.manager, manager.clone());
-        if old != manager {
+        if m.user.manager == manager {
+            return;
+        }
+        // Copied only when it changes: the user may be shared with the records.
+        let old = std::mem::replace(&mut Arc::make_mut(&mut m.user).manager, manager.clone());
+        {
             if let Some(o) = old {
                 remove(&mut self.reports, &o, key);
             }
@@ -818,7 +823,7 @@ impl LiveDesired {
 }
 
 impl Desired for LiveDesired {
-    fn user(&self, key: &str) -> Option<&User> {
+    fn user(&self, key: &str) -> Option<&Arc<User>> {
         match self.users.get(key) {
             Some(Ok(m)) if !self.collided.contains_key(key) => Some(&m.user),
             _ => None,

@@ -15,6 +15,8 @@ pub(crate) use field::FieldSource;
 
 pub(crate) use key::{guid_bytes, guid_string};
 
+use std::sync::Arc;
+
 use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
 use crate::model::{Key, Rejected, User};
 use crate::source::entry::RawEntry;
@@ -30,7 +32,7 @@ pub(crate) struct MappedUser {
     /// The entry's GUID when the server sends extended DNs: references by GUID resolve to it.
     pub dn_guid: Option<String>,
     /// The user, with `manager` still unset (see `manager_dn`).
-    pub user: User,
+    pub user: Arc<User>,
     pub manager_dn: Option<String>,
     /// Normalized DNs of the groups the entry's `memberOf` names.
     pub member_of: Vec<String>,
@@ -253,7 +255,7 @@ impl Mapper {
             key,
             dn: e.dn.clone(),
             dn_guid: e.dn_guid.clone(),
-            user,
+            user: Arc::new(user),
             manager_dn,
             member_of,
             primary_group_sid,

@@ -3,6 +3,7 @@
 //! state changes to record. Between the two, only the target client does I/O.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::Operation;
 use crate::model::{FieldChange, FieldValue, Key, User, UserField};
@@ -14,7 +15,7 @@ pub(crate) enum Request {
     CreateUser {
         key: Key,
         /// The user as it will be sent; `manager` is cleared when the manager has no target id yet.
-        user: User,
+        user: Arc<User>,
         manager_id: Option<String>,
     },
     UpdateUser {
@@ -22,9 +23,9 @@ pub(crate) enum Request {
         target_id: String,
         changes: Vec<FieldChange>,
         /// The user as last pushed.
-        before: Box<User>,
+        before: Arc<User>,
         /// The whole user once the changes are applied.
-        user: User,
+        user: Arc<User>,
         manager_id: Option<String>,
     },
     DeactivateUser {
@@ -110,8 +111,8 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
             if s.users.contains_key(key) {
                 return Err(Skip::AlreadyDone);
             }
-            let mut user = user.clone();
-            let manager_id = resolve_manager(s, &mut user.manager);
+            let mut user = Arc::clone(user);
+            let manager_id = resolve_manager(s, &mut user);
             Ok(Request::CreateUser {
                 key: key.clone(),
                 user,
@@ -146,6 +147,12 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
                     .and_then(|m| s.user_id(m))
                     .map(str::to_string);
             }
+            // Shared with the desired state when it is what the changes make (most updates).
+            let user = if user == **desired {
+                Arc::clone(desired)
+            } else {
+                Arc::new(user)
+            };
             Ok(Request::UpdateUser {
                 key: key.clone(),
                 target_id: r.target_id.clone(),
@@ -247,13 +254,15 @@ pub(crate) fn prepare(s: &Snapshot, op: &Operation) -> Result<Request, Skip> {
     }
 }
 
-fn resolve_manager(s: &Snapshot, manager: &mut Option<String>) -> Option<String> {
-    let id = manager
+fn resolve_manager(s: &Snapshot, user: &mut Arc<User>) -> Option<String> {
+    let id = user
+        .manager
         .as_ref()
         .and_then(|m| s.user_id(m))
         .map(str::to_string);
-    if id.is_none() {
-        *manager = None;
+    if id.is_none() && user.manager.is_some() {
+        // Copied only then: the user is otherwise shared with the desired state.
+        Arc::make_mut(user).manager = None;
     }
     id
 }
@@ -273,7 +282,7 @@ pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<St
                 UserRecord::new(
                     target_id,
                     origin,
-                    adopted_user.unwrap_or_else(|| user.clone()),
+                    adopted_user.map_or_else(|| Arc::clone(user), Arc::new),
                 ),
             )],
             _ => vec![],

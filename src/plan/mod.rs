@@ -10,6 +10,7 @@ pub(crate) mod guard;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 pub(crate) use ops::{Operation, RemovalReason, MEMBER_BATCH};
 
@@ -53,7 +54,7 @@ pub(crate) fn plan(desired: &DesiredState, pushed: &Snapshot, policy: &Policy) -
     p.provisioned = Some(provisioned);
     let groups: BTreeSet<&Key> = desired.groups.keys().chain(pushed.groups.keys()).collect();
     let users = side_by_side(&desired.users, &pushed.users);
-    let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();
+    let mut to_create: BTreeMap<&str, (&Key, Arc<User>)> = BTreeMap::new();
     for (key, u, record) in users {
         if let Some(u) = p.user_create_with(key, u, record) {
             to_create.insert(key, (key, u));
@@ -102,7 +103,7 @@ pub(crate) fn plan_keys<'k>(
         provisioned: None,
         out: Sorted::default(),
     };
-    let mut to_create: BTreeMap<&str, (&Key, User)> = BTreeMap::new();
+    let mut to_create: BTreeMap<&str, (&Key, Arc<User>)> = BTreeMap::new();
     for key in users {
         let u = p.desired.user(key);
         if let Some(u) = p.user_create_with(key, u, pushed.users.get(key)) {
@@ -116,7 +117,7 @@ impl<'a> Planner<'a> {
     /// Plans the groups and puts every operation in sending order.
     fn finish<'k>(
         mut self,
-        to_create: BTreeMap<&str, (&Key, User)>,
+        to_create: BTreeMap<&str, (&Key, Arc<User>)>,
         groups: impl IntoIterator<Item = &'k Key>,
     ) -> Vec<Operation> {
         for key in groups {
@@ -217,9 +218,9 @@ impl Planner<'_> {
     fn user_create_with(
         &mut self,
         key: &Key,
-        desired: Option<&User>,
+        desired: Option<&Arc<User>>,
         record: Option<&crate::state::records::UserRecord>,
-    ) -> Option<User> {
+    ) -> Option<Arc<User>> {
         let Some(u) = desired else {
             if let Some(r) = record.filter(|_| !self.desired.held(key)) {
                 self.removed(key, r);
@@ -241,18 +242,24 @@ impl Planner<'_> {
             .manager
             .as_deref()
             .is_none_or(|m| m != &**key && self.provisioned(m));
-        if manager_kept && self.desired.fitted() && record.is_some_and(|r| *u == *r.pushed) {
+        let same =
+            |r: &crate::state::records::UserRecord| Arc::ptr_eq(u, &r.pushed) || **u == *r.pushed;
+        if manager_kept && self.desired.fitted() && record.is_some_and(same) {
             return None;
         }
-        let mut want = u.clone();
-        want.manager = want
-            .manager
-            .filter(|m| m.as_str() != &**key && self.provisioned(m));
-        self.desired.fit(&mut want);
+        // Shared with the desired state unless this plan changes it.
+        let mut want = Arc::clone(u);
+        if !manager_kept {
+            Arc::make_mut(&mut want).manager = None;
+        }
+        if !self.desired.fitted() {
+            let desired = self.desired;
+            crate::model::fit_shared(&mut want, &|u| desired.fit(u));
+        }
         let Some(r) = record else {
             return Some(want);
         };
-        if want == *r.pushed {
+        if *want == *r.pushed {
             return None;
         }
         let mut changes = r.pushed.changes_to(&want);
@@ -360,7 +367,9 @@ impl Planner<'_> {
 /// Orders user creations so that a manager is created before the people who report to it; a
 /// user whose manager cannot come first (a reporting cycle) gets its manager in a follow-up
 /// update once everyone exists.
-fn order_creates(mut to_create: BTreeMap<&str, (&Key, User)>) -> (Vec<Operation>, Vec<Operation>) {
+fn order_creates(
+    mut to_create: BTreeMap<&str, (&Key, Arc<User>)>,
+) -> (Vec<Operation>, Vec<Operation>) {
     // Each user moves from `to_create` into its operation once placed (no second copy of every
     // user at once): "still in `to_create`" means "not placed yet".
     let starts: Vec<&str> = to_create.keys().copied().collect();

@@ -1,6 +1,8 @@
 //! The operations a plan is made of. They name objects by stable key; target ids are resolved
 //! when an operation is sent, since a plan may create what later operations refer to.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::model::{FieldChange, Key, User};
@@ -15,7 +17,7 @@ pub(crate) enum Operation {
         key: Key,
         #[serde(rename = "userName")]
         user_name: String,
-        user: User,
+        user: Arc<User>,
     },
     UpdateUser {
         key: Key,
@@ -25,7 +27,7 @@ pub(crate) enum Operation {
         changes: Vec<FieldChange>,
         /// The whole desired user: the change list is recomputed when the operation is sent.
         #[serde(skip)]
-        desired: User,
+        desired: Arc<User>,
     },
     DeactivateUser {
         key: Key,

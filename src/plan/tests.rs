@@ -55,8 +55,8 @@ fn first_plan_creates_managers_before_their_reports_and_groups_after_users() {
     let mut d = DesiredState::default();
     let mut ann = user("ann");
     ann.manager = Some("k-zed".into());
-    d.users.insert("k-ann".into(), ann);
-    d.users.insert("k-zed".into(), user("zed"));
+    d.users.insert("k-ann".into(), ann.into());
+    d.users.insert("k-zed".into(), user("zed").into());
     d.groups.insert(
         "g1".into(),
         Group {
@@ -94,8 +94,8 @@ fn a_reporting_cycle_is_closed_by_a_follow_up_update() {
     a.manager = Some("kb".into());
     let mut b = user("b");
     b.manager = Some("ka".into());
-    d.users.insert("ka".into(), a);
-    d.users.insert("kb".into(), b);
+    d.users.insert("ka".into(), a.into());
+    d.users.insert("kb".into(), b.into());
     let ops = plan(&d, &Snapshot::default(), &deactivate());
     assert_eq!(ops.iter().filter(|o| o.name() == "update_user").count(), 1);
     let after = simulate(Snapshot::default(), &ops);
@@ -109,11 +109,42 @@ fn synced(d: &DesiredState, p: &Policy) -> Snapshot {
 }
 
 #[test]
+fn a_user_is_held_once_by_the_desired_state_the_plan_and_the_records() {
+    let mut d = DesiredState::default();
+    d.users.insert("k1".into(), user("ann").into());
+    let mut zed = user("zed");
+    // A manager that is not provisioned: dropped from what is sent, so that user is a copy.
+    zed.manager = Some("k-nobody".into());
+    d.users.insert("k2".into(), zed.into());
+    let ops = plan(&d, &Snapshot::default(), &deactivate());
+    let created = |key: &str| {
+        ops.iter()
+            .find_map(|op| match op {
+                Operation::CreateUser { key: k, user, .. } if &**k == key => Some(user.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(Arc::ptr_eq(&created("k1"), &d.users["k1"]));
+    assert!(!Arc::ptr_eq(&created("k2"), &d.users["k2"]));
+    assert_eq!(created("k2").manager, None);
+    assert_eq!(d.users["k2"].manager.as_deref(), Some("k-nobody"));
+    let s = simulate(Snapshot::default(), &ops);
+    assert!(Arc::ptr_eq(&s.users["k1"].pushed, &d.users["k1"]));
+    // A change to the desired user copies it: the record keeps what was pushed.
+    let mut d2 = d.clone();
+    Arc::make_mut(d2.users.get_mut("k1").unwrap()).title = Some("CTO".into());
+    assert_eq!(s.users["k1"].pushed.title, None);
+    assert_eq!(d.users["k1"].title, None);
+    assert_eq!(plan(&d2, &s, &deactivate()).len(), 1);
+}
+
+#[test]
 fn a_changed_attribute_is_one_update_with_only_that_change() {
     let mut d = DesiredState::default();
-    d.users.insert("k1".into(), user("ann"));
+    d.users.insert("k1".into(), user("ann").into());
     let s = synced(&d, &deactivate());
-    d.users.get_mut("k1").unwrap().title = Some("CTO".into());
+    Arc::make_mut(d.users.get_mut("k1").unwrap()).title = Some("CTO".into());
     let ops = plan(&d, &s, &deactivate());
     assert_eq!(ops.len(), 1);
     match &ops[0] {
@@ -132,8 +163,8 @@ fn a_departure_removes_memberships_before_deleting_under_delete_policy() {
         on_remove: RemovalAction::Delete,
     };
     let mut d = DesiredState::default();
-    d.users.insert("k1".into(), user("ann"));
-    d.users.insert("k2".into(), user("bob"));
+    d.users.insert("k1".into(), user("ann").into());
+    d.users.insert("k2".into(), user("bob").into());
     d.groups.insert(
         "g".into(),
         Group {
@@ -152,9 +183,9 @@ fn a_departure_removes_memberships_before_deleting_under_delete_policy() {
 #[test]
 fn disabled_users_follow_on_disable() {
     let mut d = DesiredState::default();
-    d.users.insert("k1".into(), user("ann"));
+    d.users.insert("k1".into(), user("ann").into());
     let s = synced(&d, &deactivate());
-    d.users.get_mut("k1").unwrap().active = false;
+    Arc::make_mut(d.users.get_mut("k1").unwrap()).active = false;
     let ops = plan(&d, &s, &deactivate());
     assert_eq!(
         ops.iter().map(|o| o.name()).collect::<Vec<_>>(),
@@ -176,7 +207,7 @@ fn disabled_users_follow_on_disable() {
 #[test]
 fn held_entries_keep_their_object_and_memberships() {
     let mut d = DesiredState::default();
-    d.users.insert("k1".into(), user("ann"));
+    d.users.insert("k1".into(), user("ann").into());
     d.groups.insert(
         "g".into(),
         Group {
@@ -197,7 +228,7 @@ fn members_go_in_batches_of_at_most_one_hundred() {
     let mut members = BTreeSet::new();
     for i in 0..250 {
         d.users
-            .insert(format!("k{i:03}").into(), user(&format!("u{i}")));
+            .insert(format!("k{i:03}").into(), user(&format!("u{i}")).into());
         members.insert(format!("k{i:03}").into());
     }
     d.groups.insert(
@@ -225,7 +256,7 @@ fn membership_batches_go_in_rounds_across_groups() {
     let mut big = BTreeSet::new();
     for i in 0..250 {
         d.users
-            .insert(format!("k{i:03}").into(), user(&format!("u{i}")));
+            .insert(format!("k{i:03}").into(), user(&format!("u{i}")).into());
         big.insert(Key::from(format!("k{i:03}")));
     }
     let small: BTreeSet<Key> = big.iter().take(120).cloned().collect();
@@ -307,7 +338,7 @@ fn arb_desired() -> impl Strategy<Value = DesiredState> {
         .prop_map(|(users, groups, held)| {
             let mut d = DesiredState::default();
             for (k, u) in users {
-                d.users.insert(format!("u{k}").into(), u);
+                d.users.insert(format!("u{k}").into(), u.into());
             }
             for (k, (name, members)) in groups {
                 d.groups.insert(
@@ -469,7 +500,7 @@ fn reference_order(to_create: &BTreeMap<&str, User>) -> (Vec<Operation>, Vec<Ope
             creates.push(Operation::CreateUser {
                 key: k.into(),
                 user_name: u.user_name.clone(),
-                user: u.clone(),
+                user: u.clone().into(),
             });
             if manager_later {
                 follow_ups.push(Operation::UpdateUser {
@@ -479,7 +510,7 @@ fn reference_order(to_create: &BTreeMap<&str, User>) -> (Vec<Operation>, Vec<Ope
                         field: UserField::Manager,
                         value: FieldValue::Text(u.manager.clone()),
                     }],
-                    desired: u.clone(),
+                    desired: u.clone().into(),
                 });
             }
         }
@@ -499,8 +530,8 @@ proptest! {
         let keys: BTreeMap<usize, Key> = users.keys().map(|k| (*k, format!("u{k}").into())).collect();
         let reference: BTreeMap<&str, User> =
             users.iter().map(|(k, u)| (&*keys[k], u.clone())).collect();
-        let to_create: BTreeMap<&str, (&Key, User)> =
-            users.iter().map(|(k, u)| (&*keys[k], (&keys[k], u.clone()))).collect();
+        let to_create: BTreeMap<&str, (&Key, Arc<User>)> =
+            users.iter().map(|(k, u)| (&*keys[k], (&keys[k], Arc::new(u.clone())))).collect();
         let want = reference_order(&reference);
         prop_assert_eq!(order_creates(to_create), want);
     }

@@ -2,6 +2,7 @@
 //! them; both the engine and the property tests change them only through [`StateChange`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,10 +23,12 @@ pub enum Origin {
 pub struct UserRecord {
     pub target_id: String,
     pub origin: Origin,
-    /// The user as last confirmed by the target. Boxed: the records of 100k users are read
+    /// The user as last confirmed by the target. Not inline: the records of 100k users are read
     /// into a sorted list, then a map, and with the user inline both were ~300 B per record
-    /// (~70 MB at the peak of a no-change pass, now ~15).
-    pub pushed: Box<User>,
+    /// (~70 MB at the peak of a no-change pass, now ~15). Shared (`Arc`) with the desired
+    /// state and the operation that sent it, so a confirmed user is held once.
+    #[serde(deserialize_with = "shared_user")]
+    pub pushed: Arc<User>,
     /// Records used to hold a hash of `pushed`; the plan now compares the fields (cheaper than
     /// hashing every user). The hash an older record holds is ignored, and an empty one is
     /// written so that a binary from before the change still reads these records after a
@@ -39,16 +42,22 @@ pub struct UserRecord {
     legacy_hash: (),
 }
 
+/// Reads a user straight into its `Arc` (serde's own goes through a `Box`: two allocations
+/// and a copy per record).
+fn shared_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<User>, D::Error> {
+    User::deserialize(d).map(Arc::new)
+}
+
 fn empty_hash<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("")
 }
 
 impl UserRecord {
-    pub fn new(target_id: String, origin: Origin, pushed: User) -> Self {
+    pub fn new(target_id: String, origin: Origin, pushed: impl Into<Arc<User>>) -> Self {
         UserRecord {
             target_id,
             origin,
-            pushed: Box::new(pushed),
+            pushed: pushed.into(),
             legacy_hash: (),
         }
     }

@@ -116,7 +116,8 @@ fn create(key: &str) -> Operation {
             user_name: key.into(),
             active: true,
             ..Default::default()
-        },
+        }
+        .into(),
     }
 }
 
@@ -310,7 +311,8 @@ fn first_sync() -> (DesiredState, Vec<Operation>, crate::plan::Policy) {
                 active: true,
                 manager,
                 ..Default::default()
-            },
+            }
+            .into(),
         );
     }
     for g in 0..4 {

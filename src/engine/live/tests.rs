@@ -11,6 +11,8 @@ use super::*;
 use crate::config::RemovalAction;
 use crate::mapping::live::tests::{apply, change, mapper, Change};
 use crate::mapping::{DesiredBuilder, Mapper};
+use std::sync::Arc;
+
 use crate::model::{DesiredState, User};
 use crate::plan::apply::{confirm, prepare, Confirmation, Request};
 use crate::plan::plan;
@@ -63,7 +65,7 @@ fn send(
             (Answer::Refused, _) => continue,
             (Answer::Adopted, Request::CreateUser { user, .. }) => {
                 *next_id += 1;
-                let mut there = user.clone();
+                let mut there = User::clone(user);
                 there.title = Some("set on the target".into());
                 // What the target is not known to hold comes back too.
                 there.email = Some("kept@target".into());
@@ -131,12 +133,12 @@ fn full_plan(
     let known: BTreeSet<Key> = records.users.keys().cloned().collect();
     let mut desired: DesiredState = b.finish(&known);
     for u in desired.users.values_mut() {
-        fit(u);
+        fit(Arc::make_mut(u));
     }
     // As read from the store: fitted whole.
     let mut records = records.clone();
     for r in records.users.values_mut() {
-        fit(&mut r.pushed);
+        fit(Arc::make_mut(&mut r.pushed));
     }
     plan(&desired, &records, policy)
 }
@@ -190,6 +192,18 @@ proptest! {
             } else {
                 scope(reached, &pending, &records)
             };
+            if first {
+                // As the service does with records read from the store: each equal user
+                // shared with the desired state, nothing else changed.
+                let before = records.clone();
+                share_users(&mut records, &live);
+                prop_assert_eq!(&before, &records);
+                for (k, r) in &records.users {
+                    if let Some(u) = live.user(k) {
+                        prop_assert_eq!(**u == *r.pushed, Arc::ptr_eq(u, &r.pushed));
+                    }
+                }
+            }
             first = false;
             let view = Fitted { desired: &live, fit: &fit };
             let ops = plan_keys(&view, &records, &policy, &planned.users, &planned.groups);
