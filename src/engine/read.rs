@@ -3,9 +3,11 @@
 //! server sends in ranges (AD range retrieval) are completed before an entry is mapped.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use super::EngineError;
 use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
+use crate::mapping::desired::Previous;
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
@@ -34,17 +36,19 @@ pub(crate) async fn read_desired(
     cfg: &Config,
     known_users: &BTreeSet<Key>,
 ) -> Result<(DesiredState, ReadStats), SourceError> {
-    let (builder, stats) = read_directory(cfg).await?;
+    let (builder, stats) = read_directory(cfg, None).await?;
     Ok((builder.finish(known_users), stats))
 }
 
-/// [`read_desired`] up to what needs the records' keys: every entry read and mapped.
+/// [`read_desired`] up to what needs the records' keys: every entry read and mapped (users
+/// shared with what was pushed as far as `previous` knows it).
 pub(crate) async fn read_directory(
     cfg: &Config,
+    previous: Option<Previous>,
 ) -> Result<(DesiredBuilder, ReadStats), SourceError> {
     let mut session = Session::open(&cfg.ldap).await?;
     let result = match check_mapping(&mut session, cfg).await {
-        Ok(()) => read_with(&mut session, cfg).await,
+        Ok(()) => read_with(&mut session, cfg, previous).await,
         Err(e) => Err(e),
     };
     session.close().await;
@@ -61,14 +65,23 @@ pub(super) async fn with_records(
     store: &Store,
 ) -> Result<(DesiredState, ReadStats, Snapshot), EngineError> {
     let reader = store.records_reader();
+    // The records once read, for the mapping to share users with (`DesiredBuilder::share_with`)
+    // and for the plan.
+    let records: Arc<OnceLock<Snapshot>> = Arc::default();
+    let slot = Arc::clone(&records);
     // No thread to be had: the records are read after the directory, as they once were.
     let records_read = RecordsThread(
         std::thread::Builder::new()
             .name("dirbridge-records".into())
-            .spawn(move || reader.read())
+            .spawn(move || reader.read().map(|read| drop(slot.set(read))))
             .ok(),
     );
-    let (builder, stats) = read_directory(cfg).await?;
+    let seen = Arc::clone(&records);
+    let previous: Previous = Box::new(move |key| {
+        let (k, r) = seen.get()?.users.get_key_value(key)?;
+        Some((k.clone(), Arc::clone(&r.pushed)))
+    });
+    let (builder, stats) = read_directory(cfg, Some(previous)).await?;
     let failed = std::cell::Cell::new(None);
     let known = |k: &str| {
         store.has_user(k).unwrap_or_else(|e| {
@@ -78,26 +91,36 @@ pub(super) async fn with_records(
             false
         })
     };
+    // `finish` drops the mapping's handle on the records.
     let desired = builder.finish_with(&known);
     let read = match records_read.take() {
         Some(h) => h
             .join()
             .map_err(|p| EngineError::Defect(super::panic_text(p.as_ref()))),
-        None => Ok(store.snapshot()),
+        None => Ok(Ok(())),
     };
     if let Some(e) = failed.take() {
         return Err(e.into());
     }
-    Ok((desired, stats, read??))
+    read??;
+    let read = match Arc::try_unwrap(records) {
+        Ok(slot) => slot.into_inner(),
+        Err(shared) => shared.get().cloned(),
+    };
+    let read = match read {
+        Some(r) => r,
+        None => store.snapshot()?,
+    };
+    Ok((desired, stats, read))
 }
 
 /// The thread reading the records. Dropped unjoined (a pass that failed or was stopped), it
 /// waits for the thread: the thread's read of the store is over before the pass is (no
 /// thread of a finished pass is left decoding while the process exits).
-struct RecordsThread(Option<std::thread::JoinHandle<Result<Snapshot, StateError>>>);
+struct RecordsThread(Option<std::thread::JoinHandle<Result<(), StateError>>>);
 
 impl RecordsThread {
-    fn take(mut self) -> Option<std::thread::JoinHandle<Result<Snapshot, StateError>>> {
+    fn take(mut self) -> Option<std::thread::JoinHandle<Result<(), StateError>>> {
         self.0.take()
     }
 }
@@ -268,6 +291,7 @@ async fn membership_for_server<'c>(
 async fn read_with(
     session: &mut Session,
     cfg: &Config,
+    previous: Option<Previous>,
 ) -> Result<(DesiredBuilder, ReadStats), SourceError> {
     let ldap = membership_for_server(session, &cfg.ldap).await?;
     let mapper = Mapper::new(&cfg.mapping, &ldap);
@@ -292,6 +316,10 @@ async fn read_with(
         .name("dirbridge-map".into())
         .spawn(move || {
             let mut builder = DesiredBuilder::new(thread_mapper);
+            // (Mapped inline when no thread can be started: then unshared, as before.)
+            if let Some(previous) = previous {
+                builder.share_with(previous);
+            }
             for (user, e) in arrived.into_iter().flatten() {
                 if user {
                     builder.add_user(&e);

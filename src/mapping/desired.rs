@@ -12,10 +12,17 @@ use std::sync::Arc;
 use crate::model::{DesiredState, Group, Key, Rejected, User};
 use crate::source::entry::RawEntry;
 
+/// What was last pushed under a key, once known (the records are read while the directory
+/// is): the key and the user as the records hold them.
+pub(crate) type Previous = Box<dyn Fn(&str) -> Option<(Key, Arc<User>)> + Send>;
+
 /// Accumulates users and groups as a search streams them.
-#[derive(Debug)]
 pub(crate) struct DesiredBuilder {
     mapper: Mapper,
+    /// A mapped user equal to what was last pushed (its manager aside: `finish` resolves it)
+    /// is held as that very user, not a second copy: a no-change pass at 100k users held
+    /// every user twice, ~30 MB.
+    previous: Option<Previous>,
     /// The users as the desired state holds them: `finish` moves the map there whole (at 100k
     /// users, copying it into a second map was a third of the pass's memory at its peak).
     users: BTreeMap<Key, Arc<User>>,
@@ -47,6 +54,7 @@ impl DesiredBuilder {
     pub(crate) fn new(mapper: Mapper) -> Self {
         DesiredBuilder {
             mapper,
+            previous: None,
             users: BTreeMap::new(),
             extras: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -55,6 +63,28 @@ impl DesiredBuilder {
             member_numbers: HashMap::new(),
             rejected: Vec::new(),
         }
+    }
+
+    /// Shares mapped users with what was last pushed, as far as `previous` knows it.
+    pub(crate) fn share_with(&mut self, previous: Previous) {
+        self.previous = Some(previous);
+    }
+
+    /// Replaces a mapped user by the one pushed under `key` if they are the same, and then
+    /// returns the key as the records hold it.
+    fn share(&self, key: &str, user: &mut Arc<User>) -> Option<Key> {
+        // Shared already (`finish` asks again about every user).
+        Arc::get_mut(user)?;
+        let (k, prev) = self.previous.as_ref().and_then(|p| p(key))?;
+        let u = Arc::get_mut(user)?;
+        // Mapped without a manager (`finish` sets it): compared with the one pushed.
+        let unset = std::mem::replace(&mut u.manager, prev.manager.clone());
+        if *u == *prev {
+            *user = prev;
+            return Some(k);
+        }
+        u.manager = unset;
+        None
     }
 
     pub(crate) fn add_user(&mut self, e: &RawEntry) {
@@ -80,6 +110,8 @@ impl DesiredBuilder {
                         .into_iter()
                         .map(|dn| self.member_number(dn))
                         .collect();
+                    let mut user = user;
+                    let key = self.share(&key, &mut user).unwrap_or(key);
                     self.users.insert(key.clone(), user);
                     self.extras.insert(
                         key,
@@ -150,9 +182,18 @@ impl DesiredBuilder {
     /// [`DesiredBuilder::finish`] asking `known` whether a key was pushed: it is asked only
     /// about users that share a userName and held managers (rarely), so a caller can look
     /// each up rather than gather every key first.
-    pub(crate) fn finish_with(self, known: &dyn Fn(&str) -> bool) -> DesiredState {
+    pub(crate) fn finish_with(mut self, known: &dyn Fn(&str) -> bool) -> DesiredState {
+        // Users mapped before the records were known are shared now, if they can be.
+        if self.previous.is_some() {
+            let mut users = std::mem::take(&mut self.users);
+            for (k, u) in users.iter_mut() {
+                self.share(k, u);
+            }
+            self.users = users;
+        }
         let DesiredBuilder {
             mapper,
+            previous,
             mut users,
             mut extras,
             groups,
@@ -161,7 +202,7 @@ impl DesiredBuilder {
             member_numbers,
             mut rejected,
         } = self;
-        drop(member_numbers);
+        drop((member_numbers, previous));
         let mut held: BTreeSet<Key> = rejected.iter().filter_map(|r| r.key.clone()).collect();
 
         // userName must be unique (case-insensitively, as SCIM compares it). Only the names
@@ -359,7 +400,9 @@ impl DesiredBuilder {
                             .and_then(|ks| ks.iter().find(|k| known(k)).map(|k| k.to_string()))
                     })
                 });
-            if let Some(user) = users.get_mut(&k).filter(|_| manager.is_some()) {
+            // A user shared with its record holds the manager pushed: changed (so copied)
+            // only if the directory now says otherwise.
+            if let Some(user) = users.get_mut(&k).filter(|u| u.manager != manager) {
                 Arc::make_mut(user).manager = manager;
             }
             dns.push((k, u.dn));

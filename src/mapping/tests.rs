@@ -267,3 +267,85 @@ fn a_user_and_a_group_sharing_a_key_are_named_by_the_users_dn() {
     assert_eq!(d.dns.len(), 2);
     assert!(d.groups.contains_key("key-ann") && d.users.contains_key("key-ann"));
 }
+
+#[test]
+fn a_user_as_last_pushed_is_held_as_that_user_and_a_changed_one_is_a_copy() {
+    let m = mapper("", "");
+    let before = [
+        person("ann", &[]),
+        person("bob", &[("manager", "uid=ann,ou=people,dc=x")]),
+        person("cy", &[("manager", "uid=ann,ou=people,dc=x")]),
+        person("dee", &[("title", "Clerk")]),
+    ];
+    let mut b = DesiredBuilder::new(m.clone());
+    for e in &before {
+        b.add_user(e);
+    }
+    let pushed = b.finish(&BTreeSet::new());
+    assert_eq!(pushed.users["key-bob"].manager.as_deref(), Some("key-ann"));
+
+    // Since then: cy's manager left, dee's title changed, eve joined.
+    let now = [
+        person("ann", &[]),
+        person("bob", &[("manager", "uid=ann,ou=people,dc=x")]),
+        person("cy", &[]),
+        person("dee", &[("title", "Head clerk")]),
+        person("eve", &[]),
+    ];
+    let records = pushed.users.clone();
+    // Known only once the first two entries are mapped (the records are read meanwhile):
+    // `finish` shares those.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let known = Arc::clone(&ready);
+    let mut b = DesiredBuilder::new(m);
+    b.share_with(Box::new(move |k| {
+        if !known.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let (k, u) = records.get_key_value(k)?;
+        Some((k.clone(), u.clone()))
+    }));
+    for (i, e) in now.iter().enumerate() {
+        b.add_user(e);
+        if i == 1 {
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let d = b.finish(&BTreeSet::new());
+    let shared = |k: &str| Arc::ptr_eq(&d.users[k], &pushed.users[k]);
+    // Unchanged, a manager kept included: the very user pushed (and its key, once known
+    // while mapping).
+    assert!(shared("key-ann") && shared("key-bob"));
+    let same_key = |key: &str| {
+        let (k, _) = d.users.get_key_value(key).unwrap();
+        let (pk, _) = pushed.users.get_key_value(key).unwrap();
+        Arc::ptr_eq(k, pk)
+    };
+    assert!(!same_key("key-bob"));
+    let mut late = DesiredBuilder::new(mapper("", ""));
+    let records = pushed.users.clone();
+    late.share_with(Box::new(move |k| {
+        let (k, u) = records.get_key_value(k)?;
+        Some((k.clone(), u.clone()))
+    }));
+    late.add_user(&now[1]);
+    let d2 = late.finish(&BTreeSet::new());
+    let (k, _) = d2.users.get_key_value("key-bob").unwrap();
+    assert!(Arc::ptr_eq(
+        k,
+        pushed.users.get_key_value("key-bob").unwrap().0
+    ));
+    // Changed: a copy with the change; what was pushed is as it was.
+    assert!(!shared("key-cy") && !shared("key-dee"));
+    assert_eq!(d.users["key-cy"].manager, None);
+    assert_eq!(pushed.users["key-cy"].manager.as_deref(), Some("key-ann"));
+    assert_eq!(d.users["key-dee"].title.as_deref(), Some("Head clerk"));
+    assert_eq!(pushed.users["key-dee"].title.as_deref(), Some("Clerk"));
+    assert_eq!(d.users["key-eve"].user_name, "eve");
+    // The same desired state as a builder that shares nothing.
+    let mut plain = DesiredBuilder::new(mapper("", ""));
+    for e in &now {
+        plain.add_user(e);
+    }
+    assert_eq!(plain.finish(&BTreeSet::new()).users, d.users);
+}
