@@ -3,6 +3,7 @@
 
 mod execute;
 pub(crate) mod feed;
+mod fit;
 mod incremental;
 pub(crate) mod live;
 mod observe;
@@ -16,6 +17,9 @@ use std::collections::BTreeSet;
 pub(crate) use observe::{dangling_members, observed};
 pub(crate) use read::{check_mapping, read_desired, ReadStats};
 pub(crate) use summary::Summary;
+
+pub(crate) use fit::fit;
+use fit::fit_records;
 
 use crate::config::Config;
 use crate::model::{DesiredState, Key};
@@ -145,28 +149,6 @@ async fn dry_run_inner<T: Target>(
     fit(target, &mut desired, &mut records);
     let ops = plan(&desired, &records, &policy(cfg));
     Ok((ops, desired))
-}
-
-/// Leaves out of the desired users and of the records what the target cannot hold, so that it
-/// is neither sent nor seen as a difference.
-pub(crate) fn fit<T: Target>(target: &T, desired: &mut DesiredState, records: &mut Snapshot) {
-    if !target.holds_groups() {
-        desired.groups.clear();
-    }
-    for user in desired.users.values_mut() {
-        crate::model::fit_shared(user, &|u| target.fit_user(u));
-    }
-    fit_records(target, records);
-}
-
-/// [`fit`]'s half for the records.
-fn fit_records<T: Target>(target: &T, records: &mut Snapshot) {
-    if !target.holds_groups() {
-        records.groups.clear();
-    }
-    for rec in records.users.values_mut() {
-        crate::model::fit_shared(&mut rec.pushed, &|u| target.fit_user(u));
-    }
 }
 
 fn log_read(stats: &ReadStats, desired: &DesiredState) {

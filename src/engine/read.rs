@@ -78,8 +78,8 @@ pub(super) async fn with_records(
     );
     let seen = Arc::clone(&records);
     let previous: Previous = Box::new(move |key| {
-        let (k, r) = seen.get()?.users.get_key_value(key)?;
-        Some((k.clone(), Arc::clone(&r.pushed)))
+        let pushed = seen.get()?.users.get_key_value(key);
+        Some(pushed.map(|(k, r)| (k.clone(), Arc::clone(&r.pushed))))
     });
     let (builder, stats) = read_directory(cfg, Some(previous)).await?;
     let failed = std::cell::Cell::new(None);

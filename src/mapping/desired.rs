@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::model::{DesiredState, Group, Key, Rejected, User};
 use crate::source::entry::RawEntry;
 
-/// What was last pushed under a key, once known (the records are read while the directory
-/// is): the key and the user as the records hold them.
-pub(crate) type Previous = Box<dyn Fn(&str) -> Option<(Key, Arc<User>)> + Send>;
+/// What was last pushed under a key (the key and the user as the records hold them), or
+/// `None` while that is not known yet (the records are read while the directory is).
+pub(crate) type Previous = Box<dyn Fn(&str) -> Option<Option<(Key, Arc<User>)>> + Send>;
 
 /// Accumulates users and groups as a search streams them.
 pub(crate) struct DesiredBuilder {
@@ -48,6 +48,8 @@ struct Extras {
     /// Numbers in `member_dns`.
     member_of: Box<[u32]>,
     primary_group_sid: Option<String>,
+    /// Whether what was last pushed was known when the user was mapped.
+    asked: bool,
 }
 
 impl DesiredBuilder {
@@ -70,21 +72,24 @@ impl DesiredBuilder {
         self.previous = Some(previous);
     }
 
-    /// Replaces a mapped user by the one pushed under `key` if they are the same, and then
-    /// returns the key as the records hold it.
-    fn share(&self, key: &str, user: &mut Arc<User>) -> Option<Key> {
-        // Shared already (`finish` asks again about every user).
-        Arc::get_mut(user)?;
-        let (k, prev) = self.previous.as_ref().and_then(|p| p(key))?;
-        let u = Arc::get_mut(user)?;
+    /// Replaces a mapped user by the one pushed under `key` if they are the same. Returns the
+    /// key as the records hold it if so, and whether what was pushed was known (if not,
+    /// `finish` asks again).
+    fn share(&self, key: &str, user: &mut Arc<User>) -> (Option<Key>, bool) {
+        let Some(pushed) = self.previous.as_ref().and_then(|p| p(key)) else {
+            return (None, false);
+        };
+        let Some(((k, prev), u)) = pushed.zip(Arc::get_mut(user)) else {
+            return (None, true);
+        };
         // Mapped without a manager (`finish` sets it): compared with the one pushed.
         let unset = std::mem::replace(&mut u.manager, prev.manager.clone());
         if *u == *prev {
             *user = prev;
-            return Some(k);
+            return (Some(k), true);
         }
         u.manager = unset;
-        None
+        (None, true)
     }
 
     pub(crate) fn add_user(&mut self, e: &RawEntry) {
@@ -111,7 +116,8 @@ impl DesiredBuilder {
                         .map(|dn| self.member_number(dn))
                         .collect();
                     let mut user = user;
-                    let key = self.share(&key, &mut user).unwrap_or(key);
+                    let (shared, asked) = self.share(&key, &mut user);
+                    let key = shared.unwrap_or(key);
                     self.users.insert(key.clone(), user);
                     self.extras.insert(
                         key,
@@ -121,6 +127,7 @@ impl DesiredBuilder {
                             manager_dn,
                             member_of,
                             primary_group_sid,
+                            asked,
                         }),
                     );
                 }
@@ -183,10 +190,15 @@ impl DesiredBuilder {
     /// about users that share a userName and held managers (rarely), so a caller can look
     /// each up rather than gather every key first.
     pub(crate) fn finish_with(mut self, known: &dyn Fn(&str) -> bool) -> DesiredState {
-        // Users mapped before the records were known are shared now, if they can be.
+        // Users mapped before the records were known are shared now, if they can be. (The
+        // two maps hold the same keys: one entry each in `add_user`.)
         if self.previous.is_some() {
             let mut users = std::mem::take(&mut self.users);
-            for (k, u) in users.iter_mut() {
+            for ((k, u), _) in users
+                .iter_mut()
+                .zip(self.extras.values())
+                .filter(|(_, x)| !x.asked)
+            {
                 self.share(k, u);
             }
             self.users = users;

@@ -302,8 +302,11 @@ fn a_user_as_last_pushed_is_held_as_that_user_and_a_changed_one_is_a_copy() {
         if !known.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        let (k, u) = records.get_key_value(k)?;
-        Some((k.clone(), u.clone()))
+        Some(
+            records
+                .get_key_value(k)
+                .map(|(k, u)| (k.clone(), u.clone())),
+        )
     }));
     for (i, e) in now.iter().enumerate() {
         b.add_user(e);
@@ -325,8 +328,11 @@ fn a_user_as_last_pushed_is_held_as_that_user_and_a_changed_one_is_a_copy() {
     let mut late = DesiredBuilder::new(mapper("", ""));
     let records = pushed.users.clone();
     late.share_with(Box::new(move |k| {
-        let (k, u) = records.get_key_value(k)?;
-        Some((k.clone(), u.clone()))
+        Some(
+            records
+                .get_key_value(k)
+                .map(|(k, u)| (k.clone(), u.clone())),
+        )
     }));
     late.add_user(&now[1]);
     let d2 = late.finish(&BTreeSet::new());
