@@ -545,8 +545,12 @@ async fn run_inner<T: Target>(
             ops
         }
     };
-    // The keys planned, to find what is still to do once the pass has run.
-    let planned = live::keys_of(&ops);
+    // The keys planned, to find what is still to do once the pass has run (the change feed's
+    // only: a first sync's were 10 MB at 100k users, kept to its end for nothing).
+    let planned = match input {
+        Input::Feed(_) => live::keys_of(&ops),
+        Input::Directory | Input::Notified(_) => live::Scope::default(),
+    };
     let managed = records.users.len() + records.groups.len();
     let approval = crate::state::approvals::deletion_approval(store.path())?;
     let verdict = crate::plan::guard::hold(ops, managed, &cfg.sync.guard, approval.as_ref());
@@ -634,7 +638,7 @@ async fn run_inner<T: Target>(
         interrupted,
         window: Default::default(),
         journal: Vec::new(),
-        moved: Default::default(),
+        moved: matches!(input, Input::Feed(_)).then(Default::default),
         census: Default::default(),
     };
     // Counted once from the records, then followed change by change.
@@ -643,7 +647,7 @@ async fn run_inner<T: Target>(
     exec.summary.census = Some(exec.census);
     let census = exec.census;
     let mut records = std::mem::take(&mut exec.records);
-    let moved = std::mem::take(&mut exec.moved);
+    let moved = exec.moved.take().unwrap_or_default();
     sent?;
     match &prune_scope {
         Some(s) => {

@@ -141,7 +141,7 @@ async fn an_answer_that_arrives_while_another_object_is_handled_is_read_in_time(
         interrupted: BTreeMap::new(),
         window: Default::default(),
         journal: Vec::new(),
-        moved: Default::default(),
+        moved: Some(Default::default()),
         census: Default::default(),
     };
     exec.run_all(vec![create("a"), create("b")], 2)
@@ -354,7 +354,7 @@ fn executor<'a>(
         interrupted: BTreeMap::new(),
         window: Default::default(),
         journal: Vec::new(),
-        moved: Default::default(),
+        moved: Some(Default::default()),
         census: Default::default(),
     }
 }
@@ -442,7 +442,7 @@ async fn an_intent_an_earlier_run_left_survives_an_error_answer_and_a_new_one_do
             interrupted,
             window: Default::default(),
             journal: Vec::new(),
-            moved: Default::default(),
+            moved: Some(Default::default()),
             census: Default::default(),
         };
         // "a" is answered with an error (no answer, the target reachable): not carried out.
