@@ -4,11 +4,10 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::{MappedGroup, MappedUser, Mapper};
 use crate::config::Membership;
-use std::sync::Arc;
-
 use crate::model::{DesiredState, Group, Key, Rejected, User};
 use crate::source::entry::RawEntry;
 
