@@ -563,7 +563,9 @@ fn a_renamed_user_keeps_its_groups(slapd: Slapd, membership: &str) {
     );
     assert_eq!(
         env.scim.member_names("engineering"),
-        vec!["alice", "carol", "rob"]
+        vec!["alice", "carol", "rob"],
+        "{}",
+        env.spawned_log()
     );
     assert_eq!(
         group_versions(&env),

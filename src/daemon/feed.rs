@@ -238,7 +238,7 @@ pub(super) async fn run<T: Target>(
             let outcome = tokio::select! {
                 r = engine::run_feed(cfg, store, target, &mut feed) => r,
                 _ = stop.wait() => {
-                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved, the rest is replayed from the saved cookie");
+                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved, and the next start reads the directory again in full (its records are ahead of the saved mirror)");
                     return Ok(FeedExit::Stopped);
                 }
             };

@@ -90,6 +90,8 @@ impl Store {
                 }
             }
             tx.insert(Table::Meta, b"feed_checkpoint", &meta_value)?;
+            // The mirror now holds what every record was written from.
+            tx.remove(Table::Meta, super::store::RECORDS_AHEAD)?;
             // The mirror tables now follow the feed: an AD watermark no longer describes them.
             tx.remove(Table::Meta, b"watermark")
         })?;
@@ -135,7 +137,10 @@ impl Store {
             }
         }
         let value = encode(checkpoint);
-        self.write(|tx| tx.insert(Table::Meta, b"feed_checkpoint", &value))?;
+        self.write(|tx| {
+            tx.insert(Table::Meta, b"feed_checkpoint", &value)?;
+            tx.remove(Table::Meta, super::store::RECORDS_AHEAD)
+        })?;
         self.flush().await
     }
 

@@ -13,6 +13,9 @@ use crate::model::Key;
 
 /// Layout version of the store, so a later release can migrate or refuse an old one.
 const SCHEMA_VERSION: &str = "1";
+/// Meta key (and value) set with every write of the records and removed by the change feed's
+/// save: present, the feed's saved mirror may be older than what the target was sent.
+pub(super) const RECORDS_AHEAD: &[u8] = b"records_ahead";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -299,9 +302,21 @@ impl Store {
             for (k, r) in &s.groups {
                 groups.insert(k.as_bytes(), encode(r).as_slice())?;
             }
-            Ok(())
+            drop(groups);
+            tx.insert(Table::Meta, RECORDS_AHEAD, RECORDS_AHEAD)
         })?;
         self.flush().await
+    }
+
+    /// True when the records were written after the change feed's mirror was last saved (a
+    /// feed pass cut short between its pushes and its save, or a one-shot run since): the
+    /// target may hold what the saved mirror does not.
+    pub fn records_ahead_of_feed(&self) -> Result<bool, StateError> {
+        Ok(self
+            .reader()?
+            .get(Table::Meta, RECORDS_AHEAD)
+            .map_err(|e| self.io(e))?
+            .is_some())
     }
 
     /// How many times the records were written since the store was opened.

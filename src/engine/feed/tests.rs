@@ -198,6 +198,89 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
     assert_eq!(user_names(&mut g), vec!["u1"]);
 }
 
+/// A pass that pushed and was cut short before its save (the records moved, the mirror did
+/// not): the next start does not resume from the cookie, whose replay may leave out what the
+/// target was already sent, but refreshes in full against the saved mirror; once saved again,
+/// the cookie is used. Writes that are not records (intents) leave the cookie usable.
+#[tokio::test]
+async fn records_written_after_the_last_save_make_the_next_start_refresh_in_full() {
+    use crate::state::records::{GroupRecord, Origin, StateChange};
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    assert!(!store.records_ahead_of_feed().unwrap());
+
+    // A window of intents alone: nothing was confirmed, nothing pushed beyond the mirror.
+    store
+        .write_window(&crate::state::Window {
+            intents: vec![(
+                "g10".into(),
+                crate::state::Intent {
+                    operation: "create_group".into(),
+                    label: "g10".into(),
+                    run: 1,
+                    at: String::new(),
+                },
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(g.begin(FeedScope::Users).as_deref(), Some(&b"c3"[..]));
+
+    // The pass after a change of u2 confirmed a write and was killed before its save.
+    store
+        .commit(
+            &[StateChange::PutGroup(
+                "g10".into(),
+                GroupRecord {
+                    target_id: "t-g10".into(),
+                    origin: Origin::Created,
+                    display_name: "g10".into(),
+                    members: Default::default(),
+                },
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.records_ahead_of_feed().unwrap());
+    let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(
+        user_names(&mut h),
+        vec!["u1", "u2"],
+        "the saved mirror is the base"
+    );
+    assert!(
+        h.begin(FeedScope::Users).is_none(),
+        "no resume past the records"
+    );
+    assert!(h.begin(FeedScope::Groups).is_none());
+    add(&mut h, FeedScope::Users, 1, user(1, "u1@x.org"), "c8");
+    add(&mut h, FeedScope::Users, 2, user(2, "new@x.org"), "c9");
+    add(&mut h, FeedScope::Groups, 10, group(10, &[1, 2]), "g6");
+    done(&mut h, FeedScope::Users, "c10");
+    done(&mut h, FeedScope::Groups, "g7");
+    let d = h.desired(&Default::default());
+    let u2 = d.users.values().find(|u| u.user_name == "u2").unwrap();
+    assert_eq!(u2.email.as_deref(), Some("new@x.org"));
+    assert_eq!(d.groups.values().next().unwrap().members.len(), 2);
+    h.save(&store).await.unwrap();
+    assert!(
+        !store.records_ahead_of_feed().unwrap(),
+        "the save clears the mark"
+    );
+
+    let mut k = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(k.begin(FeedScope::Users).as_deref(), Some(&b"c10"[..]));
+    assert_eq!(k.begin(FeedScope::Groups).as_deref(), Some(&b"g7"[..]));
+
+    // A resync's replacement of every record marks them ahead as well.
+    store.replace_all(&Default::default()).await.unwrap();
+    let mut m = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert!(m.begin(FeedScope::Users).is_none());
+}
+
 #[tokio::test]
 async fn a_refresh_without_cookie_replaces_a_stale_mirror_and_a_delete_refresh_keeps_it() {
     let (_d, store) = store();

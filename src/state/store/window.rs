@@ -94,6 +94,9 @@ fn write_in(kv: &Kv, w: &Window) -> Result<(), String> {
             }
         }
         drop((users, groups));
+        if !w.changes.is_empty() {
+            tx.insert(Table::Meta, super::RECORDS_AHEAD, super::RECORDS_AHEAD)?;
+        }
         let mut errors = tx.table(Table::Errors)?;
         let mut intents = tx.table(Table::Intents)?;
         for k in &w.resolved {
