@@ -17,6 +17,7 @@ pub(crate) mod engine;
 pub(crate) mod mapping;
 pub(crate) mod model;
 pub(crate) mod plan;
+pub(crate) mod schedule;
 pub(crate) mod source;
 pub mod state;
 pub(crate) mod status;

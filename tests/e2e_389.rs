@@ -103,9 +103,13 @@ fn run_follows_changes_across_restarts_and_reconnects() {
     );
     assert_eq!(gw.scim.member_names("engineering"), vec!["alice", "bob"]);
     assert!(gw.scim.member_names("all").is_empty());
+    let passes = feed_passes(port);
     set_family(&ds, "bob", "Persisted");
+    // The pass counted too: it saved the mirror and the cookie (killed between its push and
+    // its save, the next start would refresh in full rather than resume).
     assert!(
-        wait_until(30, || family_of(&gw, "bob").as_deref() == Some("Persisted")),
+        wait_until(30, || family_of(&gw, "bob").as_deref() == Some("Persisted")
+            && feed_passes(port) > passes),
         "{}",
         gw.spawned_log()
     );

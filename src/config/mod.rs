@@ -121,6 +121,21 @@ pub(crate) struct LdapConfig {
     pub max_read_mib: u64,
 }
 
+impl LdapConfig {
+    /// Why this directory configuration cannot be served by syncrepl, if it cannot.
+    pub(crate) fn syncrepl_unfit(&self) -> Option<&'static str> {
+        if self.membership == Membership::MemberOf
+            && self.referenced_groups == ReferencedGroups::Create
+        {
+            return Some(
+                "syncrepl follows the configured group scope only, so groups outside it that users' memberOf names \
+                 would look deleted: set ldap.referenced_groups = \"ignore\" (and widen group_base/group_filter if needed)",
+            );
+        }
+        None
+    }
+}
+
 /// Where group membership is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub(crate) enum Membership {
@@ -200,7 +215,7 @@ pub(crate) struct DaemonConfig {
     /// Time between two delta passes.
     pub poll_interval: Duration,
     /// When the full resync (drift repair) runs.
-    pub full_resync: crate::daemon::Schedule,
+    pub full_resync: crate::schedule::Schedule,
     /// Status server address; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
     /// How `run` learns of changes.

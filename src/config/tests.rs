@@ -166,7 +166,7 @@ fn daemon_keys_are_checked() {
     ))
     .unwrap();
     assert_eq!(off.daemon.listen, None);
-    assert_eq!(off.daemon.full_resync, crate::daemon::Schedule::Off);
+    assert_eq!(off.daemon.full_resync, crate::schedule::Schedule::Off);
     let bad = parse(&format!("{MINIMAL}\n[daemon]\npoll_interval = \"soon\"\n"))
         .unwrap_err()
         .to_string();
@@ -225,7 +225,7 @@ fn change_feed_choices_are_checked_against_the_directory() {
     .unwrap();
     assert!(matches!(
         c.daemon.full_resync,
-        crate::daemon::Schedule::Cron(_)
+        crate::schedule::Schedule::Cron(_)
     ));
 }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::status::{Board, FeedState};
 use super::{backoff, Stop};
-use crate::config::{Config, LdapConfig, Membership, ReferencedGroups};
+use crate::config::Config;
 use crate::engine::feed::{feed_attributes, feed_mapper, Feed, FeedKind, FeedScope};
 use crate::engine::{self, RunKind};
 use crate::source::ldap::Session;
@@ -30,17 +30,6 @@ const MAX_COALESCE: Duration = Duration::from_secs(2);
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
 /// While the deletion guard holds removals, how often a pass checks for an approval.
 const HELD_RECHECK: Duration = Duration::from_secs(30);
-
-/// Why the configuration cannot be served by syncrepl, if it cannot.
-pub(crate) fn syncrepl_unfit(l: &LdapConfig) -> Option<&'static str> {
-    if l.membership == Membership::MemberOf && l.referenced_groups == ReferencedGroups::Create {
-        return Some(
-            "syncrepl follows the configured group scope only, so groups outside it that users' memberOf names \
-             would look deleted: set ldap.referenced_groups = \"ignore\" (and widen group_base/group_filter if needed)",
-        );
-    }
-    None
-}
 
 /// How the feed loop ended.
 pub(super) enum FeedExit {
@@ -238,7 +227,7 @@ pub(super) async fn run<T: Target>(
             let outcome = tokio::select! {
                 r = engine::run_feed(cfg, store, target, &mut feed) => r,
                 _ = stop.wait() => {
-                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved, and the next start reads the directory again in full (its records are ahead of the saved mirror)");
+                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved; if anything was sent, the next start reads the directory again in full rather than resume from the saved cookie");
                     return Ok(FeedExit::Stopped);
                 }
             };

@@ -2,18 +2,14 @@
 //! syncrepl) where there is one, or syncs on a poll interval; runs the full resync on its
 //! schedule; backs off after failures; serves its status; and stops cleanly on SIGTERM or Ctrl-C.
 
-mod cron;
 mod feed;
 mod http;
 mod notify;
-mod schedule;
 mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use feed::syncrepl_unfit;
-pub(crate) use schedule::{parse_duration, Schedule};
 pub(crate) use status::Board;
 
 use crate::config::{ChangeFeed, Config, Profile};
@@ -132,7 +128,7 @@ pub(crate) async fn run<T: Target>(
         _ if cfg.ldap.profile == Profile::ActiveDirectory => false,
         ChangeFeed::Syncrepl | ChangeFeed::Timestamp => true,
         ChangeFeed::Notify => false,
-        ChangeFeed::Auto => match syncrepl_unfit(&cfg.ldap) {
+        ChangeFeed::Auto => match cfg.ldap.syncrepl_unfit() {
             Some(why) => {
                 tracing::info!("reading everything each poll rather than following changes: {why}");
                 false

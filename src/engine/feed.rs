@@ -2,8 +2,8 @@
 //! own refreshAndPersist search and cookie. Events change the working mirror in memory; a pass
 //! then plans the whole mirror against the records and pushes the difference; only after that
 //! pass are the mirror and the cookies saved, together, in one transaction. So a cookie never
-//! covers a change the target has not been sent. A crash after a pass pushed something and
-//! before it saved leaves the records ahead of the mirror (the store marks it): the next start
+//! covers a change the target has not been sent. A crash after a pass began to send and before
+//! it saved leaves the target possibly ahead of the mirror (the store marks it): the next start
 //! refreshes without a cookie, comparing every entry with the saved mirror, rather than trust
 //! the server's replay to bring back what the target was already sent.
 //!
@@ -194,14 +194,14 @@ impl Feed {
         let (mirror, cookies, unsaved) = match usable {
             Some(c) => {
                 let decode = |s: &Option<String>| s.as_deref().and_then(|h| hex::decode(h).ok());
-                // Records written after the mirror was saved (a pass cut short between its
-                // pushes and its save, or a one-shot run since): the target may hold changes
-                // the saved mirror does not, and a replay from the cookie is only as complete
+                // Records or intents written after the mirror was saved (a pass cut short after
+                // it began to send, or a one-shot run since): the target may hold changes the
+                // saved mirror does not, and a replay from the cookie is only as complete
                 // as the server's session log (slapd's has been seen to leave out a group
                 // changed just before a rename). A refresh without a cookie compares every
                 // entry with the saved mirror instead.
                 let cookies = if store.records_ahead_of_feed()? {
-                    tracing::info!("the records were written after the change feed last saved its mirror: refreshing in full instead of resuming from the saved cookie");
+                    tracing::info!("the target was written to after the change feed last saved its mirror: refreshing in full instead of resuming from the saved cookie");
                     [None, None]
                 } else {
                     [decode(&c.cookies[0]), decode(&c.cookies[1])]

@@ -13,8 +13,9 @@ use crate::model::Key;
 
 /// Layout version of the store, so a later release can migrate or refuse an old one.
 const SCHEMA_VERSION: &str = "1";
-/// Meta key (and value) set with every write of the records and removed by the change feed's
-/// save: present, the feed's saved mirror may be older than what the target was sent.
+/// Meta key (and value) set with every write of the records or of intents (before any request
+/// is sent) and removed by the change feed's save: present, the target may hold more than the
+/// feed's saved mirror.
 pub(super) const RECORDS_AHEAD: &[u8] = b"records_ahead";
 
 #[derive(Debug, thiserror::Error)]
@@ -308,8 +309,8 @@ impl Store {
         self.flush().await
     }
 
-    /// True when the records were written after the change feed's mirror was last saved (a
-    /// feed pass cut short between its pushes and its save, or a one-shot run since): the
+    /// True when the records or intents were written after the change feed's mirror was last
+    /// saved (a feed pass cut short after its first intent, or a one-shot run since): the
     /// target may hold what the saved mirror does not.
     pub fn records_ahead_of_feed(&self) -> Result<bool, StateError> {
         Ok(self

@@ -66,9 +66,9 @@ impl RawDaemon {
     pub(super) fn check(self, cx: &Cx, ldap: &LdapConfig) -> Result<DaemonConfig, ConfigError> {
         let invalid = |key: &str, reason: String| cx.invalid(key, reason);
         let d = self;
-        let poll_interval = crate::daemon::parse_duration(&d.poll_interval)
+        let poll_interval = crate::schedule::parse_duration(&d.poll_interval)
             .map_err(|r| invalid("daemon.poll_interval", r))?;
-        let full_resync = crate::daemon::Schedule::parse(&d.full_resync)
+        let full_resync = crate::schedule::Schedule::parse(&d.full_resync)
             .map_err(|r| invalid("daemon.full_resync", r))?;
         let listen = match d.listen.trim() {
             "" | "off" => None,
@@ -98,7 +98,7 @@ impl RawDaemon {
                     .into(),
             ));
         }
-        let coalesce = crate::daemon::parse_duration(&d.coalesce)
+        let coalesce = crate::schedule::parse_duration(&d.coalesce)
             .map_err(|r| invalid("daemon.coalesce", r))?;
         if coalesce > std::time::Duration::from_secs(10) {
             return Err(invalid(
@@ -106,7 +106,7 @@ impl RawDaemon {
                 "at most 10s: it delays every change by up to that much".into(),
             ));
         }
-        let notify_fallback = crate::daemon::parse_duration(&d.notify_fallback)
+        let notify_fallback = crate::schedule::parse_duration(&d.notify_fallback)
             .map_err(|r| invalid("daemon.notify_fallback", r))?;
         if d.change_feed == ChangeFeed::Notify && ldap.profile != Profile::ActiveDirectory {
             return Err(invalid(
@@ -121,7 +121,7 @@ impl RawDaemon {
                     "syncrepl and timestamp are for OpenLDAP and other LDAP servers; Active Directory changes are read by uSNChanged (use \"auto\" or \"poll\")".into(),
                 ));
             }
-            if let Some(why) = crate::daemon::syncrepl_unfit(ldap) {
+            if let Some(why) = ldap.syncrepl_unfit() {
                 return Err(invalid("daemon.change_feed", why.into()));
             }
         }
@@ -132,7 +132,7 @@ impl RawDaemon {
             change_feed: d.change_feed,
             coalesce,
             notify_fallback,
-            heartbeat: crate::daemon::parse_duration(&d.heartbeat)
+            heartbeat: crate::schedule::parse_duration(&d.heartbeat)
                 .map_err(|r| invalid("daemon.heartbeat", r))?,
             status_token,
         };

@@ -198,52 +198,57 @@ async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unm
     assert_eq!(user_names(&mut g), vec!["u1"]);
 }
 
-/// A pass that pushed and was cut short before its save (the records moved, the mirror did
-/// not): the next start does not resume from the cookie, whose replay may leave out what the
-/// target was already sent, but refreshes in full against the saved mirror; once saved again,
-/// the cookie is used. Writes that are not records (intents) leave the cookie usable.
-#[tokio::test]
-async fn records_written_after_the_last_save_make_the_next_start_refresh_in_full() {
+fn intent_window(key: &str) -> crate::state::Window {
+    crate::state::Window {
+        intents: vec![(
+            key.into(),
+            crate::state::Intent {
+                operation: "create_group".into(),
+                label: key.into(),
+                run: 1,
+                at: String::new(),
+            },
+        )],
+        ..Default::default()
+    }
+}
+
+fn group_record_change(key: &str) -> crate::state::records::StateChange {
     use crate::state::records::{GroupRecord, Origin, StateChange};
+    StateChange::PutGroup(
+        key.into(),
+        GroupRecord {
+            target_id: format!("t-{key}"),
+            origin: Origin::Created,
+            display_name: key.into(),
+            members: Default::default(),
+        },
+    )
+}
+
+/// A pass that began to send and was cut short before its save (intents or records written,
+/// the mirror not): the next start does not resume from the cookie, whose replay may leave out
+/// what the target was already sent, but refreshes in full against the saved mirror (what the
+/// refresh does not mention is gone); once saved again, the cookie is used. The first save of
+/// a feed (in batches) clears the mark as the ordinary one does.
+#[tokio::test]
+async fn writes_to_the_target_after_the_last_save_make_the_next_start_refresh_in_full() {
     let (_d, store) = store();
+    // A one-shot run wrote records before the feed ever saved: its first save clears the mark.
+    store
+        .commit(&[group_record_change("g9")], None)
+        .await
+        .unwrap();
+    assert!(store.records_ahead_of_feed().unwrap());
     let mut f = refreshed(&store);
     f.save(&store).await.unwrap();
-    assert!(!store.records_ahead_of_feed().unwrap());
-
-    // A window of intents alone: nothing was confirmed, nothing pushed beyond the mirror.
-    store
-        .write_window(&crate::state::Window {
-            intents: vec![(
-                "g10".into(),
-                crate::state::Intent {
-                    operation: "create_group".into(),
-                    label: "g10".into(),
-                    run: 1,
-                    at: String::new(),
-                },
-            )],
-            ..Default::default()
-        })
-        .unwrap();
+    assert!(!store.records_ahead_of_feed().unwrap(), "the batched save");
     let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     assert_eq!(g.begin(FeedScope::Users).as_deref(), Some(&b"c3"[..]));
 
-    // The pass after a change of u2 confirmed a write and was killed before its save.
-    store
-        .commit(
-            &[StateChange::PutGroup(
-                "g10".into(),
-                GroupRecord {
-                    target_id: "t-g10".into(),
-                    origin: Origin::Created,
-                    display_name: "g10".into(),
-                    members: Default::default(),
-                },
-            )],
-            None,
-        )
-        .await
-        .unwrap();
+    // Killed right after recording an intent (its request may have reached the target).
+    store.write_window(&intent_window("g10")).unwrap();
+    store.flush_now().await.unwrap();
     assert!(store.records_ahead_of_feed().unwrap());
     let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
     assert_eq!(
@@ -253,18 +258,16 @@ async fn records_written_after_the_last_save_make_the_next_start_refresh_in_full
     );
     assert!(
         h.begin(FeedScope::Users).is_none(),
-        "no resume past the records"
+        "no resume past the target"
     );
     assert!(h.begin(FeedScope::Groups).is_none());
+    // The refresh replaces: u2, not mentioned, is gone; u3 is new; g10 names both.
     add(&mut h, FeedScope::Users, 1, user(1, "u1@x.org"), "c8");
-    add(&mut h, FeedScope::Users, 2, user(2, "new@x.org"), "c9");
-    add(&mut h, FeedScope::Groups, 10, group(10, &[1, 2]), "g6");
+    add(&mut h, FeedScope::Users, 3, user(3, "u3@x.org"), "c9");
+    add(&mut h, FeedScope::Groups, 10, group(10, &[1, 3]), "g6");
     done(&mut h, FeedScope::Users, "c10");
     done(&mut h, FeedScope::Groups, "g7");
-    let d = h.desired(&Default::default());
-    let u2 = d.users.values().find(|u| u.user_name == "u2").unwrap();
-    assert_eq!(u2.email.as_deref(), Some("new@x.org"));
-    assert_eq!(d.groups.values().next().unwrap().members.len(), 2);
+    assert_eq!(user_names(&mut h), vec!["u1", "u3"]);
     h.save(&store).await.unwrap();
     assert!(
         !store.records_ahead_of_feed().unwrap(),
@@ -272,13 +275,25 @@ async fn records_written_after_the_last_save_make_the_next_start_refresh_in_full
     );
 
     let mut k = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(user_names(&mut k), vec!["u1", "u3"]);
     assert_eq!(k.begin(FeedScope::Users).as_deref(), Some(&b"c10"[..]));
     assert_eq!(k.begin(FeedScope::Groups).as_deref(), Some(&b"g7"[..]));
 
-    // A resync's replacement of every record marks them ahead as well.
+    // A confirmation alone, and a resync's replacement of every record, mark it as well.
+    store
+        .commit(&[group_record_change("g10")], None)
+        .await
+        .unwrap();
+    assert!(Feed::load(&cfg(), &store, FeedKind::Syncrepl)
+        .unwrap()
+        .begin(FeedScope::Users)
+        .is_none());
+    k.save(&store).await.unwrap();
     store.replace_all(&Default::default()).await.unwrap();
-    let mut m = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
-    assert!(m.begin(FeedScope::Users).is_none());
+    assert!(Feed::load(&cfg(), &store, FeedKind::Syncrepl)
+        .unwrap()
+        .begin(FeedScope::Users)
+        .is_none());
 }
 
 #[tokio::test]

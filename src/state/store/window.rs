@@ -94,7 +94,9 @@ fn write_in(kv: &Kv, w: &Window) -> Result<(), String> {
             }
         }
         drop((users, groups));
-        if !w.changes.is_empty() {
+        if !w.changes.is_empty() || !w.intents.is_empty() {
+            // Confirmed writes, or writes about to be sent: the target may hold more than the
+            // change feed's saved mirror from now on.
             tx.insert(Table::Meta, super::RECORDS_AHEAD, super::RECORDS_AHEAD)?;
         }
         let mut errors = tx.table(Table::Errors)?;

@@ -1,15 +1,18 @@
 //! When things happen: the poll interval and the full-resync schedule, in the forms an
 //! administrator writes them (`30s`, `5m`, `hourly`, `every 6h`, `daily 02:00`, `weekly sun 03:00`,
 //! `off`, or a cron expression). Times are UTC. Pure: the daemon asks "what is the next time after now?".
+//! Below both `config` (which parses them) and `daemon` (which waits for them).
 
 use std::time::Duration;
 
 use time::{OffsetDateTime, Time, Weekday};
 
+mod cron;
+
 /// A duration such as `250ms`, `30s`, `5m`, `2h`, `1d`.
 /// The longest duration or period accepted (a year): anything longer is a typo, and times computed
 /// from it must never overflow.
-pub(super) const LONGEST: Duration = Duration::from_secs(366 * 86_400);
+const LONGEST: Duration = Duration::from_secs(366 * 86_400);
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -53,7 +56,7 @@ pub(crate) enum Schedule {
     Daily(Time),
     Weekly(Weekday, Time),
     /// A five-field cron expression (`cron 0 3 * * 1-5`, or the five fields alone).
-    Cron(super::cron::Cron),
+    Cron(cron::Cron),
 }
 
 fn parse_time(text: &str) -> Result<Time, String> {
@@ -92,9 +95,9 @@ impl Schedule {
             ["daily"] => Ok(Schedule::Daily(Time::MIDNIGHT)),
             ["daily", t] | ["daily", "at", t] => parse_time(t).map(Schedule::Daily),
             ["weekly", d, t] | ["weekly", d, "at", t] => Ok(Schedule::Weekly(parse_weekday(d)?, parse_time(t)?)),
-            ["cron", rest @ ..] => super::cron::Cron::parse(&rest.join(" ")).map(Schedule::Cron),
-            [one] if one.starts_with('@') => super::cron::Cron::parse(one).map(Schedule::Cron),
-            [_, _, _, _, _] => super::cron::Cron::parse(text).map(Schedule::Cron),
+            ["cron", rest @ ..] => cron::Cron::parse(&rest.join(" ")).map(Schedule::Cron),
+            [one] if one.starts_with('@') => cron::Cron::parse(one).map(Schedule::Cron),
+            [_, _, _, _, _] => cron::Cron::parse(text).map(Schedule::Cron),
             _ => Err(format!(
                 "`{text}` is not a schedule: use off, hourly, every 6h, daily 02:00, weekly sun 03:00 or a cron \
                  expression such as `cron 0 3 * * 1-5` (UTC)"
