@@ -13,7 +13,7 @@ use super::feed::Feed;
 use crate::mapping::live::{LiveDesired, Reached};
 use crate::model::{Desired, DesiredState, Group, Key, Rejected, User};
 use crate::plan::{plan_keys, Operation, Policy};
-use crate::state::records::{Snapshot, StateChange};
+use crate::state::records::{Snapshot, StateChange, UserRecord};
 
 /// Where a pass's desired state comes from, and which keys it plans.
 pub(crate) enum Wanted {
@@ -92,21 +92,30 @@ impl Wanted {
 
 /// The desired state of a change-feed pass: the kept live state updated by what changed, or
 /// (first pass, records written by something else, a mapping it cannot follow) built afresh.
-pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: &Snapshot) -> Wanted {
+pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: Known<'_>) -> Wanted {
     if !LiveDesired::supports(feed.mapper()) {
-        let known: BTreeSet<Key> = records.users.keys().cloned().collect();
+        let known: BTreeSet<Key> = match records {
+            Known::Records(s) => s.users.keys().cloned().collect(),
+            Known::Keys(k) => k.clone(),
+        };
         return Wanted::Full(feed.desired(&known));
     }
     let mapper = feed.mapper().clone();
     let (mirror, changed) = feed.changes();
-    let known = |k: &Key| records.users.contains_key(k);
+    let known = |k: &Key| match records {
+        Known::Records(s) => s.users.contains_key(k),
+        Known::Keys(keys) => keys.contains(k),
+    };
     let mirrored = (&mirror.users, &mirror.groups);
-    match kept {
-        Some(Follow {
-            mut desired,
-            pending,
-            known_changed,
-        }) => {
+    match (kept, records) {
+        (
+            Some(Follow {
+                mut desired,
+                pending,
+                known_changed,
+            }),
+            Known::Records(records),
+        ) => {
             let reached =
                 desired.update(mirrored, (&changed[0], &changed[1]), &known, &known_changed);
             let scope = scope(reached, &pending, records);
@@ -115,7 +124,8 @@ pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: &Snapsho
                 scope: Some(scope),
             }
         }
-        None => {
+        // Nothing kept (or kept without its records): every key.
+        _ => {
             let mut desired = LiveDesired::new(mapper);
             let all = (mirror.users.keys(), mirror.groups.keys());
             desired.update(mirrored, all, &known, std::iter::empty());
@@ -125,6 +135,16 @@ pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: &Snapsho
             }
         }
     }
+}
+
+/// What a feed pass knows of the records when it builds its desired state.
+#[derive(Clone, Copy)]
+pub(crate) enum Known<'a> {
+    /// The records, kept from the last pass.
+    Records(&'a Snapshot),
+    /// The user records' keys: the records themselves are read afterwards
+    /// ([`fit_and_share`]).
+    Keys(&'a BTreeSet<Key>),
 }
 
 /// What a feed keeps from one pass to the next, while nothing else writes the records.
@@ -253,12 +273,29 @@ pub(crate) fn keys_of(ops: &[Operation]) -> Scope {
 /// share the user they were sent anyway.
 pub(crate) fn share_users(records: &mut Snapshot, desired: &LiveDesired) {
     for (k, r) in &mut records.users {
-        if let Some(u) = desired.user(k) {
-            if !Arc::ptr_eq(u, &r.pushed) && **u == *r.pushed {
-                r.pushed = Arc::clone(u);
-            }
+        share_user(desired, k, r);
+    }
+}
+
+fn share_user(desired: &LiveDesired, key: &Key, record: &mut UserRecord) {
+    if let Some(u) = desired.user(key) {
+        if !Arc::ptr_eq(u, &record.pushed) && **u == *record.pushed {
+            record.pushed = Arc::clone(u);
         }
     }
+}
+
+/// A record just decoded, fitted to the target (in place: it is its only holder) and then
+/// made to share the desired user it equals: [`share_users`] as the records are read, so
+/// that the decoded copy goes at once.
+pub(crate) fn fit_and_share(
+    desired: &LiveDesired,
+    fit: &dyn Fn(&mut User),
+    key: &Key,
+    record: &mut UserRecord,
+) {
+    crate::model::fit_shared(&mut record.pushed, fit);
+    share_user(desired, key, record);
 }
 
 /// Fits the user records a pass wrote to what the target holds (an adopted user is recorded

@@ -368,16 +368,15 @@ async fn run_inner<T: Target>(
     // Records read from the store are fitted to the target below; kept ones were, as
     // `fit_state` says.
     // A directory pass reads the records beside the directory (`read::with_records`); a
-    // change feed keeps them between passes.
-    let after_read = !matches!(input, Input::Feed(_));
+    // change feed keeps them between passes, and reads them once its desired state exists.
+    let read_records = kept.is_none();
     let (mut records, mut census, mut fitted_as, follow) = match kept {
         Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),
-        None if after_read => (Snapshot::default(), None, None, None),
-        None => (store.snapshot()?, None, None, None),
+        None => (Snapshot::default(), None, None, None),
     };
     let configured = target.describe();
     let stored = store.target_identity()?;
-    let has_records = if after_read {
+    let has_records = if read_records {
         store.has_records()?
     } else {
         !records.users.is_empty() || !records.groups.is_empty()
@@ -396,7 +395,30 @@ async fn run_inner<T: Target>(
     }
 
     let mut wanted = if let Input::Feed(feed) = input {
-        let wanted = live::from_feed(feed, follow, &records);
+        let wanted = if read_records {
+            // The records are read after the desired state, each fitted and, when it holds the
+            // very user the directory wants, made to share it as it is decoded: never two
+            // copies of the directory at once (~30 MB at 100k users).
+            let keys = store.user_keys()?;
+            let wanted = live::from_feed(feed, follow, live::Known::Keys(&keys));
+            drop(keys);
+            records = match &wanted {
+                live::Wanted::Live { desired, .. } => {
+                    fitted_as = Some(target.fit_state());
+                    let fit = |u: &mut crate::model::User| target.fit_user(u);
+                    let mut read =
+                        store.snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r))?;
+                    if !target.holds_groups() {
+                        read.groups.clear();
+                    }
+                    read
+                }
+                live::Wanted::Full(_) => store.snapshot()?,
+            };
+            wanted
+        } else {
+            live::from_feed(feed, follow, live::Known::Records(&records))
+        };
         tracing::info!(
             mode = "feed",
             users = feed.mirror().users.len(),

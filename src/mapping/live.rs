@@ -733,20 +733,24 @@ impl LiveDesired {
             return;
         };
         let nested = self.mapper.nested();
-        let mut direct = BTreeSet::new();
-        let mut children = BTreeSet::new();
+        // Collected, then built sorted: a set filled in DN order leaves its tree's nodes half
+        // empty (~24 MB instead of ~6 for 300k memberships).
+        let mut direct = Vec::new();
+        let mut children = Vec::new();
         let mut unresolved = 0;
         for m in &l.mapped.member_dns {
             let group = self.group_winner(m);
             if let Some(u) = self.user_winner(m) {
-                direct.insert(u.clone());
+                direct.push(u.clone());
             } else if group.is_none() && !self.rejected_dn(m) {
                 unresolved += 1;
             }
             if let Some(g) = group.filter(|_| nested) {
-                children.insert(g.clone());
+                children.push(g.clone());
             }
         }
+        let direct: BTreeSet<Key> = direct.into_iter().collect();
+        let children: BTreeSet<Key> = children.into_iter().collect();
         let old_children = l.children.clone();
         let old_unresolved = l.unresolved;
         for c in old_children.difference(&children) {

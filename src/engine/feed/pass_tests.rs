@@ -216,14 +216,14 @@ fn key_of(f: &Feed, prefix: &str) -> Key {
 
 #[tokio::test]
 async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
-    use crate::engine::live::{from_feed, Follow, Pending, Scope, Wanted};
+    use crate::engine::live::{from_feed, Follow, Known, Pending, Scope, Wanted};
     let (_d, store) = store();
     let mut f = refreshed(&store);
     let records = crate::state::records::Snapshot::default();
     let Wanted::Live {
         desired,
         scope: None,
-    } = from_feed(&mut f, None, &records)
+    } = from_feed(&mut f, None, Known::Records(&records))
     else {
         panic!("the first pass plans everything from the live state");
     };
@@ -245,7 +245,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
     let Wanted::Live {
         desired,
         scope: Some(s),
-    } = from_feed(&mut f, kept, &records)
+    } = from_feed(&mut f, kept, Known::Records(&records))
     else {
         panic!("a later pass plans some keys");
     };
@@ -276,7 +276,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
             pending,
             known_changed: Default::default(),
         }),
-        &records,
+        Known::Records(&records),
     )
     else {
         panic!("a later pass plans some keys");
@@ -290,4 +290,54 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
     );
     use crate::model::Desired;
     assert!(desired.group(&g10).unwrap().members.contains(&k1));
+}
+
+/// A pass with nothing kept (a restarted service's first) reads the records after building its
+/// desired state, each fitted and made to share the user the directory wants as it is decoded:
+/// one copy of each unchanged user. A target that keeps no titles records the fitted copy and
+/// the desired state keeps the whole user. Nothing is sent either way.
+#[tokio::test]
+async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_directory_wants() {
+    use crate::model::Desired;
+    use std::sync::Arc;
+    let (_d, store) = store();
+    let cfg = cfg();
+    let target = Recording::default();
+    let mut f = refreshed(&store);
+    modify(&mut f, FeedScope::Users, 1, titled(1, "u1@x.org"));
+    crate::engine::run_feed(&cfg, &store, &target, &mut f)
+        .await
+        .unwrap();
+    let first = target.take();
+    let created = first.iter().filter(|s| s.starts_with("create user"));
+    assert_eq!(created.count(), 2, "{first:?}");
+
+    for hide_title in [false, true] {
+        target.hide_title.store(hide_title, Ordering::Relaxed);
+        // Nothing kept: as after a restart.
+        assert!(f.take_kept(store.records_generation()).is_some());
+        f.retry_later();
+        crate::engine::run_feed(&cfg, &store, &target, &mut f)
+            .await
+            .unwrap();
+        assert!(target.take().is_empty(), "hide_title {hide_title}");
+        let kept = f.take_kept(store.records_generation()).unwrap();
+        let desired = kept.follow.as_ref().unwrap().desired.as_ref();
+        assert_eq!(kept.records.users.len(), 2);
+        for (k, r) in &kept.records.users {
+            let wanted = desired.user(k).unwrap();
+            let titled = wanted.title.is_some();
+            let shared = Arc::ptr_eq(wanted, &r.pushed);
+            assert_eq!(
+                shared,
+                !(hide_title && titled),
+                "{k} hide_title {hide_title}"
+            );
+            if hide_title && titled {
+                assert_eq!(r.pushed.title, None, "the record is fitted");
+            }
+        }
+        assert_eq!(kept.fit_state, u64::from(hide_title));
+        f.keep(kept);
+    }
 }

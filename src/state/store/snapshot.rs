@@ -13,6 +13,16 @@ impl Store {
         self.records_reader().read()
     }
 
+    /// Every record, each user record passed to `each` as soon as it is decoded (a change
+    /// feed's first pass fits it and shares its user with the desired state there, before the
+    /// next is decoded).
+    pub fn snapshot_with(
+        &self,
+        each: &dyn Fn(&Key, &mut UserRecord),
+    ) -> Result<Snapshot, StateError> {
+        self.records_reader().read_with(each)
+    }
+
     /// What reads every record, on another thread if need be (a directory pass reads them
     /// while it reads the directory).
     pub fn records_reader(&self) -> RecordsReader {
@@ -39,13 +49,20 @@ impl RecordsReader {
 
     /// Every record, as the store holds them now.
     pub fn read(&self) -> Result<Snapshot, StateError> {
+        self.read_with(&|_, _| {})
+    }
+
+    /// [`RecordsReader::read`], each user record passed to `each` once decoded.
+    pub fn read_with(&self, each: &dyn Fn(&Key, &mut UserRecord)) -> Result<Snapshot, StateError> {
         // One read transaction: users and groups as one commit left them. Listed in key
         // order: the maps are built from sorted lists (a bulk build).
         let r = self.kv.read().map_err(|e| self.io(e))?;
         let mut users = Vec::new();
         r.each(Table::Users, false, |k, v| {
-            let rec: UserRecord = decode(&self.path, k, v)?;
-            users.push((key_of(k), rec));
+            let mut rec: UserRecord = decode(&self.path, k, v)?;
+            let key = key_of(k);
+            each(&key, &mut rec);
+            users.push((key, rec));
             Ok::<_, StateError>(true)
         })
         .map_err(|e| self.io(e))??;
