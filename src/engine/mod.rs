@@ -177,22 +177,31 @@ fn policy(cfg: &Config) -> Policy {
 /// filter, base or ACL than a directory emptied on purpose: never act on it.
 fn guard_empty_read(desired: &DesiredState, records: &Snapshot) -> Result<(), EngineError> {
     let no_users = desired.users.is_empty() && desired.held.is_empty();
-    guard_empty(no_users, desired.groups.is_empty(), records)
+    guard_empty(no_users, desired.groups.is_empty(), counts(records))
 }
 
-fn guard_empty(no_users: bool, no_groups: bool, records: &Snapshot) -> Result<(), EngineError> {
-    if no_users && !records.users.is_empty() {
+/// How many user and group records there are.
+fn counts(records: &Snapshot) -> (usize, usize) {
+    (records.users.len(), records.groups.len())
+}
+
+fn guard_empty(
+    no_users: bool,
+    no_groups: bool,
+    (users, groups): (usize, usize),
+) -> Result<(), EngineError> {
+    if no_users && users > 0 {
         return Err(EngineError::EmptyRead {
             what: "users",
             what_key: "user",
-            known: records.users.len(),
+            known: users,
         });
     }
-    if no_groups && !records.groups.is_empty() {
+    if no_groups && groups > 0 {
         return Err(EngineError::EmptyRead {
             what: "groups",
             what_key: "group",
-            known: records.groups.len(),
+            known: groups,
         });
     }
     Ok(())
@@ -370,6 +379,8 @@ async fn run_inner<T: Target>(
     // A directory pass reads the records beside the directory (`read::with_records`); a
     // change feed keeps them between passes, and reads them once its desired state exists.
     let read_records = kept.is_none();
+    // A feed's records, read after its desired state and the target's preflight.
+    let mut records_later = false;
     let (mut records, mut census, mut fitted_as, follow) = match kept {
         Some(k) => (k.records, Some(k.census), Some(k.fit_state), k.follow),
         None => (Snapshot::default(), None, None, None),
@@ -396,25 +407,17 @@ async fn run_inner<T: Target>(
 
     let mut wanted = if let Input::Feed(feed) = input {
         let wanted = if read_records {
-            // The records are read after the desired state, each fitted and, when it holds the
-            // very user the directory wants, made to share it as it is decoded: never two
-            // copies of the directory at once (~30 MB at 100k users).
+            // The records are read once the desired state exists (and the target's preflight
+            // has said what it holds, below), each fitted and, when it holds the very user the
+            // directory wants, made to share it as it is decoded: never two copies of the
+            // directory at once (~30 MB at 100k users).
             let keys = store.user_keys()?;
             let wanted = live::from_feed(feed, follow, live::Known::Keys(&keys));
             drop(keys);
-            records = match &wanted {
-                live::Wanted::Live { desired, .. } => {
-                    fitted_as = Some(target.fit_state());
-                    let fit = |u: &mut crate::model::User| target.fit_user(u);
-                    let mut read =
-                        store.snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r))?;
-                    if !target.holds_groups() {
-                        read.groups.clear();
-                    }
-                    read
-                }
-                live::Wanted::Full(_) => store.snapshot()?,
-            };
+            match &wanted {
+                live::Wanted::Live { .. } => records_later = true,
+                live::Wanted::Full(_) => records = store.snapshot()?,
+            }
             wanted
         } else {
             live::from_feed(feed, follow, live::Known::Records(&records))
@@ -444,13 +447,27 @@ async fn run_inner<T: Target>(
         log_read(&stats, &desired);
         live::Wanted::Full(desired)
     };
-    guard_empty(wanted.no_users(), wanted.no_groups(), &records)?;
+    let known = if records_later {
+        store.record_counts()?
+    } else {
+        counts(&records)
+    };
+    guard_empty(wanted.no_users(), wanted.no_groups(), known)?;
 
     // After the directory read (and so its bind): a wrong directory password never reaches the
     // target, and a wrong token is found before anything is planned.
     target.preflight().await?;
     if stored.as_deref() != Some(configured.as_str()) {
         store.set_target_identity(&configured).await?;
+    }
+    if let (true, live::Wanted::Live { desired, .. }) = (records_later, &wanted) {
+        // Fitted as the target's preflight left what it holds (a schema read first there).
+        fitted_as = Some(target.fit_state());
+        let fit = |u: &mut crate::model::User| target.fit_user(u);
+        records = store.snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r))?;
+        if !target.holds_groups() {
+            records.groups.clear();
+        }
     }
     // What the target holds changed since the kept records were fitted (a quirk learned, its
     // schema read again): they are read again, fitted anew, and every key is planned.

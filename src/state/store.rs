@@ -252,6 +252,14 @@ impl Store {
         Ok(count(Table::Users)? > 0 || count(Table::Groups)? > 0)
     }
 
+    /// How many user and group records there are.
+    pub fn record_counts(&self) -> Result<(usize, usize), StateError> {
+        let r = self.reader()?;
+        let count = |t| r.len(t).map_err(|e| self.io(e));
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok((size(count(Table::Users)?), size(count(Table::Groups)?)))
+    }
+
     /// Whether a user record exists under `key`.
     pub fn has_user(&self, key: &str) -> Result<bool, StateError> {
         self.reader()?

@@ -10,11 +10,13 @@ use super::*;
 use crate::model::{FieldChange, User};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
 
-/// Records each request; `hide_title` plays a target found not to keep titles.
+/// Records each request; `hide_title` plays a target found not to keep titles, and
+/// `hide_on_preflight` one whose preflight finds it (a schema read there).
 #[derive(Default)]
 struct Recording {
     sent: Mutex<Vec<String>>,
     hide_title: AtomicBool,
+    hide_on_preflight: AtomicBool,
 }
 
 impl Recording {
@@ -35,6 +37,9 @@ impl Target for Recording {
         "recording".into()
     }
     async fn preflight(&self) -> Result<(), TargetError> {
+        if self.hide_on_preflight.load(Ordering::Relaxed) {
+            self.hide_title.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
     fn fit_user(&self, user: &mut User) {
@@ -294,8 +299,9 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
 
 /// A pass with nothing kept (a restarted service's first) reads the records after building its
 /// desired state, each fitted and made to share the user the directory wants as it is decoded:
-/// one copy of each unchanged user. A target that keeps no titles records the fitted copy and
-/// the desired state keeps the whole user. Nothing is sent either way.
+/// one copy of each unchanged user. A target that keeps no titles (known before the pass, or
+/// found by its preflight) records the fitted copy and the desired state keeps the whole user.
+/// Nothing is sent either way.
 #[tokio::test]
 async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_directory_wants() {
     use crate::model::Desired;
@@ -312,8 +318,13 @@ async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_direct
     let created = first.iter().filter(|s| s.starts_with("create user"));
     assert_eq!(created.count(), 2, "{first:?}");
 
-    for hide_title in [false, true] {
-        target.hide_title.store(hide_title, Ordering::Relaxed);
+    for (hide_title, on_preflight) in [(false, false), (true, false), (true, true)] {
+        target
+            .hide_title
+            .store(hide_title && !on_preflight, Ordering::Relaxed);
+        target
+            .hide_on_preflight
+            .store(on_preflight, Ordering::Relaxed);
         // Nothing kept: as after a restart.
         assert!(f.take_kept(store.records_generation()).is_some());
         f.retry_later();
