@@ -247,9 +247,7 @@ impl Store {
 
     /// Whether any user or group record exists.
     pub fn has_records(&self) -> Result<bool, StateError> {
-        let r = self.reader()?;
-        let count = |t| r.len(t).map_err(|e| self.io(e));
-        Ok(count(Table::Users)? > 0 || count(Table::Groups)? > 0)
+        Ok(self.record_counts()? != (0, 0))
     }
 
     /// How many user and group records there are.
