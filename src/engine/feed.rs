@@ -113,6 +113,10 @@ pub(crate) struct Feed {
     renames: renames::Renames,
     /// The groups' attribute naming their members (what a rename rewrites).
     member_attribute: String,
+    /// Attributes asked for to time a change or poll, not for the mapping (`entryCSN`,
+    /// `modifyTimestamp`): left out of the mirror, where they would cost ~50 bytes an entry
+    /// and make an entry whose mapped attributes did not move look changed.
+    volatile: Vec<&'static str>,
     /// Entries that arrived without their key (389-DS sends changed entries so in a refresh
     /// resumed from a cookie): to be read again by DN before the next pass.
     /// With the DN, whether the entry came while following (else in a refresh: a rename it
@@ -186,6 +190,15 @@ impl Feed {
     /// made for another server or configuration.
     pub(crate) fn load(cfg: &Config, store: &Store, kind: FeedKind) -> Result<Feed, StateError> {
         let mapper = feed_mapper(cfg);
+        let mapped: Vec<String> = mapper
+            .user_attributes()
+            .into_iter()
+            .chain(mapper.group_attributes())
+            .collect();
+        let volatile = ["entryCSN", "modifyTimestamp"]
+            .into_iter()
+            .filter(|v| !mapped.iter().any(|m| m.eq_ignore_ascii_case(v)))
+            .collect();
         // v2: entries carry their sync identity (SYNC_ID); older mirrors are refreshed.
         let fingerprint = super::fingerprint(cfg, &format!("{kind:?}/v2"));
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
@@ -230,6 +243,7 @@ impl Feed {
             began: [0, 0],
             renames: renames::Renames::default(),
             member_attribute: cfg.mapping.member_attribute.clone(),
+            volatile,
             refetch: BTreeMap::new(),
         };
         feed.rebuild_index();
@@ -492,14 +506,18 @@ impl Feed {
         // Refresh-phase entries are mostly old news; a Modify is a change seen now
         // (persist phase, or a timestamp poll).
         let timed = persisting || state == EntryState::Modify;
+        // Read only for a change worth timing, not for every entry of a refresh.
+        let csn = if timed { csn_time(&e) } else { None };
+        for name in &self.volatile {
+            e.attrs.remove(name);
+        }
         self.index.insert((scope, uuid.to_vec()), key.clone());
         let map = self.map_of(scope);
-        // The same entry again (a poll re-reading its watermark's second) is no change.
+        // The same entry again (a poll re-reading its watermark's second, a change of an
+        // attribute not mapped) is no change.
         if map.get(&key) != Some(&e) {
-            // Read only for a change worth timing, not for every entry of a refresh.
             let at = timed.then(|| {
-                csn_time(&e)
-                    .filter(|t| *t <= SystemTime::now())
+                csn.filter(|t| *t <= SystemTime::now())
                     .unwrap_or_else(SystemTime::now)
             });
             map.insert(key.clone(), e);

@@ -30,6 +30,25 @@ enum Keys {
     Many(Vec<Key>),
 }
 
+impl Keys {
+    /// Adds `key` (once).
+    fn insert(&mut self, key: &Key) {
+        match self {
+            Keys::One(k) if k == key => {}
+            Keys::One(k) => {
+                let mut both = vec![k.clone(), key.clone()];
+                both.sort();
+                *self = Keys::Many(both);
+            }
+            Keys::Many(v) => {
+                if let Err(at) = v.binary_search(key) {
+                    v.insert(at, key.clone());
+                }
+            }
+        }
+    }
+}
+
 impl std::ops::Deref for Keys {
     type Target = [Key];
     fn deref(&self) -> &[Key] {
@@ -56,7 +75,11 @@ const COLLIDED: usize = 2;
 /// A group as mapped, with what its member values resolve to.
 #[derive(Debug)]
 struct LiveGroup {
+    /// As mapped, its member values moved out into `members`.
     mapped: MappedGroup,
+    /// The member values, each the very name `named_by` holds: 300k memberships held as
+    /// 300k strings were ~19 MB at 100k users, as shared names ~5.
+    members: Box<[Arc<str>]>,
     /// The group as the target should hold it (nested: its descendants' users too).
     out: Group,
     /// Nested only: the users the group itself lists.
@@ -106,7 +129,8 @@ pub(crate) struct LiveDesired {
     /// Users held because their userName is used twice, with the reason.
     collided: BTreeMap<Key, Rejected>,
     /// Normalized DN or GUID token -> mapped users (collided ones too: resolution skips them).
-    user_dns: Index,
+    /// Its names are shared with `named_by`, where groups list the same users.
+    user_dns: HashMap<Arc<str>, Keys>,
     group_dns: Index,
     /// Normalized DN -> rejected entries, per kind of rejection (users, groups, users held for
     /// their userName: apart, as a user and a group may share a key, and a user be in both).
@@ -116,8 +140,8 @@ pub(crate) struct LiveDesired {
     held_refs: [Index; 3],
     /// Entries not synced, of any kind.
     rejected_count: usize,
-    /// Member value -> the groups listing it.
-    named_by: Index,
+    /// Member value -> the groups listing it (the groups' `members` share its names).
+    named_by: HashMap<Arc<str>, Keys>,
     /// Normalized manager DN -> the users naming it.
     managed_by: Index,
     /// Resolved manager key -> the users it manages.
@@ -131,30 +155,49 @@ pub(crate) struct LiveDesired {
     accepted_groups: usize,
 }
 
-fn add(index: &mut Index, name: String, key: &Key) {
-    let keys = match index.entry(name.into_boxed_str()) {
+fn add<N: From<String> + std::hash::Hash + Eq>(
+    index: &mut HashMap<N, Keys>,
+    name: String,
+    key: &Key,
+) {
+    match index.entry(N::from(name)) {
         std::collections::hash_map::Entry::Vacant(v) => {
             v.insert(Keys::One(key.clone()));
-            return;
         }
-        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-    };
-    match keys {
-        Keys::One(k) if k == key => {}
-        Keys::One(k) => {
-            let mut both = vec![k.clone(), key.clone()];
-            both.sort();
-            *keys = Keys::Many(both);
-        }
-        Keys::Many(v) => {
-            if let Err(at) = v.binary_search(key) {
-                v.insert(at, key.clone());
-            }
-        }
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut().insert(key),
     }
 }
 
-fn remove(index: &mut Index, name: &str, key: &Key) {
+/// Adds `key` under `name` and returns the name as the index holds it, shared (with `donor`'s
+/// when it holds the name).
+fn add_shared(
+    index: &mut HashMap<Arc<str>, Keys>,
+    donor: &HashMap<Arc<str>, Keys>,
+    name: &str,
+    key: &Key,
+) -> Arc<str> {
+    let held = match index.get_key_value(name) {
+        Some((held, _)) => Arc::clone(held),
+        None => {
+            let name: Arc<str> = match donor.get_key_value(name) {
+                Some((shared, _)) => Arc::clone(shared),
+                None => Arc::from(name),
+            };
+            index.insert(Arc::clone(&name), Keys::One(key.clone()));
+            return name;
+        }
+    };
+    if let Some(keys) = index.get_mut(name) {
+        keys.insert(key);
+    }
+    held
+}
+
+fn remove<N: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
+    index: &mut HashMap<N, Keys>,
+    name: &str,
+    key: &Key,
+) {
     let Some(keys) = index.get_mut(name) else {
         return;
     };
@@ -211,12 +254,12 @@ impl LiveDesired {
             names: Index::new(),
             crowded: BTreeSet::new(),
             collided: BTreeMap::new(),
-            user_dns: Index::new(),
+            user_dns: HashMap::new(),
             group_dns: Index::new(),
             rejected_dns: Default::default(),
             held_refs: Default::default(),
             rejected_count: 0,
-            named_by: Index::new(),
+            named_by: HashMap::new(),
             managed_by: Index::new(),
             reports: Index::new(),
             parents: HashMap::new(),
@@ -398,7 +441,9 @@ impl LiveDesired {
         }
     }
 
-    fn index_group(&mut self, key: &Key, g: &Result<LiveGroup, Rejected>, on: bool) {
+    /// Indexes a group (`on`) or takes it out. Indexed, a group's member values move from
+    /// its mapping into `members`, shared with `named_by`.
+    fn index_group(&mut self, key: &Key, g: &mut Result<LiveGroup, Rejected>, on: bool) {
         match g {
             Ok(l) => {
                 let mut dns = vec![normalize(&l.mapped.dn)];
@@ -410,10 +455,14 @@ impl LiveDesired {
                         remove(&mut self.group_dns, &d, key);
                     }
                 }
-                for m in &l.mapped.member_dns {
-                    if on {
-                        add(&mut self.named_by, m.clone(), key);
-                    } else {
+                if on {
+                    let values = std::mem::take(&mut l.mapped.member_dns);
+                    l.members = values
+                        .iter()
+                        .map(|m| add_shared(&mut self.named_by, &self.user_dns, m, key))
+                        .collect();
+                } else {
+                    for m in l.members.iter() {
                         remove(&mut self.named_by, m, key);
                     }
                 }
@@ -523,6 +572,7 @@ impl LiveDesired {
                             members: BTreeSet::new(),
                         },
                         mapped,
+                        members: Box::default(),
                         direct: BTreeSet::new(),
                         children: BTreeSet::new(),
                         unresolved: 0,
@@ -604,11 +654,11 @@ impl LiveDesired {
                 // The key's standing as a held object: a user record under it is kept or not.
                 reached.flipped.insert(k.clone());
             }
-            if let Some(old) = old {
-                self.index_group(&k, &old, false);
+            if let Some(mut old) = old {
+                self.index_group(&k, &mut old, false);
             }
-            if let Some(new) = new {
-                self.index_group(&k, &new, true);
+            if let Some(mut new) = new {
+                self.index_group(&k, &mut new, true);
                 self.groups.insert(k.clone(), new);
             }
             reached.users.insert(k.clone());
@@ -738,7 +788,7 @@ impl LiveDesired {
         let mut direct = Vec::new();
         let mut children = Vec::new();
         let mut unresolved = 0;
-        for m in &l.mapped.member_dns {
+        for m in l.members.iter() {
             let group = self.group_winner(m);
             if let Some(u) = self.user_winner(m) {
                 direct.push(u.clone());

@@ -156,6 +156,75 @@ fn persist_changes_modify_and_delete_and_carry_their_time() {
     assert_eq!(f.changed_at().len(), 2, "the deletion is timed too");
 }
 
+fn stamped(mut e: RawEntry, csn: &str) -> RawEntry {
+    e.attrs.insert("entryCSN", vec![csn.as_bytes().to_vec()]);
+    e.attrs
+        .insert("modifyTimestamp", vec![b"20260101000000Z".to_vec()]);
+    e
+}
+
+#[tokio::test]
+async fn change_times_are_not_mirrored_and_a_change_of_them_alone_is_none() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    let csn = "20260101000000.000001Z#000000#000#000000";
+    let modify = |f: &mut Feed, e: RawEntry, cookie: &str| {
+        f.apply_entry(
+            FeedScope::Users,
+            EntryState::Modify,
+            &uuid(2),
+            "uid=u2,ou=people,dc=example,dc=org",
+            Some(e),
+            Some(cookie.as_bytes().to_vec()),
+        )
+    };
+    modify(&mut f, stamped(user(2, "new@x.org"), csn), "c4");
+    assert!(f.dirty(), "a mapped attribute changed");
+    assert_eq!(
+        f.changed_at().values().next().copied(),
+        csn_time(&stamped(user(2, "x"), csn)),
+        "timed by its entryCSN"
+    );
+    let held = f
+        .mirror()
+        .users
+        .values()
+        .find(|e| e.dn.starts_with("uid=u2"))
+        .unwrap();
+    assert!(held.attrs.get("entryCSN").is_none(), "{held:?}");
+    assert!(held.attrs.get("modifyTimestamp").is_none(), "{held:?}");
+    f.save(&store).await.unwrap();
+    // Another attribute than the mapped ones changed: only its change times move.
+    modify(
+        &mut f,
+        stamped(
+            user(2, "new@x.org"),
+            "20260101000001.000001Z#000000#000#000000",
+        ),
+        "c5",
+    );
+    assert!(!f.dirty(), "no mapped attribute changed");
+    assert!(f.changed_at().is_empty());
+
+    // A mapping that reads one of them keeps it.
+    let text = CONFIG.to_string() + "[mapping.custom]\nnickName = \"modifyTimestamp\"\n";
+    let cfg = Config::parse(&text, Path::new("/tmp/dirbridge.toml")).unwrap();
+    let (_d2, store2) = super::tests::store();
+    let mut g = Feed::load(&cfg, &store2, FeedKind::Syncrepl).unwrap();
+    g.begin(FeedScope::Users);
+    add(
+        &mut g,
+        FeedScope::Users,
+        1,
+        stamped(user(1, "u1@x.org"), csn),
+        "c1",
+    );
+    let held = g.mirror().users.values().next().unwrap();
+    assert!(held.attrs.get("modifyTimestamp").is_some(), "{held:?}");
+    assert!(held.attrs.get("entryCSN").is_none(), "{held:?}");
+}
+
 #[tokio::test]
 async fn a_saved_feed_resumes_from_its_cookies_and_a_present_phase_drops_the_unmentioned() {
     let (_d, store) = store();

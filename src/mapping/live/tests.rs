@@ -305,3 +305,48 @@ proptest! {
         }
     }
 }
+
+/// A group's member values are held once: the very names of the member index, and of the
+/// users' DN index where a user carries the name.
+#[test]
+fn member_values_are_the_names_the_indexes_hold() {
+    let mut users = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    let spec = UserSpec {
+        dn: 1,
+        name: Some(1),
+        upper: false,
+        active: true,
+        manager: None,
+    };
+    apply(&Change::User(1, Some(spec)), &mut users, &mut groups);
+    let group = GroupSpec {
+        dn: 0,
+        shout: false,
+        users: vec![1],
+        groups: vec![],
+        unknown: true,
+        broken: false,
+    };
+    apply(&Change::Group(0, Some(group)), &mut users, &mut groups);
+    let mut live = LiveDesired::new(mapper(false));
+    live.update(
+        (&users, &groups),
+        (users.keys(), groups.keys()),
+        &|_| false,
+        std::iter::empty(),
+    );
+    let Some(Ok(g)) = live.groups.get(&group_key(0)) else {
+        panic!("the group is mapped: {:?}", live.groups);
+    };
+    assert!(g.mapped.member_dns.is_empty(), "moved out of the mapping");
+    assert_eq!(g.members.len(), 2, "{:?}", g.members);
+    for m in g.members.iter() {
+        let (held, _) = live.named_by.get_key_value(&**m).unwrap();
+        assert!(Arc::ptr_eq(held, m), "{m}: the member index's own name");
+    }
+    let user = g.members.iter().find(|m| m.starts_with("uid=u1")).unwrap();
+    let (held, _) = live.user_dns.get_key_value(&**user).unwrap();
+    assert!(Arc::ptr_eq(held, user), "{user}: the user's DN as indexed");
+    assert_eq!(g.out.members.len(), 1, "{:?}", g.out);
+}
