@@ -189,6 +189,9 @@ async fn pass<T: Target>(
                 listed = read.listed,
                 "modifyTimestamp poll"
             );
+            if let Err(e) = feed.write_ahead(store, engine::feed::WRITE_AHEAD) {
+                tracing::warn!(error = %e, "cannot write the mirror ahead of its save; holding it in memory");
+            }
             engine::run_feed(cfg, store, target, feed).await
         }
         (RunKind::Sync, None) => match notified {

@@ -26,7 +26,13 @@ use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
 use crate::source::syncrepl::{EntryState, SyncInfo};
-use crate::state::{Mirror, StateError, Store};
+#[cfg(test)]
+use crate::state::Mirror;
+use crate::state::{MirrorWrites, StateError, Store};
+
+/// How many changed user entries the feed holds in memory before it writes them to the store
+/// ahead of the next save (~2 MB).
+pub(crate) const WRITE_AHEAD: usize = 4096;
 
 /// Where each mirror entry keeps the identity its change feed knows it by (the Sync State
 /// control's UUID, or a poll's identity): slapd's is the entryUUID, 389-DS's the nsUniqueId.
@@ -90,7 +96,10 @@ pub(crate) struct Feed {
     /// A checkpoint this feed can resume from is stored (else the next save writes the mirror
     /// in batches, the checkpoint last).
     stored: bool,
-    mirror: Mirror,
+    /// The mirror's users (their entries in the store but for those changed since written).
+    users: users::FeedUsers,
+    /// The mirror's groups, whole (renames rewrite their member values).
+    groups: BTreeMap<Key, RawEntry>,
     /// Keys whose mirror entry changed since the last save, per scope: what the next save
     /// writes (or removes). No second copy of the mirror is kept to compare against.
     unsaved: [BTreeSet<Key>; 2],
@@ -204,7 +213,8 @@ impl Feed {
         let checkpoint: Option<Checkpoint> = store.feed_checkpoint()?;
         let usable = checkpoint.filter(|c| c.fingerprint == fingerprint);
         let stored = usable.is_some();
-        let (mirror, cookies, unsaved) = match usable {
+        let mut index = HashMap::new();
+        let (users, groups, cookies, unsaved) = match usable {
             Some(c) => {
                 let decode = |s: &Option<String>| s.as_deref().and_then(|h| hex::decode(h).ok());
                 // Records or intents written after the mirror was saved (a pass cut short after
@@ -219,20 +229,33 @@ impl Feed {
                 } else {
                     [decode(&c.cookies[0]), decode(&c.cookies[1])]
                 };
-                (store.mirror()?, cookies, Default::default())
+                let users = users::FeedUsers::load(store, |k, e| {
+                    index_entry(&mut index, FeedScope::Users, k, e)
+                })?;
+                let groups = store.mirror_groups()?;
+                for (k, e) in &groups {
+                    index_entry(&mut index, FeedScope::Groups, k, e);
+                }
+                (users, groups, cookies, Default::default())
             }
             // Made for another server or configuration: what is stored goes at the next save.
-            None => (Mirror::default(), [None, None], store.mirror_keys()?),
+            None => (
+                users::FeedUsers::empty(store),
+                BTreeMap::new(),
+                [None, None],
+                store.mirror_keys()?,
+            ),
         };
-        let mut feed = Feed {
+        let feed = Feed {
             kind,
             mapper,
             fingerprint,
             stored,
-            mirror,
+            users,
+            groups,
             unsaved,
             kept: None,
-            index: HashMap::new(),
+            index,
             cookies,
             refresh: Default::default(),
             changed_at: BTreeMap::new(),
@@ -246,29 +269,41 @@ impl Feed {
             volatile,
             refetch: BTreeMap::new(),
         };
-        feed.rebuild_index();
         Ok(feed)
     }
 
-    fn rebuild_index(&mut self) {
-        self.index.clear();
-        for (scope, map) in [
-            (FeedScope::Users, &self.mirror.users),
-            (FeedScope::Groups, &self.mirror.groups),
-        ] {
-            for (k, e) in map {
-                if let Some(u) = e.values(SYNC_ID).first() {
-                    self.index.insert((scope, u.to_vec()), k.clone());
+    /// Takes the entry under `key` out of `scope`'s mirror; false when it was not there.
+    fn remove_entry(&mut self, scope: FeedScope, key: &Key) -> bool {
+        match scope {
+            FeedScope::Users => self.users.remove(key),
+            FeedScope::Groups => self.groups.remove(key).is_some(),
+        }
+    }
+
+    fn dn_of(&self, scope: FeedScope, key: &Key) -> Option<&str> {
+        match scope {
+            FeedScope::Users => self.users.dn(key),
+            FeedScope::Groups => self.groups.get(key).map(|e| e.dn.as_str()),
+        }
+    }
+
+    /// Puts `e` under `key` in `scope`'s mirror; false when it is the same entry again.
+    fn put_entry(&mut self, scope: FeedScope, key: &Key, e: RawEntry) -> bool {
+        match scope {
+            FeedScope::Users => self.users.put(key, e),
+            FeedScope::Groups => {
+                if self.groups.get(key) == Some(&e) {
+                    return false;
                 }
+                self.groups.insert(key.clone(), e);
+                true
             }
         }
     }
 
-    fn map_of(&mut self, scope: FeedScope) -> &mut BTreeMap<Key, RawEntry> {
-        match scope {
-            FeedScope::Users => &mut self.mirror.users,
-            FeedScope::Groups => &mut self.mirror.groups,
-        }
+    /// How many users and groups the mirror holds.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.users.len(), self.groups.len())
     }
 
     /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
@@ -340,8 +375,19 @@ impl Feed {
         self.dirty = true;
     }
 
-    pub(crate) fn mirror(&self) -> &Mirror {
-        &self.mirror
+    /// The whole mirror, read (tests).
+    #[cfg(test)]
+    pub(crate) fn mirror(&self) -> Mirror {
+        let reader = self.users.reader().unwrap();
+        let users = self
+            .users
+            .keys()
+            .map(|k| (k.clone(), self.users.entry(&reader, k).unwrap().unwrap()))
+            .collect();
+        Mirror {
+            users,
+            groups: self.groups.clone(),
+        }
     }
 
     pub(crate) fn mapper(&self) -> &Mapper {
@@ -359,7 +405,7 @@ impl Feed {
             if scope == FeedScope::Groups {
                 self.renames.group_gone(&key);
             }
-            if self.map_of(scope).remove(&key).is_some() {
+            if self.remove_entry(scope, &key) {
                 self.unsaved[scope.index()].insert(key.clone());
                 self.dirty = true;
                 self.changed_at.entry(key).or_insert_with(SystemTime::now);
@@ -386,20 +432,17 @@ impl Feed {
                 .filter(|((s, _), _)| *s == scope)
                 .map(|(_, k)| k)
                 .collect();
-            let map = match scope {
-                FeedScope::Users => &self.mirror.users,
-                FeedScope::Groups => &self.mirror.groups,
+            let keys: Box<dyn Iterator<Item = &Key>> = match scope {
+                FeedScope::Users => Box::new(self.users.keys()),
+                FeedScope::Groups => Box::new(self.groups.keys()),
             };
-            map.keys()
-                .filter(|k| !indexed.contains(k))
-                .cloned()
-                .collect()
+            keys.filter(|k| !indexed.contains(k)).cloned().collect()
         };
         for u in gone {
             self.remove_uuid(scope, &u);
         }
         for k in unindexed {
-            self.map_of(scope).remove(&k);
+            self.remove_entry(scope, &k);
             self.unsaved[scope.index()].insert(k);
             self.dirty = true;
         }
@@ -411,8 +454,13 @@ impl Feed {
             self.drop_unseen(scope);
             // Filled in the server's order, the map's nodes are half empty: built again from
             // its sorted entries, once per full refresh (~6 MB less at 100k users).
-            let map = std::mem::take(self.map_of(scope));
-            *self.map_of(scope) = map.into_iter().collect();
+            match scope {
+                FeedScope::Users => self.users.compact(),
+                FeedScope::Groups => {
+                    let map = std::mem::take(&mut self.groups);
+                    self.groups = map.into_iter().collect();
+                }
+            }
         }
         let r = &mut self.refresh[scope.index()];
         r.active = false;
@@ -422,8 +470,8 @@ impl Feed {
         }
         tracing::info!(
             scope = scope.name(),
-            users = self.mirror.users.len(),
-            groups = self.mirror.groups.len(),
+            users = self.users.len(),
+            groups = self.groups.len(),
             "content synchronization: refresh done, now following changes"
         );
     }
@@ -485,15 +533,14 @@ impl Feed {
         if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
             // Most changes keep the DN: compared as sent first, normalized only when it differs.
             let old_dn = self
-                .map_of(scope)
-                .get(&old_key)
-                .filter(|o| o.dn != e.dn)
-                .map(|o| o.dn.clone());
+                .dn_of(scope, &old_key)
+                .filter(|o| *o != e.dn)
+                .map(str::to_string);
             if let Some(old_dn) = old_dn {
                 self.renamed(scope, &old_dn, &e.dn, persisting);
             }
             if old_key != key {
-                self.map_of(scope).remove(&old_key);
+                self.remove_entry(scope, &old_key);
                 self.unsaved[scope.index()].insert(old_key.clone());
                 if scope == FeedScope::Groups {
                     self.renames.group_gone(&old_key);
@@ -512,15 +559,13 @@ impl Feed {
             e.attrs.remove(name);
         }
         self.index.insert((scope, uuid.to_vec()), key.clone());
-        let map = self.map_of(scope);
         // The same entry again (a poll re-reading its watermark's second, a change of an
         // attribute not mapped) is no change.
-        if map.get(&key) != Some(&e) {
+        if self.put_entry(scope, &key, e) {
             let at = timed.then(|| {
                 csn.filter(|t| *t <= SystemTime::now())
                     .unwrap_or_else(SystemTime::now)
             });
-            map.insert(key.clone(), e);
             self.unsaved[scope.index()].insert(key.clone());
             self.dirty = true;
             if let Some(at) = at {
@@ -607,9 +652,7 @@ impl Feed {
         if self.renames.is_empty() {
             return;
         }
-        let changed = self
-            .renames
-            .apply(&mut self.mirror.groups, &self.member_attribute);
+        let changed = self.renames.apply(&mut self.groups, &self.member_attribute);
         if !changed.is_empty() {
             tracing::debug!(
                 groups = changed.len(),
@@ -657,16 +700,22 @@ impl Feed {
     }
 
     /// The desired state the mirror describes.
-    pub(crate) fn desired(&mut self, known_users: &BTreeSet<Key>) -> DesiredState {
+    pub(crate) fn desired(
+        &mut self,
+        known_users: &BTreeSet<Key>,
+    ) -> Result<DesiredState, StateError> {
         self.settle_renames();
         let mut builder = DesiredBuilder::new(self.mapper.clone());
-        for e in self.mirror.users.values() {
-            builder.add_user(e);
+        let reader = self.users.reader()?;
+        for k in self.users.keys() {
+            if let Some(e) = self.users.entry(&reader, k)? {
+                builder.add_user(&e);
+            }
         }
-        for e in self.mirror.groups.values() {
+        for e in self.groups.values() {
             builder.add_group(e);
         }
-        builder.finish(known_users)
+        Ok(builder.finish(known_users))
     }
 
     /// What the last pass ended with, if the store has not written records since
@@ -680,11 +729,27 @@ impl Feed {
         self.kept = Some(kept);
     }
 
-    /// The mirror, and the keys of its entries changed since the last save (users, groups),
-    /// renames applied to the member values first.
-    pub(crate) fn changes(&mut self) -> (&Mirror, &[BTreeSet<Key>; 2]) {
+    /// The mirror (its users read by key), and the keys of its entries changed since the last
+    /// save (users, groups), renames applied to the member values first.
+    pub(crate) fn changes(&mut self) -> Result<Changes<'_>, StateError> {
         self.settle_renames();
-        (&self.mirror, &self.unsaved)
+        Ok(Changes {
+            users: UserEntries {
+                reader: self.users.reader()?,
+                users: &self.users,
+            },
+            groups: &self.groups,
+            changed: &self.unsaved,
+        })
+    }
+
+    /// Writes the user entries changed since the last save to the store ahead of it, once
+    /// there are `at_least` of them (a refresh of a whole directory is not held in memory).
+    pub(crate) fn write_ahead(&mut self, store: &Store, at_least: usize) -> Result<(), StateError> {
+        if self.users.pending() < at_least.max(1) {
+            return Ok(());
+        }
+        self.users.write_ahead(store, &self.unsaved[0])
     }
 
     /// When each object with an unpushed change changed.
@@ -700,16 +765,18 @@ impl Feed {
             fingerprint: self.fingerprint.clone(),
             cookies: [hexed(&self.cookies[0]), hexed(&self.cookies[1])],
         };
+        let groups = self.unsaved[1]
+            .iter()
+            .map(|k| (k.clone(), self.groups.get(k)))
+            .collect();
+        let writes: MirrorWrites<'_> = [self.users.writes(&self.unsaved[0]), groups];
         if self.stored {
-            store
-                .save_feed(&self.mirror, &self.unsaved, &checkpoint)
-                .await?;
+            store.save_feed(&writes, &checkpoint).await?;
         } else {
-            store
-                .save_feed_in_batches(&self.mirror, &self.unsaved, &checkpoint)
-                .await?;
+            store.save_feed_in_batches(&writes, &checkpoint).await?;
             self.stored = true;
         }
+        self.users.written();
         self.unsaved = Default::default();
         self.changed_at.clear();
         self.dirty = false;
@@ -717,9 +784,46 @@ impl Feed {
     }
 }
 
+/// A pass's view of the mirror: what it needs to update its desired state.
+pub(crate) struct Changes<'a> {
+    pub users: UserEntries<'a>,
+    pub groups: &'a BTreeMap<Key, RawEntry>,
+    /// Keys changed since the last save, users then groups.
+    pub changed: &'a [BTreeSet<Key>; 2],
+}
+
+/// The mirror's user entries, read by key.
+pub(crate) struct UserEntries<'a> {
+    users: &'a users::FeedUsers,
+    reader: crate::state::MirrorReader<'a>,
+}
+
+impl UserEntries<'_> {
+    pub(crate) fn get(&self, key: &Key) -> Result<Option<RawEntry>, StateError> {
+        self.users.entry(&self.reader, key)
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.users.keys()
+    }
+}
+
+/// Indexes a stored entry by the sync identity it carries.
+fn index_entry(
+    index: &mut HashMap<(FeedScope, Vec<u8>), Key>,
+    scope: FeedScope,
+    key: &Key,
+    e: &RawEntry,
+) {
+    if let Some(u) = e.values(SYNC_ID).first() {
+        index.insert((scope, u.to_vec()), key.clone());
+    }
+}
+
 mod present;
 mod refetch;
 mod renames;
+mod users;
 pub(crate) use present::check_listed;
 pub(crate) use refetch::refetch;
 pub(crate) mod timestamp;

@@ -14,6 +14,7 @@ use crate::mapping::live::{LiveDesired, Reached};
 use crate::model::{Desired, DesiredState, Group, Key, Rejected, User};
 use crate::plan::{plan_keys, Operation, Policy};
 use crate::state::records::{Snapshot, StateChange, UserRecord};
+use crate::state::StateError;
 
 /// Where a pass's desired state comes from, and which keys it plans.
 pub(crate) enum Wanted {
@@ -92,22 +93,39 @@ impl Wanted {
 
 /// The desired state of a change-feed pass: the kept live state updated by what changed, or
 /// (first pass, records written by something else, a mapping it cannot follow) built afresh.
-pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: Known<'_>) -> Wanted {
+pub(crate) fn from_feed(
+    feed: &mut Feed,
+    kept: Option<Follow>,
+    records: Known<'_>,
+) -> Result<Wanted, StateError> {
     if !LiveDesired::supports(feed.mapper()) {
         let known: BTreeSet<Key> = match records {
             Known::Records(s) => s.users.keys().cloned().collect(),
             Known::Keys(k) => k.clone(),
         };
-        return Wanted::Full(feed.desired(&known));
+        return Ok(Wanted::Full(feed.desired(&known)?));
     }
     let mapper = feed.mapper().clone();
-    let (mirror, changed) = feed.changes();
+    let mirror = feed.changes()?;
+    let changed = mirror.changed;
     let known = |k: &Key| match records {
         Known::Records(s) => s.users.contains_key(k),
         Known::Keys(keys) => keys.contains(k),
     };
-    let mirrored = (&mirror.users, &mirror.groups);
-    match (kept, records) {
+    // A user entry the store cannot give back fails the pass (its desired state is dropped).
+    let mut failed = None;
+    let mut read = |k: &Key| match mirror.users.get(k) {
+        Ok(e) => e,
+        Err(e) => {
+            failed.get_or_insert(e);
+            None
+        }
+    };
+    let mirrored = (
+        &mut read as &mut dyn FnMut(&Key) -> Option<_>,
+        mirror.groups,
+    );
+    let wanted = match (kept, records) {
         (
             Some(Follow {
                 mut desired,
@@ -134,6 +152,10 @@ pub(crate) fn from_feed(feed: &mut Feed, kept: Option<Follow>, records: Known<'_
                 scope: None,
             }
         }
+    };
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(wanted),
     }
 }
 

@@ -356,7 +356,7 @@ async fn run_inner<T: Target>(
             // directory wants, made to share it as it is decoded: never two copies of the
             // directory at once (~30 MB at 100k users).
             let keys = store.user_keys()?;
-            let wanted = live::from_feed(feed, follow, live::Known::Keys(&keys));
+            let wanted = live::from_feed(feed, follow, live::Known::Keys(&keys))?;
             drop(keys);
             match &wanted {
                 live::Wanted::Live { .. } => records_later = true,
@@ -364,12 +364,13 @@ async fn run_inner<T: Target>(
             }
             wanted
         } else {
-            live::from_feed(feed, follow, live::Known::Records(&records))
+            live::from_feed(feed, follow, live::Known::Records(&records))?
         };
+        let (users, groups) = feed.counts();
         tracing::info!(
             mode = "feed",
-            users = feed.mirror().users.len(),
-            groups = feed.mirror().groups.len(),
+            users,
+            groups,
             changed = feed.changed_at().len(),
             planned = ?wanted.scope_size(),
             rejected = wanted.rejected().len(),

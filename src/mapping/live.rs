@@ -116,6 +116,13 @@ pub(crate) struct Reached {
     pub flipped: BTreeSet<Key>,
 }
 
+/// The mirror's entries as an update reads them: users by key (the change feed holds them in
+/// its store), groups whole.
+pub(crate) type Mirrored<'a> = (
+    &'a mut dyn FnMut(&Key) -> Option<RawEntry>,
+    &'a BTreeMap<Key, RawEntry>,
+);
+
 /// The desired state of a mirror, kept up to date entry by entry.
 #[derive(Debug)]
 pub(crate) struct LiveDesired {
@@ -536,12 +543,13 @@ impl LiveDesired {
     }
 
     /// Takes in the entries under the changed keys as the mirror now holds them (absent:
-    /// gone), and returns the keys whose plan may differ. `known` says which users the target
+    /// gone; the users' read by key through `mirror.0`), and returns the keys whose plan may
+    /// differ. `known` says which users the target
     /// already has (it decides who keeps a userName used twice, and whether a held manager
     /// stays one); `known_changed`, the users it has gained or lost since the last update.
     pub(crate) fn update<'k>(
         &mut self,
-        mirror: (&BTreeMap<Key, RawEntry>, &BTreeMap<Key, RawEntry>),
+        mirror: Mirrored<'_>,
         changed: (
             impl IntoIterator<Item = &'k Key>,
             impl IntoIterator<Item = &'k Key>,
@@ -555,12 +563,7 @@ impl LiveDesired {
         let mut reached = Reached::default();
         let new_users: Vec<(Key, Option<Result<MappedUser, Rejected>>)> = changed_users
             .into_iter()
-            .map(|k| {
-                (
-                    k.clone(),
-                    mirror_users.get(k).map(|e| self.mapper.map_user(e)),
-                )
-            })
+            .map(|k| (k.clone(), mirror_users(k).map(|e| self.mapper.map_user(&e))))
             .collect();
         let new_groups: Vec<(Key, Option<Result<LiveGroup, Rejected>>)> = changed_groups
             .into_iter()

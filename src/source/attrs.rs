@@ -195,6 +195,11 @@ impl Attrs {
         self.slots().map(|s| s.name())
     }
 
+    /// The packed bytes (to digest an entry).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Sets the values of `name`, replacing any it had.
     pub fn insert(&mut self, name: &str, values: Vec<Vec<u8>>) {
         self.replace(name, |_| values);

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::store::encode;
 use super::store::kv::Table;
+use super::store::{decode, encode, key_of};
 use super::{StateError, Store};
 use crate::model::Key;
 use crate::source::entry::RawEntry;
@@ -23,6 +23,67 @@ pub struct Watermark {
     pub usn: u64,
     /// What was read (bases, filters, attributes): a change of configuration needs a full read.
     pub fingerprint: String,
+}
+
+/// What a save of the change feed's mirror writes, per table (users, groups): each key's entry,
+/// or None to remove it.
+pub type MirrorWrites<'a> = [Vec<(Key, Option<&'a RawEntry>)>; 2];
+
+/// Reads the mirror's user entries by key (the change feed holds only their digests).
+#[derive(Clone)]
+pub struct MirrorUsers {
+    kv: super::store::kv::Kv,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for MirrorUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorUsers")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl MirrorUsers {
+    /// A consistent view to read many entries from.
+    pub fn reader(&self) -> Result<MirrorReader<'_>, StateError> {
+        let io = |e: String| StateError::Io {
+            path: self.path.clone(),
+            reason: e,
+        };
+        Ok(MirrorReader {
+            reader: self.kv.read().map_err(io)?,
+            path: &self.path,
+        })
+    }
+}
+
+/// A read transaction on the mirror's user entries.
+pub struct MirrorReader<'a> {
+    reader: super::store::kv::Reader,
+    path: &'a std::path::Path,
+}
+
+impl MirrorReader<'_> {
+    /// The store's folder.
+    pub fn path(&self) -> &std::path::Path {
+        self.path
+    }
+
+    pub fn user(&self, key: &str) -> Result<Option<RawEntry>, StateError> {
+        let io = |e: String| StateError::Io {
+            path: self.path.to_path_buf(),
+            reason: e,
+        };
+        match self
+            .reader
+            .get(Table::MirrorUsers, key.as_bytes())
+            .map_err(io)?
+        {
+            Some(v) => Ok(Some(super::store::decode(self.path, key.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The mirrored entries, by stable key.
@@ -61,23 +122,22 @@ impl Store {
         self.meta_get("feed_checkpoint")
     }
 
-    /// Saves the change feed's mirror (writing what differs from `saved`) and its checkpoint in
+    /// Saves what changed in the change feed's mirror since it was last written (`writes`, per
+    /// table, users then groups: each key's entry, or None to remove it) and its checkpoint in
     /// one transaction, and flushes.
     pub async fn save_feed<T: Serialize>(
         &self,
-        m: &Mirror,
-        unsaved: &[BTreeSet<Key>; 2],
+        writes: &MirrorWrites<'_>,
         checkpoint: &T,
     ) -> Result<(), StateError> {
         // Encoded before the transaction (which may run its closure more than once).
-        let writes =
-            |keys: &BTreeSet<Key>, map: &BTreeMap<Key, RawEntry>| -> Vec<(Key, Option<Vec<u8>>)> {
-                keys.iter()
-                    .map(|k| (k.clone(), map.get(k).map(encode)))
-                    .collect()
-            };
-        let users = writes(&unsaved[0], &m.users);
-        let groups = writes(&unsaved[1], &m.groups);
+        let encoded = |list: &[(Key, Option<&RawEntry>)]| -> Vec<(Key, Option<Vec<u8>>)> {
+            list.iter()
+                .map(|(k, e)| (k.clone(), e.map(encode)))
+                .collect()
+        };
+        let users = encoded(&writes[0]);
+        let groups = encoded(&writes[1]);
         let meta_value = encode(checkpoint);
         self.write(|tx| {
             for (t, list) in [(Table::MirrorUsers, &users), (Table::MirrorGroups, &groups)] {
@@ -105,8 +165,7 @@ impl Store {
     /// (One transaction for a whole directory held several times its size in memory.)
     pub async fn save_feed_in_batches<T: Serialize>(
         &self,
-        m: &Mirror,
-        unsaved: &[BTreeSet<Key>; 2],
+        writes: &MirrorWrites<'_>,
         checkpoint: &T,
     ) -> Result<(), StateError> {
         const BATCH: usize = 5000;
@@ -117,22 +176,12 @@ impl Store {
             Ok(())
         })?;
         self.flush().await?;
-        for (t, keys, map) in [
-            (Table::MirrorUsers, &unsaved[0], &m.users),
-            (Table::MirrorGroups, &unsaved[1], &m.groups),
+        for (t, list) in [
+            (Table::MirrorUsers, &writes[0]),
+            (Table::MirrorGroups, &writes[1]),
         ] {
-            let keys: Vec<&Key> = keys.iter().collect();
-            for chunk in keys.chunks(BATCH) {
-                self.write(|tx| {
-                    let mut table = tx.table(t)?;
-                    for k in chunk {
-                        match map.get(*k) {
-                            Some(e) => table.insert(k.as_bytes(), encode(e).as_slice())?,
-                            None => table.remove(k.as_bytes())?,
-                        };
-                    }
-                    Ok(())
-                })?;
+            for chunk in list.chunks(BATCH) {
+                self.write_entries(t, chunk)?;
                 self.flush().await?;
             }
         }
@@ -142,6 +191,54 @@ impl Store {
             tx.remove(Table::Meta, super::store::RECORDS_AHEAD)
         })?;
         self.flush().await
+    }
+
+    fn write_entries(&self, t: Table, list: &[(Key, Option<&RawEntry>)]) -> Result<(), StateError> {
+        let encoded: Vec<(&Key, Option<Vec<u8>>)> =
+            list.iter().map(|(k, e)| (k, e.map(encode))).collect();
+        self.write(|tx| {
+            let mut table = tx.table(t)?;
+            for (k, v) in &encoded {
+                match v {
+                    Some(v) => table.insert(k.as_bytes(), v.as_slice())?,
+                    None => table.remove(k.as_bytes())?,
+                };
+            }
+            // The mirror tables now follow the feed: an AD watermark no longer describes them.
+            tx.remove(Table::Meta, b"watermark")
+        })
+    }
+
+    /// Writes user entries of the change feed's mirror ahead of its next save, without a
+    /// flush, so that they need not be held in memory until then. A mirror ahead of its
+    /// checkpoint is safe: the first pass after any start plans every key from the whole
+    /// mirror against the records, and a replay from the older cookie finds these entries
+    /// already as it sends them.
+    pub fn write_mirror_users(&self, list: &[(Key, Option<&RawEntry>)]) -> Result<(), StateError> {
+        self.write_entries(Table::MirrorUsers, list)
+    }
+
+    /// The stored group entries of the mirror.
+    pub fn mirror_groups(&self) -> Result<BTreeMap<Key, RawEntry>, StateError> {
+        Ok(self.all(Table::MirrorGroups)?.into_iter().collect())
+    }
+
+    /// Calls `f` with every stored user entry of the mirror, in key order.
+    pub fn each_mirror_user(&self, mut f: impl FnMut(Key, RawEntry)) -> Result<(), StateError> {
+        self.reader()?
+            .each(Table::MirrorUsers, false, |k, v| {
+                f(key_of(k), decode(&self.path, k, v)?);
+                Ok::<_, StateError>(true)
+            })
+            .map_err(|e| self.io(e))?
+    }
+
+    /// A handle that reads user entries of the mirror by key, for as long as it is kept.
+    pub fn mirror_users(&self) -> MirrorUsers {
+        MirrorUsers {
+            kv: self.kv.clone(),
+            path: self.path.clone(),
+        }
     }
 
     /// The keys the stored mirror holds, users then groups.

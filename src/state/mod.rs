@@ -1,6 +1,6 @@
-//! The embedded store (sled): the records of what was pushed, objects in error, run metadata,
+//! The embedded store (redb): the records of what was pushed, objects in error, run metadata,
 //! the directory mirror of incremental reads and change feeds, and a journal of recent
-//! operations. sled stays behind this module; the rest of the gateway sees `records` and
+//! operations. redb stays behind this module; the rest of the gateway sees `records` and
 //! [`Store`]. The store is a cache of the target: `resync` can rebuild it from the target.
 
 pub(crate) mod approvals;
@@ -10,5 +10,5 @@ pub(crate) mod records;
 mod store;
 
 pub use journal::{JournalEntry, JOURNAL_LENGTH};
-pub use mirror::{Mirror, Watermark};
+pub use mirror::{Mirror, MirrorReader, MirrorUsers, MirrorWrites, Watermark};
 pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};

@@ -228,7 +228,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
     let Wanted::Live {
         desired,
         scope: None,
-    } = from_feed(&mut f, None, Known::Records(&records))
+    } = from_feed(&mut f, None, Known::Records(&records)).unwrap()
     else {
         panic!("the first pass plans everything from the live state");
     };
@@ -250,7 +250,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
     let Wanted::Live {
         desired,
         scope: Some(s),
-    } = from_feed(&mut f, kept, Known::Records(&records))
+    } = from_feed(&mut f, kept, Known::Records(&records)).unwrap()
     else {
         panic!("a later pass plans some keys");
     };
@@ -283,6 +283,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
         }),
         Known::Records(&records),
     )
+    .unwrap()
     else {
         panic!("a later pass plans some keys");
     };

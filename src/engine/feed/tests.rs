@@ -87,6 +87,7 @@ fn done(f: &mut Feed, scope: FeedScope, cookie: &str) {
 
 fn user_names(f: &mut Feed) -> Vec<String> {
     f.desired(&Default::default())
+        .unwrap()
         .users
         .values()
         .map(|u| u.user_name.clone())
@@ -120,7 +121,7 @@ fn initial_refresh_builds_users_and_memberships_from_member() {
     let (_d, store) = store();
     let mut f = refreshed(&store);
     assert_eq!(user_names(&mut f), vec!["u1", "u2"]);
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     let g = d.groups.values().next().unwrap();
     assert_eq!(g.members.len(), 1, "{g:?}");
     assert!(f.dirty());
@@ -140,7 +141,7 @@ fn persist_changes_modify_and_delete_and_carry_their_time() {
         Some(user(2, "new@x.org")),
         Some(b"c4".to_vec()),
     );
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     let u2 = d.users.values().find(|u| u.user_name == "u2").unwrap();
     assert_eq!(u2.email.as_deref(), Some("new@x.org"));
     assert_eq!(f.changed_at().len(), 1);
@@ -186,8 +187,8 @@ async fn change_times_are_not_mirrored_and_a_change_of_them_alone_is_none() {
         csn_time(&stamped(user(2, "x"), csn)),
         "timed by its entryCSN"
     );
-    let held = f
-        .mirror()
+    let m = f.mirror();
+    let held = m
         .users
         .values()
         .find(|e| e.dn.starts_with("uid=u2"))
@@ -220,7 +221,8 @@ async fn change_times_are_not_mirrored_and_a_change_of_them_alone_is_none() {
         stamped(user(1, "u1@x.org"), csn),
         "c1",
     );
-    let held = g.mirror().users.values().next().unwrap();
+    let m = g.mirror();
+    let held = m.users.values().next().unwrap();
     assert!(held.attrs.get("modifyTimestamp").is_some(), "{held:?}");
     assert!(held.attrs.get("entryCSN").is_none(), "{held:?}");
 }
@@ -423,7 +425,7 @@ fn membership_changes_arrive_as_group_changes() {
         Some(group(10, &[1, 2])),
         Some(b"g9".to_vec()),
     );
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     assert_eq!(d.groups.values().next().unwrap().members.len(), 2);
 }
 
@@ -490,7 +492,7 @@ pub(super) fn modify(f: &mut Feed, scope: FeedScope, n: u8, e: RawEntry) {
 
 /// The userNames of group `n`'s members in the desired state.
 fn members_of(f: &mut Feed, n: u8) -> Vec<String> {
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     let key = f
         .mirror()
         .groups
@@ -508,8 +510,8 @@ fn members_of(f: &mut Feed, n: u8) -> Vec<String> {
 }
 
 fn member_values(f: &Feed, n: u8) -> Vec<String> {
-    let e = f
-        .mirror()
+    let m = f.mirror();
+    let e = m
         .groups
         .values()
         .find(|e| e.dn.starts_with(&format!("cn=g{n},")))
@@ -617,7 +619,7 @@ fn a_renamed_group_stays_in_its_parent_group() {
     let mut renamed = group(10, &[1]);
     renamed.dn = "cn=g10,ou=teams,dc=example,dc=org".into();
     modify(&mut f, FeedScope::Groups, 10, renamed);
-    f.desired(&Default::default());
+    f.desired(&Default::default()).unwrap();
     assert_eq!(
         member_values(&f, 12),
         vec!["cn=g10,ou=teams,dc=example,dc=org", U1]
@@ -641,7 +643,7 @@ fn an_old_and_a_new_name_of_one_member_are_one_value() {
         2,
         user_at(2, "UID=U1,ou=people,dc=example,dc=org"),
     );
-    f.desired(&Default::default());
+    f.desired(&Default::default()).unwrap();
     assert_eq!(
         member_values(&f, 10).len(),
         1,
@@ -692,7 +694,7 @@ fn an_entry_without_its_key_never_replaces_what_is_known() {
     modify(&mut f, FeedScope::Users, 1, keyless.clone());
     assert!(f.awaiting_refetch());
     assert_eq!(user_names(&mut f), vec!["u1", "u2"], "kept, not replaced");
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     assert!(d.rejected.is_empty(), "{:?}", d.rejected);
     assert_eq!(
         f.refetches(),
@@ -705,7 +707,7 @@ fn an_entry_without_its_key_never_replaces_what_is_known() {
         Refetched::Unkeyed
     );
     assert!(!f.awaiting_refetch());
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     let u1 = d.users.values().find(|u| u.user_name == "u1").unwrap();
     assert_eq!(u1.email.as_deref(), Some("u1@x.org"));
 
@@ -730,7 +732,7 @@ fn an_entry_without_its_key_never_replaces_what_is_known() {
         ),
         Refetched::Keyed
     );
-    let d = f.desired(&Default::default());
+    let d = f.desired(&Default::default()).unwrap();
     let u1 = d.users.values().find(|u| u.user_name == "u1").unwrap();
     assert_eq!(u1.email.as_deref(), Some("changed@x.org"));
 
@@ -874,4 +876,75 @@ fn the_records_a_pass_kept_are_used_only_while_the_store_has_not_written_any() {
     assert!(feed.take_kept(7).is_none(), "taken once");
     feed.keep(kept(7));
     assert_eq!(feed.take_kept(7).map(|k| k.records), Some(records));
+}
+
+/// User entries written ahead of the save are let go from memory and read back from the store;
+/// a start after a stop before the save finds the older checkpoint with the mirror ahead of
+/// it, and plans every key from that mirror.
+#[tokio::test]
+async fn user_entries_written_ahead_are_read_back_and_survive_a_stop_before_the_save() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    assert_eq!(f.users.pending(), 0, "saved entries are not held");
+    let persist = |f: &mut Feed, n: u8, e: Option<RawEntry>, cookie: &str| {
+        let dn = format!("uid=u{n},ou=people,dc=example,dc=org");
+        let state = if e.is_some() {
+            EntryState::Modify
+        } else {
+            EntryState::Delete
+        };
+        f.apply_entry(
+            FeedScope::Users,
+            state,
+            &uuid(n),
+            &dn,
+            e,
+            Some(cookie.as_bytes().to_vec()),
+        );
+    };
+    persist(&mut f, 2, Some(user(2, "new@x.org")), "c4");
+    persist(&mut f, 3, Some(user(3, "u3@x.org")), "c5");
+    persist(&mut f, 1, None, "c6");
+    f.write_ahead(&store, 4).unwrap();
+    assert_eq!(f.users.pending(), 2, "fewer than asked for: held");
+    f.write_ahead(&store, 2).unwrap();
+    assert_eq!(f.users.pending(), 0, "written ahead");
+    let d = f.desired(&Default::default()).unwrap();
+    let mails: Vec<Option<String>> = d.users.values().map(|u| u.email.clone()).collect();
+    assert_eq!(
+        mails,
+        vec![Some("new@x.org".to_string()), Some("u3@x.org".to_string())],
+        "read back from the store: {d:?}"
+    );
+    // The same entry again, though only its digest is held, is no change.
+    f.save(&store).await.unwrap();
+    persist(&mut f, 3, Some(user(3, "u3@x.org")), "c7");
+    assert!(!f.dirty());
+
+    // Written ahead, then stopped before the save.
+    persist(&mut f, 2, Some(user(2, "newer@x.org")), "c8");
+    persist(&mut f, 3, None, "c9");
+    f.write_ahead(&store, 1).unwrap();
+    drop(f);
+    let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(
+        g.begin(FeedScope::Users).as_deref(),
+        Some(&b"c6"[..]),
+        "the cookie of the last save"
+    );
+    assert_eq!(
+        user_names(&mut g),
+        vec!["u2"],
+        "the mirror as written ahead"
+    );
+    let m = g.mirror();
+    assert_eq!(m.users.len(), 1);
+    assert_eq!(
+        m.users.values().next().unwrap().texts("mail").unwrap(),
+        vec!["newer@x.org"]
+    );
+    // Its first pass plans every key from that mirror (nothing is kept across a start).
+    assert!(g.dirty());
+    assert!(g.take_kept(0).is_none());
 }

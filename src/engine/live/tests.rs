@@ -182,7 +182,7 @@ proptest! {
                 cg.extend(g);
             }
             let reached = live.update(
-                (&users, &groups),
+                (&mut |k: &Key| users.get(k).cloned(), &groups),
                 (&cu, &cg),
                 &|k| records.users.contains_key(k),
                 &known_changed,

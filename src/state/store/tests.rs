@@ -313,7 +313,10 @@ async fn a_feed_saved_in_batches_is_all_there_and_its_checkpoint_last() {
     let mut stale = Mirror::default();
     stale.users.insert("stale".into(), entry(0));
     let keys = [BTreeSet::from(["stale".into()]), BTreeSet::new()];
-    store.save_feed(&stale, &keys, &"old").await.unwrap();
+    store
+        .save_feed(&writes(&stale, &keys), &"old")
+        .await
+        .unwrap();
 
     let mut m = Mirror::default();
     for i in 0..12_000 {
@@ -327,7 +330,7 @@ async fn a_feed_saved_in_batches_is_all_there_and_its_checkpoint_last() {
     unsaved[0].insert("stale".into());
     unsaved[1].insert("g".into());
     store
-        .save_feed_in_batches(&m, &unsaved, &"new")
+        .save_feed_in_batches(&writes(&m, &unsaved), &"new")
         .await
         .unwrap();
     drop(store);
@@ -359,7 +362,7 @@ async fn the_mirror_trees_describe_one_reader_at_a_time() {
         .unwrap();
     assert!(store.watermark().unwrap().is_some());
     store
-        .save_feed(&Mirror::default(), &none, &"c")
+        .save_feed(&writes(&Mirror::default(), &none), &"c")
         .await
         .unwrap();
     assert!(store.watermark().unwrap().is_none());
@@ -371,7 +374,7 @@ async fn the_mirror_trees_describe_one_reader_at_a_time() {
         .unwrap();
     assert!(store.feed_checkpoint::<String>().unwrap().is_none());
     store
-        .save_feed_in_batches(&Mirror::default(), &none, &"c")
+        .save_feed_in_batches(&writes(&Mirror::default(), &none), &"c")
         .await
         .unwrap();
     assert!(store.watermark().unwrap().is_none());
@@ -560,4 +563,17 @@ fn reopen_err(path: &std::path::Path) -> String {
             Err(e) => return e.to_string(),
         }
     }
+}
+
+/// What a save writes for the keys in `unsaved` of mirror `m`.
+fn writes<'a>(
+    m: &'a crate::state::Mirror,
+    unsaved: &[std::collections::BTreeSet<Key>; 2],
+) -> crate::state::MirrorWrites<'a> {
+    use crate::source::entry::RawEntry;
+    use std::collections::{BTreeMap, BTreeSet};
+    let of = |keys: &BTreeSet<Key>, map: &'a BTreeMap<Key, RawEntry>| {
+        keys.iter().map(|k| (k.clone(), map.get(k))).collect()
+    };
+    [of(&unsaved[0], &m.users), of(&unsaved[1], &m.groups)]
 }

@@ -1,0 +1,186 @@
+//! The users' side of the change feed's mirror. The entries are in the store's mirror table;
+//! the feed holds each one's DN (a rename is told by it) and a digest (an entry sent again
+//! unchanged is no change), and in memory only the entries changed since they were last
+//! written. At 100k users the entries held whole were ~38 MB for as long as `run` ran; the
+//! live desired state holds what the mapping made of them, and a pass reads an entry only
+//! when its key changed, or every entry when it builds that state afresh.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use crate::model::Key;
+use crate::source::entry::RawEntry;
+use crate::state::{MirrorReader, MirrorUsers, StateError, Store};
+
+/// What the feed holds of one user entry.
+#[derive(Debug)]
+struct Held {
+    dn: Box<str>,
+    digest: [u8; 16],
+}
+
+/// An entry's digest: its DN, its GUID and its attributes (collisions of 128 bits of SHA-256
+/// are not a concern; a wrong "same" would drop a change).
+fn digest(e: &RawEntry) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for part in [
+        e.dn.as_bytes(),
+        e.dn_guid.as_deref().unwrap_or("").as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update([u8::from(e.dn_guid.is_some())]);
+    h.update(e.attrs.as_bytes());
+    let mut out = [0; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
+}
+
+/// The users of the mirror.
+#[derive(Debug)]
+pub(super) struct FeedUsers {
+    held: BTreeMap<Key, Held>,
+    /// Entries changed since they were last written to the store.
+    pending: BTreeMap<Key, RawEntry>,
+    stored: MirrorUsers,
+}
+
+impl FeedUsers {
+    /// Nothing held (the stored entries, if any, are not this feed's).
+    pub(super) fn empty(store: &Store) -> FeedUsers {
+        FeedUsers {
+            held: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            stored: store.mirror_users(),
+        }
+    }
+
+    /// The stored entries, each also shown to `each` (to index it).
+    pub(super) fn load(
+        store: &Store,
+        mut each: impl FnMut(&Key, &RawEntry),
+    ) -> Result<FeedUsers, StateError> {
+        let mut held = Vec::new();
+        store.each_mirror_user(|k, e| {
+            each(&k, &e);
+            let h = Held {
+                digest: digest(&e),
+                dn: e.dn.into_boxed_str(),
+            };
+            held.push((k, h));
+        })?;
+        Ok(FeedUsers {
+            held: held.into_iter().collect(),
+            pending: BTreeMap::new(),
+            stored: store.mirror_users(),
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.held.keys()
+    }
+
+    pub(super) fn dn(&self, key: &Key) -> Option<&str> {
+        self.held.get(key).map(|h| &*h.dn)
+    }
+
+    /// Puts `e` under `key`; false when it is the same entry again.
+    pub(super) fn put(&mut self, key: &Key, e: RawEntry) -> bool {
+        let d = digest(&e);
+        if self.held.get(key).is_some_and(|h| h.digest == d) {
+            return false;
+        }
+        self.held.insert(
+            key.clone(),
+            Held {
+                dn: e.dn.clone().into_boxed_str(),
+                digest: d,
+            },
+        );
+        self.pending.insert(key.clone(), e);
+        true
+    }
+
+    /// Takes `key` out; false when it was not there.
+    pub(super) fn remove(&mut self, key: &Key) -> bool {
+        self.pending.remove(key);
+        self.held.remove(key).is_some()
+    }
+
+    /// Rebuilt from its sorted entries (filled in the server's order, a map's nodes are half
+    /// empty).
+    pub(super) fn compact(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.held = held.into_iter().collect();
+    }
+
+    /// A view of the stored entries, for [`FeedUsers::entry`].
+    pub(super) fn reader(&self) -> Result<MirrorReader<'_>, StateError> {
+        self.stored.reader()
+    }
+
+    /// The entry under `key`, from memory when it changed since it was written, else from the
+    /// store (`reader`).
+    pub(super) fn entry(
+        &self,
+        reader: &MirrorReader<'_>,
+        key: &Key,
+    ) -> Result<Option<RawEntry>, StateError> {
+        if !self.held.contains_key(key) {
+            return Ok(None);
+        }
+        if let Some(e) = self.pending.get(key) {
+            return Ok(Some(e.clone()));
+        }
+        match reader.user(key)? {
+            Some(e) => Ok(Some(e)),
+            // Held but neither in memory nor stored: the store lost it.
+            None => Err(StateError::Corrupt {
+                path: reader.path().to_path_buf(),
+                key: key.to_string(),
+                reason: "a user entry of the change feed's mirror is missing".into(),
+            }),
+        }
+    }
+
+    /// What a save writes for the keys in `unsaved`: the entries still in memory, the removal
+    /// of those no longer held (entries written ahead are in the store already).
+    pub(super) fn writes(&self, unsaved: &BTreeSet<Key>) -> Vec<(Key, Option<&RawEntry>)> {
+        unsaved
+            .iter()
+            .filter_map(|k| match self.pending.get(k) {
+                Some(e) => Some((k.clone(), Some(e))),
+                None if self.held.contains_key(k) => None,
+                None => Some((k.clone(), None)),
+            })
+            .collect()
+    }
+
+    /// The entries in memory: written, they need not be held any more.
+    pub(super) fn written(&mut self) {
+        self.pending.clear();
+    }
+
+    /// How many entries are held in memory.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes the entries in memory (and the removals among `unsaved`) to the store ahead of
+    /// the next save (see [`Store::write_mirror_users`]), and lets them go.
+    pub(super) fn write_ahead(
+        &mut self,
+        store: &Store,
+        unsaved: &BTreeSet<Key>,
+    ) -> Result<(), StateError> {
+        store.write_mirror_users(&self.writes(unsaved))?;
+        self.written();
+        Ok(())
+    }
+}
