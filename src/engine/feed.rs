@@ -9,7 +9,9 @@
 //!
 //! The working mirror is also the buffer: it holds one entry per in-scope object whatever the
 //! number of changes, so a burst, or a target that is down for hours, never makes it grow past
-//! the directory's size.
+//! the directory's size. Its users' entries live in the store (`feed/users.rs`); many changed
+//! ones are written there ahead of the save, marking the store so that a start before that save
+//! refreshes without a cookie.
 //!
 //! slapd's memberof overlay does not replicate its memberOf updates (a user added to a group
 //! arrives as a change of the group only), so memberships are taken from the groups' `member`
@@ -745,11 +747,13 @@ impl Feed {
 
     /// Writes the user entries changed since the last save to the store ahead of it, once
     /// there are `at_least` of them (a refresh of a whole directory is not held in memory).
+    /// A start before the next save then refreshes without a cookie (see
+    /// [`Store::write_mirror_users`]).
     pub(crate) fn write_ahead(&mut self, store: &Store, at_least: usize) -> Result<(), StateError> {
         if self.users.pending() < at_least.max(1) {
             return Ok(());
         }
-        self.users.write_ahead(store, &self.unsaved[0])
+        self.users.write_ahead(store, &self.unsaved[0], self.stored)
     }
 
     /// When each object with an unpushed change changed.

@@ -233,13 +233,31 @@ impl Store {
     }
 
     /// Writes user entries of the change feed's mirror ahead of its next save, without a
-    /// flush, so that they need not be held in memory until then. A mirror ahead of its
-    /// checkpoint is safe: the first pass after any start plans every key from the whole
-    /// mirror against the records, and a replay from the older cookie finds these entries
-    /// already as it sends them.
-    pub fn write_mirror_users(&self, list: &[(Key, Option<&RawEntry>)]) -> Result<(), StateError> {
+    /// flush, so that they need not be held in memory until then. Each transaction also marks
+    /// the store as ahead of the feed's checkpoint (as a write of records does), so that a start
+    /// before the next save refreshes without a cookie and compares every entry with this
+    /// mirror (a replay from the older cookie would not send again the groups a rename
+    /// written here rewrote); with `checkpoint_usable` false (the stored checkpoint was made
+    /// for another server or configuration) that checkpoint is removed, so no start resumes
+    /// from it over entries it does not describe.
+    pub fn write_mirror_users(
+        &self,
+        list: &[(Key, Option<&RawEntry>)],
+        checkpoint_usable: bool,
+    ) -> Result<(), StateError> {
         for chunk in batches(list) {
-            self.write_entries(Table::MirrorUsers, chunk)?;
+            self.write(|tx| {
+                put_entries(tx, Table::MirrorUsers, chunk)?;
+                tx.remove(Table::Meta, b"watermark")?;
+                if !checkpoint_usable {
+                    tx.remove(Table::Meta, b"feed_checkpoint")?;
+                }
+                tx.insert(
+                    Table::Meta,
+                    super::store::RECORDS_AHEAD,
+                    super::store::RECORDS_AHEAD,
+                )
+            })?;
         }
         Ok(())
     }

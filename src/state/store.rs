@@ -317,7 +317,8 @@ impl Store {
 
     /// True when the records or intents were written after the change feed's mirror was last
     /// saved (a feed pass cut short after its first intent, or a one-shot run since): the
-    /// target may hold what the saved mirror does not.
+    /// target may hold what the saved mirror does not; or mirror entries were written ahead of
+    /// the feed's checkpoint (`write_mirror_users`).
     pub fn records_ahead_of_feed(&self) -> Result<bool, StateError> {
         Ok(self
             .reader()?

@@ -922,17 +922,16 @@ async fn user_entries_written_ahead_are_read_back_and_survive_a_stop_before_the_
     persist(&mut f, 3, Some(user(3, "u3@x.org")), "c7");
     assert!(!f.dirty());
 
-    // Written ahead, then stopped before the save.
+    // Written ahead, then stopped before the save: the next start does not resume from the
+    // saved cookie (a replay would not send again what the entries written ahead imply, such
+    // as the groups a rename rewrote) but refreshes in full against the mirror as written.
     persist(&mut f, 2, Some(user(2, "newer@x.org")), "c8");
     persist(&mut f, 3, None, "c9");
     f.write_ahead(&store, 1).unwrap();
     drop(f);
     let mut g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
-    assert_eq!(
-        g.begin(FeedScope::Users).as_deref(),
-        Some(&b"c6"[..]),
-        "the cookie of the last save"
-    );
+    assert!(g.begin(FeedScope::Users).is_none(), "refreshed in full");
+    assert!(g.begin(FeedScope::Groups).is_none(), "refreshed in full");
     assert_eq!(
         user_names(&mut g),
         vec!["u2"],
@@ -947,4 +946,37 @@ async fn user_entries_written_ahead_are_read_back_and_survive_a_stop_before_the_
     // Its first pass plans every key from that mirror (nothing is kept across a start).
     assert!(g.dirty());
     assert!(g.take_kept(0).is_none());
+    // Saved, the mark is gone: the start after resumes from the cookie.
+    add(&mut g, FeedScope::Users, 2, user(2, "newer@x.org"), "c10");
+    done(&mut g, FeedScope::Users, "c11");
+    done(&mut g, FeedScope::Groups, "g11");
+    g.save(&store).await.unwrap();
+    let mut h = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert_eq!(h.begin(FeedScope::Users).as_deref(), Some(&b"c11"[..]));
+}
+
+/// A feed whose stored checkpoint was made for another configuration writes its refresh
+/// ahead over that configuration's mirror: the old checkpoint goes in the same write, so a
+/// start with the old configuration never resumes over entries it does not describe.
+#[tokio::test]
+async fn writing_ahead_over_another_configurations_mirror_drops_its_checkpoint() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    let other = Config::parse(
+        &CONFIG.replace("127.0.0.1:3890", "127.0.0.2:3890"),
+        Path::new("/tmp/dirbridge.toml"),
+    )
+    .unwrap();
+    let mut b = Feed::load(&other, &store, FeedKind::Syncrepl).unwrap();
+    assert!(b.begin(FeedScope::Users).is_none(), "not its checkpoint");
+    add(&mut b, FeedScope::Users, 3, user(3, "u3@x.org"), "b1");
+    b.write_ahead(&store, 1).unwrap();
+    drop(b);
+    let mut a = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert!(
+        a.begin(FeedScope::Users).is_none(),
+        "the old checkpoint is gone: a refresh from nothing"
+    );
+    assert!(a.mirror().users.is_empty(), "nothing stored is trusted");
 }

@@ -44,6 +44,10 @@ pub(super) struct FeedUsers {
     held: BTreeMap<Key, Held>,
     /// Entries changed since they were last written to the store.
     pending: BTreeMap<Key, RawEntry>,
+    /// Keys removed from the store ahead of the save, and not put back since: not removed
+    /// again by every later write ahead (a refresh over another configuration's mirror has
+    /// every stored key to remove).
+    removed_ahead: BTreeSet<Key>,
     stored: MirrorUsers,
 }
 
@@ -53,6 +57,7 @@ impl FeedUsers {
         FeedUsers {
             held: BTreeMap::new(),
             pending: BTreeMap::new(),
+            removed_ahead: BTreeSet::new(),
             stored: store.mirror_users(),
         }
     }
@@ -74,6 +79,7 @@ impl FeedUsers {
         Ok(FeedUsers {
             held: held.into_iter().collect(),
             pending: BTreeMap::new(),
+            removed_ahead: BTreeSet::new(),
             stored: store.mirror_users(),
         })
     }
@@ -104,6 +110,7 @@ impl FeedUsers {
             },
         );
         self.pending.insert(key.clone(), e);
+        self.removed_ahead.remove(key);
         true
     }
 
@@ -162,9 +169,10 @@ impl FeedUsers {
             .collect()
     }
 
-    /// The entries in memory: written, they need not be held any more.
+    /// Saved: the entries in memory need not be held any more.
     pub(super) fn written(&mut self) {
         self.pending.clear();
+        self.removed_ahead.clear();
     }
 
     /// How many entries are held in memory.
@@ -172,15 +180,24 @@ impl FeedUsers {
         self.pending.len()
     }
 
-    /// Writes the entries in memory (and the removals among `unsaved`) to the store ahead of
-    /// the next save (see [`Store::write_mirror_users`]), and lets them go.
+    /// Writes the entries in memory (and the removals among `unsaved` not written yet) to the
+    /// store ahead of the next save (see [`Store::write_mirror_users`]), and lets them go.
     pub(super) fn write_ahead(
         &mut self,
         store: &Store,
         unsaved: &BTreeSet<Key>,
+        checkpoint_usable: bool,
     ) -> Result<(), StateError> {
-        store.write_mirror_users(&self.writes(unsaved))?;
-        self.written();
+        let mut writes = self.writes(unsaved);
+        writes.retain(|(k, e)| e.is_some() || !self.removed_ahead.contains(k));
+        store.write_mirror_users(&writes, checkpoint_usable)?;
+        let removed: Vec<Key> = writes
+            .into_iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        self.pending.clear();
+        self.removed_ahead.extend(removed);
         Ok(())
     }
 }
