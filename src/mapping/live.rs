@@ -72,6 +72,32 @@ const USERS: usize = 0;
 const GROUPS: usize = 1;
 const COLLIDED: usize = 2;
 
+/// A user as the live state holds it: what resolution needs of its mapping (a `MappedUser`
+/// also carries what a feed never fills, and its key again: 152 bytes a user in the map's
+/// nodes, this 56).
+#[derive(Debug)]
+struct LiveUser {
+    dn: Box<str>,
+    dn_guid: Option<Box<str>>,
+    user: Arc<User>,
+    manager_dn: Option<Box<str>>,
+}
+
+/// A user entry: mapped, or rejected (boxed: rare, and twice a user's size).
+type UserSlot = Result<LiveUser, Box<Rejected>>;
+
+fn live_user(mapped: Result<MappedUser, Rejected>) -> UserSlot {
+    match mapped {
+        Ok(m) => Ok(LiveUser {
+            dn: m.dn.into_boxed_str(),
+            dn_guid: m.dn_guid.map(String::into_boxed_str),
+            user: m.user,
+            manager_dn: m.manager_dn.map(String::into_boxed_str),
+        }),
+        Err(r) => Err(Box::new(r)),
+    }
+}
+
 /// A group as mapped, with what its member values resolve to.
 #[derive(Debug)]
 struct LiveGroup {
@@ -127,7 +153,7 @@ pub(crate) type Mirrored<'a> = (
 #[derive(Debug)]
 pub(crate) struct LiveDesired {
     mapper: Mapper,
-    users: BTreeMap<Key, Result<MappedUser, Rejected>>,
+    users: BTreeMap<Key, UserSlot>,
     groups: BTreeMap<Key, Result<LiveGroup, Rejected>>,
     /// Lower-cased userName -> the mapped users carrying it.
     names: Index,
@@ -232,7 +258,7 @@ fn names_of(key: &Key, dn: &str, dn_guid: Option<&str>) -> Vec<String> {
     out
 }
 
-fn user_names_of(key: &Key, u: &Result<MappedUser, Rejected>) -> Vec<String> {
+fn user_names_of(key: &Key, u: &UserSlot) -> Vec<String> {
     match u {
         Ok(m) => names_of(key, &m.dn, m.dn_guid.as_deref()),
         Err(r) => names_of(key, &r.dn, None),
@@ -303,14 +329,20 @@ impl LiveDesired {
 
     /// Every entry not synced, with the reason.
     pub(crate) fn rejected(&self) -> impl Iterator<Item = &Rejected> {
-        let users = self.users.values().filter_map(|u| u.as_ref().err());
+        let users = self
+            .users
+            .values()
+            .filter_map(|u| u.as_ref().err().map(|r| &**r));
         let groups = self.groups.values().filter_map(|g| g.as_ref().err());
         users.chain(groups).chain(self.collided.values())
     }
 
     /// The entries under `key` not synced (a user and a group entry may share a key).
     pub(crate) fn rejected_of<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Rejected> {
-        let user = self.users.get(key).and_then(|u| u.as_ref().err());
+        let user = self
+            .users
+            .get(key)
+            .and_then(|u| u.as_ref().err().map(|r| &**r));
         let group = self.groups.get(key).and_then(|g| g.as_ref().err());
         user.into_iter().chain(group).chain(self.collided.get(key))
     }
@@ -371,7 +403,7 @@ impl LiveDesired {
         }
     }
 
-    fn index_user(&mut self, key: &Key, u: &Result<MappedUser, Rejected>, on: bool) {
+    fn index_user(&mut self, key: &Key, u: &UserSlot, on: bool) {
         match u {
             Ok(m) => {
                 let name = m.user.user_name.to_lowercase();
@@ -504,7 +536,7 @@ impl LiveDesired {
             let kept: Vec<&Key> = keys.iter().filter(|k| known(k)).collect();
             let keep = (kept.len() == 1).then(|| kept[0]);
             let dn = |k: &Key| match self.users.get(k) {
-                Some(Ok(m)) => Some(m.dn.clone()),
+                Some(Ok(m)) => Some(m.dn.to_string()),
                 _ => None,
             };
             let dns: Vec<String> = keys.iter().filter_map(dn).collect();
@@ -561,9 +593,14 @@ impl LiveDesired {
         let (changed_users, changed_groups) = changed;
         let fresh = self.users.is_empty() && self.groups.is_empty();
         let mut reached = Reached::default();
-        let new_users: Vec<(Key, Option<Result<MappedUser, Rejected>>)> = changed_users
+        let new_users: Vec<(Key, Option<UserSlot>)> = changed_users
             .into_iter()
-            .map(|k| (k.clone(), mirror_users(k).map(|e| self.mapper.map_user(&e))))
+            .map(|k| {
+                (
+                    k.clone(),
+                    mirror_users(k).map(|e| live_user(self.mapper.map_user(&e))),
+                )
+            })
             .collect();
         let new_groups: Vec<(Key, Option<Result<LiveGroup, Rejected>>)> = changed_groups
             .into_iter()
@@ -625,7 +662,7 @@ impl LiveDesired {
             // The whole directory: the map is built from the list, in key order, at once
             // (inserted one by one in key order, its nodes end half empty: ~30 MB more for
             // 100k users, kept for as long as the service runs).
-            let built: Vec<(Key, Result<MappedUser, Rejected>)> = new_users
+            let built: Vec<(Key, UserSlot)> = new_users
                 .into_iter()
                 .filter_map(|(k, new)| {
                     reached.groups.insert(k.clone());
@@ -872,7 +909,7 @@ impl LiveDesired {
         for (k, u) in &self.users {
             if let (Ok(m), false) = (u, self.collided.contains_key(k)) {
                 out.users.insert(k.clone(), m.user.clone());
-                out.dns.insert(k.clone(), m.dn.clone());
+                out.dns.insert(k.clone(), m.dn.to_string());
             }
         }
         out
