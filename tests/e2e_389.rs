@@ -189,6 +189,17 @@ fn set_family(ds: &Ds389, user: &str, value: &str) {
 /// her as `sync` would, and a restart does not bring her back.
 #[test]
 fn a_user_who_left_the_filter_while_the_gateway_was_away_is_deactivated() {
+    left_the_filter_while_away(&[]);
+}
+
+/// The same with every change written to the store ahead of the feed's save (as a refresh of
+/// thousands is): the entries read back by key, a removal written ahead, 389-DS's identities.
+#[test]
+fn a_user_who_left_the_filter_while_away_is_deactivated_with_entries_written_ahead() {
+    left_the_filter_while_away(&[("DIRBRIDGE_TEST_WRITE_AHEAD", "1")]);
+}
+
+fn left_the_filter_while_away(env: &[(&str, &str)]) {
     let ds = Ds389::start();
     let mut gw = gateway(&ds);
     gw.ldap_fixed = gw.ldap_fixed.replace(
@@ -201,9 +212,20 @@ fn a_user_who_left_the_filter_while_the_gateway_was_away_is_deactivated() {
         "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
          listen = \"127.0.0.1:{port}\"\n"
     );
-    let mut child = Guard(gw.spawn(&["run"]));
+    gw.write_config();
+    let spawn = |gw: &Gateway| {
+        Guard(spawn_dirbridge(
+            &gw.config_path(),
+            &["run"],
+            env,
+            gw.dir.path(),
+        ))
+    };
+    let mut child = spawn(&gw);
     assert!(
-        wait_until(30, || gw.scim.users().len() == 3 && following(port)),
+        wait_until(30, || gw.scim.users().len() == 3
+            && following(port)
+            && feed_passes(port) >= 1),
         "{}",
         gw.spawned_log()
     );
@@ -212,7 +234,7 @@ fn a_user_who_left_the_filter_while_the_gateway_was_away_is_deactivated() {
         "dn: uid=carol,ou=people,dc=example,dc=org\nchangetype: modify\nadd: description\n\
          description: out\n",
     );
-    let mut child = Guard(gw.spawn(&["run"]));
+    let mut child = spawn(&gw);
     assert!(
         wait_until(30, || active(&gw, "carol") == Some(false)),
         "{}",
@@ -225,7 +247,7 @@ fn a_user_who_left_the_filter_while_the_gateway_was_away_is_deactivated() {
     let r = gw.sync();
     assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
     assert_eq!(count(&r, "members", "added"), 0, "{r:?}");
-    let mut child = Guard(gw.spawn(&["run"]));
+    let mut child = spawn(&gw);
     // The first pass after a start runs whether or not anything changed.
     assert!(
         wait_until(30, || following(port) && feed_passes(port) >= 1),

@@ -580,6 +580,86 @@ fn a_renamed_user_keeps_its_groups(slapd: Slapd, membership: &str) {
     assert_eq!(count(&r, "groups", "updated"), 0, "{r:?}");
 }
 
+/// Entries written to the store ahead of the feed's save (here every change, as a refresh of
+/// thousands is): a rename made while the gateway is stopped arrives in its resumed refresh and
+/// is written ahead; the target is away, so the first pass fails before it writes anything, and
+/// a kill -9 follows. The next start must not resume from the saved cookie (slapd's replay
+/// would not send the groups its refint rewrote, and the stored groups still name the old DN):
+/// it refreshes in full, and the renamed user keeps its groups.
+#[test]
+fn a_rename_written_ahead_then_a_kill_keeps_the_user_in_its_groups() {
+    let mut env = Env::with_slapd(Slapd::start());
+    env.ldap_extra = "referenced_groups = \"ignore\"\nmembership = \"memberOf\"\n".into();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+         listen = \"127.0.0.1:{port}\"\n"
+    );
+    let mut proxy = Proxy::start(env.scim.port);
+    env.target_url = env.scim.base_via(proxy.port);
+    env.write_config();
+    let spawn = |env: &Env| {
+        Guard(spawn_dirbridge(
+            &env.config_path(),
+            &["run"],
+            &[("DIRBRIDGE_TEST_WRITE_AHEAD", "1")],
+            env.dir.path(),
+        ))
+    };
+    let mut child = spawn(&env);
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3
+            && following(port)
+            && feed_passes(port) >= 1),
+        "{}",
+        env.spawned_log()
+    );
+    assert_eq!(env.scim.member_names("engineering"), vec!["alice", "bob"]);
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
+
+    env.slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modrdn\nnewrdn: uid=robert\n\
+         deleteoldrdn: 1\nnewsuperior: ou=staff,dc=example,dc=org\n",
+    );
+    proxy.pause();
+    let mut child = spawn(&env);
+    assert!(
+        wait_until(30, || env.spawned_log().contains("change feed pass failed")),
+        "{}",
+        env.spawned_log()
+    );
+    let away = env.spawned_log();
+    assert!(away.contains("resume=true"), "{away}");
+    child.stop();
+
+    proxy.resume();
+    let mut child = spawn(&env);
+    assert!(
+        wait_until(30, || env.scim.user("robert").is_some()
+            && following(port)
+            && feed_passes(port) >= 1),
+        "{away}\n{}",
+        env.spawned_log()
+    );
+    assert!(
+        env.spawned_log().contains("refreshing in full"),
+        "{away}\n{}",
+        env.spawned_log()
+    );
+    assert_eq!(
+        env.scim.member_names("engineering"),
+        vec!["alice", "robert"],
+        "{away}\n{}",
+        env.spawned_log()
+    );
+    let status = terminate(&mut child.0);
+    assert!(status.success(), "{}", env.spawned_log());
+    let r = env.sync();
+    assert_eq!(count(&r, "users", "updated"), 0, "{r:?}");
+    assert_eq!(count(&r, "groups", "updated"), 0, "{r:?}");
+}
+
 #[test]
 fn a_renamed_user_keeps_its_groups_with_memberof_and_refint() {
     a_renamed_user_keeps_its_groups(Slapd::start(), "memberOf");

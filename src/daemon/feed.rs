@@ -390,7 +390,7 @@ pub(super) async fn run<T: Target>(
                 arrived_during_push = false;
                 // A refresh of a whole directory is written to the store as it comes, not
                 // held in memory until the first pass has pushed it.
-                if let Err(e) = feed.write_ahead(store, engine::feed::WRITE_AHEAD) {
+                if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                     tracing::warn!(error = %e, "change feed: cannot write the mirror ahead of its save; holding it in memory");
                 }
             }

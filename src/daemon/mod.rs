@@ -189,7 +189,7 @@ async fn pass<T: Target>(
                 listed = read.listed,
                 "modifyTimestamp poll"
             );
-            if let Err(e) = feed.write_ahead(store, engine::feed::WRITE_AHEAD) {
+            if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                 tracing::warn!(error = %e, "cannot write the mirror ahead of its save; holding it in memory");
             }
             engine::run_feed(cfg, store, target, feed).await

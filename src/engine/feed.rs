@@ -34,7 +34,20 @@ use crate::state::{MirrorWrites, StateError, Store};
 
 /// How many changed user entries the feed holds in memory before it writes them to the store
 /// ahead of the next save (~2 MB).
-pub(crate) const WRITE_AHEAD: usize = 4096;
+const WRITE_AHEAD: usize = 4096;
+
+/// [`WRITE_AHEAD`]; debug builds take `DIRBRIDGE_TEST_WRITE_AHEAD` instead, so that the
+/// end-to-end tests can write every change ahead against real servers.
+pub(crate) fn write_ahead_at() -> usize {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var("DIRBRIDGE_TEST_WRITE_AHEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    WRITE_AHEAD
+}
 
 /// Where each mirror entry keeps the identity its change feed knows it by (the Sync State
 /// control's UUID, or a poll's identity): slapd's is the entryUUID, 389-DS's the nsUniqueId.
@@ -226,7 +239,7 @@ impl Feed {
                 // changed just before a rename). A refresh without a cookie compares every
                 // entry with the saved mirror instead.
                 let cookies = if store.records_ahead_of_feed()? {
-                    tracing::info!("the target was written to after the change feed last saved its mirror: refreshing in full instead of resuming from the saved cookie");
+                    tracing::info!("records or mirror entries were written after the change feed last saved its checkpoint: refreshing in full instead of resuming from the saved cookie");
                     [None, None]
                 } else {
                     [decode(&c.cookies[0]), decode(&c.cookies[1])]
