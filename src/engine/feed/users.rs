@@ -1,7 +1,7 @@
 //! The users' side of the change feed's mirror. The entries are in the store's mirror table;
 //! the feed holds each one's DN (a rename is told by it) and a digest (an entry sent again
 //! unchanged is no change), and in memory only the entries changed since they were last
-//! written. At 100k users the entries held whole were ~38 MB for as long as `run` ran; the
+//! written. At 100k users the entries held whole were ~25 MB more for as long as `run` ran; the
 //! live desired state holds what the mapping made of them, and a pass reads an entry only
 //! when its key changed, or every entry when it builds that state afresh.
 
