@@ -32,7 +32,7 @@ pub type MirrorWrites<'a> = [Vec<(Key, Option<&'a RawEntry>)>; 2];
 /// Reads the mirror's user entries by key (the change feed holds only their digests).
 #[derive(Clone)]
 pub struct MirrorUsers {
-    kv: super::store::kv::Kv,
+    kv: kv::Kv,
     path: std::path::PathBuf,
 }
 
@@ -47,20 +47,23 @@ impl std::fmt::Debug for MirrorUsers {
 impl MirrorUsers {
     /// A consistent view to read many entries from.
     pub fn reader(&self) -> Result<MirrorReader<'_>, StateError> {
-        let io = |e: String| StateError::Io {
-            path: self.path.clone(),
-            reason: e,
-        };
         Ok(MirrorReader {
-            reader: self.kv.read().map_err(io)?,
+            reader: self.kv.read().map_err(|e| io_error(&self.path, e))?,
             path: &self.path,
         })
     }
 }
 
+fn io_error(path: &std::path::Path, reason: String) -> StateError {
+    StateError::Io {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// A read transaction on the mirror's user entries.
 pub struct MirrorReader<'a> {
-    reader: super::store::kv::Reader,
+    reader: kv::Reader,
     path: &'a std::path::Path,
 }
 
@@ -71,16 +74,12 @@ impl MirrorReader<'_> {
     }
 
     pub fn user(&self, key: &str) -> Result<Option<RawEntry>, StateError> {
-        let io = |e: String| StateError::Io {
-            path: self.path.to_path_buf(),
-            reason: e,
-        };
         match self
             .reader
             .get(Table::MirrorUsers, key.as_bytes())
-            .map_err(io)?
+            .map_err(|e| io_error(self.path, e))?
         {
-            Some(v) => Ok(Some(super::store::decode(self.path, key.as_bytes(), &v)?)),
+            Some(v) => Ok(Some(decode(self.path, key.as_bytes(), &v)?)),
             None => Ok(None),
         }
     }
@@ -212,7 +211,7 @@ impl Store {
             (Table::MirrorGroups, &writes[1]),
         ] {
             for chunk in batches(list) {
-                self.write_entries(t, chunk)?;
+                self.write(|tx| put_entries(tx, t, chunk))?;
                 self.flush().await?;
             }
         }
@@ -222,14 +221,6 @@ impl Store {
             tx.remove(Table::Meta, super::store::RECORDS_AHEAD)
         })?;
         self.flush().await
-    }
-
-    fn write_entries(&self, t: Table, list: &[(Key, Option<&RawEntry>)]) -> Result<(), StateError> {
-        self.write(|tx| {
-            put_entries(tx, t, list)?;
-            // The mirror tables now follow the feed: an AD watermark no longer describes them.
-            tx.remove(Table::Meta, b"watermark")
-        })
     }
 
     /// Writes user entries of the change feed's mirror ahead of its next save, without a
@@ -248,6 +239,7 @@ impl Store {
         for chunk in batches(list) {
             self.write(|tx| {
                 put_entries(tx, Table::MirrorUsers, chunk)?;
+                // The mirror tables now follow the feed: an AD watermark no longer describes them.
                 tx.remove(Table::Meta, b"watermark")?;
                 if !checkpoint_usable {
                     tx.remove(Table::Meta, b"feed_checkpoint")?;
