@@ -9,8 +9,8 @@
 //!
 //! The working mirror is also the buffer: it holds one entry per in-scope object whatever the
 //! number of changes, so a burst, or a target that is down for hours, never makes it grow past
-//! the directory's size. Its users' entries live in the store (`feed/users.rs`); many changed
-//! ones are written there ahead of the save, marking the store so that a start before that save
+//! the directory's size. Its entries live in the store (`feed/entries.rs`); many changed ones
+//! are written there ahead of the save, marking the store so that a start before that save
 //! refreshes without a cookie.
 //!
 //! slapd's memberof overlay does not replicate its memberOf updates (a user added to a group
@@ -30,11 +30,11 @@ use crate::source::entry::RawEntry;
 use crate::source::syncrepl::{EntryState, SyncInfo};
 #[cfg(test)]
 use crate::state::Mirror;
-use crate::state::{MirrorWrites, StateError, Store};
+use crate::state::{MirrorSide, MirrorWrites, StateError, Store};
 
-/// How many changed user entries the feed holds in memory before it writes them to the store
-/// ahead of the next save (~2 MB).
-const WRITE_AHEAD: usize = 4096;
+/// How many bytes of changed entries the feed holds in memory before it writes them to the
+/// store ahead of the next save (~4,000 users).
+const WRITE_AHEAD: usize = 2 << 20;
 
 /// [`WRITE_AHEAD`]; debug builds take `DIRBRIDGE_TEST_WRITE_AHEAD` instead, so that the
 /// end-to-end tests can write every change ahead against real servers.
@@ -112,9 +112,9 @@ pub(crate) struct Feed {
     /// in batches, the checkpoint last).
     stored: bool,
     /// The mirror's users (their entries in the store but for those changed since written).
-    users: users::FeedUsers,
-    /// The mirror's groups, whole (renames rewrite their member values).
-    groups: BTreeMap<Key, RawEntry>,
+    users: entries::FeedEntries,
+    /// The mirror's groups, likewise.
+    groups: entries::FeedEntries,
     /// Keys whose mirror entry changed since the last save, per scope: what the next save
     /// writes (or removes). No second copy of the mirror is kept to compare against.
     unsaved: [BTreeSet<Key>; 2],
@@ -244,19 +244,18 @@ impl Feed {
                 } else {
                     [decode(&c.cookies[0]), decode(&c.cookies[1])]
                 };
-                let users = users::FeedUsers::load(store, |k, e| {
+                let users = entries::FeedEntries::load(store, MirrorSide::Users, |k, e| {
                     index_entry(&mut index, FeedScope::Users, k, e)
                 })?;
-                let groups = store.mirror_groups()?;
-                for (k, e) in &groups {
-                    index_entry(&mut index, FeedScope::Groups, k, e);
-                }
+                let groups = entries::FeedEntries::load(store, MirrorSide::Groups, |k, e| {
+                    index_entry(&mut index, FeedScope::Groups, k, e)
+                })?;
                 (users, groups, cookies, Default::default())
             }
             // Made for another server or configuration: what is stored goes at the next save.
             None => (
-                users::FeedUsers::empty(store),
-                BTreeMap::new(),
+                entries::FeedEntries::empty(store, MirrorSide::Users),
+                entries::FeedEntries::empty(store, MirrorSide::Groups),
                 [None, None],
                 store.mirror_keys()?,
             ),
@@ -287,33 +286,32 @@ impl Feed {
         Ok(feed)
     }
 
-    /// Takes the entry under `key` out of `scope`'s mirror; false when it was not there.
-    fn remove_entry(&mut self, scope: FeedScope, key: &Key) -> bool {
+    fn side(&self, scope: FeedScope) -> &entries::FeedEntries {
         match scope {
-            FeedScope::Users => self.users.remove(key),
-            FeedScope::Groups => self.groups.remove(key).is_some(),
+            FeedScope::Users => &self.users,
+            FeedScope::Groups => &self.groups,
         }
     }
 
-    fn dn_of(&self, scope: FeedScope, key: &Key) -> Option<&str> {
+    fn side_mut(&mut self, scope: FeedScope) -> &mut entries::FeedEntries {
         match scope {
-            FeedScope::Users => self.users.dn(key),
-            FeedScope::Groups => self.groups.get(key).map(|e| e.dn.as_str()),
+            FeedScope::Users => &mut self.users,
+            FeedScope::Groups => &mut self.groups,
         }
+    }
+
+    /// Takes the entry under `key` out of `scope`'s mirror; false when it was not there.
+    fn remove_entry(&mut self, scope: FeedScope, key: &Key) -> bool {
+        self.side_mut(scope).remove(key)
+    }
+
+    fn dn_of(&self, scope: FeedScope, key: &Key) -> Option<&str> {
+        self.side(scope).dn(key)
     }
 
     /// Puts `e` under `key` in `scope`'s mirror; false when it is the same entry again.
     fn put_entry(&mut self, scope: FeedScope, key: &Key, e: RawEntry) -> bool {
-        match scope {
-            FeedScope::Users => self.users.put(key, e),
-            FeedScope::Groups => {
-                if self.groups.get(key) == Some(&e) {
-                    return false;
-                }
-                self.groups.insert(key.clone(), e);
-                true
-            }
-        }
+        self.side_mut(scope).put(key, e)
     }
 
     /// How many users and groups the mirror holds.
@@ -393,15 +391,15 @@ impl Feed {
     /// The whole mirror, read (tests).
     #[cfg(test)]
     pub(crate) fn mirror(&self) -> Mirror {
-        let reader = self.users.reader().unwrap();
-        let users = self
-            .users
-            .keys()
-            .map(|k| (k.clone(), self.users.entry(&reader, k).unwrap().unwrap()))
-            .collect();
+        let all = |side: &entries::FeedEntries| {
+            let reader = side.reader().unwrap();
+            side.keys()
+                .map(|k| (k.clone(), side.entry(&reader, k).unwrap().unwrap()))
+                .collect()
+        };
         Mirror {
-            users,
-            groups: self.groups.clone(),
+            users: all(&self.users),
+            groups: all(&self.groups),
         }
     }
 
@@ -447,11 +445,11 @@ impl Feed {
                 .filter(|((s, _), _)| *s == scope)
                 .map(|(_, k)| k)
                 .collect();
-            let keys: Box<dyn Iterator<Item = &Key>> = match scope {
-                FeedScope::Users => Box::new(self.users.keys()),
-                FeedScope::Groups => Box::new(self.groups.keys()),
-            };
-            keys.filter(|k| !indexed.contains(k)).cloned().collect()
+            self.side(scope)
+                .keys()
+                .filter(|k| !indexed.contains(k))
+                .cloned()
+                .collect()
         };
         for u in gone {
             self.remove_uuid(scope, &u);
@@ -469,13 +467,7 @@ impl Feed {
             self.drop_unseen(scope);
             // Filled in the server's order, the map's nodes are half empty: built again from
             // its sorted entries, once per full refresh (~6 MB less at 100k users).
-            match scope {
-                FeedScope::Users => self.users.compact(),
-                FeedScope::Groups => {
-                    let map = std::mem::take(&mut self.groups);
-                    self.groups = map.into_iter().collect();
-                }
-            }
+            self.side_mut(scope).compact();
         }
         let r = &mut self.refresh[scope.index()];
         r.active = false;
@@ -663,19 +655,35 @@ impl Feed {
     }
 
     /// Applies the renames seen since the last call to the groups' member values.
-    fn settle_renames(&mut self) {
-        if self.renames.is_empty() {
-            return;
+    fn settle_renames(&mut self) -> Result<(), StateError> {
+        let Some(sweep) = self.renames.sweep(&self.member_attribute) else {
+            return Ok(());
+        };
+        let mut rewritten = Vec::new();
+        let reader = self.groups.reader()?;
+        for k in self.groups.keys() {
+            if let Some(mut e) = self.groups.entry(&reader, k)? {
+                if sweep.rewrite(k, &mut e) {
+                    rewritten.push((k.clone(), e));
+                }
+            }
         }
-        let changed = self.renames.apply(&mut self.groups, &self.member_attribute);
-        if !changed.is_empty() {
-            tracing::debug!(
-                groups = changed.len(),
-                "member values follow renamed entries"
-            );
-            self.unsaved[FeedScope::Groups.index()].extend(changed);
-            self.dirty = true;
+        drop(reader);
+        self.renames.swept();
+        if rewritten.is_empty() {
+            return Ok(());
         }
+        tracing::debug!(
+            groups = rewritten.len(),
+            "member values follow renamed entries"
+        );
+        for (k, e) in rewritten {
+            if self.groups.put(&k, e) {
+                self.unsaved[FeedScope::Groups.index()].insert(k);
+            }
+        }
+        self.dirty = true;
+        Ok(())
     }
 
     /// Applies one Sync Info message.
@@ -719,7 +727,7 @@ impl Feed {
         &mut self,
         known_users: &BTreeSet<Key>,
     ) -> Result<DesiredState, StateError> {
-        self.settle_renames();
+        self.settle_renames()?;
         let mut builder = DesiredBuilder::new(self.mapper.clone());
         let reader = self.users.reader()?;
         for k in self.users.keys() {
@@ -727,8 +735,10 @@ impl Feed {
                 builder.add_user(&e);
             }
         }
-        for e in self.groups.values() {
-            builder.add_group(e);
+        for k in self.groups.keys() {
+            if let Some(e) = self.groups.entry(&reader, k)? {
+                builder.add_group(&e);
+            }
         }
         Ok(builder.finish(known_users))
     }
@@ -744,29 +754,34 @@ impl Feed {
         self.kept = Some(kept);
     }
 
-    /// The mirror (its users read by key), and the keys of its entries changed since the last
-    /// save (users, groups), renames applied to the member values first.
+    /// The mirror (its entries read by key), and the keys of its entries changed since the
+    /// last save (users, groups), renames applied to the member values first.
     pub(crate) fn changes(&mut self) -> Result<Changes<'_>, StateError> {
-        self.settle_renames();
+        self.settle_renames()?;
         Ok(Changes {
-            users: UserEntries {
+            users: Entries {
                 reader: self.users.reader()?,
-                users: &self.users,
+                side: &self.users,
             },
-            groups: &self.groups,
+            groups: Entries {
+                reader: self.groups.reader()?,
+                side: &self.groups,
+            },
             changed: &self.unsaved,
         })
     }
 
-    /// Writes the user entries changed since the last save to the store ahead of it, once
-    /// there are `at_least` of them (a refresh of a whole directory is not held in memory).
-    /// A start before the next save then refreshes without a cookie (see
-    /// [`Store::write_mirror_users`]).
+    /// Writes the entries changed since the last save to the store ahead of it, once they are
+    /// `at_least` bytes (a refresh of a whole directory is not held in memory). A start before
+    /// the next save then refreshes without a cookie (see [`Store::write_mirror_ahead`]).
     pub(crate) fn write_ahead(&mut self, store: &Store, at_least: usize) -> Result<(), StateError> {
-        if self.users.pending() < at_least.max(1) {
+        if self.users.pending_bytes() + self.groups.pending_bytes() < at_least.max(1) {
             return Ok(());
         }
-        self.users.write_ahead(store, &self.unsaved[0], self.stored)
+        self.users
+            .write_ahead(store, &self.unsaved[0], self.stored)?;
+        self.groups
+            .write_ahead(store, &self.unsaved[1], self.stored)
     }
 
     /// When each object with an unpushed change changed.
@@ -776,17 +791,16 @@ impl Feed {
 
     /// Saves the mirror and the cookies together, once a pass has pushed what they cover.
     pub(crate) async fn save(&mut self, store: &Store) -> Result<(), StateError> {
-        self.settle_renames();
+        self.settle_renames()?;
         let hexed = |c: &Option<Vec<u8>>| c.as_ref().map(hex::encode);
         let checkpoint = Checkpoint {
             fingerprint: self.fingerprint.clone(),
             cookies: [hexed(&self.cookies[0]), hexed(&self.cookies[1])],
         };
-        let groups = self.unsaved[1]
-            .iter()
-            .map(|k| (k.clone(), self.groups.get(k)))
-            .collect();
-        let writes: MirrorWrites<'_> = [self.users.writes(&self.unsaved[0]), groups];
+        let writes: MirrorWrites<'_> = [
+            self.users.writes(&self.unsaved[0]),
+            self.groups.writes(&self.unsaved[1]),
+        ];
         if self.stored {
             store.save_feed(&writes, &checkpoint).await?;
         } else {
@@ -794,6 +808,7 @@ impl Feed {
             self.stored = true;
         }
         self.users.written();
+        self.groups.written();
         self.unsaved = Default::default();
         self.changed_at.clear();
         self.dirty = false;
@@ -803,25 +818,25 @@ impl Feed {
 
 /// A pass's view of the mirror: what it needs to update its desired state.
 pub(crate) struct Changes<'a> {
-    pub users: UserEntries<'a>,
-    pub groups: &'a BTreeMap<Key, RawEntry>,
+    pub users: Entries<'a>,
+    pub groups: Entries<'a>,
     /// Keys changed since the last save, users then groups.
     pub changed: &'a [BTreeSet<Key>; 2],
 }
 
-/// The mirror's user entries, read by key.
-pub(crate) struct UserEntries<'a> {
-    users: &'a users::FeedUsers,
+/// One side of the mirror, its entries read by key.
+pub(crate) struct Entries<'a> {
+    side: &'a entries::FeedEntries,
     reader: crate::state::MirrorReader<'a>,
 }
 
-impl UserEntries<'_> {
+impl Entries<'_> {
     pub(crate) fn get(&self, key: &Key) -> Result<Option<RawEntry>, StateError> {
-        self.users.entry(&self.reader, key)
+        self.side.entry(&self.reader, key)
     }
 
     pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.users.keys()
+        self.side.keys()
     }
 }
 
@@ -837,10 +852,10 @@ fn index_entry(
     }
 }
 
+mod entries;
 mod present;
 mod refetch;
 mod renames;
-mod users;
 pub(crate) use present::check_listed;
 pub(crate) use refetch::refetch;
 pub(crate) mod timestamp;

@@ -6,13 +6,15 @@
 //! keys, which is the full plan (the property test in `live/tests.rs` checks it on random
 //! sequences of changes, refusals and policies).
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::feed::Feed;
-use crate::mapping::live::{LiveDesired, Reached};
+use super::feed::{Entries, Feed};
+use crate::mapping::live::{LiveDesired, Mirrored, Reached};
 use crate::model::{Desired, DesiredState, Group, Key, Rejected, User};
 use crate::plan::{plan_keys, Operation, Policy};
+use crate::source::entry::RawEntry;
 use crate::state::records::{Snapshot, StateChange, UserRecord};
 use crate::state::StateError;
 
@@ -112,19 +114,11 @@ pub(crate) fn from_feed(
         Known::Records(s) => s.users.contains_key(k),
         Known::Keys(keys) => keys.contains(k),
     };
-    // A user entry the store cannot give back fails the pass (its desired state is dropped).
-    let mut failed = None;
-    let mut read = |k: &Key| match mirror.users.get(k) {
-        Ok(e) => e,
-        Err(e) => {
-            failed.get_or_insert(e);
-            None
-        }
-    };
-    let mirrored = (
-        &mut read as &mut dyn FnMut(&Key) -> Option<_>,
-        mirror.groups,
-    );
+    // An entry the store cannot give back fails the pass (its desired state is dropped).
+    let failed = RefCell::new(None);
+    let mut read_user = reading(&mirror.users, &failed);
+    let mut read_group = reading(&mirror.groups, &failed);
+    let mirrored: Mirrored<'_> = (&mut read_user, &mut read_group);
     let wanted = match (kept, records) {
         (
             Some(Follow {
@@ -153,9 +147,25 @@ pub(crate) fn from_feed(
             }
         }
     };
-    match failed {
+    drop((read_user, read_group));
+    match failed.into_inner() {
         Some(e) => Err(e),
         None => Ok(wanted),
+    }
+}
+
+/// Reads `side`'s entries by key; the first that the store cannot give back is kept in
+/// `failed` (and read as absent).
+fn reading<'a>(
+    side: &'a Entries<'a>,
+    failed: &'a RefCell<Option<StateError>>,
+) -> impl FnMut(&Key) -> Option<RawEntry> + 'a {
+    move |k| match side.get(k) {
+        Ok(e) => e,
+        Err(e) => {
+            failed.borrow_mut().get_or_insert(e);
+            None
+        }
     }
 }
 

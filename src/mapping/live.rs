@@ -142,11 +142,11 @@ pub(crate) struct Reached {
     pub flipped: BTreeSet<Key>,
 }
 
-/// The mirror's entries as an update reads them: users by key (the change feed holds them in
-/// its store), groups whole.
+/// The mirror's entries as an update reads them, by key (the change feed holds them in its
+/// store): users, groups.
 pub(crate) type Mirrored<'a> = (
     &'a mut dyn FnMut(&Key) -> Option<RawEntry>,
-    &'a BTreeMap<Key, RawEntry>,
+    &'a mut dyn FnMut(&Key) -> Option<RawEntry>,
 );
 
 /// The desired state of a mirror, kept up to date entry by entry.
@@ -605,8 +605,8 @@ impl LiveDesired {
         let new_groups: Vec<(Key, Option<Result<LiveGroup, Rejected>>)> = changed_groups
             .into_iter()
             .map(|k| {
-                let g = mirror_groups.get(k).map(|e| {
-                    self.mapper.map_group(e).map(|mapped| LiveGroup {
+                let g = mirror_groups(k).map(|e| {
+                    self.mapper.map_group(&e).map(|mapped| LiveGroup {
                         out: Group {
                             display_name: mapped.display_name.clone(),
                             members: BTreeSet::new(),

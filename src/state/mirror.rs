@@ -29,22 +29,38 @@ pub struct Watermark {
 /// or None to remove it.
 pub type MirrorWrites<'a> = [Vec<(Key, Option<&'a RawEntry>)>; 2];
 
-/// Reads the mirror's user entries by key (the change feed holds only their digests).
+/// One table of the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorSide {
+    Users,
+    Groups,
+}
+
+impl MirrorSide {
+    fn table(self) -> Table {
+        match self {
+            MirrorSide::Users => Table::MirrorUsers,
+            MirrorSide::Groups => Table::MirrorGroups,
+        }
+    }
+}
+
+/// Reads the mirror's entries by key (the change feed holds only their digests).
 #[derive(Clone)]
-pub struct MirrorUsers {
+pub struct MirrorEntries {
     kv: kv::Kv,
     path: std::path::PathBuf,
 }
 
-impl std::fmt::Debug for MirrorUsers {
+impl std::fmt::Debug for MirrorEntries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MirrorUsers")
+        f.debug_struct("MirrorEntries")
             .field("path", &self.path)
             .finish()
     }
 }
 
-impl MirrorUsers {
+impl MirrorEntries {
     /// A consistent view to read many entries from.
     pub fn reader(&self) -> Result<MirrorReader<'_>, StateError> {
         Ok(MirrorReader {
@@ -61,7 +77,7 @@ fn io_error(path: &std::path::Path, reason: String) -> StateError {
     }
 }
 
-/// A read transaction on the mirror's user entries.
+/// A read transaction on the mirror's entries.
 pub struct MirrorReader<'a> {
     reader: kv::Reader,
     path: &'a std::path::Path,
@@ -73,10 +89,10 @@ impl MirrorReader<'_> {
         self.path
     }
 
-    pub fn user(&self, key: &str) -> Result<Option<RawEntry>, StateError> {
+    pub fn entry(&self, side: MirrorSide, key: &str) -> Result<Option<RawEntry>, StateError> {
         match self
             .reader
-            .get(Table::MirrorUsers, key.as_bytes())
+            .get(side.table(), key.as_bytes())
             .map_err(|e| io_error(self.path, e))?
         {
             Some(v) => Ok(Some(decode(self.path, key.as_bytes(), &v)?)),
@@ -223,7 +239,7 @@ impl Store {
         self.flush().await
     }
 
-    /// Writes user entries of the change feed's mirror ahead of its next save, without a
+    /// Writes entries of the change feed's mirror ahead of its next save, without a
     /// flush, so that they need not be held in memory until then. Each transaction also marks
     /// the store as ahead of the feed's checkpoint (as a write of records does), so that a start
     /// before the next save refreshes without a cookie and compares every entry with this
@@ -231,14 +247,15 @@ impl Store {
     /// written here rewrote); with `checkpoint_usable` false (the stored checkpoint was made
     /// for another server or configuration) that checkpoint is removed, so no start resumes
     /// from it over entries it does not describe.
-    pub fn write_mirror_users(
+    pub fn write_mirror_ahead(
         &self,
+        side: MirrorSide,
         list: &[(Key, Option<&RawEntry>)],
         checkpoint_usable: bool,
     ) -> Result<(), StateError> {
         for chunk in batches(list) {
             self.write(|tx| {
-                put_entries(tx, Table::MirrorUsers, chunk)?;
+                put_entries(tx, side.table(), chunk)?;
                 // The mirror tables now follow the feed: an AD watermark no longer describes them.
                 tx.remove(Table::Meta, b"watermark")?;
                 if !checkpoint_usable {
@@ -254,24 +271,23 @@ impl Store {
         Ok(())
     }
 
-    /// The stored group entries of the mirror.
-    pub fn mirror_groups(&self) -> Result<BTreeMap<Key, RawEntry>, StateError> {
-        Ok(self.all(Table::MirrorGroups)?.into_iter().collect())
-    }
-
-    /// Calls `f` with every stored user entry of the mirror, in key order.
-    pub fn each_mirror_user(&self, mut f: impl FnMut(Key, RawEntry)) -> Result<(), StateError> {
+    /// Calls `f` with every stored entry of one side of the mirror, in key order.
+    pub fn each_mirror_entry(
+        &self,
+        side: MirrorSide,
+        mut f: impl FnMut(Key, RawEntry),
+    ) -> Result<(), StateError> {
         self.reader()?
-            .each(Table::MirrorUsers, false, |k, v| {
+            .each(side.table(), false, |k, v| {
                 f(key_of(k), decode(&self.path, k, v)?);
                 Ok::<_, StateError>(true)
             })
             .map_err(|e| self.io(e))?
     }
 
-    /// A handle that reads user entries of the mirror by key, for as long as it is kept.
-    pub fn mirror_users(&self) -> MirrorUsers {
-        MirrorUsers {
+    /// A handle that reads entries of the mirror by key, for as long as it is kept.
+    pub fn mirror_entries(&self) -> MirrorEntries {
+        MirrorEntries {
             kv: self.kv.clone(),
             path: self.path.clone(),
         }

@@ -10,5 +10,5 @@ pub(crate) mod records;
 mod store;
 
 pub use journal::{JournalEntry, JOURNAL_LENGTH};
-pub use mirror::{Mirror, MirrorReader, MirrorUsers, MirrorWrites, Watermark};
+pub use mirror::{Mirror, MirrorEntries, MirrorReader, MirrorSide, MirrorWrites, Watermark};
 pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};

@@ -318,7 +318,7 @@ impl Store {
     /// True when the records or intents were written after the change feed's mirror was last
     /// saved (a feed pass cut short after its first intent, or a one-shot run since): the
     /// target may hold what the saved mirror does not; or mirror entries were written ahead of
-    /// the feed's checkpoint (`write_mirror_users`).
+    /// the feed's checkpoint (`write_mirror_ahead`).
     pub fn records_ahead_of_feed(&self) -> Result<bool, StateError> {
         Ok(self
             .reader()?

@@ -10,10 +10,11 @@
 //!
 //! Renames are collected as they arrive and applied in one sweep of the groups before the mirror
 //! is used (a pass, a save): a move of a whole OU costs one sweep, not one per entry. A sweep
+//! reads every group entry (they are in the store); renames are rare enough for that. A sweep
 //! needs every rename of a generation: passes wait for the refresh and for the entries read
 //! again by DN, so a refresh's renames are always swept together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::model::Key;
 use crate::source::dn::normalize;
@@ -68,73 +69,86 @@ impl Renames {
         });
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Rewrites the `member_attribute` values of `groups` that name a renamed entry by a DN it
-    /// has left, in the groups held from before the rename; returns the groups changed.
-    pub(super) fn apply(
-        &mut self,
-        groups: &mut BTreeMap<Key, RawEntry>,
-        member_attribute: &str,
-    ) -> Vec<Key> {
-        let pending = std::mem::take(&mut self.pending);
-        if pending.is_empty() {
-            return Vec::new();
+    /// The renames noted since the last sweep, to rewrite the groups' member values with (None:
+    /// nothing to do). They stay noted until [`Renames::swept`].
+    pub(super) fn sweep(&self, member_attribute: &str) -> Option<Sweep<'_>> {
+        if self.pending.is_empty() {
+            return None;
         }
         let mut by_from: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, r) in pending.iter().enumerate() {
+        for (i, r) in self.pending.iter().enumerate() {
             by_from.entry(r.from.as_str()).or_default().push(i);
         }
-        let attr = member_attribute.to_ascii_lowercase();
-        let mut changed = Vec::new();
-        for (key, entry) in groups.iter_mut() {
-            let received = self.received.get(key).copied().unwrap_or(0);
-            let Some(current) = entry.attrs.get(&attr) else {
+        Some(Sweep {
+            renames: self,
+            by_from,
+            attr: member_attribute.to_ascii_lowercase(),
+        })
+    }
+
+    /// Every group was rewritten by the sweep: its renames are done with.
+    pub(super) fn swept(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// The renames of a sweep, by the DN they left.
+pub(super) struct Sweep<'r> {
+    renames: &'r Renames,
+    by_from: HashMap<&'r str, Vec<usize>>,
+    attr: String,
+}
+
+impl Sweep<'_> {
+    /// Rewrites the member values of `entry` (the group under `key`) that name a renamed entry
+    /// by a DN it has left, if the group is held from before the rename; true when it changed.
+    pub(super) fn rewrite(&self, key: &Key, entry: &mut RawEntry) -> bool {
+        let pending = &self.renames.pending;
+        let received = self.renames.received.get(key).copied().unwrap_or(0);
+        let attr = self.attr.as_str();
+        let Some(current) = entry.attrs.get(attr) else {
+            return false;
+        };
+        // (position, new value) of the values to rewrite; the rest are kept as they are.
+        let mut rewrites: Vec<(usize, &str)> = Vec::new();
+        for (at, v) in current.enumerate() {
+            let Ok(text) = std::str::from_utf8(v) else {
                 continue;
             };
-            // (position, new value) of the values to rewrite; the rest are kept as they are.
-            let mut rewrites: Vec<(usize, &str)> = Vec::new();
-            for (at, v) in current.enumerate() {
-                let Ok(text) = std::str::from_utf8(v) else {
-                    continue;
-                };
-                let mut normal = normalize(text);
-                let mut last: Option<u64> = None;
-                let mut to: Option<&str> = None;
-                // Follow renames generation after generation (A -> B, then B -> C); within one
-                // generation they are simultaneous (a swap stays a swap). Generations only grow,
-                // so a rename back and forth ends.
-                while let Some(&i) = by_from.get(normal.as_str()).and_then(|ix| {
-                    ix.iter().find(|&&i| {
-                        last.is_none_or(|l| pending[i].generation > l)
-                            && received <= pending[i].current_after
-                    })
-                }) {
-                    to = Some(&pending[i].to);
-                    normal.clone_from(&pending[i].to_normal);
-                    last = Some(pending[i].generation);
-                }
-                if let Some(to) = to {
-                    rewrites.push((at, to));
-                }
+            let mut normal = normalize(text);
+            let mut last: Option<u64> = None;
+            let mut to: Option<&str> = None;
+            // Follow renames generation after generation (A -> B, then B -> C); within one
+            // generation they are simultaneous (a swap stays a swap). Generations only grow,
+            // so a rename back and forth ends.
+            while let Some(&i) = self.by_from.get(normal.as_str()).and_then(|ix| {
+                ix.iter().find(|&&i| {
+                    last.is_none_or(|l| pending[i].generation > l)
+                        && received <= pending[i].current_after
+                })
+            }) {
+                to = Some(&pending[i].to);
+                normal.clone_from(&pending[i].to_normal);
+                last = Some(pending[i].generation);
             }
-            if !rewrites.is_empty() {
-                let mut values = entry.values(&attr).to_vecs();
-                for (at, to) in rewrites {
-                    values[at] = to.as_bytes().to_vec();
-                }
-                // Two old names of one entry (or an old name next to the new one) are one member.
-                let mut seen = std::collections::HashSet::new();
-                values.retain(|v| {
-                    let n = std::str::from_utf8(v).map(normalize).ok();
-                    n.is_none() || seen.insert(n)
-                });
-                entry.attrs.insert(&attr, values);
-                changed.push(key.clone());
+            if let Some(to) = to {
+                rewrites.push((at, to));
             }
         }
-        changed
+        if rewrites.is_empty() {
+            return false;
+        }
+        let mut values = entry.values(attr).to_vecs();
+        for (at, to) in rewrites {
+            values[at] = to.as_bytes().to_vec();
+        }
+        // Two old names of one entry (or an old name next to the new one) are one member.
+        let mut seen = std::collections::HashSet::new();
+        values.retain(|v| {
+            let n = std::str::from_utf8(v).map(normalize).ok();
+            n.is_none() || seen.insert(n)
+        });
+        entry.attrs.insert(attr, values);
+        true
     }
 }

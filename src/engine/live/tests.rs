@@ -182,7 +182,7 @@ proptest! {
                 cg.extend(g);
             }
             let reached = live.update(
-                (&mut |k: &Key| users.get(k).cloned(), &groups),
+                (&mut |k: &Key| users.get(k).cloned(), &mut |k: &Key| groups.get(k).cloned()),
                 (&cu, &cg),
                 &|k| records.users.contains_key(k),
                 &known_changed,

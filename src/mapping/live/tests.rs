@@ -278,7 +278,7 @@ proptest! {
                 if on { known.insert(user_key(i)); } else { known.remove(&user_key(i)); }
                 ck.push(user_key(i));
             }
-            let reached = live.update((&mut |k: &Key| users.get(k).cloned(), &groups), (&cu, &cg), &|k| known.contains(k), &ck);
+            let reached = live.update((&mut |k: &Key| users.get(k).cloned(), &mut |k: &Key| groups.get(k).cloned()), (&cu, &cg), &|k| known.contains(k), &ck);
             let after = full(&m, &users, &groups, &known);
             same(&live.to_state(), &after)?;
             prop_assert_eq!(live.no_users(), after.users.is_empty() && after.held.is_empty());
@@ -331,7 +331,9 @@ fn member_values_are_the_names_the_indexes_hold() {
     apply(&Change::Group(0, Some(group)), &mut users, &mut groups);
     let mut live = LiveDesired::new(mapper(false));
     live.update(
-        (&mut |k: &Key| users.get(k).cloned(), &groups),
+        (&mut |k: &Key| users.get(k).cloned(), &mut |k: &Key| {
+            groups.get(k).cloned()
+        }),
         (users.keys(), groups.keys()),
         &|_| false,
         std::iter::empty(),

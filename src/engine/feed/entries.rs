@@ -1,9 +1,10 @@
-//! The users' side of the change feed's mirror. The entries are in the store's mirror table;
-//! the feed holds each one's DN (a rename is told by it) and a digest (an entry sent again
-//! unchanged is no change), and in memory only the entries changed since they were last
-//! written. At 100k users the entries held whole were ~25 MB more for as long as `run` ran; the
-//! live desired state holds what the mapping made of them, and a pass reads an entry only
-//! when its key changed, or every entry when it builds that state afresh.
+//! One side (users, groups) of the change feed's mirror. The entries are in the store's mirror
+//! tables; the feed holds each one's DN (a rename is told by it) and a digest (an entry sent
+//! again unchanged is no change), and in memory only the entries changed since they were last
+//! written. At 100k users the entries held whole were ~25 MB more for the users, ~20 MB for
+//! the member values of 1,000 groups, for as long as `run` ran; the live desired state holds
+//! what the mapping made of them, and a pass reads an entry only when its key changed, or
+//! every entry when it builds that state afresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::model::Key;
 use crate::source::entry::RawEntry;
-use crate::state::{MirrorReader, MirrorUsers, StateError, Store};
+use crate::state::{MirrorEntries, MirrorReader, MirrorSide, StateError, Store};
 
-/// What the feed holds of one user entry.
+/// What the feed holds of one entry.
 #[derive(Debug)]
 struct Held {
     dn: Box<str>,
@@ -38,37 +39,48 @@ fn digest(e: &RawEntry) -> [u8; 16] {
     out
 }
 
-/// The users of the mirror.
+/// The bytes of an entry as the store writes it, about.
+fn size(e: &RawEntry) -> usize {
+    e.dn.len() + e.attrs.as_bytes().len()
+}
+
+/// One side of the mirror.
 #[derive(Debug)]
-pub(super) struct FeedUsers {
+pub(super) struct FeedEntries {
+    side: MirrorSide,
     held: BTreeMap<Key, Held>,
     /// Entries changed since they were last written to the store.
     pending: BTreeMap<Key, RawEntry>,
+    /// Their size, about (what writing ahead is measured by).
+    pending_bytes: usize,
     /// Keys removed from the store ahead of the save, and not put back since: not removed
     /// again by every later write ahead (a refresh over another configuration's mirror has
     /// every stored key to remove).
     removed_ahead: BTreeSet<Key>,
-    stored: MirrorUsers,
+    stored: MirrorEntries,
 }
 
-impl FeedUsers {
+impl FeedEntries {
     /// Nothing held (the stored entries, if any, are not this feed's).
-    pub(super) fn empty(store: &Store) -> FeedUsers {
-        FeedUsers {
+    pub(super) fn empty(store: &Store, side: MirrorSide) -> FeedEntries {
+        FeedEntries {
+            side,
             held: BTreeMap::new(),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             removed_ahead: BTreeSet::new(),
-            stored: store.mirror_users(),
+            stored: store.mirror_entries(),
         }
     }
 
     /// The stored entries, each also shown to `each` (to index it).
     pub(super) fn load(
         store: &Store,
+        side: MirrorSide,
         mut each: impl FnMut(&Key, &RawEntry),
-    ) -> Result<FeedUsers, StateError> {
+    ) -> Result<FeedEntries, StateError> {
         let mut held = Vec::new();
-        store.each_mirror_user(|k, e| {
+        store.each_mirror_entry(side, |k, e| {
             each(&k, &e);
             let h = Held {
                 digest: digest(&e),
@@ -76,11 +88,13 @@ impl FeedUsers {
             };
             held.push((k, h));
         })?;
-        Ok(FeedUsers {
+        Ok(FeedEntries {
+            side,
             held: held.into_iter().collect(),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             removed_ahead: BTreeSet::new(),
-            stored: store.mirror_users(),
+            stored: store.mirror_entries(),
         })
     }
 
@@ -109,14 +123,19 @@ impl FeedUsers {
                 digest: d,
             },
         );
-        self.pending.insert(key.clone(), e);
+        self.pending_bytes += size(&e);
+        if let Some(old) = self.pending.insert(key.clone(), e) {
+            self.pending_bytes -= size(&old);
+        }
         self.removed_ahead.remove(key);
         true
     }
 
     /// Takes `key` out; false when it was not there.
     pub(super) fn remove(&mut self, key: &Key) -> bool {
-        self.pending.remove(key);
+        if let Some(old) = self.pending.remove(key) {
+            self.pending_bytes -= size(&old);
+        }
         self.held.remove(key).is_some()
     }
 
@@ -127,7 +146,7 @@ impl FeedUsers {
         self.held = held.into_iter().collect();
     }
 
-    /// A view of the stored entries, for [`FeedUsers::entry`].
+    /// A view of the stored entries, for [`FeedEntries::entry`].
     pub(super) fn reader(&self) -> Result<MirrorReader<'_>, StateError> {
         self.stored.reader()
     }
@@ -145,13 +164,19 @@ impl FeedUsers {
         if let Some(e) = self.pending.get(key) {
             return Ok(Some(e.clone()));
         }
-        match reader.user(key)? {
+        match reader.entry(self.side, key)? {
             Some(e) => Ok(Some(e)),
             // Held but neither in memory nor stored: the store lost it.
             None => Err(StateError::Corrupt {
                 path: reader.path().to_path_buf(),
                 key: key.to_string(),
-                reason: "a user entry of the change feed's mirror is missing".into(),
+                reason: format!(
+                    "an entry of the change feed's mirror ({}) is missing",
+                    match self.side {
+                        MirrorSide::Users => "users",
+                        MirrorSide::Groups => "groups",
+                    }
+                ),
             }),
         }
     }
@@ -172,16 +197,17 @@ impl FeedUsers {
     /// Saved: the entries in memory need not be held any more.
     pub(super) fn written(&mut self) {
         self.pending.clear();
+        self.pending_bytes = 0;
         self.removed_ahead.clear();
     }
 
-    /// How many entries are held in memory.
-    pub(super) fn pending(&self) -> usize {
-        self.pending.len()
+    /// About how many bytes of entries are held in memory.
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Writes the entries in memory (and the removals among `unsaved` not written yet) to the
-    /// store ahead of the next save (see [`Store::write_mirror_users`]), and lets them go.
+    /// store ahead of the next save (see [`Store::write_mirror_ahead`]), and lets them go.
     pub(super) fn write_ahead(
         &mut self,
         store: &Store,
@@ -190,13 +216,14 @@ impl FeedUsers {
     ) -> Result<(), StateError> {
         let mut writes = self.writes(unsaved);
         writes.retain(|(k, e)| e.is_some() || !self.removed_ahead.contains(k));
-        store.write_mirror_users(&writes, checkpoint_usable)?;
+        store.write_mirror_ahead(self.side, &writes, checkpoint_usable)?;
         let removed: Vec<Key> = writes
             .into_iter()
             .filter(|(_, e)| e.is_none())
             .map(|(k, _)| k)
             .collect();
         self.pending.clear();
+        self.pending_bytes = 0;
         self.removed_ahead.extend(removed);
         Ok(())
     }
