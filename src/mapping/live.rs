@@ -308,6 +308,11 @@ impl LiveDesired {
         (self.users.keys(), self.groups.keys())
     }
 
+    /// The state's own copy of the user key `key` (to share it rather than hold another).
+    pub(crate) fn own_key(&self, key: &str) -> Option<&Key> {
+        self.users.get_key_value(key).map(|(k, _)| k)
+    }
+
     /// Member values that name no user or group read.
     pub(crate) fn unresolved(&self) -> usize {
         self.unresolved

@@ -300,7 +300,7 @@ async fn a_pass_after_the_first_plans_only_what_the_changes_reached() {
 
 /// A pass with nothing kept (a restarted service's first) reads the records after building its
 /// desired state, each fitted and made to share the user the directory wants as it is decoded:
-/// one copy of each unchanged user. A target that keeps no titles (known before the pass, or
+/// one copy of each unchanged user, and of each key. A target that keeps no titles (known before the pass, or
 /// found by its preflight) records the fitted copy and the desired state keeps the whole user.
 /// Nothing is sent either way.
 #[tokio::test]
@@ -337,6 +337,10 @@ async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_direct
         let desired = kept.follow.as_ref().unwrap().desired.as_ref();
         assert_eq!(kept.records.users.len(), 2);
         for (k, r) in &kept.records.users {
+            assert!(
+                Arc::ptr_eq(k, desired.own_key(k).unwrap()),
+                "{k}: the record's key is the desired state's"
+            );
             let wanted = desired.user(k).unwrap();
             let titled = wanted.title.is_some();
             let shared = Arc::ptr_eq(wanted, &r.pushed);

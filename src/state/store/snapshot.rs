@@ -13,12 +13,12 @@ impl Store {
         self.records_reader().read()
     }
 
-    /// Every record, each user record passed to `each` as soon as it is decoded (a change
-    /// feed's first pass fits it and shares its user with the desired state there, before the
-    /// next is decoded).
+    /// Every record, each user record passed to `each` as soon as it is decoded, with its key
+    /// (a change feed's first pass fits it, and shares its key and its user with the desired
+    /// state there, before the next is decoded).
     pub fn snapshot_with(
         &self,
-        each: &dyn Fn(&Key, &mut UserRecord),
+        each: &dyn Fn(&mut Key, &mut UserRecord),
     ) -> Result<Snapshot, StateError> {
         self.records_reader().read_with(each)
     }
@@ -53,15 +53,18 @@ impl RecordsReader {
     }
 
     /// [`RecordsReader::read`], each user record passed to `each` once decoded.
-    pub fn read_with(&self, each: &dyn Fn(&Key, &mut UserRecord)) -> Result<Snapshot, StateError> {
+    pub fn read_with(
+        &self,
+        each: &dyn Fn(&mut Key, &mut UserRecord),
+    ) -> Result<Snapshot, StateError> {
         // One read transaction: users and groups as one commit left them. Listed in key
         // order: the maps are built from sorted lists (a bulk build).
         let r = self.kv.read().map_err(|e| self.io(e))?;
         let mut users = Vec::new();
         r.each(Table::Users, false, |k, v| {
             let mut rec: UserRecord = decode(&self.path, k, v)?;
-            let key = key_of(k);
-            each(&key, &mut rec);
+            let mut key = key_of(k);
+            each(&mut key, &mut rec);
             users.push((key, rec));
             Ok::<_, StateError>(true)
         })
