@@ -148,6 +148,12 @@ impl Session {
         self.verdict.clone()
     }
 
+    /// The relay's routing of searches, for operations defined next to their protocol
+    /// (content sync gates its searches).
+    pub(crate) fn diversion(&self) -> &super::wire::Diversion {
+        &self.diversion
+    }
+
     /// The ldap3 handle, for operations defined next to their protocol (content sync).
     pub(crate) fn ldap_mut(&mut self) -> &mut Ldap {
         &mut self.ldap

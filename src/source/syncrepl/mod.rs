@@ -49,6 +49,9 @@ pub(crate) enum SyncEnd {
 /// A running refreshAndPersist search.
 pub(crate) struct PersistSearch {
     stream: SearchStream<'static, String, Vec<String>>,
+    /// Told of every message taken, so that the relay holds back what is not (see
+    /// `wire::gate`).
+    gate: std::sync::Arc<crate::source::wire::Gate>,
     base: String,
     filter: String,
     verdict: crate::source::wire::Verdict,
@@ -104,21 +107,26 @@ impl Session {
         cookie: Option<&[u8]>,
     ) -> Result<PersistSearch, SourceError> {
         let verdict = self.verdict();
+        let gate = self.diversion().gate_next_search();
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![sync_request(cookie, true)]);
-        let stream = ldap
+        let started = ldap
             .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
-            .await
-            .map_err(|e| SourceError::Search {
-                base: base.to_string(),
-                filter: filter.to_string(),
-                reason: format!(
-                    "cannot start content synchronization: {}",
-                    crate::source::ldap::op_error(e, &verdict)
-                ),
-            })?;
+            .await;
+        if started.is_err() {
+            self.diversion().cancel_next();
+        }
+        let stream = started.map_err(|e| SourceError::Search {
+            base: base.to_string(),
+            filter: filter.to_string(),
+            reason: format!(
+                "cannot start content synchronization: {}",
+                crate::source::ldap::op_error(e, &verdict)
+            ),
+        })?;
         Ok(PersistSearch {
             stream,
+            gate,
             base: base.to_string(),
             filter: filter.to_string(),
             verdict,
@@ -171,7 +179,10 @@ impl PersistSearch {
     pub(crate) async fn next(&mut self) -> Result<Option<SyncEvent>, SourceError> {
         loop {
             let item = match self.stream.next().await {
-                Ok(Some(item)) => item,
+                Ok(Some(item)) => {
+                    self.gate.took();
+                    item
+                }
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     let why = crate::source::ldap::op_error(e, &self.verdict);

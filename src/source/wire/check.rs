@@ -143,6 +143,18 @@ fn check_operation(msg: &[u8], at: usize, op: u8) -> Result<(), String> {
     Ok(())
 }
 
+/// The message id an abandon request names (its operation is that INTEGER, primitive).
+pub(super) fn abandoned(msg: &[u8]) -> Option<i64> {
+    let (_, seq) = header(msg, 0).ok()?;
+    let (id_len, id_hdr) = header(msg, seq).ok()?;
+    let op_at = seq + id_hdr + id_len;
+    if msg.get(op_at) != Some(&0x50) {
+        return None;
+    }
+    let (len, hdr) = header(msg, op_at).ok()?;
+    integer(msg.get(op_at + hdr..op_at + hdr + len)?)
+}
+
 /// The result code of an answer (the first element of its operation).
 pub(super) fn result_code(msg: &[u8]) -> Option<i64> {
     let (_, seq) = header(msg, 0).ok()?;
@@ -304,6 +316,10 @@ mod tests {
         let known: HashMap<i64, u8> = [(3, 0x60)].into();
         assert_eq!(chk(&bind_ok(3), Some(&known)), Ok((3, 0x61)));
         assert_eq!(result_code(&bind_ok(3)), Some(0));
+        // An abandon request names the message it abandons; nothing else does.
+        assert_eq!(abandoned(&msg(7, &[0x50, 0x01, 0x05])), Some(5));
+        assert_eq!(abandoned(&msg(7, &[0x50, 0x02, 0x01, 0x00])), Some(256));
+        assert_eq!(abandoned(&bind_ok(3)), None);
         // An unsolicited notice (id 0, an extended response) is let through; with controls too.
         let notice = msg(0, &[0x78, 0x07, 0x0a, 0x01, 0x34, 0x04, 0x00, 0x04, 0x00]);
         assert!(chk(&notice, Some(&known)).is_ok());

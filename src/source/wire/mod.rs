@@ -12,9 +12,10 @@
 //! checks is the plaintext. A message that fails a check closes the connection; the reason is
 //! kept in the [`Verdict`] and named in the error of the operation that was waiting. The
 //! entries of a paged search skip ldap3 ([`Diversion`]): decoding them into ldap3's tree was
-//! most of the reading thread's work.
+//! most of the reading thread's work. A change feed's searches pass through ldap3, gated so
+//! that what their reader has not taken stays bounded ([`gate`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -25,8 +26,10 @@ use crate::config::{LdapConfig, TlsMode};
 
 mod check;
 mod entry;
+mod gate;
 
-use check::{check, result_code};
+use check::{abandoned, check, result_code};
+pub(crate) use gate::Gate;
 
 /// Why the relay closed the connection, when the server sent something unsound.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +71,15 @@ struct Routes {
     /// By message id, until the search's result: dropped before the result reaches ldap3,
     /// so every entry is in the channel when ldap3 says the search is over.
     by_id: HashMap<i64, tokio::sync::mpsc::Sender<RawEntry>>,
+    /// The gate for the next search request the relay passes on.
+    next_gate: Option<Arc<Gate>>,
+    /// Gated searches by message id, until their result.
+    gates: HashMap<i64, Arc<Gate>>,
+    /// Requests that are not gated searches and await their answer: while there is one, no
+    /// gate holds the relay back (it is answered behind what a gate would hold).
+    awaited: HashSet<i64>,
+    /// Wakes the relay held back by a gate.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Diversion {
@@ -86,18 +98,34 @@ impl Diversion {
         rx
     }
 
+    /// Gates the next search request sent through the relay (see [`gate`]): its reader
+    /// calls [`Gate::took`] for every message it takes from ldap3.
+    pub(crate) fn gate_next_search(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::new(self.with(|r| r.wake.clone()).unwrap_or_default()));
+        self.with(|r| {
+            if !r.stopped {
+                r.next_gate = Some(gate.clone());
+            }
+        });
+        gate
+    }
+
     /// Diverts nothing more on this connection: a search request may still be on its way
     /// (its sending timed out), and it would take the next search's channel.
     pub(crate) fn stop(&self) {
         self.with(|r| {
             r.stopped = true;
             r.next = None;
+            r.next_gate = None;
         });
     }
 
-    /// Forgets a diversion that no request took (its request was never sent).
+    /// Forgets a diversion or gate that no request took (its request was never sent).
     pub(crate) fn cancel_next(&self) {
-        self.with(|r| r.next = None);
+        self.with(|r| {
+            r.next = None;
+            r.next_gate = None;
+        });
     }
 
     fn search_sent(&self, id: i64) {
@@ -105,7 +133,55 @@ impl Diversion {
             if let Some(tx) = r.next.take() {
                 r.by_id.insert(id, tx);
             }
+            if let Some(gate) = r.next_gate.take() {
+                r.gates.insert(id, gate);
+            }
         });
+    }
+
+    /// A request `id` of kind `op` is on its way to the server.
+    fn request(&self, id: i64, op: u8, msg: &[u8]) {
+        self.with(|r| match op {
+            // Unbind: nothing comes back.
+            0x42 => {}
+            // Abandon: nothing comes back, and nothing more for the search it names.
+            0x50 => {
+                if let Some(gone) = abandoned(msg) {
+                    r.awaited.remove(&gone);
+                    r.gates.remove(&gone);
+                }
+            }
+            _ if r.gates.contains_key(&id) => {}
+            _ => {
+                r.awaited.insert(id);
+                r.wake.notify_one();
+            }
+        });
+    }
+
+    /// The answer `op` to request `id` came: a final one ends what the request awaited.
+    fn answered(&self, id: i64, op: u8) -> Option<Arc<Gate>> {
+        self.with(|r| match op {
+            // An entry, a reference, an intermediate message: more to come.
+            0x64 | 0x73 | 0x79 => r.gates.get(&id).cloned(),
+            _ => {
+                r.awaited.remove(&id);
+                r.gates.remove(&id);
+                None
+            }
+        })
+        .flatten()
+    }
+
+    /// True when a gated search's reader is too far behind and no other request awaits an
+    /// answer: the relay waits for [`Diversion::wake`] before it reads the server again.
+    fn hold(&self) -> bool {
+        self.with(|r| r.awaited.is_empty() && r.gates.values().any(|g| g.hold()))
+            .unwrap_or(false)
+    }
+
+    fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.with(|r| r.wake.clone()).unwrap_or_default()
     }
 
     fn route(&self, id: i64) -> Option<tokio::sync::mpsc::Sender<RawEntry>> {
@@ -262,6 +338,7 @@ async fn relay(
             if op == 0x63 {
                 diversion.search_sent(id);
             }
+            diversion.request(id, op, &msg);
             match tokio::time::timeout(timeout, server_write.write_all(&msg)).await {
                 Ok(r) => r.map_err(|e| e.to_string())?,
                 Err(_) => return Err("the server does not take requests".to_string()),
@@ -269,9 +346,21 @@ async fn relay(
         }
         Ok::<(), String>(())
     };
+    let wake = diversion.wake();
     let down = async {
         let passed = async {
-            while let Some(msg) = read_message(&mut server_read, max).await? {
+            loop {
+                // A gated search's reader is behind (and nothing else is awaited): what was
+                // passed on reaches ldap3, then the server waits.
+                if diversion.hold() {
+                    client_write.flush().await.map_err(|e| e.to_string())?;
+                    while diversion.hold() {
+                        wake.notified().await;
+                    }
+                }
+                let Some(msg) = read_message(&mut server_read, max).await? else {
+                    break;
+                };
                 let checked = match ids.lock() {
                     Ok(known) => check(&msg, Some(&known), most),
                     Err(_) => Err("the relay's state is unusable".to_string()),
@@ -288,6 +377,7 @@ async fn relay(
                     }
                     _ => None,
                 };
+                let gate = diversion.answered(id, op);
                 // A reader that gave the search up has dropped its end: its entries go nowhere,
                 // as ldap3 would have dropped them. An entry our decoder refuses goes on to
                 // ldap3, whose path reports it as it always did (an error of that search, the
@@ -313,6 +403,9 @@ async fn relay(
                     .write_all(&msg)
                     .await
                     .map_err(|e| e.to_string())?;
+                if let Some(g) = gate {
+                    g.passed();
+                }
                 // Passed on at once unless another whole message is already here: a search's
                 // entries reach ldap3 in a few writes, not one system call each, and a lone
                 // message (a change notice) is never held back.
@@ -556,6 +649,110 @@ mod tests {
                 ));
             }
         }
+    }
+
+    /// Reads what reaches ldap3's side until nothing more comes for a moment: how many
+    /// messages of `size` bytes.
+    async fn messages_within_a_moment<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> usize {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), r.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got.len() % size, 0, "whole messages");
+        got.len() / size
+    }
+
+    /// A gated search whose reader takes nothing: the relay passes on `HIGH` + 1 of its
+    /// messages and stops reading the server; the reader taking them down to `LOW` lets as
+    /// many more through. Another request on the connection (a heartbeat's read) is never
+    /// held back behind them: its answer comes, after the rest of the search's messages.
+    #[tokio::test]
+    async fn a_gated_search_holds_the_server_back_while_its_reader_is_behind_but_never_an_awaited_answer(
+    ) {
+        use gate::{HIGH, LOW};
+        let (server_end, mut server) = tokio::io::duplex(1 << 22);
+        let (ldap3_end, relay_end) =
+            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
+        let diversion = Diversion::default();
+        tokio::spawn(relay(
+            Box::new(server_end),
+            relay_end,
+            1 << 20,
+            std::time::Duration::from_secs(5),
+            Verdict::default(),
+            diversion.clone(),
+        ));
+        let request = |id| message(id, &[0x63, 0x00]);
+        let gate = diversion.gate_next_search();
+        ldap3_write
+            .write_all(&request(2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = vec![0u8; request(2).len()];
+        server
+            .read_exact(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let entry = message(2, &entry_op("cn=a", "a"));
+        let n = 2000usize;
+        server
+            .write_all(&entry.repeat(n))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let high = usize::try_from(HIGH).unwrap_or(usize::MAX);
+        let low = usize::try_from(LOW).unwrap_or(usize::MAX);
+        assert_eq!(
+            messages_within_a_moment(&mut ldap3_read, entry.len()).await,
+            high + 1,
+            "held back once the reader is behind"
+        );
+        for _ in 0..(high - low) {
+            gate.took();
+        }
+        assert_eq!(
+            messages_within_a_moment(&mut ldap3_read, entry.len()).await,
+            0,
+            "still over LOW"
+        );
+        gate.took();
+        assert_eq!(
+            messages_within_a_moment(&mut ldap3_read, entry.len()).await,
+            high + 1 - low,
+            "down to LOW: read on up to HIGH again"
+        );
+        assert_eq!(gate.peak(), HIGH + 1);
+        // The heartbeat: a base search, answered behind the search's remaining messages.
+        ldap3_write
+            .write_all(&request(3))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = vec![0u8; request(3).len()];
+        server
+            .read_exact(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = message(3, &[0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]);
+        server
+            .write_all(&done)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rest = n - 2 * (high + 1) + low;
+        let mut passed = vec![0u8; rest * entry.len() + done.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            ldap3_read.read_exact(&mut passed),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the awaited answer was held back"))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&passed[rest * entry.len()..], &done[..]);
     }
 
     #[test]
