@@ -146,6 +146,8 @@ pub(crate) struct Feed {
     /// With the DN, whether the entry came while following (else in a refresh: a rename it
     /// carries belongs with the refresh's other renames, whenever it is read again).
     refetch: BTreeMap<(FeedScope, Vec<u8>), (String, bool)>,
+    /// A change the mirror could not take (see [`Feed::old_dn`]).
+    failed: Option<StateError>,
 }
 
 /// What an entry read again by DN turned out to be.
@@ -282,6 +284,7 @@ impl Feed {
             member_attribute: cfg.mapping.member_attribute.clone(),
             volatile,
             refetch: BTreeMap::new(),
+            failed: None,
         };
         Ok(feed)
     }
@@ -305,8 +308,29 @@ impl Feed {
         self.side_mut(scope).remove(key)
     }
 
-    fn dn_of(&self, scope: FeedScope, key: &Key) -> Option<&str> {
-        self.side(scope).dn(key)
+    /// The DN the entry under `key` had, when `dn` is another (a rename). A store that cannot
+    /// give it back fails every pass and save from now on: a rename missed would drop the
+    /// entry from its groups, and a restart replays it from the saved cookie.
+    fn old_dn(&mut self, scope: FeedScope, key: &Key, dn: &str) -> Option<String> {
+        if !self.side(scope).dn_differs(key, dn) {
+            return None;
+        }
+        match self.side(scope).stored_dn(key) {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::error!(error = %e, dn, "the change feed cannot read an entry's former DN back from its store: no pass until restarted");
+                self.failed.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// Fails when the mirror missed a change (see [`Feed::old_dn`]).
+    fn sound(&self) -> Result<(), StateError> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Puts `e` under `key` in `scope`'s mirror; false when it is the same entry again.
@@ -538,12 +562,9 @@ impl Feed {
     ) {
         e.attrs.insert(SYNC_ID, vec![uuid.to_vec()]);
         if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
-            // Most changes keep the DN: compared as sent first, normalized only when it differs.
-            let old_dn = self
-                .dn_of(scope, &old_key)
-                .filter(|o| *o != e.dn)
-                .map(str::to_string);
-            if let Some(old_dn) = old_dn {
+            // Most changes keep the DN: its digest compared first, normalized only when the
+            // DN differs.
+            if let Some(old_dn) = self.old_dn(scope, &old_key, &e.dn) {
                 self.renamed(scope, &old_dn, &e.dn, persisting);
             }
             if old_key != key {
@@ -727,6 +748,7 @@ impl Feed {
         &mut self,
         known_users: &BTreeSet<Key>,
     ) -> Result<DesiredState, StateError> {
+        self.sound()?;
         self.settle_renames()?;
         let mut builder = DesiredBuilder::new(self.mapper.clone());
         let reader = self.users.reader()?;
@@ -757,6 +779,7 @@ impl Feed {
     /// The mirror (its entries read by key), and the keys of its entries changed since the
     /// last save (users, groups), renames applied to the member values first.
     pub(crate) fn changes(&mut self) -> Result<Changes<'_>, StateError> {
+        self.sound()?;
         self.settle_renames()?;
         Ok(Changes {
             users: Entries {
@@ -775,6 +798,10 @@ impl Feed {
     /// `at_least` bytes (a refresh of a whole directory is not held in memory). A start before
     /// the next save then refreshes without a cookie (see [`Store::write_mirror_ahead`]).
     pub(crate) fn write_ahead(&mut self, store: &Store, at_least: usize) -> Result<(), StateError> {
+        // A mirror that missed a change is written no more (every pass fails).
+        if self.failed.is_some() {
+            return Ok(());
+        }
         if self.users.pending_bytes() + self.groups.pending_bytes() < at_least.max(1) {
             return Ok(());
         }
@@ -791,6 +818,7 @@ impl Feed {
 
     /// Saves the mirror and the cookies together, once a pass has pushed what they cover.
     pub(crate) async fn save(&mut self, store: &Store) -> Result<(), StateError> {
+        self.sound()?;
         self.settle_renames()?;
         let hexed = |c: &Option<Vec<u8>>| c.as_ref().map(hex::encode);
         let checkpoint = Checkpoint {

@@ -18,7 +18,7 @@ const SCHEMA_VERSION: &str = "1";
 /// feed's saved mirror.
 pub(super) const RECORDS_AHEAD: &[u8] = b"records_ahead";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
     #[error("state store {}: {reason}", path.display())]
     Open { path: PathBuf, reason: String },

@@ -560,6 +560,32 @@ fn a_renamed_member_stays_in_its_groups() {
     );
 }
 
+/// A rename of an entry whose former DN the store cannot give back (its stored entry gone
+/// behind the feed's back) is not guessed at: every pass and save fails from then on, so the
+/// saved cookie still precedes the rename and a restart replays it.
+#[tokio::test]
+async fn a_rename_whose_former_dn_cannot_be_read_back_fails_every_pass_and_save() {
+    let (_d, store) = store();
+    let mut f = refreshed(&store);
+    f.save(&store).await.unwrap();
+    let key = f.mirror().users.keys().next().unwrap().clone();
+    store
+        .write_mirror_ahead(crate::state::MirrorSide::Users, &[(key, None)], true)
+        .unwrap();
+    modify(&mut f, FeedScope::Users, 1, user_at(1, U1_MOVED));
+    let failed = |r: Result<(), StateError>| r.unwrap_err().to_string();
+    assert!(
+        failed(f.changes().map(|_| ())).contains("missing"),
+        "the pass fails"
+    );
+    assert!(f.desired(&Default::default()).is_err());
+    assert!(f.save(&store).await.is_err(), "nothing saved");
+    assert!(
+        failed(f.changes().map(|_| ())).contains("missing"),
+        "and every pass after it"
+    );
+}
+
 /// Group entries live in the store as the users' do: once saved none is held in memory, a
 /// rename rewrites a group read back from the store (held again until written), and a group
 /// written ahead is read back, by this feed and by one started before the save.
