@@ -307,7 +307,8 @@ proptest! {
 }
 
 /// A group's member values are held once: the very names of the member index, and of the
-/// users' DN index where a user carries the name.
+/// users' DN index where a user carries the name. The index's lists, built a key at a time,
+/// hold no room beyond their keys.
 #[test]
 fn member_values_are_the_names_the_indexes_hold() {
     let mut users = BTreeMap::new();
@@ -328,7 +329,13 @@ fn member_values_are_the_names_the_indexes_hold() {
         unknown: true,
         broken: false,
     };
-    apply(&Change::Group(0, Some(group)), &mut users, &mut groups);
+    for n in 0..3 {
+        apply(
+            &Change::Group(n, Some(group.clone())),
+            &mut users,
+            &mut groups,
+        );
+    }
     let mut live = LiveDesired::new(mapper(false));
     live.update(
         (&mut |k: &Key| users.get(k).cloned(), &mut |k: &Key| {
@@ -351,4 +358,8 @@ fn member_values_are_the_names_the_indexes_hold() {
     let (held, _) = live.user_dns.get_key_value(&**user).unwrap();
     assert!(Arc::ptr_eq(held, user), "{user}: the user's DN as indexed");
     assert_eq!(g.out.members.len(), 1, "{:?}", g.out);
+    match &live.named_by[&**user] {
+        Keys::Many(v) => assert_eq!((v.len(), v.capacity()), (3, 3)),
+        one => panic!("listed by three groups: {one:?}"),
+    }
 }
