@@ -104,9 +104,16 @@ pub fn main() -> ExitCode {
     // then never wake each other across threads (a first sync of 100k users took a quarter
     // less time and CPU so). Its heavy parts that are not async (mapping entries, a directory
     // pass's read of the records, syncing the store) have threads of their own. The service keeps
-    // a thread pool, so that its status server and change feeds answer while a pass works.
+    // a worker thread beside the one its passes run on, so that its status server and change
+    // feeds answer while a pass works; one, not one per core: the feed's reading tasks moving
+    // between two workers left the allocator holding ~150 MB more than the heap at the end of
+    // a 100k-user refresh (246 MiB resident against 96 with one worker, same change latency).
     let mut builder = match cli.command {
-        Command::Run => tokio::runtime::Builder::new_multi_thread(),
+        Command::Run => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(1);
+            b
+        }
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let rt = match builder.enable_all().build() {

@@ -72,7 +72,7 @@ mod tests {
     fn user(name: &str, title: Option<&str>) -> Arc<User> {
         Arc::new(User {
             user_name: name.into(),
-            title: title.map(str::to_string),
+            title: title.map(Into::into),
             active: true,
             ..Default::default()
         })

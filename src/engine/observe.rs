@@ -28,7 +28,7 @@ pub(crate) fn observed(
     let user_by_name = unique(
         users
             .iter()
-            .map(|u| (u.user.user_name.to_ascii_lowercase(), u)),
+            .map(|u| (u.user.user_name.as_str().to_ascii_lowercase(), u)),
     );
 
     let keys: BTreeSet<&Key> = known
@@ -57,7 +57,11 @@ pub(crate) fn observed(
                 _ => desired
                     .users
                     .get(*key)
-                    .and_then(|u| user_by_name.get(&u.user_name.to_ascii_lowercase()).copied())
+                    .and_then(|u| {
+                        user_by_name
+                            .get(&u.user_name.as_str().to_ascii_lowercase())
+                            .copied()
+                    })
                     .filter(|r| {
                         r.external_id.as_ref().is_none_or(|e| {
                             e.as_str() == &***key || !desired.users.contains_key(e.as_str())
@@ -83,7 +87,7 @@ pub(crate) fn observed(
     // Some providers list group members by userName instead of id.
     let key_by_name: HashMap<String, &Key> = matched
         .iter()
-        .map(|(k, r, _)| (r.user.user_name.to_ascii_lowercase(), *k))
+        .map(|(k, r, _)| (r.user.user_name.as_str().to_ascii_lowercase(), *k))
         .collect();
     for (key, remote, origin) in matched {
         let mut pushed = remote.user.clone();
@@ -91,7 +95,7 @@ pub(crate) fn observed(
             .manager
             .as_deref()
             .and_then(|id| key_by_id.get(id))
-            .map(|k| k.to_string());
+            .map(|k| crate::model::Text::from(&***k));
         out.users.insert(
             key.clone(),
             UserRecord::new(remote.id.clone(), origin, pushed),
@@ -177,7 +181,7 @@ pub(crate) fn dangling_members(
     // A provider that lists members by userName names existing users that way.
     let names: BTreeSet<String> = users
         .iter()
-        .map(|u| u.user.user_name.to_ascii_lowercase())
+        .map(|u| u.user.user_name.as_str().to_ascii_lowercase())
         .collect();
     let existing: BTreeSet<&str> = users
         .iter()
@@ -343,7 +347,7 @@ mod tests {
         ) {
             let mut d = DesiredState::default();
             for (k, n) in &wanted {
-                d.users.insert(k.as_str().into(), User { user_name: n.clone(), active: true, ..Default::default() }.into());
+                d.users.insert(k.as_str().into(), User { user_name: n.as_str().into(), active: true, ..Default::default() }.into());
             }
             let users: Vec<RemoteUser> = present
                 .iter()
@@ -354,9 +358,9 @@ mod tests {
             for (key, rec) in &seen.users {
                 let r = users.iter().find(|u| u.id == rec.target_id).unwrap();
                 let by_key = r.external_id.as_deref() == Some(&**key);
-                let name = d.users[key].user_name.to_ascii_lowercase();
-                let same_name = users.iter().filter(|u| u.user.user_name.to_ascii_lowercase() == name).count();
-                let by_name = r.user.user_name.to_ascii_lowercase() == name && same_name == 1;
+                let name = d.users[key].user_name.as_str().to_ascii_lowercase();
+                let same_name = users.iter().filter(|u| u.user.user_name.as_str().to_ascii_lowercase() == name).count();
+                let by_name = r.user.user_name.as_str().to_ascii_lowercase() == name && same_name == 1;
                 proptest::prop_assert!(by_key || by_name, "{key} adopted {r:?}");
             }
         }

@@ -211,9 +211,11 @@ fn created_confirmation(id: String) -> Sent {
 fn adopt_user(s: &Snapshot, remote: RemoteUser) -> Confirmation {
     let by_id = s.user_keys_by_id();
     let mut user = remote.user;
-    user.manager = user
-        .manager
-        .and_then(|id| by_id.get(&id).map(|k| k.to_string()));
+    user.manager = user.manager.and_then(|id| {
+        by_id
+            .get(id.as_str())
+            .map(|k| crate::model::Text::from(&**k))
+    });
     Confirmation::Created {
         target_id: remote.id,
         origin: Origin::Adopted,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{MappedGroup, MappedUser, Mapper};
 use crate::config::Membership;
-use crate::model::{DesiredState, Group, Key, Rejected, User};
+use crate::model::{DesiredState, Group, Key, Rejected, Text, User};
 use crate::source::entry::RawEntry;
 
 /// What was last pushed under a key (the key and the user as the records hold them), or
@@ -405,10 +405,10 @@ impl DesiredBuilder {
                 .as_deref()
                 .map(crate::source::dn::normalize)
                 .and_then(|d| {
-                    user_dns.get(&d).map(|k| k.to_string()).or_else(|| {
+                    user_dns.get(&d).map(|k| Text::from(&**k)).or_else(|| {
                         held_refs
                             .get(&d)
-                            .and_then(|ks| ks.iter().find(|k| known(k)).map(|k| k.to_string()))
+                            .and_then(|ks| ks.iter().find(|k| known(k)).map(|k| Text::from(&**k)))
                     })
                 });
             // A user shared with its record holds the manager pushed: changed (so copied)

@@ -37,6 +37,15 @@ impl FieldSource {
         }
     }
 
+    /// [`FieldSource::value`] as a user's field holds it (a short value without an
+    /// allocation of its own).
+    pub(crate) fn text(&self, e: &RawEntry) -> Result<Option<crate::model::Text>, EvalError> {
+        match self {
+            FieldSource::Attrs(names) => Ok(e.first_str(names)?.map(Into::into)),
+            FieldSource::Expr { expr, .. } => Ok(expr.eval(e)?.map(Into::into)),
+        }
+    }
+
     /// For messages: `uid / mail`, or the expression.
     pub(crate) fn describe(&self) -> String {
         match self {

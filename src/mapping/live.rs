@@ -13,7 +13,7 @@ use super::{MappedGroup, MappedUser, Mapper};
 use crate::config::Membership;
 #[cfg(test)]
 use crate::model::DesiredState;
-use crate::model::{Desired, Group, Key, Rejected, User};
+use crate::model::{Desired, Group, Key, Rejected, Text, User};
 use crate::source::dn::{guid_token, normalize};
 use crate::source::entry::RawEntry;
 
@@ -446,7 +446,7 @@ impl LiveDesired {
     fn index_user(&mut self, key: &Key, u: &UserSlot, on: bool) {
         match u {
             Ok(m) => {
-                let name = m.user.user_name.to_lowercase();
+                let name = m.user.user_name.as_str().to_lowercase();
                 let mut dns = vec![normalize(&m.dn)];
                 dns.extend(m.dn_guid.as_deref().map(guid_token));
                 for d in dns {
@@ -671,7 +671,10 @@ impl LiveDesired {
                 for u in self.users.get(k).into_iter().chain(new.as_ref()) {
                     touched.extend(user_names_of(k, u));
                     if let Ok(m) = u {
-                        if let Some(ks) = self.names.get(m.user.user_name.to_lowercase().as_str()) {
+                        if let Some(ks) = self
+                            .names
+                            .get(m.user.user_name.as_str().to_lowercase().as_str())
+                        {
                             crowd.extend(ks.iter().cloned());
                         }
                     }
@@ -833,11 +836,11 @@ impl LiveDesired {
             return;
         };
         let manager = m.manager_dn.as_deref().map(normalize).and_then(|d| {
-            self.user_winner(&d).map(|k| k.to_string()).or_else(|| {
+            self.user_winner(&d).map(|k| Text::from(&**k)).or_else(|| {
                 self.held_by(&d)
                     .into_iter()
                     .find(|k| known(k))
-                    .map(|k| k.to_string())
+                    .map(|k| Text::from(&**k))
             })
         });
         let Some(Ok(m)) = self.users.get_mut(key) else {
@@ -853,7 +856,7 @@ impl LiveDesired {
                 remove(&mut self.reports, &o, key);
             }
             if let Some(n) = manager {
-                add(&mut self.reports, n, key);
+                add(&mut self.reports, n.into_string(), key);
             }
         }
     }

@@ -18,7 +18,7 @@ pub(crate) use key::{guid_bytes, guid_string};
 use std::sync::Arc;
 
 use crate::config::{ActiveRule, LdapConfig, MappingConfig, Membership, RequiredField};
-use crate::model::{Key, Rejected, User};
+use crate::model::{Key, Rejected, Text, User};
 use crate::source::entry::RawEntry;
 use crate::source::{dn, sid};
 
@@ -185,10 +185,11 @@ impl Mapper {
             reason,
         };
         let text = |s: &FieldSource| s.value(e).map_err(|nt| reject(nt.to_string()));
+        let short = |s: &FieldSource| s.text(e).map_err(|nt| reject(nt.to_string()));
         let m = &self.m;
         // The userName is the one value trimmed: a look-up key, where stray spaces are mistakes.
-        let user_name = text(&m.user_name)?
-            .map(|n| n.trim().to_string())
+        let user_name = short(&m.user_name)?
+            .map(|n| Text::from(n.trim()))
             .ok_or_else(|| {
                 reject(format!(
                     "has no value for userName from {}",
@@ -203,15 +204,15 @@ impl Mapper {
         }
         let user = User {
             user_name,
-            given_name: text(&m.given_name)?,
-            family_name: text(&m.family_name)?,
-            display_name: text(&m.display_name)?,
-            email: text(&m.email)?,
+            given_name: short(&m.given_name)?,
+            family_name: short(&m.family_name)?,
+            display_name: short(&m.display_name)?,
+            email: short(&m.email)?,
             active: is_active(e, &m.active, self.now_filetime)
                 .map_err(|nt| reject(nt.to_string()))?,
-            title: text(&m.title)?,
-            department: text(&m.department)?,
-            employee_number: text(&m.employee_number)?,
+            title: short(&m.title)?,
+            department: short(&m.department)?,
+            employee_number: short(&m.employee_number)?,
             manager: None,
             custom,
         };

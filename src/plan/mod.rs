@@ -231,7 +231,7 @@ impl Planner<'_> {
             if let Some(r) = record {
                 self.out.disabled_deletions.push(Operation::DeleteUser {
                     key: key.clone(),
-                    user_name: r.pushed.user_name.clone(),
+                    user_name: r.pushed.user_name.to_string(),
                     reason: RemovalReason::Disabled,
                 });
             }
@@ -271,7 +271,7 @@ impl Planner<'_> {
                     .disabled_deactivations
                     .push(Operation::DeactivateUser {
                         key: key.clone(),
-                        user_name: r.pushed.user_name.clone(),
+                        user_name: r.pushed.user_name.to_string(),
                         reason: RemovalReason::Disabled,
                     });
             }
@@ -279,7 +279,7 @@ impl Planner<'_> {
         if !changes.is_empty() {
             self.out.updates.push(Operation::UpdateUser {
                 key: key.clone(),
-                user_name: want.user_name.clone(),
+                user_name: want.user_name.to_string(),
                 changes,
                 desired: want,
             });
@@ -295,14 +295,14 @@ impl Planner<'_> {
                     .removed_deactivations
                     .push(Operation::DeactivateUser {
                         key: key.clone(),
-                        user_name: r.pushed.user_name.clone(),
+                        user_name: r.pushed.user_name.to_string(),
                         reason: RemovalReason::Removed,
                     })
             }
             RemovalAction::Deactivate => {}
             RemovalAction::Delete => self.out.removed_deletions.push(Operation::DeleteUser {
                 key: key.clone(),
-                user_name: r.pushed.user_name.clone(),
+                user_name: r.pushed.user_name.to_string(),
                 reason: RemovalReason::Removed,
             }),
         }
@@ -403,17 +403,17 @@ fn order_creates(
             if manager_later {
                 follow_ups.push(Operation::UpdateUser {
                     key: k.clone(),
-                    user_name: u.user_name.clone(),
+                    user_name: u.user_name.to_string(),
                     changes: vec![crate::model::FieldChange {
                         field: UserField::Manager,
-                        value: FieldValue::Text(u.manager.clone()),
+                        value: FieldValue::Text(u.manager.as_deref().map(str::to_string)),
                     }],
                     desired: u.clone(),
                 });
             }
             creates.push(Operation::CreateUser {
                 key: k.clone(),
-                user_name: u.user_name.clone(),
+                user_name: u.user_name.to_string(),
                 user: u,
             });
         }

@@ -12,8 +12,8 @@ fn user(name: &str) -> User {
         user_name: name.into(),
         given_name: Some("Given".into()),
         family_name: Some("Family".into()),
-        display_name: Some(name.to_uppercase()),
-        email: Some(format!("{name}@example.org")),
+        display_name: Some(name.to_uppercase().into()),
+        email: Some(format!("{name}@example.org").into()),
         active: true,
         ..Default::default()
     }
@@ -310,12 +310,12 @@ prop_compose! {
         let mut custom = BTreeMap::new();
         if let Some(n) = nick { custom.insert("nickName".to_string(), n); }
         User {
-            user_name: format!("user{name}"),
-            given_name: given,
-            family_name: family,
-            title,
+            user_name: format!("user{name}").into(),
+            given_name: given.map(Into::into),
+            family_name: family.map(Into::into),
+            title: title.map(Into::into),
             active,
-            manager: manager.map(|m| format!("u{m}")),
+            manager: manager.map(|m| format!("u{m}").into()),
             custom,
             ..Default::default()
         }
@@ -499,16 +499,16 @@ fn reference_order(to_create: &BTreeMap<&str, User>) -> (Vec<Operation>, Vec<Ope
             placed.insert(k);
             creates.push(Operation::CreateUser {
                 key: k.into(),
-                user_name: u.user_name.clone(),
+                user_name: u.user_name.to_string(),
                 user: u.clone().into(),
             });
             if manager_later {
                 follow_ups.push(Operation::UpdateUser {
                     key: k.into(),
-                    user_name: u.user_name.clone(),
+                    user_name: u.user_name.to_string(),
                     changes: vec![crate::model::FieldChange {
                         field: UserField::Manager,
-                        value: FieldValue::Text(u.manager.clone()),
+                        value: FieldValue::Text(u.manager.as_deref().map(str::to_string)),
                     }],
                     desired: u.clone().into(),
                 });

@@ -121,6 +121,11 @@ impl RawEntry {
     /// The first value of the first attribute in `names` that has one, as text, byte for byte
     /// (leading and trailing spaces kept); an all-blank value counts as absent.
     pub fn first_text(&self, names: &[String]) -> Result<Option<String>, NotText> {
+        Ok(self.first_str(names)?.map(str::to_string))
+    }
+
+    /// [`RawEntry::first_text`], borrowed from the entry.
+    pub fn first_str(&self, names: &[String]) -> Result<Option<&str>, NotText> {
         for name in names {
             for value in self.values(name) {
                 let text = std::str::from_utf8(value).map_err(|_| NotText {
@@ -128,7 +133,7 @@ impl RawEntry {
                     attribute: name.clone(),
                 })?;
                 if !text.trim().is_empty() {
-                    return Ok(Some(text.to_string()));
+                    return Ok(Some(text));
                 }
             }
         }

@@ -307,9 +307,9 @@ fn first_sync() -> (DesiredState, Vec<Operation>, crate::plan::Policy) {
         desired.users.insert(
             format!("k{i:04}").into(),
             User {
-                user_name: format!("user{i}"),
+                user_name: format!("user{i}").into(),
                 active: true,
-                manager,
+                manager: manager.map(Into::into),
                 ..Default::default()
             }
             .into(),

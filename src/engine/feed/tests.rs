@@ -90,7 +90,7 @@ fn user_names(f: &mut Feed) -> Vec<String> {
         .unwrap()
         .users
         .values()
-        .map(|u| u.user_name.clone())
+        .map(|u| u.user_name.to_string())
         .collect()
 }
 
@@ -503,7 +503,7 @@ fn members_of(f: &mut Feed, n: u8) -> Vec<String> {
     let mut names: Vec<String> = d.groups[&key]
         .members
         .iter()
-        .map(|k| d.users[k].user_name.clone())
+        .map(|k| d.users[k].user_name.to_string())
         .collect();
     names.sort();
     names
@@ -967,7 +967,11 @@ async fn user_entries_written_ahead_are_read_back_and_survive_a_stop_before_the_
     f.write_ahead(&store, held).unwrap();
     assert_eq!(f.users.pending_bytes(), 0, "written ahead");
     let d = f.desired(&Default::default()).unwrap();
-    let mails: Vec<Option<String>> = d.users.values().map(|u| u.email.clone()).collect();
+    let mails: Vec<Option<String>> = d
+        .users
+        .values()
+        .map(|u| u.email.as_deref().map(str::to_string))
+        .collect();
     assert_eq!(
         mails,
         vec![Some("new@x.org".to_string()), Some("u3@x.org".to_string())],

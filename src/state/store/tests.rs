@@ -7,7 +7,7 @@ fn rec(id: &str) -> UserRecord {
         id.into(),
         Origin::Created,
         User {
-            user_name: format!("user-{id}"),
+            user_name: format!("user-{id}").into(),
             active: true,
             ..Default::default()
         },

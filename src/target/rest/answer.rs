@@ -115,6 +115,11 @@ pub(super) fn text_of(v: &Value) -> String {
     }
 }
 
+/// [`scalar`], as a user's field holds it.
+fn text(item: &Value, paths: &FieldPaths, field: &str) -> Option<crate::model::Text> {
+    scalar(item, paths, field).map(Into::into)
+}
+
 fn scalar(item: &Value, paths: &FieldPaths, field: &str) -> Option<String> {
     let p = paths.paths.get(field)?;
     let v = match lookup(item, p)? {
@@ -155,16 +160,16 @@ pub(super) fn user(item: &Value, paths: &FieldPaths, custom: &[String]) -> Optio
         id,
         external_id: scalar(item, paths, "externalId"),
         user: User {
-            user_name,
-            given_name: scalar(item, paths, "givenName"),
-            family_name: scalar(item, paths, "familyName"),
-            display_name: scalar(item, paths, "displayName"),
-            email: scalar(item, paths, "email"),
+            user_name: user_name.into(),
+            given_name: text(item, paths, "givenName"),
+            family_name: text(item, paths, "familyName"),
+            display_name: text(item, paths, "displayName"),
+            email: text(item, paths, "email"),
             active,
-            title: scalar(item, paths, "title"),
-            department: scalar(item, paths, "department"),
-            employee_number: scalar(item, paths, "employeeNumber"),
-            manager: scalar(item, paths, "manager"),
+            title: text(item, paths, "title"),
+            department: text(item, paths, "department"),
+            employee_number: text(item, paths, "employeeNumber"),
+            manager: text(item, paths, "manager"),
             custom: extra,
         },
     })

@@ -51,7 +51,7 @@ impl RestClient {
                 .user_index()
                 .await?
                 .into_iter()
-                .map(|u| u.user.user_name)
+                .map(|u| u.user.user_name.into_string())
                 .collect();
             tracing::info!(listed = names.len(), creates = users, "listed the users once: creates of names the target does not hold go without a look-up");
             self.taken.with(|t| t.set_users(names));

@@ -8,16 +8,16 @@ use super::ENTERPRISE_USER;
 use crate::model::User;
 use crate::target::{RemoteGroup, RemoteUser};
 
-fn text(v: Option<&Value>) -> Option<String> {
+fn text<T: for<'a> From<&'a str>>(v: Option<&Value>) -> Option<T> {
     v.and_then(Value::as_str)
-        .map(str::to_string)
         .filter(|s| !s.is_empty())
+        .map(T::from)
 }
 
 /// Reads a User resource. `custom` lists the custom attribute paths to read back.
 pub(crate) fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String> {
-    let id = text(doc.get("id")).ok_or("a User resource has no id")?;
-    let user_name =
+    let id: String = text(doc.get("id")).ok_or("a User resource has no id")?;
+    let user_name: String =
         text(doc.get("userName")).ok_or_else(|| format!("User {id} has no userName"))?;
     let name = doc.get("name");
     let ent = doc.get(ENTERPRISE_USER);
@@ -36,7 +36,7 @@ pub(crate) fn user(doc: &Value, custom: &[String]) -> Result<RemoteUser, String>
             pick.and_then(|e| text(e.get("value")))
         });
     let mut u = User {
-        user_name,
+        user_name: user_name.into(),
         given_name: text(name.and_then(|n| n.get("givenName"))),
         family_name: text(name.and_then(|n| n.get("familyName"))),
         display_name: text(doc.get("displayName")),
@@ -86,7 +86,7 @@ pub(crate) fn member_refs(doc: &Value) -> Vec<String> {
             list.iter()
                 .filter_map(|m| {
                     text(m.get("value")).or_else(|| {
-                        text(m.get("$ref")).and_then(|r| {
+                        text::<String>(m.get("$ref")).and_then(|r| {
                             r.trim_end_matches('/')
                                 .rsplit('/')
                                 .next()

@@ -138,12 +138,13 @@ impl Capabilities {
             return dropped; // nothing declared: everything is assumed held
         }
         // Checked only for fields that have a value (this runs for every user of every pass).
-        let mut drop = |slot: &mut Option<String>, ok: &dyn Fn() -> bool, path: &str| {
-            if slot.is_some() && !ok() {
-                *slot = None;
-                dropped.push(path.to_string());
-            }
-        };
+        let mut drop =
+            |slot: &mut Option<crate::model::Text>, ok: &dyn Fn() -> bool, path: &str| {
+                if slot.is_some() && !ok() {
+                    *slot = None;
+                    dropped.push(path.to_string());
+                }
+            };
         drop(&mut u.title, &|| self.knows("title"), "title");
         drop(
             &mut u.display_name,

@@ -25,8 +25,9 @@ fn formatted_name(u: &User) -> String {
         return joined.join(" ");
     }
     u.display_name
-        .clone()
-        .unwrap_or_else(|| u.user_name.clone())
+        .as_deref()
+        .unwrap_or(&u.user_name)
+        .to_string()
 }
 
 /// Attributes a provider must hold exactly as sent to count as kept: a provider that computes
