@@ -264,6 +264,14 @@ pub(super) async fn run<T: Target>(
                 }
             }
             board.record(RunKind::Feed, &outcome);
+            if feed.missed_a_change() {
+                // Its mirror missed a change (see `Feed::old_dn`): the feed starts again from
+                // what was saved, on a new connection, and the server sends the change again.
+                tracing::warn!("change feed: reloading the saved mirror and reconnecting");
+                feed = Feed::load(cfg, store, FeedKind::Syncrepl)?;
+                link = None;
+                reconnect_at = Instant::now() + backoff(pass_failures);
+            }
             continue;
         }
 

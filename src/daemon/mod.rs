@@ -192,7 +192,12 @@ async fn pass<T: Target>(
             if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                 tracing::warn!(error = %e, "cannot write the mirror ahead of its save; holding it in memory");
             }
-            engine::run_feed(cfg, store, target, feed).await
+            let report = engine::run_feed(cfg, store, target, feed).await;
+            if feed.missed_a_change() {
+                // Loaded again from what was saved: the next poll reads the change again.
+                *feed = Feed::load(cfg, store, FeedKind::Timestamp)?;
+            }
+            report
         }
         (RunKind::Sync, None) => match notified {
             Some(at) => engine::run_notified(cfg, store, target, at).await,

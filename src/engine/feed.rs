@@ -309,8 +309,9 @@ impl Feed {
     }
 
     /// The DN the entry under `key` had, when `dn` is another (a rename). A store that cannot
-    /// give it back fails every pass and save from now on: a rename missed would drop the
-    /// entry from its groups, and a restart replays it from the saved cookie.
+    /// give it back fails every pass and save of this feed: a rename missed would drop the
+    /// entry from its groups; the service loads the feed again from its store
+    /// ([`Feed::missed_a_change`]) and the server sends the change again.
     fn old_dn(&mut self, scope: FeedScope, key: &Key, dn: &str) -> Option<String> {
         if !self.side(scope).dn_differs(key, dn) {
             return None;
@@ -318,11 +319,17 @@ impl Feed {
         match self.side(scope).stored_dn(key) {
             Ok(old) => old,
             Err(e) => {
-                tracing::error!(error = %e, dn, "the change feed cannot read an entry's former DN back from its store: no pass until restarted");
+                tracing::error!(error = %e, dn, "the change feed cannot read an entry's former DN back from its store: its mirror is loaded again");
                 self.failed.get_or_insert(e);
                 None
             }
         }
+    }
+
+    /// True when the mirror missed a change (see [`Feed::old_dn`]): the service loads the feed
+    /// again from its store.
+    pub(crate) fn missed_a_change(&self) -> bool {
+        self.failed.is_some()
     }
 
     /// Fails when the mirror missed a change (see [`Feed::old_dn`]).

@@ -154,6 +154,12 @@ impl Session {
         &self.diversion
     }
 
+    /// Waits until the relay has taken what was registered for the last search request
+    /// ([`super::wire::Diversion::settled`]).
+    pub(crate) async fn routes_settled(&self) {
+        self.diversion.settled(self.timeout).await;
+    }
+
     /// The ldap3 handle, for operations defined next to their protocol (content sync).
     pub(crate) fn ldap_mut(&mut self) -> &mut Ldap {
         &mut self.ldap
@@ -214,6 +220,7 @@ impl Session {
             // The relay decodes this page's entries itself (see `wire::Diversion`); ldap3
             // sees the rest. ldap3's own timeout is not asked for: it would time the result,
             // which comes after the whole page; each answer is timed here instead.
+            self.diversion.settled(self.timeout).await;
             let mut entries = self.diversion.next_search();
             let started = tokio::time::timeout(
                 self.timeout,

@@ -584,6 +584,9 @@ async fn a_rename_whose_former_dn_cannot_be_read_back_fails_every_pass_and_save(
         failed(f.changes().map(|_| ())).contains("missing"),
         "and every pass after it"
     );
+    assert!(f.missed_a_change(), "the service loads the feed again");
+    let g = Feed::load(&cfg(), &store, FeedKind::Syncrepl).unwrap();
+    assert!(!g.missed_a_change());
 }
 
 /// Group entries live in the store as the users' do: once saved none is held in memory, a

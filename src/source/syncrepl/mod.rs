@@ -107,6 +107,7 @@ impl Session {
         cookie: Option<&[u8]>,
     ) -> Result<PersistSearch, SourceError> {
         let verdict = self.verdict();
+        self.routes_settled().await;
         let gate = self.diversion().gate_next_search();
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![sync_request(cookie, true)]);

@@ -2,9 +2,11 @@
 //! search sends the whole directory in its refresh, faster than the feed applies it, and
 //! ldap3 queues what its reader has not taken in an unbounded channel, each message decoded
 //! into its own tree (~100 MB at 100k users, the largest part of `run`'s peak). ldap3 offers
-//! no bound, so the relay keeps one: once more than [`HIGH`] messages of a gated search are
-//! passed on and not yet taken by its reader, it stops reading the server until the reader is
-//! down to [`LOW`] (the server then waits on TCP, as a client that reads slowly makes it).
+//! no bound, so the relay keeps one: once more than [`HIGH`] messages or [`HIGH_BYTES`] of a
+//! gated search are passed on and not yet taken by its reader, it stops reading the server
+//! until the reader is down to [`LOW`] and [`LOW_BYTES`] (the server then waits on TCP, as a
+//! client that reads slowly makes it). Bytes too: a group of 10,000 members is a message of
+//! ~500 KB.
 //!
 //! The relay holds back only while no other request on the connection awaits an answer: the
 //! feed's own reads (an entry read again by DN, a listing of a scope, the heartbeat's root DSE
@@ -12,8 +14,9 @@
 //! instead of taking messages. With one outstanding, the relay reads on as it did before
 //! there was a gate.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -21,6 +24,22 @@ use tokio::sync::Notify;
 pub(crate) const HIGH: u64 = 512;
 /// ... and at or below which it reads again.
 pub(crate) const LOW: u64 = 256;
+/// Bytes passed on and not taken above which the relay stops reading the server (ldap3's
+/// tree of a message is a few times its size)...
+pub(crate) const HIGH_BYTES: u64 = 16 << 20;
+/// ... and at or below which it reads again.
+pub(crate) const LOW_BYTES: u64 = 8 << 20;
+
+/// The relay's side of a gate: the sizes of the messages passed on and not yet taken.
+#[derive(Debug, Default)]
+struct InFlight {
+    sizes: VecDeque<u64>,
+    /// Messages taken whose sizes were let go.
+    let_go: u64,
+    bytes: u64,
+    /// The relay is holding back (it reads again at the low marks).
+    held: bool,
+}
 
 /// One gated search's count of messages passed to ldap3 and taken from it by the reader.
 #[derive(Debug)]
@@ -31,6 +50,7 @@ pub(crate) struct Gate {
     waiting: AtomicBool,
     /// The relay's wake-up, shared by every gate of the connection and its request pump.
     wake: Arc<Notify>,
+    in_flight: Mutex<InFlight>,
     /// The most messages ever in flight (what the tests check).
     #[cfg(test)]
     peak: AtomicU64,
@@ -43,6 +63,7 @@ impl Gate {
             taken: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             wake,
+            in_flight: Mutex::default(),
             #[cfg(test)]
             peak: AtomicU64::new(0),
         }
@@ -58,8 +79,13 @@ impl Gate {
         }
     }
 
-    /// The relay passed one message of the search on to ldap3.
-    pub(super) fn passed(&self) {
+    /// The relay passed one message of the search, of `size` bytes, on to ldap3.
+    pub(super) fn passed(&self, size: usize) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            let size = size as u64;
+            f.sizes.push_back(size);
+            f.bytes += size;
+        }
         let _passed = self.passed.fetch_add(1, SeqCst) + 1;
         #[cfg(test)]
         self.peak
@@ -67,12 +93,27 @@ impl Gate {
     }
 
     /// True when the relay must wait for the reader; it is then woken once the reader is down
-    /// to [`LOW`]. (Marked waiting before the counts are read: a reader taking meanwhile sees
-    /// the mark, and its wake-up is kept for the relay's wait.)
+    /// to [`LOW`] messages (and at each message taken after that, while the bytes keep it
+    /// held). (Marked waiting before the counts are read: a reader taking meanwhile sees the
+    /// mark, and its wake-up is kept for the relay's wait.)
     pub(super) fn hold(&self) -> bool {
+        let Ok(mut f) = self.in_flight.lock() else {
+            return false;
+        };
         self.waiting.store(true, SeqCst);
-        let passed = self.passed.load(SeqCst);
-        let over = passed.saturating_sub(self.taken.load(SeqCst)) > HIGH;
+        let taken = self.taken.load(SeqCst);
+        while f.let_go < taken {
+            let size = f.sizes.pop_front().unwrap_or(0);
+            f.bytes = f.bytes.saturating_sub(size);
+            f.let_go += 1;
+        }
+        let count = self.passed.load(SeqCst).saturating_sub(taken);
+        let over = if f.held {
+            count > LOW || f.bytes > LOW_BYTES
+        } else {
+            count > HIGH || f.bytes > HIGH_BYTES
+        };
+        f.held = over;
         if !over {
             self.waiting.store(false, SeqCst);
         }

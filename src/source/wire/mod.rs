@@ -80,6 +80,8 @@ struct Routes {
     awaited: HashSet<i64>,
     /// Wakes the relay held back by a gate.
     wake: Arc<tokio::sync::Notify>,
+    /// Told when the relay takes what was registered for the next search request.
+    taken: Arc<tokio::sync::Notify>,
 }
 
 impl Diversion {
@@ -87,7 +89,8 @@ impl Diversion {
         self.0.lock().ok().map(|mut r| f(&mut r))
     }
 
-    /// The entries of the next search request sent through the relay.
+    /// The entries of the next search request sent through the relay. Call
+    /// [`Diversion::settled`] first.
     pub(crate) fn next_search(&self) -> Entries {
         let (tx, rx) = tokio::sync::mpsc::channel(ENTRIES_BUFFERED);
         self.with(|r| {
@@ -98,8 +101,33 @@ impl Diversion {
         rx
     }
 
+    /// Waits until the relay has taken what was registered for the last search request sent:
+    /// ldap3 hands a request over before the relay reads it (a persist search returns then),
+    /// and a registration made meanwhile would be taken by that request instead of its own.
+    /// Given up after `patience` (a relay that no longer reads): nothing is diverted or gated
+    /// on this connection any more.
+    pub(crate) async fn settled(&self, patience: std::time::Duration) {
+        let Some(taken) = self.with(|r| r.taken.clone()) else {
+            return;
+        };
+        let pending = || {
+            self.with(|r| r.next.is_some() || r.next_gate.is_some())
+                .unwrap_or(false)
+        };
+        let wait = async {
+            while pending() {
+                taken.notified().await;
+            }
+        };
+        if tokio::time::timeout(patience, wait).await.is_err() {
+            tracing::warn!("the LDAP relay did not take a search request in time: this connection's searches are no longer diverted");
+            self.stop();
+        }
+    }
+
     /// Gates the next search request sent through the relay (see [`gate`]): its reader
-    /// calls [`Gate::took`] for every message it takes from ldap3.
+    /// calls [`Gate::took`] for every message it takes from ldap3. Call
+    /// [`Diversion::settled`] first.
     pub(crate) fn gate_next_search(&self) -> Arc<Gate> {
         let gate = Arc::new(Gate::new(self.with(|r| r.wake.clone()).unwrap_or_default()));
         self.with(|r| {
@@ -136,6 +164,7 @@ impl Diversion {
             if let Some(gate) = r.next_gate.take() {
                 r.gates.insert(id, gate);
             }
+            r.taken.notify_one();
         });
     }
 
@@ -193,7 +222,11 @@ impl Diversion {
     }
 
     fn clear(&self) {
-        self.with(|r| *r = Routes::default());
+        self.with(|r| {
+            // Whoever waits on the old routes looks again.
+            r.taken.notify_one();
+            *r = Routes::default();
+        });
     }
 }
 
@@ -404,7 +437,7 @@ async fn relay(
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(g) = gate {
-                    g.passed();
+                    g.passed(msg.len());
                 }
                 // Passed on at once unless another whole message is already here: a search's
                 // entries reach ldap3 in a few writes, not one system call each, and a lone
@@ -753,6 +786,125 @@ mod tests {
         .unwrap_or_else(|_| panic!("the awaited answer was held back"))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&passed[rest * entry.len()..], &done[..]);
+    }
+
+    /// A BER element with a definite length of any size.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// Large messages (a group of many members) hold the relay back by their bytes, before
+    /// their count would: it passes on just over `HIGH_BYTES` of them, then waits.
+    #[tokio::test]
+    async fn a_gated_search_of_large_messages_is_held_back_by_their_bytes() {
+        use gate::{HIGH, HIGH_BYTES};
+        let (server_end, mut server) = tokio::io::duplex(1 << 26);
+        let (ldap3_end, relay_end) =
+            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
+        let diversion = Diversion::default();
+        tokio::spawn(relay(
+            Box::new(server_end),
+            relay_end,
+            1 << 20,
+            std::time::Duration::from_secs(5),
+            Verdict::default(),
+            diversion.clone(),
+        ));
+        let request = message(2, &[0x63, 0x00]);
+        let _gate = diversion.gate_next_search();
+        ldap3_write
+            .write_all(&request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = vec![0u8; request.len()];
+        server
+            .read_exact(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let value = vec![b'm'; 64 * 1024];
+        let attr = tlv(
+            0x30,
+            &[tlv(0x04, b"member"), tlv(0x31, &tlv(0x04, &value))].concat(),
+        );
+        let op = tlv(0x64, &[tlv(0x04, b"cn=g"), tlv(0x30, &attr)].concat());
+        let entry = tlv(0x30, &[&[0x02, 0x01, 0x02][..], &op].concat());
+        let size = entry.len() as u64;
+        let n = 500u64;
+        assert!(n * size > HIGH_BYTES + 10 * size && n < HIGH);
+        for _ in 0..n {
+            server
+                .write_all(&entry)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let passed = messages_within_a_moment(&mut ldap3_read, entry.len()).await as u64;
+        assert_eq!(passed, HIGH_BYTES / size + 1, "held back by bytes");
+    }
+
+    /// Two persist searches started back to back: ldap3 hands each request over before the
+    /// relay reads it, so the second registration waits until the relay has taken the first
+    /// (else the first request would take the second gate). A registration no request takes
+    /// is given up after the patience, and the connection diverts nothing more.
+    #[tokio::test]
+    async fn each_registration_is_taken_by_its_own_request() {
+        let (server_end, mut server) = tokio::io::duplex(1 << 16);
+        let (ldap3_end, relay_end) =
+            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let (_ldap3_read, mut ldap3_write) = ldap3_end.into_split();
+        let diversion = Diversion::default();
+        let relay_task = tokio::spawn(relay(
+            Box::new(server_end),
+            relay_end,
+            1 << 20,
+            std::time::Duration::from_secs(5),
+            Verdict::default(),
+            diversion.clone(),
+        ));
+        let patience = std::time::Duration::from_secs(5);
+        let first = diversion.gate_next_search();
+        ldap3_write
+            .write_all(&message(2, &[0x63, 0x00]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Handed over, not yet read by the relay (or just read): wait for it.
+        diversion.settled(patience).await;
+        let second = diversion.gate_next_search();
+        ldap3_write
+            .write_all(&message(3, &[0x63, 0x00]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        diversion.settled(patience).await;
+        let attached = |id: i64| diversion.with(|r| r.gates.get(&id).cloned()).flatten();
+        assert!(attached(2).is_some_and(|g| Arc::ptr_eq(&g, &first)));
+        assert!(attached(3).is_some_and(|g| Arc::ptr_eq(&g, &second)));
+        let mut requests = vec![0u8; 2 * message(2, &[0x63, 0x00]).len()];
+        server
+            .read_exact(&mut requests)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A registration that no request takes: given up, nothing gated or diverted after.
+        let _orphan = diversion.gate_next_search();
+        diversion
+            .settled(std::time::Duration::from_millis(100))
+            .await;
+        let _late = diversion.gate_next_search();
+        assert!(diversion.with(|r| r.next_gate.is_none()) == Some(true));
+        relay_task.abort();
     }
 
     #[test]
