@@ -140,7 +140,7 @@ pub(crate) fn from_feed(
         _ => {
             let mut desired = LiveDesired::new(mapper);
             let all = (mirror.users.keys(), mirror.groups.keys());
-            desired.update(mirrored, all, &known, std::iter::empty());
+            desired.build(mirrored, all, &known);
             Wanted::Live {
                 desired: Box::new(desired),
                 scope: None,

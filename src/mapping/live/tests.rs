@@ -301,6 +301,14 @@ proptest! {
                     prop_assert!(reached.groups.contains(k), "{} changed but was not reached", k);
                 }
             }
+            // A state built at once from the same mirror (a feed's first pass) is the same.
+            let mut built = LiveDesired::new(m.clone());
+            built.build(
+                (&mut |k: &Key| users.get(k).cloned(), &mut |k: &Key| groups.get(k).cloned()),
+                (users.keys(), groups.keys()),
+                &|k| known.contains(k),
+            );
+            same(&built.to_state(), &after)?;
             before = after;
         }
     }
