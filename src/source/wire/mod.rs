@@ -556,6 +556,34 @@ async fn read_message<R: AsyncRead + Unpin>(
 mod tests {
     use super::*;
 
+    /// A relay between a test "server" (a duplex of `buffer` bytes) and a test "ldap3": the
+    /// server's end, ldap3's ends, the diversion and the relay's task.
+    fn relay_between(
+        buffer: usize,
+    ) -> (
+        tokio::io::DuplexStream,
+        (
+            tokio::net::unix::OwnedReadHalf,
+            tokio::net::unix::OwnedWriteHalf,
+        ),
+        Diversion,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (server_end, server) = tokio::io::duplex(buffer);
+        let (ldap3_end, relay_end) =
+            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let diversion = Diversion::default();
+        let task = tokio::spawn(relay(
+            Box::new(server_end),
+            relay_end,
+            1 << 20,
+            std::time::Duration::from_secs(5),
+            Verdict::default(),
+            diversion.clone(),
+        ));
+        (server, ldap3_end.into_split(), diversion, task)
+    }
+
     /// A bind response with result 0.
     fn bind_ok(id: u8) -> Vec<u8> {
         vec![
@@ -607,19 +635,8 @@ mod tests {
     /// ldap3 whole.
     #[tokio::test]
     async fn a_diverted_search_s_entries_reach_the_reader_and_the_rest_reaches_ldap3() {
-        let (server_end, mut server) = tokio::io::duplex(1 << 16);
-        let (ldap3_end, relay_end) =
-            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
-        let diversion = Diversion::default();
-        tokio::spawn(relay(
-            Box::new(server_end),
-            relay_end,
-            1 << 20,
-            std::time::Duration::from_secs(5),
-            Verdict::default(),
-            diversion.clone(),
-        ));
+        let (mut server, (mut ldap3_read, mut ldap3_write), diversion, _relay_task) =
+            relay_between(1 << 16);
         let search = |id| message(id, &[0x63, 0x00]);
         let done = |id| message(id, &[0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]);
         for (id, diverted) in [(2u8, true), (3, false), (4, true)] {
@@ -709,19 +726,8 @@ mod tests {
     async fn a_gated_search_holds_the_server_back_while_its_reader_is_behind_but_never_an_awaited_answer(
     ) {
         use gate::{HIGH, LOW};
-        let (server_end, mut server) = tokio::io::duplex(1 << 22);
-        let (ldap3_end, relay_end) =
-            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
-        let diversion = Diversion::default();
-        tokio::spawn(relay(
-            Box::new(server_end),
-            relay_end,
-            1 << 20,
-            std::time::Duration::from_secs(5),
-            Verdict::default(),
-            diversion.clone(),
-        ));
+        let (mut server, (mut ldap3_read, mut ldap3_write), diversion, _relay_task) =
+            relay_between(1 << 22);
         let request = |id| message(id, &[0x63, 0x00]);
         let gate = diversion.gate_next_search();
         ldap3_write
@@ -812,19 +818,8 @@ mod tests {
     #[tokio::test]
     async fn a_gated_search_of_large_messages_is_held_back_by_their_bytes() {
         use gate::{HIGH, HIGH_BYTES};
-        let (server_end, mut server) = tokio::io::duplex(1 << 26);
-        let (ldap3_end, relay_end) =
-            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        let (mut ldap3_read, mut ldap3_write) = ldap3_end.into_split();
-        let diversion = Diversion::default();
-        tokio::spawn(relay(
-            Box::new(server_end),
-            relay_end,
-            1 << 20,
-            std::time::Duration::from_secs(5),
-            Verdict::default(),
-            diversion.clone(),
-        ));
+        let (mut server, (mut ldap3_read, mut ldap3_write), diversion, _relay_task) =
+            relay_between(1 << 26);
         let request = message(2, &[0x63, 0x00]);
         let _gate = diversion.gate_next_search();
         ldap3_write
@@ -862,19 +857,8 @@ mod tests {
     /// is given up after the patience, and the connection diverts nothing more.
     #[tokio::test]
     async fn each_registration_is_taken_by_its_own_request() {
-        let (server_end, mut server) = tokio::io::duplex(1 << 16);
-        let (ldap3_end, relay_end) =
-            tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        let (_ldap3_read, mut ldap3_write) = ldap3_end.into_split();
-        let diversion = Diversion::default();
-        let relay_task = tokio::spawn(relay(
-            Box::new(server_end),
-            relay_end,
-            1 << 20,
-            std::time::Duration::from_secs(5),
-            Verdict::default(),
-            diversion.clone(),
-        ));
+        let (mut server, (_ldap3_read, mut ldap3_write), diversion, relay_task) =
+            relay_between(1 << 16);
         let patience = std::time::Duration::from_secs(5);
         let first = diversion.gate_next_search();
         ldap3_write
