@@ -267,10 +267,25 @@ pub(super) async fn run<T: Target>(
             if feed.missed_a_change() {
                 // Its mirror missed a change (see `Feed::old_dn`): the feed starts again from
                 // what was saved, on a new connection, and the server sends the change again.
-                tracing::warn!("change feed: reloading the saved mirror and reconnecting");
-                feed = Feed::load(cfg, store, FeedKind::Syncrepl)?;
-                link = None;
-                reconnect_at = Instant::now() + backoff(pass_failures);
+                // No pass before that connection's refresh; a store that cannot be read is
+                // tried again after the next failed pass.
+                match Feed::load(cfg, store, FeedKind::Syncrepl) {
+                    Ok(loaded) => {
+                        tracing::warn!(
+                            "change feed: its saved mirror was loaded again; reconnecting"
+                        );
+                        feed = loaded;
+                        link = None;
+                        reconnect_at = Instant::now() + backoff(pass_failures);
+                        backoff_until = backoff_until.map(|b| b.max(reconnect_at));
+                        board.set_feed(FeedState::Down(
+                            "reloading the saved mirror after a change it missed".into(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "change feed: cannot load its saved mirror again")
+                    }
+                }
             }
             continue;
         }

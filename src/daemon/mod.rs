@@ -194,8 +194,14 @@ async fn pass<T: Target>(
             }
             let report = engine::run_feed(cfg, store, target, feed).await;
             if feed.missed_a_change() {
-                // Loaded again from what was saved: the next poll reads the change again.
-                *feed = Feed::load(cfg, store, FeedKind::Timestamp)?;
+                // Loaded again from what was saved: the next poll reads the change again (a
+                // store that cannot be read is tried again after the next failed pass).
+                match Feed::load(cfg, store, FeedKind::Timestamp) {
+                    Ok(loaded) => *feed = loaded,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the saved mirror again")
+                    }
+                }
             }
             report
         }

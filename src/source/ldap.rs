@@ -156,8 +156,8 @@ impl Session {
 
     /// Waits until the relay has taken what was registered for the last search request
     /// ([`super::wire::Diversion::settled`]).
-    pub(crate) async fn routes_settled(&self) {
-        self.diversion.settled(self.timeout).await;
+    pub(crate) async fn routes_settled(&self) -> Result<(), String> {
+        self.diversion.settled(self.timeout).await
     }
 
     /// The ldap3 handle, for operations defined next to their protocol (content sync).
@@ -220,7 +220,7 @@ impl Session {
             // The relay decodes this page's entries itself (see `wire::Diversion`); ldap3
             // sees the rest. ldap3's own timeout is not asked for: it would time the result,
             // which comes after the whole page; each answer is timed here instead.
-            self.diversion.settled(self.timeout).await;
+            self.diversion.settled(self.timeout).await.map_err(err)?;
             let mut entries = self.diversion.next_search();
             let started = tokio::time::timeout(
                 self.timeout,

@@ -107,7 +107,13 @@ impl Session {
         cookie: Option<&[u8]>,
     ) -> Result<PersistSearch, SourceError> {
         let verdict = self.verdict();
-        self.routes_settled().await;
+        self.routes_settled()
+            .await
+            .map_err(|reason| SourceError::Search {
+                base: base.to_string(),
+                filter: filter.to_string(),
+                reason,
+            })?;
         let gate = self.diversion().gate_next_search();
         let ldap = self.ldap_mut();
         ldap.with_controls(vec![sync_request(cookie, true)]);

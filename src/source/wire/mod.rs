@@ -104,11 +104,11 @@ impl Diversion {
     /// Waits until the relay has taken what was registered for the last search request sent:
     /// ldap3 hands a request over before the relay reads it (a persist search returns then),
     /// and a registration made meanwhile would be taken by that request instead of its own.
-    /// Given up after `patience` (a relay that no longer reads): nothing is diverted or gated
-    /// on this connection any more.
-    pub(crate) async fn settled(&self, patience: std::time::Duration) {
+    /// Fails after `patience` (a relay that no longer reads: the connection is of no use),
+    /// and nothing is diverted or gated on this connection any more.
+    pub(crate) async fn settled(&self, patience: std::time::Duration) -> Result<(), String> {
         let Some(taken) = self.with(|r| r.taken.clone()) else {
-            return;
+            return Ok(());
         };
         let pending = || {
             self.with(|r| r.next.is_some() || r.next_gate.is_some())
@@ -120,9 +120,10 @@ impl Diversion {
             }
         };
         if tokio::time::timeout(patience, wait).await.is_err() {
-            tracing::warn!("the LDAP relay did not take a search request in time: this connection's searches are no longer diverted");
             self.stop();
+            return Err("the last search request was not taken on its way to the server within ldap.timeout_secs".into());
         }
+        Ok(())
     }
 
     /// Gates the next search request sent through the relay (see [`gate`]): its reader
@@ -866,13 +867,19 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // Handed over, not yet read by the relay (or just read): wait for it.
-        diversion.settled(patience).await;
+        diversion
+            .settled(patience)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let second = diversion.gate_next_search();
         ldap3_write
             .write_all(&message(3, &[0x63, 0x00]))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        diversion.settled(patience).await;
+        diversion
+            .settled(patience)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let attached = |id: i64| diversion.with(|r| r.gates.get(&id).cloned()).flatten();
         assert!(attached(2).is_some_and(|g| Arc::ptr_eq(&g, &first)));
         assert!(attached(3).is_some_and(|g| Arc::ptr_eq(&g, &second)));
@@ -881,11 +888,12 @@ mod tests {
             .read_exact(&mut requests)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        // A registration that no request takes: given up, nothing gated or diverted after.
+        // A registration that no request takes: an error, nothing gated or diverted after.
         let _orphan = diversion.gate_next_search();
-        diversion
+        assert!(diversion
             .settled(std::time::Duration::from_millis(100))
-            .await;
+            .await
+            .is_err());
         let _late = diversion.gate_next_search();
         assert!(diversion.with(|r| r.next_gate.is_none()) == Some(true));
         relay_task.abort();
