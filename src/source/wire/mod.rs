@@ -861,28 +861,23 @@ mod tests {
         let (mut server, (_ldap3_read, mut ldap3_write), diversion, relay_task) =
             relay_between(1 << 16);
         let patience = std::time::Duration::from_secs(5);
-        let first = diversion.gate_next_search();
-        ldap3_write
-            .write_all(&message(2, &[0x63, 0x00]))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        // Handed over, not yet read by the relay (or just read): wait for it.
-        diversion
-            .settled(patience)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let second = diversion.gate_next_search();
-        ldap3_write
-            .write_all(&message(3, &[0x63, 0x00]))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        diversion
-            .settled(patience)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let attached = |id: i64| diversion.with(|r| r.gates.get(&id).cloned()).flatten();
-        assert!(attached(2).is_some_and(|g| Arc::ptr_eq(&g, &first)));
-        assert!(attached(3).is_some_and(|g| Arc::ptr_eq(&g, &second)));
+        let mut gates = Vec::new();
+        for id in [2u8, 3] {
+            gates.push((i64::from(id), diversion.gate_next_search()));
+            ldap3_write
+                .write_all(&message(id, &[0x63, 0x00]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            // Handed over, not yet read by the relay (or just read): wait for it.
+            diversion
+                .settled(patience)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (id, gate) in &gates {
+            let attached = diversion.with(|r| r.gates.get(id).cloned()).flatten();
+            assert!(attached.is_some_and(|g| Arc::ptr_eq(&g, gate)), "{id}");
+        }
         let mut requests = vec![0u8; 2 * message(2, &[0x63, 0x00]).len()];
         server
             .read_exact(&mut requests)
