@@ -614,9 +614,8 @@ impl LiveDesired {
         moved
     }
 
-    /// Takes in the entries under the changed keys as the mirror now holds them (absent:
-    /// gone; the users' read by key through `mirror.0`), and returns the keys whose plan may
-    /// differ. `known` says which users the target
+    /// Takes in the entries under the changed keys as the mirror now holds them (read by key
+    /// through `mirror`; absent: gone), and returns the keys whose plan may differ. `known` says which users the target
     /// already has (it decides who keeps a userName used twice, and whether a held manager
     /// stays one); `known_changed`, the users it has gained or lost since the last update.
     pub(crate) fn update<'k>(
