@@ -45,8 +45,93 @@ pub struct User {
     pub manager: Option<Text>,
     /// Custom attributes: SCIM attribute path (e.g. `nickName` or
     /// `urn:...:extension:enterprise:2.0:User:costCenter`) to value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub custom: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Custom::is_empty")]
+    pub custom: Custom,
+}
+
+/// A user's custom attributes, boxed: most users have none, and inline the map made a user
+/// 264 bytes with its `Arc`, which the allocator serves from its 320-byte class (~6 MB at
+/// 100k users); boxed, a user fits the 256-byte class.
+#[derive(Debug, Clone, Default)]
+// Boxed on purpose: the box is 8 bytes in every user, the map 24.
+#[allow(clippy::box_collection)]
+pub struct Custom(Option<Box<BTreeMap<String, String>>>);
+
+impl Custom {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    /// `BTreeMap::retain`, without a map of its own when there is none.
+    pub fn retain(&mut self, keep: impl FnMut(&String, &mut String) -> bool) {
+        if let Some(m) = &mut self.0 {
+            m.retain(keep);
+            if m.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// `BTreeMap::remove`, without a map of its own when there is none.
+    pub fn remove(&mut self, path: &str) -> Option<String> {
+        let m = self.0.as_mut()?;
+        let out = m.remove(path);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        out
+    }
+}
+
+/// Equal when the attributes are, however they are held (none, or an emptied map).
+impl PartialEq for Custom {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Custom {}
+
+/// What an empty [`Custom`] reads as.
+static NO_CUSTOM: BTreeMap<String, String> = BTreeMap::new();
+
+impl std::ops::Deref for Custom {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&NO_CUSTOM)
+    }
+}
+
+impl std::ops::DerefMut for Custom {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Custom {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Custom((!map.is_empty()).then(|| Box::new(map)))
+    }
+}
+
+impl<'a> IntoIterator for &'a Custom {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Serialize for Custom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Custom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(Custom::from)
+    }
 }
 
 /// One attribute of a [`User`], used to describe a change precisely enough for a PATCH.
@@ -271,4 +356,49 @@ pub(crate) struct Rejected {
     /// The stable key, when it could be read; such an object is held, not removed.
     pub key: Option<Key>,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_user_fits_the_allocators_256_byte_class() {
+        // An `Arc` adds two counters; beyond 256 bytes the user is served from the 320-byte
+        // class (mimalloc's and glibc's alike round up).
+        assert!(std::mem::size_of::<User>() + 16 <= 256);
+    }
+
+    #[test]
+    fn custom_attributes_compare_and_read_as_a_map_however_they_are_held() {
+        let mut a = User::default();
+        let b = User::default();
+        a.custom.insert("nickName".into(), "annie".into());
+        assert_ne!(a, b);
+        assert_eq!(a.custom.remove("nickName").as_deref(), Some("annie"));
+        assert_eq!(a, b);
+        assert!(a.custom.is_empty());
+        // An emptied map equals none at all.
+        let mut c = User::default();
+        c.custom.insert("x".into(), "1".into());
+        c.custom.retain(|_, _| false);
+        assert_eq!(c, b);
+        let mut d = User::default();
+        d.custom.clear();
+        assert_eq!(d, b);
+        // Read and written as the map it is; none is not written at all.
+        a.custom.insert("urn:x:costCenter".into(), "42".into());
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["custom"]["urn:x:costCenter"], "42");
+        let back: User = serde_json::from_value(json).unwrap();
+        assert_eq!(back, a);
+        assert!(serde_json::to_value(&b).unwrap().get("custom").is_none());
+        let none: User =
+            serde_json::from_str(r#"{"user_name":"u","active":true,"custom":{}}"#).unwrap();
+        assert!(none.custom.0.is_none());
+        assert_eq!(
+            (&a.custom).into_iter().collect::<Vec<_>>(),
+            vec![(&"urn:x:costCenter".to_string(), &"42".to_string())]
+        );
+    }
 }

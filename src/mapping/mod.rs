@@ -214,7 +214,7 @@ impl Mapper {
             department: short(&m.department)?,
             employee_number: short(&m.employee_number)?,
             manager: None,
-            custom,
+            custom: custom.into(),
         };
         for field in &m.required {
             let present = match field {

@@ -316,7 +316,7 @@ prop_compose! {
             title: title.map(Into::into),
             active,
             manager: manager.map(|m| format!("u{m}").into()),
-            custom,
+            custom: custom.into(),
             ..Default::default()
         }
     }

@@ -170,7 +170,7 @@ pub(super) fn user(item: &Value, paths: &FieldPaths, custom: &[String]) -> Optio
             department: text(item, paths, "department"),
             employee_number: text(item, paths, "employeeNumber"),
             manager: text(item, paths, "manager"),
-            custom: extra,
+            custom: extra.into(),
         },
     })
 }
