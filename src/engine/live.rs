@@ -277,13 +277,39 @@ pub(crate) fn scope(reached: Reached, pending: &Pending, records: &Snapshot) -> 
     Scope { users, groups }
 }
 
-/// Every key, for a pass that plans everything.
-pub(crate) fn everything(desired: &LiveDesired, records: &Snapshot) -> Scope {
+/// Every key, for a pass that plans everything: the desired state's and the records', each
+/// once and in key order, merged as they are walked (collected, the 200k keys of 100k users
+/// were ~9 MB at the peak of the service's first pass, and held to its end).
+pub(crate) fn every_key<'a>(
+    desired: &'a LiveDesired,
+    records: &'a Snapshot,
+) -> (impl Iterator<Item = &'a Key>, impl Iterator<Item = &'a Key>) {
     let (users, groups) = desired.keys();
-    Scope {
-        users: users.chain(records.users.keys()).cloned().collect(),
-        groups: groups.chain(records.groups.keys()).cloned().collect(),
-    }
+    (
+        union(users, records.users.keys()),
+        union(groups, records.groups.keys()),
+    )
+}
+
+/// The union of two sorted sequences of keys, sorted, each key once.
+fn union<'a>(
+    a: impl Iterator<Item = &'a Key>,
+    b: impl Iterator<Item = &'a Key>,
+) -> impl Iterator<Item = &'a Key> {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) => match x.cmp(y) {
+            Ordering::Less => a.next(),
+            Ordering::Greater => b.next(),
+            Ordering::Equal => {
+                b.next();
+                a.next()
+            }
+        },
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// The keys the operations are about (users, groups).

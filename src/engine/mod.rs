@@ -510,23 +510,25 @@ async fn run_inner<T: Target>(
                 fit_records(target, &mut records);
                 live::share_users(&mut records, desired);
             }
-            let all = scope.is_none();
-            let mut s = scope
-                .take()
-                .unwrap_or_else(|| live::everything(desired, &records));
-            if !all {
-                prune_scope = Some(s.clone());
-            }
-            if !target.holds_groups() {
-                s.groups.clear();
-            }
             let view = live::Fitted {
                 desired,
                 fit: &fit_user,
             };
-            let ops = crate::plan::plan_keys(&view, &records, &policy, &s.users, &s.groups);
-            *scope = Some(s);
-            ops
+            let groups = target.holds_groups();
+            match scope.take() {
+                Some(mut s) => {
+                    prune_scope = Some(s.clone());
+                    if !groups {
+                        s.groups.clear();
+                    }
+                    crate::plan::plan_keys(&view, &records, &policy, &s.users, &s.groups)
+                }
+                None => {
+                    let (users, all_groups) = live::every_key(desired, &records);
+                    let all_groups = all_groups.filter(|_| groups);
+                    crate::plan::plan_keys(&view, &records, &policy, users, all_groups)
+                }
+            }
         }
     };
     // The keys planned, to find what is still to do once the pass has run (the change feed's

@@ -188,7 +188,19 @@ proptest! {
                 &known_changed,
             );
             let planned = if first {
-                everything(&live, &records)
+                let (u, g) = every_key(&live, &records);
+                let every = Scope {
+                    users: u.cloned().collect(),
+                    groups: g.cloned().collect(),
+                };
+                // Each key once, in order: the union of both sides.
+                let (u, g) = every_key(&live, &records);
+                let (keys_u, keys_g) = live.keys();
+                let union_u: BTreeSet<&Key> = keys_u.chain(records.users.keys()).collect();
+                let union_g: BTreeSet<&Key> = keys_g.chain(records.groups.keys()).collect();
+                prop_assert_eq!(u.collect::<Vec<_>>(), union_u.into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(g.collect::<Vec<_>>(), union_g.into_iter().collect::<Vec<_>>());
+                every
             } else {
                 scope(reached, &pending, &records)
             };
