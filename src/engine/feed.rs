@@ -96,7 +96,7 @@ struct Refresh {
     /// Started without a cookie: what the refresh does not mention is gone.
     replace: bool,
     /// entryUUIDs mentioned so far (present phase).
-    seen: Option<HashSet<Vec<u8>>>,
+    seen: Option<HashSet<SyncId>>,
     /// Resumed from a cookie and not yet checked against a listing of the scope (see
     /// `feed/present.rs`).
     unchecked: bool,
@@ -122,7 +122,7 @@ pub(crate) struct Feed {
     kept: Option<super::live::Kept>,
     /// (scope, entryUUID) -> the entry's key in that scope's mirror. Per scope: a delete in
     /// one search means "no longer in this search's results", nothing about the other.
-    index: HashMap<(FeedScope, Vec<u8>), Key>,
+    index: HashMap<(FeedScope, SyncId), Key>,
     cookies: [Option<Vec<u8>>; 2],
     refresh: [Refresh; 2],
     /// When each object changed (entryCSN, else arrival), for changes seen after the refresh:
@@ -397,14 +397,14 @@ impl Feed {
     /// returned) left the scope: dropped, as a departure. Returns how many.
     pub(crate) fn keep_listed(&mut self, scope: FeedScope, listed: &BTreeSet<Key>) -> usize {
         self.refresh[scope.index()].unchecked = false;
-        let gone: Vec<Vec<u8>> = self
+        let gone: Vec<SyncId> = self
             .index
             .iter()
             .filter(|((s, _), k)| *s == scope && !listed.contains(*k))
-            .map(|((_, u), _)| u.clone())
+            .map(|((_, u), _)| *u)
             .collect();
         for u in &gone {
-            self.remove_uuid(scope, u);
+            self.remove_uuid(scope, u.bytes());
         }
         gone.len()
     }
@@ -445,7 +445,7 @@ impl Feed {
     }
 
     fn remove_uuid(&mut self, scope: FeedScope, uuid: &[u8]) {
-        if let Some(key) = self.index.remove(&(scope, uuid.to_vec())) {
+        if let Some(key) = self.index.remove(&(scope, SyncId::of(uuid))) {
             if scope == FeedScope::Groups {
                 self.renames.group_gone(&key);
             }
@@ -462,11 +462,11 @@ impl Feed {
         let Some(seen) = self.refresh[scope.index()].seen.take() else {
             return;
         };
-        let gone: Vec<Vec<u8>> = self
+        let gone: Vec<SyncId> = self
             .index
             .keys()
             .filter(|(s, u)| *s == scope && !seen.contains(u))
-            .map(|(_, u)| u.clone())
+            .map(|(_, u)| *u)
             .collect();
         // Entries without an entryUUID cannot have been mentioned either.
         let unindexed: Vec<Key> = {
@@ -483,7 +483,7 @@ impl Feed {
                 .collect()
         };
         for u in gone {
-            self.remove_uuid(scope, &u);
+            self.remove_uuid(scope, u.bytes());
         }
         for k in unindexed {
             self.remove_entry(scope, &k);
@@ -516,7 +516,7 @@ impl Feed {
 
     fn see(&mut self, scope: FeedScope, uuid: &[u8]) {
         if let Some(seen) = self.refresh[scope.index()].seen.as_mut() {
-            seen.insert(uuid.to_vec());
+            seen.insert(SyncId::of(uuid));
         }
     }
 
@@ -568,7 +568,7 @@ impl Feed {
         persisting: bool,
     ) {
         e.attrs.insert(SYNC_ID, vec![uuid.to_vec()]);
-        if let Some(old_key) = self.index.get(&(scope, uuid.to_vec())).cloned() {
+        if let Some(old_key) = self.index.get(&(scope, SyncId::of(uuid))).cloned() {
             // Most changes keep the DN: its digest compared first, normalized only when the
             // DN differs.
             if let Some(old_dn) = self.old_dn(scope, &old_key, &e.dn) {
@@ -593,7 +593,7 @@ impl Feed {
         for name in &self.volatile {
             e.attrs.remove(name);
         }
-        self.index.insert((scope, uuid.to_vec()), key.clone());
+        self.index.insert((scope, SyncId::of(uuid)), key.clone());
         // The same entry again (a poll re-reading its watermark's second, a change of an
         // attribute not mapped) is no change.
         if self.put_entry(scope, &key, e) {
@@ -644,7 +644,7 @@ impl Feed {
             return Refetched::Missing;
         };
         let Some(key) = self.mapper.key_of_entry(&e) else {
-            let known = self.index.contains_key(&(scope, uuid.to_vec()));
+            let known = self.index.contains_key(&(scope, SyncId::of(uuid)));
             tracing::warn!(
                 scope = scope.name(),
                 dn,
@@ -877,13 +877,13 @@ impl Entries<'_> {
 
 /// Indexes a stored entry by the sync identity it carries.
 fn index_entry(
-    index: &mut HashMap<(FeedScope, Vec<u8>), Key>,
+    index: &mut HashMap<(FeedScope, SyncId), Key>,
     scope: FeedScope,
     key: &Key,
     e: &RawEntry,
 ) {
     if let Some(u) = e.values(SYNC_ID).first() {
-        index.insert((scope, u.to_vec()), key.clone());
+        index.insert((scope, SyncId::of(u)), key.clone());
     }
 }
 
@@ -891,8 +891,10 @@ mod entries;
 mod present;
 mod refetch;
 mod renames;
+mod sync_id;
 pub(crate) use present::check_listed;
 pub(crate) use refetch::refetch;
+use sync_id::SyncId;
 pub(crate) mod timestamp;
 
 #[cfg(test)]
