@@ -87,7 +87,9 @@ const COLLIDED: usize = 2;
 /// nodes, this 56).
 #[derive(Debug)]
 struct LiveUser {
-    dn: Box<str>,
+    /// The entry's DN; the very name `user_dns` holds when the DN is already in its
+    /// normalized form (most DNs of an OpenLDAP directory: ~4 MB at 100k users).
+    dn: Arc<str>,
     dn_guid: Option<Box<str>>,
     user: Arc<User>,
     manager_dn: Option<Box<str>>,
@@ -99,7 +101,7 @@ type UserSlot = Result<LiveUser, Box<Rejected>>;
 fn live_user(mapped: Result<MappedUser, Rejected>) -> UserSlot {
     match mapped {
         Ok(m) => Ok(LiveUser {
-            dn: m.dn.into_boxed_str(),
+            dn: Arc::from(m.dn),
             dn_guid: m.dn_guid.map(String::into_boxed_str),
             user: m.user,
             manager_dn: m.manager_dn.map(String::into_boxed_str),
@@ -198,11 +200,7 @@ pub(crate) struct LiveDesired {
     accepted_groups: usize,
 }
 
-fn add<N: From<String> + std::hash::Hash + Eq>(
-    index: &mut HashMap<N, Keys>,
-    name: String,
-    key: &Key,
-) {
+fn add<T, N: From<T> + std::hash::Hash + Eq>(index: &mut HashMap<N, Keys>, name: T, key: &Key) {
     match index.entry(N::from(name)) {
         std::collections::hash_map::Entry::Vacant(v) => {
             v.insert(Keys::One(key.clone()));
@@ -447,8 +445,13 @@ impl LiveDesired {
         match u {
             Ok(m) => {
                 let name = m.user.user_name.as_str().to_lowercase();
-                let mut dns = vec![normalize(&m.dn)];
-                dns.extend(m.dn_guid.as_deref().map(guid_token));
+                let normal = normalize(&m.dn);
+                let mut dns = vec![if normal == *m.dn {
+                    Arc::clone(&m.dn)
+                } else {
+                    Arc::from(normal)
+                }];
+                dns.extend(m.dn_guid.as_deref().map(|g| Arc::from(guid_token(g))));
                 for d in dns {
                     if on {
                         add(&mut self.user_dns, d, key);

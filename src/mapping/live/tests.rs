@@ -371,3 +371,49 @@ fn member_values_are_the_names_the_indexes_hold() {
         one => panic!("listed by three groups: {one:?}"),
     }
 }
+
+/// A DN already in its normalized form is held once, by the user and by the DN index; one that
+/// is not keeps its own spelling for the labels and is indexed by its normalized form.
+#[test]
+fn a_normalized_dn_is_held_once_by_the_user_and_the_index() {
+    let spec = |name| UserSpec {
+        dn: 1,
+        name: Some(name),
+        upper: false,
+        active: true,
+        manager: None,
+    };
+    let mut users = BTreeMap::new();
+    let mut plain = user_entry(&user_key(1), &spec(1));
+    plain.dn = "uid=u1,ou=people,dc=x".into();
+    users.insert(user_key(1), plain);
+    let mut spelled = user_entry(&user_key(2), &spec(2));
+    spelled.dn = "UID=u2, OU=People,DC=x".into();
+    users.insert(user_key(2), spelled);
+    let mut live = LiveDesired::new(mapper(false));
+    live.update(
+        (&mut |k: &Key| users.get(k).cloned(), &mut |_: &Key| None),
+        (users.keys(), std::iter::empty()),
+        &|_| false,
+        std::iter::empty(),
+    );
+    let Some(Ok(one)) = live.users.get(&user_key(1)) else {
+        panic!("mapped: {:?}", live.users);
+    };
+    let (held, _) = live
+        .user_dns
+        .get_key_value("uid=u1,ou=people,dc=x")
+        .unwrap();
+    assert!(Arc::ptr_eq(held, &one.dn), "one allocation for both");
+    let Some(Ok(two)) = live.users.get(&user_key(2)) else {
+        panic!("mapped: {:?}", live.users);
+    };
+    assert_eq!(&*two.dn, "UID=u2, OU=People,DC=x");
+    assert_eq!(live.dn(&user_key(2)), Some("UID=u2, OU=People,DC=x"));
+    assert_eq!(
+        live.user_winner("uid=u2,ou=people,dc=x"),
+        Some(&user_key(2)),
+        "found by its normalized DN"
+    );
+    assert!(!live.user_dns.contains_key("UID=u2, OU=People,DC=x"));
+}
