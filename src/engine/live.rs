@@ -335,6 +335,18 @@ pub(crate) fn share_users(records: &mut Snapshot, desired: &LiveDesired) {
     }
 }
 
+/// Makes each group record whose members are the ones the desired state wants hold that very
+/// set (`Arc`): one copy of the memberships while nothing changes (~6 MB at 100k users).
+pub(crate) fn share_groups(records: &mut Snapshot, desired: &LiveDesired) {
+    for (k, r) in &mut records.groups {
+        if let Some(g) = desired.group(k) {
+            if !Arc::ptr_eq(&g.members, &r.members) && g.members == r.members {
+                r.members = Arc::clone(&g.members);
+            }
+        }
+    }
+}
+
 fn share_user(desired: &LiveDesired, key: &Key, record: &mut UserRecord) {
     if let Some(u) = desired.user(key) {
         if !Arc::ptr_eq(u, &record.pushed) && **u == *record.pushed {

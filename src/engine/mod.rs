@@ -410,6 +410,7 @@ async fn run_inner<T: Target>(
         fitted_as = Some(target.fit_state());
         let fit = |u: &mut crate::model::User| target.fit_user(u);
         records = store.snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r))?;
+        live::share_groups(&mut records, desired);
         if !target.holds_groups() {
             records.groups.clear();
         }
@@ -509,6 +510,7 @@ async fn run_inner<T: Target>(
             if fitted_as.is_none() {
                 fit_records(target, &mut records);
                 live::share_users(&mut records, desired);
+                live::share_groups(&mut records, desired);
             }
             let view = live::Fitted {
                 desired,

@@ -141,14 +141,14 @@ pub(crate) fn observed(
                         .or_else(|| key_by_name.get(&id.to_ascii_lowercase()))
                         .map(|k| (*k).clone())
                 })
-                .collect();
+                .collect::<BTreeSet<Key>>();
             out.groups.insert(
                 (*key).clone(),
                 GroupRecord {
                     target_id: remote.id.clone(),
                     origin: rec.map(|r| r.origin).unwrap_or(Origin::Adopted),
                     display_name: remote.display_name.clone(),
-                    members,
+                    members: members.into(),
                 },
             );
         }
@@ -252,7 +252,7 @@ mod tests {
             "g-eng".into(),
             Group {
                 display_name: "Engineering".into(),
-                members: [crate::model::Key::from("k-ann")].into(),
+                members: BTreeSet::from([crate::model::Key::from("k-ann")]).into(),
             },
         );
         d
@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(ids, BTreeMap::from([("k-ann", "1")]));
         let eng = &seen.groups["g-eng"];
         assert_eq!(eng.target_id, "g2");
-        assert_eq!(eng.members, [Key::from("k-ann")].into());
+        assert_eq!(*eng.members, BTreeSet::from([Key::from("k-ann")]));
         // Members listed by userName are not dangling: resync must not remove them.
         assert!(dangling_members(&seen, &users, &groups).is_empty());
     }

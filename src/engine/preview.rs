@@ -228,7 +228,7 @@ pub(crate) async fn preview<T: crate::target::Target>(
                         target_id: format!("<id of group {display_name} once created>"),
                         origin: Origin::Created,
                         display_name: display_name.clone(),
-                        members: BTreeSet::new(),
+                        members: Default::default(),
                     },
                 );
             }

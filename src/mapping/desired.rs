@@ -392,7 +392,7 @@ impl DesiredBuilder {
                 k,
                 Group {
                     display_name: g.display_name,
-                    members,
+                    members: members.into(),
                 },
             ));
         }

@@ -680,7 +680,7 @@ impl LiveDesired {
                     self.mapper.map_group(&e).map(|mapped| LiveGroup {
                         out: Group {
                             display_name: mapped.display_name.clone(),
-                            members: BTreeSet::new(),
+                            members: Default::default(),
                         },
                         mapped,
                         members: Box::default(),
@@ -960,7 +960,7 @@ impl LiveDesired {
             if nested {
                 l.direct = direct;
             } else {
-                l.out.members = direct;
+                l.out.members = direct.into();
             }
         }
     }
@@ -983,7 +983,7 @@ impl LiveDesired {
             }
         }
         if let Some(Ok(l)) = self.groups.get_mut(key) {
-            l.out.members = members;
+            l.out.members = members.into();
         }
     }
 

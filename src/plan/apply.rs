@@ -322,7 +322,7 @@ pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<St
                     target_id,
                     origin,
                     display_name: display_name.clone(),
-                    members: adopted_members.unwrap_or_default(),
+                    members: adopted_members.unwrap_or_default().into(),
                 },
             )],
             _ => vec![],
@@ -343,7 +343,7 @@ pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<St
             Some(_) if gone => vec![StateChange::RemoveGroup(group.clone())],
             Some(r) => {
                 let mut r = r.clone();
-                r.members.extend(members.iter().map(|(k, _)| k.clone()));
+                Arc::make_mut(&mut r.members).extend(members.iter().map(|(k, _)| k.clone()));
                 vec![StateChange::PutGroup(group.clone(), r)]
             }
             None => vec![],
@@ -358,7 +358,7 @@ pub(crate) fn confirm(s: &Snapshot, req: &Request, conf: Confirmation) -> Vec<St
             Some(r) => {
                 let mut r = r.clone();
                 for k in members.iter().map(|(k, _)| k).chain(forgotten.iter()) {
-                    r.members.remove(k);
+                    Arc::make_mut(&mut r.members).remove(k);
                 }
                 vec![StateChange::PutGroup(group.clone(), r)]
             }
@@ -373,7 +373,7 @@ fn forget_user(s: &Snapshot, key: &Key) -> Vec<StateChange> {
     let mut out = vec![StateChange::RemoveUser(key.clone())];
     for (gk, g) in s.groups.iter().filter(|(_, g)| g.members.contains(key)) {
         let mut g = g.clone();
-        g.members.remove(key);
+        Arc::make_mut(&mut g.members).remove(key);
         out.push(StateChange::PutGroup(gk.clone(), g));
     }
     out

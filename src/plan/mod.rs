@@ -330,7 +330,7 @@ impl Planner<'_> {
             want.extend(r.members.iter().filter(|m| self.held_known(m)).cloned());
         }
         let empty = BTreeSet::new();
-        let have = record.map(|r| &r.members).unwrap_or(&empty);
+        let have = record.map(|r| &*r.members).unwrap_or(&empty);
         match record {
             None => self.out.group_creates.push(Operation::CreateGroup {
                 key: key.clone(),

@@ -61,10 +61,10 @@ fn first_plan_creates_managers_before_their_reports_and_groups_after_users() {
         "g1".into(),
         Group {
             display_name: "Eng".into(),
-            members: [
+            members: BTreeSet::from([
                 crate::model::Key::from("k-ann"),
                 crate::model::Key::from("k-zed"),
-            ]
+            ])
             .into(),
         },
     );
@@ -169,12 +169,13 @@ fn a_departure_removes_memberships_before_deleting_under_delete_policy() {
         "g".into(),
         Group {
             display_name: "G".into(),
-            members: [crate::model::Key::from("k1"), crate::model::Key::from("k2")].into(),
+            members: BTreeSet::from([crate::model::Key::from("k1"), crate::model::Key::from("k2")])
+                .into(),
         },
     );
     let s = synced(&d, &p);
     d.users.remove("k2");
-    d.groups.get_mut("g").unwrap().members.remove("k2");
+    Arc::make_mut(&mut d.groups.get_mut("g").unwrap().members).remove("k2");
     let ops = plan(&d, &s, &p);
     let names: Vec<&str> = ops.iter().map(|o| o.name()).collect();
     assert_eq!(names, vec!["remove_members", "delete_user"]);
@@ -212,12 +213,12 @@ fn held_entries_keep_their_object_and_memberships() {
         "g".into(),
         Group {
             display_name: "G".into(),
-            members: [crate::model::Key::from("k1")].into(),
+            members: BTreeSet::from([crate::model::Key::from("k1")]).into(),
         },
     );
     let s = synced(&d, &deactivate());
     d.users.remove("k1");
-    d.groups.get_mut("g").unwrap().members.clear();
+    Arc::make_mut(&mut d.groups.get_mut("g").unwrap().members).clear();
     d.held.insert("k1".into());
     assert!(plan(&d, &s, &deactivate()).is_empty());
 }
@@ -235,7 +236,7 @@ fn members_go_in_batches_of_at_most_one_hundred() {
         "g".into(),
         Group {
             display_name: "All".into(),
-            members,
+            members: members.into(),
         },
     );
     let ops = plan(&d, &Snapshot::default(), &deactivate());
@@ -265,7 +266,7 @@ fn membership_batches_go_in_rounds_across_groups() {
             g.into(),
             Group {
                 display_name: g.into(),
-                members,
+                members: members.into(),
             },
         );
     }
@@ -348,7 +349,8 @@ fn arb_desired() -> impl Strategy<Value = DesiredState> {
                         members: members
                             .into_iter()
                             .map(|m| format!("u{m}").into())
-                            .collect(),
+                            .collect::<BTreeSet<_>>()
+                            .into(),
                     },
                 );
             }
@@ -390,7 +392,8 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                         members: members
                             .into_iter()
                             .map(|m| format!("u{m}").into())
-                            .collect(),
+                            .collect::<BTreeSet<_>>()
+                            .into(),
                     },
                 );
             }

@@ -68,8 +68,9 @@ pub struct GroupRecord {
     pub target_id: String,
     pub origin: Origin,
     pub display_name: String,
-    /// User keys confirmed as members on the target.
-    pub members: BTreeSet<Key>,
+    /// User keys confirmed as members on the target (shared with the desired state's group
+    /// while equal: [`crate::model::Members`]).
+    pub members: crate::model::Members,
 }
 
 /// A group record as the store holds it, its members borrowed from the stored bytes (unless
@@ -105,7 +106,8 @@ impl StoredGroup<'_> {
             members: members
                 .iter()
                 .map(|m| user_key(&m.0).unwrap_or_else(|| Key::from(&*m.0)))
-                .collect(),
+                .collect::<BTreeSet<Key>>()
+                .into(),
         }
     }
 }
@@ -196,7 +198,8 @@ mod tests {
             members: ["a", "b\\c \"q\"", "é\n", "z"]
                 .into_iter()
                 .map(Key::from)
-                .collect(),
+                .collect::<BTreeSet<_>>()
+                .into(),
         };
         let bytes = serde_json::to_vec(&rec).unwrap_or_else(|e| panic!("{e}"));
         let shared: Key = "a".into();

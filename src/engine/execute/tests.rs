@@ -323,7 +323,8 @@ fn first_sync() -> (DesiredState, Vec<Operation>, crate::plan::Policy) {
                 members: (0..700)
                     .filter(|i| i % 4 == g || i % 4 == (g + 1) % 4)
                     .map(|i| format!("k{i:04}").into())
-                    .collect(),
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into(),
             },
         );
     }

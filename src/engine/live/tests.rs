@@ -209,10 +209,16 @@ proptest! {
                 // shared with the desired state, nothing else changed.
                 let before = records.clone();
                 share_users(&mut records, &live);
+                share_groups(&mut records, &live);
                 prop_assert_eq!(&before, &records);
                 for (k, r) in &records.users {
                     if let Some(u) = live.user(k) {
                         prop_assert_eq!(**u == *r.pushed, Arc::ptr_eq(u, &r.pushed));
+                    }
+                }
+                for (k, r) in &records.groups {
+                    if let Some(g) = live.group(k) {
+                        prop_assert_eq!(g.members == r.members, Arc::ptr_eq(&g.members, &r.members));
                     }
                 }
             }

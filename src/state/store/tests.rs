@@ -94,7 +94,10 @@ async fn committed_changes_survive_a_reopen() {
                             target_id: "g1".into(),
                             origin: Origin::Adopted,
                             display_name: "G".into(),
-                            members: [crate::model::Key::from("k1")].into(),
+                            members: std::collections::BTreeSet::from([crate::model::Key::from(
+                                "k1",
+                            )])
+                            .into(),
                         },
                     ),
                 ],
