@@ -409,8 +409,10 @@ async fn run_inner<T: Target>(
         // Fitted as the target's preflight left what it holds (a schema read first there).
         fitted_as = Some(target.fit_state());
         let fit = |u: &mut crate::model::User| target.fit_user(u);
-        records = store.snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r))?;
-        live::share_groups(&mut records, desired);
+        records = store
+            .snapshot_with(&|k, r| live::fit_and_share(desired, &fit, k, r), &|k, r| {
+                live::share_group(desired, k, r)
+            })?;
         if !target.holds_groups() {
             records.groups.clear();
         }

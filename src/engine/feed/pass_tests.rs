@@ -353,6 +353,15 @@ async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_direct
                 assert_eq!(r.pushed.title, None, "the record is fitted");
             }
         }
+        // A group's record holds the very member set its desired group holds.
+        assert!(kept.records.groups.values().any(|r| !r.members.is_empty()));
+        for (k, r) in &kept.records.groups {
+            let wanted = desired.group(k).unwrap();
+            assert!(
+                Arc::ptr_eq(&wanted.members, &r.members),
+                "{k}: shared members"
+            );
+        }
         assert_eq!(kept.fit_state, u64::from(hide_title));
         f.keep(kept);
     }

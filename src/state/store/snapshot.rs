@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::kv::{Kv, Table};
 use super::{decode, key_of, StateError, Store};
 use crate::model::Key;
-use crate::state::records::{Snapshot, StoredGroup, UserRecord};
+use crate::state::records::{GroupRecord, Snapshot, StoredGroup, UserRecord};
 
 impl Store {
     /// Every record, in memory.
@@ -15,12 +15,14 @@ impl Store {
 
     /// Every record, each user record passed to `each` as soon as it is decoded, with its key
     /// (a change feed's first pass fits it, and shares its key and its user with the desired
-    /// state there, before the next is decoded).
+    /// state there, before the next is decoded), and each group record to `each_group`
+    /// likewise (its members shared there).
     pub fn snapshot_with(
         &self,
         each: &dyn Fn(&mut Key, &mut UserRecord),
+        each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
-        self.records_reader().read_with(each)
+        self.records_reader().read_with(each, each_group)
     }
 
     /// What reads every record, on another thread if need be (a directory pass reads them
@@ -49,13 +51,15 @@ impl RecordsReader {
 
     /// Every record, as the store holds them now.
     pub fn read(&self) -> Result<Snapshot, StateError> {
-        self.read_with(&|_, _| {})
+        self.read_with(&|_, _| {}, &|_, _| {})
     }
 
-    /// [`RecordsReader::read`], each user record passed to `each` once decoded.
+    /// [`RecordsReader::read`], each user record passed to `each` once decoded, each group
+    /// record to `each_group`.
     pub fn read_with(
         &self,
         each: &dyn Fn(&mut Key, &mut UserRecord),
+        each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
         // One read transaction: users and groups as one commit left them. Listed in key
         // order: the maps are built from sorted lists (a bulk build).
@@ -77,8 +81,10 @@ impl RecordsReader {
         r.each(Table::Groups, false, |k, v| {
             // A member is the user record's own key, not a copy of it.
             let stored: StoredGroup = decode(&self.path, k, v)?;
-            let rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
-            groups.push((key_of(k), rec));
+            let mut rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
+            let key = key_of(k);
+            each_group(&key, &mut rec);
+            groups.push((key, rec));
             Ok::<_, StateError>(true)
         })
         .map_err(|e| self.io(e))??;
