@@ -282,9 +282,10 @@ pub(crate) struct Group {
     pub members: Members,
 }
 
-/// A group's members, shared: the service's records of a group hold the very set its desired
-/// state holds while the two are equal (300k memberships at 100k users were ~6 MB twice).
-/// Changed copy-on-write (`Arc::make_mut`).
+/// A group's members, shared: the service's record of a group holds the very set its desired
+/// state holds when the two are equal as the records are read, or after a pass looked at the
+/// group (300k memberships at 100k users were ~5 MB twice). Changed copy-on-write
+/// (`Arc::make_mut`).
 pub(crate) type Members = Arc<BTreeSet<Key>>;
 
 /// Applies `fit` to a user that may be shared, copying it only if `fit` changes it.

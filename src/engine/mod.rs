@@ -660,6 +660,17 @@ async fn run_inner<T: Target>(
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
         live::refit(&mut records, &moved.records, &fit_user);
+        if let live::Wanted::Live { desired, .. } = &wanted {
+            // The groups the pass looked at or wrote share their members with the desired
+            // state again where the two are equal (a record confirmed by this pass, or a
+            // group whose entry changed but not its members, holds a set of its own).
+            let seen = prune_scope.iter().flat_map(|s| &s.groups);
+            for k in seen.chain(&moved.records.groups) {
+                if let Some(r) = records.groups.get_mut(k) {
+                    live::share_group(desired, k, r);
+                }
+            }
+        }
         let follow = match wanted {
             live::Wanted::Live { desired, .. } => {
                 let view = live::Fitted {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::tests::{cfg, modify, refreshed, store, user, user_at, U1_MOVED};
+use super::tests::{cfg, group, modify, refreshed, store, user, user_at, U1_MOVED};
 use super::*;
 use crate::model::{FieldChange, User};
 use crate::target::{RemoteGroup, RemoteUser, Target, TargetError};
@@ -365,4 +365,52 @@ async fn a_pass_with_nothing_kept_reads_the_records_sharing_the_users_the_direct
         assert_eq!(kept.fit_state, u64::from(hide_title));
         f.keep(kept);
     }
+}
+
+/// The groups a pass looked at or wrote share their members with the desired state again: a
+/// record confirmed by the pass holds a new set, and so does a group whose entry changed but
+/// not its members.
+#[tokio::test]
+async fn a_pass_shares_again_the_members_of_the_groups_it_looked_at() {
+    use crate::model::Desired;
+    use std::sync::Arc;
+    let (_d, store) = store();
+    let cfg = cfg();
+    let target = Recording::default();
+    let mut f = refreshed(&store);
+    crate::engine::run_feed(&cfg, &store, &target, &mut f)
+        .await
+        .unwrap();
+    target.take();
+    let shared = |f: &mut Feed| {
+        let kept = f.take_kept(store.records_generation()).unwrap();
+        let desired = kept.follow.as_ref().unwrap().desired.as_ref();
+        let (k, r) = kept.records.groups.iter().next().unwrap();
+        let out = (
+            r.members.len(),
+            Arc::ptr_eq(&desired.group(k).unwrap().members, &r.members),
+        );
+        f.keep(kept);
+        out
+    };
+    // A member added: the record is confirmed with a set of its own, then shared.
+    modify(&mut f, FeedScope::Groups, 10, group(10, &[1, 2]));
+    crate::engine::run_feed(&cfg, &store, &target, &mut f)
+        .await
+        .unwrap();
+    assert!(
+        target.take().iter().any(|s| s.starts_with("add to ")),
+        "the member is added"
+    );
+    assert_eq!(shared(&mut f), (2, true));
+    // The entry changed, not its members: nothing is sent, and the set is shared again.
+    let mut e = group(10, &[1, 2]);
+    e.attrs
+        .insert("description", vec![b"now described".to_vec()]);
+    modify(&mut f, FeedScope::Groups, 10, e);
+    crate::engine::run_feed(&cfg, &store, &target, &mut f)
+        .await
+        .unwrap();
+    assert!(target.take().is_empty());
+    assert_eq!(shared(&mut f), (2, true));
 }
