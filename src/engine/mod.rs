@@ -355,9 +355,7 @@ async fn run_inner<T: Target>(
             // has said what it holds, below), each fitted and, when it holds the very user the
             // directory wants, made to share it as it is decoded: never two copies of the
             // directory at once (~30 MB at 100k users).
-            let keys = store.user_keys()?;
-            let wanted = live::from_feed(feed, follow, live::Known::Keys(&keys))?;
-            drop(keys);
+            let wanted = live::from_feed(feed, follow, live::Known::Store(store))?;
             match &wanted {
                 live::Wanted::Live { .. } => records_later = true,
                 live::Wanted::Full(_) => records = store.snapshot()?,

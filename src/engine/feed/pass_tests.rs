@@ -414,3 +414,37 @@ async fn a_pass_shares_again_the_members_of_the_groups_it_looked_at() {
     assert!(target.take().is_empty());
     assert_eq!(shared(&mut f), (2, true));
 }
+
+/// u2 takes u1's userName: the first pass asks the store which of the two the target already
+/// holds (that one keeps the name; the other is held), both ways round.
+#[tokio::test]
+async fn a_first_pass_asks_the_store_which_user_sharing_a_name_it_already_holds() {
+    use crate::engine::live::{from_feed, Known, Wanted};
+    use crate::model::Desired;
+    use crate::state::records::{Origin, StateChange, UserRecord};
+    for holder in [1u8, 2] {
+        let (_d, store) = store();
+        let mut f = refreshed(&store);
+        let (k1, k2) = (key_of(&f, "uid=u1,"), key_of(&f, "uid=u2,"));
+        let mut taker = user(2, "u2@x.org");
+        taker.attrs.insert("uid", vec![b"u1".to_vec()]);
+        modify(&mut f, FeedScope::Users, 2, taker);
+        let (held, other) = if holder == 1 { (&k1, &k2) } else { (&k2, &k1) };
+        let record = UserRecord::new("t".into(), Origin::Created, User::default());
+        store
+            .commit(&[StateChange::PutUser(held.clone(), record)], None)
+            .await
+            .unwrap();
+        let Wanted::Live { desired, .. } = from_feed(&mut f, None, Known::Store(&store)).unwrap()
+        else {
+            panic!("the live state follows this mapping");
+        };
+        assert_eq!(
+            desired.user(held).map(|u| u.user_name.to_string()),
+            Some("u1".to_string()),
+            "the user the store holds keeps the name"
+        );
+        assert!(desired.user(other).is_none(), "the other one waits");
+        assert!(desired.held(other));
+    }
+}
