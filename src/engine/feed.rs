@@ -11,7 +11,8 @@
 //! number of changes, so a burst, or a target that is down for hours, never makes it grow past
 //! the directory's size. Its entries live in the store (`feed/entries.rs`); many changed ones
 //! are written there ahead of the save, marking the store so that a start before that save
-//! refreshes without a cookie.
+//! refreshes without a cookie. How a search's refresh is followed is in `feed/refresh.rs`, how
+//! an entry enters the mirror (renames, moves to another key, refetches) in `feed/apply.rs`.
 //!
 //! slapd's memberof overlay does not replicate its memberOf updates (a user added to a group
 //! arrives as a change of the group only), so memberships are taken from the groups' `member`
@@ -27,7 +28,6 @@ use crate::config::{Config, Membership};
 use crate::mapping::{DesiredBuilder, Mapper};
 use crate::model::{DesiredState, Key};
 use crate::source::entry::RawEntry;
-use crate::source::syncrepl::{EntryState, SyncInfo};
 #[cfg(test)]
 use crate::state::Mirror;
 use crate::state::{MirrorSide, MirrorWrites, StateError, Store};
@@ -350,65 +350,6 @@ impl Feed {
         (self.users.len(), self.groups.len())
     }
 
-    /// A (re)started search for `scope`: the cookie to send, and a new refresh phase.
-    pub(crate) fn begin(&mut self, scope: FeedScope) -> Option<Vec<u8>> {
-        let cookie = self.cookies[scope.index()].clone();
-        self.began[scope.index()] = self.events;
-        // The search starts again from the saved cookie: what it sends supersedes these.
-        self.refetch.retain(|(s, _), _| *s != scope);
-        self.refresh[scope.index()] = Refresh {
-            active: true,
-            replace: cookie.is_none(),
-            seen: Some(HashSet::new()),
-            unchecked: cookie.is_some() && self.kind == FeedKind::Syncrepl,
-        };
-        cookie
-    }
-
-    /// The server says the cookie is too old: the next search starts without one.
-    pub(crate) fn forget_cookie(&mut self, scope: FeedScope) {
-        self.cookies[scope.index()] = None;
-    }
-
-    /// True while a search is still in its refresh phase: the mirror is not complete yet, and a
-    /// pass now could take what is still to come for deletions.
-    pub(crate) fn refreshing(&self) -> bool {
-        self.refresh.iter().any(|r| r.active)
-    }
-
-    /// The scopes whose refresh, resumed from a cookie, is over but not yet checked against a
-    /// listing of what is in scope.
-    pub(crate) fn unchecked_scopes(&self) -> Vec<FeedScope> {
-        FeedScope::ALL
-            .into_iter()
-            .filter(|s| {
-                let r = &self.refresh[s.index()];
-                r.unchecked && !r.active
-            })
-            .collect()
-    }
-
-    /// True while a resumed refresh waits for its check: no pass before it.
-    pub(crate) fn awaiting_check(&self) -> bool {
-        self.refresh.iter().any(|r| r.unchecked)
-    }
-
-    /// What the mirror holds in `scope` beyond `listed` (the keys a search of the scope
-    /// returned) left the scope: dropped, as a departure. Returns how many.
-    pub(crate) fn keep_listed(&mut self, scope: FeedScope, listed: &BTreeSet<Key>) -> usize {
-        self.refresh[scope.index()].unchecked = false;
-        let gone: Vec<SyncId> = self
-            .index
-            .iter()
-            .filter(|((s, _), k)| *s == scope && !listed.contains(*k))
-            .map(|((_, u), _)| *u)
-            .collect();
-        for u in &gone {
-            self.remove_uuid(scope, u.bytes());
-        }
-        gone.len()
-    }
-
     /// True when the mirror holds changes not pushed yet.
     pub(crate) fn dirty(&self) -> bool {
         self.dirty
@@ -436,253 +377,6 @@ impl Feed {
 
     pub(crate) fn mapper(&self) -> &Mapper {
         &self.mapper
-    }
-
-    fn set_cookie(&mut self, scope: FeedScope, cookie: Option<Vec<u8>>) {
-        if let Some(c) = cookie {
-            self.cookies[scope.index()] = Some(c);
-        }
-    }
-
-    fn remove_uuid(&mut self, scope: FeedScope, uuid: &[u8]) {
-        if let Some(key) = self.index.remove(&(scope, SyncId::of(uuid))) {
-            if scope == FeedScope::Groups {
-                self.renames.group_gone(&key);
-            }
-            if self.remove_entry(scope, &key) {
-                self.unsaved[scope.index()].insert(key.clone());
-                self.dirty = true;
-                self.changed_at.entry(key).or_insert_with(SystemTime::now);
-            }
-        }
-    }
-
-    /// The end of a present phase: what was neither sent nor said present is gone.
-    fn drop_unseen(&mut self, scope: FeedScope) {
-        let Some(seen) = self.refresh[scope.index()].seen.take() else {
-            return;
-        };
-        let gone: Vec<SyncId> = self
-            .index
-            .keys()
-            .filter(|(s, u)| *s == scope && !seen.contains(u))
-            .map(|(_, u)| *u)
-            .collect();
-        // Entries without an entryUUID cannot have been mentioned either.
-        let unindexed: Vec<Key> = {
-            let indexed: BTreeSet<&Key> = self
-                .index
-                .iter()
-                .filter(|((s, _), _)| *s == scope)
-                .map(|(_, k)| k)
-                .collect();
-            self.side(scope)
-                .keys()
-                .filter(|k| !indexed.contains(k))
-                .cloned()
-                .collect()
-        };
-        for u in gone {
-            self.remove_uuid(scope, u.bytes());
-        }
-        for k in unindexed {
-            self.remove_entry(scope, &k);
-            self.unsaved[scope.index()].insert(k);
-            self.dirty = true;
-        }
-    }
-
-    fn end_refresh(&mut self, scope: FeedScope) {
-        let r = &self.refresh[scope.index()];
-        if r.replace && r.seen.is_some() {
-            self.drop_unseen(scope);
-            // Filled in the server's order, the map's nodes are half empty: built again from
-            // its sorted entries, once per full refresh (~6 MB less at 100k users); so are the
-            // keys to save, held until the first pass is over (~1 MB).
-            self.side_mut(scope).compact();
-            let unsaved = std::mem::take(&mut self.unsaved[scope.index()]);
-            self.unsaved[scope.index()] = unsaved.into_iter().collect();
-        }
-        let r = &mut self.refresh[scope.index()];
-        r.active = false;
-        r.seen = None;
-        if self.kind == FeedKind::Timestamp {
-            return; // every poll ends one: not news
-        }
-        tracing::info!(
-            scope = scope.name(),
-            users = self.users.len(),
-            groups = self.groups.len(),
-            "content synchronization: refresh done, now following changes"
-        );
-    }
-
-    fn see(&mut self, scope: FeedScope, uuid: &[u8]) {
-        if let Some(seen) = self.refresh[scope.index()].seen.as_mut() {
-            seen.insert(SyncId::of(uuid));
-        }
-    }
-
-    /// Applies one entry message.
-    pub(crate) fn apply_entry(
-        &mut self,
-        scope: FeedScope,
-        state: EntryState,
-        uuid: &[u8],
-        dn: &str,
-        entry: Option<RawEntry>,
-        cookie: Option<Vec<u8>>,
-    ) {
-        self.events += 1;
-        let persisting = !self.refresh[scope.index()].active;
-        match (state, entry) {
-            (EntryState::Add | EntryState::Modify, Some(e)) => {
-                self.see(scope, uuid);
-                let Some(key) = self.mapper.key_of_entry(&e) else {
-                    // Without its key the entry cannot be placed: never in place of what is
-                    // known, nor as a newcomer or a departure. Read it again by DN.
-                    tracing::info!(scope = scope.name(), dn = %e.dn, "an entry came without its key attribute: reading it again");
-                    self.refetch
-                        .insert((scope, uuid.to_vec()), (e.dn.clone(), persisting));
-                    self.set_cookie(scope, cookie);
-                    return;
-                };
-                self.put(scope, state, uuid, e, key, persisting);
-            }
-            (EntryState::Add | EntryState::Modify, None) | (EntryState::Present, _) => {
-                self.see(scope, uuid)
-            }
-            (EntryState::Delete, _) => {
-                tracing::debug!(scope = scope.name(), dn, "deleted or out of scope");
-                self.remove_uuid(scope, uuid);
-            }
-        }
-        self.set_cookie(scope, cookie);
-    }
-
-    /// Puts an entry under `key` into the mirror (a change unless it is the same again).
-    fn put(
-        &mut self,
-        scope: FeedScope,
-        state: EntryState,
-        uuid: &[u8],
-        mut e: RawEntry,
-        key: Key,
-        persisting: bool,
-    ) {
-        e.attrs.insert(SYNC_ID, vec![uuid.to_vec()]);
-        if let Some(old_key) = self.index.get(&(scope, SyncId::of(uuid))).cloned() {
-            // Most changes keep the DN: its digest compared first, normalized only when the
-            // DN differs.
-            if let Some(old_dn) = self.old_dn(scope, &old_key, &e.dn) {
-                self.renamed(scope, &old_dn, &e.dn, persisting);
-            }
-            if old_key != key {
-                self.remove_entry(scope, &old_key);
-                self.unsaved[scope.index()].insert(old_key.clone());
-                if scope == FeedScope::Groups {
-                    self.renames.group_gone(&old_key);
-                }
-            }
-        }
-        if scope == FeedScope::Groups {
-            self.renames.group_received(&key, self.events);
-        }
-        // Refresh-phase entries are mostly old news; a Modify is a change seen now
-        // (persist phase, or a timestamp poll).
-        let timed = persisting || state == EntryState::Modify;
-        // Read only for a change worth timing, not for every entry of a refresh.
-        let csn = if timed { csn_time(&e) } else { None };
-        for name in &self.volatile {
-            e.attrs.remove(name);
-        }
-        self.index.insert((scope, SyncId::of(uuid)), key.clone());
-        // The same entry again (a poll re-reading its watermark's second, a change of an
-        // attribute not mapped) is no change.
-        if self.put_entry(scope, &key, e) {
-            let at = timed.then(|| {
-                csn.filter(|t| *t <= SystemTime::now())
-                    .unwrap_or_else(SystemTime::now)
-            });
-            self.unsaved[scope.index()].insert(key.clone());
-            self.dirty = true;
-            if let Some(at) = at {
-                self.changed_at.entry(key).or_insert(at);
-            }
-        }
-    }
-
-    /// True while entries that came without their key wait to be read again.
-    pub(crate) fn awaiting_refetch(&self) -> bool {
-        !self.refetch.is_empty()
-    }
-
-    /// Entries to read again by DN before the next pass: (scope, sync identity, DN).
-    pub(crate) fn refetches(&self) -> Vec<(FeedScope, Vec<u8>, String)> {
-        self.refetch
-            .iter()
-            .map(|((s, u), (dn, _))| (*s, u.clone(), dn.clone()))
-            .collect()
-    }
-
-    /// The result of reading again an entry that came without its key.
-    pub(crate) fn apply_refetched(
-        &mut self,
-        scope: FeedScope,
-        uuid: &[u8],
-        dn: &str,
-        entry: Option<RawEntry>,
-    ) -> Refetched {
-        let persisting = self
-            .refetch
-            .remove(&(scope, uuid.to_vec()))
-            .is_none_or(|(_, p)| p);
-        self.events += 1;
-        let Some(e) = entry else {
-            tracing::info!(
-                scope = scope.name(),
-                dn,
-                "an entry read again is gone or out of scope: its deletion will follow"
-            );
-            return Refetched::Missing;
-        };
-        let Some(key) = self.mapper.key_of_entry(&e) else {
-            let known = self.index.contains_key(&(scope, SyncId::of(uuid)));
-            tracing::warn!(
-                scope = scope.name(),
-                dn,
-                known,
-                "an entry read again still has no key attribute: what was known of it is kept"
-            );
-            if !known {
-                // Reported as rejected, as a full read does.
-                let key = format!("dn:{}", e.dn).into();
-                self.put(scope, EntryState::Modify, uuid, e, key, persisting);
-            }
-            return Refetched::Unkeyed;
-        };
-        self.put(scope, EntryState::Modify, uuid, e, key, persisting);
-        Refetched::Keyed
-    }
-
-    /// An entry now at `new_dn` was at `old_dn` (the same DN is no rename). A rename seen while
-    /// following happened after every group held; one seen in a refresh happened before the
-    /// groups that refresh sends, which name the entry as the server does now. The renames one
-    /// refresh reports happened together, from the mirror as saved.
-    fn renamed(&mut self, scope: FeedScope, old_dn: &str, new_dn: &str, persisting: bool) {
-        let groups_refreshed_here =
-            self.kind == FeedKind::Syncrepl || self.refresh[FeedScope::Groups.index()].active;
-        let current_after = if persisting || !groups_refreshed_here {
-            self.events
-        } else {
-            self.began[FeedScope::Groups.index()]
-        };
-        let generation = if persisting {
-            self.events
-        } else {
-            self.began[scope.index()]
-        };
-        self.renames.note(old_dn, new_dn, current_after, generation);
     }
 
     /// Applies the renames seen since the last call to the groups' member values.
@@ -715,42 +409,6 @@ impl Feed {
         }
         self.dirty = true;
         Ok(())
-    }
-
-    /// Applies one Sync Info message.
-    pub(crate) fn apply_info(&mut self, scope: FeedScope, info: SyncInfo) {
-        self.events += 1;
-        match info {
-            SyncInfo::NewCookie(c) => self.set_cookie(scope, Some(c)),
-            SyncInfo::RefreshPresent { cookie, done } => {
-                // The present phase is over: what it did not mention was deleted.
-                self.drop_unseen(scope);
-                self.set_cookie(scope, cookie);
-                if done {
-                    self.end_refresh(scope);
-                }
-            }
-            SyncInfo::RefreshDelete { cookie, done } => {
-                self.set_cookie(scope, cookie);
-                if done {
-                    self.end_refresh(scope);
-                }
-            }
-            SyncInfo::SyncIdSet {
-                cookie,
-                refresh_deletes,
-                uuids,
-            } => {
-                for u in &uuids {
-                    if refresh_deletes {
-                        self.remove_uuid(scope, u);
-                    } else {
-                        self.see(scope, u);
-                    }
-                }
-                self.set_cookie(scope, cookie);
-            }
-        }
     }
 
     /// The desired state the mirror describes.
@@ -890,9 +548,11 @@ fn index_entry(
     }
 }
 
+mod apply;
 mod entries;
 mod present;
 mod refetch;
+mod refresh;
 mod renames;
 mod sync_id;
 pub(crate) use present::check_listed;

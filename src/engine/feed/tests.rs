@@ -4,7 +4,7 @@ use std::path::Path;
 use super::*;
 use crate::config::Config;
 use crate::source::syncrepl::control::uuid_text;
-use crate::source::syncrepl::SyncInfo;
+use crate::source::syncrepl::{EntryState, SyncInfo};
 
 const CONFIG: &str = r#"
 [ldap]
