@@ -18,6 +18,7 @@ pub(crate) mod mapping;
 pub(crate) mod model;
 pub(crate) mod plan;
 pub(crate) mod schedule;
+pub(crate) mod sorted;
 pub(crate) mod source;
 pub mod state;
 pub(crate) mod status;

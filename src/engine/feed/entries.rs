@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use crate::model::Key;
+use crate::sorted::SortedBuilder;
 use crate::source::entry::RawEntry;
 use crate::state::{MirrorEntries, MirrorReader, MirrorSide, StateError, Store};
 
@@ -87,18 +88,18 @@ impl FeedEntries {
         side: MirrorSide,
         mut each: impl FnMut(&Key, &RawEntry),
     ) -> Result<FeedEntries, StateError> {
-        let mut held = Vec::new();
+        let mut held = SortedBuilder::new();
         store.each_mirror_entry(side, |k, e| {
             each(&k, &e);
             let h = Held {
                 digest: digest(&e),
                 dn: dn_digest(&e.dn),
             };
-            held.push((k, h));
+            held.push(k, h);
         })?;
         Ok(FeedEntries {
             side,
-            held: held.into_iter().collect(),
+            held: held.finish(),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             removed_ahead: BTreeSet::new(),
@@ -157,8 +158,11 @@ impl FeedEntries {
     /// Rebuilt from its sorted entries (filled in the server's order, a map's nodes are half
     /// empty).
     pub(super) fn compact(&mut self) {
-        let held = std::mem::take(&mut self.held);
-        self.held = held.into_iter().collect();
+        let mut built = SortedBuilder::new();
+        for (k, h) in std::mem::take(&mut self.held) {
+            built.push(k, h);
+        }
+        self.held = built.finish();
     }
 
     /// A view of the stored entries, for [`FeedEntries::entry`].

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::kv::{Kv, Table};
 use super::{decode, key_of, StateError, Store};
 use crate::model::Key;
+use crate::sorted::SortedBuilder;
 use crate::state::records::{GroupRecord, Snapshot, StoredGroup, UserRecord};
 
 impl Store {
@@ -62,36 +63,36 @@ impl RecordsReader {
         each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
         // One read transaction: users and groups as one commit left them. Listed in key
-        // order: the maps are built from sorted lists (a bulk build).
+        // order: the maps are built a sorted chunk at a time (`state/sorted.rs`).
         let r = self.kv.read().map_err(|e| self.io(e))?;
-        let mut users = Vec::new();
+        let mut users = SortedBuilder::new();
         r.each(Table::Users, false, |k, v| {
             let mut rec: UserRecord = decode(&self.path, k, v)?;
             let mut key = key_of(k);
             each(&mut key, &mut rec);
-            users.push((key, rec));
+            users.push(key, rec);
             Ok::<_, StateError>(true)
         })
         .map_err(|e| self.io(e))??;
-        let users: std::collections::BTreeMap<Key, UserRecord> = users.into_iter().collect();
+        let users: std::collections::BTreeMap<Key, UserRecord> = users.finish();
         // Hashed, not searched in the tree: a group record names ~3 users per user at 100k.
         let shared: std::collections::HashMap<&str, &Key> =
             users.keys().map(|k| (&**k, k)).collect();
-        let mut groups = Vec::new();
+        let mut groups = SortedBuilder::new();
         r.each(Table::Groups, false, |k, v| {
             // A member is the user record's own key, not a copy of it.
             let stored: StoredGroup = decode(&self.path, k, v)?;
             let mut rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
             let key = key_of(k);
             each_group(&key, &mut rec);
-            groups.push((key, rec));
+            groups.push(key, rec);
             Ok::<_, StateError>(true)
         })
         .map_err(|e| self.io(e))??;
         drop(shared);
         Ok(Snapshot {
             users,
-            groups: groups.into_iter().collect(),
+            groups: groups.finish(),
         })
     }
 }
