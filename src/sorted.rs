@@ -8,8 +8,9 @@
 //! half empty) with a chunk's worth held at once: `append` moves the map into a tree built
 //! afresh, freeing the old nodes as it goes. A chunk grows with the map (an eighth of it), so
 //! each entry is moved about nine times: ~0.2 s for 100k entries where `from_iter` takes
-//! ~0.03 s. Used where that is paid once per service start or full refresh, not on the path
-//! of every pass (the records a pass reads are still built by `from_iter`).
+//! ~0.03 s. Used where that is paid once per service start or full refresh (the live users,
+//! the feed's index, the records the service's first pass reads), not on the path of every
+//! directory pass (the records a `sync` reads are still built by `from_iter`).
 
 use std::collections::BTreeMap;
 

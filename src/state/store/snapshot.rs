@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::kv::{Kv, Table};
 use super::{decode, key_of, StateError, Store};
 use crate::model::Key;
+use crate::sorted::SortedBuilder;
 use crate::state::records::{GroupRecord, Snapshot, StoredGroup, UserRecord};
 
 impl Store {
@@ -22,7 +23,9 @@ impl Store {
         each: &dyn Fn(&mut Key, &mut UserRecord),
         each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
-        self.records_reader().read_with(each, each_group)
+        // Once per service start: the user records' map built a chunk at a time, not beside a
+        // list of them all (~11 MB at 100k users, the top of `run`'s first pass).
+        self.records_reader().read_as(each, each_group, true)
     }
 
     /// What reads every record, on another thread if need be (a directory pass reads them
@@ -61,27 +64,45 @@ impl RecordsReader {
         each: &dyn Fn(&mut Key, &mut UserRecord),
         each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
+        self.read_as(each, each_group, false)
+    }
+
+    /// [`RecordsReader::read_with`]; `chunked`: the user records' map built a chunk at a time
+    /// (`src/sorted.rs`: less held beside it, ~0.2 s slower at 100k users).
+    fn read_as(
+        &self,
+        each: &dyn Fn(&mut Key, &mut UserRecord),
+        each_group: &dyn Fn(&Key, &mut GroupRecord),
+        chunked: bool,
+    ) -> Result<Snapshot, StateError> {
         // One read transaction: users and groups as one commit left them. Listed in key
         // order: the maps are built from sorted lists (a bulk build), each allocated once at
-        // its size (grown by doubling, the users' list was a third larger: ~1.7 MB at 100k at
-        // the top of `run`'s first pass). Not a chunk at a time (`src/sorted.rs`): that held
-        // less beside the map, but made a no-change pass ~0.2 s slower at 100k users.
+        // its size (grown by doubling, the users' list was a third larger), or in chunks.
         let r = self.kv.read().map_err(|e| self.io(e))?;
         let count = |t| {
             let n = r.len(t).map_err(|e| self.io(e))?;
             // Only a first allocation: a count out of reason is not believed.
             Ok::<_, StateError>(usize::try_from(n).unwrap_or(0).min(1 << 22))
         };
-        let mut users = Vec::with_capacity(count(Table::Users)?);
+        let mut listed = Vec::with_capacity(if chunked { 0 } else { count(Table::Users)? });
+        let mut chunks = SortedBuilder::new();
         r.each(Table::Users, false, |k, v| {
             let mut rec: UserRecord = decode(&self.path, k, v)?;
             let mut key = key_of(k);
             each(&mut key, &mut rec);
-            users.push((key, rec));
+            if chunked {
+                chunks.push(key, rec);
+            } else {
+                listed.push((key, rec));
+            }
             Ok::<_, StateError>(true)
         })
         .map_err(|e| self.io(e))??;
-        let users: std::collections::BTreeMap<Key, UserRecord> = users.into_iter().collect();
+        let users: std::collections::BTreeMap<Key, UserRecord> = if chunked {
+            chunks.finish()
+        } else {
+            listed.into_iter().collect()
+        };
         // Hashed, not searched in the tree: a group record names ~3 users per user at 100k.
         let shared: std::collections::HashMap<&str, &Key> =
             users.keys().map(|k| (&**k, k)).collect();

@@ -580,3 +580,42 @@ fn writes<'a>(
     };
     [of(&unsaved[0], &m.users), of(&unsaved[1], &m.groups)]
 }
+
+/// The service's first pass reads the records in chunks, a `sync` all at once: the same
+/// records either way, across several chunks, each passed to the callbacks once.
+#[tokio::test]
+async fn the_records_read_in_chunks_are_the_records_read_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let mut s = Snapshot::default();
+    for i in 0..9_000 {
+        s.users
+            .insert(format!("u{i:05}").into(), rec(&i.to_string()));
+    }
+    s.groups.insert(
+        "g".into(),
+        GroupRecord {
+            target_id: "gid".into(),
+            origin: Origin::Created,
+            display_name: "g".into(),
+            members: std::sync::Arc::new(["u00001".into()].into()),
+        },
+    );
+    store.replace_all(&s).await.unwrap();
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let groups = std::sync::atomic::AtomicUsize::new(0);
+    let chunked = store
+        .snapshot_with(
+            &|_, _| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+            &|_, _| {
+                groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+    assert_eq!(chunked, s);
+    assert_eq!(chunked, store.snapshot().unwrap());
+    assert_eq!(seen.into_inner(), 9_000);
+    assert_eq!(groups.into_inner(), 1);
+}
