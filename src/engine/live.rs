@@ -180,8 +180,8 @@ pub(crate) enum Known<'a> {
     Records(&'a Snapshot),
     /// The store, asked by key: the records themselves are read afterwards
     /// ([`fit_and_share`]). The build asks only about users sharing a userName and managers
-    /// named by several entries: holding the keys of every record instead (~9 MB at 100k
-    /// users, freed while the desired state is built) was most of `run`'s first-pass peak.
+    /// named by several entries: the keys of every record, which it held instead, were ~9 MB
+    /// at 100k users beside the desired state being built.
     Store(&'a crate::state::Store),
 }
 
