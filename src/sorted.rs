@@ -5,12 +5,13 @@
 //! buffer as large again, before it builds the tree: for the live state's 100k users ~15 MB
 //! held beside the map while it is built, the top of `run`'s first pass. Appending sorted
 //! chunks keeps the bulk build's full nodes (an insert one by one in key order leaves them
-//! half empty) with a chunk's worth held at once: `append` moves the map into a tree built
-//! afresh, freeing the old nodes as it goes. A chunk grows with the map (an eighth of it), so
-//! each entry is moved about nine times: ~0.2 s for 100k entries where `from_iter` takes
-//! ~0.03 s. Used where that is paid once per service start or full refresh (the live users,
-//! the feed's index, the records the service's first pass reads), not on the path of every
-//! directory pass (the records a `sync` reads are still built by `from_iter`).
+//! half empty) with a few chunks' worth held beside the map at once (the chunk, its copy, the
+//! sort's scratch, its tree): `append` moves the map into a tree built afresh, freeing the old
+//! nodes as it goes. A chunk grows with the map (an eighth of it), so each entry is moved about
+//! nine times: ~0.2 s for 100k entries where `from_iter` takes ~0.03 s. Used where that is not
+//! paid by every pass (the live users and the records a feed pass with nothing kept builds,
+//! the feed's index at a start or after a full refresh); the records a `sync` reads are still
+//! built by `from_iter`.
 
 use std::collections::BTreeMap;
 
@@ -20,13 +21,20 @@ const CHUNK: usize = 4096;
 pub(crate) struct SortedBuilder<K, V> {
     map: BTreeMap<K, V>,
     chunk: Vec<(K, V)>,
+    /// The least chunk appended (`CHUNK`; smaller in tests, to reach the growing chunks).
+    least: usize,
 }
 
 impl<K: Ord, V> SortedBuilder<K, V> {
     pub(crate) fn new() -> Self {
+        Self::with_least(CHUNK)
+    }
+
+    fn with_least(least: usize) -> Self {
         SortedBuilder {
             map: BTreeMap::new(),
             chunk: Vec::new(),
+            least: least.max(1),
         }
     }
 
@@ -34,7 +42,7 @@ impl<K: Ord, V> SortedBuilder<K, V> {
     /// out of order are placed right, only more slowly.
     pub(crate) fn push(&mut self, key: K, value: V) {
         self.chunk.push((key, value));
-        if self.chunk.len() >= CHUNK.max(self.map.len() / 8) {
+        if self.chunk.len() >= self.least.max(self.map.len() / 8) {
             self.flush();
         }
     }
@@ -58,17 +66,18 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The same map as `from_iter`, whatever the order and the repeated keys, across
-        /// chunk boundaries.
+        /// chunk boundaries, fixed and growing with the map.
         #[test]
         fn builds_what_from_iter_builds(
             entries in proptest::collection::vec((0u32..30_000, any::<u16>()), 0..20_000),
             sorted in any::<bool>(),
+            least in prop_oneof![Just(CHUNK), 1usize..64],
         ) {
             let mut entries = entries;
             if sorted {
                 entries.sort_by_key(|e| e.0);
             }
-            let mut b = SortedBuilder::new();
+            let mut b = SortedBuilder::with_least(least);
             for (k, v) in entries.iter().copied() {
                 b.push(k, v);
             }

@@ -179,9 +179,9 @@ pub(crate) enum Known<'a> {
     /// The records, kept from the last pass.
     Records(&'a Snapshot),
     /// The store, asked by key: the records themselves are read afterwards
-    /// ([`fit_and_share`]). The build asks only about users sharing a userName and managers
-    /// named by several entries: the keys of every record, which it held instead, were ~9 MB
-    /// at 100k users beside the desired state being built.
+    /// ([`fit_and_share`]). The build asks only about users sharing a userName and about held
+    /// users named as a manager (once per user they manage): the keys of every record, which
+    /// it held instead, were ~9 MB at 100k users beside the desired state being built.
     Store(&'a crate::state::Store),
 }
 

@@ -23,8 +23,9 @@ impl Store {
         each: &dyn Fn(&mut Key, &mut UserRecord),
         each_group: &dyn Fn(&Key, &mut GroupRecord),
     ) -> Result<Snapshot, StateError> {
-        // Once per service start: the user records' map built a chunk at a time, not beside a
-        // list of them all (~11 MB at 100k users, the top of `run`'s first pass).
+        // A feed pass with nothing kept (the service's first, or one after a failed pass or
+        // another writer): the user records' map built a chunk at a time, not beside a list
+        // of them all (~11 MB at 100k users, the heap's top at `run`'s first pass).
         self.records_reader().read_as(each, each_group, true)
     }
 
