@@ -30,15 +30,36 @@ const COLLIDED: usize = 2;
 
 /// A user as the live state holds it: what resolution needs of its mapping (a `MappedUser`
 /// also carries what a feed never fills, and its key again: 152 bytes a user in the map's
-/// nodes, this 56).
+/// nodes, this 32).
 #[derive(Debug)]
 struct LiveUser {
     /// The entry's DN; the very name `user_dns` holds when the DN is already in its
     /// normalized form (most DNs of an OpenLDAP directory: ~4 MB at 100k users).
     dn: Arc<str>,
-    dn_guid: Option<Box<str>>,
     user: Arc<User>,
+    /// Boxed, and None when the entry has neither: held inline, the two were 24 bytes more per
+    /// user of a directory whose users have no manager (~3 MB at 100k users).
+    names: Option<Box<OtherNames>>,
+}
+
+/// What else a user entry is referred to by.
+#[derive(Debug)]
+struct OtherNames {
+    dn_guid: Option<Box<str>>,
     manager_dn: Option<Box<str>>,
+}
+
+// The users' map holds one per user (see above).
+const _: () = assert!(std::mem::size_of::<UserSlot>() == 32);
+
+impl LiveUser {
+    fn dn_guid(&self) -> Option<&str> {
+        self.names.as_ref().and_then(|n| n.dn_guid.as_deref())
+    }
+
+    fn manager_dn(&self) -> Option<&str> {
+        self.names.as_ref().and_then(|n| n.manager_dn.as_deref())
+    }
 }
 
 /// A user entry: mapped, or rejected (boxed: rare, and twice a user's size).
@@ -48,9 +69,13 @@ fn live_user(mapped: Result<MappedUser, Rejected>) -> UserSlot {
     match mapped {
         Ok(m) => Ok(LiveUser {
             dn: Arc::from(m.dn),
-            dn_guid: m.dn_guid.map(String::into_boxed_str),
             user: m.user,
-            manager_dn: m.manager_dn.map(String::into_boxed_str),
+            names: (m.dn_guid.is_some() || m.manager_dn.is_some()).then(|| {
+                Box::new(OtherNames {
+                    dn_guid: m.dn_guid.map(String::into_boxed_str),
+                    manager_dn: m.manager_dn.map(String::into_boxed_str),
+                })
+            }),
         }),
         Err(r) => Err(Box::new(r)),
     }
@@ -132,7 +157,7 @@ pub(crate) struct LiveDesired {
     /// Entries not synced, of any kind.
     rejected_count: usize,
     /// Member value -> the groups listing it (the groups' `members` share its names).
-    named_by: HashMap<Arc<str>, Keys>,
+    named_by: HashMap<Arc<str>, index::Listed>,
     /// Normalized manager DN -> the users naming it.
     managed_by: Index,
     /// Resolved manager key -> the users it manages.
@@ -155,7 +180,7 @@ fn names_of(key: &Key, dn: &str, dn_guid: Option<&str>) -> Vec<String> {
 
 fn user_names_of(key: &Key, u: &UserSlot) -> Vec<String> {
     match u {
-        Ok(m) => names_of(key, &m.dn, m.dn_guid.as_deref()),
+        Ok(m) => names_of(key, &m.dn, m.dn_guid()),
         Err(r) => names_of(key, &r.dn, None),
     }
 }
@@ -213,7 +238,6 @@ impl LiveDesired {
             managed_by,
             reports,
             user_dns,
-            named_by,
             ..
         } = self;
         let plain = [names, group_dns, managed_by, reports]
@@ -223,9 +247,7 @@ impl LiveDesired {
         for index in plain {
             index.values_mut().for_each(Keys::shrink);
         }
-        for index in [user_dns, named_by] {
-            index.values_mut().for_each(Keys::shrink);
-        }
+        user_dns.values_mut().for_each(Keys::shrink);
     }
 
     /// The state's own copy of the user key `key` (to share it rather than hold another).

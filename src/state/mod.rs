@@ -11,4 +11,6 @@ mod store;
 
 pub use journal::{JournalEntry, JOURNAL_LENGTH};
 pub use mirror::{Mirror, MirrorEntries, MirrorReader, MirrorSide, MirrorWrites, Watermark};
-pub use store::{retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window};
+pub use store::{
+    retry_delay, Intent, ObjectError, RunRecord, StateError, Store, Window, WindowFailed,
+};

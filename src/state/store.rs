@@ -623,4 +623,4 @@ mod snapshot;
 mod tests;
 mod window;
 
-pub use window::Window;
+pub use window::{Window, WindowFailed};

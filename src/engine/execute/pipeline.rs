@@ -19,7 +19,7 @@ use crate::engine::send;
 use crate::engine::EngineError;
 use crate::plan::apply::Request;
 use crate::plan::Operation;
-use crate::state::{JournalEntry, StateError, Store, JOURNAL_LENGTH};
+use crate::state::{JournalEntry, Store, WindowFailed, JOURNAL_LENGTH};
 use crate::target::Target;
 
 /// The most operations prepared (their intents recorded) and not yet sent. A crash leaves at
@@ -100,7 +100,7 @@ impl Durable {
 
 enum Event<A> {
     Landed(A),
-    Flushed(Result<(), StateError>),
+    Flushed(Result<(), WindowFailed>),
 }
 
 impl Durable {
@@ -134,7 +134,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let mut ready: VecDeque<(Operation, Request)> = VecDeque::new();
         // What the open window (in `self.window`) and the window being flushed make safe.
         let mut open = Durable::default();
-        let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), StateError>>)> = None;
+        let mut flushing: Option<(Durable, BoxFuture<'a, Result<(), WindowFailed>>)> = None;
         let mut stop: Option<EngineError> = None;
         let mut journal = JournalLines::new(store);
         loop {
@@ -200,18 +200,8 @@ impl<'a, T: Target> Executor<'a, T> {
             if flushing.is_none() && stop.is_none() && pending && (starved || waited_for()) {
                 journal.add(&mut self.journal, false);
                 let window = std::mem::take(&mut self.window);
-                match store.write_window(&window) {
-                    Ok(()) => {
-                        flushing = Some((std::mem::take(&mut open), Box::pin(store.flush_now())));
-                    }
-                    Err(e) => {
-                        // Nothing of this window was written (one transaction) and nothing of
-                        // it is sent; its confirmations are tried again by the last write.
-                        stop.get_or_insert(e.into());
-                        self.window = window;
-                        open.send.clear();
-                    }
-                }
+                let durably = store.write_window_durably(window);
+                flushing = Some((std::mem::take(&mut open), Box::pin(durably)));
             }
             // Send what is on disk.
             while stop.is_none() && flights.len() + landed.len() < max {
@@ -250,7 +240,18 @@ impl<'a, T: Target> Executor<'a, T> {
                                     busy.release(refs);
                                 }
                             }
-                            Err(e) => {
+                            Err(WindowFailed::Unwritten(e, mut window)) => {
+                                // Nothing of this window was written (one transaction) and
+                                // nothing of it is sent; its confirmations are tried again by
+                                // the last write, before those made since.
+                                stop.get_or_insert(e.into());
+                                let newer = std::mem::take(&mut self.window);
+                                window.changes.extend(newer.changes);
+                                window.resolved.extend(newer.resolved);
+                                window.intents.extend(newer.intents);
+                                self.window = window;
+                            }
+                            Err(WindowFailed::Unsynced(e)) => {
                                 // Written, maybe not on disk: never sent, so not kept.
                                 stop.get_or_insert(e.into());
                                 for (_, req) in &durable.send {

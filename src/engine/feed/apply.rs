@@ -57,7 +57,7 @@ impl Feed {
         persisting: bool,
     ) {
         e.attrs.insert(SYNC_ID, vec![uuid.to_vec()]);
-        if let Some(old_key) = self.index.get(&(scope, SyncId::of(uuid))).cloned() {
+        if let Some(old_key) = self.index[scope.index()].get(&SyncId::of(uuid)).cloned() {
             // Most changes keep the DN: its digest compared first, normalized only when the
             // DN differs.
             if let Some(old_dn) = self.old_dn(scope, &old_key, &e.dn) {
@@ -82,7 +82,7 @@ impl Feed {
         for name in &self.volatile {
             e.attrs.remove(name);
         }
-        self.index.insert((scope, SyncId::of(uuid)), key.clone());
+        self.index[scope.index()].insert(SyncId::of(uuid), key.clone());
         // The same entry again (a poll re-reading its watermark's second, a change of an
         // attribute not mapped) is no change.
         if self.put_entry(scope, &key, e) {
@@ -133,7 +133,7 @@ impl Feed {
             return Refetched::Missing;
         };
         let Some(key) = self.mapper.key_of_entry(&e) else {
-            let known = self.index.contains_key(&(scope, SyncId::of(uuid)));
+            let known = self.index[scope.index()].contains_key(&SyncId::of(uuid));
             tracing::warn!(
                 scope = scope.name(),
                 dn,

@@ -56,11 +56,10 @@ impl Feed {
     /// returned) left the scope: dropped, as a departure. Returns how many.
     pub(crate) fn keep_listed(&mut self, scope: FeedScope, listed: &BTreeSet<Key>) -> usize {
         self.refresh[scope.index()].unchecked = false;
-        let gone: Vec<SyncId> = self
-            .index
+        let gone: Vec<SyncId> = self.index[scope.index()]
             .iter()
-            .filter(|((s, _), k)| *s == scope && !listed.contains(*k))
-            .map(|((_, u), _)| *u)
+            .filter(|(_, k)| !listed.contains(*k))
+            .map(|(u, _)| *u)
             .collect();
         for u in &gone {
             self.remove_uuid(scope, u.bytes());
@@ -75,7 +74,7 @@ impl Feed {
     }
 
     pub(super) fn remove_uuid(&mut self, scope: FeedScope, uuid: &[u8]) {
-        if let Some(key) = self.index.remove(&(scope, SyncId::of(uuid))) {
+        if let Some(key) = self.index[scope.index()].remove(&SyncId::of(uuid)) {
             if scope == FeedScope::Groups {
                 self.renames.group_gone(&key);
             }
@@ -92,20 +91,14 @@ impl Feed {
         let Some(seen) = self.refresh[scope.index()].seen.take() else {
             return;
         };
-        let gone: Vec<SyncId> = self
-            .index
+        let gone: Vec<SyncId> = self.index[scope.index()]
             .keys()
-            .filter(|(s, u)| *s == scope && !seen.contains(u))
-            .map(|(_, u)| *u)
+            .filter(|u| !seen.contains(u))
+            .copied()
             .collect();
         // Entries without an entryUUID cannot have been mentioned either.
         let unindexed: Vec<Key> = {
-            let indexed: BTreeSet<&Key> = self
-                .index
-                .iter()
-                .filter(|((s, _), _)| *s == scope)
-                .map(|(_, k)| k)
-                .collect();
+            let indexed: BTreeSet<&Key> = self.index[scope.index()].values().collect();
             self.side(scope)
                 .keys()
                 .filter(|k| !indexed.contains(k))

@@ -17,8 +17,77 @@ pub(super) type Index = HashMap<Box<str>, Keys>;
 #[derive(Debug, Clone)]
 pub(super) enum Keys {
     One(Key),
-    /// Two or more.
-    Many(Vec<Key>),
+    /// Two or more. Boxed: the list is rare, and with it inline every entry of every index was
+    /// a word larger (24 bytes, not 16: ~3 MB at 100k users).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Key>>),
+}
+
+// An entry of every name index is its name and this: kept at two words.
+const _: () = assert!(std::mem::size_of::<Keys>() == 16);
+
+/// The keys under one name, sorted, where a name nearly always has several: the member index,
+/// where a user's DN is listed by ~3 groups at 100k (there `Keys` was two allocations a name,
+/// the box and its list).
+pub(super) type Listed = Box<[Key]>;
+
+/// What an index holds under one name.
+pub(super) trait KeySet {
+    fn of(key: &Key) -> Self;
+    /// Adds `key` (once).
+    fn put(&mut self, key: &Key);
+    /// Takes `key` out; true when none is left.
+    fn take_out(&mut self, key: &Key) -> bool;
+}
+
+impl KeySet for Keys {
+    fn of(key: &Key) -> Self {
+        Keys::One(key.clone())
+    }
+
+    fn put(&mut self, key: &Key) {
+        self.insert(key);
+    }
+
+    fn take_out(&mut self, key: &Key) -> bool {
+        match self {
+            Keys::One(k) => k == key,
+            Keys::Many(v) => {
+                if let Ok(at) = v.binary_search(key) {
+                    v.remove(at);
+                }
+                if let [only] = v.as_slice() {
+                    *self = Keys::One(only.clone());
+                }
+                false
+            }
+        }
+    }
+}
+
+impl KeySet for Listed {
+    fn of(key: &Key) -> Self {
+        Box::new([key.clone()])
+    }
+
+    fn put(&mut self, key: &Key) {
+        if let Err(at) = self.binary_search(key) {
+            let mut v = Vec::with_capacity(self.len() + 1);
+            v.extend_from_slice(&self[..at]);
+            v.push(key.clone());
+            v.extend_from_slice(&self[at..]);
+            *self = v.into_boxed_slice();
+        }
+    }
+
+    fn take_out(&mut self, key: &Key) -> bool {
+        if let Ok(at) = self.binary_search(key) {
+            let mut v = self.to_vec();
+            v.remove(at);
+            *self = v.into_boxed_slice();
+        }
+        self.is_empty()
+    }
 }
 
 impl Keys {
@@ -29,7 +98,7 @@ impl Keys {
             Keys::One(k) => {
                 let mut both = vec![k.clone(), key.clone()];
                 both.sort();
-                *self = Keys::Many(both);
+                *self = Keys::Many(Box::new(both));
             }
             Keys::Many(v) => {
                 if let Err(at) = v.binary_search(key) {
@@ -68,24 +137,24 @@ impl<'a> IntoIterator for &'a Keys {
     }
 }
 
-pub(super) fn add<T, N: From<T> + std::hash::Hash + Eq>(
-    index: &mut HashMap<N, Keys>,
+pub(super) fn add<T, N: From<T> + std::hash::Hash + Eq, V: KeySet>(
+    index: &mut HashMap<N, V>,
     name: T,
     key: &Key,
 ) {
     match index.entry(N::from(name)) {
         std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(Keys::One(key.clone()));
+            v.insert(V::of(key));
         }
-        std::collections::hash_map::Entry::Occupied(o) => o.into_mut().insert(key),
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut().put(key),
     }
 }
 
 /// Adds `key` under `name` and returns the name as the index holds it, shared (with `donor`'s
 /// when it holds the name).
-pub(super) fn add_shared(
-    index: &mut HashMap<Arc<str>, Keys>,
-    donor: &HashMap<Arc<str>, Keys>,
+pub(super) fn add_shared<V: KeySet, W>(
+    index: &mut HashMap<Arc<str>, V>,
+    donor: &HashMap<Arc<str>, W>,
     name: &str,
     key: &Key,
 ) -> Arc<str> {
@@ -96,37 +165,25 @@ pub(super) fn add_shared(
                 Some((shared, _)) => Arc::clone(shared),
                 None => Arc::from(name),
             };
-            index.insert(Arc::clone(&name), Keys::One(key.clone()));
+            index.insert(Arc::clone(&name), V::of(key));
             return name;
         }
     };
     if let Some(keys) = index.get_mut(name) {
-        keys.insert(key);
+        keys.put(key);
     }
     held
 }
 
-pub(super) fn remove<N: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
-    index: &mut HashMap<N, Keys>,
+pub(super) fn remove<N: std::borrow::Borrow<str> + std::hash::Hash + Eq, V: KeySet>(
+    index: &mut HashMap<N, V>,
     name: &str,
     key: &Key,
 ) {
     let Some(keys) = index.get_mut(name) else {
         return;
     };
-    let last = match keys {
-        Keys::One(k) => k == key,
-        Keys::Many(v) => {
-            if let Ok(at) = v.binary_search(key) {
-                v.remove(at);
-            }
-            if let [only] = v.as_slice() {
-                *keys = Keys::One(only.clone());
-            }
-            false
-        }
-    };
-    if last {
+    if keys.take_out(key) {
         index.remove(name);
     }
 }
@@ -142,7 +199,7 @@ impl LiveDesired {
                 } else {
                     Arc::from(normal)
                 }];
-                dns.extend(m.dn_guid.as_deref().map(|g| Arc::from(guid_token(g))));
+                dns.extend(m.dn_guid().map(|g| Arc::from(guid_token(g))));
                 for d in dns {
                     if on {
                         add(&mut self.user_dns, d, key);
@@ -150,7 +207,7 @@ impl LiveDesired {
                         remove(&mut self.user_dns, &d, key);
                     }
                 }
-                if let Some(mgr) = &m.manager_dn {
+                if let Some(mgr) = m.manager_dn() {
                     let d = normalize(mgr);
                     if on {
                         add(&mut self.managed_by, d, key);
@@ -256,5 +313,33 @@ impl LiveDesired {
             }
             Err(r) => self.index_rejected(key, r, on, GROUPS),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys<V: KeySet + std::ops::Deref<Target = [Key]>>(v: &V) -> Vec<&str> {
+        v.iter().map(|k| &**k).collect()
+    }
+
+    #[test]
+    fn both_kinds_of_list_keep_their_keys_sorted_once_and_say_when_empty() {
+        let k = |s: &str| -> Key { s.into() };
+        let mut one = Keys::of(&k("b"));
+        let mut listed = Listed::of(&k("b"));
+        for name in ["c", "a", "b", "c"] {
+            one.put(&k(name));
+            listed.put(&k(name));
+        }
+        assert_eq!(keys(&one), ["a", "b", "c"]);
+        assert_eq!(keys(&listed), ["a", "b", "c"]);
+        for (name, left) in [("b", false), ("x", false), ("a", false), ("c", true)] {
+            assert_eq!(one.take_out(&k(name)), left, "{name}");
+            assert_eq!(listed.take_out(&k(name)), left, "{name}");
+        }
+        assert!(matches!(one, Keys::One(_)), "{one:?}");
+        assert!(listed.is_empty());
     }
 }

@@ -64,7 +64,7 @@ impl LiveDesired {
         let Some(Ok(m)) = self.users.get(key) else {
             return;
         };
-        let manager = m.manager_dn.as_deref().map(normalize).and_then(|d| {
+        let manager = m.manager_dn().map(normalize).and_then(|d| {
             self.user_winner(&d).map(|k| Text::from(&**k)).or_else(|| {
                 self.held_by(&d)
                     .into_iter()

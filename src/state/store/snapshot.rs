@@ -104,14 +104,20 @@ impl RecordsReader {
         } else {
             listed.into_iter().collect()
         };
-        // Hashed, not searched in the tree: a group record names ~3 users per user at 100k.
-        let shared: std::collections::HashMap<&str, &Key> =
-            users.keys().map(|k| (&**k, k)).collect();
+        // A member is the user record's own key, not a copy of it. Found through a hash (a group
+        // record names ~3 users per user at 100k: searching the tree was slower), but not when
+        // the map was built in chunks to hold less: the hash was 3.3 MB at 100k users, the top
+        // of `run`'s first pass, and the search there ~0.1 s more.
+        let shared: Option<std::collections::HashMap<&str, &Key>> =
+            (!chunked).then(|| users.keys().map(|k| (&**k, k)).collect());
+        let user_key = |m: &str| match &shared {
+            Some(hashed) => hashed.get(m).map(|k| Key::clone(k)),
+            None => users.get_key_value(m).map(|(k, _)| Key::clone(k)),
+        };
         let mut groups = Vec::with_capacity(count(Table::Groups)?);
         r.each(Table::Groups, false, |k, v| {
-            // A member is the user record's own key, not a copy of it.
             let stored: StoredGroup = decode(&self.path, k, v)?;
-            let mut rec = stored.into_record(|m| shared.get(m).map(|k| Key::clone(k)));
+            let mut rec = stored.into_record(user_key);
             let key = key_of(k);
             each_group(&key, &mut rec);
             groups.push((key, rec));

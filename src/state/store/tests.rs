@@ -614,8 +614,15 @@ async fn the_records_read_in_chunks_are_the_records_read_at_once() {
             },
         )
         .unwrap();
+    let at_once = store.snapshot().unwrap();
     assert_eq!(chunked, s);
-    assert_eq!(chunked, store.snapshot().unwrap());
+    assert_eq!(chunked, at_once);
     assert_eq!(seen.into_inner(), 9_000);
     assert_eq!(groups.into_inner(), 1);
+    // Either way, a member is its user record's own key.
+    for read in [&chunked, &at_once] {
+        let member = read.groups["g"].members.iter().next().unwrap();
+        let (key, _) = read.users.get_key_value("u00001").unwrap();
+        assert!(std::sync::Arc::ptr_eq(member, key), "{member}: shared");
+    }
 }
