@@ -240,11 +240,12 @@ impl<'a, T: Target> Executor<'a, T> {
                                     busy.release(refs);
                                 }
                             }
-                            Err(WindowFailed::Unwritten(e, mut window)) => {
+                            Err(WindowFailed::Unwritten(e, window)) => {
                                 // Nothing of this window was written (one transaction) and
                                 // nothing of it is sent; its confirmations are tried again by
                                 // the last write, before those made since.
                                 stop.get_or_insert(e.into());
+                                let mut window = *window;
                                 let newer = std::mem::take(&mut self.window);
                                 window.changes.extend(newer.changes);
                                 window.resolved.extend(newer.resolved);

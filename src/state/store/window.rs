@@ -30,7 +30,7 @@ impl Window {
 #[derive(Debug)]
 pub enum WindowFailed {
     /// Nothing of it was written (one transaction): the window, given back.
-    Unwritten(StateError, Window),
+    Unwritten(StateError, Box<Window>),
     /// Written, but perhaps not on disk.
     Unsynced(StateError),
 }
@@ -79,38 +79,56 @@ impl Store {
         write_in(&self.kv, w).map_err(|e| self.io(e))
     }
 
-    /// Writes a window in one transaction and makes it durable, both on a thread of their own:
-    /// encoding a window's records and writing them was ~7% of the thread that sends a first
-    /// sync's requests, waiting for it.
-    pub async fn write_window_durably(&self, w: Window) -> Result<(), WindowFailed> {
-        if w.is_empty() {
-            return self.flush().await.map_err(WindowFailed::Unsynced);
+    /// Writes a window in one transaction and makes it durable, both on a thread of their own
+    /// (encoding a window's records and writing them was ~7% of the thread that sends a first
+    /// sync's requests). Started at once, not when the future is first polled: the window is
+    /// written as it was when written on the caller's thread, and a pass abandoned meanwhile
+    /// (the service stopping) leaves it to finish (the runtime waits for it at exit).
+    pub fn write_window_durably(
+        &self,
+        w: Window,
+    ) -> impl std::future::Future<Output = Result<(), WindowFailed>> + '_ {
+        let started = self.start_window(w);
+        async move {
+            let task = started?;
+            match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err((e, Some(w)))) => Err(WindowFailed::Unwritten(self.io(e), Box::new(w))),
+                Ok(Err((e, None))) => Err(WindowFailed::Unsynced(self.io(e))),
+                // A panic: written or not, the window is gone; taken as written and not
+                // synced (its requests are not sent, their intents forgotten).
+                Err(e) => Err(WindowFailed::Unsynced(
+                    self.io(format!("the write stopped: {e}")),
+                )),
+            }
         }
+    }
+
+    /// The thread that writes `w` (if any) and syncs; its error carries the window back when
+    /// nothing of it was written.
+    fn start_window(&self, w: Window) -> Result<WindowTask, WindowFailed> {
         #[cfg(test)]
-        if self.window_faults.next_fails() {
+        if !w.is_empty() && self.window_faults.next_fails() {
             let e = self.io("no space left on device (a test's fault)");
-            return Err(WindowFailed::Unwritten(e, w));
+            return Err(WindowFailed::Unwritten(e, Box::new(w)));
         }
         if !w.changes.is_empty() {
             self.records_written();
         }
         let kv = self.kv.clone();
-        let done = tokio::task::spawn_blocking(move || match write_in(&kv, &w) {
-            Err(e) => Err((e, Some(w))),
-            Ok(()) => kv.sync().map_err(|e| (e, None)),
-        })
-        .await;
-        match done {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((e, Some(w)))) => Err(WindowFailed::Unwritten(self.io(e), w)),
-            Ok(Err((e, None))) => Err(WindowFailed::Unsynced(self.io(e))),
-            // Written or not, the window is gone: as if written and not synced.
-            Err(e) => Err(WindowFailed::Unsynced(
-                self.io(format!("the write stopped: {e}")),
-            )),
-        }
+        Ok(tokio::task::spawn_blocking(move || {
+            if !w.is_empty() {
+                if let Err(e) = write_in(&kv, &w) {
+                    return Err((e, Some(w)));
+                }
+            }
+            kv.sync().map_err(|e| (e, None))
+        }))
     }
 }
+
+/// A window being written and synced: `Some` window in the error when nothing was written.
+type WindowTask = tokio::task::JoinHandle<Result<(), (String, Option<Window>)>>;
 
 /// One window in one transaction. Confirmations go first, new intents last: an intent recorded
 /// after an object's earlier operation was confirmed is never cleared by that confirmation.
