@@ -82,8 +82,9 @@ impl Store {
     /// Writes a window in one transaction and makes it durable, both on a thread of their own
     /// (encoding a window's records and writing them was ~7% of the thread that sends a first
     /// sync's requests). Started at once, not when the future is first polled: the window is
-    /// written as it was when written on the caller's thread, and a pass abandoned meanwhile
-    /// (the service stopping) leaves it to finish (the runtime waits for it at exit).
+    /// written as early as when the caller's thread wrote it, and a pass abandoned meanwhile
+    /// (the service stopping) leaves it to finish (the runtime waits at exit for a blocking task
+    /// that has started; one not yet started is dropped, as a crash would drop it).
     pub fn write_window_durably(
         &self,
         w: Window,
