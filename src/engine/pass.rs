@@ -479,7 +479,8 @@ async fn note_rejected(
 }
 
 /// What a pass that ran leaves of the deletion guard's state: the removals it held, for a
-/// person to approve, and the approval it used or made stale, dropped.
+/// person to approve; the approval it used or made stale, and a next-run approval used or
+/// not, dropped.
 fn settle_approval(
     store: &Store,
     approval: Option<&crate::plan::guard::Approval>,
