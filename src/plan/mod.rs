@@ -319,16 +319,6 @@ impl Planner<'_> {
             }
             return;
         };
-        let mut want: BTreeSet<Key> = g
-            .members
-            .iter()
-            .filter(|m| self.provisioned(m))
-            .cloned()
-            .collect();
-        if let Some(r) = record {
-            // A held user keeps the memberships it had: a bad entry is not a departure.
-            want.extend(r.members.iter().filter(|m| self.held_known(m)).cloned());
-        }
         let empty = BTreeSet::new();
         let have = record.map(|r| &*r.members).unwrap_or(&empty);
         match record {
@@ -345,8 +335,13 @@ impl Planner<'_> {
             }
             Some(_) => {}
         }
-        let add: Vec<Key> = want.difference(have).cloned().collect();
-        let remove: Vec<Key> = have.difference(&want).cloned().collect();
+        let (add, remove) = member_changes(
+            &g.members,
+            have,
+            |m| self.provisioned(m),
+            // A held user keeps the memberships it had: a bad entry is not a departure.
+            |m| self.held_known(m),
+        );
         for chunk in add.chunks(MEMBER_BATCH) {
             self.out.adds.push(Operation::AddMembers {
                 group: key.clone(),
@@ -362,6 +357,49 @@ impl Planner<'_> {
             });
         }
     }
+}
+
+/// The members to add to and remove from a group that lists `listed` and whose record holds
+/// `have`, each in key order: a listed member is wanted when `provisioned`, and a member the
+/// record holds stays while `kept`. One walk of the two sorted sets: collecting the wanted set
+/// first and comparing it with the record both ways was a tenth of the executor's thread in a
+/// no-change pass at 100k users.
+pub(crate) fn member_changes(
+    listed: &BTreeSet<Key>,
+    have: &BTreeSet<Key>,
+    provisioned: impl Fn(&str) -> bool,
+    kept: impl Fn(&str) -> bool,
+) -> (Vec<Key>, Vec<Key>) {
+    use std::cmp::Ordering;
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    let (mut listed, mut have) = (listed.iter().peekable(), have.iter().peekable());
+    loop {
+        let order = match (listed.peek(), have.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(l), Some(h)) => l.cmp(h),
+        };
+        match order {
+            Ordering::Less => {
+                if let Some(m) = listed.next().filter(|m| provisioned(m)) {
+                    add.push(m.clone());
+                }
+            }
+            Ordering::Greater => {
+                if let Some(m) = have.next().filter(|m| !kept(m)) {
+                    remove.push(m.clone());
+                }
+            }
+            Ordering::Equal => {
+                have.next();
+                if let Some(m) = listed.next().filter(|m| !provisioned(m) && !kept(m)) {
+                    remove.push(m.clone());
+                }
+            }
+        }
+    }
+    (add, remove)
 }
 
 /// Orders user creations so that a manager is created before the people who report to it; a

@@ -539,3 +539,37 @@ proptest! {
         prop_assert_eq!(order_creates(to_create), want);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A group's member changes, found in one walk of the two sorted sets, are what the sets
+    /// say: the listed members provisioned, and the recorded ones kept, are wanted; what is
+    /// wanted and not recorded is added, what is recorded and not wanted removed.
+    #[test]
+    fn member_changes_are_the_differences_of_the_wanted_and_recorded_sets(
+        listed in proptest::collection::btree_set(0u8..24, 0..16),
+        have in proptest::collection::btree_set(0u8..24, 0..16),
+        provisioned in proptest::collection::btree_set(0u8..24, 0..24),
+        kept in proptest::collection::btree_set(0u8..24, 0..24),
+    ) {
+        let key = |n: &u8| -> Key { format!("u{n:02}").into() };
+        let set = |s: &BTreeSet<u8>| s.iter().map(key).collect::<BTreeSet<Key>>();
+        let (listed, have, provisioned, kept) =
+            (set(&listed), set(&have), set(&provisioned), set(&kept));
+        let mut want: BTreeSet<Key> =
+            listed.iter().filter(|m| provisioned.contains(*m)).cloned().collect();
+        want.extend(have.iter().filter(|m| kept.contains(*m)).cloned());
+        let reference = (
+            want.difference(&have).cloned().collect::<Vec<_>>(),
+            have.difference(&want).cloned().collect::<Vec<_>>(),
+        );
+        let walked = member_changes(
+            &listed,
+            &have,
+            |m| provisioned.contains(m),
+            |m| kept.contains(m),
+        );
+        prop_assert_eq!(walked, reference);
+    }
+}
