@@ -40,9 +40,17 @@ impl Refs {
     }
 }
 
-/// Counts of the operations holding each object: (about it, naming it).
+#[cfg(test)]
+impl Refs {
+    pub(super) fn own(&self) -> &Key {
+        &self.own
+    }
+}
+
+/// Counts of the operations holding each object: (about it, naming it). Hashed with a seeded
+/// fast hash: a membership change holds and releases a hundred keys.
 #[derive(Debug, Default)]
-pub(super) struct Holds(HashMap<Key, (u32, u32)>);
+pub(super) struct Holds(HashMap<Key, (u32, u32), foldhash::fast::RandomState>);
 
 impl Holds {
     /// True when an operation with these references must wait for a holder.

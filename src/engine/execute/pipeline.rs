@@ -111,6 +111,43 @@ impl Durable {
     }
 }
 
+/// The operations not yet prepared, in order, and the references of the first, kept while it
+/// waits (the loop asks after every answer; a membership change names a hundred users).
+struct Queue {
+    ops: VecDeque<Operation>,
+    front_refs: Option<Refs>,
+}
+
+impl Queue {
+    fn new(ops: Vec<Operation>) -> Queue {
+        Queue {
+            ops: ops.into(),
+            front_refs: None,
+        }
+    }
+
+    fn front_refs(&mut self) -> Option<&Refs> {
+        let front = self.ops.front()?;
+        Some(self.front_refs.get_or_insert_with(|| Refs::of(front)))
+    }
+
+    fn pop_front(&mut self) -> Option<(Operation, Refs)> {
+        let op = self.ops.pop_front()?;
+        let refs = self.front_refs.take().unwrap_or_else(|| Refs::of(&op));
+        // Gives back what it no longer needs: a first sync's records grow while its
+        // operations are sent, and both at full size would be the peak.
+        if self.ops.capacity() > 4 * self.ops.len() + 1024 {
+            self.ops.shrink_to_fit();
+        }
+        Some((op, refs))
+    }
+
+    fn push_front(&mut self, op: Operation) {
+        self.front_refs = None;
+        self.ops.push_front(op);
+    }
+}
+
 impl<'a, T: Target> Executor<'a, T> {
     /// Sends the operations in order, up to `max` at a time (see the module's comment).
     /// Returns an error only for a failure that stops the run, once what is in flight is done
@@ -123,7 +160,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let target = self.target;
         let store: &'a crate::state::Store = self.store;
         let max = max.max(1);
-        let mut queue: VecDeque<Operation> = ops.into();
+        let mut queue = Queue::new(ops);
         let mut flights = FuturesUnordered::new();
         // Answers that arrived while the executor was busy with something else (`alongside`).
         let mut landed = VecDeque::new();
@@ -146,17 +183,13 @@ impl<'a, T: Target> Executor<'a, T> {
                 if stop.is_some() || staged >= WINDOW {
                     break;
                 }
-                let Some(front) = queue.front() else { break };
-                let refs = Refs::of(front);
-                if busy.blocks(&refs) {
+                match queue.front_refs() {
+                    Some(refs) if !busy.blocks(refs) => {}
+                    _ => break,
+                }
+                let Some((op, refs)) = queue.pop_front() else {
                     break;
-                }
-                let Some(op) = queue.pop_front() else { break };
-                // The queue gives back what it no longer needs: a first sync's records grow
-                // while its operations are sent, and both at full size would be the peak.
-                if queue.capacity() > 4 * queue.len() + 1024 {
-                    queue.shrink_to_fit();
-                }
+                };
                 match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
                     Ok(Some((req, Some(found)))) => {
                         // Settled by a look-up, nothing to send.
@@ -190,11 +223,7 @@ impl<'a, T: Target> Executor<'a, T> {
             // kept waiting.
             let pending = !(open.is_empty() && self.window.is_empty());
             let starved = ready.len() < LOW_WATER || (flights.is_empty() && landed.is_empty());
-            let waited_for = || {
-                queue
-                    .front()
-                    .is_some_and(|op| open.holds.blocks(&Refs::of(op)))
-            };
+            let mut waited_for = || queue.front_refs().is_some_and(|r| open.holds.blocks(r));
             // Once the pass stops, only the last write (after the loop) writes: a store that
             // failed keeps failing, and the loop ends when what is in flight has landed.
             if flushing.is_none() && stop.is_none() && pending && (starved || waited_for()) {
@@ -297,6 +326,7 @@ impl<'a, T: Target> Executor<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Key;
 
     fn entries(n: usize) -> Vec<JournalEntry> {
         (0..n)
@@ -310,6 +340,40 @@ mod tests {
                 latency: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_queue_s_front_references_follow_what_is_pushed_in_front() {
+        let group = |k: &str| Operation::CreateGroup {
+            key: Key::from(k),
+            display_name: k.into(),
+        };
+        let mut q = Queue::new(vec![group("g:1"), group("g:2")]);
+        assert_eq!(
+            q.front_refs().map(|r| r.own().to_string()).as_deref(),
+            Some("g:1")
+        );
+        // A follow-up goes first: the references kept for the old front are not its.
+        q.push_front(group("g:0"));
+        assert_eq!(
+            q.front_refs().map(|r| r.own().to_string()).as_deref(),
+            Some("g:0")
+        );
+        let popped = q
+            .pop_front()
+            .map(|(op, r)| (op.key().to_string(), r.own().to_string()));
+        assert_eq!(popped, Some(("g:0".into(), "g:0".into())));
+        // Popped without being asked about first: its own references still.
+        let popped = q
+            .pop_front()
+            .map(|(op, r)| (op.key().to_string(), r.own().to_string()));
+        assert_eq!(popped, Some(("g:1".into(), "g:1".into())));
+        assert_eq!(
+            q.front_refs().map(|r| r.own().to_string()).as_deref(),
+            Some("g:2")
+        );
+        assert!(q.pop_front().is_some());
+        assert!(q.front_refs().is_none() && q.pop_front().is_none());
     }
 
     #[test]

@@ -187,10 +187,11 @@ impl ScimClient {
         }
     }
 
-    /// Adds a resource the gateway just created to the index, if one is in use.
-    pub(super) async fn remember(&self, resource: &str, doc: &Value) {
+    /// Adds a resource the gateway just created (what it sent, and the id given) to the index,
+    /// if one is in use.
+    pub(super) async fn remember(&self, resource: &str, sent: &Value, id: &str) {
         if let Some(ix) = self.index_slot(resource).lock().await.as_mut() {
-            ix.insert(doc, indexed(resource));
+            ix.insert_as(sent, id, indexed(resource));
         }
     }
 

@@ -102,15 +102,18 @@ impl Index {
         index
     }
 
-    /// Adds one resource (listed, or just created by the gateway).
+    /// Adds one listed resource.
     pub(super) fn insert(&mut self, doc: &Value, attrs: &[Attr]) {
-        let Some(id) = doc
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        else {
+        if let Some(id) = doc.get("id").and_then(Value::as_str) {
+            self.insert_as(doc, id, attrs);
+        }
+    }
+
+    /// Adds one resource under `id` (one the gateway just created: what it sent has no id).
+    pub(super) fn insert_as(&mut self, doc: &Value, id: &str, attrs: &[Attr]) {
+        if id.is_empty() {
             return;
-        };
+        }
         for &attr in attrs {
             if let Some(v) = attr.value_of(doc) {
                 let ids = self.by.entry((attr, attr.normal(v))).or_default();

@@ -92,11 +92,7 @@ impl ScimClient {
                     );
                 }
                 // What was sent, with the id given: the answer may leave attributes out.
-                let mut known = body.clone();
-                if let Some(o) = known.as_object_mut() {
-                    o.insert("id".into(), json!(id));
-                }
-                self.remember(resource, &known).await;
+                self.remember(resource, body, &id).await;
                 Ok(doc)
             }
             Err(e) => {

@@ -291,3 +291,50 @@ proptest::proptest! {
         read_answer(&crate::corpus_tests::mutate(seed, &flips, cut, &insert));
     }
 }
+
+proptest::proptest! {
+    /// A resource's URL is the base joined with its name, the id escaped as one segment, for
+    /// any id (slashes, `?`, `#`, `%`, spaces, non-ASCII) and bases with or without a path.
+    #[test]
+    fn a_resource_url_is_the_base_joined_with_the_resource_and_the_id_one_segment(
+        base in proptest::sample::select(vec![
+            "http://127.0.0.1:8080/", "https://h.example/scim/v2/", "https://h.example/t%20x/scim/",
+        ]),
+        resource in proptest::sample::select(vec!["Users", "Groups", "ServiceProviderConfig"]),
+        id in proptest::option::of(".*"),
+    ) {
+        let base = url::Url::parse(base).unwrap_or_else(|e| panic!("{e}"));
+        let mut want = base.join(resource).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(id) = &id {
+            want.path_segments_mut().unwrap_or_else(|()| panic!("no path")).push(id);
+        }
+        let got = super::client::resource_url(&base, resource, id.as_deref());
+        proptest::prop_assert_eq!(got.as_ref().map(url::Url::as_str), Some(want.as_str()));
+        if let (Some(id), Some(got)) = (id.as_ref().filter(|id| !id.contains(['\t', '\n', '\r'])), &got) {
+            let last = got.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
+            let back = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
+            proptest::prop_assert_eq!(back.as_ref(), id.as_str());
+        }
+    }
+}
+
+#[test]
+fn an_id_a_url_would_lose_characters_of_is_refused_not_sent_as_another() {
+    let cfg = crate::config::Config::parse(
+        "[ldap]\nurl = \"ldap://127.0.0.1:3890\"\nbase_dn = \"dc=example,dc=org\"\n\
+         [target]\nkind = \"scim\"\nurl = \"http://127.0.0.1:8080/scim/v2\"\ntoken = \"t\"\n",
+        std::path::Path::new("/tmp/dirbridge.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client =
+        super::client::ScimClient::new(&cfg.target, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let url = |id: &str| client.url("Users", Some(id)).map(|u| u.to_string());
+    assert_eq!(
+        url("a/b %c").ok().as_deref(),
+        Some("http://127.0.0.1:8080/scim/v2/Users/a%2Fb%20%25c")
+    );
+    for id in ["a\tb", "a\nb", "ab\r"] {
+        let e = url(id).err().unwrap_or_else(|| panic!("{id:?} was named"));
+        assert!(e.to_string().contains("tab or a line break"), "{e}");
+    }
+}
