@@ -14,7 +14,18 @@ cargo test --locked --all-targets --no-run
 # single-threaded Python server each: they run beside the rest (~7 minutes of ~15 otherwise
 # run one after the other), their output printed after it, every failure failing the suite.
 side_log=$(mktemp)
-trap 'rm -f "$side_log"' EXIT
+side=
+# Stopped (Ctrl-C, a timeout), the suite stops what runs beside it too: that job has a process
+# group of its own (set -m), its servers with it.
+stop_side() {
+    if [ -n "$side" ] && kill -0 "$side" 2>/dev/null; then
+        kill -- "-$side" 2>/dev/null || true
+    fi
+    rm -f "$side_log"
+}
+trap stop_side EXIT
+trap 'exit 130' INT TERM
+set -m
 (
     status=0
     cargo test --locked --test e2e_crash_scale || status=$?
@@ -24,6 +35,7 @@ trap 'rm -f "$side_log"' EXIT
     exit "$status"
 ) >"$side_log" 2>&1 &
 side=$!
+set +m
 main_status=0
 cargo test --locked --all-targets -- \
     --skip kill_9_at_random_points_of_a_20000_user_first_sync || main_status=$?

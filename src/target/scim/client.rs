@@ -49,8 +49,14 @@ pub(crate) struct ScimClient {
     pub(super) taken: crate::target::taken::SharedTaken,
 }
 
-/// `{base}/{resource}[/{id}]` for a base whose path ends with `/` (an id holding a tab or a
-/// line break loses them, as a URL drops them: see [`ScimClient::url`]): the base's segments
+/// An id no URL can name: empty, `.` or `..` (a step, not a segment), or holding a tab or a
+/// line break (which a URL drops).
+fn unnameable(id: &str) -> bool {
+    matches!(id, "" | "." | "..") || id.contains(['\t', '\n', '\r'])
+}
+
+/// `{base}/{resource}[/{id}]` for a base whose path ends with `/` (an id [`unnameable`] names
+/// something else: see [`ScimClient::url`]): the base's segments
 /// extended, not a relative URL parsed (`join` parsed the whole URL again for every request, a
 /// twentieth of the executor's thread in a first sync).
 pub(super) fn resource_url(base: &url::Url, resource: &str, id: Option<&str>) -> Option<url::Url> {
@@ -128,10 +134,12 @@ impl ScimClient {
             request: resource.to_string(),
             kind,
         };
-        if let Some(id) = id.filter(|id| id.contains(['\t', '\n', '\r'])) {
-            // A URL drops them: the request would name another object.
+        if let Some(id) = id.filter(|id| unnameable(id)) {
+            // A URL drops them, or reads them as a step up: the request would name another
+            // object (the collection, for `..`).
             return Err(err(TargetErrorKind::BadResponse(format!(
-                "the provider's id {id:?} holds a tab or a line break: it cannot be named in a URL"
+                "the provider's id {id:?} is empty, `.`, `..` or holds a tab or a line break: \
+                 it cannot be named in a URL"
             ))));
         }
         resource_url(&self.base, resource, id).ok_or_else(|| {

@@ -310,7 +310,8 @@ proptest::proptest! {
         }
         let got = super::client::resource_url(&base, resource, id.as_deref());
         proptest::prop_assert_eq!(got.as_ref().map(url::Url::as_str), Some(want.as_str()));
-        if let (Some(id), Some(got)) = (id.as_ref().filter(|id| !id.contains(['\t', '\n', '\r'])), &got) {
+        let nameable = |id: &&String| !matches!(id.as_str(), "" | "." | "..") && !id.contains(['\t', '\n', '\r']);
+        if let (Some(id), Some(got)) = (id.as_ref().filter(nameable), &got) {
             let last = got.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
             let back = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
             proptest::prop_assert_eq!(back.as_ref(), id.as_str());
@@ -319,7 +320,7 @@ proptest::proptest! {
 }
 
 #[test]
-fn an_id_a_url_would_lose_characters_of_is_refused_not_sent_as_another() {
+fn an_id_a_url_cannot_name_is_refused_not_sent_as_another_object() {
     let cfg = crate::config::Config::parse(
         "[ldap]\nurl = \"ldap://127.0.0.1:3890\"\nbase_dn = \"dc=example,dc=org\"\n\
          [target]\nkind = \"scim\"\nurl = \"http://127.0.0.1:8080/scim/v2\"\ntoken = \"t\"\n",
@@ -333,8 +334,13 @@ fn an_id_a_url_would_lose_characters_of_is_refused_not_sent_as_another() {
         url("a/b %c").ok().as_deref(),
         Some("http://127.0.0.1:8080/scim/v2/Users/a%2Fb%20%25c")
     );
-    for id in ["a\tb", "a\nb", "ab\r"] {
+    for id in ["a\tb", "a\nb", "ab\r", ".", "..", ""] {
         let e = url(id).err().unwrap_or_else(|| panic!("{id:?} was named"));
-        assert!(e.to_string().contains("tab or a line break"), "{e}");
+        assert!(e.to_string().contains("cannot be named in a URL"), "{e}");
     }
+    // Dots inside an id are only characters.
+    assert_eq!(
+        url("...").ok().as_deref(),
+        Some("http://127.0.0.1:8080/scim/v2/Users/...")
+    );
 }
