@@ -24,7 +24,8 @@ stop_side() {
     rm -f "$side_log"
 }
 trap stop_side EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 set -m
 (
     status=0
@@ -33,7 +34,7 @@ set -m
         --test e2e_sync --test e2e_crash --test e2e_faults --test e2e_feed --test e2e_daemon \
         || status=$?
     exit "$status"
-) >"$side_log" 2>&1 &
+) </dev/null >"$side_log" 2>&1 &
 side=$!
 set +m
 main_status=0

@@ -276,10 +276,7 @@ fn client(cfg: &TargetConfig) -> Result<reqwest::Client, String> {
         .tcp_keepalive(std::time::Duration::from_secs(30))
         .tls_version_min(reqwest::tls::Version::TLS_1_2)
         // A redirect would carry the credentials to wherever the answer points.
-        .redirect(reqwest::redirect::Policy::none())
-        // What may be sent again is decided by `HttpCore::call` alone; reqwest's own retries
-        // (of HTTP/2 refusals) copied every request's headers up front to be able to.
-        .retry(reqwest::retry::never().max_retries_per_request(0));
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &cfg.ca_file {
         for block in crate::tls::pem_blocks(ca)? {
             let cert = reqwest::Certificate::from_pem(&block).map_err(|e| {

@@ -51,7 +51,7 @@ pub(crate) struct ScimClient {
 
 /// An id no URL can name: empty, `.` or `..` (a step, not a segment), or holding a tab or a
 /// line break (which a URL drops).
-fn unnameable(id: &str) -> bool {
+pub(super) fn unnameable(id: &str) -> bool {
     matches!(id, "" | "." | "..") || id.contains(['\t', '\n', '\r'])
 }
 

@@ -17,6 +17,17 @@ fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
     }
 }
 
+/// `/{resource}/{id}` as the client names it: the id escaped as one segment, or refused.
+fn at(resource: &str, id: &str) -> String {
+    if super::client::unnameable(id) {
+        return format!("/{resource}/{id:?} (not sent: an id no URL can name)");
+    }
+    url::Url::parse("http://h/")
+        .ok()
+        .and_then(|base| super::client::resource_url(&base, resource, Some(id)))
+        .map_or_else(|| format!("/{resource}/{id}"), |u| u.path().to_string())
+}
+
 pub(crate) fn render(req: &Request) -> Vec<Rendered> {
     let ids =
         |m: &[(crate::model::Key, String)]| m.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
@@ -49,16 +60,16 @@ pub(crate) fn render(req: &Request) -> Vec<Rendered> {
             ..
         } => vec![one(
             "PATCH",
-            format!("/Users/{target_id}"),
+            at("Users", target_id),
             Some(encode::user_patch(changes, before, manager_id.as_deref())),
         )],
         Request::DeactivateUser { target_id, .. } => vec![one(
             "PATCH",
-            format!("/Users/{target_id}"),
+            at("Users", target_id),
             Some(encode::deactivate_patch()),
         )],
         Request::DeleteUser { target_id, .. } => {
-            vec![one("DELETE", format!("/Users/{target_id}"), None)]
+            vec![one("DELETE", at("Users", target_id), None)]
         }
         Request::CreateGroup { key, display_name } => vec![one(
             "POST",
@@ -71,25 +82,39 @@ pub(crate) fn render(req: &Request) -> Vec<Rendered> {
             ..
         } => vec![one(
             "PATCH",
-            format!("/Groups/{target_id}"),
+            at("Groups", target_id),
             Some(encode::rename_patch(display_name)),
         )],
         Request::DeleteGroup { target_id, .. } => {
-            vec![one("DELETE", format!("/Groups/{target_id}"), None)]
+            vec![one("DELETE", at("Groups", target_id), None)]
         }
         Request::AddMembers {
             group_id, members, ..
         } => vec![one(
             "PATCH",
-            format!("/Groups/{group_id}"),
+            at("Groups", group_id),
             Some(encode::add_members_patch(&ids(members))),
         )],
         Request::RemoveMembers {
             group_id, members, ..
         } => vec![one(
             "PATCH",
-            format!("/Groups/{group_id}"),
+            at("Groups", group_id),
             Some(encode::remove_members_patch(&ids(members))),
         )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at;
+
+    #[test]
+    fn a_shown_path_names_the_id_as_the_client_does() {
+        assert_eq!(at("Users", "a/b %c"), "/Users/a%2Fb%20%25c");
+        assert_eq!(at("Groups", "g-1"), "/Groups/g-1");
+        for id in ["..", "a\nb", ""] {
+            assert!(at("Users", id).contains("(not sent:"), "{id:?}");
+        }
     }
 }
