@@ -56,9 +56,8 @@ pub(super) fn unnameable(id: &str) -> bool {
 }
 
 /// `{base}/{resource}[/{id}]` for a base whose path ends with `/` (an id [`unnameable`] names
-/// something else: see [`ScimClient::url`]): the base's segments
-/// extended, not a relative URL parsed (`join` parsed the whole URL again for every request, a
-/// twentieth of the executor's thread in a first sync).
+/// something else: see [`ScimClient::url`]): the base's segments extended, not a relative URL
+/// parsed (`join` parsed the whole URL again for every request).
 pub(super) fn resource_url(base: &url::Url, resource: &str, id: Option<&str>) -> Option<url::Url> {
     let mut u = base.clone();
     {
