@@ -14,18 +14,21 @@ use crate::config::TargetConfig;
 /// Longest error detail kept from a target answer.
 pub(crate) const MAX_DETAIL: usize = 500;
 
-/// A request body, already encoded.
+/// A request body, already encoded: shared, not copied, by each attempt to send it.
 pub(crate) struct Body {
     pub content_type: &'static str,
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
 }
 
 impl Body {
     pub(crate) fn json(v: &Value, content_type: &'static str) -> Result<Body, String> {
+        // Room for a user resource at once (grown from nothing, the buffer was copied ~5 times).
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, v)
+            .map_err(|e| format!("the request body could not be encoded: {e}"))?;
         Ok(Body {
             content_type,
-            bytes: serde_json::to_vec(v)
-                .map_err(|e| format!("the request body could not be encoded: {e}"))?,
+            bytes: out.into(),
         })
     }
 }
@@ -216,11 +219,14 @@ impl HttpCore {
         // Read in chunks, and never more than target.max_response_kib: a server's answer cannot
         // make the gateway hold an unbounded body.
         let mut resp = resp;
+        // An answer in one chunk (most) is read where it arrived, not copied.
+        let mut first: Option<bytes::Bytes> = None;
         let mut bytes: Vec<u8> = Vec::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
-                    if bytes.len() + c.len() > self.max_body {
+                    let held = first.as_ref().map_or(0, bytes::Bytes::len);
+                    if held + bytes.len() + c.len() > self.max_body {
                         return Err((
                             err(TargetErrorKind::BadResponse(format!(
                                 "an answer larger than target.max_response_kib ({} KiB)",
@@ -231,15 +237,23 @@ impl HttpCore {
                             None,
                         ));
                     }
-                    bytes.extend_from_slice(&c);
+                    if first.is_none() && bytes.is_empty() {
+                        first = Some(c);
+                    } else {
+                        if let Some(f) = first.take() {
+                            bytes.extend_from_slice(&f);
+                        }
+                        bytes.extend_from_slice(&c);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err((err(transport_kind(&e)), Failure::Unanswered, None)),
             }
         }
+        let bytes: &[u8] = first.as_deref().unwrap_or(&bytes);
         if !shape.is_success(status) {
             return Err((
-                err(shape.http_error(status, &bytes)),
+                err(shape.http_error(status, bytes)),
                 Failure::Status(status.as_u16()),
                 retry_after,
             ));
@@ -247,7 +261,7 @@ impl HttpCore {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
             (
                 err(TargetErrorKind::BadResponse(format!(
                     "HTTP {} with a body that is not JSON ({e})",
@@ -358,5 +372,102 @@ mod query_tests {
             out,
             "error sending request for url (http://idp.example.com/v2/Users): connection reset"
         );
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    //! Answers read whole whatever pieces they arrive in, and refused past the limit.
+
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A server answering every request with `doc`, chunked, `pieces` chunks each flushed on
+    /// its own (so the client reads them one by one).
+    fn chunked(doc: &'static str, pieces: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut out = conn;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+                let size = doc.len().div_ceil(pieces);
+                for part in doc.as_bytes().chunks(size) {
+                    out.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                        .unwrap();
+                    out.write_all(part).unwrap();
+                    out.write_all(b"\r\n").unwrap();
+                    out.flush().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                out.write_all(b"0\r\n\r\n").unwrap();
+            }
+        });
+        port
+    }
+
+    struct Plain;
+    impl ErrorShape for Plain {
+        fn http_error(&self, status: StatusCode, _body: &[u8]) -> TargetErrorKind {
+            TargetErrorKind::Http {
+                status: status.as_u16(),
+                code: None,
+                detail: None,
+            }
+        }
+    }
+
+    async fn get(port: u16, limit_kib: u32) -> Result<Value, TargetError> {
+        let text = format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:3890\"\nbind_dn = \"cn=a\"\nbind_password = \"pw\"\n\
+             base_dn = \"dc=x\"\n[target]\nkind = \"scim\"\nurl = \"http://127.0.0.1:{port}/scim\"\n\
+             token = \"t\"\nretries = 0\nmax_response_kib = {limit_kib}\n"
+        );
+        let cfg = Config::parse(&text, Path::new("/tmp/c.toml")).unwrap();
+        let core = HttpCore::new(&cfg.target, "application/json").unwrap();
+        let req = Outgoing {
+            method: Method::GET,
+            url: url::Url::parse(&format!("http://127.0.0.1:{port}/scim/Users/1")).unwrap(),
+            headers: &[],
+            body: None,
+            label: "GET /Users/1",
+        };
+        core.call(&req, &Plain).await
+    }
+
+    const DOC: &str = r#"{"id":"1","userName":"ann","title":"a title long enough to be cut in pieces, and a little more"}"#;
+
+    #[tokio::test]
+    async fn an_answer_in_one_piece_or_many_reads_the_same() {
+        let whole: Value = serde_json::from_str(DOC).unwrap();
+        for pieces in [1, 2, 7] {
+            let got = get(chunked(DOC, pieces), 64).await.unwrap();
+            assert_eq!(got, whole, "{pieces} pieces");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_is_refused_however_it_arrives() {
+        let big: &'static str =
+            Box::leak(format!(r#"{{"id":"1","pad":"{}"}}"#, "x".repeat(3000)).into_boxed_str());
+        for pieces in [1, 5] {
+            let e = get(chunked(big, pieces), 2).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("larger than target.max_response_kib (2 KiB)"),
+                "{pieces}: {e}"
+            );
+            // Under the limit, the same answer reads whole.
+            assert!(get(chunked(big, pieces), 4).await.is_ok());
+        }
     }
 }

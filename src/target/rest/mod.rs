@@ -162,7 +162,8 @@ impl RestClient {
                         content_type: "application/x-www-form-urlencoded",
                         bytes: template::form(&doc)
                             .map_err(|e| request_error(&label, e))?
-                            .into_bytes(),
+                            .into_bytes()
+                            .into(),
                     },
                 })
             }
