@@ -49,25 +49,36 @@ pub(crate) struct ScimClient {
     pub(super) taken: crate::target::taken::SharedTaken,
 }
 
-/// An id no URL can name: empty, `.` or `..` (a step, not a segment), or holding a tab or a
-/// line break (which a URL drops).
-pub(super) fn unnameable(id: &str) -> bool {
-    matches!(id, "" | "." | "..") || id.contains(['\t', '\n', '\r'])
+/// Why no URL names a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unnamed {
+    /// The id is empty, `.` or `..` (a step, not a segment), or holds a tab or a line break
+    /// (which a URL drops): the URL would name another object (the collection, for `..`).
+    Id,
+    /// The base URL cannot hold a path (`mailto:`-like).
+    Base,
 }
 
-/// `{base}/{resource}[/{id}]` for a base whose path ends with `/` (an id [`unnameable`] names
-/// something else: see [`ScimClient::url`]): the base's segments extended, not a relative URL
-/// parsed (`join` parsed the whole URL again for every request).
-pub(super) fn resource_url(base: &url::Url, resource: &str, id: Option<&str>) -> Option<url::Url> {
+/// `{base}/{resource}[/{id}]` for a base whose path ends with `/`, the id escaped as one
+/// segment, or why no URL names it: the base's segments extended, not a relative URL parsed
+/// (`join` parsed the whole URL again for every request).
+pub(super) fn resource_url(
+    base: &url::Url,
+    resource: &str,
+    id: Option<&str>,
+) -> Result<url::Url, Unnamed> {
+    if id.is_some_and(|id| matches!(id, "" | "." | "..") || id.contains(['\t', '\n', '\r'])) {
+        return Err(Unnamed::Id);
+    }
     let mut u = base.clone();
     {
-        let mut segs = u.path_segments_mut().ok()?;
+        let mut segs = u.path_segments_mut().map_err(|()| Unnamed::Base)?;
         segs.pop_if_empty().push(resource);
         if let Some(id) = id {
             segs.push(id);
         }
     }
-    Some(u)
+    Ok(u)
 }
 
 /// How long a discovery of the provider's abilities is reused.
@@ -133,19 +144,18 @@ impl ScimClient {
             request: resource.to_string(),
             kind,
         };
-        if let Some(id) = id.filter(|id| unnameable(id)) {
-            // A URL drops them, or reads them as a step up: the request would name another
-            // object (the collection, for `..`).
-            return Err(err(TargetErrorKind::BadResponse(format!(
-                "the provider's id {id:?} is empty, `.`, `..` or holds a tab or a line break: \
-                 it cannot be named in a URL"
-            ))));
-        }
-        resource_url(&self.base, resource, id).ok_or_else(|| {
-            err(TargetErrorKind::Config(format!(
-                "target.url {} cannot hold a path",
-                self.base.as_str()
-            )))
+        resource_url(&self.base, resource, id).map_err(|why| {
+            err(match why {
+                Unnamed::Id => TargetErrorKind::BadResponse(format!(
+                    "the provider's id {:?} is empty, `.`, `..` or holds a tab or a line break: \
+                     it cannot be named in a URL",
+                    id.unwrap_or_default()
+                )),
+                Unnamed::Base => TargetErrorKind::Config(format!(
+                    "target.url {} cannot hold a path",
+                    self.base.as_str()
+                )),
+            })
         })
     }
 

@@ -19,13 +19,13 @@ fn one(method: &'static str, path: String, body: Option<Value>) -> Rendered {
 
 /// `/{resource}/{id}` as the client names it: the id escaped as one segment, or refused.
 fn at(resource: &str, id: &str) -> String {
-    if super::client::unnameable(id) {
-        return format!("/{resource}/{id:?} (not sent: an id no URL can name)");
+    use super::client::{resource_url, Unnamed};
+    let base = url::Url::parse("http://h/").map_err(|_| Unnamed::Base);
+    match base.and_then(|base| resource_url(&base, resource, Some(id))) {
+        Ok(u) => u.path().to_string(),
+        Err(Unnamed::Id) => format!("/{resource}/{id:?} (not sent: an id no URL can name)"),
+        Err(Unnamed::Base) => format!("/{resource}/{id}"),
     }
-    url::Url::parse("http://h/")
-        .ok()
-        .and_then(|base| super::client::resource_url(&base, resource, Some(id)))
-        .map_or_else(|| format!("/{resource}/{id}"), |u| u.path().to_string())
 }
 
 pub(crate) fn render(req: &Request) -> Vec<Rendered> {

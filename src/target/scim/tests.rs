@@ -309,9 +309,14 @@ proptest::proptest! {
             want.path_segments_mut().unwrap_or_else(|()| panic!("no path")).push(id);
         }
         let got = super::client::resource_url(&base, resource, id.as_deref());
-        proptest::prop_assert_eq!(got.as_ref().map(url::Url::as_str), Some(want.as_str()));
-        let nameable = |id: &&String| !matches!(id.as_str(), "" | "." | "..") && !id.contains(['\t', '\n', '\r']);
-        if let (Some(id), Some(got)) = (id.as_ref().filter(nameable), &got) {
+        let unnameable = id.as_deref().is_some_and(|id| matches!(id, "" | "." | "..") || id.contains(['\t', '\n', '\r']));
+        if unnameable {
+            // Refused, not sent to whatever the URL would name instead.
+            proptest::prop_assert_eq!(got, Err(super::client::Unnamed::Id));
+            return Ok(());
+        }
+        proptest::prop_assert_eq!(got.as_ref().map(url::Url::as_str), Ok(want.as_str()));
+        if let (Some(id), Ok(got)) = (&id, &got) {
             let last = got.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
             let back = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
             proptest::prop_assert_eq!(back.as_ref(), id.as_str());
