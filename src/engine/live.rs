@@ -439,5 +439,70 @@ impl Desired for Fitted<'_> {
     }
 }
 
+/// What a change feed's pass leaves for the next one besides its desired state.
+pub(crate) struct AfterPass {
+    pub records: Snapshot,
+    pub moved: Moved,
+    pub census: crate::status::Census,
+    pub fit_state: u64,
+    /// The keys the pass planned by scope (None: every key).
+    pub prune_scope: Option<Scope>,
+    pub planned: Scope,
+}
+
+/// The records and live state a change feed keeps between passes: the records refitted where
+/// the pass changed them, its groups sharing their members with the desired state again, and
+/// what is still to do.
+pub(crate) fn kept_for_feed(
+    store: &crate::state::Store,
+    after: AfterPass,
+    wanted: Wanted,
+    policy: &crate::plan::Policy,
+    fit_user: &(dyn Fn(&mut crate::model::User) + Sync),
+) -> Kept {
+    let AfterPass {
+        mut records,
+        moved,
+        census,
+        fit_state,
+        prune_scope,
+        planned,
+    } = after;
+    refit(&mut records, &moved.records, fit_user);
+    if let Wanted::Live { desired, .. } = &wanted {
+        // The groups the pass looked at or wrote share their members with the desired state
+        // again where the two are equal (a record confirmed by this pass, or a group whose
+        // entry changed but not its members, holds a set of its own).
+        let seen = prune_scope.iter().flat_map(|s| &s.groups);
+        for k in seen.chain(&moved.records.groups) {
+            if let Some(r) = records.groups.get_mut(k) {
+                share_group(desired, k, r);
+            }
+        }
+    }
+    let follow = match wanted {
+        Wanted::Live { desired, .. } => {
+            let view = Fitted {
+                desired: &desired,
+                fit: fit_user,
+            };
+            let pending = still_pending(&view, &records, policy, &planned, &moved.records);
+            Some(Follow {
+                desired,
+                pending,
+                known_changed: moved.known,
+            })
+        }
+        Wanted::Full(_) => None,
+    };
+    Kept {
+        generation: store.records_generation(),
+        records,
+        fit_state,
+        census,
+        follow,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -257,20 +257,8 @@ async fn run_inner<T: Target>(
     };
     let managed = records.users.len() + records.groups.len();
     let approval = crate::state::approvals::deletion_approval(store.path())?;
-    let verdict = crate::plan::guard::hold(ops, managed, &cfg.sync.guard, approval.as_ref());
+    let verdict = guard_removals(ops, managed, cfg, approval.as_ref(), summary);
     let (ops, held) = (verdict.ops, verdict.held);
-    if let Some(h) = &held {
-        summary.deletions_held = h.count as u64;
-        tracing::error!(
-            held = h.count,
-            managed = h.managed,
-            max_deletions = cfg.sync.guard.max_count,
-            max_percent = cfg.sync.guard.max_percent,
-            sample = ?h.sample,
-            "accidental-deletion guard: {} deactivations/deletions held back, nothing removed; check the directory read, then run `dirbridge approve-deletes` to let them through",
-            h.count
-        );
-    }
     tracing::info!(operations = ops.len(), "plan ready");
     let changed_at = match input {
         Input::Feed(feed) => feed.changed_at().clone(),
@@ -281,43 +269,12 @@ async fn run_inner<T: Target>(
         Input::Directory | Input::Feed(_) => None,
     };
     let waiting = if honour_backoff {
-        let now = time::OffsetDateTime::now_utc();
-        store
-            .errors()?
-            .into_iter()
-            .filter(|e| e.retry_time().is_some_and(|t| t > now))
-            .map(|e| (Key::from(e.key.as_str()), e))
-            .collect()
+        waiting_errors(store)?
     } else {
         Default::default()
     };
-    // Writes interrupted by a crash, or whose answer was lost: the creates among them are
-    // looked up (and taken over, as ours) before anything is sent again; the rest are
-    // re-planned from the records like any other difference.
-    let interrupted = store.intents()?;
-    if !interrupted.is_empty() {
-        tracing::warn!(
-            count = interrupted.len(),
-            "writes interrupted by a crash or a lost answer: their objects are looked up on the target before anything is sent again"
-        );
-    }
-    // Many creates: the target is listed once, so that creates of free names go without a
-    // look-up each. A listing that fails costs only the look-ups, unless the target is down.
-    let creates = |user: bool| {
-        ops.iter()
-            .filter(|op| match op {
-                crate::plan::Operation::CreateUser { .. } => user,
-                crate::plan::Operation::CreateGroup { .. } => !user,
-                _ => false,
-            })
-            .count()
-    };
-    if let Err(e) = target.expect_creates(creates(true), creates(false)).await {
-        if stops_run(target, &e).await {
-            return Err(EngineError::Target(e));
-        }
-        tracing::warn!(error = %e, "listing the target for this run's creates failed: each create is looked up first");
-    }
+    let interrupted = interrupted_writes(store)?;
+    list_for_creates(target, &ops).await?;
     let fitted;
     let desired: &(dyn crate::model::Desired + Sync) = match &wanted {
         live::Wanted::Full(d) => d,
@@ -350,7 +307,7 @@ async fn run_inner<T: Target>(
     let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
     exec.summary.census = Some(exec.census);
     let census = exec.census;
-    let mut records = std::mem::take(&mut exec.records);
+    let records = std::mem::take(&mut exec.records);
     let moved = exec.moved.take().unwrap_or_default();
     sent?;
     match &prune_scope {
@@ -365,43 +322,97 @@ async fn run_inner<T: Target>(
     settle_approval(store, approval.as_ref(), held.as_ref(), verdict.approved)?;
     if let Input::Feed(feed) = input {
         feed.save(store).await?;
-        live::refit(&mut records, &moved.records, &fit_user);
-        if let live::Wanted::Live { desired, .. } = &wanted {
-            // The groups the pass looked at or wrote share their members with the desired
-            // state again where the two are equal (a record confirmed by this pass, or a
-            // group whose entry changed but not its members, holds a set of its own).
-            let seen = prune_scope.iter().flat_map(|s| &s.groups);
-            for k in seen.chain(&moved.records.groups) {
-                if let Some(r) = records.groups.get_mut(k) {
-                    live::share_group(desired, k, r);
-                }
-            }
-        }
-        let follow = match wanted {
-            live::Wanted::Live { desired, .. } => {
-                let view = live::Fitted {
-                    desired: &desired,
-                    fit: &fit_user,
-                };
-                let pending =
-                    live::still_pending(&view, &records, &policy, &planned, &moved.records);
-                Some(live::Follow {
-                    desired,
-                    pending,
-                    known_changed: moved.known,
-                })
-            }
-            live::Wanted::Full(_) => None,
-        };
-        feed.keep(live::Kept {
-            generation: store.records_generation(),
+        let after = live::AfterPass {
             records,
-            fit_state,
+            moved,
             census,
-            follow,
-        });
+            fit_state,
+            prune_scope,
+            planned,
+        };
+        feed.keep(live::kept_for_feed(
+            store, after, wanted, &policy, &fit_user,
+        ));
     } else {
         drop_aside((records, wanted));
+    }
+    Ok(())
+}
+
+/// The accidental-deletion guard over a plan: removals past its limits are held back (and
+/// logged) unless approved.
+fn guard_removals(
+    ops: Vec<crate::plan::Operation>,
+    managed: usize,
+    cfg: &Config,
+    approval: Option<&crate::plan::guard::Approval>,
+    summary: &mut Summary,
+) -> crate::plan::guard::Verdict {
+    let verdict = crate::plan::guard::hold(ops, managed, &cfg.sync.guard, approval);
+    if let Some(h) = &verdict.held {
+        summary.deletions_held = h.count as u64;
+        tracing::error!(
+            held = h.count,
+            managed = h.managed,
+            max_deletions = cfg.sync.guard.max_count,
+            max_percent = cfg.sync.guard.max_percent,
+            sample = ?h.sample,
+            "accidental-deletion guard: {} deactivations/deletions held back, nothing removed; check the directory read, then run `dirbridge approve-deletes` to let them through",
+            h.count
+        );
+    }
+    verdict
+}
+
+/// The objects whose last operation the target refused and whose retry time has not come.
+fn waiting_errors(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<Key, ObjectError>, StateError> {
+    let now = time::OffsetDateTime::now_utc();
+    Ok(store
+        .errors()?
+        .into_iter()
+        .filter(|e| e.retry_time().is_some_and(|t| t > now))
+        .map(|e| (Key::from(e.key.as_str()), e))
+        .collect())
+}
+
+/// Writes interrupted by a crash, or whose answer was lost: the creates among them are looked
+/// up (and taken over, as ours) before anything is sent again; the rest are re-planned from the
+/// records like any other difference.
+fn interrupted_writes(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<Key, crate::state::Intent>, StateError> {
+    let interrupted = store.intents()?;
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            count = interrupted.len(),
+            "writes interrupted by a crash or a lost answer: their objects are looked up on the target before anything is sent again"
+        );
+    }
+    Ok(interrupted)
+}
+
+/// Many creates: the target is listed once, so that creates of free names go without a look-up
+/// each. A listing that fails costs only the look-ups, unless the target is down.
+async fn list_for_creates<T: Target>(
+    target: &T,
+    ops: &[crate::plan::Operation],
+) -> Result<(), EngineError> {
+    let creates = |user: bool| {
+        ops.iter()
+            .filter(|op| match op {
+                crate::plan::Operation::CreateUser { .. } => user,
+                crate::plan::Operation::CreateGroup { .. } => !user,
+                _ => false,
+            })
+            .count()
+    };
+    if let Err(e) = target.expect_creates(creates(true), creates(false)).await {
+        if stops_run(target, &e).await {
+            return Err(EngineError::Target(e));
+        }
+        tracing::warn!(error = %e, "listing the target for this run's creates failed: each create is looked up first");
     }
     Ok(())
 }
