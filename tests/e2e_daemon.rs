@@ -73,8 +73,17 @@ fn the_service_follows_changes_serves_status_and_stops_cleanly() {
     assert_eq!(doc["ready"], true, "{doc}");
     assert_eq!(doc["store"]["users"], 3);
 
-    let (status, metrics) = http_get(port, "/metrics").unwrap();
-    assert_eq!(status, 200);
+    // The store's counts are read live; the operations are counted when the pass ends.
+    let mut metrics = String::new();
+    assert!(
+        wait_until(10, || {
+            let (status, body) = http_get(port, "/metrics").unwrap();
+            assert_eq!(status, 200);
+            metrics = body;
+            metrics.contains("dirbridge_operations_total{op=\"deactivate_user\"} 1")
+        }),
+        "{metrics}"
+    );
     assert!(metrics.contains("dirbridge_up 1"), "{metrics}");
     assert!(
         metrics.contains("dirbridge_operations_total{op=\"create_user\"} 3"),
