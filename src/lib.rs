@@ -10,6 +10,7 @@
 //! dead code shows; the parsers are fuzzed from inside (`corpus_tests`).
 
 pub(crate) mod backoff;
+pub(crate) mod check;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;

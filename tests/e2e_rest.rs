@@ -575,3 +575,56 @@ fn a_group_deleted_and_made_again_is_never_bound_to_the_deleted_object() {
     assert_ne!(env.rest.group("sales").unwrap()["id"], old["id"]);
     assert_eq!(env.rest.member_names("sales"), ["bob", "carol"]);
 }
+
+/// `check` on a REST API (json-server behind a real OAuth 2.0 server): the token is fetched and
+/// a page of users read with it; a wrong client secret fails the credentials line; an API that
+/// cannot list proves them by a look-up.
+#[test]
+fn check_proves_the_credentials_by_reading_and_says_when_it_cannot() {
+    let mut env = RestEnv::start(RestAuth::OAuth2 { ttl: 3600 });
+    // The secret files as an administrator leaves them (else a warning each).
+    for f in std::fs::read_dir(env.dir.path()).unwrap().flatten() {
+        if f.path().is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let line = |r: &common::Run, head: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(head))
+            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
+            .to_string()
+    };
+    assert!(line(&r, "OK    target ").contains("REST "), "{r:?}");
+    assert!(
+        line(&r, "OK    credentials ").contains("the preflight read a page of users"),
+        "{r:?}"
+    );
+    assert!(env.rest.users().is_empty(), "check wrote to the API");
+
+    env.auth = Some(format!(
+        "[target.auth]\ntype = \"oauth2\"\ntoken_url = \"{}\"\nclient_id = \"dirbridge-gw\"\nclient_secret = \"wrong-secret\"\n",
+        env.rest.token_url()
+    ));
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let failed = line(&r, "FAIL  credentials ");
+    assert!(
+        failed.contains("invalid_client") || failed.contains("401"),
+        "{r:?}"
+    );
+    assert!(!r.all().contains("wrong-secret") && !r.all().contains(CLIENT_SECRET));
+
+    env.auth = None;
+    env.events = events_without(&["list_users", "list_groups"]);
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        line(&r, "OK    credentials ").contains("a look-up of the userName"),
+        "{r:?}"
+    );
+    assert!(env.rest.users().is_empty(), "check wrote to the API");
+}

@@ -380,7 +380,9 @@ impl Config {
             source,
         })?;
         let config = Self::parse(&text, path)?;
-        warn_if_world_readable(path, &text);
+        for w in file_warnings(path, &text) {
+            tracing::warn!(file = %path.display(), "{}", w.problem);
+        }
         Ok(config)
     }
 
@@ -417,23 +419,57 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-#[cfg(unix)]
-fn warn_if_world_readable(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let holds_secret = text.lines().any(raw::is_secret_line);
-    if let Ok(meta) = std::fs::metadata(path) {
-        if holds_secret && meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                "the config file holds a secret and is readable by every local user; \
-                 chmod 600 it or move the secret to a *_file or *_env key"
-            );
+/// Something about the configuration's files an administrator should mend, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileWarning {
+    pub problem: String,
+    pub fix: String,
+}
+
+/// Secrets other local users can read: the config file holding one inline, or a secret file
+/// (`*_file`) readable by its group or by everyone. `text` is the config file's content.
+pub(crate) fn file_warnings(path: &Path, text: &str) -> Vec<FileWarning> {
+    let mut out = Vec::new();
+    let inline = text.lines().any(raw::is_secret_line);
+    if inline && mode_of(path).is_some_and(|m| m & 0o004 != 0) {
+        out.push(FileWarning {
+            problem: "the config file holds a secret and is readable by every local user".into(),
+            fix: format!(
+                "chmod 600 {}, or move the secret to a *_file or *_env key",
+                path.display()
+            ),
+        });
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    for (key, file) in raw::secret_files(text) {
+        let file = base.join(file);
+        if let Some(mode) = mode_of(&file).filter(|m| m & 0o044 != 0) {
+            out.push(FileWarning {
+                problem: format!(
+                    "secret file {} (`{key}`) is readable by other local users (mode {:o})",
+                    file.display(),
+                    mode & 0o777
+                ),
+                fix: format!(
+                    "chmod 600 {} (owned by the user the gateway runs as)",
+                    file.display()
+                ),
+            });
         }
     }
+    out
+}
+
+#[cfg(unix)]
+fn mode_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
 }
 
 #[cfg(not(unix))]
-fn warn_if_world_readable(_path: &Path, _text: &str) {}
+fn mode_of(_path: &Path) -> Option<u32> {
+    None
+}
 
 #[cfg(test)]
 mod rest_tests;

@@ -38,7 +38,7 @@ const KEEPALIVE_PROBES: u32 = 3;
 
 /// Opens the TCP connection ldap3 will speak over (it cannot set socket options itself), with
 /// keepalive on. The host and port come from the URL; TLS is still set up by ldap3.
-async fn connect_tcp(cfg: &LdapConfig) -> Result<tokio::net::TcpStream, SourceError> {
+pub(crate) async fn connect_tcp(cfg: &LdapConfig) -> Result<tokio::net::TcpStream, SourceError> {
     let fail = |reason: String| SourceError::Connect {
         url: cfg.url.clone(),
         reason,

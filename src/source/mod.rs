@@ -14,6 +14,7 @@ pub(crate) mod result_text;
 pub(crate) mod schema;
 pub(crate) mod sid;
 pub(crate) mod syncrepl;
+pub(crate) mod tls_probe;
 pub(crate) mod wire;
 
 /// A failure to read the directory. Any of these aborts the run before anything is planned:

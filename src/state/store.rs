@@ -32,6 +32,16 @@ pub enum StateError {
     },
 }
 
+/// Why a store cannot be opened while another process has it open.
+const IN_USE: &str = "it is in use by another dirbridge process";
+
+impl StateError {
+    /// The store is open in another process (the service, another sync).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, StateError::Open { reason, .. } if reason == IN_USE)
+    }
+}
+
 /// An object the last runs could not read or push, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectError {
@@ -162,7 +172,7 @@ impl Store {
         create_private_dir(path).map_err(|e| open_err(format!("cannot create the folder: {e}")))?;
         migrate::from_sled(path, cache_capacity).map_err(open_err)?;
         let kv = Kv::open(&kv::file(path), cache_capacity).map_err(|e| match e {
-            kv::OpenError::InUse => open_err("it is in use by another dirbridge process".into()),
+            kv::OpenError::InUse => open_err(IN_USE.into()),
             kv::OpenError::Other(e) => open_err(format!("{}: {e}", kv::file(path).display())),
         })?;
         restrict_files(path);

@@ -79,6 +79,12 @@ impl Target for AnyTarget {
     fn can_list(&self) -> bool {
         each!(self, t => t.can_list())
     }
+    fn declared(&self) -> super::Declared {
+        each!(self, t => t.declared())
+    }
+    fn unsent_required(&self, sample: &User) -> Vec<String> {
+        each!(self, t => t.unsent_required(sample))
+    }
     fn quirks(&self) -> Vec<Quirk> {
         each!(self, t => t.quirks())
     }

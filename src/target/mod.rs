@@ -206,6 +206,15 @@ impl TargetError {
     }
 }
 
+/// What a target said about itself at preflight (`check` shows it).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Declared {
+    /// Its abilities, a short phrase each (`PATCH: yes`, `filter: no`).
+    pub abilities: Vec<String>,
+    /// The attribute paths its User schema marks required (lower case), when it published one.
+    pub user_required: Vec<String>,
+}
+
 /// What the engine needs from a target. Methods take resolved target ids; keys are passed only
 /// to be stored as the target's external id.
 pub(crate) trait Target: Send + Sync {
@@ -251,6 +260,15 @@ pub(crate) trait Target: Send + Sync {
     /// Whether the target's users can be listed (what `resync` reads).
     fn can_list(&self) -> bool {
         true
+    }
+    /// What the last preflight read of the target's description of itself.
+    fn declared(&self) -> Declared {
+        Declared::default()
+    }
+    /// The attributes the target's User schema requires that a user like `sample` (every
+    /// mapped field set) would be sent without.
+    fn unsent_required(&self, _sample: &User) -> Vec<String> {
+        Vec::new()
     }
     /// What the target was found to do differently from its protocol, and what is done about it.
     fn quirks(&self) -> Vec<quirks::Quirk> {

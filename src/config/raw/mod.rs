@@ -27,7 +27,37 @@ const SECRET_KEYS: &[&str] = &[
     "password",
     "api_key",
     "value",
+    "status_token",
 ];
+
+/// The files the configuration reads secrets from (`<secret key>_file = "..."`, anywhere in the
+/// file), as written: each key with its path relative to the config file's folder.
+pub(super) fn secret_files(text: &str) -> Vec<(String, String)> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => walk(&key, t, out),
+                toml::Value::String(file)
+                    if k.strip_suffix("_file")
+                        .is_some_and(|base| SECRET_KEYS.contains(&base)) =>
+                {
+                    out.push((key, file.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        walk("", &table, &mut out);
+    }
+    out
+}
 
 /// True when a line of the file assigns a secret inline.
 pub(super) fn is_secret_line(line: &str) -> bool {

@@ -311,6 +311,20 @@ async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A connection upgraded by StartTLS, for a TLS client of its own (`check`'s probe).
+pub(crate) async fn start_tls_plain(
+    cfg: &LdapConfig,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio::net::TcpStream, String> {
+    let mut tcp = BufReader::new(tcp);
+    let max = cfg.max_message_kib.saturating_mul(1024);
+    match tokio::time::timeout(cfg.timeout, start_tls(&mut tcp, max)).await {
+        Ok(r) => r.map_err(|e| format!("StartTLS: {e}"))?,
+        Err(_) => return Err("StartTLS: no answer within ldap.timeout_secs".into()),
+    }
+    Ok(tcp.into_inner())
+}
+
 /// RFC 4511 §4.14: asks for TLS (message id 1; ldap3's own ids start later on another
 /// layer and never overlap with an operation that is finished) and checks the answer.
 async fn start_tls<S: AsyncRead + AsyncWrite + Unpin>(

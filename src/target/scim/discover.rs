@@ -23,6 +23,28 @@ pub(super) struct Capabilities {
     pub user_extensions: Option<BTreeSet<String>>,
 }
 
+/// The core attribute paths a resource sets, lower case: `username`, `name`, `name.givenname`,
+/// `emails`, `emails.value` (as a schema's attributes and sub-attributes name them).
+pub(super) fn paths_of(doc: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(map) = doc.as_object() else {
+        return out;
+    };
+    for (k, v) in map {
+        let k = k.to_lowercase();
+        let subs: Vec<&serde_json::Map<String, Value>> = match v {
+            Value::Object(o) => vec![o],
+            Value::Array(a) => a.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        };
+        for sub in subs {
+            out.extend(sub.keys().map(|s| format!("{k}.{}", s.to_lowercase())));
+        }
+        out.insert(k);
+    }
+    out
+}
+
 /// The `Resources` of a ListResponse, or the body itself when it is a bare array (as some
 /// providers answer discovery requests).
 fn resources(doc: &Value) -> Vec<&Value> {
@@ -110,6 +132,33 @@ impl Capabilities {
         if names.contains("username") {
             self.user_attrs = Some(names);
             self.user_required = required;
+        }
+    }
+
+    /// What `check` shows of it.
+    pub(super) fn declared(&self) -> crate::target::Declared {
+        let said = |b: Option<bool>| match b {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "not said",
+        };
+        let mut abilities = vec![
+            format!("PATCH: {}", said(self.patch)),
+            match (self.filter, self.max_results) {
+                (Some(true), Some(n)) => format!("filter: yes (at most {n} results)"),
+                (f, _) => format!("filter: {}", said(f)),
+            },
+        ];
+        abilities.push(match &self.user_attrs {
+            Some(a) => format!("User schema: {} attributes", a.len()),
+            None => "User schema: not published".into(),
+        });
+        if let Some(ext) = &self.user_extensions {
+            abilities.push(format!("User extensions: {}", ext.len()));
+        }
+        crate::target::Declared {
+            abilities,
+            user_required: self.user_required.iter().cloned().collect(),
         }
     }
 

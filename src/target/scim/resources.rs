@@ -246,6 +246,26 @@ impl Target for ScimClient {
         self.quirks.list()
     }
 
+    fn unsent_required(&self, sample: &User) -> Vec<String> {
+        let required = match self.caps.read() {
+            Ok(c) => c.user_required.clone(),
+            Err(_) => return Vec::new(),
+        };
+        let mut sample = sample.clone();
+        self.fit_user(&mut sample);
+        let sent = super::discover::paths_of(&super::encode::user_resource("k", &sample, None));
+        required
+            .into_iter()
+            // Set by the provider, or by the client when the schema asks (`name.formatted`).
+            .filter(|p| !matches!(p.as_str(), "id" | "meta" | "schemas" | "name.formatted"))
+            .filter(|p| !sent.contains(p))
+            .collect()
+    }
+
+    fn declared(&self) -> crate::target::Declared {
+        self.caps.read().map(|c| c.declared()).unwrap_or_default()
+    }
+
     fn remember_quirks(&self, quirks: &[Quirk]) {
         for q in quirks {
             let path =

@@ -1,0 +1,330 @@
+//! The directory: the connection and bind as a sync makes them, its TLS described, the users and
+//! groups in scope counted, and the attribute that carries memberships looked for.
+
+use std::time::Instant;
+
+use super::Finding;
+use crate::config::{Config, LdapConfig, Membership, TlsMode};
+use crate::source::ldap::Session;
+use crate::source::tls_probe::{self, TlsFacts, Trust};
+use crate::source::SourceError;
+
+/// A certificate that expires within this many days is a warning.
+const EXPIRY_WARNING_DAYS: i32 = 30;
+
+pub(super) async fn check(cfg: &Config) -> Vec<Finding> {
+    let l = &cfg.ldap;
+    let mut out = Vec::new();
+    let started = Instant::now();
+    let session = Session::open(l).await;
+    let took = started.elapsed().as_millis();
+    // The TLS is described whether or not the connection went through: a certificate that
+    // fails is the likeliest reason it did not.
+    out.extend(tls(l).await);
+    let mut session = match session {
+        Ok(s) => {
+            let who = l
+                .bind_dn
+                .as_deref()
+                .map_or_else(|| "anonymously".to_string(), |dn| format!("as {dn}"));
+            out.insert(
+                0,
+                Finding::ok(
+                    "directory",
+                    format!("{} reached and bound {who} in {took} ms", l.url),
+                ),
+            );
+            s
+        }
+        Err(e) => {
+            out.insert(0, connect_failure(l, &e));
+            return out;
+        }
+    };
+    let users = count(&mut session, &l.user_base, &l.user_filter).await;
+    let groups = count(&mut session, &l.group_base, &l.group_filter).await;
+    out.push(scope_line("users", &l.user_base, &l.user_filter, &users));
+    out.push(scope_line(
+        "groups",
+        &l.group_base,
+        &l.group_filter,
+        &groups,
+    ));
+    if let (Ok(users), Ok(groups)) = (users, groups) {
+        if let Some(f) = memberships(cfg, &mut session, users, groups).await {
+            out.push(f);
+        }
+    }
+    session.close().await;
+    out
+}
+
+fn connect_failure(l: &LdapConfig, e: &SourceError) -> Finding {
+    let fix = match e {
+        SourceError::Bind { .. } => {
+            "check ldap.bind_dn and the bind password (an AD account may also be locked or expired)"
+        }
+        SourceError::Tls { .. } => {
+            "check ldap.ca_file: it must hold the CA that signed the server's certificate"
+        }
+        _ if l.tls != TlsMode::Plain && e.to_string().contains("certificate") => {
+            "put the CA that signed the server's certificate in ldap.ca_file, and name the server in ldap.url as its certificate does (the tls line says how)"
+        }
+        _ => "check ldap.url (host and port), that the server runs, and that no firewall is in the way",
+    };
+    Finding::fail("directory", e.to_string(), fix)
+}
+
+/// The TLS line: what was negotiated and who vouched for the certificate.
+async fn tls(l: &LdapConfig) -> Vec<Finding> {
+    let host = url::Url::parse(&l.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    // As the config's rule has it: plain LDAP on loopback is fine, but not to a domain controller.
+    let on_loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = on_loopback && l.profile != crate::config::Profile::ActiveDirectory;
+    match tls_probe::probe(l).await {
+        Ok(None) if loopback => vec![Finding::ok("tls", "none (plain LDAP on this machine's loopback)")],
+        Ok(None) => vec![Finding::warn(
+            "tls",
+            "none: the bind password and every entry cross the network in clear",
+            "use ldaps:// or set ldap.starttls = true (AD: LDAPS on port 636)",
+        )],
+        Ok(Some(facts)) => describe(l.tls_verify, &facts),
+        // The connection line says why it failed, if it did.
+        Err(e) => vec![Finding::fail(
+            "tls",
+            format!("no TLS handshake: {e}"),
+            "check ldap.url: LDAPS (ldaps://, port 636) or StartTLS (ldap://, port 389) as the server offers",
+        )],
+    }
+}
+
+fn describe(tls_verify: bool, f: &TlsFacts) -> Vec<Finding> {
+    let names = if f.names.is_empty() {
+        String::new()
+    } else {
+        format!(" (names: {})", f.names.join(", "))
+    };
+    let mut line = format!(
+        "{} {}, certificate {}{names}, issued by {}, valid until {} ({} left)",
+        f.protocol,
+        f.cipher,
+        f.subject,
+        f.issuer,
+        f.not_after,
+        days(f.days_left)
+    );
+    let mut out = Vec::new();
+    match &f.verified {
+        Ok(Trust::CaFile(root)) => line.push_str(&format!(", verified by {root} from ldap.ca_file")),
+        Ok(Trust::System(root)) => {
+            line.push_str(&format!(", verified by {root} from the system's trust store"))
+        }
+        Err(why) if !tls_verify => out.push(Finding::warn(
+            "tls",
+            format!("the certificate is not verified (ldap.tls_verify = false); it would fail: {why}"),
+            "put the CA that signed it in ldap.ca_file and remove ldap.tls_verify = false",
+        )),
+        Err(why) => out.push(Finding::fail(
+            "tls",
+            format!("the certificate does not verify: {why}"),
+            "put the CA that signed it in ldap.ca_file, and name the server in ldap.url as the certificate does",
+        )),
+    }
+    let level_line = if f.days_left < 0 {
+        Finding::fail(
+            "tls",
+            line,
+            "the server's certificate has expired: renew it",
+        )
+    } else if f.days_left < EXPIRY_WARNING_DAYS {
+        Finding::warn(
+            "tls",
+            line,
+            format!(
+                "the server's certificate expires in {}: renew it",
+                days(f.days_left)
+            ),
+        )
+    } else {
+        Finding::ok("tls", line)
+    };
+    out.insert(0, level_line);
+    out
+}
+
+fn days(n: i32) -> String {
+    if n.abs() == 1 {
+        format!("{n} day")
+    } else {
+        format!("{n} days")
+    }
+}
+
+/// Entries matching `filter` under `base`, no attributes read.
+async fn count(session: &mut Session, base: &str, filter: &str) -> Result<u64, SourceError> {
+    let mut n = 0u64;
+    session
+        .search_paged(base, filter, &["1.1".to_string()], |_| n += 1)
+        .await?;
+    Ok(n)
+}
+
+fn scope_line(
+    what: &'static str,
+    base: &str,
+    filter: &str,
+    n: &Result<u64, SourceError>,
+) -> Finding {
+    let key = if what == "users" { "user" } else { "group" };
+    match n {
+        Ok(0) if what == "users" => Finding::warn(
+            what,
+            format!("no entry under {base} matches {filter}: a sync would find nobody"),
+            format!("check ldap.{key}_base and ldap.{key}_filter"),
+        ),
+        Ok(0) => Finding::warn(
+            what,
+            format!("no entry under {base} matches {filter}: users would be synced without groups"),
+            format!("check ldap.{key}_base and ldap.{key}_filter"),
+        ),
+        Ok(n) => Finding::ok(what, format!("{n} in scope (under {base}, {filter})")),
+        Err(e) => Finding::fail(
+            what,
+            e.to_string(),
+            format!("check ldap.{key}_base and ldap.{key}_filter, and that the bind account may read there"),
+        ),
+    }
+}
+
+/// Whether the attribute that carries memberships is there to be read.
+async fn memberships(
+    cfg: &Config,
+    session: &mut Session,
+    users: u64,
+    groups: u64,
+) -> Option<Finding> {
+    if users == 0 || groups == 0 {
+        return None;
+    }
+    let l = &cfg.ldap;
+    let (base, filter, attr, of, whole) = match l.membership {
+        Membership::MemberOf => (
+            &l.user_base,
+            &l.user_filter,
+            &cfg.mapping.member_of_attribute,
+            "users",
+            users,
+        ),
+        Membership::Member => (
+            &l.group_base,
+            &l.group_filter,
+            &cfg.mapping.member_attribute,
+            "groups",
+            groups,
+        ),
+    };
+    let with = format!("(&{filter}({attr}=*))");
+    Some(match count(session, base, &with).await {
+        Ok(0) if l.membership == Membership::MemberOf => Finding::warn(
+            "membership",
+            format!("none of the {users} users carries {attr}, though {groups} groups are in scope: no user would be put in a group"),
+            "the server may not keep memberOf (OpenLDAP: load the memberof overlay); or set ldap.membership = \"member\" to read the groups' members",
+        ),
+        Ok(0) => Finding::warn(
+            "membership",
+            format!("none of the {groups} groups lists a member in {attr}"),
+            "check mapping.member_attribute (groupOfNames: member, groupOfUniqueNames: uniqueMember, posixGroup: memberUid)",
+        ),
+        Ok(n) => Finding::ok(
+            "membership",
+            format!("{n} of the {whole} {of} carry {attr} (ldap.membership = \"{}\")", match l.membership {
+                Membership::MemberOf => "memberOf",
+                Membership::Member => "member",
+            }),
+        ),
+        Err(e) => Finding::warn(
+            "membership",
+            format!("cannot look for {attr}: {e}"),
+            format!("check that the bind account may read {attr}"),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Level;
+
+    fn facts(days_left: i32, verified: Result<Trust, String>) -> TlsFacts {
+        TlsFacts {
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            subject: "CN=dc1.corp.example".into(),
+            issuer: "CN=Corp Issuing CA".into(),
+            names: vec!["dc1.corp.example".into()],
+            not_after: "Mar  1 00:00:00 2027 GMT".into(),
+            days_left,
+            verified,
+        }
+    }
+
+    fn levels(f: &[Finding]) -> Vec<Level> {
+        f.iter().map(|f| f.level).collect()
+    }
+
+    #[test]
+    fn a_certificate_is_ok_until_a_month_before_it_expires_and_fails_once_expired() {
+        let by_file = || Ok(Trust::CaFile("CN=Corp Root".into()));
+        let ok = describe(true, &facts(93, by_file()));
+        assert_eq!(levels(&ok), [Level::Ok]);
+        assert!(ok[0].detail.contains("(93 days left)"), "{ok:?}");
+        assert!(
+            ok[0]
+                .detail
+                .ends_with("verified by CN=Corp Root from ldap.ca_file"),
+            "{ok:?}"
+        );
+        let system = describe(true, &facts(93, Ok(Trust::System("CN=Public Root".into()))));
+        assert!(
+            system[0].detail.ends_with("from the system's trust store"),
+            "{system:?}"
+        );
+        let soon = describe(true, &facts(29, by_file()));
+        assert_eq!(levels(&soon), [Level::Warn]);
+        assert_eq!(
+            soon[0].fix.as_deref(),
+            Some("the server's certificate expires in 29 days: renew it")
+        );
+        assert_eq!(
+            levels(&describe(true, &facts(-1, by_file()))),
+            [Level::Fail]
+        );
+        assert!(describe(true, &facts(1, by_file()))[0]
+            .detail
+            .contains("(1 day left)"));
+    }
+
+    #[test]
+    fn an_unverified_certificate_fails_unless_verification_is_off_on_purpose() {
+        let bad = || Err("unable to get local issuer certificate".to_string());
+        assert_eq!(
+            levels(&describe(true, &facts(93, bad()))),
+            [Level::Ok, Level::Fail]
+        );
+        let off = describe(false, &facts(93, bad()));
+        assert_eq!(levels(&off), [Level::Ok, Level::Warn]);
+        assert!(
+            off[1]
+                .detail
+                .contains("it would fail: unable to get local issuer"),
+            "{off:?}"
+        );
+    }
+}

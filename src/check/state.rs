@@ -1,0 +1,155 @@
+//! The state folder: there or creatable, private, writable, not in use, and holding the records
+//! of this target (a sync refuses records of another).
+
+use std::path::Path;
+
+use super::Finding;
+use crate::config::Config;
+use crate::state::Store;
+use crate::target::{AnyTarget, Target};
+
+pub(super) fn check(cfg: &Config) -> Vec<Finding> {
+    let path = cfg.state.path.as_path();
+    let shown = path.display();
+    if !path.exists() {
+        // The first sync creates it, and its missing parents: the nearest that exists must
+        // let this user write.
+        let ancestor = path.ancestors().skip(1).find(|a| a.is_dir());
+        return vec![match ancestor {
+            Some(a) if !writable(a) => Finding::fail(
+                "state",
+                format!("{shown} does not exist and {} is not writable by this user", a.display()),
+                format!("create {shown} owned by the user the gateway runs as (mode 700), or set state.path"),
+            ),
+            _ => Finding::ok(
+                "state",
+                format!("{shown} does not exist yet: the first sync creates it (owner only)"),
+            ),
+        }];
+    }
+    if !path.is_dir() {
+        return vec![Finding::fail(
+            "state",
+            format!("{shown} is not a folder"),
+            "set state.path to a folder (the gateway creates it if missing)",
+        )];
+    }
+    let mut out = Vec::new();
+    if let Some(mode) = mode(path).filter(|m| m & 0o077 != 0) {
+        out.push(Finding::warn(
+            "state",
+            format!(
+                "{shown} can be read by other local users (mode {:o}): its records name every user",
+                mode & 0o777
+            ),
+            format!("chmod 700 {shown}"),
+        ));
+    }
+    if !writable(path) {
+        out.push(Finding::fail(
+            "state",
+            format!("{shown} is not writable by this user"),
+            format!("run the gateway as the owner of {shown}, or chown it to that user"),
+        ));
+        return out;
+    }
+    if !Store::exists(path) {
+        out.push(Finding::ok(
+            "state",
+            format!("{shown} is empty: the first sync fills it"),
+        ));
+        return out;
+    }
+    let store = match Store::open(path, cfg.state.cache_capacity_bytes) {
+        Ok(s) => s,
+        Err(e) if e.is_in_use() => {
+            out.push(Finding::warn(
+                "state",
+                format!("{shown} is in use by a running dirbridge (the service?)"),
+                "a one-shot sync waits for it to stop; the service's /status shows its state",
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.push(Finding::fail(
+                "state",
+                e.to_string(),
+                format!(
+                    "move {shown} aside: the state is a cache, and `dirbridge resync` rebuilds it from the directory and the target"
+                ),
+            ));
+            return out;
+        }
+    };
+    out.extend(records(cfg, &store));
+    out
+}
+
+/// Whose records the store holds, how many, and how the last run went.
+fn records(cfg: &Config, store: &Store) -> Vec<Finding> {
+    let shown = cfg.state.path.display();
+    let mut out = Vec::new();
+    let configured = AnyTarget::from_config(cfg).map(|t| t.describe()).ok();
+    let stored = store.target_identity().ok().flatten();
+    let (users, groups) = store.record_counts().unwrap_or((0, 0));
+    match (stored, configured) {
+        (Some(stored), Some(configured)) if stored != configured && users + groups > 0 => {
+            out.push(Finding::fail(
+                "state",
+                format!("{shown} holds the records of another target ({stored}): a sync refuses them"),
+                format!(
+                    "run `dirbridge resync` to rebuild them for {configured}, or set state.path to a new folder"
+                ),
+            ));
+            return out;
+        }
+        _ => out.push(Finding::ok(
+            "state",
+            format!("{shown}: records of {users} users and {groups} groups for this target"),
+        )),
+    }
+    if let Ok(Some(last)) = store.last_run() {
+        let when = format!("{} run {} at {}", last.kind, last.run, last.finished_at);
+        match last.outcome.as_str() {
+            "failed" => out.push(Finding::warn(
+                "last run",
+                format!(
+                    "{when} failed: {}",
+                    last.message.as_deref().unwrap_or("no reason recorded")
+                ),
+                "the checks of the directory and the target below say whether it is mended",
+            )),
+            "ok" => out.push(Finding::ok("last run", format!("{when}: ok"))),
+            other => out.push(Finding::warn(
+                "last run",
+                format!("{when}: {other}"),
+                "`dirbridge status` lists the objects in error and the deletions held",
+            )),
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn mode(_path: &Path) -> Option<u32> {
+    None
+}
+
+/// Whether this process may create files in `path` (access(2), which knows about root, ACLs
+/// and read-only mounts).
+#[cfg(target_os = "linux")]
+fn writable(path: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    access(path, Access::WRITE_OK | Access::EXEC_OK).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn writable(path: &Path) -> bool {
+    !std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly())
+}

@@ -1,0 +1,311 @@
+//! `dirbridge check` against real servers: the OK, WARN and FAIL lines it prints for slapd
+//! (plain, LDAPS, StartTLS) and scim2-server, each with what to fix, and the exit codes 0, 1
+//! and 2. Nothing is written to either server, and no secret is printed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use serde_json::Value;
+
+/// The secret files as an administrator should leave them.
+fn private(env: &Env) {
+    for f in ["bind.pw", "scim.token"] {
+        let p = env.dir.path().join(f);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// The line of `check` at `level`, and the fix printed under it (empty when none).
+fn line(r: &Run, level: &str, check: &str) -> (String, String) {
+    let head = format!("{level:<5} {check:<11} ");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no `{head}` line: {r:?}"));
+    let fix = lines
+        .get(i + 1)
+        .and_then(|l| l.trim_start().strip_prefix("fix: "))
+        .unwrap_or_default();
+    (lines[i][head.len()..].to_string(), fix.to_string())
+}
+
+fn no_secret(r: &Run) {
+    let all = r.all();
+    assert!(!all.contains(ADMIN_PW), "bind password printed: {r:?}");
+    assert!(!all.contains(TOKEN), "token printed: {r:?}");
+}
+
+#[test]
+fn a_sound_setup_is_all_ok_before_and_after_the_first_sync() {
+    let env = Env::start();
+    private(&env);
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    line(&r, "OK", "config");
+    assert!(
+        line(&r, "OK", "state").0.contains("does not exist yet"),
+        "{r:?}"
+    );
+    let (d, _) = line(&r, "OK", "directory");
+    assert!(d.contains("bound as cn=admin,dc=example,dc=org"), "{r:?}");
+    assert!(line(&r, "OK", "tls").0.contains("loopback"), "{r:?}");
+    assert!(line(&r, "OK", "users").0.starts_with("3 in scope"), "{r:?}");
+    assert!(
+        line(&r, "OK", "groups").0.starts_with("2 in scope"),
+        "{r:?}"
+    );
+    assert!(
+        line(&r, "OK", "membership")
+            .0
+            .starts_with("3 of the 3 users carry memberOf"),
+        "{r:?}"
+    );
+    let (t, _) = line(&r, "OK", "target");
+    assert!(
+        t.contains("PATCH: yes") && t.contains("filter: yes"),
+        "{r:?}"
+    );
+    assert!(
+        line(&r, "OK", "credentials").0.starts_with("accepted"),
+        "{r:?}"
+    );
+    assert!(line(&r, "OK", "attributes").0.contains("username"), "{r:?}");
+    assert!(r.stdout.contains("0 WARN, 0 FAIL"), "{r:?}");
+    no_secret(&r);
+    // Nothing was written: no state, nobody on the target.
+    assert!(!env.state_path().exists());
+    assert!(env.scim.users().is_empty());
+
+    env.sync();
+    let r = env.run(&["check", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["exit_code"], 0);
+    assert_eq!(doc["fail"], 0);
+    let checks = doc["checks"].as_array().unwrap();
+    let detail = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .map(|c| c["detail"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name}: {doc}"))
+    };
+    assert!(
+        detail("state").contains("records of 3 users and 2 groups for this target"),
+        "{doc}"
+    );
+    assert!(detail("last run").contains("sync run 1"), "{doc}");
+    assert!(checks
+        .iter()
+        .all(|c| c["level"] == "OK" && c.get("fix").is_none()));
+}
+
+#[test]
+fn warnings_say_what_to_mend_and_exit_1() {
+    // No memberof overlay: users carry no memberOf.
+    let mut env = Env::with_slapd(Slapd::start_with_refint_only());
+    env.ldap_extra = "group_filter = \"(cn=nobody-by-this-name)\"\n".into();
+    // The secret files readable by everyone, the state folder too.
+    std::fs::create_dir(env.state_path()).unwrap();
+    std::fs::set_permissions(env.state_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let (w, fix) = line(&r, "WARN", "config");
+    assert!(
+        w.contains("bind.pw") && w.contains("readable by other local users"),
+        "{r:?}"
+    );
+    assert!(fix.starts_with("chmod 600"), "{r:?}");
+    let (w, fix) = line(&r, "WARN", "state");
+    assert!(w.contains("mode 755"), "{r:?}");
+    assert!(fix.starts_with("chmod 700"), "{r:?}");
+    let (w, fix) = line(&r, "WARN", "groups");
+    assert!(w.contains("(cn=nobody-by-this-name)"), "{r:?}");
+    assert!(fix.contains("ldap.group_filter"), "{r:?}");
+    assert!(
+        !r.stdout.contains(" membership "),
+        "no groups, nothing to say: {r:?}"
+    );
+    no_secret(&r);
+
+    // Groups in scope, and no user carries memberOf.
+    private(&env);
+    env.gw.ldap_extra = String::new();
+    let r = env.run(&["check"]);
+    let (w, fix) = line(&r, "WARN", "membership");
+    assert!(w.contains("none of the 3 users carries memberOf"), "{r:?}");
+    assert!(fix.contains("ldap.membership = \"member\""), "{r:?}");
+    // Read by the groups' member instead, it is fine.
+    env.gw.ldap_extra = "membership = \"member\"\n".into();
+    let r = env.run(&["check"]);
+    assert!(
+        line(&r, "OK", "membership")
+            .0
+            .starts_with("2 of the 2 groups carry member"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn tls_is_described_with_the_ca_that_verified_it() {
+    let mut env = Env::start();
+    private(&env);
+    env.ldap_url = format!("ldaps://127.0.0.1:{}", env.slapd.ldaps_port);
+    env.ldap_extra = format!("ca_file = \"{}\"\n", certs().ca.display());
+    let r = env.run(&["check"]);
+    // The test's certificate is made for two days: renewing it is due.
+    assert_eq!(r.code, 1, "{r:?}");
+    let (t, fix) = line(&r, "WARN", "tls");
+    assert!(t.starts_with("TLSv1."), "{r:?}");
+    assert!(
+        t.contains("certificate CN=127.0.0.1 (names: 127.0.0.1, localhost)"),
+        "{r:?}"
+    );
+    assert!(t.contains("issued by CN=dirbridge test CA"), "{r:?}");
+    assert!(
+        t.contains("verified by CN=dirbridge test CA from ldap.ca_file"),
+        "{r:?}"
+    );
+    assert!(fix.contains("expires in 1 day:"), "{r:?}");
+    line(&r, "OK", "directory");
+
+    // StartTLS: the same certificate, after the upgrade.
+    env.ldap_url = env.slapd.url();
+    env.ldap_extra = format!("starttls = true\nca_file = \"{}\"\n", certs().ca.display());
+    let r = env.run(&["check"]);
+    assert!(
+        line(&r, "WARN", "tls").0.contains("from ldap.ca_file"),
+        "{r:?}"
+    );
+    line(&r, "OK", "users");
+
+    // A CA that did not sign it: described, refused, and what to do.
+    env.ldap_extra = format!(
+        "starttls = true\nca_file = \"{}\"\n",
+        certs().other_ca.display()
+    );
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (t, fix) = line(&r, "FAIL", "tls");
+    assert!(t.contains("does not verify"), "{r:?}");
+    assert!(fix.contains("ldap.ca_file"), "{r:?}");
+    let (d, _) = line(&r, "FAIL", "directory");
+    assert!(d.contains("certificate"), "{r:?}");
+    // The target is checked all the same.
+    line(&r, "OK", "target");
+    line(&r, "OK", "credentials");
+
+    // Not verified on purpose: a warning that says what it would fail with.
+    env.ldap_extra = "starttls = true\ntls_verify = false\n".into();
+    let r = env.run(&["check"]);
+    let (t, _) = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("not verified (ldap.tls_verify = false)"))
+        .map(|l| (l.to_string(), ()))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(t.starts_with("WARN"), "{r:?}");
+    line(&r, "OK", "directory");
+}
+
+#[test]
+fn failures_name_the_part_and_exit_2_without_printing_a_secret() {
+    let mut env = Env::start();
+    private(&env);
+    // A wrong bind password and a wrong token.
+    std::fs::write(env.dir.path().join("bind.pw"), "not-the-password").unwrap();
+    std::fs::write(env.dir.path().join("scim.token"), "not-the-token").unwrap();
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (d, fix) = line(&r, "FAIL", "directory");
+    assert!(
+        d.contains("bind as cn=admin,dc=example,dc=org failed"),
+        "{r:?}"
+    );
+    assert!(fix.contains("ldap.bind_dn"), "{r:?}");
+    // The target answers; it refuses the token.
+    line(&r, "OK", "target");
+    let (c, fix) = line(&r, "FAIL", "credentials");
+    assert!(c.contains("HTTP 401"), "{r:?}");
+    assert!(fix.contains("[target.auth]"), "{r:?}");
+    assert!(!r.all().contains("not-the-password") && !r.all().contains("not-the-token"));
+    no_secret(&r);
+
+    // Nothing listens: both named with what to check.
+    std::fs::write(env.dir.path().join("bind.pw"), ADMIN_PW).unwrap();
+    env.gw.target_url = format!("http://127.0.0.1:{}/v2", free_port());
+    env.gw.ldap_url = format!("ldap://127.0.0.1:{}", free_port());
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (d, fix) = line(&r, "FAIL", "directory");
+    assert!(d.starts_with("cannot connect to ldap://127.0.0.1"), "{r:?}");
+    assert!(fix.contains("ldap.url"), "{r:?}");
+    let (t, fix) = line(&r, "FAIL", "target");
+    assert!(t.contains("127.0.0.1"), "{r:?}");
+    assert!(fix.contains("target.url"), "{r:?}");
+
+    // Records of another target: a sync would refuse them.
+    env.gw.ldap_url = env.slapd.url();
+    env.gw.target_url = env.scim.base();
+    std::fs::write(env.dir.path().join("scim.token"), TOKEN).unwrap();
+    env.sync();
+    env.gw.target_url = env.scim.base().replace("127.0.0.1", "localhost");
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (s, fix) = line(&r, "FAIL", "state");
+    assert!(s.contains("holds the records of another target"), "{r:?}");
+    assert!(fix.contains("dirbridge resync"), "{r:?}");
+
+    // A file that does not parse: that one line, and where.
+    std::fs::write(env.config_path(), "[ldap]\nurl = \n").unwrap();
+    let r = run_dirbridge(&env.config_path(), &["check"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (c, _) = line(&r, "FAIL", "config");
+    assert!(c.contains("dirbridge.toml:2:"), "{r:?}");
+}
+
+/// A provider whose User schema requires an attribute the mapping does not send: said before
+/// the first create is refused; mapped, it is fine.
+#[test]
+fn a_required_attribute_the_mapping_leaves_out_is_a_warning() {
+    let mut env = Env::start();
+    private(&env);
+    let (status, doc) = env.scim.http("GET", "/Schemas", None);
+    assert_eq!(status, 200, "{doc}");
+    let mut schemas = doc["Resources"].as_array().unwrap().clone();
+    let user = schemas
+        .iter_mut()
+        .find(|s| s["id"] == "urn:ietf:params:scim:schemas:core:2.0:User")
+        .unwrap();
+    for a in user["attributes"].as_array_mut().unwrap() {
+        if a["name"] == "nickName" {
+            a["required"] = Value::Bool(true);
+        }
+    }
+    let file = env.dir.path().join("schemas.json");
+    std::fs::write(&file, serde_json::to_string(&schemas).unwrap()).unwrap();
+    env.gw.scim = Scim::start_with(&["--schema", file.to_str().unwrap()]);
+    env.gw.target_url = env.gw.scim.base();
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let (w, fix) = line(&r, "WARN", "attributes");
+    assert!(
+        w.contains("requires nickname, which the mapping does not send"),
+        "{r:?}"
+    );
+    assert!(fix.contains("[mapping.custom]"), "{r:?}");
+
+    env.gw.extra = "[mapping.custom]\nnickName = \"uid\"\n".into();
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        line(&r, "OK", "attributes")
+            .0
+            .contains("nickname, username"),
+        "{r:?}"
+    );
+}
