@@ -1,7 +1,8 @@
-//! The command line: `sync`, `resync`, `plan`, `status`, `check`. Errors get their context here and are
+//! The command line: `sync`, `resync`, `plan`, `status`, `check`, `init`. Errors get their context here and are
 //! printed once; exit codes: 0 success, 1 a run finished with object errors, 2 configuration or
 //! connection failure.
 
+mod init;
 mod output;
 
 use std::path::PathBuf;
@@ -99,6 +100,23 @@ pub enum Command {
         /// Print JSON: `checks` (level, check, detail, fix), the counts and the exit code.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a commented starter configuration, changing nothing that exists.
+    ///
+    /// Writes the file named by --config (default ./dirbridge.toml) for a directory flavour
+    /// and a target, and beside it the secret files it names, empty and readable by their owner
+    /// only (0600): the bind password, and the token, client secret or API key. Fill in what
+    /// is marked CHANGE and the secret files, then run `dirbridge check`. Refuses if any of
+    /// these files exists.
+    ///
+    /// Example: dirbridge --config /etc/dirbridge/dirbridge.toml init --profile ad --target scim
+    Init {
+        /// The directory flavour.
+        #[arg(long, value_enum, default_value_t = init::StarterProfile::Openldap)]
+        profile: init::StarterProfile,
+        /// The target.
+        #[arg(long, value_enum, default_value_t = init::StarterTarget::Scim)]
+        target: init::StarterTarget,
     },
     /// Show what the state store holds: last run, counts, objects in error.
     Status {
@@ -240,6 +258,19 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::TestMapping { user, json } => test_mapping(cli, user, *json).await,
         Command::Run => daemon(cli).await,
         Command::Check { json } => check(cli, *json).await,
+        Command::Init { profile, target } => {
+            let written =
+                init::write(*profile, *target, &cli.config).map_err(anyhow::Error::msg)?;
+            for p in &written {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "Fill in what is marked CHANGE in {} and put each secret in its file (one line), then run:\n  dirbridge --config {} check",
+                cli.config.display(),
+                cli.config.display()
+            );
+            Ok(0)
+        }
     }
 }
 
