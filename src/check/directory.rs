@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::Finding;
 use crate::config::{Config, LdapConfig, Membership, TlsMode};
 use crate::source::ldap::Session;
-use crate::source::tls_probe::{self, TlsFacts, Trust};
+use crate::source::tls_probe::{self, ProbeError, TlsFacts, Trust};
 use crate::source::SourceError;
 
 /// A certificate that expires within this many days is a warning.
@@ -96,8 +96,9 @@ async fn tls(l: &LdapConfig) -> Vec<Finding> {
             "use ldaps:// or set ldap.starttls = true (AD: LDAPS on port 636)",
         )],
         Ok(Some(facts)) => describe(l.tls_verify, &facts),
-        // The connection line says why it failed, if it did.
-        Err(e) => vec![Finding::fail(
+        // No connection at all: the directory line says why.
+        Err(ProbeError::Unreachable) => Vec::new(),
+        Err(ProbeError::NoTls(e)) => vec![Finding::fail(
             "tls",
             format!("no TLS handshake: {e}"),
             "check ldap.url: LDAPS (ldaps://, port 636) or StartTLS (ldap://, port 389) as the server offers",

@@ -168,7 +168,10 @@ pub(crate) async fn run(cfg: &Config) -> Report {
     }
     report.checks.extend(state::check(cfg));
     report.checks.extend(directory::check(cfg).await);
-    match AnyTarget::from_config(cfg) {
+    // One attempt per request: a check says at once what fails, where a sync would retry.
+    let mut once = cfg.clone();
+    once.target.retries = 0;
+    match AnyTarget::from_config(&once) {
         Ok(t) => report.checks.extend(target::check(cfg, &t).await),
         Err(e) => report.checks.push(Finding::fail(
             "target",

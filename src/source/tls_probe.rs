@@ -43,19 +43,32 @@ pub(crate) struct TlsFacts {
     pub verified: Result<Trust, String>,
 }
 
+/// Why there is no verdict.
+#[derive(Debug, Clone)]
+pub(crate) enum ProbeError {
+    /// No connection to the server at all (the connection's own error says why).
+    Unreachable,
+    /// Connected, but no TLS was agreed (StartTLS refused, no handshake).
+    NoTls(String),
+}
+
 /// Probes the TLS of `cfg`'s server: `None` for a plain connection.
-pub(crate) async fn probe(cfg: &LdapConfig) -> Result<Option<TlsFacts>, String> {
+pub(crate) async fn probe(cfg: &LdapConfig) -> Result<Option<TlsFacts>, ProbeError> {
     if cfg.tls == TlsMode::Plain {
         return Ok(None);
     }
     let tcp = super::ldap::connect_tcp(cfg)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ProbeError::Unreachable)?;
     let tcp = match cfg.tls {
-        TlsMode::StartTls => super::wire::start_tls_plain(cfg, tcp).await?,
+        TlsMode::StartTls => super::wire::start_tls_plain(cfg, tcp)
+            .await
+            .map_err(ProbeError::NoTls)?,
         _ => tcp,
     };
-    let tcp = tcp.into_std().map_err(|e| e.to_string())?;
+    let tcp = tcp
+        .into_std()
+        .map_err(|e| ProbeError::NoTls(e.to_string()))?;
     let host = url::Url::parse(&cfg.url)
         .ok()
         .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
@@ -64,8 +77,9 @@ pub(crate) async fn probe(cfg: &LdapConfig) -> Result<Option<TlsFacts>, String> 
     let timeout = cfg.timeout;
     tokio::task::spawn_blocking(move || handshake(tcp, &host, ca_file.as_deref(), timeout))
         .await
-        .map_err(|e| format!("the TLS probe stopped: {e}"))?
+        .map_err(|e| ProbeError::NoTls(format!("the TLS probe stopped: {e}")))?
         .map(Some)
+        .map_err(ProbeError::NoTls)
 }
 
 fn handshake(
