@@ -6,6 +6,7 @@ mod feed;
 mod http;
 mod notify;
 mod status;
+mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,7 @@ impl Stop {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
+            systemd::stopping();
             let _ = tx.send(true);
             // Keep the sender alive so receivers see `true`, not a closed channel.
             std::future::pending::<()>().await;
@@ -123,6 +125,8 @@ pub(crate) async fn run<T: Target>(
         tokio::spawn(http::serve(listener, board.clone(), token));
     }
     let mut stop = Stop::on_signal();
+    systemd::ready(&board);
+    systemd::spawn_notifier(board.clone());
     let follow = match cfg.daemon.change_feed {
         ChangeFeed::Poll => false,
         _ if cfg.ldap.profile == Profile::ActiveDirectory => false,

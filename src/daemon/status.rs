@@ -251,6 +251,31 @@ impl Board {
         self.lock().feed = Some(state);
     }
 
+    /// One line for systemd's status (`systemctl status`): readiness, the change detection,
+    /// the records' counts, objects in error.
+    pub(crate) fn status_line(&self) -> String {
+        let (ready, why) = self.ready();
+        let i = self.lock();
+        let c = &i.census;
+        format!(
+            "{}; {}; {} users ({} active), {} groups; {} objects in error",
+            if ready {
+                "ready".to_string()
+            } else {
+                format!("not ready: {why}")
+            },
+            if i.mode.is_empty() {
+                "change detection starting"
+            } else {
+                i.mode
+            },
+            c.users,
+            c.users_active,
+            c.groups,
+            i.in_error
+        )
+    }
+
     /// Ready: the last run reached the directory and the target, and not too long ago.
     /// With a change feed, also: the feed is following the directory (passes happen only when
     /// something changes, so an old last run means nothing).
