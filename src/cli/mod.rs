@@ -4,6 +4,7 @@
 
 mod init;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -205,7 +206,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         // Colours only on a terminal: a log file or journald gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match cli.log_format {
@@ -293,9 +294,10 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
     let target = AnyTarget::from_config(&cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
-    let report = engine::run(&cfg, &store, &target, kind)
-        .await
-        .with_context(|| format!("{} failed", kind.name()))?;
+    let bar = progress::Progress::start(matches!(cli.log_format, LogFormat::Human));
+    let report = engine::run(&cfg, &store, &target, kind).await;
+    drop(bar);
+    let report = report.with_context(|| format!("{} failed", kind.name()))?;
     println!("{}", report.summary.line(kind.name()));
     if report.summary.deletions_held > 0 {
         eprintln!(

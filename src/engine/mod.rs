@@ -10,6 +10,7 @@ pub(crate) mod live;
 mod observe;
 mod pass;
 pub(crate) mod preview;
+pub(crate) mod progress;
 mod read;
 mod send;
 mod summary;

@@ -31,15 +31,20 @@ pub(super) async fn run_from<T: Target>(
         kind,
         honour_backoff,
     };
-    let result = guarded(run_inner(
-        cfg,
-        store,
-        target,
-        mode,
-        &mut input,
-        run,
-        &mut summary,
-    ))
+    // Every line the pass logs carries its run number and kind.
+    let span = tracing::info_span!("run", id = run, kind = kind.name());
+    let result = tracing::Instrument::instrument(
+        guarded(run_inner(
+            cfg,
+            store,
+            target,
+            mode,
+            &mut input,
+            run,
+            &mut summary,
+        )),
+        span,
+    )
     .await;
     summary.seconds = started_clock.elapsed().as_secs_f64();
     let (outcome, message) = match &result {
@@ -115,6 +120,7 @@ async fn run_inner<T: Target>(
         target.remember_quirks(&store.quirks()?);
     }
 
+    super::progress::set_phase(super::progress::Phase::Reading);
     let mut wanted = if let Input::Feed(feed) = input {
         let wanted = if read_records {
             // The records are read once the desired state exists (and the target's preflight
@@ -305,6 +311,7 @@ async fn run_inner<T: Target>(
     // Counted once from the records, then followed change by change.
     exec.census = census.unwrap_or_else(|| crate::status::Census::of(&exec.records));
     let sent = exec.run_all(ops, cfg.target.max_concurrency).await;
+    super::progress::set_phase(super::progress::Phase::Done);
     exec.summary.census = Some(exec.census);
     let census = exec.census;
     let records = std::mem::take(&mut exec.records);
@@ -426,6 +433,7 @@ async fn read_target<T: Target>(
     records: &Snapshot,
     summary: &mut Summary,
 ) -> Result<Snapshot, EngineError> {
+    super::progress::set_phase(super::progress::Phase::ReadingTarget);
     let users = target.list_users().await?;
     let groups = target.list_groups().await?;
     let seen = observed(desired, records, &users, &groups);

@@ -185,6 +185,7 @@ pub(super) async fn search(
     let mut budget = session.read_budget();
     let s = session
         .search_paged(base, filter, attrs, |mut e| {
+            super::progress::entry_read();
             let pending = range::fold(&mut e);
             if pending.is_empty() {
                 add(e);

@@ -72,6 +72,9 @@ where
     }
 }
 
+/// Passes of at most this many operations log a line per object at info level.
+const OBJECT_LINES_AT_INFO: u64 = 100;
+
 /// A digest of an operation, to tell "the same request again" from "the object changed".
 // An invariant, not input: a silent default would make every operation look the same.
 #[allow(clippy::expect_used)]
@@ -255,7 +258,13 @@ impl<T: Target> Executor<'_, T> {
         if let Some(l) = latency {
             self.summary.latencies.push(l);
         }
-        tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
+        // A line per object while they are few (a change feed's pass); a long pass shows
+        // its progress instead, and these lines at debug level.
+        if super::progress::sent().1 <= OBJECT_LINES_AT_INFO {
+            tracing::info!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
+        } else {
+            tracing::debug!(op = op.name(), object = op.label(), outcome = ?OutcomeName(&conf), latency, "sent");
+        }
         self.journal(&op, &format!("{:?}", OutcomeName(&conf)), None, latency);
         // Adopted, or found after an interruption: bring what the target holds in line.
         if let (

@@ -160,6 +160,7 @@ impl<'a, T: Target> Executor<'a, T> {
         let target = self.target;
         let store: &'a crate::state::Store = self.store;
         let max = max.max(1);
+        crate::engine::progress::sending(ops.len());
         let mut queue = Queue::new(ops);
         let mut flights = FuturesUnordered::new();
         // Answers that arrived while the executor was busy with something else (`alongside`).
@@ -192,6 +193,7 @@ impl<'a, T: Target> Executor<'a, T> {
                 };
                 match alongside(self.dispatch(&op), &mut flights, &mut landed).await {
                     Ok(Some((req, Some(found)))) => {
+                        crate::engine::progress::operation_done();
                         // Settled by a look-up, nothing to send.
                         busy.hold(&refs);
                         open.release_after(refs);
@@ -212,7 +214,7 @@ impl<'a, T: Target> Executor<'a, T> {
                         busy.hold(&refs);
                         open.send.push((op, req));
                     }
-                    Ok(None) => {}
+                    Ok(None) => crate::engine::progress::operation_done(),
                     Err(e) => stop = Some(e),
                 }
             }
@@ -293,6 +295,7 @@ impl<'a, T: Target> Executor<'a, T> {
                 }
             }
             while let Some((op, req, result)) = landed.pop_front() {
+                crate::engine::progress::operation_done();
                 open.release_after(Refs::of(&op));
                 match alongside(self.complete(op, req, result), &mut flights, &mut landed).await {
                     Ok(Some(follow_up)) => queue.push_front(follow_up),
