@@ -2,15 +2,17 @@
 //! printed once; exit codes: 0 success, 1 a run finished with object errors, 2 configuration or
 //! connection failure.
 
+mod args;
 mod init;
 mod output;
 mod progress;
 
-use std::path::PathBuf;
+pub use args::{Cli, Command, LogFormat};
+
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 
 use crate::config::Config;
 use crate::engine::{self, RunKind};
@@ -19,113 +21,6 @@ use crate::state::records::Snapshot;
 use crate::state::{approvals, Store};
 use crate::target::AnyTarget;
 use crate::target::Target;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "dirbridge",
-    version,
-    about = "Mirror LDAP / Active Directory users and groups into a SCIM 2.0 service"
-)]
-pub struct Cli {
-    /// Configuration file.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "DIRBRIDGE_CONFIG",
-        default_value = "dirbridge.toml"
-    )]
-    pub config: PathBuf,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    pub log_level: String,
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// One delta pass: send only what changed since the last run.
-    Sync {
-        /// Let this run's deactivations and deletions through even if they exceed the
-        /// accidental-deletion guard's limits.
-        #[arg(long)]
-        approve_deletes: bool,
-    },
-    /// Approve the deactivations and deletions the last run held back (accidental-deletion
-    /// guard): the next sync, or the service's next pass, sends them. Works while `run` is up.
-    ApproveDeletes,
-    /// Full resync: read the target and repair every drift (safe to run any time).
-    Resync,
-    /// Dry run: show what `sync` would send, without sending anything or changing state.
-    Plan {
-        /// Print JSON: `operations` (what would be sent) and `rejected` (entries that would not
-        /// be synced, with their DN and reason). Exits 1 when any entry is rejected.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run as a service: sync every poll interval, resync on schedule, serve status and
-    /// metrics, stop cleanly on SIGTERM or Ctrl-C.
-    Run,
-    /// Show how one directory entry is mapped and the exact requests a sync would send for it
-    /// (sends nothing). USER is a DN, or a userName, uid, mail, userPrincipalName or
-    /// sAMAccountName. Exits 1 when the entry would be rejected.
-    TestMapping {
-        user: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check a configuration before the first run, changing nothing.
-    ///
-    /// Reads the config file, binds to the directory (and describes its TLS: protocol,
-    /// certificate, expiry, the CA that verified it), counts the users and groups in scope,
-    /// looks for the attribute that carries memberships, checks the target (reachable, what it
-    /// declares, credentials proven by a read, attributes its schema requires) and the state
-    /// folder (permissions, the target its records belong to). One line per check: OK, WARN or
-    /// FAIL, with what to fix under it.
-    ///
-    /// Exit codes: 0 everything OK, 1 warnings only, 2 a failure.
-    ///
-    /// Example: dirbridge --config /etc/dirbridge/dirbridge.toml check
-    Check {
-        /// Print JSON: `checks` (level, check, detail, fix), the counts and the exit code.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write a commented starter configuration, changing nothing that exists.
-    ///
-    /// Writes the file named by --config (default ./dirbridge.toml) for a directory flavour
-    /// and a target, and beside it the secret files it names, empty and readable by their owner
-    /// only (0600): the bind password, and the token, client secret or API key. Fill in what
-    /// is marked CHANGE and the secret files, then run `dirbridge check`. Refuses if any of
-    /// these files exists.
-    ///
-    /// Example: dirbridge --config /etc/dirbridge/dirbridge.toml init --profile ad --target scim
-    Init {
-        /// The directory flavour.
-        #[arg(long, value_enum, default_value_t = init::StarterProfile::Openldap)]
-        profile: init::StarterProfile,
-        /// The target.
-        #[arg(long, value_enum, default_value_t = init::StarterTarget::Scim)]
-        target: init::StarterTarget,
-    },
-    /// Show what the state store holds: last run, counts, objects in error.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 /// Exit code for a configuration or connection failure.
 const FAILURE: u8 = 2;
