@@ -225,7 +225,7 @@ fn change_feed_choices_are_checked_against_the_directory() {
     .unwrap();
     assert!(matches!(
         c.daemon.full_resync,
-        crate::schedule::Schedule::Cron(_)
+        crate::schedule::Schedule::At(_)
     ));
 }
 
