@@ -309,3 +309,75 @@ fn a_required_attribute_the_mapping_leaves_out_is_a_warning() {
         "{r:?}"
     );
 }
+
+/// The state folder is read as it is: its files, their permissions and whatever a link in it
+/// points to stay exactly as they were; in use by the service, or under a file, it is said so.
+#[test]
+fn check_reads_the_state_folder_without_changing_anything() {
+    let mut env = Env::start();
+    private(&env);
+    env.sync();
+    let state = env.state_path();
+    let store = state.join("dirbridge.redb");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // A link in the folder to something outside it.
+    let outside = env.dir.path().join("outside.txt");
+    std::fs::write(&outside, "not the gateway's").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&outside, state.join("link")).unwrap();
+    let before = (
+        std::fs::read(&store).unwrap(),
+        std::fs::metadata(&store).unwrap().modified().unwrap(),
+    );
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        line(&r, "OK", "state").0.contains("records of 3 users"),
+        "{r:?}"
+    );
+    let after = (
+        std::fs::read(&store).unwrap(),
+        std::fs::metadata(&store).unwrap().modified().unwrap(),
+    );
+    assert!(before == after, "check rewrote the store");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o640);
+    assert_eq!(mode(&outside), 0o644);
+    // A sync tightens the folder's own files, never what a link in it names.
+    env.sync();
+    assert_eq!(mode(&store), 0o600);
+    assert_eq!(
+        mode(&outside),
+        0o644,
+        "a sync followed a link out of the state folder"
+    );
+
+    // In use by the service: a one-shot command would refuse, and the line says so.
+    let port = free_port();
+    env.gw.extra = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\nfull_resync = \"off\"\n");
+    let _service = Guard(env.spawn(&["run"]));
+    assert!(wait_until(30, || http_get(port, "/healthz").is_some()));
+    let r = run_dirbridge(&env.config_path(), &["check"], &[]);
+    let (w, fix) = line(&r, "WARN", "state");
+    assert!(w.contains("in use by a running dirbridge"), "{r:?}");
+    assert!(fix.contains("stop the service first"), "{r:?}");
+    let sync = run_dirbridge(&env.config_path(), &["sync"], &[]);
+    assert_eq!(sync.code, 2, "{sync:?}");
+    assert!(sync.stderr.contains("in use"), "{sync:?}");
+}
+
+#[test]
+fn a_state_path_under_a_file_fails_before_a_sync_would() {
+    let env = Env::start();
+    private(&env);
+    std::fs::write(env.dir.path().join("statefile"), "hi").unwrap();
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace("path = \"state\"", "path = \"statefile/sub\"");
+    std::fs::write(env.config_path(), text).unwrap();
+    let r = run_dirbridge(&env.config_path(), &["check"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (s, _) = line(&r, "FAIL", "state");
+    assert!(s.contains("statefile is not a folder"), "{r:?}");
+}

@@ -11,20 +11,41 @@ use crate::target::{AnyTarget, Target};
 pub(super) fn check(cfg: &Config) -> Vec<Finding> {
     let path = cfg.state.path.as_path();
     let shown = path.display();
-    if !path.exists() {
-        // The first sync creates it, and its missing parents: the nearest that exists must
-        // let this user write.
-        let ancestor = path.ancestors().skip(1).find(|a| a.is_dir());
-        return vec![match ancestor {
-            Some(a) if !writable(a) => Finding::fail(
+    if std::fs::symlink_metadata(path).is_err() {
+        // The first sync creates it, and its missing parents: the nearest that exists must be
+        // a folder this user may write in.
+        let ancestor = path
+            .ancestors()
+            .skip(1)
+            .find(|a| a.as_os_str().is_empty() || std::fs::metadata(a).is_ok());
+        let ancestor = match ancestor {
+            Some(a) if a.as_os_str().is_empty() => Path::new("."),
+            Some(a) => a,
+            None => Path::new("/"),
+        };
+        return vec![if !ancestor.is_dir() {
+            Finding::fail(
                 "state",
-                format!("{shown} does not exist and {} is not writable by this user", a.display()),
+                format!(
+                    "{shown} cannot be created: {} is not a folder",
+                    ancestor.display()
+                ),
+                "set state.path to a folder (the gateway creates it if missing)",
+            )
+        } else if !writable(ancestor) {
+            Finding::fail(
+                "state",
+                format!(
+                    "{shown} does not exist and {} is not writable by this user",
+                    ancestor.display()
+                ),
                 format!("create {shown} owned by the user the gateway runs as (mode 700), or set state.path"),
-            ),
-            _ => Finding::ok(
+            )
+        } else {
+            Finding::ok(
                 "state",
                 format!("{shown} does not exist yet: the first sync creates it (owner only)"),
-            ),
+            )
         }];
     }
     if !path.is_dir() {
@@ -49,7 +70,9 @@ pub(super) fn check(cfg: &Config) -> Vec<Finding> {
         out.push(Finding::fail(
             "state",
             format!("{shown} is not writable by this user"),
-            format!("run the gateway as the owner of {shown}, or chown it to that user"),
+            format!(
+                "run the gateway as the owner of {shown} (chown it to that user) and let the owner write in it (chmod 700)"
+            ),
         ));
         return out;
     }
@@ -60,13 +83,31 @@ pub(super) fn check(cfg: &Config) -> Vec<Finding> {
         ));
         return out;
     }
-    let store = match Store::open(path, cfg.state.cache_capacity_bytes) {
+    if Store::awaits_migration(path) {
+        out.push(Finding::ok(
+            "state",
+            format!(
+                "{shown} holds the store of an earlier release: the next sync or run migrates it"
+            ),
+        ));
+        return out;
+    }
+    // Read only: a check creates, repairs, migrates and re-permissions nothing.
+    let store = match Store::open_read_only(path, cfg.state.cache_capacity_bytes) {
         Ok(s) => s,
         Err(e) if e.is_in_use() => {
             out.push(Finding::warn(
                 "state",
                 format!("{shown} is in use by a running dirbridge (the service?)"),
-                "a one-shot sync waits for it to stop; the service's /status shows its state",
+                "a one-shot command refuses to run beside it: stop the service first; its /status shows its state meanwhile",
+            ));
+            return out;
+        }
+        Err(e) if e.needs_recovery() => {
+            out.push(Finding::warn(
+                "state",
+                e.to_string(),
+                "nothing to do: the next sync or run repairs it before anything else",
             ));
             return out;
         }

@@ -34,11 +34,19 @@ pub enum StateError {
 
 /// Why a store cannot be opened while another process has it open.
 const IN_USE: &str = "it is in use by another dirbridge process";
+/// Why a store cannot be read as it is.
+const NEEDS_RECOVERY: &str =
+    "it was left mid-write (a process stopped); the next sync or run repairs it";
 
 impl StateError {
     /// The store is open in another process (the service, another sync).
     pub fn is_in_use(&self) -> bool {
         matches!(self, StateError::Open { reason, .. } if reason == IN_USE)
+    }
+
+    /// The store needs the repair its next writer makes.
+    pub fn needs_recovery(&self) -> bool {
+        matches!(self, StateError::Open { reason, .. } if reason == NEEDS_RECOVERY)
     }
 }
 
@@ -163,6 +171,11 @@ impl Store {
         kv::file(path).is_file() || migrate::has_sled(path)
     }
 
+    /// Only a store of an earlier release (sled) is there: the next writer migrates it.
+    pub fn awaits_migration(path: &Path) -> bool {
+        !kv::file(path).is_file() && migrate::has_sled(path)
+    }
+
     /// Opens (or creates) the store. The folder is created owner-only (0700).
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store, StateError> {
         let open_err = |reason: String| StateError::Open {
@@ -173,6 +186,7 @@ impl Store {
         migrate::from_sled(path, cache_capacity).map_err(open_err)?;
         let kv = Kv::open(&kv::file(path), cache_capacity).map_err(|e| match e {
             kv::OpenError::InUse => open_err(IN_USE.into()),
+            kv::OpenError::NeedsRecovery => open_err(NEEDS_RECOVERY.into()),
             kv::OpenError::Other(e) => open_err(format!("{}: {e}", kv::file(path).display())),
         })?;
         restrict_files(path);
@@ -193,6 +207,27 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Opens an existing store to read it only (`check`): no folder or file is created,
+    /// migrated, repaired, re-permissioned or written.
+    pub fn open_read_only(path: &Path, cache_capacity: u64) -> Result<Store, StateError> {
+        let open_err = |reason: String| StateError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let kv = Kv::open_read_only(&kv::file(path), cache_capacity).map_err(|e| match e {
+            kv::OpenError::InUse => open_err(IN_USE.into()),
+            kv::OpenError::NeedsRecovery => open_err(NEEDS_RECOVERY.into()),
+            kv::OpenError::Other(e) => open_err(format!("{}: {e}", kv::file(path).display())),
+        })?;
+        Ok(Store {
+            kv,
+            records_generation: Default::default(),
+            #[cfg(test)]
+            window_faults: Default::default(),
+            path: path.to_path_buf(),
+        })
     }
 
     pub(super) fn io(&self, e: impl std::fmt::Display) -> StateError {
@@ -613,11 +648,17 @@ fn restrict_files(path: &Path) {
             continue;
         };
         for entry in entries.flatten() {
+            // What the entry is, not what it points to: a symbolic link in the folder must not
+            // get a chmod (and a walk) of whatever it names, outside the folder.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let p = entry.path();
-            let mode = if p.is_dir() { 0o700 } else { 0o600 };
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
-            if p.is_dir() {
+            if kind.is_dir() {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
                 stack.push(p);
+            } else if kind.is_file() {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
             }
         }
     }

@@ -67,13 +67,22 @@ pub(crate) const FILE: &str = "dirbridge.redb";
 /// The database, shared by the store and the threads that read or sync it.
 #[derive(Clone)]
 pub(crate) struct Kv {
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
+}
+
+/// Opened to be written (every command that syncs), or only read (`check`: the file, its
+/// permissions and its neighbours left exactly as they are).
+enum Db {
+    Writable(redb::Database),
+    ReadOnly(redb::ReadOnlyDatabase),
 }
 
 /// Why a store could not be opened.
 pub(crate) enum OpenError {
     /// Another process has it open.
     InUse,
+    /// Left by a process that stopped mid-write: the next writer repairs it, a reader cannot.
+    NeedsRecovery,
     Other(String),
 }
 
@@ -125,7 +134,9 @@ impl Kv {
                 redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse,
                 other => OpenError::Other(other.to_string()),
             })?;
-        let kv = Kv { db: Arc::new(db) };
+        let kv = Kv {
+            db: Arc::new(Db::Writable(db)),
+        };
         kv.write(|tx| {
             for t in Table::ALL {
                 tx.table(t)?;
@@ -137,12 +148,34 @@ impl Kv {
         Ok(kv)
     }
 
+    /// Opens an existing file to read it only: nothing is created, repaired or written.
+    pub(crate) fn open_read_only(path: &Path, cache_bytes: u64) -> Result<Kv, OpenError> {
+        let db = redb::Builder::new()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .open_read_only(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse,
+                redb::DatabaseError::RepairAborted => OpenError::NeedsRecovery,
+                other => OpenError::Other(other.to_string()),
+            })?;
+        Ok(Kv {
+            db: Arc::new(Db::ReadOnly(db)),
+        })
+    }
+
+    fn writable(&self) -> Result<&redb::Database, String> {
+        match &*self.db {
+            Db::Writable(db) => Ok(db),
+            Db::ReadOnly(_) => Err("the store was opened to be read only".into()),
+        }
+    }
+
     /// Runs `f` in one write transaction, committed without a sync (all of it or nothing).
     pub(crate) fn write<R>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<R, redb::Error>,
     ) -> Result<R, String> {
-        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        let mut tx = self.writable()?.begin_write().map_err(|e| e.to_string())?;
         tx.set_durability(Durability::None)
             .map_err(|e| e.to_string())?;
         let out = f(&Tx { tx: &tx }).map_err(|e| e.to_string())?;
@@ -152,14 +185,18 @@ impl Kv {
 
     /// Makes every commit so far durable (a durable commit of nothing).
     pub(crate) fn sync(&self) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        let tx = self.writable()?.begin_write().map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())
     }
 
     /// A consistent view for reading.
     pub(crate) fn read(&self) -> Result<Reader, String> {
         Ok(Reader {
-            tx: self.db.begin_read().map_err(|e| e.to_string())?,
+            tx: match &*self.db {
+                Db::Writable(db) => db.begin_read(),
+                Db::ReadOnly(db) => db.begin_read(),
+            }
+            .map_err(|e| e.to_string())?,
         })
     }
 }

@@ -90,6 +90,7 @@ fn copy_from_sled(dir: &Path, copy: &Path, target: &Path, cache_bytes: u64) -> R
         .map_err(|e| format!("cannot open the store of an earlier release to migrate it: {e}"))?;
     let new = Kv::open(copy, cache_bytes).map_err(|e| match e {
         kv::OpenError::InUse => "the new store file is in use".to_string(),
+        kv::OpenError::NeedsRecovery => "the new store file needs recovery".to_string(),
         kv::OpenError::Other(e) => e,
     })?;
     let old_err = |what: &str, e: sled::Error| {
@@ -160,6 +161,7 @@ fn refuse_newer_sled(dir: &Path, target: &Path, cache_bytes: u64) -> Result<(), 
     drop(old);
     let new = Kv::open(target, cache_bytes).map_err(|e| match e {
         kv::OpenError::InUse => "it is in use by another dirbridge process".to_string(),
+        kv::OpenError::NeedsRecovery => format!("{} needs recovery", target.display()),
         kv::OpenError::Other(e) => format!("{}: {e}", target.display()),
     })?;
     let at = new
