@@ -381,3 +381,52 @@ fn a_state_path_under_a_file_fails_before_a_sync_would() {
     let (s, _) = line(&r, "FAIL", "state");
     assert!(s.contains("statefile is not a folder"), "{r:?}");
 }
+
+/// A server that answers every request with the same page, as a web server or a proxy in the
+/// wrong place does.
+fn same_page_server(status: &'static str, body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// What answers is not a SCIM service: the target line fails, naming what came back and what
+/// to check, and no quirk is diagnosed from error pages.
+#[test]
+fn a_url_that_is_not_the_scim_service_fails_the_target_line() {
+    let mut env = Env::start();
+    private(&env);
+    // A typo in the path on the real server.
+    env.gw.target_url = format!("{}typo", env.scim.base());
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (t, fix) = line(&r, "FAIL", "target");
+    assert!(t.contains("HTTP 404"), "{r:?}");
+    assert!(fix.contains("target.url"), "{r:?}");
+    assert!(!r.stdout.contains("credentials"), "{r:?}");
+    // A web server answering every request with a page.
+    for (status, body) in [
+        ("200 OK", "<html><body>Welcome</body></html>"),
+        ("500 Internal Server Error", "<html>oops</html>"),
+    ] {
+        let port = same_page_server(status, body);
+        env.gw.target_url = format!("http://127.0.0.1:{port}/v2");
+        let r = env.run(&["check"]);
+        assert_eq!(r.code, 2, "{status}: {r:?}");
+        line(&r, "FAIL", "target");
+        assert!(!r.stdout.contains(" quirk "), "{status}: {r:?}");
+        assert!(!r.stdout.contains("OK    target"), "{status}: {r:?}");
+    }
+}

@@ -10,32 +10,41 @@ use crate::model::User;
 use crate::target::{AnyTarget, Target, TargetError, TargetErrorKind};
 
 pub(super) async fn check(cfg: &Config, t: &AnyTarget) -> Vec<Finding> {
-    let mut out = Vec::new();
     let started = Instant::now();
-    if let Err(e) = t.preflight().await {
-        if refused(&e) {
+    let preflight = t.preflight().await;
+    let took = started.elapsed().as_millis();
+    // The target is judged by a read that must succeed, not by the discovery documents (which
+    // a provider may not serve): an error page answered to everything is no target.
+    let read = match preflight {
+        Ok(()) => credentials(cfg, t).await,
+        Err(e) => Err(e),
+    };
+    let proof = match read {
+        Ok(proof) => proof,
+        Err(e) if refused(&e) => {
             // It answered (or its token endpoint did): what it refused is the credentials.
-            out.push(Finding::ok("target", format!("{} answers", t.describe())));
             let mut f = failure(t, &e);
             f.check = "credentials";
-            out.push(f);
-        } else {
-            out.push(failure(t, &e));
+            return vec![
+                Finding::ok("target", format!("{} answers", t.describe())),
+                f,
+            ];
         }
-        return out;
-    }
-    let took = started.elapsed().as_millis();
+        Err(e) => return vec![failure(t, &e)],
+    };
     let declared = t.declared();
     let said = if declared.abilities.is_empty() {
         String::new()
     } else {
         format!("; it declares {}", declared.abilities.join(", "))
     };
-    out.push(Finding::ok(
-        "target",
-        format!("{} answered in {took} ms{said}", t.describe()),
-    ));
-    out.push(credentials(cfg, t).await);
+    let mut out = vec![
+        Finding::ok(
+            "target",
+            format!("{} answered in {took} ms{said}", t.describe()),
+        ),
+        Finding::ok("credentials", proof),
+    ];
     let unsent = t.unsent_required(&sample(cfg));
     if !unsent.is_empty() {
         out.push(Finding::warn(
@@ -83,37 +92,24 @@ fn failure(t: &AnyTarget, e: &TargetError) -> Finding {
 }
 
 /// Credentials proven by a read: the page of users a REST API's preflight read, or the look-up
-/// of a userName nobody has.
-async fn credentials(cfg: &Config, t: &AnyTarget) -> Finding {
+/// of a userName nobody has. What proved them, or why the read failed.
+async fn credentials(cfg: &Config, t: &AnyTarget) -> Result<String, TargetError> {
     if cfg.target.kind != TargetKind::Scim && t.can_list() {
-        return Finding::ok(
-            "credentials",
-            "accepted: the preflight read a page of users with them",
-        );
+        return Ok("accepted: the preflight read a page of users with them".into());
     }
     // A REST API that cannot list has a look-up by name (the config requires one of the two).
     let nobody = format!(
         "dirbridge-check-{}",
         time::OffsetDateTime::now_utc().unix_timestamp_nanos()
     );
-    match t.find_user(&nobody).await {
-        Ok(None) => Finding::ok(
-            "credentials",
-            format!("accepted: a look-up of the userName {nobody} was answered (nobody has it)"),
-        ),
-        Ok(Some(u)) => Finding::warn(
-            "credentials",
-            format!(
-                "accepted, but a look-up of the unused userName {nobody} came back with {}",
-                u.user.user_name
-            ),
-            "the provider matches userNames loosely: look at what it holds under that name",
-        ),
-        Err(e) => {
-            let mut f = failure(t, &e);
-            f.check = "credentials";
-            f
-        }
+    match t.find_user(&nobody).await? {
+        None => Ok(format!(
+            "accepted: a look-up of the userName {nobody} was answered (nobody has it)"
+        )),
+        Some(u) => Ok(format!(
+            "accepted; a look-up of the unused userName {nobody} came back with {}",
+            u.user.user_name
+        )),
     }
 }
 
