@@ -142,3 +142,29 @@ fn the_unit_is_one_systemd_reads_without_a_complaint_and_it_is_hardened() {
     );
     assert!(complaints.contains("WatchdogSecs"), "{complaints}");
 }
+
+/// As the unit hands them over: secret files named by name alone come from
+/// $CREDENTIALS_DIRECTORY when the service has them there, from the config's folder otherwise.
+#[test]
+fn secrets_come_from_systemd_credentials_when_the_service_has_them() {
+    let env = Env::start();
+    env.write_config();
+    // The copies beside the config are wrong (readable only by root, in the unit's set-up).
+    std::fs::write(env.dir.path().join("bind.pw"), "not-the-password\n").unwrap();
+    std::fs::write(env.dir.path().join("scim.token"), "not-the-token\n").unwrap();
+    let creds = env.dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("bind.pw"), format!("{ADMIN_PW}\n")).unwrap();
+    std::fs::write(creds.join("scim.token"), TOKEN).unwrap();
+    let r = run_dirbridge(
+        &env.config_path(),
+        &["sync"],
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(env.scim.users().len(), 3);
+    // Without them, the files beside the config are read (and here refused).
+    let r = run_dirbridge(&env.config_path(), &["sync"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("bind as cn=admin"), "{r:?}");
+}

@@ -56,15 +56,18 @@ pub(crate) fn starter(
         .replace("{profile}", profile_name)
         .replace("{target}", target_name)
         .replace("{config}", &config.display().to_string());
-    let text = format!(
-        "{head}{ldap}{target_text}{}",
-        include_str!("starter/tail.toml")
-    );
+    let mut tail = include_str!("starter/tail.toml").to_string();
+    // A config in /etc is a service's: its state goes where the unit's StateDirectory is.
+    if config.starts_with("/etc") {
+        tail = tail.replace("path = \"state\"", "path = \"/var/lib/dirbridge\"");
+    }
+    let text = format!("{head}{ldap}{target_text}{tail}");
     (text, vec!["bind.pw", secret])
 }
 
-/// Writes the starter and its empty secret files; refuses if any of them exists. Returns what
-/// was written.
+/// Writes the starter and its empty secret files; refuses if any of them exists (a dangling
+/// link included). Either every file is written, or none is left behind. Returns what was
+/// written.
 pub(crate) fn write(
     profile: StarterProfile,
     target: StarterTarget,
@@ -76,22 +79,45 @@ pub(crate) fn write(
     };
     let (text, secrets) = starter(profile, target, config);
     let secret_paths: Vec<PathBuf> = secrets.iter().map(|s| folder.join(s)).collect();
+    if secret_paths
+        .iter()
+        .any(|p| p.file_name() == config.file_name())
+    {
+        return Err(format!(
+            "{} is the name of a secret file the starter uses: choose another --config",
+            config.display()
+        ));
+    }
     for p in std::iter::once(config).chain(secret_paths.iter().map(PathBuf::as_path)) {
-        if p.exists() {
+        if std::fs::symlink_metadata(p).is_ok() {
             return Err(format!(
                 "{} exists: init writes only new files (move it aside, or choose another --config)",
                 p.display()
             ));
         }
     }
-    std::fs::create_dir_all(&folder)
+    // Folders readable by all (the service's user reads the config), writable by the owner
+    // only, whatever the umask.
+    let mut folders = std::fs::DirBuilder::new();
+    folders.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut folders, 0o755);
+    folders
+        .create(&folder)
         .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     let mut written = Vec::new();
-    create(config, 0o640, text.as_bytes())?;
-    written.push(config.to_path_buf());
-    for p in secret_paths {
-        create(&p, 0o600, b"")?;
-        written.push(p);
+    // The config holds no secret: readable by the service's user (systemd's DynamicUser).
+    let files = std::iter::once((config.to_path_buf(), 0o644, text.into_bytes()))
+        .chain(secret_paths.into_iter().map(|p| (p, 0o600, Vec::new())));
+    for (path, mode, content) in files {
+        if let Err(e) = create(&path, mode, &content) {
+            // Another init, or a file made meanwhile: what this one wrote goes.
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            return Err(e);
+        }
+        written.push(path);
     }
     Ok(written)
 }
@@ -153,6 +179,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_config_in_etc_keeps_its_state_where_the_unit_does() {
+        let etc = starter(
+            StarterProfile::Ad,
+            StarterTarget::Scim,
+            Path::new("/etc/dirbridge/dirbridge.toml"),
+        )
+        .0;
+        assert!(etc.contains("path = \"/var/lib/dirbridge\""), "{etc}");
+        let here = starter(StarterProfile::Ad, StarterTarget::Scim, Path::new("d.toml")).0;
+        assert!(here.contains("path = \"state\""), "{here}");
+        // Secrets by bare name: from systemd's credentials under the unit, from the config's
+        // folder by hand.
+        assert!(etc.contains("bind_password_file = \"bind.pw\""), "{etc}");
+        let unit = include_str!("../../packaging/dirbridge.service");
+        assert!(unit.contains("LoadCredential=bind.pw:/etc/dirbridge/bind.pw"));
+        assert!(unit.contains("LoadCredential=scim.token:/etc/dirbridge/scim.token"));
+        assert!(unit.contains("StateDirectory=dirbridge"));
+    }
+
     #[cfg(unix)]
     #[test]
     fn secrets_are_owner_only_and_nothing_is_overwritten() {
@@ -168,7 +214,11 @@ mod tests {
         };
         assert_eq!(mode(&written[1]), 0o600);
         assert_eq!(mode(&written[2]), 0o600);
-        assert_eq!(mode(&config) & 0o007, 0, "not for every user");
+        assert_eq!(
+            mode(&config),
+            0o644,
+            "no secret in it: the service's user reads it"
+        );
         // Again: refused, and the first config is untouched.
         std::fs::write(&written[1], "pw\n").unwrap_or_else(|e| panic!("{e}"));
         let err = write(StarterProfile::Openldap, StarterTarget::Rest, &config)
@@ -184,5 +234,42 @@ mod tests {
             .expect_err("an existing secret file must not be overwritten");
         assert!(err.contains("bind.pw exists"), "{err}");
         assert!(!other.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failure_leaves_nothing_behind_and_links_are_never_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // A dangling link where a secret file goes: refused before anything is written.
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("scim.token"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = dir.path().join("d.toml");
+        let err = write(StarterProfile::Openldap, StarterTarget::Scim, &config)
+            .expect_err("a dangling link is in the way");
+        assert!(err.contains("scim.token exists"), "{err}");
+        assert!(std::fs::symlink_metadata(&config).is_err());
+        assert!(std::fs::symlink_metadata(dir.path().join("bind.pw")).is_err());
+        assert!(std::fs::symlink_metadata(dir.path().join("nowhere")).is_err());
+        // The config named as a secret file.
+        let err = write(
+            StarterProfile::Openldap,
+            StarterTarget::Rest,
+            &dir.path().join("bind.pw"),
+        )
+        .expect_err("the config cannot be a secret file");
+        assert!(err.contains("name of a secret file"), "{err}");
+        assert!(std::fs::symlink_metadata(dir.path().join("bind.pw")).is_err());
+        // Missing folders are made readable by all, writable by the owner, whatever the umask.
+        let deep = dir.path().join("a").join("b").join("d.toml");
+        write(StarterProfile::Ad, StarterTarget::Miniorange, &deep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        assert_eq!(mode(&dir.path().join("a")) & 0o022, 0);
+        assert_eq!(mode(&dir.path().join("a").join("b")) & 0o022, 0);
     }
 }

@@ -44,6 +44,54 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// The most a secret file may hold: a password, a token or a key, not a device or a dump.
+const SECRET_FILE_MAX: u64 = 64 * 1024;
+
+/// Under systemd with `LoadCredential=NAME:...`, the service finds its credentials in
+/// `$CREDENTIALS_DIRECTORY`: a secret file named by a bare name (`bind.pw`) is taken from there
+/// when it is there, and from the config file's folder otherwise (the same config works for
+/// the service and for an administrator running `check` by hand).
+fn credential(file: &str) -> Option<std::path::PathBuf> {
+    credential_in(std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(), file)
+}
+
+fn credential_in(dir: Option<&std::ffi::OsStr>, file: &str) -> Option<std::path::PathBuf> {
+    let name = Path::new(file);
+    if name.components().count() != 1 || !name.is_relative() {
+        return None;
+    }
+    let p = Path::new(dir?).join(name);
+    p.is_file().then_some(p)
+}
+
+/// A secret file's text: a regular file (not a pipe, which would block, nor a device) of at
+/// most [`SECRET_FILE_MAX`] bytes.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: &dyn fmt::Display| format!("cannot read secret file {}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "secret file {} is not a regular file",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(|e| cannot(&e))?
+        .take(SECRET_FILE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| cannot(&e))?;
+    if text.len() as u64 > SECRET_FILE_MAX {
+        return Err(format!(
+            "secret file {} is larger than {} KiB: it cannot be a password or a token",
+            path.display(),
+            SECRET_FILE_MAX / 1024
+        ));
+    }
+    Ok(text)
+}
+
 /// Where a secret may come from: inline, a file, or an environment variable. Exactly one.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SecretSource {
@@ -88,9 +136,8 @@ impl SecretSource {
             return Ok(Some(s.clone()));
         }
         if let Some(file) = &self.file {
-            let path = base.join(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| invalid(format!("cannot read secret file {}: {e}", path.display())))?;
+            let path = credential(file).unwrap_or_else(|| base.join(file));
+            let text = read_secret_file(&path).map_err(invalid)?;
             let value = text.trim_end_matches(['\r', '\n']).to_string();
             if value.is_empty() {
                 return Err(invalid(format!("secret file {} is empty", path.display())));
@@ -111,6 +158,40 @@ impl SecretSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_a_small_regular_file_and_a_credential_comes_first() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("pw"), "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_secret_file(&p("pw")).ok().as_deref(), Some("s3cret\n"));
+        // A pipe would block the read until someone writes: refused at once.
+        let fifo = p("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = read_secret_file(&fifo).unwrap_err();
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+        let err = read_secret_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::write(p("big"), vec![b'a'; 70_000]).unwrap_or_else(|e| panic!("{e}"));
+        let err = read_secret_file(&p("big")).unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        // systemd's credentials: a bare name found there is taken from there.
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(creds.join("bind.pw"), "from systemd").unwrap_or_else(|e| panic!("{e}"));
+        let from = |f: &str| credential_in(Some(creds.as_os_str()), f);
+        assert_eq!(from("bind.pw"), Some(creds.join("bind.pw")));
+        assert_eq!(
+            from("other.pw"),
+            None,
+            "not a credential: the config's folder"
+        );
+        assert_eq!(from("sub/bind.pw"), None);
+        assert_eq!(from("/etc/dirbridge/bind.pw"), None);
+        assert_eq!(credential_in(None, "bind.pw"), None);
+    }
 
     #[test]
     fn debug_never_shows_the_value() {
