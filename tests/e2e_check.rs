@@ -430,3 +430,53 @@ fn a_url_that_is_not_the_scim_service_fails_the_target_line() {
         assert!(!r.stdout.contains("OK    target"), "{status}: {r:?}");
     }
 }
+
+/// The advice fits what went wrong: a server that takes connections and never answers, a
+/// filter written without its parentheses, a config file that is not there.
+#[test]
+fn the_advice_fits_the_failure() {
+    let mut env = Env::start();
+    private(&env);
+    // Accepts, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    env.gw.ldap_url = format!("ldap://127.0.0.1:{port}");
+    env.gw.ldap_extra = "timeout_secs = 2\n".into();
+    let r = env.run(&["check"]);
+    let (d, fix) = line(&r, "FAIL", "directory");
+    assert!(d.contains("no answer within"), "{r:?}");
+    assert!(
+        fix.contains("does not answer") && fix.contains("port"),
+        "{r:?}"
+    );
+
+    // `objectClass=inetOrgPerson`, as some write it: one term, memberOf found all the same.
+    env.gw.ldap_url = env.slapd.url();
+    env.gw.ldap_extra = String::new();
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let start = text.find("user_filter = ").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let text = format!(
+        "{}user_filter = \"objectClass=inetOrgPerson\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(env.config_path(), text).unwrap();
+    let r = run_dirbridge(&env.config_path(), &["check"], &[]);
+    assert!(
+        line(&r, "OK", "membership").0.contains("carry memberOf"),
+        "{r:?}"
+    );
+
+    let r = run_dirbridge(&env.dir.path().join("absent.toml"), &["check"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (_, fix) = line(&r, "FAIL", "config");
+    assert!(fix.contains("dirbridge init"), "{r:?}");
+}

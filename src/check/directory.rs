@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::Finding;
+use super::{Finding, Level};
 use crate::config::{Config, LdapConfig, Membership, TlsMode};
 use crate::source::ldap::Session;
 use crate::source::tls_probe::{self, ProbeError, TlsFacts, Trust};
@@ -60,19 +60,23 @@ pub(super) async fn check(cfg: &Config) -> Vec<Finding> {
 }
 
 fn connect_failure(l: &LdapConfig, e: &SourceError) -> Finding {
+    let text = e.to_string();
     let fix = match e {
+        _ if text.contains("no answer within") || text.contains("no TLS handshake within") => {
+            "the server takes connections but does not answer: check the port in ldap.url (LDAPS 636, LDAP 389, AD global catalog 3269/3268) and that the directory server is healthy"
+        }
         SourceError::Bind { .. } => {
             "check ldap.bind_dn and the bind password (an AD account may also be locked or expired)"
         }
         SourceError::Tls { .. } => {
             "check ldap.ca_file: it must hold the CA that signed the server's certificate"
         }
-        _ if l.tls != TlsMode::Plain && e.to_string().contains("certificate") => {
+        _ if l.tls != TlsMode::Plain && text.contains("certificate") => {
             "put the CA that signed the server's certificate in ldap.ca_file, and name the server in ldap.url as its certificate does (the tls line says how)"
         }
         _ => "check ldap.url (host and port), that the server runs, and that no firewall is in the way",
     };
-    Finding::fail("directory", e.to_string(), fix)
+    Finding::fail("directory", text, fix)
 }
 
 /// The TLS line: what was negotiated and who vouched for the certificate.
@@ -106,6 +110,8 @@ async fn tls(l: &LdapConfig) -> Vec<Finding> {
     }
 }
 
+/// One line: what was negotiated, the certificate, and the verdict (the worst of its
+/// verification and its expiry), with what to do about each thing wrong.
 fn describe(tls_verify: bool, f: &TlsFacts) -> Vec<Finding> {
     let names = if f.names.is_empty() {
         String::new()
@@ -121,43 +127,72 @@ fn describe(tls_verify: bool, f: &TlsFacts) -> Vec<Finding> {
         f.not_after,
         days(f.days_left)
     );
-    let mut out = Vec::new();
+    let mut level = Level::Ok;
+    let mut fixes = Vec::new();
     match &f.verified {
-        Ok(Trust::CaFile(root)) => line.push_str(&format!(", verified by {root} from ldap.ca_file")),
-        Ok(Trust::System(root)) => {
-            line.push_str(&format!(", verified by {root} from the system's trust store"))
+        Ok(Trust::CaFile(root)) => {
+            line.push_str(&format!(", verified by {root} from ldap.ca_file"))
         }
-        Err(why) if !tls_verify => out.push(Finding::warn(
-            "tls",
-            format!("the certificate is not verified (ldap.tls_verify = false); it would fail: {why}"),
-            "put the CA that signed it in ldap.ca_file and remove ldap.tls_verify = false",
+        Ok(Trust::System(root)) => line.push_str(&format!(
+            ", verified by {root} from the system's trust store"
         )),
-        Err(why) => out.push(Finding::fail(
-            "tls",
-            format!("the certificate does not verify: {why}"),
-            "put the CA that signed it in ldap.ca_file, and name the server in ldap.url as the certificate does",
-        )),
+        Err(why) => {
+            let fix = if why.contains("mismatch") {
+                format!(
+                    "name the server in ldap.url as its certificate does{}",
+                    if f.names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", f.names.join(" or "))
+                    }
+                )
+            } else if why.contains("expired") {
+                "renew the server's certificate".to_string()
+            } else {
+                "put the CA that signed it in ldap.ca_file".to_string()
+            };
+            if tls_verify {
+                line.push_str(&format!("; it does not verify: {why}"));
+                level = Level::Fail;
+                fixes.push(fix);
+            } else {
+                // The connection works: a risk to take away, not a failure.
+                line.push_str(&format!(
+                    "; not verified (ldap.tls_verify = false), and it would fail: {why}"
+                ));
+                level = Level::Warn;
+                fixes.push(format!("{fix}, then remove ldap.tls_verify = false"));
+            }
+        }
     }
-    let level_line = if f.days_left < 0 {
-        Finding::fail(
-            "tls",
-            line,
-            "the server's certificate has expired: renew it",
-        )
+    let expiry = if f.days_left < 0 && tls_verify {
+        Some((
+            Level::Fail,
+            "the server's certificate has expired: renew it".to_string(),
+        ))
     } else if f.days_left < EXPIRY_WARNING_DAYS {
-        Finding::warn(
-            "tls",
-            line,
+        Some((
+            Level::Warn,
             format!(
                 "the server's certificate expires in {}: renew it",
                 days(f.days_left)
             ),
-        )
+        ))
     } else {
-        Finding::ok("tls", line)
+        None
     };
-    out.insert(0, level_line);
-    out
+    if let Some((l, fix)) = expiry {
+        level = level.max(l);
+        if !fixes.iter().any(|f| f.contains("renew")) {
+            fixes.push(fix);
+        }
+    }
+    let fix = fixes.join("; ");
+    vec![match level {
+        Level::Ok => Finding::ok("tls", line),
+        Level::Warn => Finding::warn("tls", line, fix),
+        Level::Fail => Finding::fail("tls", line, fix),
+    }]
 }
 
 fn days(n: i32) -> String {
@@ -196,6 +231,11 @@ fn scope_line(
             format!("check ldap.{key}_base and ldap.{key}_filter"),
         ),
         Ok(n) => Finding::ok(what, format!("{n} in scope (under {base}, {filter})")),
+        Err(e) if e.to_string().contains("max_entries") => Finding::fail(
+            what,
+            e.to_string(),
+            "raise ldap.max_entries above the number of entries in scope (it bounds what one search may return)",
+        ),
         Err(e) => Finding::fail(
             what,
             e.to_string(),
@@ -231,7 +271,13 @@ async fn memberships(
             groups,
         ),
     };
-    let with = format!("(&{filter}({attr}=*))");
+    // A filter written without its parentheses (`objectClass=user`) is one term all the same.
+    let term = if filter.trim_start().starts_with('(') {
+        filter.to_string()
+    } else {
+        format!("({filter})")
+    };
+    let with = format!("(&{term}({attr}=*))");
     Some(match count(session, base, &with).await {
         Ok(0) if l.membership == Membership::MemberOf => Finding::warn(
             "membership",
@@ -315,17 +361,36 @@ mod tests {
     #[test]
     fn an_unverified_certificate_fails_unless_verification_is_off_on_purpose() {
         let bad = || Err("unable to get local issuer certificate".to_string());
+        let failed = describe(true, &facts(93, bad()));
+        assert_eq!(levels(&failed), [Level::Fail]);
         assert_eq!(
-            levels(&describe(true, &facts(93, bad()))),
-            [Level::Ok, Level::Fail]
+            failed[0].fix.as_deref(),
+            Some("put the CA that signed it in ldap.ca_file")
         );
         let off = describe(false, &facts(93, bad()));
-        assert_eq!(levels(&off), [Level::Ok, Level::Warn]);
+        assert_eq!(levels(&off), [Level::Warn]);
         assert!(
-            off[1]
+            off[0]
                 .detail
                 .contains("it would fail: unable to get local issuer"),
             "{off:?}"
+        );
+        assert!(off[0]
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.ends_with("remove ldap.tls_verify = false")));
+        // The name is what is wrong: the fix names the certificate's names, not the CA.
+        let mismatch = describe(true, &facts(93, Err("hostname mismatch".into())));
+        assert_eq!(
+            mismatch[0].fix.as_deref(),
+            Some("name the server in ldap.url as its certificate does: dc1.corp.example")
+        );
+        // Expired with verification off: the connection works, a warning.
+        let expired_off = describe(false, &facts(-3, Err("certificate has expired".into())));
+        assert_eq!(levels(&expired_off), [Level::Warn]);
+        assert_eq!(
+            expired_off[0].fix.as_deref(),
+            Some("renew the server's certificate, then remove ldap.tls_verify = false")
         );
     }
 }

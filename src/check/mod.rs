@@ -183,13 +183,17 @@ pub(crate) async fn run(cfg: &Config) -> Report {
 }
 
 /// The report of a configuration that did not load: that one failure.
-pub(crate) fn unloadable(error: &str) -> Report {
+pub(crate) fn unloadable(error: &crate::config::ConfigError) -> Report {
+    use crate::config::ConfigError;
+    let fix = match error {
+        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "write one with `dirbridge init` (or name another with --config or DIRBRIDGE_CONFIG)"
+        }
+        ConfigError::Read { .. } => "let the user the gateway runs as read it",
+        _ => "mend the file at the line or key named; `dirbridge.example.toml` describes every key",
+    };
     Report {
-        checks: vec![Finding::fail(
-            "config",
-            error.to_string(),
-            "mend the file at the line or key named; `dirbridge.example.toml` describes every key",
-        )],
+        checks: vec![Finding::fail("config", error.to_string(), fix)],
     }
 }
 

@@ -173,7 +173,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
 async fn check(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let report = match Config::load(&cli.config) {
         Ok(cfg) => crate::check::run(&cfg).await,
-        Err(e) => crate::check::unloadable(&e.to_string()),
+        Err(e) => crate::check::unloadable(&e),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);

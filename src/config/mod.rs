@@ -431,9 +431,12 @@ pub(crate) struct FileWarning {
 pub(crate) fn file_warnings(path: &Path, text: &str) -> Vec<FileWarning> {
     let mut out = Vec::new();
     let inline = text.lines().any(raw::is_secret_line);
-    if inline && mode_of(path).is_some_and(|m| m & 0o004 != 0) {
+    if let Some(mode) = mode_of(path).filter(|m| inline && m & 0o044 != 0) {
         out.push(FileWarning {
-            problem: "the config file holds a secret and is readable by every local user".into(),
+            problem: format!(
+                "the config file holds a secret and is readable by other local users (mode {:o})",
+                mode & 0o777
+            ),
             fix: format!(
                 "chmod 600 {}, or move the secret to a *_file or *_env key",
                 path.display()

@@ -413,3 +413,51 @@ fn an_active_attribute_without_inactive_values_is_refused() {
     ))
     .unwrap();
 }
+
+#[test]
+fn a_secret_set_inline_is_recognised_however_its_key_is_written() {
+    use super::raw::is_secret_line;
+    for line in [
+        "bind_password = \"x\"",
+        "  token = 12",
+        "\"bind_password\" = 98765432123",
+        "ldap.bind_password = 1",
+        "target = { url = \"https://x\", token = 5 }",
+        "value = \"k\"",
+        "auth.value = \"k\"",
+        "'client_secret' = \"s\"",
+        "status_token = \"t\"",
+    ] {
+        assert!(is_secret_line(line), "{line}");
+    }
+    for line in [
+        "bind_password_file = \"bind.pw\"",
+        "token_env = \"TOKEN\"",
+        "nickName = { value = \"constant\" }",
+        "inactive_values = [\"disabled\"]",
+        "description = \"tokens are rotated\"",
+    ] {
+        assert!(!is_secret_line(line), "{line}");
+    }
+    // A parse error on such a line never shows the value.
+    let text = format!("{MINIMAL}\n\"bind_password\" = 98765432123\n");
+    let err = Config::parse(&text, Path::new("/etc/d.toml"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("98765432123"), "{err}");
+}
+
+#[test]
+fn credentials_in_the_directory_url_are_refused_without_being_shown() {
+    let text = MINIMAL.replace(
+        "ldap://127.0.0.1:3890",
+        "ldap://admin:hunter2pw@127.0.0.1:3890",
+    );
+    let err = parse(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        err.contains("ldap.url") && err.contains("must not carry credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2pw"), "{err}");
+}

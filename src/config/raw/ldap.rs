@@ -123,6 +123,15 @@ impl RawLdap {
                 format!("`{}` must start with ldap:// or ldaps://", l.url),
             ));
         };
+        // Credentials in the URL would be printed wherever the URL is (logs, `check`).
+        if url::Url::parse(&l.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            return Err(invalid(
+                "ldap.url",
+                "must not carry credentials; use bind_dn and bind_password (or its _file / _env)"
+                    .into(),
+            ));
+        }
         if url::Url::parse(&l.url)
             .map(|u| u.host().is_none())
             .unwrap_or(true)

@@ -59,14 +59,21 @@ pub(super) fn secret_files(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// True when a line of the file assigns a secret inline.
+/// True when a line of the file assigns a secret inline: `bind_password = ...`, and the same
+/// key quoted (`"bind_password" = ...`), dotted (`ldap.bind_password = ...`) or in an inline
+/// table (`auth = { token = ... }`).
 pub(super) fn is_secret_line(line: &str) -> bool {
-    let trimmed = line.trim_start();
     SECRET_KEYS.iter().any(|k| {
-        trimmed
-            .strip_prefix(k)
-            .map(|rest| rest.trim_start().starts_with('='))
-            .unwrap_or(false)
+        line.match_indices(k).any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let starts = before.is_none_or(|c| c.is_whitespace() || "{,.\"'".contains(c));
+            // `value` is also a mapping's constant (`{ value = "..." }`): a secret only as the
+            // header credential's key, `value = ...` in [target.auth] or `auth.value = ...`.
+            let head = line[..at].trim_start_matches(['"', '\'']).trim();
+            let starts = starts && (*k != "value" || head.is_empty() || head.ends_with("auth."));
+            let rest = line[at + k.len()..].trim_start_matches(['"', '\'']);
+            starts && rest.trim_start().starts_with('=') && !rest.trim_start().starts_with("==")
+        })
     })
 }
 
