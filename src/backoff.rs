@@ -11,13 +11,10 @@ pub(crate) fn doubling(first: Duration, attempt: u32, max: Duration) -> Duration
         .min(max)
 }
 
-/// `d` plus up to a quarter of it, drawn from the clock's sub-second part.
+/// `d` plus up to a quarter of it, at random (the clock's sub-second digits were no source:
+/// on clocks of microsecond resolution the last three are always zero).
 pub(crate) fn jittered(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    d + d.mul_f64(fastrand::f64() / 4.0)
 }
 
 #[cfg(test)]
@@ -31,9 +28,13 @@ mod tests {
         assert_eq!(doubling(s(2), 4, s(300)), s(16));
         assert_eq!(doubling(s(2), 40, s(300)), s(300));
         assert_eq!(doubling(s(2), 0, s(300)), s(2));
+        let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
             let j = jittered(s(8));
             assert!(j >= s(8) && j <= s(10), "{j:?}");
+            seen.insert(j);
         }
+        // Spread, not one value: fifty draws give many.
+        assert!(seen.len() > 40, "{seen:?}");
     }
 }

@@ -34,39 +34,14 @@ fn hex(value: &[u8]) -> String {
 
 /// The 16 bytes of a GUID written by [`guid_string`], for an `(objectGUID=\\xx...)` filter.
 pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut b = [0u8; 16];
-    for (i, byte) in b.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    // Undo the little-endian first three fields.
-    b[0..4].reverse();
-    b[4..6].reverse();
-    b[6..8].reverse();
-    Some(b)
+    uuid::Uuid::try_parse(text).ok().map(|u| u.to_bytes_le())
 }
 
-/// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID
-/// (an array: a value of another length from the server cannot reach the slicing below).
+/// Formats 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` the way Windows shows an objectGUID:
+/// its first three fields little-endian (an array: a value of another length from the server
+/// cannot reach here).
 pub(crate) fn guid_string(b: &[u8; 16]) -> String {
-    let hex = |r: &[u8]| r.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let rev = |r: &[u8]| {
-        r.iter()
-            .rev()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
-    format!(
-        "{}-{}-{}-{}-{}",
-        rev(&b[0..4]),
-        rev(&b[4..6]),
-        rev(&b[6..8]),
-        hex(&b[8..10]),
-        hex(&b[10..16])
-    )
+    uuid::Uuid::from_bytes_le(*b).hyphenated().to_string()
 }
 
 #[cfg(test)]

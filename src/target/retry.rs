@@ -58,12 +58,13 @@ pub(crate) fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Optio
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    // IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(v, &fmt).ok()?.assume_utc();
-    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+    // An HTTP-date: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), or the obsolete RFC 850
+    // and asctime forms a recipient must read too.
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::from(now))
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Keeps to a request budget: never more than `requests` sends within any `period` (a sliding
@@ -155,6 +156,15 @@ mod tests {
         assert_eq!(
             parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now),
             Some(Duration::ZERO)
+        );
+        // The obsolete forms RFC 9110 asks a recipient to read as well.
+        assert_eq!(
+            parse_retry_after("Monday, 23-Nov-26 10:00:45 GMT", now),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(
+            parse_retry_after("Mon Nov 23 10:01:00 2026", now),
+            Some(Duration::from_secs(60))
         );
         assert_eq!(parse_retry_after("soon", now), None);
     }
