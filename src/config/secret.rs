@@ -6,20 +6,29 @@ use std::path::Path;
 use super::ConfigError;
 
 /// A secret value. `Debug` prints a placeholder, there is no `Display` and no `Serialize`, so a
-/// secret cannot reach a log line, an error message or `plan` output by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
+/// secret cannot reach a log line, an error message or `plan` output by accident; its memory is
+/// wiped when it is dropped (secrecy).
+#[derive(Clone)]
+pub(crate) struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub(crate) fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(secrecy::SecretString::from(value.into()))
     }
 
     /// The value, for the one place that must send it (a bind, an Authorization header).
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
