@@ -461,3 +461,74 @@ fn credentials_in_the_directory_url_are_refused_without_being_shown() {
     );
     assert!(!err.contains("hunter2pw"), "{err}");
 }
+
+/// Every key the configuration accepts is described in dirbridge.example.toml (set, or in a
+/// comment), so that the reference an administrator reads is the whole of it. The keys are the
+/// fields of the raw structs (`deny_unknown_fields`: nothing else is accepted).
+#[test]
+fn every_key_the_config_accepts_is_in_the_example() {
+    let example = include_str!("../../dirbridge.example.toml");
+    let sources = [
+        include_str!("raw/mod.rs"),
+        include_str!("raw/ldap.rs"),
+        include_str!("raw/target.rs"),
+        include_str!("raw/auth.rs"),
+        include_str!("raw/rest.rs"),
+        include_str!("raw/mapping.rs"),
+        include_str!("raw/daemon.rs"),
+    ];
+    let field = regex::Regex::new(r"^\s+(?:pub(?:\([a-z]+\))?\s+)?([a-z][a-z0-9_]*):\s").unwrap();
+    let rename = regex::Regex::new(r#"rename\s*=\s*"([^"]+)""#).unwrap();
+    let word = |k: &str| {
+        regex::Regex::new(&format!(
+            r"(^|[^a-z0-9_]){}([^a-z0-9_]|$)",
+            regex::escape(k)
+        ))
+        .unwrap()
+    };
+    let mut missing = Vec::new();
+    let mut keys = 0;
+    for src in sources {
+        let mut in_struct = false;
+        let mut renamed: Option<String> = None;
+        for line in src.lines() {
+            if line.starts_with("pub(super) struct Raw") || line.starts_with("struct Raw") {
+                in_struct = line.trim_end().ends_with('{');
+                continue;
+            }
+            if in_struct && line.starts_with('}') {
+                in_struct = false;
+                continue;
+            }
+            if !in_struct {
+                continue;
+            }
+            if line.trim_start().starts_with("#[serde(") {
+                if line.contains("skip") || line.contains("flatten") {
+                    renamed = Some(String::new());
+                } else if let Some(c) = rename.captures(line) {
+                    renamed = Some(c[1].to_string());
+                }
+                continue;
+            }
+            if let Some(c) = field.captures(line) {
+                let key = renamed.take().unwrap_or_else(|| c[1].to_string());
+                if key.is_empty() {
+                    continue;
+                }
+                keys += 1;
+                if !word(&key).is_match(example) {
+                    missing.push(key);
+                }
+            }
+        }
+    }
+    assert!(
+        keys > 80,
+        "only {keys} keys found: the scan no longer reads the structs"
+    );
+    assert!(
+        missing.is_empty(),
+        "not in dirbridge.example.toml: {missing:?}"
+    );
+}
