@@ -91,8 +91,19 @@ pub enum Command {
     /// Rebuilds a lost state folder. Safe to run at any time; the service runs one on
     /// daemon.full_resync.
     ///
-    /// Example: dirbridge resync
-    Resync,
+    /// With --dry-run, nothing is sent and nothing is written: the drift report, what a
+    /// resync would repair, read from the target's real state, per object and per attribute
+    /// (the target's value and the directory's); it exits 1 when there is drift to repair.
+    ///
+    /// Example: dirbridge resync --dry-run --json
+    Resync {
+        /// Report what would be repaired, without sending or writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the report as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+    },
     /// Dry run: what `sync` would send, without sending anything or changing state.
     ///
     /// Reads the directory and the state folder (not the target) and prints the operations

@@ -148,7 +148,11 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             run(cli, RunKind::Sync).await
         }
         Command::ApproveDeletes => approve_deletes(cli),
-        Command::Resync => run(cli, RunKind::Resync).await,
+        Command::Resync { dry_run: false, .. } => run(cli, RunKind::Resync).await,
+        Command::Resync {
+            dry_run: true,
+            json,
+        } => drift(cli, *json).await,
         Command::Plan { json } => plan(cli, *json).await,
         Command::Status { json } => status(cli, *json),
         Command::TestMapping { user, json } => test_mapping(cli, user, *json).await,
@@ -250,13 +254,32 @@ async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
 /// What a dry run needs, without contacting the target or creating the store: the records,
 /// if there are any, and the target client with the quirks earlier runs found on it.
 fn offline(cfg: &Config) -> anyhow::Result<(Snapshot, AnyTarget)> {
+    offline_with(cfg, Store::open)
+}
+
+/// [`offline`] with the store opened read-only: nothing in the state folder is written (a
+/// store of an earlier release, which only a writer migrates, is refused).
+fn offline_read_only(cfg: &Config) -> anyhow::Result<(Snapshot, AnyTarget)> {
+    if Store::awaits_migration(&cfg.state.path) {
+        anyhow::bail!(
+            "{} holds the store of an earlier release: run `dirbridge sync` once to migrate it",
+            cfg.state.path.display()
+        );
+    }
+    offline_with(cfg, Store::open_read_only)
+}
+
+fn offline_with(
+    cfg: &Config,
+    open: fn(&std::path::Path, u64) -> Result<Store, crate::state::StateError>,
+) -> anyhow::Result<(Snapshot, AnyTarget)> {
     let target = AnyTarget::from_config(cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
     if !Store::exists(&cfg.state.path) {
         return Ok((Snapshot::default(), target));
     }
-    let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
+    let store = open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
     if store.target_identity()?.as_deref() == Some(target.describe().as_str()) {
         target.remember_quirks(&store.quirks()?);
     }
@@ -277,6 +300,23 @@ async fn plan(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     }
     // Entries that would not be synced are a finding, as in `sync`.
     Ok(if desired.rejected.is_empty() { 0 } else { 1 })
+}
+
+/// `resync --dry-run`: what a resync would repair; exit 1 when there is any.
+async fn drift(cli: &Cli, json: bool) -> anyhow::Result<u8> {
+    let cfg = load(cli)?;
+    let (records, target) = offline_read_only(&cfg)?;
+    let (drift, desired) = engine::drift::drift(&cfg, &records, &target)
+        .await
+        .context("resync --dry-run failed")?;
+    if json {
+        let mut doc = serde_json::to_value(&drift)?;
+        doc["rejected"] = serde_json::to_value(&desired.rejected)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", output::drift_text(&drift));
+    }
+    Ok(if drift.is_empty() { 0 } else { 1 })
 }
 
 async fn test_mapping(cli: &Cli, who: &str, json: bool) -> anyhow::Result<u8> {

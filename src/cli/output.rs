@@ -4,23 +4,56 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::model::{DesiredState, FieldValue, UserField};
+use crate::model::{DesiredState, FieldValue};
 use crate::plan::Operation;
 
-fn field_name(f: &UserField) -> String {
-    match f {
-        UserField::UserName => "userName".into(),
-        UserField::GivenName => "name.givenName".into(),
-        UserField::FamilyName => "name.familyName".into(),
-        UserField::DisplayName => "displayName".into(),
-        UserField::Email => "emails.work".into(),
-        UserField::Active => "active".into(),
-        UserField::Title => "title".into(),
-        UserField::Department => "department".into(),
-        UserField::EmployeeNumber => "employeeNumber".into(),
-        UserField::Manager => "manager".into(),
-        UserField::Custom(p) => p.clone(),
+use crate::engine::drift::{field_name, Drift};
+
+/// The drift report of `resync --dry-run`.
+pub(super) fn drift_text(d: &Drift) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "The target, read at {}: {} users and {} groups, of which {} and {} are the directory's.",
+        d.at, d.target_users, d.target_groups, d.matched_users, d.matched_groups
+    );
+    if d.is_empty() {
+        out.push_str("No drift: a resync would repair nothing.\n");
+        return out;
     }
+    if !d.objects.is_empty() {
+        let _ = writeln!(out, "\n{:<16} {:<32} FINDING", "REPAIR", "OBJECT");
+        for o in &d.objects {
+            let _ = writeln!(out, "{:<16} {:<32} {}", o.repair, o.object, o.finding);
+            for a in &o.attributes {
+                let shown = |v: &Option<String>| {
+                    v.as_ref()
+                        .map_or_else(|| "(not set)".to_string(), |v| format!("{v:?}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<17}{}: target {}, directory {}",
+                    "",
+                    a.attribute,
+                    shown(&a.target),
+                    shown(&a.directory)
+                );
+            }
+        }
+    }
+    for (group, n) in &d.dangling_members {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<32} {n} member reference(s) to objects the target no longer holds",
+            "remove_members", group
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} object(s) would be repaired by `dirbridge resync`; nothing was sent or written.",
+        d.objects.len() + d.dangling_members.len()
+    );
+    out
 }
 
 /// A readable table of the plan.

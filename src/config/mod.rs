@@ -209,6 +209,17 @@ pub(crate) struct RateLimit {
     pub period: Duration,
 }
 
+/// What the scheduled full resync does with the drift it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ResyncMode {
+    /// Repairs it (a resync).
+    #[default]
+    Repair,
+    /// Reports it on /status, /metrics and the dashboard, and sends nothing.
+    Report,
+}
+
 /// `dirbridge run`: when to sync, when to resync, where to serve status.
 #[derive(Debug, Clone)]
 pub(crate) struct DaemonConfig {
@@ -216,6 +227,8 @@ pub(crate) struct DaemonConfig {
     pub poll_interval: Duration,
     /// When the full resync (drift repair) runs.
     pub full_resync: crate::schedule::Schedule,
+    /// Whether it repairs or only reports.
+    pub full_resync_mode: ResyncMode,
     /// Status server address; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
     /// How `run` learns of changes.

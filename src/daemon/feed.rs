@@ -290,6 +290,19 @@ pub(super) async fn run<T: Target>(
             continue;
         }
 
+        if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t)
+            && cfg.daemon.full_resync_mode == crate::config::ResyncMode::Report
+        {
+            tokio::select! {
+                _ = super::report_drift(cfg, store, target, board) => {}
+                _ = stop.wait() => return Ok(FeedExit::Stopped),
+            }
+            next_resync = cfg
+                .daemon
+                .full_resync
+                .next_after(time::OffsetDateTime::now_utc());
+            continue;
+        }
         if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t) {
             let outcome = tokio::select! {
                 r = engine::run(cfg, store, target, RunKind::Resync) => r,

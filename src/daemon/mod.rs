@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub(crate) use status::Board;
 
-use crate::config::{ChangeFeed, Config, Profile};
+use crate::config::{ChangeFeed, Config, Profile, ResyncMode};
 use crate::engine::feed::{timestamp, Feed, FeedKind};
 use crate::engine::{self, RunKind};
 use crate::source::ldap::Session;
@@ -164,6 +164,34 @@ pub(crate) async fn run<T: Target>(
     Ok(())
 }
 
+/// A scheduled full resync in report mode: what a resync would repair, read and put on the
+/// board (/status, /metrics, the dashboard); nothing is sent or written.
+pub(super) async fn report_drift<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    board: &Board,
+) {
+    let records = match store.snapshot() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "drift report: cannot read the records");
+            return;
+        }
+    };
+    match engine::drift::drift(cfg, &records, target).await {
+        Ok((drift, _)) => {
+            tracing::info!(
+                objects = drift.objects.len(),
+                dangling_members = drift.dangling_members.len(),
+                "drift report (daemon.full_resync_mode = \"report\"): nothing was repaired"
+            );
+            board.set_drift(drift);
+        }
+        Err(e) => tracing::error!(error = %e, "drift report failed"),
+    }
+}
+
 /// One polled pass: with a timestamp feed, the entries changed since its watermark and the
 /// keys in scope; otherwise a full (or, on AD, uSNChanged) read.
 async fn pass<T: Target>(
@@ -250,10 +278,21 @@ async fn poll<T: Target>(
     let mut notified_at: Option<std::time::SystemTime> = None;
     loop {
         let now = time::OffsetDateTime::now_utc();
-        let kind = match next_resync {
+        let mut kind = match next_resync {
             Some(t) if now >= t => RunKind::Resync,
             _ => RunKind::Sync,
         };
+        if kind == RunKind::Resync && cfg.daemon.full_resync_mode == ResyncMode::Report {
+            tokio::select! {
+                _ = report_drift(cfg, store, target, board) => {}
+                _ = stop.wait() => return,
+            }
+            next_resync = cfg
+                .daemon
+                .full_resync
+                .next_after(time::OffsetDateTime::now_utc());
+            kind = RunKind::Sync;
+        }
         let notified = notified_at.take().filter(|_| kind == RunKind::Sync);
         let outcome = tokio::select! {
             r = pass(cfg, store, target, kind, timestamps.as_mut(), notified) => Some(r),

@@ -81,6 +81,8 @@ impl FeedState {
 
 #[derive(Default)]
 struct Inner {
+    /// The last drift report (report-only full resyncs).
+    drift: Option<crate::engine::drift::Drift>,
     /// (kind, outcome) -> runs.
     runs: BTreeMap<(&'static str, &'static str), u64>,
     /// operation -> count, summed over runs.
@@ -226,6 +228,11 @@ impl Board {
         }
     }
 
+    /// The report of a full resync that only reports.
+    pub(crate) fn set_drift(&self, drift: crate::engine::drift::Drift) {
+        self.lock().drift = Some(drift);
+    }
+
     /// How changes are detected (`poll`, `syncrepl`), for the page and the metrics.
     pub(crate) fn set_mode(&self, mode: &'static str) {
         let mut i = self.lock();
@@ -331,12 +338,13 @@ impl Board {
 
     pub(crate) fn json(&self) -> String {
         let (ready, reason) = self.ready();
-        let (mode, feed, mode_reason) = {
+        let (mode, feed, mode_reason, drift) = {
             let i = self.lock();
             (
                 i.mode,
                 i.feed.as_ref().map(|f| f.name()),
                 i.mode_reason.clone(),
+                i.drift.clone(),
             )
         };
         let recent = self
@@ -346,7 +354,7 @@ impl Board {
         let doc = match self.view() {
             Ok(v) => serde_json::json!({ "ready": ready, "reason": reason, "mode": mode,
                 "mode_reason": mode_reason, "change_feed": feed, "store": v,
-                "recent_operations": recent }),
+                "recent_operations": recent, "drift": drift }),
             Err(e) => serde_json::json!({ "ready": false, "reason": e }),
         };
         doc.to_string()
@@ -363,6 +371,9 @@ impl Board {
         drop(i);
         let _ = writeln!(out, "dirbridge_ready {}", u8::from(self.ready().0));
         let i = self.lock();
+        if let Some(d) = &i.drift {
+            drift::metrics(d, &mut out);
+        }
         let _ = writeln!(out, "# HELP dirbridge_runs_total Runs by kind and outcome.\n# TYPE dirbridge_runs_total counter");
         for ((kind, outcome), n) in &i.runs {
             let _ = writeln!(
@@ -493,6 +504,9 @@ impl Board {
                         html_escape(&h.sample.join(", "))
                     );
                 }
+                if let Some(d) = self.lock().drift.clone() {
+                    drift::html(&d, &mut body);
+                }
                 self.recent_html(&mut body);
                 if !v.target_quirks.is_empty() {
                     let _ = write!(body, "<h2>Target quirks</h2><table id=\"quirks\"><tr><th>Found</th><th>What dirbridge does</th></tr>");
@@ -597,5 +611,6 @@ impl Board {
     }
 }
 
+mod drift;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! One sync pass: read the directory, plan against the records (or, on a resync, against what
 //! the target really holds), send each operation and record each confirmation before the next.
 
+pub(crate) mod drift;
 mod execute;
 pub(crate) mod feed;
 mod fit;

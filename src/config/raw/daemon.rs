@@ -11,6 +11,8 @@ pub(super) struct RawDaemon {
     poll_interval: String,
     #[serde(default = "default_full_resync")]
     full_resync: String,
+    #[serde(default)]
+    full_resync_mode: ResyncMode,
     #[serde(default = "default_listen")]
     listen: String,
     #[serde(default)]
@@ -31,6 +33,7 @@ impl Default for RawDaemon {
         RawDaemon {
             poll_interval: default_poll(),
             full_resync: default_full_resync(),
+            full_resync_mode: ResyncMode::default(),
             listen: default_listen(),
             change_feed: ChangeFeed::default(),
             coalesce: default_coalesce(),
@@ -128,6 +131,7 @@ impl RawDaemon {
         let daemon = DaemonConfig {
             poll_interval,
             full_resync,
+            full_resync_mode: d.full_resync_mode,
             listen,
             change_feed: d.change_feed,
             coalesce,
