@@ -229,6 +229,32 @@ fn the_dashboard_shows_an_administrator_the_sync_status() {
     );
     let dom = render(&format!("http://127.0.0.1:{port}/"), env.dir.path());
     assert!(dom.contains("dirbridge sync status"), "{dom}");
+    // The state in one sentence, times as how long ago, the exact time on hover (turned into
+    // the browser's time zone by the page's own script: no longer the UTC text).
+    assert!(
+        dom.contains("<strong>Ready</strong>: the last sync (run "),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(">just now</time>") || dom.contains(" s ago</time>"),
+        "{dom}"
+    );
+    let titles = regex::Regex::new(r#"<time datetime="([^"]+)" title="([^"]+)""#).unwrap();
+    let first = titles.captures(&dom).expect("a time element");
+    assert_ne!(
+        &first[1], &first[2],
+        "the hover text was not localised: {dom}"
+    );
+    // What needs a person comes first: the objects in error, with what to do.
+    let errors_at = dom.find("Objects in error (2)").expect("errors section");
+    assert!(errors_at < dom.find("The last 24 hours").unwrap(), "{dom}");
+    assert!(dom.contains("mend the entry in the directory"), "{dom}");
+    // The chart of the last 24 hours, drawn on the server.
+    assert!(dom.contains("<svg id=\"activity\""), "{dom}");
+    assert!(dom.contains("operations confirmed, 0 failed"), "{dom}");
+    // Runs read as words, not as counters' names.
+    assert!(dom.contains("rejected 2"), "{dom}");
+    assert!(!dom.contains("users_created"), "{dom}");
     assert!(
         dom.contains("<td id=\"users\">3 (3 active, 0 adopted)</td>"),
         "{dom}"
@@ -237,7 +263,6 @@ fn the_dashboard_shows_an_administrator_the_sync_status() {
         dom.contains("<td id=\"groups\">2 (3 memberships)</td>"),
         "{dom}"
     );
-    assert!(dom.contains("Objects in error (2)"), "{dom}");
     assert!(dom.contains("uid=d1,ou=people,dc=example,dc=org"), "{dom}");
     assert!(dom.contains("&lt;b&gt;dup&lt;/b&gt;"), "{dom}");
     assert!(dom.contains("id=\"last-run\""), "{dom}");
@@ -247,11 +272,17 @@ fn the_dashboard_shows_an_administrator_the_sync_status() {
         dom.contains("<td>create_user</td><td>alice</td><td>created</td>"),
         "{dom}"
     );
+    // No latency column where none is known (a polled service).
+    assert!(!dom.contains("Change to push"), "{dom}");
     assert!(dom.contains("id=\"mode\">polling every 1s"), "{dom}");
     assert!(
         !dom.contains("<b>"),
         "markup from the directory reached the page: {dom}"
     );
+    // DASHBOARD_SCREENSHOT=<file>: the screenshot kept, to look at.
+    if let Ok(to) = std::env::var("DASHBOARD_SCREENSHOT") {
+        std::fs::copy(env.dir.path().join("dashboard.png"), to).unwrap();
+    }
     assert!(
         std::fs::metadata(env.dir.path().join("dashboard.png"))
             .unwrap()

@@ -81,6 +81,8 @@ impl FeedState {
 
 #[derive(Default)]
 struct Inner {
+    /// The last 24 hours, for the dashboard's chart.
+    activity: activity::Activity,
     /// The last drift report (report-only full resyncs).
     drift: Option<crate::engine::drift::Drift>,
     /// (kind, outcome) -> runs.
@@ -222,6 +224,19 @@ impl Board {
                 *i.operations.entry(op).or_default() += n;
             }
             i.durations.observe(&DURATION_BUCKETS, s.seconds);
+            let confirmed = s.users_created
+                + s.users_adopted
+                + s.users_updated
+                + s.users_deactivated
+                + s.users_deleted
+                + s.groups_created
+                + s.groups_adopted
+                + s.groups_updated
+                + s.groups_deleted
+                + s.members_added
+                + s.members_removed;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            i.activity.record(now, confirmed, s.errors, &s.latencies);
             for l in &s.latencies {
                 i.latency.observe(&LATENCY_BUCKETS, *l);
             }
@@ -443,174 +458,10 @@ impl Board {
         }
         out
     }
-
-    pub(crate) fn html(&self) -> String {
-        let (ready, reason) = self.ready();
-        let mut body = String::new();
-        match self.view() {
-            Ok(v) => {
-                let last = v
-                    .last_run
-                    .as_ref()
-                    .map(|r| format!("#{} {} at {}: {}", r.run, r.kind, r.finished_at, r.outcome))
-                    .unwrap_or_else(|| "never".into());
-                let success = v
-                    .last_success
-                    .as_ref()
-                    .map(|r| r.finished_at.clone())
-                    .unwrap_or_else(|| "never".into());
-                let _ = write!(
-                    body,
-                    "<table><tr><th>Status</th><td id=\"ready\" class=\"{cls}\">{state}</td></tr>\
-                     <tr><th>Last run</th><td id=\"last-run\">{last}</td></tr>\
-                     <tr><th>Last success</th><td id=\"last-success\">{success}</td></tr>\
-                     <tr><th>Change detection</th><td id=\"mode\">{mode}</td></tr>\
-                     <tr><th>Target</th><td>{target}</td></tr>\
-                     <tr><th>Users</th><td id=\"users\">{users} ({active} active, {adopted} adopted)</td></tr>\
-                     <tr><th>Groups</th><td id=\"groups\">{groups} ({members} memberships)</td></tr></table>",
-                    cls = if ready { "ok" } else { "bad" },
-                    state = html_escape(&if ready { "ready".to_string() } else { format!("not ready: {reason}") }),
-                    last = html_escape(&last),
-                    success = html_escape(&success),
-                    target = html_escape(v.target.as_deref().unwrap_or("(none yet)")),
-                    mode = html_escape(&self.mode_text()),
-                    users = v.users,
-                    active = v.users_active,
-                    adopted = v.users_adopted,
-                    groups = v.groups,
-                    members = v.memberships,
-                );
-                if let Some(summary) = v.last_run.as_ref().map(|r| &r.summary) {
-                    let _ = write!(body, "<h2>Last run</h2><table id=\"last-summary\">");
-                    if let Some(map) = summary.as_object() {
-                        for (k, val) in map {
-                            let _ = write!(
-                                body,
-                                "<tr><th>{}</th><td>{}</td></tr>",
-                                html_escape(k),
-                                html_escape(&val.to_string())
-                            );
-                        }
-                    }
-                    let _ = write!(body, "</table>");
-                }
-                if let Some(h) = &v.held_deletions {
-                    let _ = write!(
-                        body,
-                        "<p id=\"held\" class=\"bad\"><b>{} deactivations/deletions held</b> by the \
-                         accidental-deletion guard; nothing was removed. If they are meant, run \
-                         <code>dirbridge approve-deletes</code>. For example: {}</p>",
-                        h.count,
-                        html_escape(&h.sample.join(", "))
-                    );
-                }
-                if let Some(d) = self.lock().drift.clone() {
-                    drift::html(&d, &mut body);
-                }
-                self.recent_html(&mut body);
-                if !v.target_quirks.is_empty() {
-                    let _ = write!(body, "<h2>Target quirks</h2><table id=\"quirks\"><tr><th>Found</th><th>What dirbridge does</th></tr>");
-                    for q in &v.target_quirks {
-                        let _ = write!(
-                            body,
-                            "<tr><td>{}</td><td>{}</td></tr>",
-                            html_escape(&q.found),
-                            html_escape(&q.handling)
-                        );
-                    }
-                    let _ = write!(body, "</table>");
-                }
-                let _ = write!(body, "<h2>Objects in error ({})</h2>", v.errors.len());
-                if v.errors.is_empty() {
-                    let _ = write!(body, "<p id=\"errors\">None.</p>");
-                } else {
-                    let _ = write!(body, "<table id=\"errors\"><tr><th>Object</th><th>Operation</th><th>Attempts</th><th>Since</th><th>Next retry</th><th>Reason</th></tr>");
-                    for e in &v.errors {
-                        let _ = write!(
-                            body,
-                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                            html_escape(&e.label),
-                            html_escape(&e.operation),
-                            e.attempts,
-                            html_escape(&e.first_seen),
-                            html_escape(e.retry_after.as_deref().unwrap_or("next run")),
-                            html_escape(&e.reason)
-                        );
-                    }
-                    let _ = write!(body, "</table>");
-                }
-            }
-            Err(e) => {
-                let _ = write!(
-                    body,
-                    "<p class=\"bad\">Cannot read the state store: {}</p>",
-                    html_escape(&e)
-                );
-            }
-        }
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>dirbridge status</title>\
-             <meta http-equiv=\"refresh\" content=\"15\">\
-             <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}\
-             td,th{{padding:.2em .5em;border-bottom:1px solid #ddd}}.ok{{color:#070}}.bad{{color:#b00}}</style>\
-             </head><body><h1>dirbridge sync status</h1>{body}\
-             <p><a href=\"/metrics\">metrics</a> · <a href=\"/status\">status JSON</a></p></body></html>"
-        )
-    }
 }
 
-impl Board {
-    fn mode_text(&self) -> String {
-        let i = self.lock();
-        match &i.feed {
-            None => format!("polling every {:?}", self.poll),
-            Some(FeedState::Down(why)) => format!("{}: down ({why})", i.mode),
-            Some(f) => format!("{}: {}", i.mode, f.name()),
-        }
-    }
-
-    fn recent_html(&self, body: &mut String) {
-        let recent = match self.store.recent_operations(RECENT_OPERATIONS) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = write!(
-                    body,
-                    "<p class=\"bad\">Cannot read the journal: {}</p>",
-                    html_escape(&e.to_string())
-                );
-                return;
-            }
-        };
-        let _ = write!(body, "<h2>Recent operations</h2>");
-        if recent.is_empty() {
-            let _ = write!(body, "<p id=\"recent\">None yet.</p>");
-            return;
-        }
-        let _ = write!(body, "<table id=\"recent\"><tr><th>When</th><th>Operation</th><th>Object</th><th>Outcome</th><th>Latency</th></tr>");
-        for e in &recent {
-            let outcome = match &e.detail {
-                Some(d) => format!("{}: {d}", e.outcome),
-                None => e.outcome.clone(),
-            };
-            let latency = e
-                .latency
-                .map(|l| format!("{:.0} ms", l * 1000.0))
-                .unwrap_or_default();
-            let _ = write!(
-                body,
-                "<tr class=\"{cls}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                html_escape(&e.at),
-                html_escape(&e.operation),
-                html_escape(&e.object),
-                html_escape(&outcome),
-                html_escape(&latency),
-                cls = if e.outcome == "failed" { "bad" } else { "ok" },
-            );
-        }
-        let _ = write!(body, "</table>");
-    }
-}
-
+mod activity;
 mod drift;
+mod page;
 #[cfg(test)]
 mod tests;
