@@ -16,6 +16,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ldap_port=$(free_port)
 ldaps_port=$(free_port)
 scim_port=$(free_port)
+status_port=$(free_port)
 admin_pw="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 token="demo-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
@@ -29,10 +30,10 @@ trap cleanup EXIT
 echo "== certificates (a demo CA, as a corporate CA would be placed in certs/)"
 (
     cd "$run"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj "/CN=dirbridge demo CA" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 400 -subj "/CN=dirbridge demo CA" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 30 -extfile san.ext 2>/dev/null
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 400 -extfile san.ext 2>/dev/null
 )
 
 echo "== slapd on ldap://127.0.0.1:$ldap_port and ldaps://127.0.0.1:$ldaps_port"
@@ -71,6 +72,8 @@ bind_dn = "cn=admin,dc=example,dc=org"
 bind_password_file = "bind.pw"
 base_dn = "dc=example,dc=org"
 nested_groups = true
+# Every group is in the group scope: the service can follow changes with syncrepl.
+referenced_groups = "ignore"
 
 [target]
 kind = "scim"
@@ -83,12 +86,18 @@ path = "state"
 [mapping.active]
 attribute = "employeeType"
 inactive_values = ["disabled"]
+
+[daemon]
+listen = "127.0.0.1:$status_port"
 TOML
 
 echo "== building dirbridge"
 cargo build --quiet
 bin="$root/target/debug/dirbridge"
 cfg=(--config "$run/dirbridge.toml" --log-level warn)
+
+echo; echo "== dirbridge check   (every part tried, nothing changed)"
+"$bin" "${cfg[@]}" check || true
 
 echo; echo "== dirbridge plan   (dry run: nothing is sent)"
 "$bin" "${cfg[@]}" plan
@@ -140,6 +149,33 @@ echo; echo "== dirbridge sync   (only the delta is sent)"
 echo; show
 echo; echo "== dirbridge status"
 "$bin" "${cfg[@]}" status
+
+echo; echo "== dirbridge run   (the service: syncrepl, each change pushed as it happens)"
+"$bin" --config "$run/dirbridge.toml" --log-level warn run 2>"$run/run.log" &
+service=$!
+pids+=("$service")
+for _ in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$status_port/readyz")" = 200 ] && break
+    sleep 0.2
+done
+python3 - "$ldap_port" "$admin_pw" "$scim_port" "$token" <<'PY'
+import json, subprocess, sys, time, urllib.request
+ldap_port, pw, scim_port, token = sys.argv[1:]
+def title():
+    req = urllib.request.Request(f"http://127.0.0.1:{scim_port}/v2/Users?filter=userName%20eq%20%22pnair%22",
+                                 headers={"Authorization": f"Bearer {token}"})
+    return json.load(urllib.request.urlopen(req))["Resources"][0].get("title")
+start = time.monotonic()
+subprocess.run(["ldapmodify", "-x", "-H", f"ldap://127.0.0.1:{ldap_port}", "-D", "cn=admin,dc=example,dc=org", "-w", pw],
+               input=b"dn: uid=pnair,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: title\ntitle: Engineering Lead\n",
+               stdout=subprocess.DEVNULL, check=True)
+while title() != "Engineering Lead" and time.monotonic() - start < 30:
+    time.sleep(0.01)
+print(f"   pnair's new title reached the SCIM server {1000 * (time.monotonic() - start):.0f} ms after the LDAP modify: {title()!r}")
+PY
+echo "   the service's dashboard: http://127.0.0.1:$status_port/  (change detection: $(curl -s "http://127.0.0.1:$status_port/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["mode"])'))"
+kill -TERM "$service"
+wait "$service" && echo "   stopped cleanly (SIGTERM), state saved"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
     echo; echo "Servers left running (DEMO_KEEP=1): slapd ldap://127.0.0.1:$ldap_port, SCIM http://127.0.0.1:$scim_port/v2"
     echo "Try: $bin --config $run/dirbridge.toml status"
