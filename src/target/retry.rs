@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::RateLimit;
@@ -67,46 +66,54 @@ pub(crate) fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Optio
     )
 }
 
-/// Keeps to a request budget: never more than `requests` sends within any `period` (a sliding
-/// window, with a 10% margin so that network jitter — a request delayed on its way while the next is
-/// not — never makes the target count more), and
-/// sends spaced evenly rather than in bursts.
-#[derive(Debug)]
+/// Keeps to a request budget: never more than `requests` sends within any `period` (with a
+/// 10% margin so that network jitter — a request delayed on its way while the next is not —
+/// never makes the target count more), and sends spaced evenly rather than in bursts: a GCRA
+/// limiter (governor) of one request per `period * 1.1 / requests`, without a burst.
 pub(crate) struct Pacer {
-    budget: usize,
-    window: Duration,
-    interval: Duration,
-    sent: Mutex<std::collections::VecDeque<Instant>>,
+    limiter: governor::RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        TokioClock,
+        governor::middleware::NoOpMiddleware<std::time::Instant>,
+    >,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pacer")
+    }
+}
+
+/// tokio's clock for governor: the same time the waits use (and that tests can pause).
+#[derive(Debug, Clone, Copy, Default)]
+struct TokioClock;
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = std::time::Instant;
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
 }
 
 impl Pacer {
     pub(crate) fn new(limit: RateLimit) -> Pacer {
         let budget = limit.requests.max(1);
+        let interval = ((limit.period + limit.period / 10) / budget).max(Duration::from_nanos(1));
+        // `interval` is never zero: a quota exists.
+        let quota = governor::Quota::with_period(interval)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
         Pacer {
-            budget: budget as usize,
-            window: limit.period + limit.period / 10,
-            interval: (limit.period + limit.period / 10) / budget,
-            sent: Mutex::new(std::collections::VecDeque::new()),
+            limiter: governor::RateLimiter::direct_with_clock(quota, TokioClock),
         }
     }
 
     /// Waits until one more request fits the budget, and counts it.
     pub(crate) async fn wait(&self) {
-        let mut sent = self.sent.lock().await;
-        let now = Instant::now();
-        let mut slot = sent
-            .back()
-            .map_or(now, |last| (*last + self.interval).max(now));
-        if sent.len() >= self.budget {
-            let oldest = sent[sent.len() - self.budget];
-            slot = slot.max(oldest + self.window);
+        while let Err(not_yet) = self.limiter.check() {
+            let now = governor::clock::Clock::now(&TokioClock);
+            tokio::time::sleep(not_yet.wait_time_from(now)).await;
         }
-        sent.push_back(slot);
-        while sent.len() > self.budget {
-            sent.pop_front();
-        }
-        drop(sent);
-        tokio::time::sleep_until(slot).await;
     }
 }
 
