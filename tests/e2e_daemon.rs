@@ -80,17 +80,20 @@ fn the_service_follows_changes_serves_status_and_stops_cleanly() {
             let (status, body) = http_get(port, "/metrics").unwrap();
             assert_eq!(status, 200);
             metrics = body;
-            metrics.contains("dirbridge_operations_total{op=\"deactivate_user\"} 1")
+            metrics.contains(
+                "dirbridge_operations_total{op=\"deactivate_user\",outcome=\"confirmed\"} 1",
+            )
         }),
         "{metrics}"
     );
     assert!(metrics.contains("dirbridge_up 1"), "{metrics}");
     assert!(
-        metrics.contains("dirbridge_operations_total{op=\"create_user\"} 3"),
+        metrics.contains("dirbridge_operations_total{op=\"create_user\",outcome=\"confirmed\"} 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("dirbridge_operations_total{op=\"deactivate_user\"} 1"),
+        metrics
+            .contains("dirbridge_operations_total{op=\"deactivate_user\",outcome=\"confirmed\"} 1"),
         "{metrics}"
     );
     assert!(

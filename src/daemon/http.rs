@@ -107,7 +107,11 @@ pub(super) fn route(board: &Board, method: &str, path: &str) -> (u16, &'static s
             (true, r) => (200, "text/plain", format!("{r}\n")),
             (false, r) => (503, "text/plain", format!("{r}\n")),
         },
-        "/metrics" => (200, "text/plain; version=0.0.4", board.metrics()),
+        "/metrics" => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            board.metrics(),
+        ),
         "/status" => (200, "application/json", board.json()),
         "/" => (200, "text/html; charset=utf-8", board.html()),
         _ => (404, "text/plain", "not found\n".into()),

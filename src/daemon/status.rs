@@ -1,8 +1,6 @@
 //! What the running gateway knows about itself: run counters, operation totals, run durations,
 //! readiness. Rendered as Prometheus metrics, JSON and an HTML dashboard.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,51 +8,8 @@ use crate::engine::{EngineError, RunKind, RunReport, Summary};
 use crate::state::Store;
 use crate::status::{Census, StatusView};
 
-/// Upper bounds (seconds) of the run-duration histogram buckets.
-const DURATION_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
-
-/// Upper bounds (seconds) of the change-to-push latency histogram buckets.
-/// Fine below 200 ms, where the syncrepl goal (p50 20 ms, p99 100 ms) is judged.
-const LATENCY_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
-];
-
 /// How many recent operations the dashboard shows.
 const RECENT_OPERATIONS: usize = 25;
-
-/// A Prometheus histogram.
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], v: f64) {
-        if self.buckets.len() != bounds.len() {
-            self.buckets = vec![0; bounds.len()];
-        }
-        for (b, le) in bounds.iter().enumerate() {
-            if v <= *le {
-                self.buckets[b] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += v;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, bounds: &[f64]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, le) in bounds.iter().enumerate() {
-            let n = self.buckets.get(b).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
-    }
-}
 
 /// Where the change feed is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +40,6 @@ struct Inner {
     activity: activity::Activity,
     /// The last drift report (report-only full resyncs).
     drift: Option<crate::engine::drift::Drift>,
-    /// (kind, outcome) -> runs.
-    runs: BTreeMap<(&'static str, &'static str), u64>,
-    /// operation -> count, summed over runs.
-    operations: BTreeMap<&'static str, u64>,
-    durations: Histogram,
-    latency: Histogram,
     /// `poll` or `syncrepl`.
     mode: &'static str,
     /// Why the mode is not the one asked for (a change feed the server refused).
@@ -118,6 +67,8 @@ pub(crate) struct Board {
     store: Arc<Store>,
     poll: Duration,
     inner: Mutex<Inner>,
+    /// Runs, operations and latencies, counted for /metrics.
+    counted: metrics::Counted,
 }
 
 fn html_escape(s: &str) -> String {
@@ -132,13 +83,6 @@ fn unix_time(rfc3339: &str) -> Option<i64> {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
-}
-
-/// Escapes a Prometheus label value.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Board {
@@ -168,6 +112,7 @@ impl Board {
             store,
             poll,
             inner: Mutex::new(inner),
+            counted: metrics::Counted::default(),
         }
     }
 
@@ -184,7 +129,8 @@ impl Board {
             Ok(_) => "ok",
             Err(_) => "failed",
         };
-        *i.runs.entry((kind.name(), name)).or_default() += 1;
+        self.counted
+            .run(kind.name(), name, outcome.as_ref().ok().map(|r| &r.summary));
         i.last_finished = Some(Instant::now());
         if let Ok(r) = outcome {
             i.target_down = false;
@@ -207,23 +153,6 @@ impl Board {
         i.last_error = outcome.as_ref().err().map(|e| e.to_string());
         if let Ok(r) = outcome {
             let s: &Summary = &r.summary;
-            for (op, n) in [
-                ("create_user", s.users_created),
-                ("adopt_user", s.users_adopted),
-                ("update_user", s.users_updated),
-                ("deactivate_user", s.users_deactivated),
-                ("delete_user", s.users_deleted),
-                ("create_group", s.groups_created),
-                ("adopt_group", s.groups_adopted),
-                ("update_group", s.groups_updated),
-                ("delete_group", s.groups_deleted),
-                ("add_member", s.members_added),
-                ("remove_member", s.members_removed),
-                ("failed", s.errors),
-            ] {
-                *i.operations.entry(op).or_default() += n;
-            }
-            i.durations.observe(&DURATION_BUCKETS, s.seconds);
             let confirmed = s.users_created
                 + s.users_adopted
                 + s.users_updated
@@ -237,9 +166,6 @@ impl Board {
                 + s.members_removed;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             i.activity.record(now, confirmed, s.errors, &s.latencies);
-            for l in &s.latencies {
-                i.latency.observe(&LATENCY_BUCKETS, *l);
-            }
         }
     }
 
@@ -376,92 +302,31 @@ impl Board {
     }
 
     pub(crate) fn metrics(&self) -> String {
-        let mut out = String::new();
-        let i = self.lock();
-        let _ = writeln!(out, "# HELP dirbridge_up The gateway is running.\n# TYPE dirbridge_up gauge\ndirbridge_up 1");
-        let _ = writeln!(
-            out,
-            "# HELP dirbridge_ready The last run succeeded recently.\n# TYPE dirbridge_ready gauge"
-        );
-        drop(i);
-        let _ = writeln!(out, "dirbridge_ready {}", u8::from(self.ready().0));
-        let i = self.lock();
-        if let Some(d) = &i.drift {
-            drift::metrics(d, &mut out);
-        }
-        let _ = writeln!(out, "# HELP dirbridge_runs_total Runs by kind and outcome.\n# TYPE dirbridge_runs_total counter");
-        for ((kind, outcome), n) in &i.runs {
-            let _ = writeln!(
-                out,
-                "dirbridge_runs_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP dirbridge_operations_total Operations confirmed by the target (failed: refused or unanswered).\n# TYPE dirbridge_operations_total counter"
-        );
-        for (op, n) in &i.operations {
-            let _ = writeln!(out, "dirbridge_operations_total{{op=\"{op}\"}} {n}");
-        }
-        i.durations.render(
-            &mut out,
-            "dirbridge_run_duration_seconds",
-            "Duration of finished runs.",
-            &DURATION_BUCKETS,
-        );
-        i.latency.render(
-            &mut out,
-            "dirbridge_change_to_push_seconds",
-            "From a directory change (its entryCSN) to the target's confirmation, change feeds only.",
-            &LATENCY_BUCKETS,
-        );
-        if i.mode_reason.is_some() {
-            let _ = writeln!(out, "# HELP dirbridge_change_feed_fallback The service polls because the server refused the change feed (see /status mode_reason).\n# TYPE dirbridge_change_feed_fallback gauge");
-            let _ = writeln!(out, "dirbridge_change_feed_fallback{{from=\"syncrepl\"}} 1");
-        }
-        if let Some(feed) = &i.feed {
-            let _ = writeln!(out, "# HELP dirbridge_change_feed_up The change feed is following the directory.\n# TYPE dirbridge_change_feed_up gauge");
-            let _ = writeln!(
-                out,
-                "dirbridge_change_feed_up {}",
-                u8::from(*feed == FeedState::Following)
-            );
-        }
-        let c = i.census;
-        let _ = writeln!(out, "# HELP dirbridge_objects Objects under management, by kind and state.\n# TYPE dirbridge_objects gauge");
-        let _ = writeln!(
-            out,
-            "dirbridge_objects{{kind=\"user\",state=\"active\"}} {}",
-            c.users_active
-        );
-        let _ = writeln!(
-            out,
-            "dirbridge_objects{{kind=\"user\",state=\"inactive\"}} {}",
-            c.users.saturating_sub(c.users_active)
-        );
-        let _ = writeln!(
-            out,
-            "dirbridge_objects{{kind=\"group\",state=\"active\"}} {}",
-            c.groups
-        );
-        let _ = writeln!(out, "# HELP dirbridge_objects_in_error Objects the last runs could not read or push.\n# TYPE dirbridge_objects_in_error gauge");
-        let _ = writeln!(out, "dirbridge_objects_in_error {}", i.in_error);
-        let _ = writeln!(out, "# HELP dirbridge_deletions_held Deactivations and deletions held by the accidental-deletion guard, awaiting `dirbridge approve-deletes`.\n# TYPE dirbridge_deletions_held gauge");
-        let _ = writeln!(out, "dirbridge_deletions_held {}", i.held);
-        if let Some(ts) = i.last_success {
-            let _ = writeln!(out, "# HELP dirbridge_last_success_timestamp_seconds When the last run that did not fail ended.\n# TYPE dirbridge_last_success_timestamp_seconds gauge");
-            let _ = writeln!(out, "dirbridge_last_success_timestamp_seconds {ts}");
-        }
-        if let Some(t) = &i.target {
-            let _ = writeln!(out, "# HELP dirbridge_target_info The target the records describe.\n# TYPE dirbridge_target_info gauge");
-            let _ = writeln!(out, "dirbridge_target_info{{url=\"{}\"}} 1", label(t));
-        }
-        out
+        let ready = self.ready().0;
+        let moment = {
+            let i = self.lock();
+            metrics::Moment {
+                ready,
+                census: i.census,
+                in_error: i.in_error,
+                held: i.held,
+                last_success: i.last_success,
+                target: i.target.clone(),
+                feed_up: i.feed.as_ref().map(|f| *f == FeedState::Following),
+                fell_back: i.mode_reason.is_some(),
+                drift: i
+                    .drift
+                    .as_ref()
+                    .map(|d| d.objects.len() + d.dangling_members.len()),
+            }
+        };
+        metrics::render(&self.counted, moment)
     }
 }
 
 mod activity;
 mod drift;
+mod metrics;
 mod page;
 #[cfg(test)]
 mod tests;

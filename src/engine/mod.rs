@@ -14,7 +14,7 @@ pub(crate) mod preview;
 pub(crate) mod progress;
 mod read;
 mod send;
-mod summary;
+pub(crate) mod summary;
 
 use std::collections::BTreeSet;
 

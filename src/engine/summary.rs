@@ -41,6 +41,9 @@ pub(crate) struct Summary {
     /// records did not change).
     #[serde(skip)]
     pub census: Option<crate::status::Census>,
+    /// The operations refused or unanswered, by operation (`errors` in all).
+    #[serde(skip)]
+    pub failed: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Summary {

@@ -1,5 +1,5 @@
 //! The last drift report of a scheduled full resync in report mode (`daemon.full_resync_mode =
-//! "report"`): on /status as JSON, on /metrics as a gauge, on the dashboard as a table.
+//! "report"`) on the dashboard, as a table (/status has it as JSON, /metrics as a gauge).
 
 use std::fmt::Write;
 
@@ -53,14 +53,4 @@ pub(super) fn html(drift: &Drift, body: &mut String) {
         );
     }
     let _ = write!(body, "</table>");
-}
-
-/// The gauge: objects the last report found to repair.
-pub(super) fn metrics(drift: &Drift, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP dirbridge_drift_objects Objects the last report-only full resync found to repair.\n\
-         # TYPE dirbridge_drift_objects gauge\ndirbridge_drift_objects {}",
-        drift.objects.len() + drift.dangling_members.len()
-    );
 }

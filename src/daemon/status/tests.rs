@@ -6,7 +6,18 @@ fn hostile_values_cannot_break_out_of_the_page_or_a_label() {
         html_escape("<script>alert('x')</script>&\""),
         "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
     );
-    assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    // A target URL with a quote, a backslash and a line break stays one label value.
+    let text = metrics::render(
+        &metrics::Counted::default(),
+        metrics::Moment {
+            target: Some("a\"b\\c\nd".into()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        text.contains("dirbridge_target_info{url=\"a\\\"b\\\\c\\nd\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -199,6 +199,7 @@ impl<T: Target> Executor<'_, T> {
                     self.forget_intent(req.key())?;
                 }
                 self.summary.errors += 1;
+                *self.summary.failed.entry(op.name()).or_default() += 1;
                 tracing::warn!(op = op.name(), object = op.label(), error = %e, "operation failed; retried next run");
                 self.journal(&op, "failed", Some(e.to_string()), None);
                 self.store.note_error(self.object_error(&op, &req, &e))?;
