@@ -480,3 +480,62 @@ fn the_advice_fits_the_failure() {
     let (_, fix) = line(&r, "FAIL", "config");
     assert!(fix.contains("dirbridge init"), "{r:?}");
 }
+
+/// More of what `check` can print, each against the real servers: a scope that finds nobody,
+/// a search over its bound, LDAPS spoken to a plain port, a member attribute no group uses, and
+/// the last run's failure.
+#[test]
+fn the_other_lines_check_can_print() {
+    let mut env = Env::start();
+    private(&env);
+    // Nobody in scope; the groups read by an attribute none of them has.
+    env.gw.extra = "[mapping]\nmember_attribute = \"uniqueMember\"\n".into();
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let start = text.find("user_filter = ").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let nobody = format!(
+        "{}user_filter = \"(uid=nobody-by-this-name)\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(env.config_path(), &nobody).unwrap();
+    let r = run_dirbridge(&env.config_path(), &["check"], &[]);
+    let (w, fix) = line(&r, "WARN", "users");
+    assert!(w.contains("a sync would find nobody"), "{r:?}");
+    assert!(fix.contains("ldap.user_filter"), "{r:?}");
+    // With users, and membership read from the groups' uniqueMember: none has one.
+    env.gw.ldap_extra = "membership = \"member\"\n".into();
+    let r = env.run(&["check"]);
+    let (w, fix) = line(&r, "WARN", "membership");
+    assert!(w.contains("none of the 2 groups lists a member in uniqueMember"), "{r:?}");
+    assert!(fix.contains("mapping.member_attribute"), "{r:?}");
+
+    // A search over ldap.max_entries: the fix names the key.
+    env.gw.extra = String::new();
+    env.gw.ldap_extra = "max_entries = 1\n".into();
+    let r = env.run(&["check"]);
+    let (_, fix) = line(&r, "FAIL", "users");
+    assert!(fix.contains("ldap.max_entries"), "{r:?}");
+
+    // LDAPS spoken to the plain port: no handshake, said on the tls line.
+    env.gw.ldap_extra = format!("ca_file = \"{}\"\n", certs().ca.display());
+    env.gw.ldap_url = format!("ldaps://127.0.0.1:{}", env.slapd.port);
+    let r = env.run(&["check"]);
+    let (t, fix) = line(&r, "FAIL", "tls");
+    assert!(t.starts_with("no TLS handshake"), "{r:?}");
+    assert!(fix.contains("LDAPS") && fix.contains("StartTLS"), "{r:?}");
+
+    // The last run failed (a refused token): said, with where to look.
+    env.gw.ldap_url = env.slapd.url();
+    env.gw.ldap_extra = String::new();
+    env.sync();
+    std::fs::write(env.dir.path().join("scim.token"), "not-the-token").unwrap();
+    let r = env.run(&["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    std::fs::write(env.dir.path().join("scim.token"), TOKEN).unwrap();
+    let r = env.run(&["check"]);
+    let (w, _) = line(&r, "WARN", "last run");
+    assert!(w.contains("failed") && w.contains("401"), "{r:?}");
+    assert!(!r.all().contains("not-the-token"), "{r:?}");
+}
