@@ -508,7 +508,10 @@ fn the_other_lines_check_can_print() {
     env.gw.ldap_extra = "membership = \"member\"\n".into();
     let r = env.run(&["check"]);
     let (w, fix) = line(&r, "WARN", "membership");
-    assert!(w.contains("none of the 2 groups lists a member in uniqueMember"), "{r:?}");
+    assert!(
+        w.contains("none of the 2 groups lists a member in uniqueMember"),
+        "{r:?}"
+    );
     assert!(fix.contains("mapping.member_attribute"), "{r:?}");
 
     // A search over ldap.max_entries: the fix names the key.

@@ -56,7 +56,7 @@ pub(super) fn check(cfg: &Config) -> Vec<Finding> {
         )];
     }
     let mut out = Vec::new();
-    if let Some(mode) = mode(path).filter(|m| m & 0o077 != 0) {
+    if let Some(mode) = crate::config::mode_of(path).filter(|m| m & 0o077 != 0) {
         out.push(Finding::warn(
             "state",
             format!(
@@ -169,17 +169,6 @@ fn records(cfg: &Config, store: &Store) -> Vec<Finding> {
         }
     }
     out
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
-}
-
-#[cfg(not(unix))]
-fn mode(_path: &Path) -> Option<u32> {
-    None
 }
 
 /// Whether this process may create files in `path` (access(2), which knows about root, ACLs

@@ -476,14 +476,15 @@ pub(crate) fn file_warnings(path: &Path, text: &str) -> Vec<FileWarning> {
     out
 }
 
+/// A file's permission bits (with its type bits), following links; `None` where unknown.
 #[cfg(unix)]
-fn mode_of(path: &Path) -> Option<u32> {
+pub(crate) fn mode_of(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).ok().map(|m| m.permissions().mode())
 }
 
 #[cfg(not(unix))]
-fn mode_of(_path: &Path) -> Option<u32> {
+pub(crate) fn mode_of(_path: &Path) -> Option<u32> {
     None
 }
 
