@@ -2,7 +2,7 @@
 //! Synchronization over Retro Changelog): `sync`, `resync` and `run` against it. Its sync UUID is
 //! the nsUniqueId (not the entryUUID), a refresh resumed from a cookie sends changed entries
 //! without operational attributes (entryUUID, the key), and its memberOf includes nested groups.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -268,4 +268,32 @@ fn feed_passes(port: u16) -> u64 {
         .find_map(|l| l.strip_prefix("dirbridge_runs_total{kind=\"feed\",outcome=\"ok\"} "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `check` against 389-DS says what a sync will do there: memberships from the groups' member
+/// values (its memberOf includes nested groups), unless ldap.membership is set.
+#[test]
+fn check_on_389_ds_reports_the_membership_a_sync_uses() {
+    let mut ds = Ds389::start();
+    add_nested_group(&mut ds);
+    let gw = gateway(&ds);
+    let r = gw.run(&["check"]);
+    assert_ne!(r.code, 2, "{r:?}");
+    let line = |head: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(head))
+            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
+            .to_string()
+    };
+    assert!(
+        line("OK    directory ").contains("reached and bound"),
+        "{r:?}"
+    );
+    assert!(line("OK    users ").contains("3 in scope"), "{r:?}");
+    assert!(
+        line("OK    membership ").contains("(ldap.membership = \"member\")"),
+        "{r:?}"
+    );
+    assert!(gw.scim.users().is_empty(), "check wrote to the target");
 }

@@ -627,3 +627,38 @@ fn test_mapping_on_ad_finds_a_user_by_sam_account_name_and_shows_its_guid_key() 
     );
     assert!(env.scim.users().is_empty());
 }
+
+/// `check` against a Samba AD DC: the bind (StartTLS, the test CA), the users and groups in the
+/// AD scope, memberOf, and the DC's certificate described with the CA that verified it.
+#[test]
+fn check_on_active_directory_describes_the_dc_and_its_scope() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    env.ldap_url = env.dc.url();
+    env.ldap_extra = "starttls = true\n".into();
+    let r = env.run(&["check"]);
+    assert_ne!(r.code, 2, "{r:?}");
+    let line = |head: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(head))
+            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
+            .to_string()
+    };
+    assert!(
+        line("OK    directory ").contains("reached and bound"),
+        "{r:?}"
+    );
+    let tls = r
+        .stdout
+        .lines()
+        .find(|l| l.contains(" tls ") && l.contains("from ldap.ca_file"))
+        .unwrap_or_else(|| panic!("no tls line: {r:?}"));
+    assert!(tls.starts_with("OK") || tls.starts_with("WARN"), "{r:?}");
+    assert!(line("OK    users ").contains("3 in scope"), "{r:?}");
+    assert!(
+        line("OK    membership ").contains("carry memberOf"),
+        "{r:?}"
+    );
+    assert!(env.scim.users().is_empty(), "check wrote to the target");
+}

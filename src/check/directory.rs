@@ -254,7 +254,11 @@ async fn memberships(
     if users == 0 || groups == 0 {
         return None;
     }
-    let l = &cfg.ldap;
+    // What a sync would use: on 389-DS, unless set, the groups' member values.
+    let chosen = crate::engine::membership_for_server(session, &cfg.ldap)
+        .await
+        .unwrap_or(std::borrow::Cow::Borrowed(&cfg.ldap));
+    let l: &LdapConfig = &chosen;
     let (base, filter, attr, of, whole) = match l.membership {
         Membership::MemberOf => (
             &l.user_base,

@@ -12,6 +12,8 @@ mod observe;
 mod pass;
 pub(crate) mod preview;
 pub(crate) mod progress;
+/// Which attribute carries memberships on this server (`check` says what a sync would use).
+pub(crate) use read::membership_for_server;
 mod read;
 mod send;
 pub(crate) mod summary;

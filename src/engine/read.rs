@@ -256,7 +256,7 @@ pub(super) fn ranged(attrs: Vec<String>, cfg: &Config) -> Vec<String> {
 /// `membership = "memberOf"`, nested members would be pushed as direct ones (and `run`, which
 /// reads `member`, would disagree with `sync`). Unless `ldap.membership` is set, memberships come
 /// from the groups' `member` values there.
-async fn membership_for_server<'c>(
+pub(crate) async fn membership_for_server<'c>(
     session: &mut Session,
     l: &'c LdapConfig,
 ) -> Result<std::borrow::Cow<'c, LdapConfig>, SourceError> {
