@@ -661,4 +661,13 @@ fn check_on_active_directory_describes_the_dc_and_its_scope() {
         "{r:?}"
     );
     assert!(env.scim.users().is_empty(), "check wrote to the target");
+    // A clear-text bind to a DC, allowed on purpose: a warning, even on loopback.
+    env.ldap_extra = "allow_plaintext = true\n".into();
+    let r = env.run(&["check"]);
+    let tls = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("WARN  tls "))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(tls.contains("cross the network in clear"), "{r:?}");
 }

@@ -542,3 +542,54 @@ fn the_other_lines_check_can_print() {
     assert!(w.contains("failed") && w.contains("401"), "{r:?}");
     assert!(!r.all().contains("not-the-token"), "{r:?}");
 }
+
+/// What the state folder can hold besides a sound store: one a process left mid-write (the
+/// service killed), one of an earlier release (sled), one that is not a store at all.
+#[test]
+fn a_store_left_mid_write_an_old_release_s_store_and_garbage_are_told_apart() {
+    let mut env = Env::start();
+    private(&env);
+    let port = free_port();
+    env.gw.extra = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\nfull_resync = \"off\"\n");
+    let service = env.spawn(&["run"]);
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    assert!(kill_9_after(service, std::time::Duration::ZERO));
+    env.gw.extra = String::new();
+    let r = env.run(&["check"]);
+    let (w, fix) = line(&r, "WARN", "state");
+    assert!(w.contains("left mid-write"), "{r:?}");
+    assert!(fix.contains("repairs it"), "{r:?}");
+    // A sync repairs it; the check is clean again.
+    env.sync();
+    let r = env.run(&["check"]);
+    line(&r, "OK", "state");
+
+    // A store of an earlier release: migrated by the next writer, read by none before.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    std::fs::create_dir(env.state_path()).unwrap();
+    std::fs::set_permissions(env.state_path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old = sled::open(env.state_path()).unwrap();
+    old.flush().unwrap();
+    drop(old);
+    let r = env.run(&["check"]);
+    assert!(
+        line(&r, "OK", "state")
+            .0
+            .contains("store of an earlier release"),
+        "{r:?}"
+    );
+
+    // Not a store at all.
+    std::fs::remove_dir_all(env.state_path()).unwrap();
+    std::fs::create_dir(env.state_path()).unwrap();
+    std::fs::set_permissions(env.state_path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(env.state_path().join("dirbridge.redb"), vec![0xAB; 4096]).unwrap();
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (_, fix) = line(&r, "FAIL", "state");
+    assert!(fix.contains("resync") && fix.contains("move"), "{r:?}");
+}

@@ -634,3 +634,38 @@ fn many_creates_go_without_a_look_up_each_yet_adopt_what_is_there() {
     let plan: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(plan["operations"], json!([]), "{r:?}");
 }
+
+/// `check` against a provider that cannot filter or count: the quirks its look-up found are
+/// listed with what the gateway does about them, and the credentials are still proven.
+#[test]
+fn check_lists_the_quirks_it_finds_on_the_way() {
+    let mut env = Env::start();
+    let proxy = quirky(&mut env);
+    proxy.set_rule(no_filter_no_count);
+    let r = env.run(&["check"]);
+    assert_ne!(r.code, 2, "{r:?}");
+    let target = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("OK    target "))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(target.contains("filter: no"), "{r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("OK    credentials ")),
+        "{r:?}"
+    );
+    let quirks: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("OK    quirk "))
+        .collect();
+    assert!(
+        quirks
+            .iter()
+            .any(|l| l.contains("filter.supported = false")),
+        "{r:?}"
+    );
+    assert!(env.scim.users().is_empty(), "check wrote to the target");
+}
