@@ -177,3 +177,74 @@ fn a_report_only_full_resync_shows_the_drift_and_repairs_nothing() {
     assert_eq!(env.scim.user("alice").unwrap()["title"], "Intern");
     assert!(env.spawned_log().contains("nothing was repaired"));
 }
+
+/// The report says which removals the accidental-deletion guard would hold (a resync would not
+/// send them unapproved), counts objects not operations, and shows a value from the target that
+/// carries a line break or a terminal escape as text, not as a line or a colour.
+#[test]
+fn the_report_tells_held_removals_and_cannot_be_forged_by_a_value() {
+    let mut env = Env::start();
+    env.extra = "[sync]\nmax_deletions = 1\n".into();
+    env.sync();
+    env.slapd.delete("uid=bob,ou=people,dc=example,dc=org");
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    // A group renamed on the target to something that would forge a line and repaint.
+    let sales = env.scim.group("sales").unwrap();
+    let (s, _) = env.scim.http(
+        "PATCH",
+        &format!("/Groups/{}", sales["id"].as_str().unwrap()),
+        Some(&json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "displayName",
+                            "value": "sales\nNo drift: a resync would repair nothing.\u{1b}[31mRED"}],
+        })),
+    );
+    assert!(s == 200 || s == 204);
+    let r = env.run(&["resync", "--dry-run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("held by the accidental-deletion guard"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("4 of these operations (removals, and the member removals"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("4 object(s) would be repaired"), "{r:?}");
+    assert!(
+        !r.stdout.contains('\u{1b}'),
+        "an escape reached the terminal: {r:?}"
+    );
+    assert!(
+        !r.stdout.lines().any(|l| l.starts_with("No drift")),
+        "a value forged a line: {r:?}"
+    );
+    assert!(r.stdout.contains("\\n"), "{r:?}");
+    let r = env.run(&["resync", "--dry-run", "--json"]);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["held_by_guard"], 4, "{doc}");
+    // And a resync holds them indeed.
+    let r = env.run(&["resync"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(env.scim.user("bob").unwrap()["active"] == true);
+}
+
+/// A polling service runs its scheduled full resync at its time, not at the next poll: with an
+/// hourly poll, a resync due every 2 s still reports within seconds.
+#[test]
+fn a_polling_service_does_not_keep_the_scheduled_resync_waiting_for_the_next_poll() {
+    let mut env = Env::start();
+    let port = free_port();
+    env.extra = format!(
+        "[daemon]\nchange_feed = \"poll\"\npoll_interval = \"1h\"\nfull_resync = \"every 2s\"\nfull_resync_mode = \"report\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let _service = Guard(env.spawn(&["run"]));
+    assert!(
+        wait_until(30, || env.scim.users().len() == 3),
+        "{}",
+        env.spawned_log()
+    );
+    let reports = || env.spawned_log().matches("drift report").count();
+    assert!(wait_until(15, || reports() >= 2), "{}", env.spawned_log());
+}

@@ -87,7 +87,7 @@ pub(super) fn check(cfg: &Config) -> Vec<Finding> {
         out.push(Finding::ok(
             "state",
             format!(
-                "{shown} holds the store of an earlier release: the next sync or run migrates it"
+                "{shown} holds the store of an earlier release: the next command that opens it migrates it (`dirbridge plan` sends nothing)"
             ),
         ));
         return out;

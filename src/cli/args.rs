@@ -88,7 +88,8 @@ pub enum Command {
     /// Lists the target's users and groups, matches them to the directory (exact matches
     /// only: a stranger is never adopted), and repairs what differs: changed attributes,
     /// objects deleted or re-enabled behind the gateway's back, wrong or dangling memberships.
-    /// Rebuilds a lost state folder. Safe to run at any time; the service runs one on
+    /// Rebuilds a lost state folder. Safe to run at any time, though not beside the running
+    /// service (it holds the state folder: stop it first); the service runs one on
     /// daemon.full_resync.
     ///
     /// With --dry-run, nothing is sent and nothing is written: the drift report, what a

@@ -262,7 +262,7 @@ fn offline(cfg: &Config) -> anyhow::Result<(Snapshot, AnyTarget)> {
 fn offline_read_only(cfg: &Config) -> anyhow::Result<(Snapshot, AnyTarget)> {
     if Store::awaits_migration(&cfg.state.path) {
         anyhow::bail!(
-            "{} holds the store of an earlier release: run `dirbridge sync` once to migrate it",
+            "{} holds the store of an earlier release: run `dirbridge plan` once to migrate it (it sends nothing)",
             cfg.state.path.display()
         );
     }

@@ -9,6 +9,22 @@ use crate::plan::Operation;
 
 use crate::engine::drift::{field_name, Drift};
 
+/// Text from the directory or a target, made safe for a terminal: control characters (line
+/// breaks, escape sequences) shown escaped, so that a value cannot forge a line or repaint the
+/// screen.
+fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// The drift report of `resync --dry-run`.
 pub(super) fn drift_text(d: &Drift) -> String {
     let mut out = String::new();
@@ -24,7 +40,13 @@ pub(super) fn drift_text(d: &Drift) -> String {
     if !d.objects.is_empty() {
         let _ = writeln!(out, "\n{:<16} {:<32} FINDING", "REPAIR", "OBJECT");
         for o in &d.objects {
-            let _ = writeln!(out, "{:<16} {:<32} {}", o.repair, o.object, o.finding);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<32} {}",
+                o.repair,
+                shown(&o.object),
+                shown(&o.finding)
+            );
             for a in &o.attributes {
                 let shown = |v: &Option<String>| {
                     v.as_ref()
@@ -45,14 +67,22 @@ pub(super) fn drift_text(d: &Drift) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<32} {n} member reference(s) to objects the target no longer holds",
-            "remove_members", group
+            "remove_members",
+            shown(group)
         );
     }
     let _ = writeln!(
         out,
         "\n{} object(s) would be repaired by `dirbridge resync`; nothing was sent or written.",
-        d.objects.len() + d.dangling_members.len()
+        d.object_count()
     );
+    if d.held_by_guard > 0 {
+        let _ = writeln!(
+            out,
+            "{} of these operations (removals, and the member removals that go with them) would be held by the accidental-deletion guard: a resync sends them only once approved (`dirbridge approve-deletes`).",
+            d.held_by_guard
+        );
+    }
     out
 }
 
@@ -94,12 +124,18 @@ pub(super) fn plan_table(ops: &[Operation], desired: &DesiredState) -> String {
                 }
                 Operation::CreateGroup { .. } | Operation::DeleteGroup { .. } => String::new(),
             };
-            let _ = writeln!(out, "{:<16} {:<32} {}", op.name(), op.label(), details);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<32} {}",
+                op.name(),
+                shown(op.label()),
+                shown(&details)
+            );
         }
         let _ = writeln!(out, "{} operation(s).", ops.len());
     }
     for r in &desired.rejected {
-        let _ = writeln!(out, "not synced: {}: {}", r.dn, r.reason);
+        let _ = writeln!(out, "not synced: {}: {}", shown(&r.dn), shown(&r.reason));
     }
     out
 }
@@ -160,4 +196,18 @@ pub(super) fn preview_text(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_cannot_forge_a_line_or_repaint_the_terminal() {
+        assert_eq!(
+            shown("sales\nNo drift\u{1b}[2K\u{1b}[31mRED"),
+            "sales\\nNo drift\\u{1b}[2K\\u{1b}[31mRED"
+        );
+        assert_eq!(shown("Zoë — 東京"), "Zoë — 東京");
+    }
 }

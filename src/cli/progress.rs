@@ -85,9 +85,13 @@ fn draw(bar: &ProgressBar, stop: &AtomicBool) {
                     bar.set_message("reading the target");
                 }
                 Phase::Sending => {
+                    // The reading's count and rate go first: never drawn against the plan.
+                    let (done, planned) = progress::sent();
+                    bar.reset();
+                    bar.set_length(planned);
+                    bar.set_position(done.min(planned));
                     bar.set_style(sending.clone());
                     bar.set_message("sending");
-                    bar.reset_eta();
                 }
             }
             shown = Some(phase);

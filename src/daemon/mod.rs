@@ -327,6 +327,15 @@ async fn poll<T: Target>(
             notifier.as_ref().map(|n| *n.available.borrow()),
             cfg.daemon.notify_fallback,
         );
+        // The scheduled resync is not kept waiting for the next poll (a daily 03:00 with an
+        // hourly poll ran up to an hour late); after failures, the backoff still counts.
+        let wait = match next_resync {
+            Some(t) if failures == 0 => wait.min(
+                std::time::Duration::try_from(t - time::OffsetDateTime::now_utc())
+                    .unwrap_or(std::time::Duration::ZERO),
+            ),
+            _ => wait,
+        };
         let changed = async {
             match &notifier {
                 Some(n) => n.changed.notified().await,

@@ -38,6 +38,10 @@ pub(crate) struct ObjectDrift {
     pub repair: &'static str,
     /// Why, in words.
     pub finding: String,
+    /// A removal the accidental-deletion guard would hold: a resync sends it only once
+    /// approved (`dirbridge approve-deletes`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held_by_guard: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<AttributeDrift>,
 }
@@ -53,6 +57,8 @@ pub(crate) struct Drift {
     pub matched_users: usize,
     pub matched_groups: usize,
     pub objects: Vec<ObjectDrift>,
+    /// Removals the accidental-deletion guard would hold back.
+    pub held_by_guard: usize,
     /// Groups listing members the target no longer holds, and how many.
     pub dangling_members: Vec<(String, usize)>,
 }
@@ -60,6 +66,21 @@ pub(crate) struct Drift {
 impl Drift {
     pub(crate) fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.dangling_members.is_empty()
+    }
+
+    /// How many objects a resync would touch (an object with two operations counts once).
+    pub(crate) fn object_count(&self) -> usize {
+        let objects: BTreeSet<(&str, &str)> = self
+            .objects
+            .iter()
+            .map(|o| (o.kind, o.object.as_str()))
+            .collect();
+        let dangling = self
+            .dangling_members
+            .iter()
+            .filter(|(g, _)| !objects.contains(&("group", g.as_str())))
+            .count();
+        objects.len() + dangling
     }
 }
 
@@ -97,14 +118,58 @@ async fn drift_inner<T: Target>(
         .collect();
     fit(target, &mut desired, &mut seen);
     let ops = plan(&desired, &seen, &policy(cfg));
-    let objects = ops.iter().map(|op| object(op, &seen)).collect();
+    // What the accidental-deletion guard would hold back, as a resync would judge it.
+    let managed = seen.users.len() + seen.groups.len();
+    let approval = crate::state::approvals::deletion_approval(&cfg.state.path).unwrap_or(None);
+    let verdict =
+        crate::plan::guard::hold(ops.clone(), managed, &cfg.sync.guard, approval.as_ref());
+    let held: BTreeSet<(&'static str, Key)> = match verdict.held {
+        Some(_) => {
+            let sent: BTreeSet<(&'static str, Key)> = verdict
+                .ops
+                .iter()
+                .map(|o| (o.name(), o.key().clone()))
+                .collect();
+            ops.iter()
+                .map(|o| (o.name(), o.key().clone()))
+                .filter(|k| !sent.contains(k))
+                .collect()
+        }
+        None => BTreeSet::new(),
+    };
+    let objects: Vec<ObjectDrift> = ops
+        .iter()
+        .map(|op| {
+            let mut o = object(op, &seen);
+            if held.contains(&(op.name(), op.key().clone())) {
+                o.held_by_guard = true;
+                o.finding.push_str(
+                    "; held by the accidental-deletion guard: a resync sends it only once approved (dirbridge approve-deletes)",
+                );
+            }
+            o
+        })
+        .collect();
+    // The directory's objects the target holds (records of objects gone from the directory
+    // are matched too, and are not the directory's).
+    let matched_users = seen
+        .users
+        .keys()
+        .filter(|k| desired.users.contains_key(*k))
+        .count();
+    let matched_groups = seen
+        .groups
+        .keys()
+        .filter(|k| desired.groups.contains_key(*k))
+        .count();
     Ok((
         Drift {
             at: super::now(),
             target_users: users.len(),
             target_groups: groups.len(),
-            matched_users: seen.users.len(),
-            matched_groups: seen.groups.len(),
+            matched_users,
+            matched_groups,
+            held_by_guard: held.len(),
             objects,
             dangling_members: dangling,
         },
@@ -205,6 +270,7 @@ fn object(op: &Operation, seen: &Snapshot) -> ObjectDrift {
         object: op.label().to_string(),
         repair: op.name(),
         finding,
+        held_by_guard: false,
         attributes,
     }
 }

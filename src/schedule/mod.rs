@@ -114,11 +114,18 @@ fn calendar(pattern: &str, zone: Option<&str>) -> Result<Schedule, String> {
         Some(name) => (parse_zone(name)?, name.to_string()),
         None => (jiff::tz::TimeZone::UTC, "UTC".to_string()),
     };
-    Ok(Schedule::At(Box::new(Calendar {
+    let schedule = Schedule::At(Box::new(Calendar {
         cron,
         zone,
         zone_name,
-    })))
+    }));
+    // A date that never comes (`0 3 31 2 *`) would leave the resync off without a word.
+    let in_a_while = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let soon = OffsetDateTime::now_utc();
+    if schedule.next_after(soon).is_none() || schedule.next_after(in_a_while).is_none() {
+        return Err(format!("cron `{pattern}` never fires"));
+    }
+    Ok(schedule)
 }
 
 impl Schedule {
@@ -128,7 +135,13 @@ impl Schedule {
         match words.as_slice() {
             ["off"] | ["never"] if zone.is_none() => Ok(Schedule::Off),
             ["hourly"] if zone.is_none() => Ok(Schedule::Every(Duration::from_secs(3600))),
-            ["every", d] if zone.is_none() => parse_duration(d).map(Schedule::Every),
+            ["every", d] if zone.is_none() => match parse_duration(d)? {
+                // A full resync reads the whole directory and target: not many times a second.
+                d if d < Duration::from_secs(1) => {
+                    Err(format!("`{text}` is shorter than a second"))
+                }
+                d => Ok(Schedule::Every(d)),
+            },
             ["daily"] => calendar("0 0 * * *", zone),
             ["daily", t] | ["daily", "at", t] => {
                 let (h, m) = parse_time(t)?;
@@ -237,6 +250,12 @@ mod tests {
             Some(datetime!(2026-11-29 00:00 UTC))
         );
         assert!(Schedule::parse("cron 0 3 * *").is_err());
+        assert!(Schedule::parse("every 1ms")
+            .unwrap_err()
+            .contains("shorter than a second"));
+        assert!(Schedule::parse("cron 0 3 31 2 *")
+            .unwrap_err()
+            .contains("never fires"));
     }
 
     #[test]

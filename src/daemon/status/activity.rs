@@ -18,10 +18,22 @@ struct Bucket {
     latency_n: u64,
 }
 
-/// Quarter-hours with something in them, oldest first, none older than a day.
-#[derive(Debug, Default)]
+/// Quarter-hours with something in them, oldest first, none older than a day. Kept in memory:
+/// a service started less than a day ago shows the time since its start.
+#[derive(Debug)]
 pub(super) struct Activity {
     buckets: VecDeque<Bucket>,
+    /// When the service started (Unix seconds).
+    started: i64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            buckets: VecDeque::new(),
+            started: time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
 }
 
 impl Activity {
@@ -78,9 +90,17 @@ impl Activity {
             .map(|b| b.latency_sum / b.latency_n as f64)
             .fold(0.0f64, f64::max);
         let (ops, failed) = self.totals();
+        let span = if now - self.started < BUCKET * BUCKETS {
+            format!(
+                "Since the service started ({} min ago)",
+                (now - self.started).max(0) / 60
+            )
+        } else {
+            "Last 24 hours".to_string()
+        };
         let mut svg = format!(
             "<svg id=\"activity\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" \
-             viewBox=\"0 0 {W} {}\" role=\"img\"><title>Last 24 hours: {ops} operations confirmed, \
+             viewBox=\"0 0 {W} {}\" role=\"img\"><title>{span}: {ops} operations confirmed, \
              {failed} failed</title><rect width=\"{W}\" height=\"{H}\" fill=\"#fafafa\" stroke=\"#ddd\"/>",
             H + 18.0,
             H + 18.0
@@ -119,12 +139,21 @@ impl Activity {
                 ));
             }
         }
-        if !points.is_empty() {
+        if points.len() > 1 {
             let _ = write!(
                 svg,
                 "<polyline points=\"{}\" fill=\"none\" stroke=\"#36c\" stroke-width=\"2\"/>",
                 points.join(" ")
             );
+        }
+        // A dot per quarter-hour, so that a lone one shows too.
+        for p in &points {
+            if let Some((x, y)) = p.split_once(',') {
+                let _ = write!(
+                    svg,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"#36c\"/>"
+                );
+            }
         }
         let _ = write!(
             svg,
@@ -150,8 +179,11 @@ mod tests {
 
     #[test]
     fn a_day_of_quarter_hours_is_kept_and_drawn() {
-        let mut a = Activity::default();
         let t0 = 1_800_000_000;
+        let mut a = Activity {
+            buckets: VecDeque::new(),
+            started: t0 - BUCKET * BUCKETS,
+        };
         a.record(t0, 3, 0, &[0.02, 0.04]);
         a.record(t0 + 10, 2, 1, &[]);
         a.record(t0 + BUCKET, 7, 0, &[0.01]);
@@ -168,5 +200,13 @@ mod tests {
         assert!(Activity::default()
             .svg(t0)
             .contains("0 operations confirmed"));
+        // Started an hour ago: the chart says so.
+        let young = Activity {
+            buckets: VecDeque::new(),
+            started: t0 - 3600,
+        };
+        assert!(young
+            .svg(t0)
+            .contains("Since the service started (60 min ago)"));
     }
 }

@@ -85,12 +85,9 @@ impl Counted {
                 .inc_by(n);
         }
         for (op, n) in &s.failed {
-            // Memberships are counted per member above, and failed per request: the same names.
-            let op = match *op {
-                "add_members" => "add_member",
-                "remove_members" => "remove_member",
-                other => other,
-            };
+            // Requests, by operation name (membership requests are `add_members` and
+            // `remove_members`; their confirmed members `add_member` and `remove_member`).
+            let op = *op;
             self.operations
                 .get_or_create(&OperationLabels {
                     op,
@@ -297,7 +294,7 @@ pub(super) fn render(counted: &Counted, moment: Moment) -> String {
     );
     registry.register(
         "dirbridge_operations",
-        "Operations by name and outcome (confirmed by the target, or failed: refused or unanswered).",
+        "Operations by name and outcome: confirmed by the target (members for add_member and remove_member), or failed: requests refused or unanswered.",
         counted.operations.clone(),
     );
     registry.register(
@@ -364,7 +361,7 @@ mod tests {
             "dirbridge_runs_total{kind=\"sync\",outcome=\"errors\"} 1",
             "dirbridge_runs_total{kind=\"feed\",outcome=\"failed\"} 1",
             "dirbridge_operations_total{op=\"create_user\",outcome=\"confirmed\"} 3",
-            "dirbridge_operations_total{op=\"add_member\",outcome=\"failed\"} 1",
+            "dirbridge_operations_total{op=\"add_members\",outcome=\"failed\"} 1",
             "dirbridge_change_to_push_seconds_count 2",
             "dirbridge_change_to_push_seconds_bucket{le=\"0.02\"} 1",
             "dirbridge_run_duration_seconds_count 1",

@@ -14,7 +14,7 @@ use crate::state::ObjectError;
 use crate::status::StatusView;
 
 /// `<time>` for an RFC 3339 instant: "5 min ago" (or "in 5 min"), the instant on hover.
-fn when(rfc3339: &str, now: OffsetDateTime) -> String {
+pub(super) fn when(rfc3339: &str, now: OffsetDateTime) -> String {
     let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
     else {
         return html_escape(rfc3339);
@@ -24,7 +24,8 @@ fn when(rfc3339: &str, now: OffsetDateTime) -> String {
     let span = match n {
         0..=9 => {
             return format!(
-                "<time datetime=\"{0}\" title=\"{0}\">just now</time>",
+                "<time datetime=\"{}\" title=\"{}\">just now</time>",
+                machine(t),
                 iso(t)
             )
         }
@@ -38,7 +39,16 @@ fn when(rfc3339: &str, now: OffsetDateTime) -> String {
     } else {
         format!("{span} ago")
     };
-    format!("<time datetime=\"{0}\" title=\"{0}\">{text}</time>", iso(t))
+    format!(
+        "<time datetime=\"{}\" title=\"{}\">{text}</time>",
+        machine(t),
+        iso(t)
+    )
+}
+
+/// As HTML's `datetime` wants it: `2026-11-28T09:39:47Z`.
+fn machine(t: OffsetDateTime) -> String {
+    iso(t).replacen(' ', "T", 1).replace(" UTC", "Z")
 }
 
 /// To the second, in UTC.
@@ -95,7 +105,7 @@ impl Board {
              </head><body><h1>dirbridge sync status</h1>{body}\
              <p><a href=\"/metrics\">metrics</a> · <a href=\"/status\">status JSON</a></p>\
              <script>for(const t of document.querySelectorAll('time[datetime]')){{\
-             const d=new Date(t.getAttribute('datetime').replace(' UTC','Z').replace(' ','T'));\
+             const d=new Date(t.getAttribute('datetime'));\
              if(!isNaN(d))t.title=d.toLocaleString();}}</script></body></html>"
         )
     }
@@ -152,7 +162,7 @@ impl Board {
             );
         }
         if let Some(d) = self.lock().drift.clone() {
-            super::drift::html(&d, body);
+            super::drift::html(&d, now, body);
         }
         // How it works now.
         let (mode_reason, activity) = {
@@ -343,8 +353,14 @@ mod tests {
         assert!(w("2026-11-28T07:00:00Z").contains(">3 h ago<"));
         assert!(w("2026-11-25T10:00:00Z").contains(">3 days ago<"));
         assert!(w("2026-11-28T10:05:00Z").contains(">in 5 min<"));
+        let exact = w("2026-11-28T09:58:00.123456789Z");
         assert!(
-            w("2026-11-28T09:58:00.123456789Z").contains("datetime=\"2026-11-28 09:58:00 UTC\"")
+            exact.contains("datetime=\"2026-11-28T09:58:00Z\""),
+            "{exact}"
+        );
+        assert!(
+            exact.contains("title=\"2026-11-28 09:58:00 UTC\""),
+            "{exact}"
         );
         assert_eq!(w("<b>not a time</b>"), "&lt;b&gt;not a time&lt;/b&gt;");
         assert_eq!(
