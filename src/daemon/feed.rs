@@ -224,11 +224,19 @@ pub(super) async fn run<T: Target>(
             && (quiet || long || leading)
         {
             leading = false;
-            let outcome = tokio::select! {
-                r = engine::run_feed(cfg, store, target, &mut feed) => r,
-                _ = stop.wait() => {
-                    tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved; if anything was sent, the next start reads the directory again in full rather than resume from the saved cookie");
-                    return Ok(FeedExit::Stopped);
+            let outcome = {
+                let mut pass = std::pin::pin!(engine::run_feed(cfg, store, target, &mut feed));
+                tokio::select! {
+                    r = &mut pass => r,
+                    _ = stop.wait() => {
+                        // A pass about to end is let end (its cookie saved: the next start
+                        // resumes from it); one that does not within the grace is abandoned.
+                        match tokio::time::timeout(super::STOP_GRACE, &mut pass).await {
+                            Ok(_) => tracing::info!("stopping: the pass in progress was let finish"),
+                            Err(_) => tracing::info!("stopping: the pass in progress was abandoned; confirmed changes are saved; if anything was sent, the next start reads the directory again in full rather than resume from the saved cookie"),
+                        }
+                        return Ok(FeedExit::Stopped);
+                    }
                 }
             };
             arrived_during_push = link.as_ref().is_some_and(|l| !l.rx.is_empty());

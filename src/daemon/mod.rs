@@ -59,6 +59,10 @@ fn delay(poll: Duration, failures: u32) -> Duration {
 }
 
 /// Set once a shutdown signal arrives; every wait in the loops also waits on it.
+/// How long a stop waits for the pass in progress to end before abandoning it (what it
+/// confirmed is saved either way; a finished change-feed pass also saves its cookie).
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(10);
+
 pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
 
 impl Stop {
