@@ -593,3 +593,47 @@ fn a_store_left_mid_write_an_old_release_s_store_and_garbage_are_told_apart() {
     let (_, fix) = line(&r, "FAIL", "state");
     assert!(fix.contains("resync") && fix.contains("move"), "{r:?}");
 }
+
+/// Run as a user that may not write in the state folder (as the service's user would be if the
+/// folder were made by root): the state line fails and says to chown it. The test takes another
+/// user's identity with setpriv, which needs root (as the test machines run).
+#[test]
+fn a_state_folder_the_user_cannot_write_in_fails() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false);
+    assert!(
+        root,
+        "this test takes another user's identity: run it as root"
+    );
+    let env = Env::start();
+    env.write_config();
+    std::fs::create_dir(env.state_path()).unwrap();
+    std::fs::set_permissions(env.state_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Everything else readable by the other user.
+    for p in [env.dir.path().to_path_buf(), env.config_path()] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_dirbridge"))
+        .arg("--config")
+        .arg(env.config_path())
+        .arg("check")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("setpriv (util-linux)");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(r.code, 2, "{r:?}");
+    let (s, fix) = line(&r, "FAIL", "state");
+    assert!(s.contains("is not writable by this user"), "{r:?}");
+    assert!(fix.contains("chown"), "{r:?}");
+}

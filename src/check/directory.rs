@@ -79,26 +79,33 @@ fn connect_failure(l: &LdapConfig, e: &SourceError) -> Finding {
     Finding::fail("directory", text, fix)
 }
 
-/// The TLS line: what was negotiated and who vouched for the certificate.
-async fn tls(l: &LdapConfig) -> Vec<Finding> {
-    let host = url::Url::parse(&l.url)
+/// The line for plain LDAP: fine on this machine's loopback, but not to a domain controller
+/// (as the config's rule has it), nor over a network.
+fn plain(url: &str, profile: crate::config::Profile) -> Finding {
+    let host = url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
-    // As the config's rule has it: plain LDAP on loopback is fine, but not to a domain controller.
     let on_loopback = host == "localhost"
         || host
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    let loopback = on_loopback && l.profile != crate::config::Profile::ActiveDirectory;
-    match tls_probe::probe(l).await {
-        Ok(None) if loopback => vec![Finding::ok("tls", "none (plain LDAP on this machine's loopback)")],
-        Ok(None) => vec![Finding::warn(
+    if on_loopback && profile != crate::config::Profile::ActiveDirectory {
+        Finding::ok("tls", "none (plain LDAP on this machine's loopback)")
+    } else {
+        Finding::warn(
             "tls",
             "none: the bind password and every entry cross the network in clear",
             "use ldaps:// or set ldap.starttls = true (AD: LDAPS on port 636)",
-        )],
+        )
+    }
+}
+
+/// The TLS line: what was negotiated and who vouched for the certificate.
+async fn tls(l: &LdapConfig) -> Vec<Finding> {
+    match tls_probe::probe(l).await {
+        Ok(None) => vec![plain(&l.url, l.profile)],
         Ok(Some(facts)) => describe(l.tls_verify, &facts),
         // No connection at all: the directory line says why.
         Err(ProbeError::Unreachable) => Vec::new(),
@@ -360,6 +367,28 @@ mod tests {
         assert!(describe(true, &facts(1, by_file()))[0]
             .detail
             .contains("(1 day left)"));
+    }
+
+    #[test]
+    fn plain_ldap_is_fine_only_on_loopback_and_never_to_a_domain_controller() {
+        use crate::config::Profile::{ActiveDirectory, OpenLdap};
+        for url in [
+            "ldap://127.0.0.1:389",
+            "ldap://localhost",
+            "ldap://[::1]:389",
+        ] {
+            assert_eq!(plain(url, OpenLdap).level, Level::Ok, "{url}");
+            assert_eq!(plain(url, ActiveDirectory).level, Level::Warn, "{url}");
+        }
+        for url in [
+            "ldap://ldap.corp.example.com",
+            "ldap://10.0.0.5:389",
+            "ldap://[fd00::1]",
+        ] {
+            let f = plain(url, OpenLdap);
+            assert_eq!(f.level, Level::Warn, "{url}");
+            assert!(f.detail.contains("in clear"), "{url}");
+        }
     }
 
     #[test]
