@@ -279,20 +279,20 @@ fn check_on_389_ds_reports_the_membership_a_sync_uses() {
     let gw = gateway(&ds);
     let r = gw.run(&["check"]);
     assert_ne!(r.code, 2, "{r:?}");
-    let line = |head: &str| {
-        r.stdout
-            .lines()
-            .find(|l| l.starts_with(head))
-            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
-            .to_string()
-    };
     assert!(
-        line("OK    directory ").contains("reached and bound"),
+        check_line(&r, "OK", "directory")
+            .0
+            .contains("reached and bound"),
         "{r:?}"
     );
-    assert!(line("OK    users ").contains("3 in scope"), "{r:?}");
     assert!(
-        line("OK    membership ").contains("(ldap.membership = \"member\")"),
+        check_line(&r, "OK", "users").0.contains("3 in scope"),
+        "{r:?}"
+    );
+    assert!(
+        check_line(&r, "OK", "membership")
+            .0
+            .contains("(ldap.membership = \"member\")"),
         "{r:?}"
     );
     assert!(gw.scim.users().is_empty(), "check wrote to the target");

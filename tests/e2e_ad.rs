@@ -638,15 +638,10 @@ fn check_on_active_directory_describes_the_dc_and_its_scope() {
     env.ldap_extra = "starttls = true\n".into();
     let r = env.run(&["check"]);
     assert_ne!(r.code, 2, "{r:?}");
-    let line = |head: &str| {
-        r.stdout
-            .lines()
-            .find(|l| l.starts_with(head))
-            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
-            .to_string()
-    };
     assert!(
-        line("OK    directory ").contains("reached and bound"),
+        check_line(&r, "OK", "directory")
+            .0
+            .contains("reached and bound"),
         "{r:?}"
     );
     let tls = r
@@ -655,9 +650,14 @@ fn check_on_active_directory_describes_the_dc_and_its_scope() {
         .find(|l| l.contains(" tls ") && l.contains("from ldap.ca_file"))
         .unwrap_or_else(|| panic!("no tls line: {r:?}"));
     assert!(tls.starts_with("OK") || tls.starts_with("WARN"), "{r:?}");
-    assert!(line("OK    users ").contains("3 in scope"), "{r:?}");
     assert!(
-        line("OK    membership ").contains("carry memberOf"),
+        check_line(&r, "OK", "users").0.contains("3 in scope"),
+        "{r:?}"
+    );
+    assert!(
+        check_line(&r, "OK", "membership")
+            .0
+            .contains("carry memberOf"),
         "{r:?}"
     );
     assert!(env.scim.users().is_empty(), "check wrote to the target");

@@ -18,21 +18,6 @@ fn private(env: &Env) {
     }
 }
 
-/// The line of `check` at `level`, and the fix printed under it (empty when none).
-fn line(r: &Run, level: &str, check: &str) -> (String, String) {
-    let head = format!("{level:<5} {check:<11} ");
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    let i = lines
-        .iter()
-        .position(|l| l.starts_with(&head))
-        .unwrap_or_else(|| panic!("no `{head}` line: {r:?}"));
-    let fix = lines
-        .get(i + 1)
-        .and_then(|l| l.trim_start().strip_prefix("fix: "))
-        .unwrap_or_default();
-    (lines[i][head.len()..].to_string(), fix.to_string())
-}
-
 fn no_secret(r: &Run) {
     let all = r.all();
     assert!(!all.contains(ADMIN_PW), "bind password printed: {r:?}");
@@ -45,35 +30,45 @@ fn a_sound_setup_is_all_ok_before_and_after_the_first_sync() {
     private(&env);
     let r = env.run(&["check"]);
     assert_eq!(r.code, 0, "{r:?}");
-    line(&r, "OK", "config");
+    check_line(&r, "OK", "config");
     assert!(
-        line(&r, "OK", "state").0.contains("does not exist yet"),
+        check_line(&r, "OK", "state")
+            .0
+            .contains("does not exist yet"),
         "{r:?}"
     );
-    let (d, _) = line(&r, "OK", "directory");
+    let (d, _) = check_line(&r, "OK", "directory");
     assert!(d.contains("bound as cn=admin,dc=example,dc=org"), "{r:?}");
-    assert!(line(&r, "OK", "tls").0.contains("loopback"), "{r:?}");
-    assert!(line(&r, "OK", "users").0.starts_with("3 in scope"), "{r:?}");
+    assert!(check_line(&r, "OK", "tls").0.contains("loopback"), "{r:?}");
     assert!(
-        line(&r, "OK", "groups").0.starts_with("2 in scope"),
+        check_line(&r, "OK", "users").0.starts_with("3 in scope"),
         "{r:?}"
     );
     assert!(
-        line(&r, "OK", "membership")
+        check_line(&r, "OK", "groups").0.starts_with("2 in scope"),
+        "{r:?}"
+    );
+    assert!(
+        check_line(&r, "OK", "membership")
             .0
             .starts_with("3 of the 3 users carry memberOf"),
         "{r:?}"
     );
-    let (t, _) = line(&r, "OK", "target");
+    let (t, _) = check_line(&r, "OK", "target");
     assert!(
         t.contains("PATCH: yes") && t.contains("filter: yes"),
         "{r:?}"
     );
     assert!(
-        line(&r, "OK", "credentials").0.starts_with("accepted"),
+        check_line(&r, "OK", "credentials")
+            .0
+            .starts_with("accepted"),
         "{r:?}"
     );
-    assert!(line(&r, "OK", "attributes").0.contains("username"), "{r:?}");
+    assert!(
+        check_line(&r, "OK", "attributes").0.contains("username"),
+        "{r:?}"
+    );
     assert!(r.stdout.contains("0 WARN, 0 FAIL"), "{r:?}");
     no_secret(&r);
     // Nothing was written: no state, nobody on the target.
@@ -114,16 +109,16 @@ fn warnings_say_what_to_mend_and_exit_1() {
     std::fs::set_permissions(env.state_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let r = env.run(&["check"]);
     assert_eq!(r.code, 1, "{r:?}");
-    let (w, fix) = line(&r, "WARN", "config");
+    let (w, fix) = check_line(&r, "WARN", "config");
     assert!(
         w.contains("bind.pw") && w.contains("readable by other local users"),
         "{r:?}"
     );
     assert!(fix.starts_with("chmod 600"), "{r:?}");
-    let (w, fix) = line(&r, "WARN", "state");
+    let (w, fix) = check_line(&r, "WARN", "state");
     assert!(w.contains("mode 755"), "{r:?}");
     assert!(fix.starts_with("chmod 700"), "{r:?}");
-    let (w, fix) = line(&r, "WARN", "groups");
+    let (w, fix) = check_line(&r, "WARN", "groups");
     assert!(w.contains("(cn=nobody-by-this-name)"), "{r:?}");
     assert!(fix.contains("ldap.group_filter"), "{r:?}");
     assert!(
@@ -136,14 +131,14 @@ fn warnings_say_what_to_mend_and_exit_1() {
     private(&env);
     env.gw.ldap_extra = String::new();
     let r = env.run(&["check"]);
-    let (w, fix) = line(&r, "WARN", "membership");
+    let (w, fix) = check_line(&r, "WARN", "membership");
     assert!(w.contains("none of the 3 users carries memberOf"), "{r:?}");
     assert!(fix.contains("ldap.membership = \"member\""), "{r:?}");
     // Read by the groups' member instead, it is fine.
     env.gw.ldap_extra = "membership = \"member\"\n".into();
     let r = env.run(&["check"]);
     assert!(
-        line(&r, "OK", "membership")
+        check_line(&r, "OK", "membership")
             .0
             .starts_with("2 of the 2 groups carry member"),
         "{r:?}"
@@ -159,7 +154,7 @@ fn tls_is_described_with_the_ca_that_verified_it() {
     let r = env.run(&["check"]);
     // The test's certificate is made for two days: renewing it is due.
     assert_eq!(r.code, 1, "{r:?}");
-    let (t, fix) = line(&r, "WARN", "tls");
+    let (t, fix) = check_line(&r, "WARN", "tls");
     assert!(t.starts_with("TLSv1."), "{r:?}");
     assert!(
         t.contains("certificate CN=127.0.0.1 (names: 127.0.0.1, localhost)"),
@@ -171,17 +166,19 @@ fn tls_is_described_with_the_ca_that_verified_it() {
         "{r:?}"
     );
     assert!(fix.contains("expires in 1 day:"), "{r:?}");
-    line(&r, "OK", "directory");
+    check_line(&r, "OK", "directory");
 
     // StartTLS: the same certificate, after the upgrade.
     env.ldap_url = env.slapd.url();
     env.ldap_extra = format!("starttls = true\nca_file = \"{}\"\n", certs().ca.display());
     let r = env.run(&["check"]);
     assert!(
-        line(&r, "WARN", "tls").0.contains("from ldap.ca_file"),
+        check_line(&r, "WARN", "tls")
+            .0
+            .contains("from ldap.ca_file"),
         "{r:?}"
     );
-    line(&r, "OK", "users");
+    check_line(&r, "OK", "users");
 
     // A CA that did not sign it: described, refused, and what to do.
     env.ldap_extra = format!(
@@ -190,14 +187,14 @@ fn tls_is_described_with_the_ca_that_verified_it() {
     );
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (t, fix) = line(&r, "FAIL", "tls");
+    let (t, fix) = check_line(&r, "FAIL", "tls");
     assert!(t.contains("does not verify"), "{r:?}");
     assert!(fix.contains("ldap.ca_file"), "{r:?}");
-    let (d, _) = line(&r, "FAIL", "directory");
+    let (d, _) = check_line(&r, "FAIL", "directory");
     assert!(d.contains("certificate"), "{r:?}");
     // The target is checked all the same.
-    line(&r, "OK", "target");
-    line(&r, "OK", "credentials");
+    check_line(&r, "OK", "target");
+    check_line(&r, "OK", "credentials");
 
     // Not verified on purpose: a warning that says what it would fail with.
     env.ldap_extra = "starttls = true\ntls_verify = false\n".into();
@@ -209,7 +206,7 @@ fn tls_is_described_with_the_ca_that_verified_it() {
         .map(|l| (l.to_string(), ()))
         .unwrap_or_else(|| panic!("{r:?}"));
     assert!(t.starts_with("WARN"), "{r:?}");
-    line(&r, "OK", "directory");
+    check_line(&r, "OK", "directory");
 }
 
 #[test]
@@ -221,15 +218,15 @@ fn failures_name_the_part_and_exit_2_without_printing_a_secret() {
     std::fs::write(env.dir.path().join("scim.token"), "not-the-token").unwrap();
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (d, fix) = line(&r, "FAIL", "directory");
+    let (d, fix) = check_line(&r, "FAIL", "directory");
     assert!(
         d.contains("bind as cn=admin,dc=example,dc=org failed"),
         "{r:?}"
     );
     assert!(fix.contains("ldap.bind_dn"), "{r:?}");
     // The target answers; it refuses the token.
-    line(&r, "OK", "target");
-    let (c, fix) = line(&r, "FAIL", "credentials");
+    check_line(&r, "OK", "target");
+    let (c, fix) = check_line(&r, "FAIL", "credentials");
     assert!(c.contains("HTTP 401"), "{r:?}");
     assert!(fix.contains("[target.auth]"), "{r:?}");
     assert!(!r.all().contains("not-the-password") && !r.all().contains("not-the-token"));
@@ -241,10 +238,10 @@ fn failures_name_the_part_and_exit_2_without_printing_a_secret() {
     env.gw.ldap_url = format!("ldap://127.0.0.1:{}", free_port());
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (d, fix) = line(&r, "FAIL", "directory");
+    let (d, fix) = check_line(&r, "FAIL", "directory");
     assert!(d.starts_with("cannot connect to ldap://127.0.0.1"), "{r:?}");
     assert!(fix.contains("ldap.url"), "{r:?}");
-    let (t, fix) = line(&r, "FAIL", "target");
+    let (t, fix) = check_line(&r, "FAIL", "target");
     assert!(t.contains("127.0.0.1"), "{r:?}");
     assert!(fix.contains("target.url"), "{r:?}");
 
@@ -256,7 +253,7 @@ fn failures_name_the_part_and_exit_2_without_printing_a_secret() {
     env.gw.target_url = env.scim.base().replace("127.0.0.1", "localhost");
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (s, fix) = line(&r, "FAIL", "state");
+    let (s, fix) = check_line(&r, "FAIL", "state");
     assert!(s.contains("holds the records of another target"), "{r:?}");
     assert!(fix.contains("dirbridge resync"), "{r:?}");
 
@@ -264,7 +261,7 @@ fn failures_name_the_part_and_exit_2_without_printing_a_secret() {
     std::fs::write(env.config_path(), "[ldap]\nurl = \n").unwrap();
     let r = run_dirbridge(&env.config_path(), &["check"], &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (c, _) = line(&r, "FAIL", "config");
+    let (c, _) = check_line(&r, "FAIL", "config");
     assert!(c.contains("dirbridge.toml:2:"), "{r:?}");
 }
 
@@ -292,7 +289,7 @@ fn a_required_attribute_the_mapping_leaves_out_is_a_warning() {
     env.gw.target_url = env.gw.scim.base();
     let r = env.run(&["check"]);
     assert_eq!(r.code, 1, "{r:?}");
-    let (w, fix) = line(&r, "WARN", "attributes");
+    let (w, fix) = check_line(&r, "WARN", "attributes");
     assert!(
         w.contains("requires nickname, which the mapping does not send"),
         "{r:?}"
@@ -303,7 +300,7 @@ fn a_required_attribute_the_mapping_leaves_out_is_a_warning() {
     let r = env.run(&["check"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        line(&r, "OK", "attributes")
+        check_line(&r, "OK", "attributes")
             .0
             .contains("nickname, username"),
         "{r:?}"
@@ -332,7 +329,9 @@ fn check_reads_the_state_folder_without_changing_anything() {
     let r = env.run(&["check"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        line(&r, "OK", "state").0.contains("records of 3 users"),
+        check_line(&r, "OK", "state")
+            .0
+            .contains("records of 3 users"),
         "{r:?}"
     );
     let after = (
@@ -358,7 +357,7 @@ fn check_reads_the_state_folder_without_changing_anything() {
     let _service = Guard(env.spawn(&["run"]));
     assert!(wait_until(30, || http_get(port, "/healthz").is_some()));
     let r = run_dirbridge(&env.config_path(), &["check"], &[]);
-    let (w, fix) = line(&r, "WARN", "state");
+    let (w, fix) = check_line(&r, "WARN", "state");
     assert!(w.contains("in use by a running dirbridge"), "{r:?}");
     assert!(fix.contains("stop the service first"), "{r:?}");
     let sync = run_dirbridge(&env.config_path(), &["sync"], &[]);
@@ -378,7 +377,7 @@ fn a_state_path_under_a_file_fails_before_a_sync_would() {
     std::fs::write(env.config_path(), text).unwrap();
     let r = run_dirbridge(&env.config_path(), &["check"], &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (s, _) = line(&r, "FAIL", "state");
+    let (s, _) = check_line(&r, "FAIL", "state");
     assert!(s.contains("statefile is not a folder"), "{r:?}");
 }
 
@@ -412,7 +411,7 @@ fn a_url_that_is_not_the_scim_service_fails_the_target_line() {
     env.gw.target_url = format!("{}typo", env.scim.base());
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (t, fix) = line(&r, "FAIL", "target");
+    let (t, fix) = check_line(&r, "FAIL", "target");
     assert!(t.contains("HTTP 404"), "{r:?}");
     assert!(fix.contains("target.url"), "{r:?}");
     assert!(!r.stdout.contains("credentials"), "{r:?}");
@@ -425,7 +424,7 @@ fn a_url_that_is_not_the_scim_service_fails_the_target_line() {
         env.gw.target_url = format!("http://127.0.0.1:{port}/v2");
         let r = env.run(&["check"]);
         assert_eq!(r.code, 2, "{status}: {r:?}");
-        line(&r, "FAIL", "target");
+        check_line(&r, "FAIL", "target");
         assert!(!r.stdout.contains(" quirk "), "{status}: {r:?}");
         assert!(!r.stdout.contains("OK    target"), "{status}: {r:?}");
     }
@@ -449,7 +448,7 @@ fn the_advice_fits_the_failure() {
     env.gw.ldap_url = format!("ldap://127.0.0.1:{port}");
     env.gw.ldap_extra = "timeout_secs = 2\n".into();
     let r = env.run(&["check"]);
-    let (d, fix) = line(&r, "FAIL", "directory");
+    let (d, fix) = check_line(&r, "FAIL", "directory");
     assert!(d.contains("no answer within"), "{r:?}");
     assert!(
         fix.contains("does not answer") && fix.contains("port"),
@@ -471,13 +470,15 @@ fn the_advice_fits_the_failure() {
     std::fs::write(env.config_path(), text).unwrap();
     let r = run_dirbridge(&env.config_path(), &["check"], &[]);
     assert!(
-        line(&r, "OK", "membership").0.contains("carry memberOf"),
+        check_line(&r, "OK", "membership")
+            .0
+            .contains("carry memberOf"),
         "{r:?}"
     );
 
     let r = run_dirbridge(&env.dir.path().join("absent.toml"), &["check"], &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (_, fix) = line(&r, "FAIL", "config");
+    let (_, fix) = check_line(&r, "FAIL", "config");
     assert!(fix.contains("dirbridge init"), "{r:?}");
 }
 
@@ -501,13 +502,13 @@ fn the_other_lines_check_can_print() {
     );
     std::fs::write(env.config_path(), &nobody).unwrap();
     let r = run_dirbridge(&env.config_path(), &["check"], &[]);
-    let (w, fix) = line(&r, "WARN", "users");
+    let (w, fix) = check_line(&r, "WARN", "users");
     assert!(w.contains("a sync would find nobody"), "{r:?}");
     assert!(fix.contains("ldap.user_filter"), "{r:?}");
     // With users, and membership read from the groups' uniqueMember: none has one.
     env.gw.ldap_extra = "membership = \"member\"\n".into();
     let r = env.run(&["check"]);
-    let (w, fix) = line(&r, "WARN", "membership");
+    let (w, fix) = check_line(&r, "WARN", "membership");
     assert!(
         w.contains("none of the 2 groups lists a member in uniqueMember"),
         "{r:?}"
@@ -518,14 +519,14 @@ fn the_other_lines_check_can_print() {
     env.gw.extra = String::new();
     env.gw.ldap_extra = "max_entries = 1\n".into();
     let r = env.run(&["check"]);
-    let (_, fix) = line(&r, "FAIL", "users");
+    let (_, fix) = check_line(&r, "FAIL", "users");
     assert!(fix.contains("ldap.max_entries"), "{r:?}");
 
     // LDAPS spoken to the plain port: no handshake, said on the tls line.
     env.gw.ldap_extra = format!("ca_file = \"{}\"\n", certs().ca.display());
     env.gw.ldap_url = format!("ldaps://127.0.0.1:{}", env.slapd.port);
     let r = env.run(&["check"]);
-    let (t, fix) = line(&r, "FAIL", "tls");
+    let (t, fix) = check_line(&r, "FAIL", "tls");
     assert!(t.starts_with("no TLS handshake"), "{r:?}");
     assert!(fix.contains("LDAPS") && fix.contains("StartTLS"), "{r:?}");
 
@@ -538,7 +539,7 @@ fn the_other_lines_check_can_print() {
     assert_eq!(r.code, 2, "{r:?}");
     std::fs::write(env.dir.path().join("scim.token"), TOKEN).unwrap();
     let r = env.run(&["check"]);
-    let (w, _) = line(&r, "WARN", "last run");
+    let (w, _) = check_line(&r, "WARN", "last run");
     assert!(w.contains("failed") && w.contains("401"), "{r:?}");
     assert!(!r.all().contains("not-the-token"), "{r:?}");
 }
@@ -560,13 +561,13 @@ fn a_store_left_mid_write_an_old_release_s_store_and_garbage_are_told_apart() {
     assert!(kill_9_after(service, std::time::Duration::ZERO));
     env.gw.extra = String::new();
     let r = env.run(&["check"]);
-    let (w, fix) = line(&r, "WARN", "state");
+    let (w, fix) = check_line(&r, "WARN", "state");
     assert!(w.contains("left mid-write"), "{r:?}");
     assert!(fix.contains("repairs it"), "{r:?}");
     // A sync repairs it; the check is clean again.
     env.sync();
     let r = env.run(&["check"]);
-    line(&r, "OK", "state");
+    check_line(&r, "OK", "state");
 
     // A store of an earlier release: migrated by the next writer, read by none before.
     std::fs::remove_dir_all(env.state_path()).unwrap();
@@ -577,7 +578,7 @@ fn a_store_left_mid_write_an_old_release_s_store_and_garbage_are_told_apart() {
     drop(old);
     let r = env.run(&["check"]);
     assert!(
-        line(&r, "OK", "state")
+        check_line(&r, "OK", "state")
             .0
             .contains("store of an earlier release"),
         "{r:?}"
@@ -590,7 +591,7 @@ fn a_store_left_mid_write_an_old_release_s_store_and_garbage_are_told_apart() {
     std::fs::write(env.state_path().join("dirbridge.redb"), vec![0xAB; 4096]).unwrap();
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let (_, fix) = line(&r, "FAIL", "state");
+    let (_, fix) = check_line(&r, "FAIL", "state");
     assert!(fix.contains("resync") && fix.contains("move"), "{r:?}");
 }
 
@@ -633,7 +634,7 @@ fn a_state_folder_the_user_cannot_write_in_fails() {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     assert_eq!(r.code, 2, "{r:?}");
-    let (s, fix) = line(&r, "FAIL", "state");
+    let (s, fix) = check_line(&r, "FAIL", "state");
     assert!(s.contains("is not writable by this user"), "{r:?}");
     assert!(fix.contains("chown"), "{r:?}");
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::rest::{RestAuth, RestEnv, API_KEY, API_PASSWORD, API_TOKEN, CLIENT_SECRET};
-use common::{count, set_attribute};
+use common::{check_line, count, set_attribute};
 use serde_json::Value;
 
 fn names(users: &[Value]) -> Vec<String> {
@@ -591,16 +591,11 @@ fn check_proves_the_credentials_by_reading_and_says_when_it_cannot() {
     }
     let r = env.run(&["check"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let line = |r: &common::Run, head: &str| {
-        r.stdout
-            .lines()
-            .find(|l| l.starts_with(head))
-            .unwrap_or_else(|| panic!("no `{head}`: {r:?}"))
-            .to_string()
-    };
-    assert!(line(&r, "OK    target ").contains("REST "), "{r:?}");
+    assert!(check_line(&r, "OK", "target").0.contains("REST "), "{r:?}");
     assert!(
-        line(&r, "OK    credentials ").contains("the preflight read a page of users"),
+        check_line(&r, "OK", "credentials")
+            .0
+            .contains("the preflight read a page of users"),
         "{r:?}"
     );
     assert!(env.rest.users().is_empty(), "check wrote to the API");
@@ -611,7 +606,7 @@ fn check_proves_the_credentials_by_reading_and_says_when_it_cannot() {
     ));
     let r = env.run(&["check"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let failed = line(&r, "FAIL  credentials ");
+    let failed = check_line(&r, "FAIL", "credentials").0;
     assert!(
         failed.contains("invalid_client") || failed.contains("401"),
         "{r:?}"
@@ -623,7 +618,9 @@ fn check_proves_the_credentials_by_reading_and_says_when_it_cannot() {
     let r = env.run(&["check"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        line(&r, "OK    credentials ").contains("a look-up of the userName"),
+        check_line(&r, "OK", "credentials")
+            .0
+            .contains("a look-up of the userName"),
         "{r:?}"
     );
     assert!(env.rest.users().is_empty(), "check wrote to the API");

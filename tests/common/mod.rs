@@ -1129,3 +1129,20 @@ pub fn count(run: &Run, section: &str, what: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no `{what}` in `{part}`"))
 }
+
+/// The line of `dirbridge check` at `level` about `check` (its text after the two columns),
+/// and the fix printed under it (empty when none).
+#[allow(clippy::panic)]
+pub fn check_line(r: &Run, level: &str, check: &str) -> (String, String) {
+    let head = format!("{level:<5} {check:<11} ");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no `{head}` line: {r:?}"));
+    let fix = lines
+        .get(i + 1)
+        .and_then(|l| l.trim_start().strip_prefix("fix: "))
+        .unwrap_or_default();
+    (lines[i][head.len()..].to_string(), fix.to_string())
+}
