@@ -128,8 +128,17 @@ pub enum Command {
     /// dashboard on daemon.listen, tells systemd it is ready (Type=notify) and feeds its
     /// watchdog. SIGTERM or Ctrl-C stops it cleanly (exit 0), the state saved.
     ///
+    /// With [ha], several gateways run this and the one holding the lease in the directory
+    /// pushes; the others follow the directory and take over when it stops renewing. A
+    /// SIGTERM on the active one hands the lease over at once.
+    ///
     /// Example: dirbridge --config /etc/dirbridge/dirbridge.toml --log-format json run
-    Run,
+    Run {
+        /// With [ha]: never take the lease (maintenance of this host); if this gateway holds
+        /// it, it is released. The gateway follows the directory as a standby does.
+        #[arg(long)]
+        standby_only: bool,
+    },
     /// Show how one directory entry is mapped and what a sync would send for it.
     ///
     /// USER is a DN, or a userName, uid, mail, userPrincipalName or sAMAccountName. Prints

@@ -40,7 +40,7 @@ pub fn main() -> ExitCode {
     // between two workers left the allocator holding ~150 MB more than the heap at the end of
     // a 100k-user refresh (246 MiB resident against 96 with one worker, same change latency).
     let mut builder = match cli.command {
-        Command::Run => {
+        Command::Run { .. } => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(1);
             b
@@ -154,9 +154,9 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             json,
         } => drift(cli, *json).await,
         Command::Plan { json } => plan(cli, *json).await,
-        Command::Status { json } => status(cli, *json),
+        Command::Status { json } => status(cli, *json).await,
         Command::TestMapping { user, json } => test_mapping(cli, user, *json).await,
-        Command::Run => daemon(cli).await,
+        Command::Run { standby_only } => daemon(cli, *standby_only).await,
         Command::Check { json } => check(cli, *json).await,
         Command::Init { profile, target } => {
             let written =
@@ -238,8 +238,11 @@ fn approve_deletes(cli: &Cli) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
+async fn daemon(cli: &Cli, standby_only: bool) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
+    if standby_only && cfg.ha.is_none() {
+        anyhow::bail!("--standby-only is for gateways that share a lease: configure [ha] (see the README's HA section)");
+    }
     let store = std::sync::Arc::new(Store::open(
         &cfg.state.path,
         cfg.state.cache_capacity_bytes,
@@ -247,7 +250,7 @@ async fn daemon(cli: &Cli) -> anyhow::Result<u8> {
     let target = AnyTarget::from_config(&cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
-    crate::daemon::run(&cfg, store, &target).await?;
+    crate::daemon::run(&cfg, store, &target, standby_only).await?;
     Ok(0)
 }
 
@@ -336,13 +339,22 @@ async fn test_mapping(cli: &Cli, who: &str, json: bool) -> anyhow::Result<u8> {
     Ok(if p.rejected.is_some() { 1 } else { 0 })
 }
 
-fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
+async fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
+    // With [ha]: who holds the lease, read from the directory (the store may be the running
+    // service's, and says nothing of the other gateways).
+    let ha = match &cfg.ha {
+        Some(ha) => Some(crate::daemon::ha::read_holder(&cfg.ldap, ha).await),
+        None => None,
+    };
+    if let (Some(h), false) = (&ha, json) {
+        println!("{}", h.text);
+    }
     if !Store::exists(&cfg.state.path) {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "state": cfg.state.path, "initialized": false })
+                serde_json::json!({ "state": cfg.state.path, "initialized": false, "ha": ha })
             );
         } else {
             println!(
@@ -355,7 +367,11 @@ fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
     let view = crate::status::StatusView::read(&store, &cfg.state.path)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        let mut doc = serde_json::to_value(&view)?;
+        if let (Some(h), Some(map)) = (&ha, doc.as_object_mut()) {
+            map.insert("ha".into(), serde_json::to_value(h)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", view.text());
     }

@@ -3,6 +3,7 @@
 //! line; no error ever shows a secret's value.
 
 mod raw;
+pub(crate) use raw::check_instance_id;
 pub(crate) mod rest;
 mod secret;
 
@@ -46,6 +47,23 @@ pub(crate) struct Config {
     pub sync: SyncConfig,
     pub mapping: MappingConfig,
     pub daemon: DaemonConfig,
+    /// `[ha]`: several gateways, one pushing at a time.
+    pub ha: Option<HaConfig>,
+}
+
+/// `[ha]`: the lease in the directory that lets one of several gateways push.
+#[derive(Debug, Clone)]
+pub(crate) struct HaConfig {
+    /// This gateway's name in the lease (the host name unless set).
+    pub instance: String,
+    /// The lease entry (created if missing).
+    pub lease_dn: String,
+    /// How often the active gateway renews, and every gateway reads, the lease.
+    pub renew: Duration,
+    /// How long the lease's value must stay unchanged before a standby takes it over.
+    pub lease_ttl: Duration,
+    /// How long before the ttl the active gateway stops pushing when it could not renew.
+    pub margin: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +102,11 @@ pub(crate) enum KeyFormat {
 #[derive(Debug, Clone)]
 pub(crate) struct LdapConfig {
     pub profile: Profile,
+    /// The server a connection goes to: the first of `servers` in the configuration; the one
+    /// answering in a session's own copy (`Session::open` tries each in order).
     pub url: String,
+    /// Every server, in the order they are tried.
+    pub servers: Vec<String>,
     pub tls: TlsMode,
     pub bind_dn: Option<String>,
     pub bind_password: Option<Secret>,

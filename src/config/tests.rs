@@ -476,6 +476,7 @@ fn every_key_the_config_accepts_is_in_the_example() {
         include_str!("raw/rest.rs"),
         include_str!("raw/mapping.rs"),
         include_str!("raw/daemon.rs"),
+        include_str!("raw/ha.rs"),
     ];
     let field = regex::Regex::new(r"^\s+(?:pub(?:\([a-z]+\))?\s+)?([a-z][a-z0-9_]*):\s").unwrap();
     let rename = regex::Regex::new(r#"rename\s*=\s*"([^"]+)""#).unwrap();
@@ -531,4 +532,99 @@ fn every_key_the_config_accepts_is_in_the_example() {
         missing.is_empty(),
         "not in dirbridge.example.toml: {missing:?}"
     );
+}
+
+#[test]
+fn several_ldap_servers_are_tried_in_order_and_must_share_a_scheme() {
+    let text = MINIMAL.replace(
+        "url = \"ldap://127.0.0.1:3890\"",
+        "url = [\"ldap://127.0.0.1:3890\", \"ldap://127.0.0.2:3890\"]",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.ldap.url, "ldap://127.0.0.1:3890");
+    assert_eq!(
+        c.ldap.servers,
+        vec!["ldap://127.0.0.1:3890", "ldap://127.0.0.2:3890"]
+    );
+    for (list, words) in [
+        ("[]", "the list is empty"),
+        (
+            "[\"ldap://127.0.0.1:3890\", \"ldaps://127.0.0.2\"]",
+            "differ in scheme",
+        ),
+        (
+            "[\"ldap://127.0.0.1:3890\", \"ldap://u:p@127.0.0.2\"]",
+            "must not carry credentials",
+        ),
+        (
+            "[\"ldap://127.0.0.1:3890\", \"http://x\"]",
+            "ldap:// or ldaps://",
+        ),
+    ] {
+        let text = MINIMAL.replace("url = \"ldap://127.0.0.1:3890\"", &format!("url = {list}"));
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("ldap.url") && err.contains(words),
+            "{list}: {err}"
+        );
+    }
+    // A password in clear text is allowed to loopback only if every server is one.
+    let text = MINIMAL.replace(
+        "url = \"ldap://127.0.0.1:3890\"",
+        "url = [\"ldap://127.0.0.1:3890\", \"ldap://dc2.example.org\"]",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("clear text"), "{err}");
+}
+
+#[test]
+fn ha_has_defaults_and_refuses_timings_that_cannot_be_safe() {
+    let with = |ha: &str| parse(&format!("{MINIMAL}\n[ha]\n{ha}\n"));
+    let c =
+        with("lease_dn = \"cn=lease,dc=example,dc=org\"\ninstance_id = \"gw-1.example\"").unwrap();
+    let h = c.ha.unwrap();
+    assert_eq!(h.instance, "gw-1.example");
+    assert_eq!(h.renew, Duration::from_secs(3));
+    assert_eq!(h.lease_ttl, Duration::from_secs(15));
+    assert_eq!(h.margin, Duration::from_secs(5));
+    // The host name by default.
+    let c = with("lease_dn = \"cn=lease,dc=example,dc=org\"").unwrap();
+    assert!(!c.ha.unwrap().instance.is_empty());
+    assert!(parse(MINIMAL).unwrap().ha.is_none());
+    for (ha, key, words) in [
+        (
+            "lease_dn = \"cn=lease,dc=x\"\nrenew = \"5s\"\nlease_ttl = \"12s\"",
+            "ha.lease_ttl",
+            "at least twice ha.renew plus ha.margin",
+        ),
+        (
+            "lease_dn = \"cn=lease,dc=x\"\nrenew = \"100ms\"",
+            "ha.renew",
+            "at least 200ms",
+        ),
+        ("lease_dn = \"ou=lease,dc=x\"", "ha.lease_dn", "cn=..."),
+        (
+            "lease_dn = \"cn=lease\"",
+            "ha.lease_dn",
+            "under an existing entry",
+        ),
+        (
+            "lease_dn = \"cn=lease,dc=x\"\ninstance_id = \"gw;gen=9\"",
+            "ha.instance_id",
+            "only letters",
+        ),
+        (
+            "lease_dn = \"cn=lease,dc=x\"\ninstance_id = \"\"",
+            "ha.instance_id",
+            "1 to 64",
+        ),
+        (
+            "lease_dn = \"cn=lease,dc=x\"\nttl = \"3s\"",
+            "ttl",
+            "unknown",
+        ),
+    ] {
+        let err = with(ha).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(words), "{ha}: {err}");
+    }
 }

@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::ha::Ha;
 use super::status::{Board, FeedState};
-use super::{backoff, Stop};
+use super::{backoff, Stop, TakeOver};
 use crate::config::Config;
 use crate::engine::feed::{feed_attributes, feed_mapper, Feed, FeedKind, FeedScope};
 use crate::engine::{self, RunKind};
@@ -101,7 +102,7 @@ async fn connect(cfg: &Config, feed: &mut Feed) -> Result<Option<Link>, SourceEr
             FeedScope::Groups => (&cfg.ldap.group_base, &cfg.ldap.group_filter, &group_attrs),
         };
         let cookie = feed.begin(scope);
-        tracing::info!(scope = scope.name(), base = %base, resume = cookie.is_some(), "starting content synchronization");
+        tracing::info!(scope = scope.name(), base = %base, server = session.server(), resume = cookie.is_some(), "starting content synchronization");
         let search = session
             .persist(base, filter, attrs, cookie.as_deref())
             .await?;
@@ -134,6 +135,7 @@ pub(super) async fn run<T: Target>(
     target: &T,
     board: &Board,
     stop: &mut Stop,
+    ha: &mut Ha,
     required: bool,
 ) -> anyhow::Result<FeedExit> {
     let mut feed = Feed::load(cfg, store, FeedKind::Syncrepl)?;
@@ -208,6 +210,46 @@ pub(super) async fn run<T: Target>(
             }
         }
 
+        // A gateway that just took the HA lease over reconciles with the target before its
+        // first pass, once the feed has caught up with the directory (the keys it saw change
+        // while standby are looked up too).
+        let active = ha.active();
+        if active
+            && ha.to_reconcile().is_some()
+            && !feed.refreshing()
+            && !feed.awaiting_refetch()
+            && !feed.awaiting_check()
+            && backoff_until.is_none_or(|t| Instant::now() >= t)
+        {
+            let also = match feed.changes() {
+                Ok(c) => crate::engine::Also {
+                    users: c.changed[0].clone(),
+                    groups: c.changed[1].clone(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "HA: the keys changed while standby cannot be read; the take-over resync looks up the records' and the directory's");
+                    crate::engine::Also::default()
+                }
+            };
+            match super::take_over(cfg, store, target, board, ha, stop, &also).await {
+                TakeOver::Done => {
+                    pass_failures = 0;
+                    backoff_until = None;
+                    // What changed meanwhile is pushed by a feed pass.
+                    if feed.dirty() {
+                        leading = true;
+                    }
+                }
+                TakeOver::Lost => {}
+                TakeOver::Stopped => return Ok(FeedExit::Stopped),
+                TakeOver::Failed => {
+                    pass_failures = pass_failures.saturating_add(1);
+                    backoff_until = Some(Instant::now() + backoff(pass_failures));
+                }
+            }
+            continue;
+        }
+
         let now = Instant::now();
         if retry_at.is_some_and(|t| now >= t) {
             retry_at = None;
@@ -215,7 +257,8 @@ pub(super) async fn run<T: Target>(
         }
         let quiet = now.duration_since(last_event) >= cfg.daemon.coalesce;
         let long = burst_start.is_some_and(|b| now.duration_since(b) >= MAX_COALESCE);
-        let may_pass = backoff_until.is_none_or(|t| now >= t);
+        let may_pass =
+            backoff_until.is_none_or(|t| now >= t) && active && ha.to_reconcile().is_none();
         if feed.dirty()
             && !feed.refreshing()
             && !feed.awaiting_refetch()
@@ -228,6 +271,10 @@ pub(super) async fn run<T: Target>(
                 let mut pass = std::pin::pin!(engine::run_feed(cfg, store, target, &mut feed));
                 tokio::select! {
                     r = &mut pass => r,
+                    _ = ha.lost() => {
+                        tracing::warn!("HA: the lease was lost: the pass in progress was abandoned (what it confirmed is saved; the changes stay pending for when this gateway holds the lease again)");
+                        continue;
+                    }
                     _ = stop.wait() => {
                         // A pass about to end is let end (its cookie saved: the next start
                         // resumes from it); one that does not within the grace is abandoned.
@@ -298,6 +345,14 @@ pub(super) async fn run<T: Target>(
             continue;
         }
 
+        if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t) && !active {
+            // A standby's schedule moves on: the gateway holding the lease runs it.
+            next_resync = cfg
+                .daemon
+                .full_resync
+                .next_after(time::OffsetDateTime::now_utc());
+            continue;
+        }
         if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t)
             && cfg.daemon.full_resync_mode == crate::config::ResyncMode::Report
         {
@@ -314,6 +369,7 @@ pub(super) async fn run<T: Target>(
         if next_resync.is_some_and(|t| time::OffsetDateTime::now_utc() >= t) {
             let outcome = tokio::select! {
                 r = engine::run(cfg, store, target, RunKind::Resync) => r,
+                _ = ha.lost() => continue,
                 _ = stop.wait() => return Ok(FeedExit::Stopped),
             };
             match &outcome {
@@ -335,7 +391,8 @@ pub(super) async fn run<T: Target>(
         } else {
             wake = wake.min(heartbeat_at);
         }
-        if feed.dirty() && !feed.refreshing() {
+        // A standby pushes nothing: pending changes wake nobody until it holds the lease.
+        if feed.dirty() && !feed.refreshing() && ha.active() && ha.to_reconcile().is_none() {
             let mut due = if leading {
                 Instant::now()
             } else {
@@ -439,6 +496,7 @@ pub(super) async fn run<T: Target>(
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
+            _ = ha.changed() => {}
             _ = stop.wait() => return Ok(FeedExit::Stopped),
         }
 

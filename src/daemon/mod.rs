@@ -3,6 +3,8 @@
 //! schedule; backs off after failures; serves its status; and stops cleanly on SIGTERM or Ctrl-C.
 
 mod feed;
+mod fenced;
+pub(crate) mod ha;
 mod http;
 mod notify;
 mod status;
@@ -20,6 +22,7 @@ use crate::source::ldap::Session;
 use crate::state::Store;
 use crate::target::Target;
 use feed::FeedExit;
+use ha::Ha;
 
 /// The longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -114,6 +117,7 @@ pub(crate) async fn run<T: Target>(
     cfg: &Config,
     store: Arc<Store>,
     target: &T,
+    standby_only: bool,
 ) -> anyhow::Result<()> {
     let board = Arc::new(Board::new(store.clone(), cfg.daemon.poll_interval));
     if let Some(addr) = cfg.daemon.listen {
@@ -129,6 +133,16 @@ pub(crate) async fn run<T: Target>(
         tokio::spawn(http::serve(listener, board.clone(), token));
     }
     let mut stop = Stop::on_signal();
+    let mut ha = match &cfg.ha {
+        Some(h) => {
+            tracing::info!(instance = %h.instance, lease = %h.lease_dn, standby_only, "HA: this gateway pushes only while it holds the lease");
+            Ha::start(&cfg.ldap, h, board.clone(), standby_only)
+        }
+        None => Ha::off(),
+    };
+    // Every write is checked against the lease first (a pass in progress is also abandoned
+    // once it is lost).
+    let target = &fenced::Fenced::new(target, ha.fence());
     systemd::ready(&board);
     systemd::spawn_notifier(board.clone());
     let follow = match cfg.daemon.change_feed {
@@ -148,9 +162,13 @@ pub(crate) async fn run<T: Target>(
         (true, ChangeFeed::Timestamp) => false,
         (true, mode) => {
             let required = mode == ChangeFeed::Syncrepl;
-            match feed::run(cfg, &store, target, &board, &mut stop, required).await? {
-                FeedExit::Stopped => true,
-                FeedExit::Unsupported => false,
+            match feed::run(cfg, &store, target, &board, &mut stop, &mut ha, required).await {
+                Ok(FeedExit::Stopped) => true,
+                Ok(FeedExit::Unsupported) => false,
+                Err(e) => {
+                    ha.release().await;
+                    return Err(e);
+                }
             }
         }
         (false, _) => false,
@@ -161,11 +179,72 @@ pub(crate) async fn run<T: Target>(
         } else {
             None
         };
-        poll(cfg, &store, target, &board, &mut stop, timestamps).await;
+        poll(cfg, &store, target, &board, &mut stop, &mut ha, timestamps).await;
     }
+    // After the loops: nothing is in flight when the lease goes.
+    ha.release().await;
     store.flush_now().await?;
     tracing::info!("stopped; state saved");
     Ok(())
+}
+
+/// How a take-over's resync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TakeOver {
+    Done,
+    Failed,
+    /// The lease was lost again during it (abandoned).
+    Lost,
+    Stopped,
+}
+
+/// When this gateway has just taken the HA lease over: a resync before any pass (the gateway
+/// before it may have left changes half-sent), with the keys its change feed saw change while
+/// it was standby (`also`).
+pub(super) async fn take_over<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    board: &Board,
+    ha: &mut Ha,
+    stop: &mut Stop,
+    also: &engine::Also,
+) -> TakeOver {
+    let Some(generation) = ha.to_reconcile() else {
+        return TakeOver::Done;
+    };
+    tracing::info!(
+        generation,
+        changed_while_standby = also.users.len() + also.groups.len(),
+        "HA: reconciling with the target before pushing (a resync: what the previous gateway left is looked up by externalId)"
+    );
+    let outcome = {
+        let mut resync = std::pin::pin!(engine::run_takeover(cfg, store, target, also));
+        tokio::select! {
+            r = &mut resync => r,
+            _ = ha.lost() => {
+                tracing::warn!("HA: the lease was lost during the take-over's resync: abandoned");
+                return TakeOver::Lost;
+            }
+            _ = stop.wait() => return TakeOver::Stopped,
+        }
+    };
+    board.record(RunKind::Resync, &outcome);
+    match outcome {
+        Ok(report) => {
+            tracing::info!(
+                run = report.run,
+                "{}",
+                report.summary.line("take-over resync")
+            );
+            ha.reconciled(generation);
+            TakeOver::Done
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HA: the take-over's resync failed; nothing else is pushed until it succeeds");
+            TakeOver::Failed
+        }
+    }
 }
 
 /// A scheduled full resync in report mode: what a resync would repair, read and put on the
@@ -257,6 +336,7 @@ async fn poll<T: Target>(
     target: &T,
     board: &Board,
     stop: &mut Stop,
+    ha: &mut Ha,
     mut timestamps: Option<Feed>,
 ) {
     // On AD, change notifications wake the loop up for an incremental read.
@@ -281,6 +361,37 @@ async fn poll<T: Target>(
     // When the last change notification arrived (AD): the change time of the pass it asks for.
     let mut notified_at: Option<std::time::SystemTime> = None;
     loop {
+        // A standby waits for the lease; a gateway that just took it reconciles first.
+        if !ha.active() {
+            tokio::select! {
+                _ = ha.changed() => {}
+                _ = stop.wait() => return,
+            }
+            continue;
+        }
+        match take_over(
+            cfg,
+            store,
+            target,
+            board,
+            ha,
+            stop,
+            &engine::Also::default(),
+        )
+        .await
+        {
+            TakeOver::Done => {}
+            TakeOver::Lost => continue,
+            TakeOver::Stopped => return,
+            TakeOver::Failed => {
+                failures = failures.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                    _ = stop.wait() => return,
+                }
+                continue;
+            }
+        }
         let now = time::OffsetDateTime::now_utc();
         let mut kind = match next_resync {
             Some(t) if now >= t => RunKind::Resync,
@@ -300,6 +411,18 @@ async fn poll<T: Target>(
         let notified = notified_at.take().filter(|_| kind == RunKind::Sync);
         let outcome = tokio::select! {
             r = pass(cfg, store, target, kind, timestamps.as_mut(), notified) => Some(r),
+            _ = ha.lost() => {
+                tracing::warn!("HA: the lease was lost: the pass in progress was abandoned; confirmed changes are saved");
+                if timestamps.is_some() {
+                    // Its watermark may have moved past what was pushed: what was saved is
+                    // where the next holder of the lease... and this gateway, later, resume.
+                    match Feed::load(cfg, store, FeedKind::Timestamp) {
+                        Ok(loaded) => timestamps = Some(loaded),
+                        Err(e) => tracing::error!(error = %e, "cannot load the saved mirror again"),
+                    }
+                }
+                continue;
+            }
             _ = stop.wait() => None,
         };
         let Some(outcome) = outcome else {
@@ -354,6 +477,7 @@ async fn poll<T: Target>(
                 tokio::time::sleep(cfg.daemon.coalesce).await;
                 tracing::debug!("change notification");
             }
+            _ = ha.lost() => {}
             _ = stop.wait() => {
                 tracing::info!("stopping");
                 return;

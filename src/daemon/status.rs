@@ -60,6 +60,8 @@ struct Inner {
     held: u64,
     last_success: Option<i64>,
     target: Option<String>,
+    /// With `[ha]`: this gateway's id and what it knows of the lease.
+    ha: Option<(String, super::ha::Role)>,
 }
 
 /// Shared between the run loop (writer) and the status server (readers).
@@ -185,6 +187,33 @@ impl Board {
         }
     }
 
+    /// What the lease task found of the lease (`[ha]`).
+    pub(crate) fn set_role(&self, instance: &str, role: &super::ha::Role) {
+        self.lock().ha = Some((instance.to_string(), role.clone()));
+    }
+
+    /// One phrase for the role: who pushes.
+    fn role_text(i: &Inner) -> Option<String> {
+        let (me, role) = i.ha.as_ref()?;
+        Some(if role.active {
+            format!(
+                "active: {me} holds the HA lease (generation {})",
+                role.generation
+            )
+        } else {
+            match (&role.holder, &role.problem) {
+                (_, Some(why)) => {
+                    format!("standby ({me}): the HA lease cannot be read or written: {why}")
+                }
+                (Some(h), None) => format!(
+                    "standby ({me}): {h} holds the HA lease (generation {})",
+                    role.generation
+                ),
+                (None, None) => format!("standby ({me}): nobody holds the HA lease yet"),
+            }
+        })
+    }
+
     /// What the heartbeat found of the target.
     pub(crate) fn set_target_up(&self, up: bool) {
         self.lock().target_down = !up;
@@ -205,8 +234,11 @@ impl Board {
         let (ready, why) = self.ready();
         let i = self.lock();
         let c = &i.census;
+        let role = Board::role_text(&i)
+            .map(|r| format!("{r}; "))
+            .unwrap_or_default();
         format!(
-            "{}; {}; {} users ({} active), {} groups; {} objects in error",
+            "{role}{}; {}; {} users ({} active), {} groups; {} objects in error",
             if ready {
                 "ready".to_string()
             } else {
@@ -229,6 +261,23 @@ impl Board {
     /// something changes, so an old last run means nothing).
     pub(crate) fn ready(&self) -> (bool, String) {
         let i = self.lock();
+        // A standby is ready when it can read the lease and follows the directory: it pushes
+        // nothing, so its last run says nothing. Its body starts with "standby".
+        if let Some((_, role)) = i.ha.as_ref().filter(|(_, r)| !r.active) {
+            let text = Board::role_text(&i).unwrap_or_default();
+            if role.problem.is_some() {
+                return (false, text);
+            }
+            return match &i.feed {
+                Some(FeedState::Down(why)) => {
+                    (false, format!("{text}; the change feed is down: {why}"))
+                }
+                Some(f @ (FeedState::Connecting | FeedState::Refreshing)) => {
+                    (false, format!("{text}; the change feed is {}", f.name()))
+                }
+                _ => (true, text),
+            };
+        }
         if i.target_down {
             return (
                 false,
@@ -279,13 +328,19 @@ impl Board {
 
     pub(crate) fn json(&self) -> String {
         let (ready, reason) = self.ready();
-        let (mode, feed, mode_reason, drift) = {
+        let (mode, feed, mode_reason, drift, ha) = {
             let i = self.lock();
+            let ha = i.ha.as_ref().map(|(me, r)| {
+                serde_json::json!({ "instance": me, "role": if r.active { "active" } else { "standby" },
+                    "holder": r.holder, "generation": r.generation, "problem": r.problem,
+                    "text": Board::role_text(&i) })
+            });
             (
                 i.mode,
                 i.feed.as_ref().map(|f| f.name()),
                 i.mode_reason.clone(),
                 i.drift.clone(),
+                ha,
             )
         };
         let recent = self
@@ -295,7 +350,7 @@ impl Board {
         let doc = match self.view() {
             Ok(v) => serde_json::json!({ "ready": ready, "reason": reason, "mode": mode,
                 "mode_reason": mode_reason, "change_feed": feed, "store": v,
-                "recent_operations": recent, "drift": drift }),
+                "recent_operations": recent, "drift": drift, "ha": ha }),
             Err(e) => serde_json::json!({ "ready": false, "reason": e }),
         };
         doc.to_string()
@@ -318,6 +373,7 @@ impl Board {
                     .drift
                     .as_ref()
                     .map(|d| d.objects.len() + d.dangling_members.len()),
+                ha: i.ha.as_ref().map(|(_, r)| (r.active, r.generation)),
             }
         };
         metrics::render(&self.counted, moment)

@@ -20,7 +20,7 @@ pub(crate) mod summary;
 
 use std::collections::BTreeSet;
 
-pub(crate) use observe::{dangling_members, observed};
+pub(crate) use observe::{dangling_members, observed, Also};
 pub(crate) use read::{check_mapping, read_desired, ReadStats};
 pub(crate) use summary::Summary;
 
@@ -163,7 +163,7 @@ fn fingerprint(cfg: &Config, tracking: &str) -> String {
     let l = &cfg.ldap;
     let text = format!(
         "{tracking}|{}|{}|{}|{}|{}|{:?}|{}|{}|{:?}|{}|{:?}",
-        l.url,
+        l.servers.join(" "),
         l.user_base,
         l.group_base,
         l.user_filter,
@@ -186,9 +186,11 @@ fn now() -> String {
 
 /// What kind of run, and whether refused operations wait for their retry time.
 #[derive(Debug, Clone, Copy)]
-struct Mode {
+struct Mode<'a> {
     kind: RunKind,
     honour_backoff: bool,
+    /// A resync's keys besides the records' and the directory's (see [`Also`]).
+    also: Option<&'a Also>,
 }
 
 /// Where a run's desired state comes from.
@@ -210,7 +212,28 @@ pub(crate) async fn run<T: Target>(
     target: &T,
     kind: RunKind,
 ) -> Result<RunReport, EngineError> {
-    run_from(cfg, store, target, kind, Input::Directory, false).await
+    run_from(cfg, store, target, kind, Input::Directory, false, None).await
+}
+
+/// The resync a gateway runs when it takes the HA lease over, before anything else: what the
+/// target holds is read, the keys in `also` (changed while it was standby) matched by
+/// externalId besides its records' own, and only then is anything sent.
+pub(crate) async fn run_takeover<T: Target>(
+    cfg: &Config,
+    store: &Store,
+    target: &T,
+    also: &Also,
+) -> Result<RunReport, EngineError> {
+    run_from(
+        cfg,
+        store,
+        target,
+        RunKind::Resync,
+        Input::Directory,
+        false,
+        Some(also),
+    )
+    .await
 }
 
 /// [`run`] as the service runs it: a sync leaves alone the operations the target refused until
@@ -222,7 +245,7 @@ pub(crate) async fn run_scheduled<T: Target>(
     kind: RunKind,
 ) -> Result<RunReport, EngineError> {
     let honour = kind != RunKind::Resync;
-    run_from(cfg, store, target, kind, Input::Directory, honour).await
+    run_from(cfg, store, target, kind, Input::Directory, honour, None).await
 }
 
 /// [`run_scheduled`] for a sync that a change notification asked for at `notified_at`.
@@ -239,6 +262,7 @@ pub(crate) async fn run_notified<T: Target>(
         RunKind::Sync,
         Input::Notified(notified_at),
         true,
+        None,
     )
     .await
 }
@@ -251,5 +275,14 @@ pub(crate) async fn run_feed<T: Target>(
     target: &T,
     feed: &mut feed::Feed,
 ) -> Result<RunReport, EngineError> {
-    run_from(cfg, store, target, RunKind::Feed, Input::Feed(feed), true).await
+    run_from(
+        cfg,
+        store,
+        target,
+        RunKind::Feed,
+        Input::Feed(feed),
+        true,
+        None,
+    )
+    .await
 }

@@ -17,6 +17,27 @@ pub(crate) fn observed(
     users: &[RemoteUser],
     groups: &[RemoteGroup],
 ) -> Snapshot {
+    observed_with(desired, known, users, groups, &Also::default())
+}
+
+/// Keys another gateway may have pushed while this one was standby (`[ha]`): the change feed
+/// saw them change, the records do not know them. A take-over resync matches them by
+/// externalId only, as it does the records' own keys: what the gateway before it created is
+/// found (and removed, if the directory no longer has it); nothing else is taken.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Also {
+    pub users: BTreeSet<Key>,
+    pub groups: BTreeSet<Key>,
+}
+
+/// [`observed`], with keys matched by externalId besides the records' and the directory's.
+pub(crate) fn observed_with(
+    desired: &DesiredState,
+    known: &Snapshot,
+    users: &[RemoteUser],
+    groups: &[RemoteGroup],
+    also: &Also,
+) -> Snapshot {
     let mut out = Snapshot::default();
 
     let user_by_id: HashMap<&str, &RemoteUser> = users.iter().map(|u| (u.id.as_str(), u)).collect();
@@ -36,6 +57,7 @@ pub(crate) fn observed(
         .keys()
         .chain(desired.users.keys())
         .chain(desired.held.iter())
+        .chain(also.users.iter())
         .collect();
     // Matched in three rounds over all keys, not key by key: an object the store knows for one
     // key is never taken by another key's externalId or name first (a renamed user's old
@@ -110,7 +132,12 @@ pub(crate) fn observed(
             .filter_map(|g| g.external_id.as_deref().map(|e| (e, g))),
     );
     let group_by_name = unique(groups.iter().map(|g| (g.display_name.as_str(), g)));
-    let gkeys: BTreeSet<&Key> = known.groups.keys().chain(desired.groups.keys()).collect();
+    let gkeys: BTreeSet<&Key> = known
+        .groups
+        .keys()
+        .chain(desired.groups.keys())
+        .chain(also.groups.iter())
+        .collect();
     let mut gclaimed: BTreeSet<&str> = BTreeSet::new();
     let mut gdone: BTreeSet<&Key> = BTreeSet::new();
     for round in 0..3 {

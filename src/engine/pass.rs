@@ -22,6 +22,7 @@ pub(super) async fn run_from<T: Target>(
     kind: RunKind,
     mut input: Input<'_>,
     honour_backoff: bool,
+    also: Option<&super::Also>,
 ) -> Result<RunReport, EngineError> {
     let started = now();
     let started_clock = std::time::Instant::now();
@@ -30,6 +31,7 @@ pub(super) async fn run_from<T: Target>(
     let mode = Mode {
         kind,
         honour_backoff,
+        also,
     };
     // Every line the pass logs carries its run number and kind.
     let span = tracing::info_span!("run", id = run, kind = kind.name());
@@ -73,7 +75,7 @@ async fn run_inner<T: Target>(
     cfg: &Config,
     store: &Store,
     target: &T,
-    mode: Mode,
+    mode: Mode<'_>,
     input: &mut Input<'_>,
     run: u64,
     summary: &mut Summary,
@@ -81,6 +83,7 @@ async fn run_inner<T: Target>(
     let Mode {
         kind,
         honour_backoff,
+        also,
     } = mode;
     // The records describe one target: refuse to apply them to another (its ids would be
     // meaningless there), unless there are none yet or a resync is about to rebuild them.
@@ -210,7 +213,7 @@ async fn run_inner<T: Target>(
                 "a resync planned from a change feed".into(),
             ));
         };
-        records = read_target(store, target, desired, &records, summary).await?;
+        records = read_target(store, target, desired, &records, summary, also).await?;
     }
 
     summary.members_unresolved = wanted.unresolved() as u64;
@@ -432,11 +435,15 @@ async fn read_target<T: Target>(
     desired: &DesiredState,
     records: &Snapshot,
     summary: &mut Summary,
+    also: Option<&super::Also>,
 ) -> Result<Snapshot, EngineError> {
     super::progress::set_phase(super::progress::Phase::ReadingTarget);
     let users = target.list_users().await?;
     let groups = target.list_groups().await?;
-    let seen = observed(desired, records, &users, &groups);
+    let seen = match also {
+        Some(also) => super::observe::observed_with(desired, records, &users, &groups, also),
+        None => observed(desired, records, &users, &groups),
+    };
     tracing::info!(
         target_users = users.len(),
         target_groups = groups.len(),

@@ -86,6 +86,8 @@ pub(crate) struct Session {
     search_time_limit: Duration,
     /// Ask for DNs in extended form (`<GUID=...>;...`): AD references that survive renames.
     extended_dn: bool,
+    /// The server of `ldap.url` this session reached.
+    server: String,
 }
 
 /// LDAP_SERVER_EXTENDED_DN_OID, with the value asking for GUIDs as text (BER `SEQUENCE { 1 }`).
@@ -99,7 +101,39 @@ fn extended_dn_control() -> RawControl {
 
 impl Session {
     /// Connects (with LDAPS or StartTLS as configured) and binds.
+    /// With several servers in `ldap.url`, each is tried in order until one takes the
+    /// connection; a failed bind is not tried elsewhere (a wrong password would count against
+    /// the account on every domain controller).
     pub(crate) async fn open(cfg: &LdapConfig) -> Result<Session, SourceError> {
+        if cfg.servers.len() <= 1 {
+            return Session::open_one(cfg).await;
+        }
+        let mut failures = Vec::new();
+        for server in &cfg.servers {
+            let one = LdapConfig {
+                url: server.clone(),
+                ..cfg.clone()
+            };
+            match Session::open_one(&one).await {
+                Ok(session) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(server = %server, unreachable = %failures.join("; "), "directory: the first servers of ldap.url do not answer; connected to the next");
+                    }
+                    return Ok(session);
+                }
+                Err(SourceError::Connect { url, reason }) => {
+                    failures.push(format!("{url}: {reason}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SourceError::Connect {
+            url: cfg.servers.join(", "),
+            reason: format!("no server answers ({})", failures.join("; ")),
+        })
+    }
+
+    async fn open_one(cfg: &LdapConfig) -> Result<Session, SourceError> {
         let socket = connect_tcp(cfg).await?;
         // ldap3 speaks over a local pair to our relay, which does TLS and checks every
         // message before ldap3's decoder sees it (see `wire/`).
@@ -140,7 +174,18 @@ impl Session {
             max_read_bytes: cfg.max_read_mib.saturating_mul(1024 * 1024),
             search_time_limit: cfg.search_time_limit,
             extended_dn: cfg.profile == crate::config::Profile::ActiveDirectory,
+            server: cfg.url.clone(),
         })
+    }
+
+    /// How long one operation may wait for its answer (`ldap.timeout_secs`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The server this session reached (one of `ldap.url`).
+    pub(crate) fn server(&self) -> &str {
+        &self.server
     }
 
     /// Why the relay closed the connection, for operations defined elsewhere (content sync).

@@ -7,6 +7,7 @@ pub(crate) mod dn;
 pub(crate) mod entry;
 pub(crate) mod filter;
 pub(crate) mod ldap;
+pub(crate) mod lease;
 pub(crate) mod notify;
 pub(crate) mod paged;
 pub(crate) mod range;
@@ -31,6 +32,8 @@ pub(crate) enum SourceError {
         filter: String,
         reason: String,
     },
+    #[error("writing {dn} failed: {reason}")]
+    Write { dn: String, reason: String },
     #[error("TLS setup for {url}: {reason}")]
     Tls { url: String, reason: String },
     #[error("{location}: {key}: the directory's schema has no attribute `{attribute}` (a typo? `dirbridge test-mapping USER` lists the attributes an entry has)")]

@@ -98,6 +98,8 @@ pub struct FaultProxy {
     pub clean: Arc<Mutex<u64>>,
     /// When each request arrived.
     pub arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// Each request's line (`POST /v2/Users HTTP/1.1`) as it arrived, with the time.
+    pub lines: Arc<Mutex<Vec<(Instant, String)>>>,
     /// Requests in flight now, and the most seen at once.
     flight: Arc<Mutex<(usize, usize)>>,
     /// Added to every answer (to make overlapping requests visible).
@@ -235,6 +237,11 @@ fn serve(
         .next()
         .unwrap_or_default()
         .to_string();
+    stats
+        .5
+        .lock()
+        .unwrap()
+        .push((Instant::now(), request_line.clone()));
     if let Some(rule) = rule {
         let text = String::from_utf8_lossy(&req).to_string();
         let first = text.lines().next().unwrap_or_default().to_string();
@@ -350,6 +357,7 @@ type Stats = (
     Arc<Mutex<Vec<Instant>>>,
     Arc<Mutex<(usize, usize)>>,
     Arc<std::sync::atomic::AtomicU64>,
+    Arc<Mutex<Vec<(Instant, String)>>>,
 );
 
 impl FaultProxy {
@@ -368,6 +376,7 @@ impl FaultProxy {
             injected: Arc::new(Mutex::new(BTreeMap::new())),
             clean: Arc::new(Mutex::new(0)),
             arrivals: Arc::new(Mutex::new(Vec::new())),
+            lines: Arc::new(Mutex::new(Vec::new())),
             flight: Arc::new(Mutex::new((0, 0))),
             delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rule: Arc::new(Mutex::new(None)),
@@ -381,6 +390,7 @@ impl FaultProxy {
             proxy.arrivals.clone(),
             proxy.flight.clone(),
             proxy.delay_ms.clone(),
+            proxy.lines.clone(),
         );
         std::thread::spawn(move || {
             // Bounded by the flag: ends when the proxy is dropped.
@@ -437,6 +447,17 @@ impl FaultProxy {
             best = best.max(end - start + 1);
         }
         best
+    }
+
+    /// The writes (POST, PUT, PATCH, DELETE) that reached the proxy, with when.
+    pub fn writes(&self) -> Vec<(Instant, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+            .cloned()
+            .collect()
     }
 
     pub fn requests(&self) -> usize {

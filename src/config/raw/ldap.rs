@@ -11,7 +11,7 @@ use super::*;
 pub(super) struct RawLdap {
     #[serde(default)]
     pub(super) profile: Profile,
-    url: String,
+    url: Urls,
     #[serde(default)]
     starttls: bool,
     bind_dn: Option<String>,
@@ -48,6 +48,14 @@ pub(super) struct RawLdap {
     max_message_kib: usize,
     #[serde(default = "default_max_read_mib")]
     max_read_mib: u64,
+}
+
+/// `ldap.url`: one server, or several tried in order (domain controllers, OpenLDAP providers).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Several(Vec<String>),
 }
 
 /// The defaults a directory flavour brings; every one can be overridden in the file.
@@ -103,7 +111,17 @@ impl RawLdap {
         let l = self;
         let defaults = l.profile.defaults();
         let l_incremental_explicit = l.incremental == Some(true);
-        let tls = if l.url.starts_with("ldaps://") {
+        let servers = match l.url {
+            Urls::One(u) => vec![u],
+            Urls::Several(list) => list,
+        };
+        let Some(first) = servers.first() else {
+            return Err(invalid(
+                "ldap.url",
+                "the list is empty: name at least one server".into(),
+            ));
+        };
+        let tls = if first.starts_with("ldaps://") {
             if l.starttls {
                 return Err(invalid(
                     "ldap.starttls",
@@ -111,7 +129,7 @@ impl RawLdap {
                 ));
             }
             TlsMode::Ldaps
-        } else if l.url.starts_with("ldap://") {
+        } else if first.starts_with("ldap://") {
             if l.starttls {
                 TlsMode::StartTls
             } else {
@@ -120,26 +138,11 @@ impl RawLdap {
         } else {
             return Err(invalid(
                 "ldap.url",
-                format!("`{}` must start with ldap:// or ldaps://", l.url),
+                format!("`{first}` must start with ldap:// or ldaps://"),
             ));
         };
-        // Credentials in the URL would be printed wherever the URL is (logs, `check`).
-        if url::Url::parse(&l.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
-        {
-            return Err(invalid(
-                "ldap.url",
-                "must not carry credentials; use bind_dn and bind_password (or its _file / _env)"
-                    .into(),
-            ));
-        }
-        if url::Url::parse(&l.url)
-            .map(|u| u.host().is_none())
-            .unwrap_or(true)
-        {
-            return Err(invalid(
-                "ldap.url",
-                format!("`{}` is not a valid LDAP URL with a host", l.url),
-            ));
+        for u in &servers {
+            check_url(u, first).map_err(|r| invalid("ldap.url", r))?;
         }
         let bind_password = SecretSource {
             inline: l.bind_password,
@@ -155,7 +158,8 @@ impl RawLdap {
         }
         // Plain LDAP with a password is an explicit choice; on AD, even on loopback (a simple
         // bind in clear text to a DC is what "LDAP signing" audits flag).
-        let loopback_ok = is_loopback_url(&l.url) && l.profile != Profile::ActiveDirectory;
+        let loopback_ok =
+            servers.iter().all(|u| is_loopback_url(u)) && l.profile != Profile::ActiveDirectory;
         if tls == TlsMode::Plain && bind_password.is_some() && !l.allow_plaintext && !loopback_ok {
             return Err(invalid(
                 "ldap.url",
@@ -233,7 +237,8 @@ impl RawLdap {
             return Err(invalid("ldap.base_dn", "must not be empty".into()));
         }
         let ldap = LdapConfig {
-            url: l.url,
+            url: first.clone(),
+            servers,
             tls,
             bind_dn: l.bind_dn,
             bind_password,
@@ -285,6 +290,32 @@ fn default_max_message_kib() -> usize {
 /// 4 GiB of attribute data in one search: ten times a million users' worth of what is mapped.
 fn default_max_read_mib() -> u64 {
     4096
+}
+
+/// One server's URL: the scheme of the first (one TLS setting serves them all), a host, no
+/// credentials (they would be printed wherever the URL is: logs, `check`).
+fn check_url(u: &str, first: &str) -> Result<(), String> {
+    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !(u.starts_with("ldap://") || u.starts_with("ldaps://")) {
+        return Err(format!("`{u}` must start with ldap:// or ldaps://"));
+    }
+    if scheme(u) != scheme(first) {
+        return Err(format!(
+            "`{u}` and `{first}` differ in scheme: every server in the list is reached the same way (all ldaps://, or all ldap:// with or without starttls)"
+        ));
+    }
+    let parsed =
+        url::Url::parse(u).map_err(|_| format!("`{u}` is not a valid LDAP URL with a host"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "must not carry credentials; use bind_dn and bind_password (or its _file / _env)"
+                .into(),
+        );
+    }
+    if parsed.host().is_none() {
+        return Err(format!("`{u}` is not a valid LDAP URL with a host"));
+    }
+    Ok(())
 }
 
 /// A light check that catches the common mistakes (unbalanced parentheses, no parentheses)

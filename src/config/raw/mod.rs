@@ -9,12 +9,14 @@ use super::*;
 
 mod auth;
 mod daemon;
+mod ha;
 mod ldap;
 mod mapping;
 mod rest;
 mod target;
 
 use daemon::RawDaemon;
+pub(crate) use ha::check_instance_id;
 use ldap::{ProfileDefaults, RawLdap};
 use mapping::RawMapping;
 use target::RawTarget;
@@ -90,6 +92,7 @@ pub(super) struct RawConfig {
     mapping: RawMapping,
     #[serde(default)]
     daemon: RawDaemon,
+    ha: Option<ha::RawHa>,
 }
 
 #[derive(Deserialize)]
@@ -295,10 +298,12 @@ impl RawConfig {
             ldap.incremental = false;
         }
         let daemon = self.daemon.check(&cx, &ldap)?;
+        let ha = self.ha.map(|h| h.check(&cx)).transpose()?;
 
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
+            ha,
             ldap,
             target,
             state,

@@ -117,6 +117,8 @@ pub(super) struct Moment {
     pub fell_back: bool,
     /// Objects the last report-only full resync found to repair.
     pub drift: Option<usize>,
+    /// With `[ha]`: this gateway holds the lease, and the lease's generation.
+    pub ha: Option<(bool, u64)>,
 }
 
 impl prometheus_client::collector::Collector for Moment {
@@ -139,6 +141,18 @@ impl prometheus_client::collector::Collector for Moment {
                 "dirbridge_change_feed_up",
                 "The change feed is following the directory.",
                 i64::from(up),
+            )?;
+        }
+        if let Some((active, generation)) = self.ha {
+            gauge(
+                "dirbridge_ha_active",
+                "This gateway holds the HA lease and pushes (0: standby).",
+                i64::from(active),
+            )?;
+            gauge(
+                "dirbridge_ha_lease_generation",
+                "The HA lease's generation: counted up by each take-over.",
+                i64::try_from(generation).unwrap_or(i64::MAX),
             )?;
         }
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -354,6 +368,7 @@ mod tests {
                 feed_up: Some(true),
                 fell_back: true,
                 drift: Some(2),
+                ha: Some((false, 7)),
                 ..Moment::default()
             },
         );
@@ -371,6 +386,8 @@ mod tests {
             "dirbridge_objects{kind=\"user\",state=\"inactive\"} 1",
             "dirbridge_change_feed_fallback{from=\"syncrepl\"} 1",
             "dirbridge_drift_objects 2",
+            "dirbridge_ha_active 0",
+            "dirbridge_ha_lease_generation 7",
             "dirbridge_target_info{url=\"https://idp.example.com/v2\"} 1",
             "dirbridge_build_info{version=\"",
             "# EOF",
@@ -390,5 +407,6 @@ mod tests {
         let quiet = render(&Counted::default(), Moment::default());
         assert!(!quiet.contains("dirbridge_change_feed"), "{quiet}");
         assert!(!quiet.contains("dirbridge_drift_objects"), "{quiet}");
+        assert!(!quiet.contains("dirbridge_ha_"), "{quiet}");
     }
 }

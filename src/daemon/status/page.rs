@@ -149,6 +149,14 @@ impl Board {
             groups = v.groups,
             target = html_escape(v.target.as_deref().unwrap_or("no target yet")),
         );
+        // Who pushes, with [ha].
+        if let Some(role) = Board::role_text(&self.lock()) {
+            let _ = write!(
+                body,
+                "<p id=\"ha\" class=\"sentence\">HA: {}</p>",
+                html_escape(&role)
+            );
+        }
         // What needs a person, first.
         self.errors_html(v, now, body);
         if let Some(h) = &v.held_deletions {
