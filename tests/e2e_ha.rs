@@ -227,8 +227,9 @@ impl Cluster {
     }
 }
 
-fn burst(env: &Env, round: usize, n: usize) {
-    // `n` changes in one ldapmodify: family names, and every tenth a new user or a deletion.
+/// `n` changes for one ldapmodify: family names, and every tenth a new user or the deletion of
+/// one the round before added.
+fn burst_ldif(round: usize, n: usize) -> String {
     let mut ldif = String::new();
     for i in 0..n {
         match i % 10 {
@@ -247,7 +248,11 @@ fn burst(env: &Env, round: usize, n: usize) {
             )),
         }
     }
-    env.slapd.modify(&ldif);
+    ldif
+}
+
+fn burst(env: &Env, round: usize, n: usize) {
+    env.slapd.modify(&burst_ldif(round, n));
 }
 
 #[test]
@@ -256,8 +261,13 @@ fn of_three_gateways_exactly_one_pushes_and_a_killed_one_is_replaced_within_the_
     c.start_all();
     let first = c.active(60);
     assert!(c.converged(60), "{}", c.logs());
-    // Standbys say so on /readyz (200: a healthy standby) and /metrics.
+    // Standbys say so on /readyz (200: a healthy standby) and /metrics, once each has read the
+    // lease since it was taken (a standby that lost the race to take it saw it free last).
     for (i, n) in c.nodes.iter().enumerate() {
+        let holder = format!("gw{first} holds the HA lease");
+        wait_until(5, || {
+            i == first || http_get(n.status, "/readyz").is_some_and(|(_, b)| b.contains(&holder))
+        });
         let (code, body) = http_get(n.status, "/readyz").unwrap();
         let metrics = http_get(n.status, "/metrics").unwrap().1;
         if i == first {
@@ -453,31 +463,16 @@ fn kill_9_of_the_active_during_bursts_of_500_changes_loses_and_duplicates_nothin
         state ^= state << 17;
         state
     };
+    // Round 0: the users the first round deletes.
+    burst(&c.env, 0, 500);
+    assert!(c.converged(60), "{}", c.logs());
     let mut failovers = Vec::new();
     for round in 1..=rounds {
         let a = c.active(30);
         let b = 1 - a;
         let url = c.env.slapd.url();
         let burster = std::thread::spawn(move || {
-            let mut ldif = String::new();
-            // The same changes `burst` makes, through ldapmodify from this thread.
-            for i in 0..500usize {
-                match i % 10 {
-                    3 => ldif.push_str(&format!(
-                        "dn: uid=r{round}n{i},ou=people,{BASE_DN}\nchangetype: add\nobjectClass: inetOrgPerson\n\
-                         uid: r{round}n{i}\ncn: R {i}\nsn: New{round}\ngivenName: R\nmail: r{round}n{i}@example.org\n\n"
-                    )),
-                    7 if round > 1 => ldif.push_str(&format!(
-                        "dn: uid=r{}n{},ou=people,{BASE_DN}\nchangetype: delete\n\n",
-                        round - 1,
-                        i - 4
-                    )),
-                    _ => ldif.push_str(&format!(
-                        "dn: uid={},ou=people,{BASE_DN}\nchangetype: modify\nreplace: sn\nsn: S{round}x{i}\n\n",
-                        ["alice", "bob", "carol"][i % 3]
-                    )),
-                }
-            }
+            let ldif = burst_ldif(round, 500);
             let out = run_with_input(
                 {
                     let mut cmd = std::process::Command::new("ldapmodify");
