@@ -414,8 +414,8 @@ async fn poll<T: Target>(
             _ = ha.lost() => {
                 tracing::warn!("HA: the lease was lost: the pass in progress was abandoned; confirmed changes are saved");
                 if timestamps.is_some() {
-                    // Its watermark may have moved past what was pushed: what was saved is
-                    // where the next holder of the lease... and this gateway, later, resume.
+                    // Its watermark may have moved past what was pushed: this gateway resumes
+                    // from what was saved when it holds the lease again.
                     match Feed::load(cfg, store, FeedKind::Timestamp) {
                         Ok(loaded) => timestamps = Some(loaded),
                         Err(e) => tracing::error!(error = %e, "cannot load the saved mirror again"),

@@ -20,7 +20,7 @@ pub(crate) mod summary;
 
 use std::collections::BTreeSet;
 
-pub(crate) use observe::{dangling_members, observed, Also};
+pub(crate) use observe::{dangling_members, Also};
 pub(crate) use read::{check_mapping, read_desired, ReadStats};
 pub(crate) use summary::Summary;
 

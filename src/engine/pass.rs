@@ -5,8 +5,8 @@
 use super::fit::fit_records;
 use super::guards::{counts, guard_empty, guard_empty_read};
 use super::{
-    dangling_members, execute, fit, guarded, incremental, live, log_read, now, observed, policy,
-    read, stops_run, EngineError, Input, Mode, RunKind, RunReport, Summary,
+    dangling_members, execute, fit, guarded, incremental, live, log_read, now, policy, read,
+    stops_run, EngineError, Input, Mode, RunKind, RunReport, Summary,
 };
 use crate::config::Config;
 use crate::model::{DesiredState, Key};
@@ -440,10 +440,9 @@ async fn read_target<T: Target>(
     super::progress::set_phase(super::progress::Phase::ReadingTarget);
     let users = target.list_users().await?;
     let groups = target.list_groups().await?;
-    let seen = match also {
-        Some(also) => super::observe::observed_with(desired, records, &users, &groups, also),
-        None => observed(desired, records, &users, &groups),
-    };
+    let none = super::Also::default();
+    let seen =
+        super::observe::observed_with(desired, records, &users, &groups, also.unwrap_or(&none));
     tracing::info!(
         target_users = users.len(),
         target_groups = groups.len(),
