@@ -77,12 +77,17 @@ impl Node {
 struct Cluster {
     env: Env,
     nodes: Vec<Node>,
+    /// The directory server the tests read the truth from (the test's slapd unless changed).
+    truth: String,
 }
 
 impl Cluster {
     /// `n` gateways, each with its own state, status port, target proxy and directory proxy.
     fn start(n: usize) -> Cluster {
-        let mut env = Env::start();
+        Cluster::with_env(Env::start(), n)
+    }
+
+    fn with_env(mut env: Env, n: usize) -> Cluster {
         env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -116,7 +121,23 @@ impl Cluster {
                 child: None,
             });
         }
-        Cluster { env, nodes }
+        let truth = env.slapd.url();
+        Cluster { env, nodes, truth }
+    }
+
+    /// Every gateway's `ldap.url` set to `servers` (the config rewritten; before a start).
+    fn set_ldap_servers(&self, servers: &[String]) {
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(n.config()).unwrap();
+            let one = format!("url = \"ldap://127.0.0.1:{}\"", n.ldap.port);
+            assert!(text.contains(&one), "{text}");
+            let list = servers
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            std::fs::write(n.config(), text.replace(&one, &format!("url = [{list}]"))).unwrap();
+        }
     }
 
     fn start_all(&mut self) {
@@ -161,7 +182,7 @@ impl Cluster {
                 "-x",
                 "-LLL",
                 "-H",
-                &self.env.slapd.url(),
+                &self.truth,
                 "-D",
                 ADMIN_DN,
                 "-w",
@@ -530,17 +551,10 @@ fn with_several_servers_in_ldap_url_the_gateway_goes_to_the_next_when_the_first_
     // ones cut): the lease and the change feed go on through the second.
     let mut c = Cluster::start(1);
     let second = Proxy::start(c.env.slapd.port);
-    let text = std::fs::read_to_string(c.nodes[0].config()).unwrap();
-    let first = format!("url = \"ldap://127.0.0.1:{}\"", c.nodes[0].ldap.port);
-    assert!(text.contains(&first), "{text}");
-    let text = text.replace(
-        &first,
-        &format!(
-            "url = [\"ldap://127.0.0.1:{}\", \"ldap://127.0.0.1:{}\"]",
-            c.nodes[0].ldap.port, second.port
-        ),
-    );
-    std::fs::write(c.nodes[0].config(), text).unwrap();
+    c.set_ldap_servers(&[
+        format!("ldap://127.0.0.1:{}", c.nodes[0].ldap.port),
+        format!("ldap://127.0.0.1:{}", second.port),
+    ]);
     c.nodes[0].start(&[]);
     c.active(60);
     assert!(c.converged(60), "{}", c.logs());
@@ -557,5 +571,50 @@ fn with_several_servers_in_ldap_url_the_gateway_goes_to_the_next_when_the_first_
     c.nodes[0].ldap.resume();
     drop(second);
     set_attribute(&c.env.slapd, "alice", "sn", "BackToTheFirst");
+    assert!(c.converged(60), "{}", c.logs());
+}
+
+#[test]
+fn two_replicating_providers_the_one_in_use_stopped_the_lease_and_the_feed_go_on_on_the_other() {
+    let (a, b) = Slapd::start_pair();
+    let mut c = Cluster::with_env(Env::with_slapd(a), 2);
+    c.set_ldap_servers(&[c.env.slapd.url(), b.url()]);
+    c.start_all();
+    let first = c.active(60);
+    assert!(c.converged(60), "{}", c.logs());
+    // The provider in use dies; what is written to the other reaches the target, and the
+    // same gateway keeps the lease (it renews on the second server within its margin).
+    // Once the second has all of it (replication takes a moment).
+    let on_first = c.directory();
+    c.truth = b.url();
+    assert!(wait_until(30, || c.directory() == on_first));
+    c.env.slapd.kill();
+    let killed = Instant::now();
+    b.modify(&format!(
+        "dn: uid=bob,ou=people,{BASE_DN}\nchangetype: modify\nreplace: sn\nsn: OnTheSecond\n"
+    ));
+    assert!(c.converged(60), "{}", c.logs());
+    assert_eq!(c.active(10), first, "{}", c.logs());
+    for (i, n) in c.nodes.iter().enumerate() {
+        if i != first {
+            assert!(n.writes_since(killed).is_empty(), "{}", c.logs());
+        }
+    }
+    assert!(
+        c.nodes[first]
+            .log()
+            .contains(&format!("server={}", b.url())),
+        "{}",
+        c.logs()
+    );
+    // Back: the first provider catches up from the second, and a change made there arrives.
+    c.env.slapd.restart();
+    c.truth = c.env.slapd.url();
+    assert!(wait_until(30, || c
+        .directory()
+        .get("bob")
+        .map(String::as_str)
+        == Some("OnTheSecond")));
+    set_attribute(&c.env.slapd, "alice", "sn", "BackOnTheFirst");
     assert!(c.converged(60), "{}", c.logs());
 }

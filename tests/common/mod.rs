@@ -326,6 +326,58 @@ impl Slapd {
         Slapd::start_flavour(Syncprov::OnTheDatabase, true)
     }
 
+    /// Two slapd in multi-provider replication: each a syncrepl consumer of the other
+    /// (serverIDs 1 and 2, `multiprovider on`), both offering content synchronization, without
+    /// the memberof overlay (its memberOf values do not replicate; a change feed reads the
+    /// groups' `member` values). What is written to one reaches the other within a second.
+    pub fn start_pair() -> (Slapd, Slapd) {
+        let c = certs();
+        let ports = [(free_port(), free_port()), (free_port(), free_port())];
+        let template =
+            std::fs::read_to_string(repo().join("tests/fixtures/slapd.conf.template")).unwrap();
+        let mut pair = Vec::new();
+        for i in 0..2 {
+            let dir = tempfile::Builder::new()
+                .prefix("dirbridge-slapd")
+                .tempdir()
+                .unwrap();
+            std::fs::create_dir(dir.path().join("db")).unwrap();
+            let replication = format!(
+                "syncrepl rid=00{rid} provider=ldap://127.0.0.1:{other} bindmethod=simple \
+                 binddn=\"{ADMIN_DN}\" credentials={ADMIN_PW} searchbase=\"{BASE_DN}\" \
+                 type=refreshAndPersist retry=\"1 +\" timeout=3\nmultiprovider on",
+                rid = i + 1,
+                other = ports[1 - i].0
+            );
+            let conf: Vec<String> = template
+                .replace("@DIR@", &dir.path().display().to_string())
+                .replace("@CA@", &c.ca.display().to_string())
+                .replace("@CERT@", &c.cert.display().to_string())
+                .replace("@KEY@", &c.key.display().to_string())
+                .replace("@ROOTPW@", ADMIN_PW)
+                .lines()
+                .filter(|l| !l.contains("memberof"))
+                .map(|l| match l {
+                    "database mdb" => format!("serverID {}\n{l}", i + 1),
+                    "index entryCSN eq" => format!("{l}\n{replication}"),
+                    _ => l.to_string(),
+                })
+                .collect();
+            std::fs::write(dir.path().join("slapd.conf"), conf.join("\n")).unwrap();
+            let (port, ldaps_port) = ports[i];
+            let child = Slapd::spawn(dir.path(), port, ldaps_port);
+            pair.push(Slapd {
+                child: Guard(child),
+                dir,
+                port,
+                ldaps_port,
+            });
+        }
+        let b = pair.pop().unwrap();
+        let a = pair.pop().unwrap();
+        (a, b)
+    }
+
     fn start_with(syncprov: Syncprov) -> Slapd {
         Slapd::start_flavour(syncprov, false)
     }

@@ -67,6 +67,24 @@ impl std::fmt::Debug for PersistSearch {
 }
 
 /// The Sync Request control value: `SEQUENCE { mode ENUMERATED, cookie OCTET STRING OPTIONAL }`.
+/// A stored cookie as this consumer sends it back: without OpenLDAP's `sid=` part. The server
+/// that sent the cookie put its own serverID there; a consumer sending it tells syncprov "I am
+/// that server", and syncprov never sends a server the changes that came from it (multi-provider
+/// loop prevention). Resumed on another provider of a replicated pair (`ldap.url` with several
+/// servers), every change made on the first would be withheld. The gateway is no server: no sid.
+fn as_consumer(cookie: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match std::str::from_utf8(cookie) {
+        Ok(text) if text.split(',').any(|p| p.starts_with("sid=")) => text
+            .split(',')
+            .filter(|p| !p.starts_with("sid="))
+            .collect::<Vec<_>>()
+            .join(",")
+            .into_bytes()
+            .into(),
+        _ => cookie.into(),
+    }
+}
+
 fn sync_request(cookie: Option<&[u8]>, persist: bool) -> RawControl {
     use ldap3::asn1::{write, ASNTag, Enumerated, OctetString, Sequence, Tag};
     let mut inner = vec![Tag::Enumerated(Enumerated {
@@ -75,7 +93,7 @@ fn sync_request(cookie: Option<&[u8]>, persist: bool) -> RawControl {
     })];
     if let Some(c) = cookie {
         inner.push(Tag::OctetString(OctetString {
-            inner: c.to_vec(),
+            inner: as_consumer(c).into_owned(),
             ..Default::default()
         }));
     }
@@ -247,5 +265,27 @@ impl PersistSearch {
             12 => Ok(SyncEnd::Refused(super::ldap::describe(12, &res.text))),
             rc => Err(self.err(super::ldap::describe(rc, &res.text))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_consumer;
+
+    #[test]
+    fn a_cookie_goes_back_without_the_server_id_it_came_with() {
+        let sent = |c: &str| String::from_utf8(as_consumer(c.as_bytes()).into_owned()).unwrap();
+        assert_eq!(
+            sent("rid=000,sid=001,csn=20261128112516.800285Z#000000#001#000000"),
+            "rid=000,csn=20261128112516.800285Z#000000#001#000000"
+        );
+        assert_eq!(
+            sent("rid=000,csn=1#000000#001#000000;2#000000#002#000000,sid=002"),
+            "rid=000,csn=1#000000#001#000000;2#000000#002#000000"
+        );
+        // Cookies of other shapes (or servers) go back as they came.
+        assert_eq!(sent("rid=000,csn=x"), "rid=000,csn=x");
+        assert_eq!(sent("opaque-389-cookie#12#34"), "opaque-389-cookie#12#34");
+        assert_eq!(as_consumer(&[0xff, b's']).as_ref(), &[0xff, b's']);
     }
 }
