@@ -3,6 +3,10 @@
 //! binary. Figures are printed as milliseconds and as ratios to a baseline measured in the same
 //! run: one direct SCIM PATCH of the same attribute (what a push costs at the least).
 //!
+//! Also the `[ha]` failover: two gateways, the active one killed with SIGKILL, a change made at
+//! once; how long until the target shows it (the standby takes the lease over, reconciles,
+//! pushes), over BENCH_HA_KILLS kills (10).
+//!
 //! Run: `cargo bench --bench change_latency` (BENCH_CHANGES=n sets the number of changes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -175,6 +179,71 @@ fn follow_ad(n: usize) -> Vec<f64> {
     out
 }
 
+/// The `[ha]` timings of the failover figure (what tests/e2e_ha.rs uses).
+const HA_RENEW: &str = "500ms";
+const HA_TTL_SECS: u64 = 3;
+const HA_MARGIN: &str = "1s";
+
+/// Milliseconds from a SIGKILL of the active gateway (and a change made right after it) to the
+/// target showing the change, over `rounds` kills; the killed gateway comes back as a standby.
+fn failover(rounds: usize) -> Vec<f64> {
+    let mut env = Env::start();
+    env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let dir = env.dir.path().join(format!("gw{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["bind.pw", "scim.token"] {
+            std::fs::copy(env.dir.path().join(f), dir.join(f)).unwrap();
+        }
+        let status = free_port();
+        env.extra = format!(
+            "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+             listen = \"127.0.0.1:{status}\"\n[ha]\nlease_dn = \"cn=dirbridge-lease,{BASE_DN}\"\n\
+             instance_id = \"gw{i}\"\nrenew = \"{HA_RENEW}\"\nlease_ttl = \"{HA_TTL_SECS}s\"\nmargin = \"{HA_MARGIN}\"\n"
+        );
+        env.write_config();
+        std::fs::copy(env.config_path(), dir.join("dirbridge.toml")).unwrap();
+        nodes.push((dir, status, None::<Guard>));
+    }
+    let spawn = |dir: &std::path::Path| {
+        Guard(spawn_dirbridge(
+            &dir.join("dirbridge.toml"),
+            &["run"],
+            &[],
+            dir,
+        ))
+    };
+    for n in &mut nodes {
+        n.2 = Some(spawn(&n.0));
+    }
+    let role = |status: u16| {
+        http_get(status, "/status")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["ha"]["role"].as_str().map(str::to_string))
+    };
+    assert!(wait_until(60, || env.scim.users().len() == 3));
+    let id = id_of(&env, "bob");
+    let mut ms = Vec::new();
+    for round in 0..rounds {
+        let mut active = None;
+        assert!(wait_until(30, || {
+            let roles: Vec<_> = nodes.iter().map(|n| role(n.1)).collect();
+            active = roles.iter().position(|r| r.as_deref() == Some("active"));
+            active.is_some() && roles.iter().all(Option::is_some)
+        }));
+        let a = active.unwrap();
+        nodes[a].2.take().unwrap().stop();
+        let killed = Instant::now();
+        let title = format!("failover {round}");
+        set_attribute(&env.slapd, "bob", "title", &title);
+        assert!(arrived(&env.scim, &id, &title), "round {round}: not pushed");
+        ms.push(killed.elapsed().as_secs_f64() * 1000.0);
+        nodes[a].2 = Some(spawn(&nodes[a].0));
+    }
+    ms
+}
+
 fn start(feed: &str, poll: &str) -> (Env, Guard) {
     let mut env = Env::start();
     env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
@@ -221,6 +290,12 @@ fn main() {
     let ad_n = (n / 2).max(10);
     let ad = figures(follow_ad(ad_n));
 
+    let kills: usize = std::env::var("BENCH_HA_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let fo = figures(failover(kills));
+
     println!("change-to-push latency (LDAP modify returned -> SCIM server shows it)");
     println!(
         "  baseline, one direct SCIM PATCH ({n}):  p50 {:7.1} ms  p99 {:7.1} ms  max {:7.1} ms",
@@ -248,5 +323,13 @@ fn main() {
         "  burst of {burst_n} modifications of one user, back to back: last one on the target after {:.2} s ({:.0} changes/s), in {burst_passes} passes",
         burst_secs,
         burst_n as f64 / burst_secs
+    );
+    let ttl_ms = HA_TTL_SECS as f64 * 1000.0;
+    println!(
+        "  [ha] failover: kill -9 of the active gateway ({kills} kills; renew {HA_RENEW}, lease_ttl {HA_TTL_SECS}s, margin {HA_MARGIN}) to a change made at once on the target: p50 {:.0} ms, max {:.0} ms = lease_ttl + {:.0} / + {:.0} ms",
+        fo.p50,
+        fo.max,
+        fo.p50 - ttl_ms,
+        fo.max - ttl_ms
     );
 }

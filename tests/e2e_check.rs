@@ -638,3 +638,85 @@ fn a_state_folder_the_user_cannot_write_in_fails() {
     assert!(s.contains("is not writable by this user"), "{r:?}");
     assert!(fix.contains("chown"), "{r:?}");
 }
+
+#[test]
+fn the_ha_lease_and_each_server_of_a_list_get_a_line() {
+    let mut env = Env::start();
+    private(&env);
+    let dead = free_port();
+    env.ldap_url = format!("[\"{}\", \"ldap://127.0.0.1:{dead}\"]", env.slapd.url());
+    let with_lease = |env: &mut Env, dn: &str| {
+        env.extra = format!("[ha]\nlease_dn = \"{dn}\"\ninstance_id = \"gw-a\"\n");
+    };
+    with_lease(&mut env, &format!("cn=dirbridge-lease,{BASE_DN}"));
+    // The config writes `url = "<list>"`: the list goes in as TOML, not as a string.
+    let fixed = |env: &Env| {
+        env.write_config();
+        let text = std::fs::read_to_string(env.config_path()).unwrap();
+        let text = text.replace(
+            &format!("url = \"{}\"", env.ldap_url),
+            &format!("url = {}", env.ldap_url),
+        );
+        std::fs::write(env.config_path(), text).unwrap();
+        run_dirbridge(&env.config_path(), &["check"], &[])
+    };
+    let r = fixed(&env);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        check_line(&r, "OK", "directory")
+            .0
+            .starts_with(&env.slapd.url()),
+        "{r:?}"
+    );
+    assert!(
+        check_line(&r, "OK", "servers")
+            .0
+            .contains("server 1 of ldap.url"),
+        "{r:?}"
+    );
+    let (w, fix) = check_line(&r, "WARN", "servers");
+    assert!(
+        w.contains(&format!(
+            "127.0.0.1:{dead} (server 2 of ldap.url) does not answer"
+        )),
+        "{r:?}"
+    );
+    assert!(fix.contains("fall back"), "{r:?}");
+    let (ok, _) = check_line(&r, "OK", "ha");
+    assert!(ok.contains("does not exist yet"), "{r:?}");
+
+    // Held by someone: named; a value that is not a lease: a warning; no parent: a failure.
+    env.ldap_url = format!("[\"{}\"]", env.slapd.url());
+    env.slapd.add(&format!(
+        "dn: cn=dirbridge-lease,{BASE_DN}\nobjectClass: applicationProcess\ncn: dirbridge-lease\n\
+         description: holder=gw-b;gen=7;beat=3\n"
+    ));
+    let r = fixed(&env);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (ok, _) = check_line(&r, "OK", "ha");
+    assert!(
+        ok.contains("held by gw-b (generation 7); this gateway is gw-a"),
+        "{r:?}"
+    );
+    assert!(
+        !r.stdout.contains(" servers "),
+        "one server, no line: {r:?}"
+    );
+    env.slapd.modify(&format!(
+        "dn: cn=dirbridge-lease,{BASE_DN}\nchangetype: modify\nreplace: description\ndescription: set by hand\n"
+    ));
+    let r = fixed(&env);
+    let (w, _) = check_line(&r, "WARN", "ha");
+    assert!(w.contains("1 value(s) that are not a lease"), "{r:?}");
+    with_lease(
+        &mut env,
+        &format!("cn=dirbridge-lease,ou=nowhere,{BASE_DN}"),
+    );
+    let r = fixed(&env);
+    assert_eq!(r.code, 2, "{r:?}");
+    let (f, _) = check_line(&r, "FAIL", "ha");
+    assert!(
+        f.contains(&format!("ou=nowhere,{BASE_DN} does not exist")),
+        "{r:?}"
+    );
+}

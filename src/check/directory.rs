@@ -31,7 +31,7 @@ pub(super) async fn check(cfg: &Config) -> Vec<Finding> {
                 0,
                 Finding::ok(
                     "directory",
-                    format!("{} reached and bound {who} in {took} ms", l.url),
+                    format!("{} reached and bound {who} in {took} ms", s.server()),
                 ),
             );
             s

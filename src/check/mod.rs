@@ -5,6 +5,7 @@
 //! Each part goes on when another failed, so one run shows everything that is wrong.
 
 mod directory;
+mod ha;
 mod state;
 mod target;
 
@@ -168,6 +169,7 @@ pub(crate) async fn run(cfg: &Config) -> Report {
     }
     report.checks.extend(state::check(cfg));
     report.checks.extend(directory::check(cfg).await);
+    report.checks.extend(ha::check(cfg).await);
     // One attempt per request: a check says at once what fails, where a sync would retry.
     let mut once = cfg.clone();
     once.target.retries = 0;
