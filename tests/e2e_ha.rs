@@ -87,7 +87,12 @@ impl Cluster {
         Cluster::with_env(Env::start(), n)
     }
 
-    fn with_env(mut env: Env, n: usize) -> Cluster {
+    fn with_env(env: Env, n: usize) -> Cluster {
+        Cluster::with_feed(env, n, "change_feed = \"syncrepl\"\npoll_interval = \"1h\"")
+    }
+
+    /// `n` gateways whose `[daemon]` detects changes as `detection` says.
+    fn with_feed(mut env: Env, n: usize, detection: &str) -> Cluster {
         env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -102,7 +107,7 @@ impl Cluster {
             env.ldap_url = format!("ldap://127.0.0.1:{}", ldap.port);
             env.target_url = env.scim.base_via(target.port);
             env.extra = format!(
-                "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
+                "[daemon]\n{detection}\nfull_resync = \"off\"\n\
                  listen = \"127.0.0.1:{status}\"\nheartbeat = \"2s\"\n\
                  [ha]\nlease_dn = \"cn=dirbridge-lease,{BASE_DN}\"\ninstance_id = \"gw{i}\"\n\
                  renew = \"500ms\"\nlease_ttl = \"{}s\"\nmargin = \"{}s\"\n\
@@ -617,4 +622,33 @@ fn two_replicating_providers_the_one_in_use_stopped_the_lease_and_the_feed_go_on
         == Some("OnTheSecond")));
     set_attribute(&c.env.slapd, "alice", "sn", "BackOnTheFirst");
     assert!(c.converged(60), "{}", c.logs());
+}
+
+#[test]
+fn a_polling_standby_lists_the_keys_so_a_deletion_the_killed_one_never_pushed_is_carried_out() {
+    let mut c = Cluster::with_feed(
+        Env::start(),
+        2,
+        "change_feed = \"poll\"\npoll_interval = \"1s\"",
+    );
+    c.start_all();
+    let first = c.active(60);
+    assert!(c.converged(60), "{}", c.logs());
+    c.env.slapd.add(&format!(
+        "dn: uid=brief,ou=people,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: brief\ncn: Brief\n\
+         sn: Stay\ngivenName: B\nmail: brief@example.org\n"
+    ));
+    assert!(c.converged(30), "{}", c.logs());
+    // The standby has listed the newcomer (it lists every poll); the active dies, and the
+    // newcomer leaves before anyone pushes that.
+    std::thread::sleep(Duration::from_secs(2));
+    c.nodes[first].kill9();
+    c.env
+        .slapd
+        .delete(&format!("uid=brief,ou=people,{BASE_DN}"));
+    assert!(wait_until(20, || c.nodes[1 - first].role().as_deref()
+        == Some("active")));
+    assert!(c.converged(30), "{}", c.logs());
+    let brief = c.env.scim.user("brief").unwrap();
+    assert_eq!(brief["active"], false, "{brief}");
 }

@@ -360,27 +360,44 @@ async fn poll<T: Target>(
     );
     // When the last change notification arrived (AD): the change time of the pass it asks for.
     let mut notified_at: Option<std::time::SystemTime> = None;
+    // While standby: the keys seen in scope (what a take-over looks up), when they were last
+    // listed and when next.
+    let mut seen = engine::Also::default();
+    let mut listed = tokio::time::Instant::now();
+    let mut next_list = listed;
     loop {
-        // A standby waits for the lease; a gateway that just took it reconciles first.
+        // A standby lists the keys in scope every poll (after a change notification, within
+        // daemon.notify_fallback) and waits for the lease; a gateway that just took it
+        // reconciles first.
         if !ha.active() {
+            if tokio::time::Instant::now() >= next_list {
+                tokio::select! {
+                    r = engine::standby::list_keys(cfg, &mut seen) => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "standby: cannot list the keys in scope (a take-over looks up those seen before)");
+                        }
+                    }
+                    _ = stop.wait() => return,
+                }
+                listed = tokio::time::Instant::now();
+                next_list = listed + cfg.daemon.poll_interval;
+            }
+            let changed = async {
+                match &notifier {
+                    Some(n) => n.changed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = ha.changed() => {}
+                _ = tokio::time::sleep_until(next_list) => {}
+                _ = changed => next_list = next_list.min(listed + cfg.daemon.notify_fallback),
                 _ = stop.wait() => return,
             }
             continue;
         }
-        match take_over(
-            cfg,
-            store,
-            target,
-            board,
-            ha,
-            stop,
-            &engine::Also::default(),
-        )
-        .await
-        {
-            TakeOver::Done => {}
+        match take_over(cfg, store, target, board, ha, stop, &seen).await {
+            TakeOver::Done => seen = engine::Also::default(),
             TakeOver::Lost => continue,
             TakeOver::Stopped => return,
             TakeOver::Failed => {

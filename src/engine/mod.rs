@@ -16,6 +16,7 @@ pub(crate) mod progress;
 pub(crate) use read::membership_for_server;
 mod read;
 mod send;
+pub(crate) mod standby;
 pub(crate) mod summary;
 
 use std::collections::BTreeSet;
