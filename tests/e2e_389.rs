@@ -297,3 +297,46 @@ fn check_on_389_ds_reports_the_membership_a_sync_uses() {
     );
     assert!(gw.scim.users().is_empty(), "check wrote to the target");
 }
+
+#[test]
+fn ha_on_389_ds_one_gateway_pushes_and_the_other_takes_over_a_kill() {
+    let ds = Ds389::start();
+    let mut gw = gateway(&ds);
+    gw.ldap_extra = "referenced_groups = \"ignore\"\n".into();
+    let nodes = ha_nodes(
+        &mut gw,
+        "cn=dirbridge-lease,dc=example,dc=org",
+        "change_feed = \"syncrepl\"\npoll_interval = \"1h\"",
+        2,
+    );
+    let mut children: Vec<Option<Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
+    let logs = |nodes: &[HaNode]| {
+        nodes
+            .iter()
+            .map(HaNode::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let first = ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    assert!(
+        wait_until(60, || gw.scim.users().len() == 3),
+        "{}",
+        logs(&nodes)
+    );
+    // 389-DS took the lease entry the first gateway created (an applicationProcess).
+    assert!(
+        nodes[first].log().contains("HA: created the lease entry")
+            || nodes[1 - first]
+                .log()
+                .contains("HA: created the lease entry")
+    );
+    children[first].take().unwrap().stop();
+    set_family(&ds, "bob", "AfterTheKill");
+    assert!(
+        wait_until(30, || family_of(&gw, "bob").as_deref()
+            == Some("AfterTheKill")),
+        "{}",
+        logs(&nodes)
+    );
+    assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
+}

@@ -671,3 +671,67 @@ fn check_on_active_directory_describes_the_dc_and_its_scope() {
         .unwrap_or_else(|| panic!("{r:?}"));
     assert!(tls.contains("cross the network in clear"), "{r:?}");
 }
+
+#[test]
+fn ha_on_active_directory_a_standby_takes_over_and_carries_out_a_deletion_never_pushed() {
+    let mut env = AdEnv::start();
+    populate(&env.dc);
+    let lease = format!("CN=dirbridge-lease,{AD_BASE}");
+    let nodes = ha_nodes(
+        &mut env.gw,
+        &lease,
+        "poll_interval = \"1s\"\nnotify_fallback = \"1s\"",
+        2,
+    );
+    let logs = |nodes: &[HaNode]| {
+        nodes
+            .iter()
+            .map(HaNode::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let mut children: Vec<Option<Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
+    let first = ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    assert!(
+        wait_until(60, || env.scim.users().len() == 3),
+        "{}",
+        logs(&nodes)
+    );
+    // The lease is a container the first gateway created, with its value.
+    let value = env.dc.read(&lease, "description");
+    assert!(
+        value.len() == 1 && value[0].starts_with(&format!("holder=gw{first};")),
+        "{value:?}"
+    );
+    // `check` reads whether the bind DN may write it (AD says so: allowedAttributesEffective).
+    let r = run_dirbridge(&nodes[0].dir.join("dirbridge.toml"), &["check"], &[]);
+    let (ok, _) = check_line(&r, "OK", "ha");
+    assert!(ok.contains(&format!("held by gw{first}")), "{r:?}");
+    assert!(!ok.contains("shows at the first renewal"), "{r:?}");
+
+    // A newcomer pushed, listed by the standby; the active dies; the newcomer leaves.
+    env.dc.add(&user_ldif("dan", "Dan", "Dunn", 512, ""));
+    assert!(
+        wait_until(30, || env.scim.user("dan@corp.example.org").is_some()),
+        "{}",
+        logs(&nodes)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    children[first].take().unwrap().stop();
+    env.dc.delete(&format!("CN=Dan Dunn,{OU}"));
+    assert!(
+        wait_until(30, || {
+            env.scim
+                .user("dan@corp.example.org")
+                .is_some_and(|u| u["active"] == false)
+        }),
+        "{}",
+        logs(&nodes)
+    );
+    assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
+    let value = env.dc.read(&lease, "description");
+    assert!(
+        value[0].starts_with(&format!("holder=gw{};gen=2;", 1 - first)),
+        "{value:?}"
+    );
+}

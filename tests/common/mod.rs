@@ -1198,3 +1198,75 @@ pub fn check_line(r: &Run, level: &str, check: &str) -> (String, String) {
         .unwrap_or_default();
     (lines[i][head.len()..].to_string(), fix.to_string())
 }
+
+/// One of several `[ha]` gateways sharing a [`Gateway`]'s directory and target: its own folder
+/// (config, secrets, state) and status port.
+pub struct HaNode {
+    pub dir: PathBuf,
+    pub status: u16,
+}
+
+impl HaNode {
+    pub fn spawn(&self) -> Guard {
+        Guard(spawn_dirbridge(
+            &self.dir.join("dirbridge.toml"),
+            &["run"],
+            &[],
+            &self.dir,
+        ))
+    }
+
+    /// `active` or `standby`, as its `/status` says.
+    pub fn role(&self) -> Option<String> {
+        http_get(self.status, "/status")
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|s| s["ha"]["role"].as_str().map(str::to_string))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.err")).unwrap_or_default()
+    }
+}
+
+/// `n` gateways on `gw`'s directory and target with `[ha]` on `lease_dn` (renew 500 ms, ttl
+/// 3 s, margin 1 s) and `detection` in `[daemon]` (its change feed and poll interval).
+pub fn ha_nodes(gw: &mut Gateway, lease_dn: &str, detection: &str, n: usize) -> Vec<HaNode> {
+    (0..n)
+        .map(|i| {
+            let dir = gw.dir.path().join(format!("gw{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in ["bind.pw", "scim.token"] {
+                std::fs::copy(gw.dir.path().join(f), dir.join(f)).unwrap();
+            }
+            let status = free_port();
+            gw.extra = format!(
+                "[daemon]\n{detection}\nfull_resync = \"off\"\nlisten = \"127.0.0.1:{status}\"\n\
+                 [ha]\nlease_dn = \"{lease_dn}\"\ninstance_id = \"gw{i}\"\nrenew = \"500ms\"\n\
+                 lease_ttl = \"3s\"\nmargin = \"1s\"\n"
+            );
+            gw.write_config();
+            std::fs::copy(gw.config_path(), dir.join("dirbridge.toml")).unwrap();
+            HaNode { dir, status }
+        })
+        .collect()
+}
+
+/// The one node of `nodes` (those running) that says it is active, once every running one
+/// answers and exactly one does.
+pub fn ha_active(nodes: &[HaNode], running: &[bool], secs: u64) -> Option<usize> {
+    let mut found = None;
+    wait_until(secs, || {
+        let roles: Vec<Option<String>> = nodes
+            .iter()
+            .zip(running)
+            .map(|(n, r)| if *r { n.role() } else { None })
+            .collect();
+        let active: Vec<usize> = (0..roles.len())
+            .filter(|i| roles[*i].as_deref() == Some("active"))
+            .collect();
+        found = active.first().copied();
+        active.len() == 1 && roles.iter().zip(running).all(|(r, on)| r.is_some() == *on)
+    })
+    .then_some(found)
+    .flatten()
+}
