@@ -2,7 +2,7 @@
 # The whole test suite: formatting, lints, unit and property tests, and the end-to-end tests
 # against a real slapd, a real Samba AD DC and two real SCIM servers (installed by
 # scripts/setup.sh): every suite against scim2-server, then the suites about what reaches the
-# target (sync, crash, faults, change feeds, service) once more against django-scim2.
+# target (sync, crash, faults, change feeds, service, HA with 3 kill rounds) once more against django-scim2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,8 +30,9 @@ set -m
 (
     status=0
     cargo test --locked --test e2e_crash_scale || status=$?
-    DIRBRIDGE_TEST_SCIM=django cargo test --locked \
+    DIRBRIDGE_TEST_SCIM=django DIRBRIDGE_HA_ROUNDS=3 cargo test --locked \
         --test e2e_sync --test e2e_crash --test e2e_faults --test e2e_feed --test e2e_daemon \
+        --test e2e_ha \
         || status=$?
     exit "$status"
 ) </dev/null >"$side_log" 2>&1 &
