@@ -625,3 +625,64 @@ fn check_proves_the_credentials_by_reading_and_says_when_it_cannot() {
     );
     assert!(env.rest.users().is_empty(), "check wrote to the API");
 }
+
+#[test]
+fn ha_two_gateways_on_a_rest_target_take_over_and_carry_out_a_deletion_never_pushed() {
+    let mut env = RestEnv::start(RestAuth::OAuth2 { ttl: 3600 });
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let dir = env.dir.path().join(format!("gw{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["bind.pw", "client.secret", "api.token", "api.password"] {
+            std::fs::copy(env.dir.path().join(f), dir.join(f)).unwrap();
+        }
+        let status = common::free_port();
+        env.extra = format!(
+            "[daemon]\npoll_interval = \"1s\"\nfull_resync = \"off\"\n\
+             listen = \"127.0.0.1:{status}\"\n[sync]\nmax_deletion_percent = 100\n\
+             [ha]\nlease_dn = \"cn=dirbridge-lease,dc=example,dc=org\"\ninstance_id = \"gw{i}\"\n\
+             renew = \"500ms\"\nlease_ttl = \"3s\"\nmargin = \"1s\"\n"
+        );
+        env.write_config();
+        std::fs::copy(env.config_path(), dir.join("dirbridge.toml")).unwrap();
+        nodes.push(common::HaNode { dir, status });
+    }
+    let logs = |nodes: &[common::HaNode]| {
+        nodes
+            .iter()
+            .map(common::HaNode::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let mut children: Vec<Option<common::Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
+    let first =
+        common::ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    let rest = &env.rest;
+    assert!(
+        common::wait_until(60, || names(&rest.users()) == ["alice", "bob", "carol"]),
+        "{}",
+        logs(&nodes)
+    );
+    // The standby (polling: referenced groups rule the change feed out) has listed carol; the
+    // active dies before it pushes her leaving.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    children[first].take().unwrap().stop();
+    env.slapd.delete("uid=carol,ou=people,dc=example,dc=org");
+    set_attribute(&env.slapd, "bob", "sn", "Taken");
+    assert!(
+        common::wait_until(30, || {
+            rest.user("carol").is_some_and(|c| c["active"] == false)
+                && rest
+                    .user("bob")
+                    .is_some_and(|b| b["name"]["family"] == "Taken")
+        }),
+        "{}",
+        logs(&nodes)
+    );
+    assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
+    assert_eq!(
+        names(&rest.users()),
+        ["alice", "bob", "carol"],
+        "no duplicate"
+    );
+}
