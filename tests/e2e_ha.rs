@@ -652,3 +652,31 @@ fn a_polling_standby_lists_the_keys_so_a_deletion_the_killed_one_never_pushed_is
     let brief = c.env.scim.user("brief").unwrap();
     assert_eq!(brief["active"], false, "{brief}");
 }
+
+#[test]
+fn a_one_shot_sync_holds_the_lease_for_its_run_and_never_pushes_beside_a_live_gateway() {
+    let mut c = Cluster::start(2);
+    // No gateway runs: a one-shot sync takes the lease, pushes (as a resync), and frees it.
+    let r = run_dirbridge(&c.nodes[1].config(), &["sync"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.all().contains("runs as a resync"), "{r:?}");
+    assert!(c.converged(5), "{r:?}");
+    let s = run_dirbridge(&c.nodes[1].config(), &["status"], &[]);
+    assert!(s.stdout.contains("HA: the lease is free"), "{s:?}");
+    // A gateway runs and renews: a one-shot sync elsewhere refuses, sending nothing.
+    c.nodes[0].start(&[]);
+    assert!(wait_until(30, || c.nodes[0].role().as_deref() == Some("active")));
+    let before = c.nodes[1].target.writes().len();
+    set_attribute(&c.env.slapd, "bob", "sn", "ByTheService");
+    let started = Instant::now();
+    let r = run_dirbridge(&c.nodes[1].config(), &["sync"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.all().contains("the gateway gw0 holds the lease")
+            && r.all().contains("keeps renewing it"),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < TTL * 4, "{:?}", started.elapsed());
+    assert_eq!(c.nodes[1].target.writes().len(), before, "{r:?}");
+    assert!(c.converged(30), "{}", c.logs());
+}

@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::config::Config;
+use crate::daemon::ha::Ha;
 use crate::engine::{self, RunKind};
 use crate::plan::guard::Approval;
 use crate::state::records::Snapshot;
@@ -187,15 +188,62 @@ async fn check(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     Ok(report.exit_code())
 }
 
+/// With `[ha]`, a one-shot run pushes as a gateway does: holding the lease (taken over from a
+/// holder that stopped renewing, never beside one that renews), released at the end.
+async fn take_lease(cfg: &Config, h: &crate::config::HaConfig) -> anyhow::Result<Ha> {
+    let mut ha = Ha::start(&cfg.ldap, h, None, false);
+    let wait = h.lease_ttl + h.renew * 4;
+    if tokio::time::timeout(wait, ha.until_active()).await.is_ok() {
+        return Ok(ha);
+    }
+    let (holder, problem) = ha.seen();
+    ha.release().await;
+    match (holder, problem) {
+        (_, Some(why)) => anyhow::bail!("[ha]: cannot take the lease {}: {why}", h.lease_dn),
+        (Some(holder), None) => anyhow::bail!(
+            "[ha]: the gateway {holder} holds the lease {} and keeps renewing it: a one-shot run would push beside it. \
+             It pushes changes itself (and repairs on its daemon.full_resync schedule); to run this here, stop it first",
+            h.lease_dn
+        ),
+        (None, None) => anyhow::bail!("[ha]: the lease {} could not be taken within {}", h.lease_dn, humantime::format_duration(wait)),
+    }
+}
+
 async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
     let cfg = load(cli)?;
     let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
     let target = AnyTarget::from_config(&cfg)
         .map_err(anyhow::Error::msg)
         .context("target")?;
+    let mut ha = match &cfg.ha {
+        Some(h) => Some(take_lease(&cfg, h).await?),
+        None => None,
+    };
+    // Another gateway may have pushed since this one's records were written: a sync here reads
+    // the target back, as a take-over does.
+    let kind = if ha.is_some() && kind == RunKind::Sync {
+        tracing::info!("[ha]: this sync runs as a resync (another gateway may have pushed since this host's records were written)");
+        RunKind::Resync
+    } else {
+        kind
+    };
     let bar = progress::Progress::start(matches!(cli.log_format, LogFormat::Human));
-    let report = engine::run(&cfg, &store, &target, kind).await;
+    let report = match ha.as_mut() {
+        None => engine::run(&cfg, &store, &target, kind)
+            .await
+            .map_err(anyhow::Error::from),
+        Some(h) => {
+            let fenced = crate::daemon::fenced::Fenced::new(&target, h.fence());
+            tokio::select! {
+                r = engine::run(&cfg, &store, &fenced, kind) => r.map_err(anyhow::Error::from),
+                _ = h.lost() => Err(anyhow::anyhow!("[ha]: the lease was lost during the run (another gateway may push now): it stopped; what it confirmed is saved")),
+            }
+        }
+    };
     drop(bar);
+    if let Some(h) = ha {
+        h.release().await;
+    }
     let report = report.with_context(|| format!("{} failed", kind.name()))?;
     println!("{}", report.summary.line(kind.name()));
     if report.summary.deletions_held > 0 {

@@ -104,7 +104,7 @@ impl Ha {
     pub(crate) fn start(
         ldap: &LdapConfig,
         ha: &HaConfig,
-        board: Arc<Board>,
+        board: Option<Arc<Board>>,
         standby_only: bool,
     ) -> Ha {
         let (tx, rx) = watch::channel(Role::default());
@@ -155,6 +155,19 @@ impl Ha {
             }
             _ = sleep_until_some(deadline) => {}
         }
+    }
+
+    /// Resolves once this gateway may push (at once without `[ha]`).
+    pub(crate) async fn until_active(&mut self) {
+        while !self.active() {
+            self.changed().await;
+        }
+    }
+
+    /// Who holds the lease as last read, and why it could not be read or written, if so.
+    pub(crate) fn seen(&self) -> (Option<String>, Option<String>) {
+        let r = self.rx.borrow();
+        (r.holder.clone(), r.problem.clone())
     }
 
     /// Resolves once this gateway may no longer push (never without `[ha]`): what a pass in
@@ -278,7 +291,8 @@ async fn sleep_until_some(t: Option<Instant>) {
 struct Keeper {
     ldap: LdapConfig,
     ha: HaConfig,
-    board: Arc<Board>,
+    /// The service's status board (none for a one-shot command).
+    board: Option<Arc<Board>>,
     tx: watch::Sender<Role>,
     fence: Arc<Fence>,
     standby_only: bool,
@@ -346,7 +360,9 @@ impl Keeper {
             holder: lease.and_then(|l| l.holder),
             problem,
         };
-        self.board.set_role(&self.ha.instance, &role);
+        if let Some(board) = &self.board {
+            board.set_role(&self.ha.instance, &role);
+        }
         self.tx.send_if_modified(|r| {
             let changed = *r != role;
             *r = role;

@@ -3,7 +3,7 @@
 //! schedule; backs off after failures; serves its status; and stops cleanly on SIGTERM or Ctrl-C.
 
 mod feed;
-mod fenced;
+pub(crate) mod fenced;
 pub(crate) mod ha;
 mod http;
 mod notify;
@@ -136,7 +136,7 @@ pub(crate) async fn run<T: Target>(
     let mut ha = match &cfg.ha {
         Some(h) => {
             tracing::info!(instance = %h.instance, lease = %h.lease_dn, standby_only, "HA: this gateway pushes only while it holds the lease");
-            Ha::start(&cfg.ldap, h, board.clone(), standby_only)
+            Ha::start(&cfg.ldap, h, Some(board.clone()), standby_only)
         }
         None => Ha::off(),
     };
