@@ -680,3 +680,184 @@ fn a_one_shot_sync_holds_the_lease_for_its_run_and_never_pushes_beside_a_live_ga
     assert_eq!(c.nodes[1].target.writes().len(), before, "{r:?}");
     assert!(c.converged(30), "{}", c.logs());
 }
+
+fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn lease_value(c: &Cluster) -> String {
+    let out = std::process::Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &c.truth,
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PW,
+            "-b",
+            &format!("cn=dirbridge-lease,{BASE_DN}"),
+            "-s",
+            "base",
+            "description",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("description: "))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[test]
+fn a_standby_restarted_before_it_takes_over_still_carries_out_a_deletion_it_saw() {
+    let mut c = Cluster::start(2);
+    c.start_all();
+    let first = c.active(60);
+    let other = 1 - first;
+    assert!(c.converged(60), "{}", c.logs());
+    let pid = c.nodes[first].pid();
+    signal(pid, "-STOP");
+    c.env
+        .slapd
+        .delete(&format!("uid=carol,ou=people,{BASE_DN}"));
+    std::thread::sleep(Duration::from_millis(700));
+    // Restarted (an upgrade, a reboot) before the ttl runs out: what it saw is in its store.
+    c.nodes[other].kill9();
+    c.nodes[other].start(&[]);
+    assert!(
+        wait_until(30, || c.nodes[other].role().as_deref() == Some("active")),
+        "{}",
+        c.logs()
+    );
+    let converged = c.converged(30);
+    signal(pid, "-CONT");
+    assert!(converged, "{}", c.logs());
+    assert_eq!(c.env.scim.user("carol").unwrap()["active"], false);
+}
+
+#[test]
+fn a_first_server_that_takes_connections_and_never_answers_is_passed_over() {
+    let c = Cluster::start(1);
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    // Accepts, holds, answers nothing (bounded: the test's life).
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    c.set_ldap_servers(&[
+        format!("ldap://127.0.0.1:{hang_port}"),
+        format!("ldap://127.0.0.1:{}", c.nodes[0].ldap.port),
+    ]);
+    let text = std::fs::read_to_string(c.nodes[0].config()).unwrap();
+    let text = text.replace("[ldap]\n", "[ldap]\ntimeout_secs = 3\n");
+    std::fs::write(c.nodes[0].config(), text).unwrap();
+    let mut c = c;
+    c.nodes[0].start(&[]);
+    assert!(
+        wait_until(60, || c.nodes[0].role().as_deref() == Some("active")),
+        "{}",
+        c.logs()
+    );
+    assert!(c.converged(60), "{}", c.logs());
+    assert!(
+        c.nodes[0].log().contains("did not answer the bind"),
+        "{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn a_lease_written_by_hand_never_makes_two_push_nor_stops_the_lease_task() {
+    let mut c = Cluster::start(2);
+    c.start_all();
+    let first = c.active(60);
+    assert!(c.converged(60), "{}", c.logs());
+    let lease = format!("cn=dirbridge-lease,{BASE_DN}");
+    // A value at the top of the counters: junk, swept after the ttl (no overflow, no panic).
+    c.env.slapd.modify(&format!(
+        "dn: {lease}\nchangetype: modify\nreplace: description\ndescription: holder=gw9;gen=18446744073709551615;beat=0\n"
+    ));
+    assert!(
+        wait_until(20, || {
+            let v = lease_value(&c);
+            v.starts_with("holder=gw0;gen=1;") || v.starts_with("holder=gw1;gen=1;")
+        }),
+        "{}\n{}",
+        lease_value(&c),
+        c.logs()
+    );
+    c.active(30);
+    assert!(!c.logs().contains("internal error"), "{}", c.logs());
+    // Emptied by hand: made free with generation 0, which nobody takes before the ttl (its
+    // holder may still be renewing): no take-over within a renewal.
+    c.env.slapd.modify(&format!(
+        "dn: {lease}\nchangetype: modify\ndelete: description\n"
+    ));
+    let emptied = Instant::now();
+    let mut took = None;
+    wait_until(20, || {
+        let v = lease_value(&c);
+        let taken = v.starts_with("holder=gw") && !v.contains("holder=;");
+        if taken && took.is_none() {
+            took = Some(emptied.elapsed());
+        }
+        taken
+            && c.nodes
+                .iter()
+                .filter(|n| n.role().as_deref() == Some("active"))
+                .count()
+                == 1
+    });
+    let took = took.expect("nobody took the emptied lease");
+    assert!(
+        took >= TTL - Duration::from_millis(600),
+        "taken after {took:?}"
+    );
+    // Every take is reconciled, whatever generation the lease says.
+    let now = c.active(30);
+    assert!(
+        c.nodes[now]
+            .log()
+            .matches("HA: reconciling with the target")
+            .count()
+            >= 1,
+        "{}",
+        c.logs()
+    );
+    set_attribute(&c.env.slapd, "bob", "sn", "AfterTheEdits");
+    assert!(c.converged(30), "{}", c.logs());
+    let _ = first;
+}
+
+#[test]
+fn a_standby_only_gateway_says_so_when_nobody_renews_the_lease() {
+    let mut c = Cluster::start(2);
+    c.nodes[0].start(&[]);
+    assert!(wait_until(30, || c.nodes[0].role().as_deref() == Some("active")));
+    c.nodes[1].start(&["--standby-only"]);
+    assert!(wait_until(30, || {
+        http_get(c.nodes[1].status, "/readyz").is_some_and(|(code, _)| code == 200)
+    }));
+    c.nodes[0].kill9();
+    assert!(
+        wait_until(TTL.as_secs() * 4, || {
+            http_get(c.nodes[1].status, "/readyz").is_some_and(|(code, body)| {
+                code == 503
+                    && body.contains("has not been renewed")
+                    && body.contains("nobody pushes")
+            })
+        }),
+        "{:?}",
+        http_get(c.nodes[1].status, "/readyz")
+    );
+}

@@ -234,8 +234,16 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
             .map_err(anyhow::Error::from),
         Some(h) => {
             let fenced = crate::daemon::fenced::Fenced::new(&target, h.fence());
+            // What this host saw as a standby is looked up too, as a take-over does.
+            let (users, groups) = store.seen()?;
+            let also = engine::Also { users, groups };
             tokio::select! {
-                r = engine::run(&cfg, &store, &fenced, kind) => r.map_err(anyhow::Error::from),
+                r = engine::run_takeover(&cfg, &store, &fenced, &also) => {
+                    if r.is_ok() {
+                        store.clear_seen().await?;
+                    }
+                    r.map_err(anyhow::Error::from)
+                }
                 _ = h.lost() => Err(anyhow::anyhow!("[ha]: the lease was lost during the run (another gateway may push now): it stopped; what it confirmed is saved")),
             }
         }

@@ -156,6 +156,8 @@ pub(super) async fn run<T: Target>(
     // Messages were already queued when the last pass ended: they arrived during it.
     let mut arrived_during_push = false;
     let mut heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
+    // While standby: the changed keys already kept in the store (see `keep_seen`).
+    let mut kept_seen = crate::engine::Also::default();
     let mut next_resync = cfg
         .daemon
         .full_resync
@@ -233,6 +235,7 @@ pub(super) async fn run<T: Target>(
             };
             match super::take_over(cfg, store, target, board, ha, stop, &also).await {
                 TakeOver::Done => {
+                    kept_seen = crate::engine::Also::default();
                     pass_failures = 0;
                     backoff_until = None;
                     // What changed meanwhile is pushed by a feed pass.
@@ -494,6 +497,9 @@ pub(super) async fn run<T: Target>(
                 if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                     tracing::warn!(error = %e, "change feed: cannot write the mirror ahead of its save; holding it in memory");
                 }
+                if !ha.active() {
+                    keep_seen(store, &mut feed, &mut kept_seen).await;
+                }
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = ha.changed() => {}
@@ -519,6 +525,40 @@ pub(super) async fn run<T: Target>(
                 }
             }
         }
+    }
+}
+
+/// While standby: the keys the feed saw change since its last save (what a take-over looks
+/// up) kept in the store as they come, so that a restart before the take-over does not forget
+/// them (the feed's own record of them is in memory until a pass saves it).
+async fn keep_seen(store: &Store, feed: &mut Feed, kept: &mut crate::engine::Also) {
+    let (users, groups) = match feed.changes() {
+        Ok(c) => (
+            c.changed[0]
+                .iter()
+                .filter(|k| !kept.users.contains(*k))
+                .cloned()
+                .collect::<Vec<_>>(),
+            c.changed[1]
+                .iter()
+                .filter(|k| !kept.groups.contains(*k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "standby: the changed keys cannot be read");
+            return;
+        }
+    };
+    if users.is_empty() && groups.is_empty() {
+        return;
+    }
+    match store.note_seen(&users, &groups).await {
+        Ok(()) => {
+            kept.users.extend(users);
+            kept.groups.extend(groups);
+        }
+        Err(e) => tracing::warn!(error = %e, "standby: cannot keep the changed keys in the store"),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -34,6 +35,14 @@ impl Fence {
         })
     }
 
+    /// A fence open for `d` from now (tests).
+    #[cfg(test)]
+    pub(crate) fn open_for(d: Duration) -> Arc<Fence> {
+        let f = Fence::new(0);
+        f.open_until(Instant::now() + d);
+        f
+    }
+
     pub(crate) fn open(&self) -> bool {
         match self.until.load(Ordering::SeqCst) {
             u64::MAX => true,
@@ -43,7 +52,7 @@ impl Fence {
     }
 
     /// When it closes by itself (`None`: never, or already closed).
-    fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.until.load(Ordering::SeqCst) {
             u64::MAX | 0 => None,
             until => Some(self.base + Duration::from_nanos(until)),
@@ -72,6 +81,12 @@ pub(crate) struct Role {
     pub holder: Option<String>,
     /// Why the lease could not be read or written, when it could not.
     pub problem: Option<String>,
+    /// How many times this process took the lease: each take is reconciled before a pass
+    /// (counted here, not by the lease's generation, which a hand-edited lease can send back).
+    pub took: u64,
+    /// Not this gateway's, and unchanged for longer than the ttl: nobody renews it, and this
+    /// gateway does not take it (standby only, or its take-over writes fail).
+    pub expired: bool,
 }
 
 /// The service's side of the lease: its role, the fence, and the release on stop.
@@ -80,7 +95,7 @@ pub(crate) struct Ha {
     fence: Arc<Fence>,
     release: Option<oneshot::Sender<oneshot::Sender<()>>>,
     enabled: bool,
-    /// The generation the loops last reconciled with the target for (a take-over resync).
+    /// The take the loops last reconciled with the target for (see [`Role::took`]).
     reconciled: u64,
 }
 
@@ -110,8 +125,16 @@ impl Ha {
         let (tx, rx) = watch::channel(Role::default());
         let fence = Fence::new(0);
         let (release_tx, release_rx) = oneshot::channel();
+        // The lease's connection waits for a server no longer than a step may take (a first
+        // server of ldap.url that takes connections and never answers costs that, then the
+        // next is tried).
+        let step = (ha.lease_ttl - ha.margin) / 2;
+        let ldap = LdapConfig {
+            timeout: ldap.timeout.min(step.max(Duration::from_secs(1))),
+            ..ldap.clone()
+        };
         let keeper = Keeper {
-            ldap: ldap.clone(),
+            ldap,
             ha: ha.clone(),
             board,
             tx,
@@ -120,6 +143,7 @@ impl Ha {
             session: None,
             seen: None,
             mine: None,
+            took: 0,
         };
         tokio::spawn(keeper.run(release_rx));
         Ha {
@@ -183,12 +207,12 @@ impl Ha {
     /// changes half-sent).
     pub(crate) fn to_reconcile(&self) -> Option<u64> {
         let role = self.rx.borrow();
-        (self.enabled && role.active && role.generation != self.reconciled)
-            .then_some(role.generation)
+        (self.enabled && role.active && role.took != self.reconciled).then_some(role.took)
     }
 
-    pub(crate) fn reconciled(&mut self, generation: u64) {
-        self.reconciled = generation;
+    /// The take `to_reconcile` named was reconciled.
+    pub(crate) fn reconciled(&mut self, took: u64) {
+        self.reconciled = took;
     }
 
     /// On stop: hands the lease over at once (a standby takes a free lease on its next read)
@@ -301,6 +325,8 @@ struct Keeper {
     seen: Option<(Observed, Instant)>,
     /// What this gateway last wrote, while it holds the lease.
     mine: Option<LeaseValue>,
+    /// How many times it took the lease.
+    took: u64,
 }
 
 impl Keeper {
@@ -331,9 +357,28 @@ impl Keeper {
                     return;
                 }
             }
-            let problem = match tokio::time::timeout(step_limit, self.step()).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
+            // A defect in a step is that step's failure, not the end of the task: the fence
+            // closes by itself if it keeps failing, and the status says why.
+            // A connection first (each server of ldap.url bounded by the step's time), then the
+            // step within its time.
+            if self.session.is_none() {
+                match Session::open(&self.ldap).await {
+                    Ok(s) => self.session = Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, holding = self.fence.open(), "HA: the lease could not be read or renewed");
+                        self.publish(Some(e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            let step = std::panic::AssertUnwindSafe(self.step()).catch_unwind();
+            let problem = match tokio::time::timeout(step_limit, step).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(e.to_string()),
+                Ok(Err(panic)) => Some(format!(
+                    "internal error in the lease task: {}",
+                    crate::engine::panic_text(panic.as_ref())
+                )),
                 Err(_) => Some(format!(
                     "the directory did not answer a read and write of the lease within {}",
                     humantime::format_duration(step_limit)
@@ -342,7 +387,7 @@ impl Keeper {
             if let Some(why) = &problem {
                 // A new connection next time (perhaps to the next server of ldap.url).
                 self.session = None;
-                tracing::warn!(error = %why, holding = self.mine.is_some(), "HA: the lease could not be read or renewed");
+                tracing::warn!(error = %why, holding = self.fence.open(), "HA: the lease could not be read or renewed");
             }
             self.publish(problem);
         }
@@ -351,6 +396,12 @@ impl Keeper {
     fn publish(&mut self, problem: Option<String>) {
         let lease = self.seen.as_ref().and_then(|(o, _)| o.lease());
         let active = self.mine.is_some() && self.fence.open();
+        let expired = self.mine.is_none()
+            && self.seen.as_ref().is_some_and(|(o, since)| {
+                !o.values.is_empty()
+                    && o.lease().is_none_or(|l| l.holder.is_some())
+                    && since.elapsed() > self.ha.lease_ttl + self.ha.renew
+            });
         let role = Role {
             active,
             generation: match &self.mine {
@@ -359,6 +410,8 @@ impl Keeper {
             },
             holder: lease.and_then(|l| l.holder),
             problem,
+            took: self.took,
+            expired,
         };
         if let Some(board) = &self.board {
             board.set_role(&self.ha.instance, &role);
@@ -438,9 +491,13 @@ impl Keeper {
             lease::swap(session, &dn, &observed, &free).await?;
             return Ok(());
         }
-        // A value with no holder (released) is taken at once; anything else once unchanged
-        // for the ttl.
-        let free = lease.as_ref().is_some_and(|l| l.holder.is_none());
+        // A value a holder released (generation 1 or more) is taken at once; anything else,
+        // the value a new or emptied entry gets included (generation 0: whoever held the
+        // entry before it was deleted or emptied may still be renewing), once unchanged for
+        // the ttl.
+        let free = lease
+            .as_ref()
+            .is_some_and(|l| l.holder.is_none() && l.generation > 0);
         let expired = self
             .seen
             .as_ref()
@@ -455,12 +512,12 @@ impl Keeper {
     async fn write(&mut self, observed: &Observed, what: Write) -> Result<(), SourceError> {
         let next = match (&what, &self.mine) {
             (Write::Renew, Some(m)) => LeaseValue {
-                beat: m.beat + 1,
+                beat: m.beat.saturating_add(1),
                 ..m.clone()
             },
             _ => LeaseValue {
                 holder: Some(self.ha.instance.clone()),
-                generation: observed.generation() + 1,
+                generation: observed.generation().saturating_add(1),
                 beat: 0,
             },
         };
@@ -474,6 +531,7 @@ impl Keeper {
                 self.fence
                     .open_until(sent + self.ha.lease_ttl - self.ha.margin);
                 if let Write::Take { from } = what {
+                    self.took += 1;
                     tracing::info!(instance = %self.ha.instance, generation = next.generation, previous = ?from, "HA: took the lease: this gateway pushes");
                 }
                 self.seen = Some((
@@ -505,7 +563,7 @@ impl Keeper {
         let free = LeaseValue {
             holder: None,
             generation: mine.generation,
-            beat: mine.beat + 1,
+            beat: mine.beat.saturating_add(1),
         };
         let from = Observed {
             values: vec![mine.text()],

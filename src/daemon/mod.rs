@@ -210,11 +210,22 @@ pub(super) async fn take_over<T: Target>(
     stop: &mut Stop,
     also: &engine::Also,
 ) -> TakeOver {
-    let Some(generation) = ha.to_reconcile() else {
+    let Some(take) = ha.to_reconcile() else {
         return TakeOver::Done;
     };
+    // With the keys an earlier run of this gateway saw as standby (kept in the store).
+    let mut also = also.clone();
+    match store.seen() {
+        Ok((users, groups)) => {
+            also.users.extend(users);
+            also.groups.extend(groups);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "HA: the keys kept from standby cannot be read; the take-over looks up the others")
+        }
+    }
+    let also = &also;
     tracing::info!(
-        generation,
         changed_while_standby = also.users.len() + also.groups.len(),
         "HA: reconciling with the target before pushing (a resync: what the previous gateway left is looked up by externalId)"
     );
@@ -237,7 +248,10 @@ pub(super) async fn take_over<T: Target>(
                 "{}",
                 report.summary.line("take-over resync")
             );
-            ha.reconciled(generation);
+            ha.reconciled(take);
+            if let Err(e) = store.clear_seen().await {
+                tracing::warn!(error = %e, "HA: cannot forget the keys kept from standby (the next take-over looks them up again)");
+            }
             TakeOver::Done
         }
         Err(e) => {
@@ -371,14 +385,23 @@ async fn poll<T: Target>(
         // reconciles first.
         if !ha.active() {
             if tokio::time::Instant::now() >= next_list {
+                let mut listed_now = engine::Also::default();
                 tokio::select! {
-                    r = engine::standby::list_keys(cfg, &mut seen) => {
+                    r = engine::standby::list_keys(cfg, &mut listed_now) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "standby: cannot list the keys in scope (a take-over looks up those seen before)");
                         }
                     }
                     _ = stop.wait() => return,
                 }
+                // The new ones kept in the store too (a restart before the take-over).
+                listed_now.users.retain(|k| !seen.users.contains(k));
+                listed_now.groups.retain(|k| !seen.groups.contains(k));
+                if let Err(e) = store.note_seen(&listed_now.users, &listed_now.groups).await {
+                    tracing::warn!(error = %e, "standby: cannot keep the keys seen in the store");
+                }
+                seen.users.append(&mut listed_now.users);
+                seen.groups.append(&mut listed_now.groups);
                 listed = tokio::time::Instant::now();
                 next_list = listed + cfg.daemon.poll_interval;
             }

@@ -205,6 +205,10 @@ impl Board {
                 (_, Some(why)) => {
                     format!("standby ({me}): the HA lease cannot be read or written: {why}")
                 }
+                (holder, None) if role.expired => format!(
+                    "standby ({me}): the HA lease{} has not been renewed for longer than ha.lease_ttl and this gateway does not take it: nobody pushes",
+                    holder.as_ref().map(|h| format!(" of {h}")).unwrap_or_default()
+                ),
                 (Some(h), None) => format!(
                     "standby ({me}): {h} holds the HA lease (generation {})",
                     role.generation
@@ -265,7 +269,7 @@ impl Board {
         // nothing, so its last run says nothing. Its body starts with "standby".
         if let Some((_, role)) = i.ha.as_ref().filter(|(_, r)| !r.active) {
             let text = Board::role_text(&i).unwrap_or_default();
-            if role.problem.is_some() {
+            if role.problem.is_some() || role.expired {
                 return (false, text);
             }
             return match &i.feed {

@@ -153,9 +153,15 @@ impl Session {
                 .with_timeout(cfg.timeout)
                 .simple_bind(dn, pw.expose())
                 .await
-                .map_err(|e| SourceError::Bind {
-                    dn: dn.clone(),
-                    reason: op_error(e, &verdict),
+                // No answer at all (the server took the connection and went silent, or closed
+                // it) is the server's failure, not the credentials': the next server of
+                // ldap.url is tried. A refused bind (below) is not.
+                .map_err(|e| SourceError::Connect {
+                    url: cfg.url.clone(),
+                    reason: format!(
+                        "the server took the connection but did not answer the bind as {dn}: {}",
+                        op_error(e, &verdict)
+                    ),
                 })?;
             if res.rc != 0 {
                 return Err(SourceError::Bind {

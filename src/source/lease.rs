@@ -16,6 +16,9 @@ use crate::config::Profile;
 /// service account can be given write access to it alone.
 pub(crate) const ATTRIBUTE: &str = "description";
 
+/// The highest generation or beat a lease value may hold.
+const MAX_COUNT: u64 = 1 << 53;
+
 /// One value of the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeaseValue {
@@ -41,9 +44,13 @@ impl LeaseValue {
     pub(crate) fn parse(text: &str) -> Option<LeaseValue> {
         let mut parts = text.split(';');
         let holder = parts.next()?.strip_prefix("holder=")?;
-        let generation = parts.next()?.strip_prefix("gen=")?.parse().ok()?;
-        let beat = parts.next()?.strip_prefix("beat=")?.parse().ok()?;
-        if parts.next().is_some()
+        let generation: u64 = parts.next()?.strip_prefix("gen=")?.parse().ok()?;
+        let beat: u64 = parts.next()?.strip_prefix("beat=")?.parse().ok()?;
+        // Counters no gateway reaches (2^53 renewals at one a millisecond: 285,000 years): a
+        // value near the top is written by hand, and counting on from it would overflow.
+        if generation > MAX_COUNT
+            || beat > MAX_COUNT
+            || parts.next().is_some()
             || crate::config::check_instance_id(holder).is_err() && !holder.is_empty()
         {
             return None;
@@ -233,6 +240,8 @@ mod tests {
             "holder=a b;gen=1;beat=1",
             "gen=1;holder=a;beat=1",
             "holder=a;gen=-1;beat=1",
+            "holder=a;gen=18446744073709551615;beat=0",
+            "holder=a;gen=1;beat=9007199254740993",
         ] {
             assert_eq!(LeaseValue::parse(bad), None, "{bad}");
         }

@@ -667,6 +667,7 @@ fn restrict_files(path: &Path) {
 #[cfg(not(unix))]
 fn restrict_files(_path: &Path) {}
 
+mod ha_seen;
 pub(super) mod kv;
 mod migrate;
 mod snapshot;

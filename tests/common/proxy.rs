@@ -42,7 +42,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>
 
 impl Proxy {
     pub fn start(upstream: u16) -> Proxy {
-        let port = super::free_port();
+        // Bound at once (a port picked first and bound later could be taken in between by a
+        // test running beside).
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
         let mut p = Proxy {
             port,
             upstream,
@@ -51,13 +54,17 @@ impl Proxy {
             acceptor: None,
             epoch: Arc::new(AtomicU64::new(0)),
         };
-        p.resume();
+        p.serve(listener);
         p
     }
 
     /// Listens again (same port) and forwards.
     pub fn resume(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
         listener.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);

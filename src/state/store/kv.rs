@@ -26,12 +26,14 @@ pub(crate) enum Table {
     MirrorGroups,
     Journal,
     Intents,
+    /// Keys an `[ha]` standby saw while another gateway pushed (`store/ha_seen.rs`).
+    HaSeen,
 }
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 impl Table {
-    pub(crate) const ALL: [Table; 8] = [
+    pub(crate) const ALL: [Table; 9] = [
         Table::Users,
         Table::Groups,
         Table::Errors,
@@ -40,6 +42,7 @@ impl Table {
         Table::MirrorGroups,
         Table::Journal,
         Table::Intents,
+        Table::HaSeen,
     ];
 
     /// The table's name (that of the sled tree it replaces).
@@ -53,6 +56,7 @@ impl Table {
             Table::MirrorGroups => "mirror_groups",
             Table::Journal => "journal",
             Table::Intents => "intents",
+            Table::HaSeen => "ha_seen",
         }
     }
 
