@@ -29,6 +29,8 @@ const CHANNEL: usize = 256;
 const MAX_COALESCE: Duration = Duration::from_secs(2);
 /// When a pass left objects in error without a retry time (deferred ones), try again after this.
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
+/// While standby, how often the keys the feed saw change are written to the store.
+const KEEP_SEEN_EVERY: Duration = Duration::from_secs(1);
 /// While the deletion guard holds removals, how often a pass checks for an approval.
 const HELD_RECHECK: Duration = Duration::from_secs(30);
 
@@ -156,8 +158,12 @@ pub(super) async fn run<T: Target>(
     // Messages were already queued when the last pass ended: they arrived during it.
     let mut arrived_during_push = false;
     let mut heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
-    // While standby: the changed keys already kept in the store (see `keep_seen`).
+    // While standby: the changed keys already kept in the store (see `keep_seen`), and when
+    // those that came since are due to be (at most one durable write a second: a refresh of a
+    // whole directory comes in hundreds of batches).
     let mut kept_seen = crate::engine::Also::default();
+    let mut keep_due: Option<Instant> = None;
+    let mut kept_at = Instant::now();
     let mut next_resync = cfg
         .daemon
         .full_resync
@@ -251,6 +257,14 @@ pub(super) async fn run<T: Target>(
                 }
             }
             continue;
+        }
+
+        if keep_due.is_some_and(|t| Instant::now() >= t) {
+            keep_due = None;
+            if !ha.active() {
+                keep_seen(store, &mut feed, &mut kept_seen).await;
+                kept_at = Instant::now();
+            }
         }
 
         let now = Instant::now();
@@ -412,6 +426,9 @@ pub(super) async fn run<T: Target>(
         if let Some(r) = retry_at {
             wake = wake.min(r);
         }
+        if let Some(k) = keep_due {
+            wake = wake.min(k);
+        }
         if let Some(t) = next_resync {
             wake = wake.min(instant_of(t));
         }
@@ -497,8 +514,8 @@ pub(super) async fn run<T: Target>(
                 if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                     tracing::warn!(error = %e, "change feed: cannot write the mirror ahead of its save; holding it in memory");
                 }
-                if !ha.active() {
-                    keep_seen(store, &mut feed, &mut kept_seen).await;
+                if !ha.active() && keep_due.is_none() {
+                    keep_due = Some((kept_at + KEEP_SEEN_EVERY).max(Instant::now()));
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
