@@ -861,3 +861,61 @@ fn a_standby_only_gateway_says_so_when_nobody_renews_the_lease() {
         http_get(c.nodes[1].status, "/readyz")
     );
 }
+
+#[test]
+fn a_slow_directory_does_not_make_the_gateways_disown_their_own_writes() {
+    // Every LDAP answer to either gateway 600 ms late: a read and a write of the lease take
+    // longer than half the time a holder may push, and still one of them pushes.
+    let mut c = Cluster::start(2);
+    for n in &c.nodes {
+        n.ldap.set_delay(600);
+    }
+    c.start_all();
+    let first = c.active(60);
+    assert!(c.converged(90), "{}", c.logs());
+    set_attribute(&c.env.slapd, "bob", "sn", "SlowButSure");
+    assert!(c.converged(60), "{}", c.logs());
+    // It kept the lease all along: one take, no other gateway wrote.
+    assert_eq!(c.active(5), first, "{}", c.logs());
+    let other = &c.nodes[1 - first];
+    assert!(other.target.writes().is_empty(), "{}", c.logs());
+    assert!(
+        !c.nodes[first].log().contains("taken by another gateway"),
+        "{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn two_gateways_given_one_instance_id_are_told_apart_and_status_reads_the_running_service() {
+    let mut c = Cluster::start(2);
+    let text = std::fs::read_to_string(c.nodes[1].config()).unwrap();
+    std::fs::write(
+        c.nodes[1].config(),
+        text.replace("instance_id = \"gw1\"", "instance_id = \"gw0\""),
+    )
+    .unwrap();
+    c.nodes[0].start(&[]);
+    assert!(wait_until(30, || c.nodes[0].role().as_deref() == Some("active")));
+    c.nodes[1].start(&[]);
+    assert!(
+        wait_until(20, || {
+            http_get(c.nodes[1].status, "/readyz").is_some_and(|(code, body)| {
+                code == 503 && body.contains("renews the lease under this gateway's id (gw0)")
+            })
+        }),
+        "{:?}\n{}",
+        http_get(c.nodes[1].status, "/readyz"),
+        c.logs()
+    );
+    // `status` on a host whose service runs: the service's own answer, exit 0, JSON included.
+    let r = run_dirbridge(&c.nodes[0].config(), &["status"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("The service runs"), "{r:?}");
+    assert!(r.stdout.contains("gw0 holds the HA lease"), "{r:?}");
+    let r = run_dirbridge(&c.nodes[0].config(), &["status", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["ha"]["role"], "active", "{doc}");
+    assert_eq!(doc["lease"]["holder"], "gw0", "{doc}");
+}

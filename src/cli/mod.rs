@@ -272,6 +272,62 @@ async fn run(cli: &Cli, kind: RunKind) -> anyhow::Result<u8> {
     )
 }
 
+/// `status` while the service runs (its store is in use): what its status server says.
+async fn service_status(
+    cfg: &Config,
+    json: bool,
+    ha: Option<&crate::daemon::ha::HolderView>,
+) -> anyhow::Result<u8> {
+    let Some(addr) = cfg.daemon.listen else {
+        anyhow::bail!(
+            "the state store {} is in use by the running service, and it serves no status (daemon.listen = \"off\")",
+            cfg.state.path.display()
+        );
+    };
+    let url = format!("http://{addr}/status");
+    let live = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let mut req = client.get(&url);
+        if let Some(t) = &cfg.daemon.status_token {
+            req = req.bearer_auth(t.expose());
+        }
+        req.send()
+            .await?
+            .error_for_status()?
+            .json::<serde_json::Value>()
+            .await
+    }
+    .await;
+    match (live, json) {
+        (Ok(mut doc), true) => {
+            if let (Some(h), Some(map)) = (ha, doc.as_object_mut()) {
+                map.insert("lease".into(), serde_json::to_value(h)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        (Ok(doc), false) => {
+            println!(
+                "The service runs (it holds the state store); from {url}: {}: {}",
+                if doc["ready"] == true { "ready" } else { "not ready" },
+                doc["reason"].as_str().unwrap_or_default()
+            );
+            let store = &doc["store"];
+            println!(
+                "{} users ({} active), {} groups; {} objects in error. The dashboard: http://{addr}/",
+                store["users"], store["users_active"], store["groups"],
+                store["errors"].as_array().map_or(0, Vec::len)
+            );
+        }
+        (Err(e), _) => anyhow::bail!(
+            "the state store {} is in use by the running service, and its status server {url} did not answer: {e}",
+            cfg.state.path.display()
+        ),
+    }
+    Ok(0)
+}
+
 /// Approves the set the last run held back, by its digest: a different set (more removals
 /// since) is held again.
 fn approve_deletes(cli: &Cli) -> anyhow::Result<u8> {
@@ -410,7 +466,7 @@ async fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "state": cfg.state.path, "initialized": false, "ha": ha })
+                serde_json::json!({ "state": cfg.state.path, "initialized": false, "lease": ha })
             );
         } else {
             println!(
@@ -420,12 +476,17 @@ async fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    let store = Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes)?;
+    let store = match Store::open(&cfg.state.path, cfg.state.cache_capacity_bytes) {
+        Ok(s) => s,
+        // The service holds the store: its status server has the live state.
+        Err(e) if e.is_in_use() => return service_status(&cfg, json, ha.as_ref()).await,
+        Err(e) => return Err(e.into()),
+    };
     let view = crate::status::StatusView::read(&store, &cfg.state.path)?;
     if json {
         let mut doc = serde_json::to_value(&view)?;
         if let (Some(h), Some(map)) = (&ha, doc.as_object_mut()) {
-            map.insert("ha".into(), serde_json::to_value(h)?);
+            map.insert("lease".into(), serde_json::to_value(h)?);
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {

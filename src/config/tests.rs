@@ -604,6 +604,11 @@ fn ha_has_defaults_and_refuses_timings_that_cannot_be_safe() {
         ),
         ("lease_dn = \"ou=lease,dc=x\"", "ha.lease_dn", "cn=..."),
         (
+            "lease_dn = \"cn=lease,dc=x\"\nrenew = \"200ms\"\nlease_ttl = \"401ms\"\nmargin = \"1ms\"",
+            "ha.margin",
+            "at least 1s",
+        ),
+        (
             "lease_dn = \"cn=lease\"",
             "ha.lease_dn",
             "under an existing entry",

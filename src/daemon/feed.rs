@@ -29,8 +29,6 @@ const CHANNEL: usize = 256;
 const MAX_COALESCE: Duration = Duration::from_secs(2);
 /// When a pass left objects in error without a retry time (deferred ones), try again after this.
 const OBJECT_RETRY: Duration = Duration::from_secs(10);
-/// While standby, how often the keys the feed saw change are written to the store.
-const KEEP_SEEN_EVERY: Duration = Duration::from_secs(1);
 /// While the deletion guard holds removals, how often a pass checks for an approval.
 const HELD_RECHECK: Duration = Duration::from_secs(30);
 
@@ -158,12 +156,8 @@ pub(super) async fn run<T: Target>(
     // Messages were already queued when the last pass ended: they arrived during it.
     let mut arrived_during_push = false;
     let mut heartbeat_at = Instant::now() + cfg.daemon.heartbeat;
-    // While standby: the changed keys already kept in the store (see `keep_seen`), and when
-    // those that came since are due to be (at most one durable write a second: a refresh of a
-    // whole directory comes in hundreds of batches).
+    // While standby: the keys seen leave, already kept in the store (see `keep_seen`).
     let mut kept_seen = crate::engine::Also::default();
-    let mut keep_due: Option<Instant> = None;
-    let mut kept_at = Instant::now();
     let mut next_resync = cfg
         .daemon
         .full_resync
@@ -229,10 +223,11 @@ pub(super) async fn run<T: Target>(
             && !feed.awaiting_check()
             && backoff_until.is_none_or(|t| Instant::now() >= t)
         {
+            let none = Default::default();
             let also = match feed.changes() {
                 Ok(c) => crate::engine::Also {
-                    users: c.changed[0].clone(),
-                    groups: c.changed[1].clone(),
+                    users: gone(&c.changed[0], &c.users, &none).into_iter().collect(),
+                    groups: gone(&c.changed[1], &c.groups, &none).into_iter().collect(),
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "HA: the keys changed while standby cannot be read; the take-over resync looks up the records' and the directory's");
@@ -257,14 +252,6 @@ pub(super) async fn run<T: Target>(
                 }
             }
             continue;
-        }
-
-        if keep_due.is_some_and(|t| Instant::now() >= t) {
-            keep_due = None;
-            if !ha.active() {
-                keep_seen(store, &mut feed, &mut kept_seen).await;
-                kept_at = Instant::now();
-            }
         }
 
         let now = Instant::now();
@@ -426,9 +413,6 @@ pub(super) async fn run<T: Target>(
         if let Some(r) = retry_at {
             wake = wake.min(r);
         }
-        if let Some(k) = keep_due {
-            wake = wake.min(k);
-        }
         if let Some(t) = next_resync {
             wake = wake.min(instant_of(t));
         }
@@ -514,8 +498,10 @@ pub(super) async fn run<T: Target>(
                 if let Err(e) = feed.write_ahead(store, engine::feed::write_ahead_at()) {
                     tracing::warn!(error = %e, "change feed: cannot write the mirror ahead of its save; holding it in memory");
                 }
-                if !ha.active() && keep_due.is_none() {
-                    keep_due = Some((kept_at + KEEP_SEEN_EVERY).max(Instant::now()));
+                // Written at once, durably: only keys that left are (a refresh of the whole
+                // directory writes nothing), and a restart may come any moment.
+                if !ha.active() {
+                    keep_seen(store, &mut feed, &mut kept_seen).await;
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
@@ -545,22 +531,14 @@ pub(super) async fn run<T: Target>(
     }
 }
 
-/// While standby: the keys the feed saw change since its last save (what a take-over looks
-/// up) kept in the store as they come, so that a restart before the take-over does not forget
-/// them (the feed's own record of them is in memory until a pass saves it).
+/// While standby: the keys the feed saw leave since its last save (what a take-over looks up)
+/// kept in the store as they come, so that a restart before the take-over does not forget them
+/// (the feed's own record of them is in memory until a pass saves it).
 async fn keep_seen(store: &Store, feed: &mut Feed, kept: &mut crate::engine::Also) {
     let (users, groups) = match feed.changes() {
         Ok(c) => (
-            c.changed[0]
-                .iter()
-                .filter(|k| !kept.users.contains(*k))
-                .cloned()
-                .collect::<Vec<_>>(),
-            c.changed[1]
-                .iter()
-                .filter(|k| !kept.groups.contains(*k))
-                .cloned()
-                .collect::<Vec<_>>(),
+            gone(&c.changed[0], &c.users, &kept.users),
+            gone(&c.changed[1], &c.groups, &kept.groups),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "standby: the changed keys cannot be read");
@@ -577,6 +555,20 @@ async fn keep_seen(store: &Store, feed: &mut Feed, kept: &mut crate::engine::Als
         }
         Err(e) => tracing::warn!(error = %e, "standby: cannot keep the changed keys in the store"),
     }
+}
+
+/// The changed keys the mirror no longer holds (deleted, or out of scope), not kept yet: those
+/// a take-over must look up (the others are in the directory, so in its desired state).
+fn gone(
+    changed: &std::collections::BTreeSet<crate::model::Key>,
+    mirror: &crate::engine::feed::Entries<'_>,
+    kept: &std::collections::BTreeSet<crate::model::Key>,
+) -> Vec<crate::model::Key> {
+    changed
+        .iter()
+        .filter(|k| !mirror.holds(k) && !kept.contains(*k))
+        .cloned()
+        .collect()
 }
 
 fn apply(feed: &mut Feed, scope: FeedScope, ev: SyncEvent) {

@@ -374,9 +374,10 @@ async fn poll<T: Target>(
     );
     // When the last change notification arrived (AD): the change time of the pass it asks for.
     let mut notified_at: Option<std::time::SystemTime> = None;
-    // While standby: the keys seen in scope (what a take-over looks up), when they were last
-    // listed and when next.
+    // While standby: the keys seen leave the scope (what a take-over looks up), the last
+    // listing of the scope they are told by, when it was made and when the next is due.
     let mut seen = engine::Also::default();
+    let mut last_listing: Option<engine::Also> = None;
     let mut listed = tokio::time::Instant::now();
     let mut next_list = listed;
     loop {
@@ -386,22 +387,29 @@ async fn poll<T: Target>(
         if !ha.active() {
             if tokio::time::Instant::now() >= next_list {
                 let mut listed_now = engine::Also::default();
-                tokio::select! {
-                    r = engine::standby::list_keys(cfg, &mut listed_now) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "standby: cannot list the keys in scope (a take-over looks up those seen before)");
-                        }
-                    }
+                let result = tokio::select! {
+                    r = engine::standby::list_keys(cfg, &mut listed_now) => r,
                     _ = stop.wait() => return,
+                };
+                match result {
+                    Ok(()) => {
+                        // What left since the last listing, kept in the store too (a restart
+                        // before the take-over); what is listed is in the directory, so in a
+                        // take-over's desired state anyway.
+                        if let Some(before) = last_listing.take() {
+                            let gone = engine::standby::left(&before, &listed_now);
+                            if let Err(e) = store.note_seen(&gone.users, &gone.groups).await {
+                                tracing::warn!(error = %e, "standby: cannot keep the keys seen in the store");
+                            }
+                            seen.users.extend(gone.users);
+                            seen.groups.extend(gone.groups);
+                        }
+                        last_listing = Some(listed_now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "standby: cannot list the keys in scope (a take-over looks up those seen leaving before)")
+                    }
                 }
-                // The new ones kept in the store too (a restart before the take-over).
-                listed_now.users.retain(|k| !seen.users.contains(k));
-                listed_now.groups.retain(|k| !seen.groups.contains(k));
-                if let Err(e) = store.note_seen(&listed_now.users, &listed_now.groups).await {
-                    tracing::warn!(error = %e, "standby: cannot keep the keys seen in the store");
-                }
-                seen.users.append(&mut listed_now.users);
-                seen.groups.append(&mut listed_now.groups);
                 listed = tokio::time::Instant::now();
                 next_list = listed + cfg.daemon.poll_interval;
             }
@@ -420,7 +428,10 @@ async fn poll<T: Target>(
             continue;
         }
         match take_over(cfg, store, target, board, ha, stop, &seen).await {
-            TakeOver::Done => seen = engine::Also::default(),
+            TakeOver::Done => {
+                seen = engine::Also::default();
+                last_listing = None;
+            }
             TakeOver::Lost => continue,
             TakeOver::Stopped => return,
             TakeOver::Failed => {

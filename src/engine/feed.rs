@@ -536,6 +536,11 @@ impl Entries<'_> {
     pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
         self.side.keys()
     }
+
+    /// Whether the mirror holds an entry under `key` (a changed key it does not hold left).
+    pub(crate) fn holds(&self, key: &Key) -> bool {
+        self.side.holds(key)
+    }
 }
 
 /// Indexes a stored entry by the sync identity it carries.

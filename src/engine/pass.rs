@@ -283,7 +283,11 @@ async fn run_inner<T: Target>(
         Default::default()
     };
     let interrupted = interrupted_writes(store)?;
-    list_for_creates(target, &ops).await?;
+    // A take-over looks each create up just before sending it: the gateway before it may
+    // have had the same create on its way, and a listing made now could miss it.
+    if also.is_none() {
+        list_for_creates(target, &ops).await?;
+    }
     let fitted;
     let desired: &(dyn crate::model::Desired + Sync) = match &wanted {
         live::Wanted::Full(d) => d,

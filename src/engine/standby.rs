@@ -1,13 +1,21 @@
 //! What a standby gateway (`[ha]`) keeps of the directory when it polls (AD, servers without
-//! syncprov): the keys in scope, listed every poll. A take-over then looks up by externalId
-//! every key it saw, so an object the gateway before it created, and that has left the
-//! directory since without that gateway pushing it, is found and removed. (With syncrepl the
-//! standby's change feed knows the same from its mirror.)
+//! syncprov): the keys in scope, listed every poll, and those that left between two listings.
+//! A take-over then looks those up by externalId, so an object the gateway before it created,
+//! and that has left the directory since without that gateway pushing it, is found and
+//! removed. (With syncrepl the standby's change feed tells the same from its mirror.)
 
 use super::{guarded, Also, EngineError};
 use crate::config::Config;
 use crate::mapping::Mapper;
 use crate::source::ldap::Session;
+
+/// The keys listed `before` and not `now`: they left the directory or the scope.
+pub(crate) fn left(before: &Also, now: &Also) -> Also {
+    Also {
+        users: before.users.difference(&now.users).cloned().collect(),
+        groups: before.groups.difference(&now.groups).cloned().collect(),
+    }
+}
 
 /// Adds the keys of every user and group in scope to `seen` (one keys-only search per scope).
 pub(crate) async fn list_keys(cfg: &Config, seen: &mut Also) -> Result<(), EngineError> {

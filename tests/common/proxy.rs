@@ -17,12 +17,20 @@ pub struct Proxy {
     acceptor: Option<JoinHandle<()>>,
     /// Connections opened before this epoch are frozen.
     epoch: Arc<AtomicU64>,
+    /// Milliseconds every answer (server to client) is held before it is passed on.
+    delay_ms: Arc<AtomicU64>,
 }
 
 /// Forwards bytes until either side closes. A connection of an epoch the proxy has moved past
 /// is frozen: what arrives is swallowed, nothing is answered, nothing is closed (a peer that
 /// vanished without a word, as behind a dead firewall).
-fn pipe(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    born: u64,
+    epoch: Arc<AtomicU64>,
+    delay_ms: Option<Arc<AtomicU64>>,
+) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -30,6 +38,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>
             Ok(n) => {
                 if epoch.load(Ordering::SeqCst) > born {
                     continue;
+                }
+                let delay = delay_ms.as_ref().map_or(0, |d| d.load(Ordering::SeqCst));
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
@@ -53,6 +65,7 @@ impl Proxy {
             conns: Arc::new(Mutex::new(Vec::new())),
             acceptor: None,
             epoch: Arc::new(AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
         };
         p.serve(listener);
         p
@@ -69,6 +82,7 @@ impl Proxy {
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
         let epoch = self.epoch.clone();
+        let delay = self.delay_ms.clone();
         self.acceptor = Some(std::thread::spawn(move || {
             // Bounded by the flag: the loop ends when the proxy is paused or dropped.
             while up.load(Ordering::SeqCst) {
@@ -84,13 +98,19 @@ impl Proxy {
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                         let born = epoch.load(Ordering::SeqCst);
                         let (e1, e2) = (epoch.clone(), epoch.clone());
-                        std::thread::spawn(move || pipe(client, server, born, e1));
-                        std::thread::spawn(move || pipe(s2, c2, born, e2));
+                        let d = delay.clone();
+                        std::thread::spawn(move || pipe(client, server, born, e1, None));
+                        std::thread::spawn(move || pipe(s2, c2, born, e2, Some(d)));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         }));
+    }
+
+    /// Holds every answer `ms` milliseconds before passing it on (a slow server or link).
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Freezes the open connections (they stay open but carry nothing); new ones work.

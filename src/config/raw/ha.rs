@@ -102,6 +102,12 @@ impl RawHa {
                 "at least 200ms: each renewal is a write to the directory".into(),
             ));
         }
+        if margin < Duration::from_secs(1) {
+            return Err(invalid(
+                "ha.margin",
+                "at least 1s: it is what separates the active gateway's last write from a standby's first (requests on their way, a slow renewal)".into(),
+            ));
+        }
         if lease_ttl > Duration::from_secs(3600) {
             return Err(invalid(
                 "ha.lease_ttl",

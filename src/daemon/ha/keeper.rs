@@ -29,15 +29,24 @@ pub(super) struct Keeper {
     pub(super) mine: Option<LeaseValue>,
     /// How many times it took the lease.
     pub(super) took: u64,
+    /// A write whose answer has not come (a step that ran out of time), with when it was sent
+    /// and whether it was a take: if the next read finds its value, the server carried it out.
+    pub(super) attempted: Option<(LeaseValue, Instant, bool)>,
+    /// Another gateway renews the lease under this gateway's id (shown as the problem).
+    pub(super) impostor: Option<String>,
 }
 
 impl Keeper {
     pub(super) async fn run(mut self, mut release: oneshot::Receiver<oneshot::Sender<()>>) {
         let mut tick = tokio::time::interval(self.ha.renew);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // One step may take this long (a read and a write): past it the connection is taken
-        // for dead and opened again on the next tick.
-        let step_limit = (self.ha.lease_ttl - self.ha.margin) / 2;
+        // One step may take this long (a read and a write, each within the lease connection's
+        // timeout): past it the connection is taken for dead and opened again on the next
+        // tick. A write it cut short is recognised by the next read (`attempted`).
+        let step_limit = self.ha.lease_ttl - self.ha.margin;
+        // The same warning again only every few minutes (a lease the bind DN may not write
+        // would log at every renewal).
+        let mut warned: Option<(String, Instant)> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -67,8 +76,9 @@ impl Keeper {
                 match Session::open(&self.ldap).await {
                     Ok(s) => self.session = Some(s),
                     Err(e) => {
-                        tracing::warn!(error = %e, holding = self.fence.open(), "HA: the lease could not be read or renewed");
-                        self.publish(Some(e.to_string()));
+                        let why = e.to_string();
+                        self.warn(&mut warned, &why);
+                        self.publish(Some(why));
                         continue;
                     }
                 }
@@ -89,10 +99,26 @@ impl Keeper {
             if let Some(why) = &problem {
                 // A new connection next time (perhaps to the next server of ldap.url).
                 self.session = None;
-                tracing::warn!(error = %why, holding = self.fence.open(), "HA: the lease could not be read or renewed");
+                self.warn(&mut warned, why);
+            } else {
+                warned = None;
             }
+            let problem = problem.or_else(|| self.impostor.clone());
             self.publish(problem);
         }
+    }
+
+    /// Logs a failure of the lease's read or write, unless the same was logged lately.
+    fn warn(&self, warned: &mut Option<(String, Instant)>, why: &str) {
+        const AGAIN: std::time::Duration = std::time::Duration::from_secs(300);
+        if warned
+            .as_ref()
+            .is_some_and(|(w, at)| w == why && at.elapsed() < AGAIN)
+        {
+            return;
+        }
+        tracing::warn!(error = %why, holding = self.fence.open(), "HA: the lease could not be read or renewed (logged again in 5 minutes if it goes on)");
+        *warned = Some((why.to_string(), Instant::now()));
     }
 
     fn publish(&mut self, problem: Option<String>) {
@@ -161,10 +187,40 @@ impl Keeper {
             }
         };
         let now = Instant::now();
-        if self.seen.as_ref().is_none_or(|(o, _)| *o != observed) {
+        let previous = self.seen.as_ref().map(|(o, _)| o.lease());
+        let changed = self.seen.as_ref().is_none_or(|(o, _)| *o != observed);
+        if changed {
             self.seen = Some((observed.clone(), now));
         }
         let lease = observed.lease();
+        // A write of this gateway's whose answer never came, carried out by the server: its
+        // own, with the validity it would have had.
+        if let Some((value, sent, take)) = self.attempted.take() {
+            if lease.as_ref() == Some(&value) {
+                self.fence
+                    .open_until(sent + self.ha.lease_ttl - self.ha.margin);
+                if take {
+                    self.took += 1;
+                    tracing::info!(instance = %self.ha.instance, generation = value.generation, "HA: took the lease (the directory's answer came late): this gateway pushes");
+                }
+                self.mine = Some(value);
+            }
+        }
+        // Someone else renews under this gateway's id: two gateways share it.
+        let me = Some(self.ha.instance.as_str());
+        self.impostor = (self.mine.is_none()
+            && changed
+            && lease.as_ref().and_then(|l| l.holder.as_deref()) == me
+            && previous
+                .flatten()
+                .is_some_and(|p| p.holder.as_deref() == me))
+        .then(|| {
+            format!(
+                "another gateway renews the lease under this gateway's id ({}): give each gateway its own ha.instance_id",
+                self.ha.instance
+            )
+        })
+        .or_else(|| self.impostor.take().filter(|_| !changed));
         if let Some(mine) = &self.mine {
             if lease.as_ref() != Some(mine) {
                 tracing::warn!(holder = ?lease.as_ref().and_then(|l| l.holder.clone()), "HA: the lease was taken by another gateway: this one stops pushing");
@@ -227,8 +283,16 @@ impl Keeper {
         // after, and a standby's clock starts only once it has read the new value.
         let sent = Instant::now();
         let dn = self.ha.lease_dn.clone();
+        let take = matches!(what, Write::Take { .. });
+        self.attempted = Some((next.clone(), sent, take));
         let session = self.session().await?;
-        match lease::swap(session, &dn, observed, &next).await? {
+        let swapped = lease::swap(session, &dn, observed, &next).await;
+        // Kept when no answer came (the connection broke, or the step ran out of time): the
+        // next read tells whether the server carried it out.
+        if swapped.is_ok() {
+            self.attempted = None;
+        }
+        match swapped? {
             Swap::Done => {
                 self.fence
                     .open_until(sent + self.ha.lease_ttl - self.ha.margin);

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Board;
 use crate::config::{HaConfig, LdapConfig};
 pub(crate) use fence::Fence;
-pub(crate) use holder::read_holder;
+pub(crate) use holder::{read_holder, HolderView};
 use keeper::Keeper;
 
 /// What this gateway knows of the lease, for the loops and the status board.
@@ -94,6 +94,8 @@ impl Ha {
             seen: None,
             mine: None,
             took: 0,
+            attempted: None,
+            impostor: None,
         };
         tokio::spawn(keeper.run(release_rx));
         Ha {

@@ -115,6 +115,11 @@ impl FeedEntries {
         self.held.keys()
     }
 
+    /// Whether an entry is held under `key`.
+    pub(super) fn holds(&self, key: &Key) -> bool {
+        self.held.contains_key(key)
+    }
+
     /// True when the entry under `key` is held with another DN than `dn`.
     pub(super) fn dn_differs(&self, key: &Key, dn: &str) -> bool {
         self.held.get(key).is_some_and(|h| h.dn != dn_digest(dn))
