@@ -35,7 +35,7 @@ impl Node {
     }
 
     fn start(&mut self, args: &[&str]) {
-        let mut a = vec!["run"];
+        let mut a = vec!["run", "--log-level", "debug"];
         a.extend_from_slice(args);
         let child = spawn_dirbridge(&self.config(), &a, &[], &self.dir);
         self.child = Some(Guard(child));
@@ -219,9 +219,31 @@ impl Cluster {
     fn target(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut names = std::collections::BTreeSet::new();
-        for u in self.env.scim.users() {
+        let users = self.env.scim.users();
+        for u in &users {
             let name = u["userName"].as_str().unwrap_or_default().to_string();
-            assert!(names.insert(name.clone()), "{name} twice on the target");
+            if !names.insert(name.clone()) {
+                let twins: Vec<&Value> = users.iter().filter(|v| v["userName"] == name).collect();
+                let mentions: String = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let lines: Vec<String> = n
+                            .log()
+                            .lines()
+                            .filter(|l| l.contains(&name))
+                            .map(str::to_owned)
+                            .collect();
+                        format!(
+                            "--- {} ({} writes)\n{}\n",
+                            n.id,
+                            n.target.writes().len(),
+                            lines.join("\n")
+                        )
+                    })
+                    .collect();
+                panic!("{name} twice on the target: {twins:?}\n{mentions}");
+            }
             if u["active"] == false {
                 continue;
             }
@@ -467,7 +489,13 @@ fn kill_9_of_the_active_during_bursts_of_500_changes_loses_and_duplicates_nothin
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let mut c = Cluster::start(2);
+    // Two slapd in multi-provider replication, the gateways given both: the one they use is
+    // stopped in round 3 (a server switch), the other restarted in round 6, the first brought
+    // back in round 8.
+    let (first, mut second) = Slapd::start_pair();
+    let mut c = Cluster::with_env(Env::with_slapd(first), 2);
+    c.set_ldap_servers(&[c.env.slapd.url(), second.url()]);
+    let mut write_to = c.env.slapd.url();
     c.start_all();
     c.active(60);
     assert!(c.converged(60), "{}", c.logs());
@@ -492,11 +520,16 @@ fn kill_9_of_the_active_during_bursts_of_500_changes_loses_and_duplicates_nothin
     // Round 0: the users the first round deletes.
     burst(&c.env, 0, 500);
     assert!(c.converged(60), "{}", c.logs());
+    let caught_up = |c: &mut Cluster, to: String| {
+        let expected = c.directory();
+        c.truth = to;
+        assert!(wait_until(30, || c.directory() == expected), "replication");
+    };
     let mut failovers = Vec::new();
     for round in 1..=rounds {
         let a = c.active(30);
         let b = 1 - a;
-        let url = c.env.slapd.url();
+        let url = write_to.clone();
         let burster = std::thread::spawn(move || {
             let ldif = burst_ldif(round, 500);
             let out = run_with_input(
@@ -523,10 +556,18 @@ fn kill_9_of_the_active_during_bursts_of_500_changes_loses_and_duplicates_nothin
         );
         failovers.push(killed.elapsed());
         burster.join().unwrap();
-        if round % 4 == 0 {
-            // A directory restart in the middle of it all.
-            c.env.slapd.kill();
-            c.env.slapd.restart();
+        match round {
+            3 => {
+                // The server in use stops: everything goes on on the other.
+                caught_up(&mut c, second.url());
+                c.env.slapd.kill();
+                write_to = second.url();
+            }
+            // The server in use restarts.
+            6 => second.restart(),
+            // The first comes back (and catches up from the second).
+            8 => c.env.slapd.restart(),
+            _ => {}
         }
         assert!(
             c.converged(60),

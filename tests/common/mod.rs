@@ -723,8 +723,30 @@ impl Scim {
     }
 
     /// Every resource of a type, page by page (bounded).
+    /// Every resource, each once: a listing that shifted while the server was written to
+    /// (a resource on two pages, or on none) is made again (bounded), and what it repeats is
+    /// taken once.
     pub fn list(&self, resource: &str) -> Vec<Value> {
+        let mut last = Vec::new();
+        for _ in 0..5 {
+            let (items, total) = self.list_once(resource);
+            let mut ids = std::collections::BTreeSet::new();
+            let unique: Vec<Value> = items
+                .into_iter()
+                .filter(|v| ids.insert(v["id"].as_str().unwrap_or_default().to_string()))
+                .collect();
+            let whole = unique.len() == total;
+            last = unique;
+            if whole {
+                break;
+            }
+        }
+        last
+    }
+
+    fn list_once(&self, resource: &str) -> (Vec<Value>, usize) {
         let mut out = Vec::new();
+        let mut total = 0;
         for _ in 0..1000 {
             let start = out.len() + 1;
             let (status, doc) = self.http(
@@ -734,14 +756,14 @@ impl Scim {
             );
             assert_eq!(status, 200, "{doc}");
             let page = doc["Resources"].as_array().cloned().unwrap_or_default();
-            let total = doc["totalResults"].as_u64().unwrap_or(0) as usize;
+            total = doc["totalResults"].as_u64().unwrap_or(0) as usize;
             let empty = page.is_empty();
             out.extend(page);
             if empty || out.len() >= total {
                 break;
             }
         }
-        out
+        (out, total)
     }
 
     pub fn users(&self) -> Vec<Value> {
