@@ -2,7 +2,7 @@
 //! entry in the directory. Each gateway reaches the target through its own proxy, which logs
 //! every request: the writes say who pushed. Real slapd (syncprov), real SCIM server, real
 //! processes killed with SIGKILL, frozen with SIGSTOP, cut off from the directory.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
