@@ -179,7 +179,7 @@ fn follow_ad(n: usize) -> Vec<f64> {
     out
 }
 
-/// The `[ha]` timings of the failover figure (what tests/e2e_ha.rs uses).
+/// The `[ha]` timings of the failover figure (`common::ha_nodes`, as tests/e2e_ha.rs).
 const HA_RENEW: &str = "500ms";
 const HA_TTL_SECS: u64 = 3;
 const HA_MARGIN: &str = "1s";
@@ -189,57 +189,25 @@ const HA_MARGIN: &str = "1s";
 fn failover(rounds: usize) -> Vec<f64> {
     let mut env = Env::start();
     env.ldap_extra = "referenced_groups = \"ignore\"\n".into();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let dir = env.dir.path().join(format!("gw{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in ["bind.pw", "scim.token"] {
-            std::fs::copy(env.dir.path().join(f), dir.join(f)).unwrap();
-        }
-        let status = free_port();
-        env.extra = format!(
-            "[daemon]\nchange_feed = \"syncrepl\"\npoll_interval = \"1h\"\nfull_resync = \"off\"\n\
-             listen = \"127.0.0.1:{status}\"\n[ha]\nlease_dn = \"cn=dirbridge-lease,{BASE_DN}\"\n\
-             instance_id = \"gw{i}\"\nrenew = \"{HA_RENEW}\"\nlease_ttl = \"{HA_TTL_SECS}s\"\nmargin = \"{HA_MARGIN}\"\n"
-        );
-        env.write_config();
-        std::fs::copy(env.config_path(), dir.join("dirbridge.toml")).unwrap();
-        nodes.push((dir, status, None::<Guard>));
-    }
-    let spawn = |dir: &std::path::Path| {
-        Guard(spawn_dirbridge(
-            &dir.join("dirbridge.toml"),
-            &["run"],
-            &[],
-            dir,
-        ))
-    };
-    for n in &mut nodes {
-        n.2 = Some(spawn(&n.0));
-    }
-    let role = |status: u16| {
-        http_get(status, "/status")
-            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
-            .and_then(|s| s["ha"]["role"].as_str().map(str::to_string))
-    };
+    let nodes = ha_nodes(
+        &mut env,
+        &format!("cn=dirbridge-lease,{BASE_DN}"),
+        "change_feed = \"syncrepl\"\npoll_interval = \"1h\"",
+        2,
+    );
+    let mut running: Vec<Option<Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
     assert!(wait_until(60, || env.scim.users().len() == 3));
     let id = id_of(&env, "bob");
     let mut ms = Vec::new();
     for round in 0..rounds {
-        let mut active = None;
-        assert!(wait_until(30, || {
-            let roles: Vec<_> = nodes.iter().map(|n| role(n.1)).collect();
-            active = roles.iter().position(|r| r.as_deref() == Some("active"));
-            active.is_some() && roles.iter().all(Option::is_some)
-        }));
-        let a = active.unwrap();
-        nodes[a].2.take().unwrap().stop();
+        let a = ha_active(&nodes, &[true, true], 30).expect("one active gateway");
+        running[a].take().unwrap().stop();
         let killed = Instant::now();
         let title = format!("failover {round}");
         set_attribute(&env.slapd, "bob", "title", &title);
         assert!(arrived(&env.scim, &id, &title), "round {round}: not pushed");
         ms.push(killed.elapsed().as_secs_f64() * 1000.0);
-        nodes[a].2 = Some(spawn(&nodes[a].0));
+        running[a] = Some(nodes[a].spawn());
     }
     ms
 }

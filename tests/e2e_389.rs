@@ -310,18 +310,12 @@ fn ha_on_389_ds_one_gateway_pushes_and_the_other_takes_over_a_kill() {
         2,
     );
     let mut children: Vec<Option<Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
-    let logs = |nodes: &[HaNode]| {
-        nodes
-            .iter()
-            .map(HaNode::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
-    let first = ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    let first =
+        ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", ha_logs(&nodes)));
     assert!(
         wait_until(60, || gw.scim.users().len() == 3),
         "{}",
-        logs(&nodes)
+        ha_logs(&nodes)
     );
     // 389-DS took the lease entry the first gateway created (an applicationProcess).
     assert!(
@@ -336,7 +330,7 @@ fn ha_on_389_ds_one_gateway_pushes_and_the_other_takes_over_a_kill() {
         wait_until(30, || family_of(&gw, "bob").as_deref()
             == Some("AfterTheKill")),
         "{}",
-        logs(&nodes)
+        ha_logs(&nodes)
     );
     assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
 }

@@ -683,19 +683,13 @@ fn ha_on_active_directory_a_standby_takes_over_and_carries_out_a_deletion_never_
         "poll_interval = \"1s\"\nnotify_fallback = \"1s\"",
         2,
     );
-    let logs = |nodes: &[HaNode]| {
-        nodes
-            .iter()
-            .map(HaNode::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
     let mut children: Vec<Option<Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
-    let first = ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    let first =
+        ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", ha_logs(&nodes)));
     assert!(
         wait_until(60, || env.scim.users().len() == 3),
         "{}",
-        logs(&nodes)
+        ha_logs(&nodes)
     );
     // The lease is a container the first gateway created, with its value.
     let value = env.dc.read(&lease, "description");
@@ -714,7 +708,7 @@ fn ha_on_active_directory_a_standby_takes_over_and_carries_out_a_deletion_never_
     assert!(
         wait_until(30, || env.scim.user("dan@corp.example.org").is_some()),
         "{}",
-        logs(&nodes)
+        ha_logs(&nodes)
     );
     std::thread::sleep(std::time::Duration::from_secs(3));
     children[first].take().unwrap().stop();
@@ -726,7 +720,7 @@ fn ha_on_active_directory_a_standby_takes_over_and_carries_out_a_deletion_never_
                 .is_some_and(|u| u["active"] == false)
         }),
         "{}",
-        logs(&nodes)
+        ha_logs(&nodes)
     );
     assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
     let value = env.dc.read(&lease, "description");

@@ -647,21 +647,14 @@ fn ha_two_gateways_on_a_rest_target_take_over_and_carry_out_a_deletion_never_pus
         std::fs::copy(env.config_path(), dir.join("dirbridge.toml")).unwrap();
         nodes.push(common::HaNode { dir, status });
     }
-    let logs = |nodes: &[common::HaNode]| {
-        nodes
-            .iter()
-            .map(common::HaNode::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
     let mut children: Vec<Option<common::Guard>> = nodes.iter().map(|n| Some(n.spawn())).collect();
-    let first =
-        common::ha_active(&nodes, &[true, true], 60).unwrap_or_else(|| panic!("{}", logs(&nodes)));
+    let first = common::ha_active(&nodes, &[true, true], 60)
+        .unwrap_or_else(|| panic!("{}", common::ha_logs(&nodes)));
     let rest = &env.rest;
     assert!(
         common::wait_until(60, || names(&rest.users()) == ["alice", "bob", "carol"]),
         "{}",
-        logs(&nodes)
+        common::ha_logs(&nodes)
     );
     // The standby (polling: referenced groups rule the change feed out) has listed carol; the
     // active dies before it pushes her leaving.
@@ -677,7 +670,7 @@ fn ha_two_gateways_on_a_rest_target_take_over_and_carry_out_a_deletion_never_pus
                     .is_some_and(|b| b["name"]["family"] == "Taken")
         }),
         "{}",
-        logs(&nodes)
+        common::ha_logs(&nodes)
     );
     assert_eq!(nodes[1 - first].role().as_deref(), Some("active"));
     assert_eq!(

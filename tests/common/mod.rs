@@ -1250,6 +1250,15 @@ impl HaNode {
     }
 }
 
+/// What each of `nodes` logged, one after the other (for a failing assertion).
+pub fn ha_logs(nodes: &[HaNode]) -> String {
+    nodes
+        .iter()
+        .map(HaNode::log)
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 /// `n` gateways on `gw`'s directory and target with `[ha]` on `lease_dn` (renew 500 ms, ttl
 /// 3 s, margin 1 s) and `detection` in `[daemon]` (its change feed and poll interval).
 pub fn ha_nodes(gw: &mut Gateway, lease_dn: &str, detection: &str, n: usize) -> Vec<HaNode> {
